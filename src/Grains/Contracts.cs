@@ -1,0 +1,82 @@
+namespace CallState.Grains;
+
+/// <summary>How long slots are held without news of the call (DESIGN 3).</summary>
+public sealed class LeaseOptions
+{
+    /// <summary>Reserved, no final response yet: about SIP Timer C (RFC 3261 16.6, more than 3 minutes).</summary>
+    public TimeSpan Early { get; set; } = TimeSpan.FromSeconds(180);
+
+    /// <summary>After the 2xx: the maximum call duration unless refreshed.</summary>
+    public TimeSpan Confirmed { get; set; } = TimeSpan.FromHours(12);
+
+    /// <summary>
+    /// How long an ended or rejected call's record is kept so that retransmissions and duplicate BYEs
+    /// get the same answer: 64*T1, the lifetime of a SIP transaction (RFC 3261 17.1.1.2, Timer B).
+    /// </summary>
+    public TimeSpan EndedRetention { get; set; } = TimeSpan.FromSeconds(32);
+
+    public IEnumerable<string> Validate(string path)
+    {
+        if (Early <= TimeSpan.Zero)
+        {
+            yield return $"{path}:Early must be positive (was {Early}).";
+        }
+
+        if (Confirmed <= TimeSpan.Zero)
+        {
+            yield return $"{path}:Confirmed must be positive (was {Confirmed}).";
+        }
+
+        if (EndedRetention < TimeSpan.Zero)
+        {
+            yield return $"{path}:EndedRetention must not be negative (was {EndedRetention}).";
+        }
+    }
+}
+
+/// <summary>The limits a call grain talks to. The hosting runtime routes each call to the limit's activation.</summary>
+public interface ILimitGrainClient
+{
+    Task<ReserveOutcome> TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken);
+
+    Task<bool> ConfirmAsync(LimitKey key, string callKey, TimeSpan lease, CancellationToken cancellationToken);
+
+    Task<bool> RenewAsync(LimitKey key, string callKey, TimeSpan lease, CancellationToken cancellationToken);
+
+    Task<bool> ReleaseAsync(LimitKey key, string callKey, CancellationToken cancellationToken);
+}
+
+/// <summary>A grain's persisted state, as the runtime hands it to grain code (Orleans' IPersistentState).</summary>
+public interface IGrainState<out T>
+{
+    T State { get; }
+
+    /// <summary>
+    /// Writes the state durably, conditional on the version loaded; <paramref name="dueAt"/> asks the runtime
+    /// to wake the grain then (surviving restarts). Throws <see cref="StaleGrainStateException"/> when
+    /// another activation wrote first.
+    /// </summary>
+    Task WriteAsync(DateTimeOffset? dueAt, CancellationToken cancellationToken);
+
+    /// <summary>Deletes the state (conditionally, like a write).</summary>
+    Task ClearAsync(CancellationToken cancellationToken);
+}
+
+/// <summary>The stored state changed under this activation: it must reload and decide again.</summary>
+public sealed class StaleGrainStateException : Exception
+{
+    public StaleGrainStateException()
+        : base("grain state was written by another activation")
+    {
+    }
+
+    public StaleGrainStateException(string message)
+        : base(message)
+    {
+    }
+
+    public StaleGrainStateException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+}

@@ -1,0 +1,233 @@
+namespace CallState.Grains;
+
+/// <summary>
+/// The decisions of one limit (<c>user/…</c>, <c>trunk/…</c>, <c>key/…</c>) over its state. Pure logic:
+/// the hosting runtime owns persistence, turn scheduling and timers, calls these methods one turn at a
+/// time, and persists the state whenever a method reports that it changed it.
+/// Every operation is idempotent per call key.
+/// </summary>
+public sealed class LimitGrain
+{
+    private readonly LimitSettings _configured;
+
+    public LimitGrain(LimitKey key, LimitGrainState state, LimitSettings configured)
+    {
+        Key = key;
+        State = state;
+        _configured = configured;
+    }
+
+    public LimitKey Key { get; }
+
+    public LimitGrainState State { get; }
+
+    /// <summary>The limits in force: a run-time override, else configuration; per-key limits come with calls.</summary>
+    public LimitSettings Effective => Key.Kind == LimitKind.Key
+        ? new LimitSettings(Total: State.LastPerCallMax)
+        : State.Override ?? _configured;
+
+    /// <summary>The earliest lease end, when the runtime must wake this grain; null when nothing is held.</summary>
+    public DateTimeOffset? NextDue
+    {
+        get
+        {
+            long? min = null;
+            foreach (var call in State.Calls.Values)
+            {
+                if (min is null || call.LeaseEndMs < min)
+                {
+                    min = call.LeaseEndMs;
+                }
+            }
+
+            return min is { } ms ? DateTimeOffset.FromUnixTimeMilliseconds(ms) : null;
+        }
+    }
+
+    /// <summary>
+    /// Reserves a slot for <paramref name="callKey"/> unless a limit is reached. A call that already holds
+    /// a slot is admitted again without counting twice (a retransmitted INVITE).
+    /// </summary>
+    public ReserveOutcome TryReserve(string callKey, Direction direction, TimeSpan lease, int? perCallMax, DateTimeOffset now, out bool changed)
+    {
+        changed = ExpireLeases(now) > 0;
+        var (inbound, outbound) = Count();
+
+        if (State.Calls.ContainsKey(callKey))
+        {
+            return ReserveOutcome.Admit(Effective.Total, inbound + outbound);
+        }
+
+        var outcome = Key.Kind == LimitKind.Key
+            ? DecidePerKey(direction, perCallMax ?? State.LastPerCallMax, inbound + outbound)
+            : Decide(Effective, direction, inbound, outbound);
+
+        if (Key.Kind == LimitKind.Key && perCallMax is { } max && State.LastPerCallMax != max)
+        {
+            State.LastPerCallMax = max;
+            changed = true;
+        }
+
+        if (!outcome.Admitted)
+        {
+            return outcome;
+        }
+
+        var nowMs = now.ToUnixTimeMilliseconds();
+        State.Calls[callKey] = new HeldCall
+        {
+            Direction = direction,
+            Phase = HoldPhase.Early,
+            SinceMs = nowMs,
+            LeaseEndMs = nowMs + (long)lease.TotalMilliseconds,
+        };
+        changed = true;
+        return outcome;
+    }
+
+    /// <summary>Marks the call answered (2xx) and gives it the confirmed lease. False when the call holds no slot here.</summary>
+    public bool Confirm(string callKey, TimeSpan lease, DateTimeOffset now)
+    {
+        if (!State.Calls.TryGetValue(callKey, out var call))
+        {
+            return false;
+        }
+
+        call.Phase = HoldPhase.Confirmed;
+        call.LeaseEndMs = now.ToUnixTimeMilliseconds() + (long)lease.TotalMilliseconds;
+        return true;
+    }
+
+    /// <summary>Extends the lease (re-INVITE, UPDATE, session refresh). False when the call holds no slot here.</summary>
+    public bool Renew(string callKey, TimeSpan lease, DateTimeOffset now)
+    {
+        if (!State.Calls.TryGetValue(callKey, out var call))
+        {
+            return false;
+        }
+
+        call.LeaseEndMs = Math.Max(call.LeaseEndMs, now.ToUnixTimeMilliseconds() + (long)lease.TotalMilliseconds);
+        return true;
+    }
+
+    /// <summary>Frees the call's slot. False (and no change) when it held none: releasing twice is harmless.</summary>
+    public bool Release(string callKey) => State.Calls.Remove(callKey);
+
+    /// <summary>Reclaims every slot whose lease has ended; returns how many.</summary>
+    public int ExpireLeases(DateTimeOffset now)
+    {
+        var nowMs = now.ToUnixTimeMilliseconds();
+        var expired = 0;
+        foreach (var (callKey, call) in State.Calls)
+        {
+            if (call.LeaseEndMs <= nowMs)
+            {
+                // Removing during enumeration is allowed for Dictionary<TKey, TValue> since .NET Core 3.0.
+                State.Calls.Remove(callKey);
+                expired++;
+            }
+        }
+
+        State.Reclaimed += expired;
+        return expired;
+    }
+
+    /// <summary>Sets (or with null clears) the run-time limits of a user or trunk.</summary>
+    public void SetOverride(LimitSettings? limits)
+    {
+        if (Key.Kind == LimitKind.Key)
+        {
+            throw new InvalidOperationException("per-key limits come with each call and cannot be overridden");
+        }
+
+        State.Override = limits;
+    }
+
+    public LimitSnapshot Snapshot()
+    {
+        var (inbound, outbound) = Count();
+        var calls = new List<HeldCallSnapshot>(State.Calls.Count);
+        foreach (var (callKey, call) in State.Calls)
+        {
+            calls.Add(new HeldCallSnapshot(
+                callKey,
+                call.Direction,
+                call.Phase,
+                DateTimeOffset.FromUnixTimeMilliseconds(call.SinceMs),
+                DateTimeOffset.FromUnixTimeMilliseconds(call.LeaseEndMs)));
+        }
+
+        calls.Sort(static (a, b) => string.CompareOrdinal(a.CallKey, b.CallKey));
+        return new LimitSnapshot(Key.ToString(), Key.Kind, Effective, inbound, outbound, inbound + outbound, State.Reclaimed, calls);
+    }
+
+    private (int Inbound, int Outbound) Count()
+    {
+        int inbound = 0, outbound = 0;
+        foreach (var call in State.Calls.Values)
+        {
+            if (call.Direction == Direction.Inbound)
+            {
+                inbound++;
+            }
+            else
+            {
+                outbound++;
+            }
+        }
+
+        return (inbound, outbound);
+    }
+
+    private ReserveOutcome Decide(LimitSettings limits, Direction direction, int inbound, int outbound)
+    {
+        var total = inbound + outbound;
+        var isUser = Key.Kind == LimitKind.User;
+        var directionLimit = direction == Direction.Inbound ? limits.Inbound : limits.Outbound;
+        var directionCount = direction == Direction.Inbound ? inbound : outbound;
+
+        // A zero limit bars the direction (or, for total, every call): miniSIPServer's "zero inbound
+        // means the trunk can only carry outgoing calls", and a user with total 0 has no calls at all.
+        if (limits.Total == 0)
+        {
+            return ReserveOutcome.Reject(RejectReason.DirectionBarred, 0, total);
+        }
+
+        if (directionLimit == 0)
+        {
+            return ReserveOutcome.Reject(RejectReason.DirectionBarred, 0, directionCount);
+        }
+
+        if (directionLimit is { } dl && directionCount >= dl)
+        {
+            var reason = (isUser, direction) switch
+            {
+                (true, Direction.Inbound) => RejectReason.UserInLimitReached,
+                (true, _) => RejectReason.UserOutLimitReached,
+                (false, Direction.Inbound) => RejectReason.TrunkInLimitReached,
+                _ => RejectReason.TrunkOutLimitReached,
+            };
+            return ReserveOutcome.Reject(reason, dl, directionCount);
+        }
+
+        if (limits.Total is { } tl && total >= tl)
+        {
+            return ReserveOutcome.Reject(isUser ? RejectReason.UserTotalLimitReached : RejectReason.TrunkTotalLimitReached, tl, total);
+        }
+
+        return ReserveOutcome.Admit(directionLimit ?? limits.Total, limits.Total is null ? directionCount : total);
+    }
+
+    private static ReserveOutcome DecidePerKey(Direction direction, int? max, int total)
+    {
+        // AudioCodes 'cac=key|max': one maximum for the key, whatever the direction; the reason names
+        // the direction of the refused call.
+        if (max is { } m && total >= m)
+        {
+            var reason = direction == Direction.Inbound ? RejectReason.InPerKeyCacLimitReached : RejectReason.OutPerKeyCacLimitReached;
+            return ReserveOutcome.Reject(reason, m, total);
+        }
+
+        return ReserveOutcome.Admit(max, total);
+    }
+}

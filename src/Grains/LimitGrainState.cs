@@ -1,0 +1,62 @@
+namespace CallState.Grains;
+
+/// <summary>Whether a held call has had its final 2xx (confirmed) or not yet (early).</summary>
+public enum HoldPhase : byte
+{
+    Early = 1,
+    Confirmed = 2,
+}
+
+/// <summary>One call holding a slot on a limit. Times are Unix milliseconds.</summary>
+public sealed class HeldCall
+{
+    public Direction Direction { get; set; }
+
+    public HoldPhase Phase { get; set; }
+
+    public long SinceMs { get; set; }
+
+    public long LeaseEndMs { get; set; }
+}
+
+/// <summary>The persisted state of one limit grain.</summary>
+public sealed class LimitGrainState
+{
+    /// <summary>Limits set at run time through the admin API; when null the configured limits apply.</summary>
+    public LimitSettings? Override { get; set; }
+
+    /// <summary>For a per-key limit: the maximum carried by the most recent call (what listings show).</summary>
+    public int? LastPerCallMax { get; set; }
+
+    /// <summary>Calls holding a slot, by call key.</summary>
+    public Dictionary<string, HeldCall> Calls { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Slots reclaimed because their lease ran out (the end of the call was never seen).</summary>
+    public long Reclaimed { get; set; }
+}
+
+/// <summary>The answer of one limit to a reservation.</summary>
+/// <param name="Admitted">True when the call holds a slot (also when it already did).</param>
+/// <param name="Reason">Why it was refused; <see cref="RejectReason.None"/> when admitted.</param>
+/// <param name="Limit">The limit that applied (null when unlimited).</param>
+/// <param name="Current">Calls counted against that limit before this one.</param>
+public readonly record struct ReserveOutcome(bool Admitted, RejectReason Reason, int? Limit, int Current)
+{
+    public static ReserveOutcome Admit(int? limit, int current) => new(true, RejectReason.None, limit, current);
+
+    public static ReserveOutcome Reject(RejectReason reason, int? limit, int current) => new(false, reason, limit, current);
+}
+
+/// <summary>A call as listed in a limit snapshot.</summary>
+public sealed record HeldCallSnapshot(string CallKey, Direction Direction, HoldPhase Phase, DateTimeOffset Since, DateTimeOffset LeaseEnd);
+
+/// <summary>What one limit holds now: like AudioCodes' <c>show voip tags-cac</c>, plus the calls.</summary>
+public sealed record LimitSnapshot(
+    string Key,
+    LimitKind Kind,
+    LimitSettings Limits,
+    int Inbound,
+    int Outbound,
+    int Total,
+    long Reclaimed,
+    IReadOnlyList<HeldCallSnapshot> Calls);

@@ -1,0 +1,50 @@
+namespace CallState.Runtime.Storage;
+
+/// <summary>Identifies one grain's row: its type (<c>limit</c>, <c>call</c>) and its key.</summary>
+public readonly record struct GrainId(string Type, string Key)
+{
+    public override string ToString() => Type + ":" + Key;
+}
+
+/// <summary>A grain's persisted record. <see cref="Version"/> starts at 1 for the first write.</summary>
+/// <param name="Data">Serialized grain state.</param>
+/// <param name="Version">Version stored with the row; a write must name it to succeed.</param>
+/// <param name="DueAt">When the grain wants to be woken (a lease end, a recovery); null when never.</param>
+public sealed record StoredGrain(byte[] Data, long Version, DateTimeOffset? DueAt);
+
+/// <summary>
+/// One conditional write. <see cref="ExpectedVersion"/> 0 means "the row must not exist yet" (insert);
+/// otherwise the row must have exactly that version (compare-and-set). On success the row's version
+/// becomes <c>ExpectedVersion + 1</c>. <see cref="Data"/> null deletes the row.
+/// </summary>
+public sealed record GrainWrite(GrainId Id, long ExpectedVersion, byte[]? Data, DateTimeOffset? DueAt);
+
+/// <summary>A grain that asked to be woken at <see cref="DueAt"/>.</summary>
+public readonly record struct DueGrain(GrainId Id, DateTimeOffset DueAt);
+
+/// <summary>
+/// Durable grain state with versioned compare-and-set writes. Writes go through group commit:
+/// concurrent writes from many grains share one transaction and one round trip, and each
+/// caller's task completes only after that transaction is durable.
+/// </summary>
+public interface IGrainStorage : IAsyncDisposable
+{
+    /// <summary>Creates or migrates the schema. Idempotent; called once at start.</summary>
+    Task InitializeAsync(CancellationToken cancellationToken);
+
+    /// <summary>Reads one grain's record, or null when it has never been written (or was deleted).</summary>
+    Task<StoredGrain?> ReadAsync(GrainId id, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Writes conditionally. Returns true when durable; false when the stored version was not
+    /// <see cref="GrainWrite.ExpectedVersion"/> (the caller's state is stale: reload and re-decide).
+    /// Throws on a storage failure (the outcome is then unknown to the caller).
+    /// </summary>
+    Task<bool> WriteAsync(GrainWrite write, CancellationToken cancellationToken);
+
+    /// <summary>Every grain of <paramref name="type"/> with its record (listing for operators).</summary>
+    Task<IReadOnlyList<(string Key, StoredGrain Grain)>> ReadAllAsync(string type, CancellationToken cancellationToken);
+
+    /// <summary>Every grain with a due time set, so timers survive a restart.</summary>
+    Task<IReadOnlyList<DueGrain>> ReadDueAsync(CancellationToken cancellationToken);
+}
