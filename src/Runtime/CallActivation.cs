@@ -1,0 +1,99 @@
+using CallState.Grains;
+using CallState.Runtime.Storage;
+
+namespace CallState.Runtime;
+
+/// <summary>One turn of a call grain: an async method run alone on the activation.</summary>
+internal abstract class CallWork
+{
+    public abstract Task RunAsync(CallGrain grain);
+
+    public abstract void Fail(Exception exception);
+}
+
+internal sealed class CallWork<T>(Func<CallGrain, Task<T>> body) : CallWork
+{
+    public TaskCompletionSource<T> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public override async Task RunAsync(CallGrain grain) => Completion.TrySetResult(await body(grain).ConfigureAwait(false));
+
+    public override void Fail(Exception exception) => Completion.TrySetException(exception);
+}
+
+/// <summary>
+/// A call grain in memory. Turns run one at a time, in order. A turn that throws (a limit could not
+/// answer, storage failed, another activation wrote first) drops the in-memory state: the next turn
+/// reloads it, and reactivation undoes an admission that was cut half-way.
+/// </summary>
+internal sealed class CallActivation : Activation<CallWork>, IGrainState<CallGrainState>
+{
+    private readonly string _callKey;
+    private CallGrain? _grain;
+    private long _version;
+
+    public CallActivation(GrainId id, GrainRuntime runtime)
+        : base(id, runtime) => _callKey = id.Key;
+
+    public CallGrainState State { get; private set; } = new();
+
+    protected override async Task RunTurnAsync(List<CallWork> batch)
+    {
+        foreach (var work in batch)
+        {
+            try
+            {
+                if (_grain is null)
+                {
+                    await LoadAsync().ConfigureAwait(false);
+                }
+
+                await work.RunAsync(_grain!).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                _grain = null;
+                work.Fail(ex);
+            }
+        }
+    }
+
+    public async Task WriteAsync(DateTimeOffset? dueAt, CancellationToken cancellationToken)
+    {
+        var write = new GrainWrite(Id, _version, GrainStateSerializer.Serialize(State), dueAt);
+        if (!await Runtime.Storage.WriteAsync(write, cancellationToken).ConfigureAwait(false))
+        {
+            Runtime.Metrics.StaleWrite();
+            throw new StaleGrainStateException($"call {_callKey} was written by another activation");
+        }
+
+        _version++;
+        Runtime.Scheduler.Set(Id, dueAt);
+    }
+
+    public async Task ClearAsync(CancellationToken cancellationToken)
+    {
+        if (_version == 0)
+        {
+            return;
+        }
+
+        if (!await Runtime.Storage.WriteAsync(new GrainWrite(Id, _version, null, null), cancellationToken).ConfigureAwait(false))
+        {
+            throw new StaleGrainStateException($"call {_callKey} was written by another activation");
+        }
+
+        _version = 0;
+        State = new CallGrainState();
+        Runtime.Scheduler.Set(Id, null);
+    }
+
+    private async Task LoadAsync()
+    {
+        var stored = await Runtime.Storage.ReadAsync(Id, CancellationToken.None).ConfigureAwait(false);
+        State = stored is null ? new CallGrainState() : GrainStateSerializer.DeserializeCall(stored.Data);
+        _version = stored?.Version ?? 0;
+        var grain = new CallGrain(_callKey, this, Runtime.LimitClient, Runtime.Options.Leases, Runtime.Time);
+        await grain.OnActivateAsync(CancellationToken.None).ConfigureAwait(false);
+        _grain = grain;
+    }
+}

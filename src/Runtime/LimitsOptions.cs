@@ -1,0 +1,91 @@
+using CallState.Grains;
+
+namespace CallState.Runtime;
+
+/// <summary>One user's or trunk's limits as written in configuration; absent values are unlimited.</summary>
+public sealed class LimitValues
+{
+    public int? Total { get; set; }
+
+    public int? Inbound { get; set; }
+
+    public int? Outbound { get; set; }
+
+    public LimitSettings ToSettings() => new(Total, Inbound, Outbound);
+}
+
+/// <summary>Configured limits (section <c>CallState:Limits</c>): users, trunks and their defaults.</summary>
+public sealed class LimitsOptions
+{
+    public const string SectionName = "CallState:Limits";
+
+    /// <summary>Limits of a user not listed in <see cref="Users"/>; unlimited when absent.</summary>
+    public LimitValues? DefaultUser { get; set; }
+
+    public Dictionary<string, LimitValues> Users { get; set; } = new(StringComparer.Ordinal);
+
+    public Dictionary<string, LimitValues> Trunks { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Every configuration error, each naming its field.</summary>
+    public IEnumerable<string> Validate(string path = SectionName)
+    {
+        if (DefaultUser is not null)
+        {
+            foreach (var error in DefaultUser.ToSettings().Validate(LimitKind.User, path + ":DefaultUser"))
+            {
+                yield return error;
+            }
+        }
+
+        foreach (var (name, values) in Users)
+        {
+            foreach (var error in (values ?? new()).ToSettings().Validate(LimitKind.User, $"{path}:Users:{name}"))
+            {
+                yield return error;
+            }
+        }
+
+        foreach (var (id, values) in Trunks)
+        {
+            foreach (var error in (values ?? new()).ToSettings().Validate(LimitKind.Trunk, $"{path}:Trunks:{id}"))
+            {
+                yield return error;
+            }
+        }
+    }
+}
+
+/// <summary>Where a limit grain finds its configured limits.</summary>
+public interface ILimitSettingsSource
+{
+    LimitSettings GetLimits(LimitKey key);
+}
+
+/// <summary>Limits from <see cref="LimitsOptions"/>; per-key limits have none (they come with each call).</summary>
+public sealed class ConfiguredLimits : ILimitSettingsSource
+{
+    private readonly Func<LimitsOptions> _options;
+
+    public ConfiguredLimits(LimitsOptions options)
+        : this(() => options)
+    {
+    }
+
+    /// <summary>Reads the options on every activation, so reloaded configuration applies to new activations.</summary>
+    public ConfiguredLimits(Func<LimitsOptions> options) => _options = options;
+
+    public LimitSettings GetLimits(LimitKey key)
+    {
+        var options = _options();
+        return key.Kind switch
+        {
+            LimitKind.User => options.Users.TryGetValue(key.Value, out var user) && user is not null
+                ? user.ToSettings()
+                : options.DefaultUser?.ToSettings() ?? LimitSettings.Unlimited,
+            LimitKind.Trunk => options.Trunks.TryGetValue(key.Value, out var trunk) && trunk is not null
+                ? trunk.ToSettings()
+                : LimitSettings.Unlimited,
+            _ => LimitSettings.Unlimited,
+        };
+    }
+}
