@@ -63,6 +63,9 @@ public sealed class CallGrainState
     public long StartedMs { get; set; }
 
     public long LeaseEndMs { get; set; }
+
+    /// <summary>When the call was rejected or ended; the record is deleted <see cref="LeaseOptions.EndedRetention"/> later.</summary>
+    public long ClosedMs { get; set; }
 }
 
 /// <summary>A call as the admin API shows it.</summary>
@@ -94,6 +97,15 @@ public sealed class CallGrain
     }
 
     private CallGrainState S => _state.State;
+
+    /// <summary>
+    /// When the call record wakes after its lease: a little after the limits' own lease ends, so the
+    /// limits reclaim (and count) their slots first; the call then closes its record.
+    /// </summary>
+    private DateTimeOffset LeaseDue => DateTimeOffset.FromUnixTimeMilliseconds(S.LeaseEndMs) + LeaseGrace;
+
+    /// <summary>See <see cref="LeaseDue"/>.</summary>
+    public static readonly TimeSpan LeaseGrace = TimeSpan.FromSeconds(1);
 
     /// <summary>Called by the runtime when the grain is activated: finishes a crash's leftovers.</summary>
     public Task OnActivateAsync(CancellationToken cancellationToken) =>
@@ -143,22 +155,22 @@ public sealed class CallGrain
                     S.Reason = outcome.Reason;
                     S.Limit = outcome.Limit;
                     S.Current = outcome.Current;
-                    await _state.WriteAsync(_time.GetUtcNow() + _leases.EndedRetention, cancellationToken).ConfigureAwait(false);
+                    await CloseAsync(cancellationToken).ConfigureAwait(false);
                     return new AdmitResult(AdmitStatus.Rejected, limit.Key, outcome.Reason, outcome.Limit, outcome.Current, null);
                 }
             }
         }
-        catch (Exception ex) when (ex is not StaleGrainStateException)
+        catch (Exception)
         {
-            // A limit could not answer: give back what was taken; the persisted Admitting phase makes
-            // the next activation finish the undo if this release cannot complete either.
-            await ReleaseAsync(limits, taken, CancellationToken.None).ConfigureAwait(false);
+            // A limit could not answer: give back what was taken. If that fails too, the persisted
+            // Admitting phase (due now) makes the next activation finish the undo.
+            await TryReleaseAsync(limits, taken).ConfigureAwait(false);
             throw;
         }
 
         S.Phase = CallPhase.Admitted;
         S.LeaseEndMs = (_time.GetUtcNow() + _leases.Early).ToUnixTimeMilliseconds();
-        await _state.WriteAsync(DateTimeOffset.FromUnixTimeMilliseconds(S.LeaseEndMs), cancellationToken).ConfigureAwait(false);
+        await _state.WriteAsync(LeaseDue, cancellationToken).ConfigureAwait(false);
         return AdmitResult.Admitted();
     }
 
@@ -177,7 +189,7 @@ public sealed class CallGrain
 
         S.Confirmed = true;
         S.LeaseEndMs = (_time.GetUtcNow() + _leases.Confirmed).ToUnixTimeMilliseconds();
-        await _state.WriteAsync(DateTimeOffset.FromUnixTimeMilliseconds(S.LeaseEndMs), cancellationToken).ConfigureAwait(false);
+        await _state.WriteAsync(LeaseDue, cancellationToken).ConfigureAwait(false);
         return true;
     }
 
@@ -196,7 +208,7 @@ public sealed class CallGrain
         }
 
         S.LeaseEndMs = Math.Max(S.LeaseEndMs, (_time.GetUtcNow() + lease).ToUnixTimeMilliseconds());
-        await _state.WriteAsync(DateTimeOffset.FromUnixTimeMilliseconds(S.LeaseEndMs), cancellationToken).ConfigureAwait(false);
+        await _state.WriteAsync(LeaseDue, cancellationToken).ConfigureAwait(false);
         return true;
     }
 
@@ -210,7 +222,7 @@ public sealed class CallGrain
 
         await ReleaseAsync(S.Limits, S.Limits.Count, cancellationToken).ConfigureAwait(false);
         S.Phase = CallPhase.Ended;
-        await _state.WriteAsync(_time.GetUtcNow() + _leases.EndedRetention, cancellationToken).ConfigureAwait(false);
+        await CloseAsync(cancellationToken).ConfigureAwait(false);
         return true;
     }
 
@@ -228,7 +240,7 @@ public sealed class CallGrain
                 // limit's lease was renewed without the call record, and closes the record.
                 await EndAsync(cancellationToken).ConfigureAwait(false);
                 break;
-            case CallPhase.Rejected or CallPhase.Ended:
+            case CallPhase.Rejected or CallPhase.Ended when S.ClosedMs + (long)_leases.EndedRetention.TotalMilliseconds <= nowMs:
                 await _state.ClearAsync(cancellationToken).ConfigureAwait(false);
                 break;
         }
@@ -248,7 +260,27 @@ public sealed class CallGrain
         // Release is idempotent, so releasing limits that were never reserved is harmless.
         await ReleaseAsync(S.Limits, S.Limits.Count, cancellationToken).ConfigureAwait(false);
         S.Phase = CallPhase.Ended;
-        await _state.WriteAsync(_time.GetUtcNow() + _leases.EndedRetention, cancellationToken).ConfigureAwait(false);
+        await CloseAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private Task CloseAsync(CancellationToken cancellationToken)
+    {
+        var now = _time.GetUtcNow();
+        S.ClosedMs = now.ToUnixTimeMilliseconds();
+        return _state.WriteAsync(now + _leases.EndedRetention, cancellationToken);
+    }
+
+    private async Task TryReleaseAsync(List<CallLimit> limits, int count)
+    {
+        try
+        {
+            await ReleaseAsync(limits, count, CancellationToken.None).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // the caller rethrows the first failure; recovery completes the release
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
     }
 
     private async Task ReleaseAsync(List<CallLimit> limits, int count, CancellationToken cancellationToken)

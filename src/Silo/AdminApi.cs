@@ -1,0 +1,123 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using CallState.Grains;
+using CallState.Runtime;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+
+namespace CallState.Silo;
+
+/// <summary>A limit request as the admin API takes it.</summary>
+public sealed record AdmitLimitDto(string Key, Direction Direction, int? Max);
+
+public sealed record AdmitRequestDto(string CallKey, IReadOnlyList<AdmitLimitDto> Limits);
+
+public sealed record CallKeyDto(string CallKey);
+
+public sealed record LimitValuesDto(int? Total, int? Inbound, int? Outbound);
+
+public sealed record ErrorDto(string Error);
+
+public sealed record BoolResultDto(bool Done);
+
+[JsonSerializable(typeof(AdmitRequestDto))]
+[JsonSerializable(typeof(AdmitResult))]
+[JsonSerializable(typeof(CallKeyDto))]
+[JsonSerializable(typeof(CallSnapshot))]
+[JsonSerializable(typeof(LimitSnapshot))]
+[JsonSerializable(typeof(IReadOnlyList<LimitSnapshot>))]
+[JsonSerializable(typeof(LimitValuesDto))]
+[JsonSerializable(typeof(ErrorDto))]
+[JsonSerializable(typeof(BoolResultDto))]
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web, UseStringEnumConverter = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+internal sealed partial class AdminJsonContext : JsonSerializerContext;
+
+/// <summary>
+/// The silo's admin API: list limits like <c>show voip tags-cac</c>, inspect and change one limit,
+/// and drive call admission (used by tools and tests until the edge RPC exists), plus health probes.
+/// </summary>
+public static class AdminApi
+{
+    public static WebApplication MapCallStateAdminApi(this WebApplication app)
+    {
+        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
+        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
+
+        var api = app.MapGroup("/api");
+        api.MapGet("/limits", async (string? kind, GrainRuntime runtime, CancellationToken ct) =>
+        {
+            LimitKind? filter = null;
+            if (kind is not null)
+            {
+                if (!LimitKinds.TryParse(kind, out var k))
+                {
+                    return Results.BadRequest(new ErrorDto($"unknown kind '{kind}' (expected user, trunk or key)"));
+                }
+
+                filter = k;
+            }
+
+            return Results.Ok(await runtime.ListLimitsAsync(filter, ct).ConfigureAwait(false));
+        });
+
+        api.MapGet("/limits/{kind}/{*value}", async (string kind, string value, GrainRuntime runtime, CancellationToken ct) =>
+            ParseKey(kind, value, out var key, out var error)
+                ? Results.Ok(await runtime.GetLimitAsync(key, ct).ConfigureAwait(false))
+                : Results.BadRequest(new ErrorDto(error)));
+
+        api.MapPut("/limits/{kind}/{*value}", async (string kind, string value, LimitValuesDto body, GrainRuntime runtime, CancellationToken ct) =>
+        {
+            if (!ParseKey(kind, value, out var key, out var error))
+            {
+                return Results.BadRequest(new ErrorDto(error));
+            }
+
+            try
+            {
+                return Results.Ok(await runtime.SetLimitsAsync(key, new LimitSettings(body.Total, body.Inbound, body.Outbound), ct).ConfigureAwait(false));
+            }
+            catch (ArgumentException ex)
+            {
+                return Results.BadRequest(new ErrorDto(ex.Message));
+            }
+        });
+
+        api.MapDelete("/limits/{kind}/{*value}", async (string kind, string value, GrainRuntime runtime, CancellationToken ct) =>
+        {
+            if (!ParseKey(kind, value, out var key, out var error))
+            {
+                return Results.BadRequest(new ErrorDto(error));
+            }
+
+            try
+            {
+                return Results.Ok(await runtime.SetLimitsAsync(key, null, ct).ConfigureAwait(false));
+            }
+            catch (ArgumentException ex)
+            {
+                return Results.BadRequest(new ErrorDto(ex.Message));
+            }
+        });
+
+        api.MapPost("/calls/admit", async (AdmitRequestDto body, GrainRuntime runtime, CancellationToken ct) =>
+        {
+            var requests = (body.Limits ?? []).Select(static l => new LimitRequest(l.Key, l.Direction, l.Max)).ToList();
+            var result = await runtime.AdmitAsync(body.CallKey, requests, ct).ConfigureAwait(false);
+            return result.Status == AdmitStatus.Invalid ? Results.BadRequest(result) : Results.Ok(result);
+        });
+
+        api.MapPost("/calls/confirm", async (CallKeyDto body, GrainRuntime runtime, CancellationToken ct) =>
+            Results.Ok(new BoolResultDto(await runtime.ConfirmCallAsync(body.CallKey, ct).ConfigureAwait(false))));
+        api.MapPost("/calls/renew", async (CallKeyDto body, GrainRuntime runtime, CancellationToken ct) =>
+            Results.Ok(new BoolResultDto(await runtime.RenewCallAsync(body.CallKey, ct).ConfigureAwait(false))));
+        api.MapPost("/calls/end", async (CallKeyDto body, GrainRuntime runtime, CancellationToken ct) =>
+            Results.Ok(new BoolResultDto(await runtime.EndCallAsync(body.CallKey, ct).ConfigureAwait(false))));
+        api.MapGet("/calls", async (string key, GrainRuntime runtime, CancellationToken ct) =>
+            string.IsNullOrEmpty(key) || key.Length > GrainRuntime.MaxCallKeyLength
+                ? Results.BadRequest(new ErrorDto("query parameter 'key' must be a call key"))
+                : Results.Ok(await runtime.GetCallAsync(key, ct).ConfigureAwait(false)));
+        return app;
+    }
+
+    private static bool ParseKey(string kind, string value, out LimitKey key, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out string? error) =>
+        LimitKey.TryParse(kind + "/" + value, out key, out error);
+}

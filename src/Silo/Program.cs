@@ -1,0 +1,3 @@
+using CallState.Silo;
+
+return await SiloHost.RunAsync(args).ConfigureAwait(false);

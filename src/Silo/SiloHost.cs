@@ -1,0 +1,43 @@
+using Microsoft.Extensions.Options;
+
+namespace CallState.Silo;
+
+/// <summary>Builds and runs the silo process; a configuration error stops it before it serves anything.</summary>
+public static class SiloHost
+{
+    /// <summary>Exit code for a configuration that failed validation.</summary>
+    public const int ConfigurationErrorExitCode = 2;
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        WebApplication app;
+        try
+        {
+            app = Build(args);
+            await app.StartAsync().ConfigureAwait(false);
+        }
+        catch (OptionsValidationException ex)
+        {
+            await Console.Error.WriteLineAsync("CallState silo: invalid configuration:").ConfigureAwait(false);
+            foreach (var failure in ex.Failures)
+            {
+                await Console.Error.WriteLineAsync("  " + failure).ConfigureAwait(false);
+            }
+
+            return ConfigurationErrorExitCode;
+        }
+
+        await app.WaitForShutdownAsync().ConfigureAwait(false);
+        await app.DisposeAsync().ConfigureAwait(false);
+        return 0;
+    }
+
+    public static WebApplication Build(string[] args)
+    {
+        var builder = WebApplication.CreateSlimBuilder(args);
+        builder.Services.AddCallStateSilo(builder.Configuration);
+        var app = builder.Build();
+        app.MapCallStateAdminApi();
+        return app;
+    }
+}
