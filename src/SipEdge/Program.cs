@@ -1,0 +1,3 @@
+using CallState.SipEdge;
+
+return await EdgeHost.RunAsync(args).ConfigureAwait(false);
