@@ -29,6 +29,9 @@ public sealed record AdmitResult(AdmitStatus Status, string? LimitKey, RejectRea
 {
     public static AdmitResult Admitted() => new(AdmitStatus.Admitted, null, RejectReason.None, null, 0, null);
 
+    /// <summary>The reason as logs and metrics spell it (<c>USER_TOTAL_LIMIT_REACHED</c>).</summary>
+    public string ReasonCode => Reason.ToCode();
+
     public static AdmitResult Invalid(string error) => new(AdmitStatus.Invalid, null, RejectReason.None, null, 0, error);
 }
 

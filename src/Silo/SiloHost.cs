@@ -34,7 +34,9 @@ public static class SiloHost
 
     public static WebApplication Build(string[] args)
     {
-        var builder = WebApplication.CreateSlimBuilder(args);
+        // appsettings.json ships beside the binary, so `dotnet run --project src/Silo` from any directory
+        // finds it; relative data paths (data/callstate.db) stay relative to the working directory.
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         builder.Services.AddCallStateSilo(builder.Configuration);
         var app = builder.Build();
         app.MapCallStateAdminApi();
