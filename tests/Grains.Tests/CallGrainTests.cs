@@ -1,0 +1,410 @@
+using CallState.Grains.Tests.Infrastructure;
+
+namespace CallState.Grains.Tests;
+
+/// <summary>A call's admission across its limits: all or nothing, in a fixed order, idempotent, crash-safe.</summary>
+public sealed class CallGrainTests
+{
+    private readonly List<string> _events = [];
+    private readonly ManualTimeProvider _time = new();
+    private readonly LeaseOptions _leases = new();
+    private readonly InMemoryLimitClient _limits;
+
+    public CallGrainTests() => _limits = new InMemoryLimitClient(_time, _events);
+
+    private CallGrain NewCall(InMemoryGrainState<CallGrainState> state, string callKey = "call-1") =>
+        new(callKey, state, _limits, _leases, _time);
+
+    private (CallGrain Call, InMemoryGrainState<CallGrainState> State) NewCall(string callKey = "call-1")
+    {
+        var state = new InMemoryGrainState<CallGrainState>(events: _events);
+        return (NewCall(state, callKey), state);
+    }
+
+    private static LimitRequest[] UserTrunkKey(Direction direction = Direction.Inbound) =>
+    [
+        new("user/alice", direction),
+        new("trunk/carrier", direction),
+        new("key/+12345678", direction, 3),
+    ];
+
+    private Task<AdmitResult> AdmitAsync(string callKey, params LimitRequest[] requests) =>
+        NewCall(callKey).Call.AdmitAsync(requests, CancellationToken.None);
+
+    [Fact]
+    public async Task A_call_within_every_limit_is_admitted_and_holds_a_slot_on_each()
+    {
+        var (call, state) = NewCall();
+
+        var result = await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+
+        Assert.Equal(AdmitResult.Admitted(), result);
+        Assert.Equal(CallPhase.Admitted, state.State.Phase);
+        Assert.Equal(1, _limits.Held("user/alice"));
+        Assert.Equal(1, _limits.Held("trunk/carrier"));
+        Assert.Equal(1, _limits.Held("key/+12345678"));
+        Assert.Equal(CallPhase.Admitted, state.Persisted!.Phase);
+        Assert.Equal(_time.GetUtcNow() + _leases.Early + CallGrain.LeaseGrace, state.LastDueAt);
+        Assert.Equal(_time.GetUtcNow() + _leases.Early, call.Snapshot().LeaseEnd);
+    }
+
+    [Fact]
+    public async Task When_the_second_limit_refuses_the_first_is_released_and_the_result_names_the_refusal()
+    {
+        // Sorted order: key/+1..., trunk/carrier, user/alice. The trunk (second) is full.
+        _limits.Configure("trunk/carrier", new LimitSettings(Total: 1));
+        Assert.Equal(AdmitStatus.Admitted, (await AdmitAsync("other", new LimitRequest("trunk/carrier", Direction.Inbound))).Status);
+        _events.Clear();
+
+        var (call, state) = NewCall();
+        var result = await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+
+        Assert.Equal(new AdmitResult(AdmitStatus.Rejected, "trunk/carrier", RejectReason.TrunkTotalLimitReached, 1, 1, null), result);
+        Assert.Equal(0, _limits.Held("key/+12345678"));
+        Assert.Equal(0, _limits.Held("user/alice"));
+        Assert.Equal(1, _limits.Held("trunk/carrier"));
+        Assert.Equal(["reserve:key/+12345678", "reserve:trunk/carrier", "release:key/+12345678"], _events.Where(e => !e.StartsWith("write", StringComparison.Ordinal) && !e.StartsWith("clear", StringComparison.Ordinal)));
+        Assert.Equal(CallPhase.Rejected, state.Persisted!.Phase);
+        Assert.Equal(RejectReason.TrunkTotalLimitReached, call.Snapshot().Reason);
+    }
+
+    [Fact]
+    public async Task Limits_are_reserved_in_sorted_order_whatever_the_request_order()
+    {
+        LimitRequest[] forward = [new("key/b", Direction.Inbound), new("trunk/t", Direction.Inbound), new("user/u", Direction.Inbound)];
+        var backward = forward.Reverse().ToArray();
+        LimitRequest[] mixed = [forward[1], forward[2], forward[0]];
+        string[] expected = ["reserve:key/b", "reserve:trunk/t", "reserve:user/u"];
+
+        foreach (var (requests, i) in new[] { forward, backward, mixed }.Select((r, i) => (r, i)))
+        {
+            _events.Clear();
+            var (call, state) = NewCall($"call-{i}");
+            Assert.Equal(AdmitStatus.Admitted, (await call.AdmitAsync(requests, CancellationToken.None)).Status);
+            Assert.Equal(expected, _events.Where(e => e.StartsWith("reserve", StringComparison.Ordinal)));
+            Assert.Equal(["key/b", "trunk/t", "user/u"], state.Persisted!.Limits.Select(l => l.Key));
+        }
+    }
+
+    [Fact]
+    public async Task Admitting_is_written_with_a_due_time_before_the_first_reservation()
+    {
+        var (call, state) = NewCall();
+
+        await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+
+        Assert.Equal("write", _events[0]);
+        Assert.StartsWith("reserve:", _events[1], StringComparison.Ordinal);
+        var (first, dueAt) = state.Writes[0];
+        Assert.Equal(CallPhase.Admitting, first.Phase);
+        Assert.Equal(3, first.Limits.Count);
+        Assert.NotNull(dueAt);
+        Assert.True(dueAt <= _time.GetUtcNow(), "an interrupted admission must be undone as soon as the grain can be woken");
+    }
+
+    [Fact]
+    public async Task Admit_twice_returns_the_stored_outcome_without_counting_twice()
+    {
+        _limits.Configure("user/alice", new LimitSettings(Total: 1));
+        var (call, state) = NewCall();
+
+        Assert.Equal(AdmitStatus.Admitted, (await call.AdmitAsync(UserTrunkKey(), CancellationToken.None)).Status);
+        var writes = state.Writes.Count;
+        _events.Clear();
+        var again = await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+
+        Assert.Equal(AdmitResult.Admitted(), again);
+        Assert.Empty(_events);
+        Assert.Equal(writes, state.Writes.Count);
+        Assert.Equal(1, _limits.Held("user/alice"));
+
+        // The same INVITE landing on another edge: a new activation over the persisted record.
+        var elsewhere = NewCall(state.Reload());
+        Assert.Equal(AdmitResult.Admitted(), await elsewhere.AdmitAsync(UserTrunkKey(), CancellationToken.None));
+        Assert.Equal(1, _limits.Held("user/alice"));
+    }
+
+    [Fact]
+    public async Task A_rejected_call_gets_the_same_rejection_on_retry_even_after_the_limit_frees_up()
+    {
+        _limits.Configure("user/alice", new LimitSettings(Total: 1, Outbound: 1));
+        var (first, _) = NewCall("first");
+        Assert.Equal(AdmitStatus.Admitted, (await first.AdmitAsync([new LimitRequest("user/alice", Direction.Outbound)], CancellationToken.None)).Status);
+        var (call, _) = NewCall("second");
+
+        var rejected = await call.AdmitAsync([new LimitRequest("user/alice", Direction.Outbound)], CancellationToken.None);
+        Assert.True(await first.EndAsync(CancellationToken.None));
+        var retry = await call.AdmitAsync([new LimitRequest("user/alice", Direction.Outbound)], CancellationToken.None);
+
+        Assert.Equal(new AdmitResult(AdmitStatus.Rejected, "user/alice", RejectReason.UserOutLimitReached, 1, 1, null), rejected);
+        Assert.Equal(rejected, retry);
+        Assert.Equal(0, _limits.Held("user/alice"));
+    }
+
+    [Fact]
+    public async Task End_releases_every_slot_and_is_idempotent()
+    {
+        var (call, state) = NewCall();
+        await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+
+        Assert.True(await call.EndAsync(CancellationToken.None));
+        Assert.Equal(0, _limits.Held("user/alice"));
+        Assert.Equal(0, _limits.Held("trunk/carrier"));
+        Assert.Equal(0, _limits.Held("key/+12345678"));
+        Assert.Equal(CallPhase.Ended, state.Persisted!.Phase);
+        Assert.Equal(_time.GetUtcNow() + _leases.EndedRetention, state.LastDueAt);
+
+        _events.Clear();
+        Assert.False(await call.EndAsync(CancellationToken.None));
+        Assert.False(await NewCall(state.Reload()).EndAsync(CancellationToken.None));
+        Assert.Empty(_events);
+
+        var admitAfterEnd = await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+        Assert.Equal(AdmitStatus.Invalid, admitAfterEnd.Status);
+        Assert.Equal(0, _limits.Held("user/alice"));
+    }
+
+    [Fact]
+    public async Task End_from_another_edge_knowing_only_the_call_key_releases_the_slots()
+    {
+        var (call, state) = NewCall();
+        await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+
+        Assert.True(await NewCall(state.Reload()).EndAsync(CancellationToken.None));
+
+        Assert.Equal(0, _limits.Held("user/alice"));
+    }
+
+    [Fact]
+    public async Task End_of_a_call_never_seen_is_harmless()
+    {
+        var (call, state) = NewCall("unknown");
+
+        Assert.False(await call.EndAsync(CancellationToken.None));
+
+        Assert.Empty(_events);
+        Assert.Empty(state.Writes);
+        Assert.Equal(CallPhase.New, state.State.Phase);
+    }
+
+    [Theory]
+    [InlineData("group/sales", null, "unknown limit key prefix")]
+    [InlineData("user/", null, "empty value")]
+    [InlineData("key/+1", -1, "must be 0 or more")]
+    public async Task Invalid_requests_are_refused_with_an_error_and_nothing_is_reserved(string badKey, int? max, string error)
+    {
+        var (call, state) = NewCall();
+
+        var result = await call.AdmitAsync([new LimitRequest("user/alice", Direction.Inbound), new LimitRequest(badKey, Direction.Inbound, max)], CancellationToken.None);
+
+        Assert.Equal(AdmitStatus.Invalid, result.Status);
+        Assert.Contains(error, result.Error, StringComparison.Ordinal);
+        Assert.Empty(_events);
+        Assert.Equal(CallPhase.New, state.State.Phase);
+        Assert.Equal(0, _limits.Held("user/alice"));
+    }
+
+    [Fact]
+    public async Task A_limit_requested_twice_is_invalid()
+    {
+        var (call, _) = NewCall();
+
+        var result = await call.AdmitAsync([new LimitRequest("user/alice", Direction.Inbound), new LimitRequest("trunk/t", Direction.Inbound), new LimitRequest("user/alice", Direction.Outbound)], CancellationToken.None);
+
+        Assert.Equal(AdmitStatus.Invalid, result.Status);
+        Assert.Contains("'user/alice' is requested twice", result.Error, StringComparison.Ordinal);
+        Assert.Empty(_events);
+    }
+
+    [Fact]
+    public async Task Too_many_limits_or_an_unknown_direction_are_invalid()
+    {
+        var many = Enumerable.Range(0, CallGrain.MaxLimitsPerCall + 1).Select(i => new LimitRequest($"key/k{i}", Direction.Inbound)).ToArray();
+        Assert.Equal(AdmitStatus.Invalid, (await NewCall("a").Call.AdmitAsync(many, CancellationToken.None)).Status);
+        Assert.Equal(AdmitStatus.Invalid, (await NewCall("b").Call.AdmitAsync([new LimitRequest("user/alice", (Direction)7)], CancellationToken.None)).Status);
+        Assert.Empty(_events);
+    }
+
+    [Fact]
+    public async Task A_limit_that_cannot_answer_fails_the_admission_and_what_was_taken_is_released()
+    {
+        _limits.Fail("trunk/carrier");
+        var (call, state) = NewCall();
+
+        await Assert.ThrowsAsync<TimeoutException>(() => call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
+
+        Assert.Equal(0, _limits.Held("key/+12345678"));
+        Assert.Equal(0, _limits.Held("user/alice"));
+        Assert.Equal(CallPhase.Admitting, state.Persisted!.Phase);
+
+        // The runtime wakes it at the due time and it finishes the undo.
+        _limits.Heal("trunk/carrier");
+        await call.OnTimerAsync(CancellationToken.None);
+        Assert.Equal(CallPhase.Ended, state.Persisted!.Phase);
+    }
+
+    [Fact]
+    public async Task Crash_mid_admission_is_undone_by_the_next_activation()
+    {
+        // The process dies right after the first reservation succeeds: nothing else reaches a limit.
+        _limits.DieAfterReservations = 1;
+        var (call, state) = NewCall();
+        await Assert.ThrowsAsync<InvalidOperationException>(() => call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
+
+        Assert.Equal(1, _limits.Held("key/+12345678"));
+        var persisted = state.Persisted!;
+        Assert.Equal(CallPhase.Admitting, persisted.Phase);
+        Assert.Equal(["key/+12345678", "trunk/carrier", "user/alice"], persisted.Limits.Select(l => l.Key));
+
+        // A new silo activates the call from storage.
+        _limits.Dead = false;
+        var reloaded = state.Reload();
+        var recovered = NewCall(reloaded);
+        await recovered.OnActivateAsync(CancellationToken.None);
+
+        Assert.Equal(0, _limits.Held("key/+12345678"));
+        Assert.Equal(0, _limits.Held("trunk/carrier"));
+        Assert.Equal(0, _limits.Held("user/alice"));
+        Assert.Equal(CallPhase.Ended, reloaded.Persisted!.Phase);
+        Assert.Equal(CallPhase.Ended, recovered.Snapshot().Phase);
+
+        // A retransmitted INVITE gets a clear answer, not a slot.
+        var retry = await recovered.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+        Assert.Equal(AdmitStatus.Invalid, retry.Status);
+        Assert.Equal(0, _limits.Held("key/+12345678"));
+    }
+
+    [Fact]
+    public async Task Activation_of_a_settled_call_does_nothing()
+    {
+        var (call, state) = NewCall();
+        await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+        _events.Clear();
+
+        await NewCall(state.Reload()).OnActivateAsync(CancellationToken.None);
+
+        Assert.Empty(_events);
+        Assert.Equal(1, _limits.Held("user/alice"));
+    }
+
+    [Fact]
+    public async Task Timer_ends_an_admitted_call_whose_lease_has_passed()
+    {
+        var (call, state) = NewCall();
+        await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+
+        _time.Advance(_leases.Early - TimeSpan.FromSeconds(1));
+        await call.OnTimerAsync(CancellationToken.None);
+        Assert.Equal(CallPhase.Admitted, state.State.Phase);
+        Assert.Equal(1, _limits.Held("user/alice"));
+
+        _time.Now = state.LastDueAt!.Value;
+        await call.OnTimerAsync(CancellationToken.None);
+
+        Assert.Equal(CallPhase.Ended, state.Persisted!.Phase);
+        Assert.Equal(0, _limits.Held("user/alice"));
+        Assert.Equal(0, _limits.Held("trunk/carrier"));
+    }
+
+    [Fact]
+    public async Task Confirmed_call_keeps_its_slots_past_the_early_lease_until_the_confirmed_one()
+    {
+        var (call, state) = NewCall();
+        await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+        _time.Advance(TimeSpan.FromSeconds(3));
+
+        Assert.True(await call.ConfirmAsync(CancellationToken.None));
+        var confirmedAt = _time.GetUtcNow();
+        Assert.True(state.Persisted!.Confirmed);
+        Assert.Equal(confirmedAt + _leases.Confirmed + CallGrain.LeaseGrace, state.LastDueAt);
+        Assert.All(_limits.Grain("user/alice").Snapshot().Calls, c => Assert.Equal(HoldPhase.Confirmed, c.Phase));
+
+        _time.Advance(TimeSpan.FromHours(1));
+        _limits.ExpireAll();
+        await call.OnTimerAsync(CancellationToken.None);
+        Assert.Equal(1, _limits.Held("user/alice"));
+
+        // A session refresh extends the lease from now.
+        Assert.True(await call.RenewAsync(CancellationToken.None));
+        Assert.Equal(_time.GetUtcNow() + _leases.Confirmed + CallGrain.LeaseGrace, state.LastDueAt);
+        _time.Now = confirmedAt + _leases.Confirmed + TimeSpan.FromMinutes(1);
+        _limits.ExpireAll();
+        Assert.Equal(1, _limits.Held("user/alice"));
+
+        // Lease runs out without news: the limits reclaim, the call record ends.
+        _time.Now = state.LastDueAt!.Value;
+        _limits.ExpireAll();
+        await call.OnTimerAsync(CancellationToken.None);
+        Assert.Equal(0, _limits.Held("user/alice"));
+        Assert.Equal(1, _limits.Grain("user/alice").State.Reclaimed);
+        Assert.Equal(CallPhase.Ended, state.State.Phase);
+    }
+
+    [Fact]
+    public async Task Confirm_and_renew_of_a_call_not_admitted_return_false()
+    {
+        var (call, _) = NewCall();
+        Assert.False(await call.ConfirmAsync(CancellationToken.None));
+        Assert.False(await call.RenewAsync(CancellationToken.None));
+
+        _limits.Configure("user/alice", new LimitSettings(Total: 0));
+        await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+        Assert.False(await call.ConfirmAsync(CancellationToken.None));
+        Assert.False(await call.RenewAsync(CancellationToken.None));
+        Assert.DoesNotContain(_events, e => e.StartsWith("confirm", StringComparison.Ordinal) || e.StartsWith("renew", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Rejected_and_ended_records_are_cleared_on_the_timer_after_the_retention(bool reject)
+    {
+        _limits.Configure("user/alice", new LimitSettings(Total: reject ? 0 : 5));
+        var (call, state) = NewCall();
+        await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+        if (!reject)
+        {
+            Assert.True(await call.EndAsync(CancellationToken.None));
+        }
+
+        Assert.Equal(reject ? CallPhase.Rejected : CallPhase.Ended, state.Persisted!.Phase);
+        Assert.Equal(_time.GetUtcNow() + _leases.EndedRetention, state.LastDueAt);
+
+        _time.Advance(_leases.EndedRetention - TimeSpan.FromMilliseconds(1));
+        await call.OnTimerAsync(CancellationToken.None);
+        Assert.Equal(0, state.Clears);
+
+        _time.Advance(TimeSpan.FromMilliseconds(1));
+        await call.OnTimerAsync(CancellationToken.None);
+        Assert.Equal(1, state.Clears);
+        Assert.Null(state.Persisted);
+        Assert.Equal(0, _limits.Held("user/alice"));
+    }
+
+    [Fact]
+    public async Task Stale_state_on_the_first_write_reserves_nothing()
+    {
+        var (call, state) = NewCall();
+        state.ThrowStale = true;
+
+        await Assert.ThrowsAsync<StaleGrainStateException>(() => call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
+
+        Assert.Empty(_events);
+    }
+
+    [Fact]
+    public async Task Per_key_maximum_from_the_call_is_enforced_across_calls()
+    {
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(AdmitStatus.Admitted, (await AdmitAsync($"c{i}", new LimitRequest("key/+12345678", Direction.Inbound, 3))).Status);
+        }
+
+        var fourth = await AdmitAsync("c4", new LimitRequest("key/+12345678", Direction.Inbound, 3), new LimitRequest("user/bob", Direction.Inbound));
+        var outbound = await AdmitAsync("c5", new LimitRequest("key/+12345678", Direction.Outbound, 3));
+
+        Assert.Equal(new AdmitResult(AdmitStatus.Rejected, "key/+12345678", RejectReason.InPerKeyCacLimitReached, 3, 3, null), fourth);
+        Assert.Equal(RejectReason.OutPerKeyCacLimitReached, outbound.Reason);
+        Assert.Equal(0, _limits.Held("user/bob"));
+    }
+}

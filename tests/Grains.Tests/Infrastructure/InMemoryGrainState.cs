@@ -1,0 +1,67 @@
+using System.Text.Json;
+
+namespace CallState.Grains.Tests.Infrastructure;
+
+/// <summary>
+/// The runtime's persisted grain state, in memory. Every write keeps a copy of what was written (the
+/// "durable" record) and its due time; <see cref="Reload"/> gives what a new activation would load.
+/// </summary>
+public sealed class InMemoryGrainState<T> : IGrainState<T>
+    where T : class, new()
+{
+    private readonly List<string> _events;
+
+    public InMemoryGrainState(T? state = null, List<string>? events = null)
+    {
+        State = state ?? new T();
+        _events = events ?? [];
+    }
+
+    public T State { get; private set; }
+
+    /// <summary>Each successful write: a copy of the state as written, and the due time asked for.</summary>
+    public List<(T State, DateTimeOffset? DueAt)> Writes { get; } = [];
+
+    public int Clears { get; private set; }
+
+    /// <summary>What storage holds: the last write, or null before any write or after a clear.</summary>
+    public T? Persisted { get; private set; }
+
+    /// <summary>When set, the next write or clear throws, as if another activation had written first.</summary>
+    public bool ThrowStale { get; set; }
+
+    public DateTimeOffset? LastDueAt => Writes.Count == 0 ? null : Writes[^1].DueAt;
+
+    public Task WriteAsync(DateTimeOffset? dueAt, CancellationToken cancellationToken)
+    {
+        if (ThrowStale)
+        {
+            throw new StaleGrainStateException();
+        }
+
+        var copy = Clone(State);
+        Writes.Add((copy, dueAt));
+        Persisted = Clone(State);
+        _events.Add("write");
+        return Task.CompletedTask;
+    }
+
+    public Task ClearAsync(CancellationToken cancellationToken)
+    {
+        if (ThrowStale)
+        {
+            throw new StaleGrainStateException();
+        }
+
+        Clears++;
+        _events.Add("clear");
+        Persisted = null;
+        State = new T();
+        return Task.CompletedTask;
+    }
+
+    /// <summary>The state a fresh activation would load after a crash: the last durable write.</summary>
+    public InMemoryGrainState<T> Reload() => new(Persisted is null ? null : Clone(Persisted), _events);
+
+    private static T Clone(T value) => JsonSerializer.Deserialize<T>(JsonSerializer.Serialize(value))!;
+}

@@ -1,0 +1,117 @@
+namespace CallState.Grains.Tests.Infrastructure;
+
+/// <summary>
+/// Routes a call grain's requests to real <see cref="LimitGrain"/> instances, one per key, as the runtime
+/// would (one turn at a time, here simply synchronous). Keys without configured limits are unlimited.
+/// </summary>
+public sealed class InMemoryLimitClient : ILimitGrainClient
+{
+    private readonly Dictionary<LimitKey, LimitGrain> _grains = [];
+    private readonly Dictionary<LimitKey, LimitSettings> _configured = [];
+    private readonly HashSet<LimitKey> _failing = [];
+    private readonly TimeProvider _time;
+    private readonly List<string> _events;
+
+    public InMemoryLimitClient(TimeProvider time, List<string>? events = null)
+    {
+        _time = time;
+        _events = events ?? [];
+    }
+
+    /// <summary>Every request, in order: <c>reserve:trunk/a</c>, <c>release:user/b</c>, ...</summary>
+    public List<string> Events => _events;
+
+    /// <summary>When set, every request throws: the process hosting the call grain has died.</summary>
+    public bool Dead { get; set; }
+
+    /// <summary>After this many more successful reservations, every request throws (<see cref="Dead"/>).</summary>
+    public int? DieAfterReservations { get; set; }
+
+    public InMemoryLimitClient Configure(string key, LimitSettings limits)
+    {
+        var parsed = LimitKey.Parse(key);
+        _configured[parsed] = limits;
+        _grains.Remove(parsed);
+        return this;
+    }
+
+    /// <summary>The limit at <paramref name="key"/> cannot answer (its silo is unreachable).</summary>
+    public void Fail(string key) => _failing.Add(LimitKey.Parse(key));
+
+    public void Heal(string key) => _failing.Remove(LimitKey.Parse(key));
+
+    public LimitGrain Grain(string key) => Grain(LimitKey.Parse(key));
+
+    public LimitGrain Grain(LimitKey key)
+    {
+        if (!_grains.TryGetValue(key, out var grain))
+        {
+            grain = new LimitGrain(key, new LimitGrainState(), _configured.GetValueOrDefault(key, LimitSettings.Unlimited));
+            _grains[key] = grain;
+        }
+
+        return grain;
+    }
+
+    /// <summary>Calls counted on <paramref name="key"/> now (without expiring leases).</summary>
+    public int Held(string key) => Grain(key).Snapshot().Total;
+
+    /// <summary>Runs every limit's lease timer, as the runtime does at their due times.</summary>
+    public void ExpireAll()
+    {
+        foreach (var grain in _grains.Values)
+        {
+            grain.ExpireLeases(_time.GetUtcNow());
+        }
+    }
+
+    public Task<ReserveOutcome> TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken)
+    {
+        Enter("reserve", key);
+        var outcome = Grain(key).TryReserve(callKey, direction, lease, perCallMax, _time.GetUtcNow(), out _);
+        if (DieAfterReservations is { } n)
+        {
+            DieAfterReservations = n - 1;
+            if (n - 1 <= 0)
+            {
+                DieAfterReservations = null;
+                Dead = true;
+            }
+        }
+
+        return Task.FromResult(outcome);
+    }
+
+    public Task<bool> ConfirmAsync(LimitKey key, string callKey, TimeSpan lease, CancellationToken cancellationToken)
+    {
+        Enter("confirm", key);
+        return Task.FromResult(Grain(key).Confirm(callKey, lease, _time.GetUtcNow()));
+    }
+
+    public Task<bool> RenewAsync(LimitKey key, string callKey, TimeSpan lease, CancellationToken cancellationToken)
+    {
+        Enter("renew", key);
+        return Task.FromResult(Grain(key).Renew(callKey, lease, _time.GetUtcNow()));
+    }
+
+    public Task<bool> ReleaseAsync(LimitKey key, string callKey, CancellationToken cancellationToken)
+    {
+        Enter("release", key);
+        return Task.FromResult(Grain(key).Release(callKey));
+    }
+
+    private void Enter(string operation, LimitKey key)
+    {
+        if (Dead)
+        {
+            throw new InvalidOperationException($"process died before {operation} on {key}");
+        }
+
+        if (_failing.Contains(key))
+        {
+            throw new TimeoutException($"limit {key} did not answer {operation}");
+        }
+
+        _events.Add($"{operation}:{key}");
+    }
+}
