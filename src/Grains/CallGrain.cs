@@ -177,7 +177,10 @@ public sealed class CallGrain
         return AdmitResult.Admitted();
     }
 
-    /// <summary>The call was answered (2xx): every limit moves to the confirmed lease.</summary>
+    /// <summary>
+    /// The call was answered (2xx): every limit moves to the confirmed lease. False when the call is not
+    /// admitted, or a limit had already reclaimed its slot (the call is then ended and must be torn down).
+    /// </summary>
     public async Task<bool> ConfirmAsync(CancellationToken cancellationToken)
     {
         if (S.Phase != CallPhase.Admitted)
@@ -185,9 +188,16 @@ public sealed class CallGrain
             return false;
         }
 
+        var lost = false;
         foreach (var limit in S.Limits)
         {
-            await _limits.ConfirmAsync(LimitKey.Parse(limit.Key), _callKey, _leases.Confirmed, cancellationToken).ConfigureAwait(false);
+            lost |= !await _limits.ConfirmAsync(LimitKey.Parse(limit.Key), _callKey, _leases.Confirmed, cancellationToken).ConfigureAwait(false);
+        }
+
+        if (lost)
+        {
+            await EndLostAsync(cancellationToken).ConfigureAwait(false);
+            return false;
         }
 
         S.Confirmed = true;
@@ -205,9 +215,16 @@ public sealed class CallGrain
         }
 
         var lease = S.Confirmed ? _leases.Confirmed : _leases.Early;
+        var lost = false;
         foreach (var limit in S.Limits)
         {
-            await _limits.RenewAsync(LimitKey.Parse(limit.Key), _callKey, lease, cancellationToken).ConfigureAwait(false);
+            lost |= !await _limits.RenewAsync(LimitKey.Parse(limit.Key), _callKey, lease, cancellationToken).ConfigureAwait(false);
+        }
+
+        if (lost)
+        {
+            await EndLostAsync(cancellationToken).ConfigureAwait(false);
+            return false;
         }
 
         S.LeaseEndMs = Math.Max(S.LeaseEndMs, (_time.GetUtcNow() + lease).ToUnixTimeMilliseconds());
@@ -261,6 +278,17 @@ public sealed class CallGrain
     private async Task UndoAsync(CancellationToken cancellationToken)
     {
         // Release is idempotent, so releasing limits that were never reserved is harmless.
+        await ReleaseAsync(S.Limits, S.Limits.Count, cancellationToken).ConfigureAwait(false);
+        S.Phase = CallPhase.Ended;
+        await CloseAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// A limit no longer holds the call (its lease ended first): keeping the call up would count it
+    /// nowhere, so every slot is released and the call ends; the edge must tear it down.
+    /// </summary>
+    private async Task EndLostAsync(CancellationToken cancellationToken)
+    {
         await ReleaseAsync(S.Limits, S.Limits.Count, cancellationToken).ConfigureAwait(false);
         S.Phase = CallPhase.Ended;
         await CloseAsync(cancellationToken).ConfigureAwait(false);

@@ -85,10 +85,13 @@ public sealed class LimitGrain
         return outcome;
     }
 
-    /// <summary>Marks the call answered (2xx) and gives it the confirmed lease. False when the call holds no slot here.</summary>
+    /// <summary>
+    /// Marks the call answered (2xx) and gives it the confirmed lease. False when the call holds no slot
+    /// here (never did, released, or its lease ended: the caller must then end the call).
+    /// </summary>
     public bool Confirm(string callKey, TimeSpan lease, DateTimeOffset now)
     {
-        if (!State.Calls.TryGetValue(callKey, out var call))
+        if (!TryGetLive(callKey, now, out var call))
         {
             return false;
         }
@@ -101,12 +104,34 @@ public sealed class LimitGrain
     /// <summary>Extends the lease (re-INVITE, UPDATE, session refresh). False when the call holds no slot here.</summary>
     public bool Renew(string callKey, TimeSpan lease, DateTimeOffset now)
     {
-        if (!State.Calls.TryGetValue(callKey, out var call))
+        if (!TryGetLive(callKey, now, out var call))
         {
             return false;
         }
 
         call.LeaseEndMs = Math.Max(call.LeaseEndMs, now.ToUnixTimeMilliseconds() + (long)lease.TotalMilliseconds);
+        return true;
+    }
+
+    /// <summary>
+    /// The call's hold, unless its lease has already ended: then the slot is reclaimed now, so a late
+    /// 2xx or refresh gets the same answer whether or not the lease timer has run yet.
+    /// </summary>
+    private bool TryGetLive(string callKey, DateTimeOffset now, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out HeldCall? call)
+    {
+        if (!State.Calls.TryGetValue(callKey, out call))
+        {
+            return false;
+        }
+
+        if (call.LeaseEndMs <= now.ToUnixTimeMilliseconds())
+        {
+            State.Calls.Remove(callKey);
+            State.Reclaimed++;
+            call = null;
+            return false;
+        }
+
         return true;
     }
 

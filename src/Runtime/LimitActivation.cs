@@ -138,8 +138,10 @@ internal sealed class LimitActivation : Activation<LimitWork>
                 changed |= reserveChanged;
                 return new LimitWorkResult(outcome, outcome.Admitted, null);
             case LimitOp.Confirm:
+                changed |= grain.ExpireLeases(now) > 0;
                 return Found(grain.Confirm(work.CallKey!, work.Lease, now), ref changed, ref missed);
             case LimitOp.Renew:
+                changed |= grain.ExpireLeases(now) > 0;
                 return Found(grain.Renew(work.CallKey!, work.Lease, now), ref changed, ref missed);
             case LimitOp.Release:
                 return Found(grain.Release(work.CallKey!), ref changed, ref missed);
