@@ -1,0 +1,362 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace CallState.Runtime.Storage;
+
+/// <summary>
+/// Grain storage in PostgreSQL, shared by the silos of a cluster. Each group-commit batch is one
+/// transaction whose conditional statements travel as one <see cref="NpgsqlBatch"/> (one round trip),
+/// committed with the server's default <c>synchronous_commit</c> (durable).
+/// </summary>
+public sealed class PostgresGrainStorage : IGrainStorage
+{
+    private readonly StorageOptions _options;
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly ILogger _logger;
+    private readonly string _target;
+    private readonly string _insertSql;
+    private readonly string _updateSql;
+    private readonly string _deleteSql;
+    private readonly string _readSql;
+    private readonly string _readAllSql;
+    private readonly string _readDueSql;
+    private readonly SemaphoreSlim _initializeLock = new(1, 1);
+    private GroupCommitter? _committer;
+    private volatile bool _disposed;
+
+    public PostgresGrainStorage(StorageOptions options, ILogger<PostgresGrainStorage>? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Provider != StorageProvider.PostgreSql)
+        {
+            throw new ArgumentException($"{StorageOptions.SectionName}:Provider must be PostgreSql for {nameof(PostgresGrainStorage)}.", nameof(options));
+        }
+
+        var errors = StorageOptionsValidator.Validate(options);
+        if (errors.Count > 0)
+        {
+            throw new ArgumentException(string.Join("; ", errors), nameof(options));
+        }
+
+        _options = options;
+        _logger = logger ?? NullLogger<PostgresGrainStorage>.Instance;
+        var builder = new NpgsqlDataSourceBuilder(options.ConnectionString);
+        if (builder.ConnectionStringBuilder.MaxAutoPrepare == 0)
+        {
+            // The same few statements run on every connection; let Npgsql prepare them server-side.
+            builder.ConnectionStringBuilder.MaxAutoPrepare = 16;
+        }
+
+        if (string.IsNullOrEmpty(builder.ConnectionStringBuilder.ApplicationName))
+        {
+            builder.ConnectionStringBuilder.ApplicationName = "callstate";
+        }
+
+        _target = $"{builder.ConnectionStringBuilder.Host}:{builder.ConnectionStringBuilder.Port}/{builder.ConnectionStringBuilder.Database}, schema {options.Schema}";
+        _dataSource = builder.Build();
+
+        // The schema name was checked against a lower-case identifier pattern by the validator: safe to splice.
+        var table = $"{options.Schema}.callstate_grains";
+        _insertSql = $"""
+            INSERT INTO {table} (grain_type, grain_key, version, data, due_at) VALUES ($1, $2, 1, $3, $4)
+            ON CONFLICT (grain_type, grain_key) DO NOTHING
+            """;
+        _updateSql = $"UPDATE {table} SET version = $3 + 1, data = $4, due_at = $5 WHERE grain_type = $1 AND grain_key = $2 AND version = $3";
+        _deleteSql = $"DELETE FROM {table} WHERE grain_type = $1 AND grain_key = $2 AND version = $3";
+        _readSql = $"SELECT version, data, due_at FROM {table} WHERE grain_type = $1 AND grain_key = $2";
+        _readAllSql = $"SELECT grain_key, version, data, due_at FROM {table} WHERE grain_type = $1 ORDER BY grain_key";
+        _readDueSql = $"SELECT grain_type, grain_key, due_at FROM {table} WHERE due_at IS NOT NULL ORDER BY due_at";
+    }
+
+    internal GroupCommitter Committer
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _committer ?? throw new InvalidOperationException(
+                $"{nameof(PostgresGrainStorage)}.{nameof(InitializeAsync)} must complete before it is used.");
+        }
+    }
+
+    /// <summary>Each entry moves the schema from version (index) to version (index + 1). Append only.</summary>
+    private static string[] Migrations(string schema) =>
+    [
+        $"""
+        CREATE TABLE {schema}.callstate_grains (
+            grain_type text NOT NULL,
+            grain_key text NOT NULL,
+            version bigint NOT NULL,
+            data bytea NOT NULL,
+            due_at bigint NULL,
+            PRIMARY KEY (grain_type, grain_key)
+        );
+        CREATE INDEX callstate_grains_due_at ON {schema}.callstate_grains (due_at) WHERE due_at IS NOT NULL;
+        """,
+    ];
+
+    /// <inheritdoc />
+    public async Task InitializeAsync(CancellationToken cancellationToken)
+    {
+        await _initializeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_committer is not null)
+            {
+                return;
+            }
+
+            var (previous, current) = await MigrateAsync(cancellationToken).ConfigureAwait(false);
+            Log.StorageReady(_logger, StorageProvider.PostgreSql, _target, current, previous);
+            _committer = new GroupCommitter(CommitBatchAsync, _options.MaxBatchSize, _options.QueueCapacity, _logger);
+        }
+        finally
+        {
+            _initializeLock.Release();
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<bool> WriteAsync(GrainWrite write, CancellationToken cancellationToken)
+    {
+        GrainWrites.Validate(write);
+        return Committer.WriteAsync(write, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async Task<StoredGrain?> ReadAsync(GrainId id, CancellationToken cancellationToken)
+    {
+        GrainWrites.ValidateId(id);
+        _ = Committer;
+        var command = _dataSource.CreateCommand(_readSql);
+        await using (command.ConfigureAwait(false))
+        {
+            command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = id.Type });
+            command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = id.Key });
+            var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            await using (reader.ConfigureAwait(false))
+            {
+                if (!await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    return null;
+                }
+
+                return ReadGrain(reader, 0);
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<(string Key, StoredGrain Grain)>> ReadAllAsync(string type, CancellationToken cancellationToken)
+    {
+        GrainWrites.ValidateType(type);
+        _ = Committer;
+        var result = new List<(string Key, StoredGrain Grain)>();
+        var command = _dataSource.CreateCommand(_readAllSql);
+        await using (command.ConfigureAwait(false))
+        {
+            command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = type });
+            var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            await using (reader.ConfigureAwait(false))
+            {
+                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    result.Add((reader.GetString(0), ReadGrain(reader, 1)));
+                }
+            }
+        }
+
+        return result;
+    }
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<DueGrain>> ReadDueAsync(CancellationToken cancellationToken)
+    {
+        _ = Committer;
+        var result = new List<DueGrain>();
+        var command = _dataSource.CreateCommand(_readDueSql);
+        await using (command.ConfigureAwait(false))
+        {
+            var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            await using (reader.ConfigureAwait(false))
+            {
+                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    result.Add(new DueGrain(new GrainId(reader.GetString(0), reader.GetString(1)), GrainWrites.FromDbDueAt(reader.GetInt64(2))));
+                }
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>Stops the committer (queued writes fail) and closes the connection pool.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await _initializeLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            if (_committer is not null)
+            {
+                await _committer.DisposeAsync().ConfigureAwait(false);
+            }
+
+            await _dataSource.DisposeAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _initializeLock.Release();
+        }
+    }
+
+    private async Task<bool[]> CommitBatchAsync(IReadOnlyList<GrainWrite> writes, CancellationToken cancellationToken)
+    {
+        // Statements go in (type, key) order so that two silos committing overlapping keys lock rows in the
+        // same order and cannot deadlock. The sort is stable: two writes to one key keep their queue order.
+        var order = new int[writes.Count];
+        for (var i = 0; i < order.Length; i++)
+        {
+            order[i] = i;
+        }
+
+        var sorted = order.OrderBy(i => writes[i].Id.Type, StringComparer.Ordinal).ThenBy(i => writes[i].Id.Key, StringComparer.Ordinal).ToArray();
+
+        var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using (connection.ConfigureAwait(false))
+        {
+            var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+            await using (transaction.ConfigureAwait(false))
+            {
+                var batch = new NpgsqlBatch(connection, transaction);
+                await using (batch.ConfigureAwait(false))
+                {
+                    foreach (var index in sorted)
+                    {
+                        batch.BatchCommands.Add(CreateCommand(writes[index]));
+                    }
+
+                    await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                    var results = new bool[writes.Count];
+                    for (var position = 0; position < sorted.Length; position++)
+                    {
+                        // Each statement is conditional; exactly one affected row means its version condition held.
+                        results[sorted[position]] = batch.BatchCommands[position].RecordsAffected == 1;
+                    }
+
+                    await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+                    return results;
+                }
+            }
+        }
+    }
+
+    private NpgsqlBatchCommand CreateCommand(GrainWrite write)
+    {
+        NpgsqlBatchCommand command;
+        if (write.Data is null)
+        {
+            command = new NpgsqlBatchCommand(_deleteSql);
+            AddKey(command, write.Id);
+            command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = write.ExpectedVersion });
+        }
+        else if (write.ExpectedVersion == 0)
+        {
+            command = new NpgsqlBatchCommand(_insertSql);
+            AddKey(command, write.Id);
+            command.Parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = write.Data });
+            command.Parameters.Add(DueAtParameter(write.DueAt));
+        }
+        else
+        {
+            command = new NpgsqlBatchCommand(_updateSql);
+            AddKey(command, write.Id);
+            command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = write.ExpectedVersion });
+            command.Parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = write.Data });
+            command.Parameters.Add(DueAtParameter(write.DueAt));
+        }
+
+        return command;
+    }
+
+    private static void AddKey(NpgsqlBatchCommand command, GrainId id)
+    {
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = id.Type });
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = id.Key });
+    }
+
+    private static NpgsqlParameter DueAtParameter(DateTimeOffset? dueAt) =>
+        new() { NpgsqlDbType = NpgsqlDbType.Bigint, Value = GrainWrites.ToDbDueAt(dueAt) };
+
+    private async Task<(int Previous, int Current)> MigrateAsync(CancellationToken cancellationToken)
+    {
+        var schema = _options.Schema;
+        var migrations = Migrations(schema);
+        var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using (connection.ConfigureAwait(false))
+        {
+            var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+            await using (transaction.ConfigureAwait(false))
+            {
+                // Silos may start together: one migrates while the others wait here, then find it done.
+                // DDL is transactional in PostgreSQL, so a failed migration leaves no half-made schema.
+                await ExecuteAsync(connection, transaction, "SELECT pg_advisory_xact_lock(hashtext($1))", cancellationToken, "callstate.schema." + schema)
+                    .ConfigureAwait(false);
+                await ExecuteAsync(connection, transaction, $"CREATE SCHEMA IF NOT EXISTS {schema}", cancellationToken).ConfigureAwait(false);
+                await ExecuteAsync(connection, transaction, $"CREATE TABLE IF NOT EXISTS {schema}.callstate_schema_version (version integer NOT NULL PRIMARY KEY)", cancellationToken)
+                    .ConfigureAwait(false);
+
+                int previous;
+                var select = new NpgsqlCommand($"SELECT COALESCE(MAX(version), 0) FROM {schema}.callstate_schema_version", connection, transaction);
+                await using (select.ConfigureAwait(false))
+                {
+                    previous = (int)(await select.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+                }
+
+                if (previous > migrations.Length)
+                {
+                    throw new InvalidOperationException(
+                        $"PostgreSQL schema {schema} has schema version {previous}, newer than this build knows ({migrations.Length}); run a newer build.");
+                }
+
+                for (var version = previous; version < migrations.Length; version++)
+                {
+                    await ExecuteAsync(connection, transaction, migrations[version], cancellationToken).ConfigureAwait(false);
+                    await ExecuteAsync(connection, transaction, $"INSERT INTO {schema}.callstate_schema_version (version) VALUES ($1)", cancellationToken, version + 1)
+                        .ConfigureAwait(false);
+                }
+
+                await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+                return (previous, migrations.Length);
+            }
+        }
+    }
+
+    private static async Task ExecuteAsync(
+        NpgsqlConnection connection, NpgsqlTransaction transaction, string sql, CancellationToken cancellationToken, params object[] parameters)
+    {
+        var command = new NpgsqlCommand(sql, connection, transaction);
+        await using (command.ConfigureAwait(false))
+        {
+            foreach (var value in parameters)
+            {
+                command.Parameters.Add(new NpgsqlParameter { Value = value });
+            }
+
+            await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private static StoredGrain ReadGrain(NpgsqlDataReader reader, int first) =>
+        new(
+            reader.GetFieldValue<byte[]>(first + 1),
+            reader.GetInt64(first),
+            reader.IsDBNull(first + 2) ? null : GrainWrites.FromDbDueAt(reader.GetInt64(first + 2)));
+}

@@ -1,0 +1,322 @@
+using CallState.Runtime.Storage;
+
+namespace CallState.Runtime.Tests.Storage;
+
+/// <summary>
+/// The behaviour every <see cref="IGrainStorage"/> must have, run against each real provider by a
+/// subclass (SQLite file, PostgreSQL schema).
+/// </summary>
+public abstract class GrainStorageContractTests : IAsyncLifetime
+{
+    private readonly List<IGrainStorage> _opened = [];
+    private IGrainStorage? _storage;
+
+    /// <summary>No deadline here: scripts/test.sh runs dotnet test with --blame-hang-timeout, which catches a hung test.</summary>
+    protected static CancellationToken Ct => CancellationToken.None;
+
+    protected IGrainStorage Storage => _storage ?? throw new InvalidOperationException("Not initialized.");
+
+    /// <summary>A new, not yet initialized, storage instance over this test's database.</summary>
+    protected abstract IGrainStorage CreateStorage();
+
+    /// <summary>Removes the rows other tests of the same class may have left (runs after initialization).</summary>
+    protected virtual Task ResetAsync() => Task.CompletedTask;
+
+    protected virtual Task CleanupAsync() => Task.CompletedTask;
+
+    public async Task InitializeAsync()
+    {
+        _storage = await OpenAsync();
+        await ResetAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var storage in _opened)
+        {
+            await storage.DisposeAsync();
+        }
+
+        await CleanupAsync();
+    }
+
+    /// <summary>Opens and initializes another instance over the same database (another process, a restart).</summary>
+    protected async Task<IGrainStorage> OpenAsync()
+    {
+        var storage = CreateStorage();
+        _opened.Add(storage);
+        await storage.InitializeAsync(Ct);
+        return storage;
+    }
+
+    private static GroupCommitter CommitterOf(IGrainStorage storage) => storage switch
+    {
+        SqliteGrainStorage sqlite => sqlite.Committer,
+        PostgresGrainStorage postgres => postgres.Committer,
+        _ => throw new InvalidOperationException($"Unknown storage {storage.GetType()}"),
+    };
+
+    private static byte[] Bytes(string text) => System.Text.Encoding.UTF8.GetBytes(text);
+
+    private static readonly DateTimeOffset Due1 = new(2030, 1, 2, 3, 4, 5, 678, TimeSpan.Zero);
+    private static readonly DateTimeOffset Due2 = new(2030, 1, 2, 3, 4, 9, 1, TimeSpan.Zero);
+
+    private static GrainId Limit(string key) => new("limit", key);
+
+    [Fact]
+    public async Task Read_of_a_grain_never_written_returns_null()
+    {
+        Assert.Null(await Storage.ReadAsync(Limit("user/nobody"), Ct));
+    }
+
+    [Fact]
+    public async Task Insert_then_read_returns_the_data_at_version_1()
+    {
+        var id = Limit("user/alice");
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 0, Bytes("one"), Due1), Ct));
+
+        var stored = await Storage.ReadAsync(id, Ct);
+        Assert.NotNull(stored);
+        Assert.Equal(Bytes("one"), stored.Data);
+        Assert.Equal(1, stored.Version);
+        Assert.Equal(Due1, stored.DueAt);
+    }
+
+    [Fact]
+    public async Task Compare_and_set_with_the_stored_version_succeeds_and_increments_the_version()
+    {
+        var id = Limit("user/bob");
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 0, Bytes("v1"), null), Ct));
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 1, Bytes("v2"), null), Ct));
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 2, Bytes("v3"), null), Ct));
+
+        var stored = await Storage.ReadAsync(id, Ct);
+        Assert.NotNull(stored);
+        Assert.Equal(3, stored.Version);
+        Assert.Equal(Bytes("v3"), stored.Data);
+    }
+
+    [Fact]
+    public async Task A_stale_version_returns_false_and_leaves_the_row_untouched()
+    {
+        var id = Limit("user/carol");
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 0, Bytes("v1"), Due1), Ct));
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 1, Bytes("v2"), Due1), Ct));
+
+        Assert.False(await Storage.WriteAsync(new GrainWrite(id, 1, Bytes("stale"), Due2), Ct));
+        Assert.False(await Storage.WriteAsync(new GrainWrite(id, 7, Bytes("future"), null), Ct));
+
+        var stored = await Storage.ReadAsync(id, Ct);
+        Assert.NotNull(stored);
+        Assert.Equal(2, stored.Version);
+        Assert.Equal(Bytes("v2"), stored.Data);
+        Assert.Equal(Due1, stored.DueAt);
+    }
+
+    [Fact]
+    public async Task Update_of_a_missing_row_returns_false_and_creates_nothing()
+    {
+        var id = Limit("user/ghost");
+        Assert.False(await Storage.WriteAsync(new GrainWrite(id, 1, Bytes("x"), null), Ct));
+        Assert.Null(await Storage.ReadAsync(id, Ct));
+    }
+
+    [Fact]
+    public async Task Insert_of_an_existing_row_returns_false_and_leaves_it_untouched()
+    {
+        var id = Limit("user/dave");
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 0, Bytes("first"), null), Ct));
+
+        Assert.False(await Storage.WriteAsync(new GrainWrite(id, 0, Bytes("second"), Due1), Ct));
+
+        var stored = await Storage.ReadAsync(id, Ct);
+        Assert.NotNull(stored);
+        Assert.Equal(1, stored.Version);
+        Assert.Equal(Bytes("first"), stored.Data);
+        Assert.Null(stored.DueAt);
+    }
+
+    [Fact]
+    public async Task Delete_needs_the_stored_version_and_then_the_key_can_be_inserted_again()
+    {
+        var id = Limit("user/erin");
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 0, Bytes("v1"), Due1), Ct));
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 1, Bytes("v2"), Due1), Ct));
+
+        Assert.False(await Storage.WriteAsync(new GrainWrite(id, 1, null, null), Ct));
+        Assert.NotNull(await Storage.ReadAsync(id, Ct));
+
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 2, null, null), Ct));
+        Assert.Null(await Storage.ReadAsync(id, Ct));
+        Assert.DoesNotContain(await Storage.ReadDueAsync(Ct), due => due.Id == id);
+        Assert.False(await Storage.WriteAsync(new GrainWrite(id, 2, null, null), Ct));
+
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 0, Bytes("again"), null), Ct));
+        var stored = await Storage.ReadAsync(id, Ct);
+        Assert.NotNull(stored);
+        Assert.Equal(1, stored.Version);
+        Assert.Equal(Bytes("again"), stored.Data);
+    }
+
+    [Fact]
+    public async Task A_delete_without_a_version_is_rejected_before_it_reaches_a_batch()
+    {
+        await Assert.ThrowsAsync<ArgumentException>(() => Storage.WriteAsync(new GrainWrite(Limit("user/x"), 0, null, null), Ct));
+        await Assert.ThrowsAsync<ArgumentException>(() => Storage.WriteAsync(new GrainWrite(new GrainId("limit", ""), 0, [1], null), Ct));
+        await Assert.ThrowsAsync<ArgumentException>(() => Storage.WriteAsync(new GrainWrite(new GrainId("limit", "a\0b"), 0, [1], null), Ct));
+    }
+
+    [Fact]
+    public async Task Due_time_is_stored_changed_cleared_and_listed_by_ReadDueAsync()
+    {
+        var a = Limit("user/due-a");
+        var b = new GrainId("call", "call-1;tag");
+        var never = Limit("user/never-due");
+        Assert.True(await Storage.WriteAsync(new GrainWrite(a, 0, Bytes("a"), Due2), Ct));
+        Assert.True(await Storage.WriteAsync(new GrainWrite(b, 0, Bytes("b"), Due1), Ct));
+        Assert.True(await Storage.WriteAsync(new GrainWrite(never, 0, Bytes("n"), null), Ct));
+
+        Assert.Equal([new DueGrain(b, Due1), new DueGrain(a, Due2)], await Storage.ReadDueAsync(Ct));
+
+        var later = Due2.AddHours(1);
+        Assert.True(await Storage.WriteAsync(new GrainWrite(b, 1, Bytes("b2"), later), Ct));
+        Assert.Equal([new DueGrain(a, Due2), new DueGrain(b, later)], await Storage.ReadDueAsync(Ct));
+
+        Assert.True(await Storage.WriteAsync(new GrainWrite(a, 1, Bytes("a2"), null), Ct));
+        Assert.Equal([new DueGrain(b, later)], await Storage.ReadDueAsync(Ct));
+        var cleared = await Storage.ReadAsync(a, Ct);
+        Assert.NotNull(cleared);
+        Assert.Null(cleared.DueAt);
+    }
+
+    [Fact]
+    public async Task ReadAllAsync_lists_every_grain_of_one_type_and_no_other()
+    {
+        Assert.True(await Storage.WriteAsync(new GrainWrite(Limit("trunk/2"), 0, Bytes("t2"), null), Ct));
+        Assert.True(await Storage.WriteAsync(new GrainWrite(Limit("trunk/1"), 0, Bytes("t1"), Due1), Ct));
+        Assert.True(await Storage.WriteAsync(new GrainWrite(Limit("trunk/1"), 1, Bytes("t1b"), Due1), Ct));
+        Assert.True(await Storage.WriteAsync(new GrainWrite(new GrainId("call", "c1"), 0, Bytes("c"), null), Ct));
+
+        var limits = await Storage.ReadAllAsync("limit", Ct);
+
+        Assert.Equal(["trunk/1", "trunk/2"], limits.Select(l => l.Key).Order(StringComparer.Ordinal));
+        var trunk1 = limits.Single(l => l.Key == "trunk/1").Grain;
+        Assert.Equal(2, trunk1.Version);
+        Assert.Equal(Bytes("t1b"), trunk1.Data);
+        Assert.Equal(Due1, trunk1.DueAt);
+        Assert.Equal(["c1"], (await Storage.ReadAllAsync("call", Ct)).Select(c => c.Key));
+        Assert.Empty(await Storage.ReadAllAsync("nothing", Ct));
+    }
+
+    [Fact]
+    public async Task Two_hundred_concurrent_writes_to_distinct_keys_all_succeed_in_fewer_batches_than_writes()
+    {
+        const int Writes = 200;
+        var committer = CommitterOf(Storage);
+        var batchesBefore = committer.BatchCount;
+
+        var results = await Task.WhenAll(Enumerable.Range(0, Writes).Select(i =>
+            Task.Run(() => Storage.WriteAsync(new GrainWrite(Limit($"user/u{i:D3}"), 0, Bytes($"d{i}"), null), Ct))));
+
+        Assert.All(results, Assert.True);
+        var batches = committer.BatchCount - batchesBefore;
+        Assert.InRange(batches, 1, Writes - 1);
+        var all = await Storage.ReadAllAsync("limit", Ct);
+        Assert.Equal(Writes, all.Count);
+        Assert.All(all, row =>
+        {
+            Assert.Equal(1, row.Grain.Version);
+            Assert.Equal(Bytes("d" + int.Parse(row.Key["user/u".Length..], System.Globalization.CultureInfo.InvariantCulture)), row.Grain.Data);
+        });
+    }
+
+    [Fact]
+    public async Task Two_writers_with_the_same_expected_version_through_one_instance_exactly_one_wins()
+    {
+        var id = Limit("user/race-one");
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 0, Bytes("base"), null), Ct));
+
+        var first = Task.Run(() => Storage.WriteAsync(new GrainWrite(id, 1, Bytes("first"), null), Ct));
+        var second = Task.Run(() => Storage.WriteAsync(new GrainWrite(id, 1, Bytes("second"), null), Ct));
+        var results = await Task.WhenAll(first, second);
+
+        await AssertExactlyOneWonAsync(Storage, id, results, expectedVersion: 2);
+    }
+
+    [Fact]
+    public async Task Two_instances_racing_on_the_same_rows_never_both_win()
+    {
+        // Two instances over one database behave like two silos that both believe they own the keys.
+        var other = await OpenAsync();
+        const int Keys = 20;
+        for (var k = 0; k < Keys; k++)
+        {
+            Assert.True(await Storage.WriteAsync(new GrainWrite(Limit($"user/shared{k}"), 0, Bytes("base"), null), Ct));
+        }
+
+        var races = Enumerable.Range(0, Keys).Select(async k =>
+        {
+            var id = Limit($"user/shared{k}");
+            var insertId = Limit($"user/fresh{k}");
+            var results = await Task.WhenAll(
+                Task.Run(() => Storage.WriteAsync(new GrainWrite(id, 1, Bytes("first"), null), Ct)),
+                Task.Run(() => other.WriteAsync(new GrainWrite(id, 1, Bytes("second"), null), Ct)));
+            var inserts = await Task.WhenAll(
+                Task.Run(() => Storage.WriteAsync(new GrainWrite(insertId, 0, Bytes("first"), null), Ct)),
+                Task.Run(() => other.WriteAsync(new GrainWrite(insertId, 0, Bytes("second"), null), Ct)));
+            await AssertExactlyOneWonAsync(other, id, results, expectedVersion: 2);
+            await AssertExactlyOneWonAsync(Storage, insertId, inserts, expectedVersion: 1);
+        });
+
+        await Task.WhenAll(races);
+    }
+
+    [Fact]
+    public async Task A_write_survives_disposing_the_instance_and_opening_a_new_one()
+    {
+        var id = Limit("user/durable");
+        var writer = await OpenAsync();
+        Assert.True(await writer.WriteAsync(new GrainWrite(id, 0, Bytes("v1"), null), Ct));
+        Assert.True(await writer.WriteAsync(new GrainWrite(id, 1, Bytes("v2"), Due1), Ct));
+        await writer.DisposeAsync();
+
+        var reopened = await OpenAsync();
+        var stored = await reopened.ReadAsync(id, Ct);
+
+        Assert.NotNull(stored);
+        Assert.Equal(2, stored.Version);
+        Assert.Equal(Bytes("v2"), stored.Data);
+        Assert.Equal([new DueGrain(id, Due1)], await reopened.ReadDueAsync(Ct));
+        Assert.True(await reopened.WriteAsync(new GrainWrite(id, 2, Bytes("v3"), null), Ct));
+    }
+
+    [Fact]
+    public async Task Initializing_again_keeps_the_data()
+    {
+        var id = Limit("user/migrated");
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 0, Bytes("kept"), null), Ct));
+
+        await Storage.InitializeAsync(Ct);
+        var second = await OpenAsync();
+
+        Assert.Equal(Bytes("kept"), (await second.ReadAsync(id, Ct))?.Data);
+    }
+
+    [Fact]
+    public async Task Writes_after_dispose_fail_with_ObjectDisposedException()
+    {
+        var storage = await OpenAsync();
+        await storage.DisposeAsync();
+
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => storage.WriteAsync(new GrainWrite(Limit("user/late"), 0, [1], null), Ct));
+    }
+
+    private static async Task AssertExactlyOneWonAsync(IGrainStorage reader, GrainId id, bool[] results, long expectedVersion)
+    {
+        Assert.Single(results, won => won);
+        var stored = await reader.ReadAsync(id, Ct);
+        Assert.NotNull(stored);
+        Assert.Equal(expectedVersion, stored.Version);
+        Assert.Equal(Bytes(results[0] ? "first" : "second"), stored.Data);
+    }
+}
