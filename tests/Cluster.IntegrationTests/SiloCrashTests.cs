@@ -24,6 +24,8 @@ public sealed class SiloCrashTests(ITestOutputHelper output)
         await using var db = TestDatabase.Create(kind);
         var attempted = new ConcurrentDictionary<string, int>();
         var acknowledged = new ConcurrentDictionary<string, int>();
+        Exception? firstFailure = null;
+        string siloOutput;
 
         await using (var silo = SiloProcess.Start(db.Settings))
         {
@@ -54,6 +56,7 @@ public sealed class SiloCrashTests(ITestOutputHelper output)
                     }
                     catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or IOException)
                     {
+                        Interlocked.CompareExchange(ref firstFailure, ex, null);
                         // The silo died under this request: its outcome is unknown to us.
                         return;
                     }
@@ -67,11 +70,12 @@ public sealed class SiloCrashTests(ITestOutputHelper output)
             }
 
             silo.Kill();
+            siloOutput = silo.Output;
             await stop.CancelAsync();
             await Task.WhenAll(workers);
         }
 
-        Assert.True(acknowledged.Count >= 150, $"only {acknowledged.Count} admissions acknowledged before the kill");
+        Assert.True(acknowledged.Count >= 150, $"only {acknowledged.Count} admissions acknowledged before the kill; first failure: {firstFailure}\nsilo output:\n{siloOutput}");
 
         await using var restarted = SiloProcess.Start(db.Settings);
         await restarted.WaitReadyAsync(TimeSpan.FromSeconds(60));
@@ -82,7 +86,7 @@ public sealed class SiloCrashTests(ITestOutputHelper output)
         while (true)
         {
             held = await HeldByLimitAsync(restarted);
-            var trunk = held["trunk/carrier"];
+            var trunk = held["trunk/crashtest"];
             var users = held.Where(kv => kv.Key.StartsWith("user/", StringComparison.Ordinal)).SelectMany(kv => kv.Value).ToHashSet();
             if (trunk.SetEquals(users) || DateTime.UtcNow > settleDeadline)
             {
@@ -92,7 +96,7 @@ public sealed class SiloCrashTests(ITestOutputHelper output)
             await Task.Delay(200);
         }
 
-        var trunkHeld = held["trunk/carrier"];
+        var trunkHeld = held["trunk/crashtest"];
         output.WriteLine($"{kind}: attempted {attempted.Count}, acknowledged {acknowledged.Count}, held after restart {trunkHeld.Count}");
 
         // Every acknowledged reservation is there, on every limit of the call.
@@ -122,7 +126,7 @@ public sealed class SiloCrashTests(ITestOutputHelper output)
         }
 
         var after = await HeldByLimitAsync(restarted);
-        Assert.Equal(trunkHeld.Count, after["trunk/carrier"].Count);
+        Assert.Equal(trunkHeld.Count, after["trunk/crashtest"].Count);
 
         // Every held slot can be released through the new silo.
         foreach (var callKey in trunkHeld)
@@ -139,7 +143,7 @@ public sealed class SiloCrashTests(ITestOutputHelper output)
         callKey,
         limits = new object[]
         {
-            new { key = "trunk/carrier", direction = "Inbound" },
+            new { key = "trunk/crashtest", direction = "Inbound" },
             new { key = $"user/u{user}", direction = "Inbound" },
         },
     };
@@ -147,7 +151,7 @@ public sealed class SiloCrashTests(ITestOutputHelper output)
     private static async Task<Dictionary<string, HashSet<string>>> HeldByLimitAsync(SiloProcess silo)
     {
         var result = new Dictionary<string, HashSet<string>>(StringComparer.Ordinal);
-        foreach (var key in new[] { "trunk/carrier" }.Concat(Enumerable.Range(0, Users).Select(u => $"user/u{u}")))
+        foreach (var key in new[] { "trunk/crashtest" }.Concat(Enumerable.Range(0, Users).Select(u => $"user/u{u}")))
         {
             var snapshot = await silo.GetAsync<LimitSnapshot>("/api/limits/" + key);
             result[key] = snapshot.Calls.Select(c => c.CallKey).ToHashSet(StringComparer.Ordinal);
