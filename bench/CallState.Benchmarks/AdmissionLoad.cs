@@ -26,6 +26,7 @@ internal static class AdmissionLoad
 
         var options = storage switch
         {
+            "memory" => null,
             "sqlite" => new StorageOptions { Provider = StorageProvider.Sqlite, ConnectionString = $"Data Source={Path.Combine(directory, "bench.db")}" },
             "postgres" => new StorageOptions
             {
@@ -33,11 +34,11 @@ internal static class AdmissionLoad
                 ConnectionString = Environment.GetEnvironmentVariable("CALLSTATE_BENCH_POSTGRES") ?? throw new InvalidOperationException("set CALLSTATE_BENCH_POSTGRES to an Npgsql connection string"),
                 Schema = "bench_" + Guid.NewGuid().ToString("N")[..12],
             },
-            _ => throw new ArgumentException("--storage must be sqlite or postgres"),
+            _ => throw new ArgumentException("--storage must be memory, sqlite or postgres"),
         };
 
         await using var runtime = new GrainRuntime(
-            GrainStorageFactory.Create(options, NullLoggerFactory.Instance),
+            options is null ? new InMemoryGrainStorage() : GrainStorageFactory.Create(options, NullLoggerFactory.Instance),
             new GrainRuntimeOptions(),
             new ConfiguredLimits(new LimitsOptions()),
             TimeProvider.System,

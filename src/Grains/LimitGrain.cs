@@ -10,11 +10,23 @@ public sealed class LimitGrain
 {
     private readonly LimitSettings _configured;
 
+    // Derived from State.Calls and kept in step by every method that changes it, so a decision does
+    // not walk every held call (a busy trunk holds thousands).
+    private int _inbound;
+    private int _outbound;
+    private long? _earliestLeaseEndMs;
+
     public LimitGrain(LimitKey key, LimitGrainState state, LimitSettings configured)
     {
         Key = key;
         State = state;
         _configured = configured;
+        foreach (var call in state.Calls.Values)
+        {
+            Count(call, +1);
+        }
+
+        _earliestLeaseEndMs = ComputeEarliestLeaseEnd();
     }
 
     public LimitKey Key { get; }
@@ -31,16 +43,8 @@ public sealed class LimitGrain
     {
         get
         {
-            long? min = null;
-            foreach (var call in State.Calls.Values)
-            {
-                if (min is null || call.LeaseEndMs < min)
-                {
-                    min = call.LeaseEndMs;
-                }
-            }
-
-            return min is { } ms ? DateTimeOffset.FromUnixTimeMilliseconds(ms) : null;
+            _earliestLeaseEndMs ??= ComputeEarliestLeaseEnd();
+            return _earliestLeaseEndMs is { } ms && ms != long.MaxValue ? DateTimeOffset.FromUnixTimeMilliseconds(ms) : null;
         }
     }
 
@@ -51,7 +55,7 @@ public sealed class LimitGrain
     public ReserveOutcome TryReserve(string callKey, Direction direction, TimeSpan lease, int? perCallMax, DateTimeOffset now, out bool changed)
     {
         changed = ExpireLeases(now) > 0;
-        var (inbound, outbound) = Count();
+        var (inbound, outbound) = (_inbound, _outbound);
 
         if (State.Calls.ContainsKey(callKey))
         {
@@ -74,13 +78,20 @@ public sealed class LimitGrain
         }
 
         var nowMs = now.ToUnixTimeMilliseconds();
-        State.Calls[callKey] = new HeldCall
+        var held = new HeldCall
         {
             Direction = direction,
             Phase = HoldPhase.Early,
             SinceMs = nowMs,
             LeaseEndMs = nowMs + (long)lease.TotalMilliseconds,
         };
+        State.Calls[callKey] = held;
+        Count(held, +1);
+        if (_earliestLeaseEndMs is { } earliest && held.LeaseEndMs < earliest)
+        {
+            _earliestLeaseEndMs = held.LeaseEndMs;
+        }
+
         changed = true;
         return outcome;
     }
@@ -97,7 +108,7 @@ public sealed class LimitGrain
         }
 
         call.Phase = HoldPhase.Confirmed;
-        call.LeaseEndMs = now.ToUnixTimeMilliseconds() + (long)lease.TotalMilliseconds;
+        SetLeaseEnd(call, now.ToUnixTimeMilliseconds() + (long)lease.TotalMilliseconds);
         return true;
     }
 
@@ -109,7 +120,7 @@ public sealed class LimitGrain
             return false;
         }
 
-        call.LeaseEndMs = Math.Max(call.LeaseEndMs, now.ToUnixTimeMilliseconds() + (long)lease.TotalMilliseconds);
+        SetLeaseEnd(call, Math.Max(call.LeaseEndMs, now.ToUnixTimeMilliseconds() + (long)lease.TotalMilliseconds));
         return true;
     }
 
@@ -126,7 +137,7 @@ public sealed class LimitGrain
 
         if (call.LeaseEndMs <= now.ToUnixTimeMilliseconds())
         {
-            State.Calls.Remove(callKey);
+            Remove(callKey, call);
             State.Reclaimed++;
             call = null;
             return false;
@@ -136,19 +147,34 @@ public sealed class LimitGrain
     }
 
     /// <summary>Frees the call's slot. False (and no change) when it held none: releasing twice is harmless.</summary>
-    public bool Release(string callKey) => State.Calls.Remove(callKey);
+    public bool Release(string callKey)
+    {
+        if (!State.Calls.TryGetValue(callKey, out var call))
+        {
+            return false;
+        }
+
+        Remove(callKey, call);
+        return true;
+    }
 
     /// <summary>Reclaims every slot whose lease has ended; returns how many.</summary>
     public int ExpireLeases(DateTimeOffset now)
     {
         var nowMs = now.ToUnixTimeMilliseconds();
+        _earliestLeaseEndMs ??= ComputeEarliestLeaseEnd();
+        if (_earliestLeaseEndMs > nowMs)
+        {
+            return 0;
+        }
+
         var expired = 0;
         foreach (var (callKey, call) in State.Calls)
         {
             if (call.LeaseEndMs <= nowMs)
             {
                 // Removing during enumeration is allowed for Dictionary<TKey, TValue> since .NET Core 3.0.
-                State.Calls.Remove(callKey);
+                Remove(callKey, call);
                 expired++;
             }
         }
@@ -170,7 +196,7 @@ public sealed class LimitGrain
 
     public LimitSnapshot Snapshot()
     {
-        var (inbound, outbound) = Count();
+        var (inbound, outbound) = (_inbound, _outbound);
         var calls = new List<HeldCallSnapshot>(State.Calls.Count);
         foreach (var (callKey, call) in State.Calls)
         {
@@ -186,22 +212,52 @@ public sealed class LimitGrain
         return new LimitSnapshot(Key.ToString(), Key.Kind, Effective, inbound, outbound, inbound + outbound, State.Reclaimed, calls);
     }
 
-    private (int Inbound, int Outbound) Count()
+    private void Count(HeldCall call, int delta)
     {
-        int inbound = 0, outbound = 0;
-        foreach (var call in State.Calls.Values)
+        if (call.Direction == Direction.Inbound)
         {
-            if (call.Direction == Direction.Inbound)
-            {
-                inbound++;
-            }
-            else
-            {
-                outbound++;
-            }
+            _inbound += delta;
+        }
+        else
+        {
+            _outbound += delta;
+        }
+    }
+
+    private void Remove(string callKey, HeldCall call)
+    {
+        State.Calls.Remove(callKey);
+        Count(call, -1);
+        if (call.LeaseEndMs == _earliestLeaseEndMs)
+        {
+            _earliestLeaseEndMs = null;
+        }
+    }
+
+    private void SetLeaseEnd(HeldCall call, long leaseEndMs)
+    {
+        if (call.LeaseEndMs == _earliestLeaseEndMs && leaseEndMs > call.LeaseEndMs)
+        {
+            _earliestLeaseEndMs = null;
+        }
+        else if (_earliestLeaseEndMs is { } earliest && leaseEndMs < earliest)
+        {
+            _earliestLeaseEndMs = leaseEndMs;
         }
 
-        return (inbound, outbound);
+        call.LeaseEndMs = leaseEndMs;
+    }
+
+    /// <summary>The earliest lease end, or <see cref="long.MaxValue"/> when nothing is held (so "known: none").</summary>
+    private long ComputeEarliestLeaseEnd()
+    {
+        var min = long.MaxValue;
+        foreach (var call in State.Calls.Values)
+        {
+            min = Math.Min(min, call.LeaseEndMs);
+        }
+
+        return min;
     }
 
     private ReserveOutcome Decide(LimitSettings limits, Direction direction, int inbound, int outbound)
