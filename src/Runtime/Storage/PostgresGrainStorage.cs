@@ -135,16 +135,7 @@ public sealed class PostgresGrainStorage : IGrainStorage
         {
             command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = id.Type });
             command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = id.Key });
-            var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            await using (reader.ConfigureAwait(false))
-            {
-                if (!await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-                {
-                    return null;
-                }
-
-                return ReadGrain(reader, 0);
-            }
+            return await GrainRows.ReadOneAsync(command, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -153,43 +144,23 @@ public sealed class PostgresGrainStorage : IGrainStorage
     {
         GrainWrites.ValidateType(type);
         _ = Committer;
-        var result = new List<(string Key, StoredGrain Grain)>();
         var command = _dataSource.CreateCommand(_readAllSql);
         await using (command.ConfigureAwait(false))
         {
             command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = type });
-            var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            await using (reader.ConfigureAwait(false))
-            {
-                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-                {
-                    result.Add((reader.GetString(0), ReadGrain(reader, 1)));
-                }
-            }
+            return await GrainRows.ReadAllAsync(command, cancellationToken).ConfigureAwait(false);
         }
-
-        return result;
     }
 
     /// <inheritdoc />
     public async Task<IReadOnlyList<DueGrain>> ReadDueAsync(CancellationToken cancellationToken)
     {
         _ = Committer;
-        var result = new List<DueGrain>();
         var command = _dataSource.CreateCommand(_readDueSql);
         await using (command.ConfigureAwait(false))
         {
-            var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            await using (reader.ConfigureAwait(false))
-            {
-                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-                {
-                    result.Add(new DueGrain(new GrainId(reader.GetString(0), reader.GetString(1)), GrainWrites.FromDbDueAt(reader.GetInt64(2))));
-                }
-            }
+            return await GrainRows.ReadDueAsync(command, cancellationToken).ConfigureAwait(false);
         }
-
-        return result;
     }
 
     /// <summary>Stops the committer (queued writes fail) and closes the connection pool.</summary>
@@ -353,10 +324,4 @@ public sealed class PostgresGrainStorage : IGrainStorage
             await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }
     }
-
-    private static StoredGrain ReadGrain(NpgsqlDataReader reader, int first) =>
-        new(
-            reader.GetFieldValue<byte[]>(first + 1),
-            reader.GetInt64(first),
-            reader.IsDBNull(first + 2) ? null : GrainWrites.FromDbDueAt(reader.GetInt64(first + 2)));
 }

@@ -146,16 +146,7 @@ public sealed class SqliteGrainStorage : IGrainStorage
             command.CommandText = "SELECT version, data, due_at FROM callstate_grains WHERE grain_type = $t AND grain_key = $k";
             command.Parameters.AddWithValue("$t", id.Type);
             command.Parameters.AddWithValue("$k", id.Key);
-            var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            await using (reader.ConfigureAwait(false))
-            {
-                if (!await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-                {
-                    return null;
-                }
-
-                return ReadGrain(reader, 0);
-            }
+            return await GrainRows.ReadOneAsync(command, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -164,48 +155,28 @@ public sealed class SqliteGrainStorage : IGrainStorage
     {
         GrainWrites.ValidateType(type);
         _ = Committer;
-        var result = new List<(string Key, StoredGrain Grain)>();
         var connection = await OpenReadConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using (connection.ConfigureAwait(false))
         {
             using var command = connection.CreateCommand();
             command.CommandText = "SELECT grain_key, version, data, due_at FROM callstate_grains WHERE grain_type = $t ORDER BY grain_key";
             command.Parameters.AddWithValue("$t", type);
-            var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            await using (reader.ConfigureAwait(false))
-            {
-                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-                {
-                    result.Add((reader.GetString(0), ReadGrain(reader, 1)));
-                }
-            }
+            return await GrainRows.ReadAllAsync(command, cancellationToken).ConfigureAwait(false);
         }
-
-        return result;
     }
 
     /// <inheritdoc />
     public async Task<IReadOnlyList<DueGrain>> ReadDueAsync(CancellationToken cancellationToken)
     {
         _ = Committer;
-        var result = new List<DueGrain>();
         var connection = await OpenReadConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using (connection.ConfigureAwait(false))
         {
             using var command = connection.CreateCommand();
             // The WHERE clause matches the partial index callstate_grains_due_at.
             command.CommandText = "SELECT grain_type, grain_key, due_at FROM callstate_grains WHERE due_at IS NOT NULL ORDER BY due_at";
-            var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            await using (reader.ConfigureAwait(false))
-            {
-                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-                {
-                    result.Add(new DueGrain(new GrainId(reader.GetString(0), reader.GetString(1)), GrainWrites.FromDbDueAt(reader.GetInt64(2))));
-                }
-            }
+            return await GrainRows.ReadDueAsync(command, cancellationToken).ConfigureAwait(false);
         }
-
-        return result;
     }
 
     /// <summary>Stops the committer (queued writes fail), closes the write connection and the idle readers.</summary>
@@ -392,12 +363,6 @@ public sealed class SqliteGrainStorage : IGrainStorage
             throw;
         }
     }
-
-    private static StoredGrain ReadGrain(SqliteDataReader reader, int first) =>
-        new(
-            reader.GetFieldValue<byte[]>(first + 1),
-            reader.GetInt64(first),
-            reader.IsDBNull(first + 2) ? null : GrainWrites.FromDbDueAt(reader.GetInt64(first + 2)));
 
     private static void CreateDirectoryFor(string dataSource)
     {
