@@ -1,0 +1,247 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Sockets;
+
+namespace CallState.Sip.Transport;
+
+/// <summary>
+/// One TCP connection of a <see cref="SipTcpTransport"/>, inbound or outbound. Its read loop frames messages for
+/// the handler; writes from any thread are serialized so two messages never interleave on the stream.
+/// </summary>
+public sealed class SipTcpConnection : IDisposable
+{
+    private readonly SipTcpTransport _transport;
+    private readonly Socket _socket;
+    private readonly NetworkStream _stream;
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly CancellationTokenSource _closing = new();
+    private readonly TimeProvider _timeProvider;
+    private readonly TimeSpan _idleTimeout;
+    private readonly ITimer? _idleTimer;
+    private long _lastActivity;
+    private int _closed;
+    private long _messagesReceived;
+    private long _messagesSent;
+
+    internal SipTcpConnection(SipTcpTransport transport, Socket socket, long id, bool isInbound, TimeProvider timeProvider, TimeSpan idleTimeout)
+    {
+        _transport = transport;
+        _socket = socket;
+        _stream = new NetworkStream(socket, ownsSocket: true);
+        Id = id;
+        IsInbound = isInbound;
+        RemoteEndPoint = SipTcpTransport.Normalize((IPEndPoint)socket.RemoteEndPoint!);
+        LocalEndPoint = (IPEndPoint)socket.LocalEndPoint!;
+        _timeProvider = timeProvider;
+        _idleTimeout = idleTimeout;
+        _lastActivity = timeProvider.GetTimestamp();
+        if (idleTimeout != Timeout.InfiniteTimeSpan)
+        {
+            // One timer per connection, re-armed only when it fires: activity just stamps a time, so a busy
+            // connection costs no timer operation per message.
+            _idleTimer = timeProvider.CreateTimer(static s => ((SipTcpConnection)s!).OnIdleTimer(), this, idleTimeout, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    /// <summary>Unique within the transport, for logs.</summary>
+    public long Id { get; }
+
+    /// <summary>True for a connection the peer opened, false for one this transport connected.</summary>
+    public bool IsInbound { get; }
+
+    /// <summary>The peer (IPv4-mapped IPv6 addresses reported as IPv4), the key of the connection-reuse table.</summary>
+    public IPEndPoint RemoteEndPoint { get; }
+
+    /// <summary>This side's address.</summary>
+    public IPEndPoint LocalEndPoint { get; }
+
+    /// <summary>True once the connection is closed, by either side or a limit.</summary>
+    public bool IsClosed => Volatile.Read(ref _closed) != 0;
+
+    /// <summary>Messages framed on this connection.</summary>
+    public long MessagesReceived => Interlocked.Read(ref _messagesReceived);
+
+    /// <summary>Messages written to this connection.</summary>
+    public long MessagesSent => Interlocked.Read(ref _messagesSent);
+
+    internal Task Completion { get; private set; } = Task.CompletedTask;
+
+    /// <summary>
+    /// Writes one whole message, waiting for writes already under way. A failed or cancelled write closes the
+    /// connection, since the peer may have seen part of a message and the stream can no longer be framed.
+    /// </summary>
+    /// <exception cref="IOException">The connection is closed or the write failed.</exception>
+    public async ValueTask SendAsync(ReadOnlyMemory<byte> message, CancellationToken cancellationToken = default)
+    {
+        ThrowIfClosed();
+        await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            ThrowIfClosed();
+            await _stream.WriteAsync(message, cancellationToken).ConfigureAwait(false);
+            Touch();
+            Interlocked.Increment(ref _messagesSent);
+            _transport.CountSent();
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+        {
+            _transport.CountSendError(ex);
+            Close();
+            if (ex is OperationCanceledException)
+            {
+                throw;
+            }
+            throw new IOException($"Sending to {RemoteEndPoint} failed; the connection is closed.", ex);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <summary>Closes the connection and removes it from the transport; idempotent.</summary>
+    public void Close()
+    {
+        if (Interlocked.Exchange(ref _closed, 1) != 0)
+        {
+            return;
+        }
+        _closing.Cancel();
+        _idleTimer?.Dispose();
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (SocketException)
+        {
+            // Already reset or never fully connected: closing is all that is left to do.
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        _stream.Dispose();
+        _transport.OnClosed(this);
+    }
+
+    /// <summary>Same as <see cref="Close"/>.</summary>
+    public void Dispose() => Close();
+
+    public override string ToString() => $"tcp#{Id} {RemoteEndPoint}";
+
+    internal void Start() => Completion = Task.Run(ReadLoopAsync);
+
+    private async Task ReadLoopAsync()
+    {
+        var reader = PipeReader.Create(_stream, new StreamPipeReaderOptions(leaveOpen: true));
+        var token = _closing.Token;
+        try
+        {
+            while (true)
+            {
+                var result = await reader.ReadAsync(token).ConfigureAwait(false);
+                Touch();
+                if (!FrameAll(result, out var consumed, out var examined))
+                {
+                    break;
+                }
+                reader.AdvanceTo(consumed, examined);
+                if (result.IsCompleted || result.IsCanceled)
+                {
+                    break;
+                }
+            }
+        }
+        catch (OperationCanceledException) when (token.IsCancellationRequested)
+        {
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+        {
+            // A reset or a close from this side ends the loop like an orderly close does.
+        }
+        finally
+        {
+            await reader.CompleteAsync().ConfigureAwait(false);
+            Close();
+        }
+    }
+
+    /// <summary>Frames every complete message in the buffer. False when the connection must be closed.</summary>
+    private bool FrameAll(in ReadResult result, out SequencePosition consumed, out SequencePosition examined)
+    {
+        var buffer = result.Buffer;
+        consumed = buffer.Start;
+        examined = buffer.Start;
+        var maxMessageSize = _transport.MaxMessageSize;
+        while (true)
+        {
+            var status = _transport.Framer(in buffer, out var messageEnd, out var framerExamined, out var message);
+            if (status == OperationStatus.Done)
+            {
+                var rest = buffer.Slice(messageEnd);
+                if (message.IsEmpty || rest.Length == buffer.Length)
+                {
+                    // A framer that reports a message without moving forward would spin here forever.
+                    _transport.CountInvalidFrame();
+                    return false;
+                }
+                if (message.Length > maxMessageSize)
+                {
+                    _transport.CountOversized();
+                    return false;
+                }
+                Interlocked.Increment(ref _messagesReceived);
+                _transport.Deliver(in message, this);
+                if (IsClosed)
+                {
+                    return false;
+                }
+                buffer = rest;
+                consumed = messageEnd;
+                examined = messageEnd;
+                continue;
+            }
+            if (status == OperationStatus.NeedMoreData)
+            {
+                consumed = messageEnd;
+                examined = framerExamined;
+                if (buffer.Slice(messageEnd).Length > maxMessageSize)
+                {
+                    // The peer has sent more than any message may be without completing one.
+                    _transport.CountOversized();
+                    return false;
+                }
+                // A peer that closed mid-message leaves a fragment that can never complete.
+                return !result.IsCompleted;
+            }
+            _transport.CountInvalidFrame();
+            return false;
+        }
+    }
+
+    private void Touch() => Volatile.Write(ref _lastActivity, _timeProvider.GetTimestamp());
+
+    private void OnIdleTimer()
+    {
+        if (IsClosed)
+        {
+            return;
+        }
+        var idle = _timeProvider.GetElapsedTime(Volatile.Read(ref _lastActivity));
+        if (idle >= _idleTimeout)
+        {
+            _transport.CountIdleTimeout();
+            Close();
+            return;
+        }
+        _idleTimer!.Change(_idleTimeout - idle, Timeout.InfiniteTimeSpan);
+    }
+
+    private void ThrowIfClosed()
+    {
+        if (IsClosed)
+        {
+            throw new IOException($"The connection to {RemoteEndPoint} is closed.");
+        }
+    }
+}

@@ -1,0 +1,407 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Diagnostics.CodeAnalysis;
+using System.Net;
+using System.Net.Sockets;
+
+namespace CallState.Sip.Transport;
+
+/// <summary>
+/// SIP over TCP (RFC 3261 18): a listener whose connections are read through System.IO.Pipelines and framed by a
+/// <see cref="SipFramer"/>, plus outbound connections. Open connections are kept by remote endpoint and reused for
+/// responses and later requests to the same peer (RFC 3261 18.2.2, 18.3), whichever side opened them.
+/// </summary>
+public sealed class SipTcpTransport : IAsyncDisposable
+{
+    private readonly Socket _listener;
+    private readonly SipFramer _framer;
+    private readonly ISipStreamHandler _handler;
+    private readonly SipTcpTransportOptions _options;
+    private readonly TimeProvider _timeProvider;
+    private readonly CancellationTokenSource _shutdown = new();
+    private readonly ConcurrentDictionary<long, SipTcpConnection> _open = new();
+    private readonly ConcurrentDictionary<IPEndPoint, SipTcpConnection> _byRemote = new();
+    private readonly ConcurrentDictionary<IPEndPoint, Task<SipTcpConnection>> _connecting = new();
+    private Task _acceptLoop = Task.CompletedTask;
+    private long _nextId;
+    private int _connectionCount;
+    private int _started;
+    private int _disposed;
+
+    private long _connectionsAccepted;
+    private long _connectionsRejected;
+    private long _connectionsOpened;
+    private long _connectErrors;
+    private long _acceptErrors;
+    private long _messagesReceived;
+    private long _messagesSent;
+    private long _sendErrors;
+    private long _invalidFrames;
+    private long _oversizedMessages;
+    private long _idleTimeouts;
+    private long _handlerErrors;
+
+    /// <summary>Binds and listens; call <see cref="Start"/> to begin accepting.</summary>
+    public SipTcpTransport(IPEndPoint localEndPoint, SipFramer framer, ISipStreamHandler handler, SipTcpTransportOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(localEndPoint);
+        ArgumentNullException.ThrowIfNull(framer);
+        ArgumentNullException.ThrowIfNull(handler);
+        options ??= new SipTcpTransportOptions();
+        options.Validate();
+        _framer = framer;
+        _handler = handler;
+        _options = options;
+        _timeProvider = options.TimeProvider;
+
+        _listener = new Socket(localEndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            _listener.Bind(localEndPoint);
+            _listener.Listen(options.ListenBacklog);
+            LocalEndPoint = (IPEndPoint)_listener.LocalEndPoint!;
+        }
+        catch
+        {
+            _listener.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The listening address, with the port the OS chose when port 0 was asked for.</summary>
+    public IPEndPoint LocalEndPoint { get; }
+
+    /// <summary>Open connections, inbound and outbound.</summary>
+    public int ConnectionCount => Volatile.Read(ref _connectionCount);
+
+    /// <summary>Inbound connections accepted.</summary>
+    public long ConnectionsAccepted => Interlocked.Read(ref _connectionsAccepted);
+
+    /// <summary>Inbound connections closed at once because <see cref="SipTcpTransportOptions.MaxConnections"/> were open.</summary>
+    public long ConnectionsRejected => Interlocked.Read(ref _connectionsRejected);
+
+    /// <summary>Outbound connections established.</summary>
+    public long ConnectionsOpened => Interlocked.Read(ref _connectionsOpened);
+
+    /// <summary>Outbound connects that failed, timed out or hit the connection limit.</summary>
+    public long ConnectErrors => Interlocked.Read(ref _connectErrors);
+
+    /// <summary>Socket errors from the accept loop.</summary>
+    public long AcceptErrors => Interlocked.Read(ref _acceptErrors);
+
+    /// <summary>Messages framed and handed to the handler.</summary>
+    public long MessagesReceived => Interlocked.Read(ref _messagesReceived);
+
+    /// <summary>Messages written.</summary>
+    public long MessagesSent => Interlocked.Read(ref _messagesSent);
+
+    /// <summary>Writes that failed (each closed its connection).</summary>
+    public long SendErrors => Interlocked.Read(ref _sendErrors);
+
+    /// <summary>Connections closed because the framer returned <see cref="OperationStatus.InvalidData"/>.</summary>
+    public long InvalidFrames => Interlocked.Read(ref _invalidFrames);
+
+    /// <summary>Connections closed for exceeding <see cref="SipTcpTransportOptions.MaxMessageSize"/>.</summary>
+    public long OversizedMessages => Interlocked.Read(ref _oversizedMessages);
+
+    /// <summary>Connections closed for idling past <see cref="SipTcpTransportOptions.IdleTimeout"/>.</summary>
+    public long IdleTimeouts => Interlocked.Read(ref _idleTimeouts);
+
+    /// <summary>Exceptions thrown by the handler.</summary>
+    public long HandlerErrors => Interlocked.Read(ref _handlerErrors);
+
+    internal SipFramer Framer => _framer;
+
+    internal int MaxMessageSize => _options.MaxMessageSize;
+
+    /// <summary>Starts accepting connections. Call once.</summary>
+    public void Start()
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        if (Interlocked.Exchange(ref _started, 1) != 0)
+        {
+            throw new InvalidOperationException("The transport is already started.");
+        }
+        _acceptLoop = Task.Run(AcceptLoopAsync);
+    }
+
+    /// <summary>The open connection to <paramref name="remote"/>, if there is one.</summary>
+    public bool TryGetConnection(IPEndPoint remote, [NotNullWhen(true)] out SipTcpConnection? connection)
+    {
+        ArgumentNullException.ThrowIfNull(remote);
+        if (_byRemote.TryGetValue(Normalize(remote), out connection) && !connection.IsClosed)
+        {
+            return true;
+        }
+        connection = null;
+        return false;
+    }
+
+    /// <summary>
+    /// Sends one message to <paramref name="remote"/> over the open connection to it, or over a new one
+    /// (RFC 3261 18.1.1, 18.2.2). A new connection is read like an inbound one, so the peer's responses and
+    /// requests on it reach the handler.
+    /// </summary>
+    /// <exception cref="SocketException">The connect failed, timed out, or the connection limit is reached.</exception>
+    /// <exception cref="IOException">The write failed; the connection is closed.</exception>
+    public async ValueTask SendAsync(IPEndPoint remote, ReadOnlyMemory<byte> message, CancellationToken cancellationToken = default)
+    {
+        var connection = await GetOrConnectAsync(remote, cancellationToken).ConfigureAwait(false);
+        await connection.SendAsync(message, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The open connection to <paramref name="remote"/>, or a new one. Concurrent callers for the same peer share one
+    /// connect attempt, bounded by <see cref="SipTcpTransportOptions.ConnectTimeout"/>.
+    /// </summary>
+    public async ValueTask<SipTcpConnection> GetOrConnectAsync(IPEndPoint remote, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(remote);
+        remote = Normalize(remote);
+        if (_byRemote.TryGetValue(remote, out var existing) && !existing.IsClosed)
+        {
+            return existing;
+        }
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+
+        var attempt = new TaskCompletionSource<SipTcpConnection>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var pending = _connecting.GetOrAdd(remote, attempt.Task);
+        if (pending == attempt.Task)
+        {
+            _ = ConnectAsync(remote, attempt);
+        }
+        return await pending.WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task ConnectAsync(IPEndPoint remote, TaskCompletionSource<SipTcpConnection> attempt)
+    {
+        try
+        {
+            // A connection from that peer may have been accepted while this attempt was being set up.
+            if (_byRemote.TryGetValue(remote, out var existing) && !existing.IsClosed)
+            {
+                attempt.SetResult(existing);
+                return;
+            }
+            if (!TryReserveSlot())
+            {
+                Interlocked.Increment(ref _connectErrors);
+                throw new SocketException((int)SocketError.TooManyOpenSockets);
+            }
+            var socket = new Socket(remote.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = _options.NoDelay };
+            using var timeout = new CancellationTokenSource(_options.ConnectTimeout, _timeProvider);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _shutdown.Token);
+            try
+            {
+                await socket.ConnectAsync(remote, linked.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                socket.Dispose();
+                Interlocked.Decrement(ref _connectionCount);
+                Interlocked.Increment(ref _connectErrors);
+                ReportError(ex);
+                if (ex is OperationCanceledException && timeout.IsCancellationRequested)
+                {
+                    throw new SocketException((int)SocketError.TimedOut);
+                }
+                throw;
+            }
+            var connection = Register(socket, isInbound: false);
+            Interlocked.Increment(ref _connectionsOpened);
+            attempt.SetResult(connection);
+        }
+#pragma warning disable CA1031 // Every failure is handed to the callers waiting on the attempt.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            attempt.TrySetException(ex);
+        }
+        finally
+        {
+            _connecting.TryRemove(KeyValuePair.Create(remote, attempt.Task));
+        }
+    }
+
+    private async Task AcceptLoopAsync()
+    {
+        var token = _shutdown.Token;
+        while (!token.IsCancellationRequested)
+        {
+            Socket socket;
+            try
+            {
+                socket = await _listener.AcceptAsync(token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (token.IsCancellationRequested && ex is OperationCanceledException or ObjectDisposedException or SocketException)
+            {
+                break;
+            }
+            catch (SocketException ex)
+            {
+                Interlocked.Increment(ref _acceptErrors);
+                ReportError(ex);
+                if (ex.SocketErrorCode is SocketError.TooManyOpenSockets or SocketError.NoBufferSpaceAvailable)
+                {
+                    // Out of descriptors or memory: retrying at once would spin; give closing connections a moment.
+                    try
+                    {
+                        await Task.Delay(TimeSpan.FromMilliseconds(100), _timeProvider, token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        break;
+                    }
+                }
+                continue;
+            }
+
+            if (!TryReserveSlot())
+            {
+                Interlocked.Increment(ref _connectionsRejected);
+                socket.Dispose();
+                continue;
+            }
+            Interlocked.Increment(ref _connectionsAccepted);
+            try
+            {
+                socket.NoDelay = _options.NoDelay;
+                Register(socket, isInbound: true);
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+                // The peer reset between accept and set-up; there is nothing to serve.
+                ReportError(ex);
+            }
+        }
+    }
+
+    private bool TryReserveSlot()
+    {
+        if (Interlocked.Increment(ref _connectionCount) > _options.MaxConnections)
+        {
+            Interlocked.Decrement(ref _connectionCount);
+            return false;
+        }
+        return true;
+    }
+
+    /// <summary>Wraps a connected socket holding a reserved slot; on failure releases both and rethrows.</summary>
+    private SipTcpConnection Register(Socket socket, bool isInbound)
+    {
+        SipTcpConnection connection;
+        try
+        {
+            connection = new SipTcpConnection(this, socket, Interlocked.Increment(ref _nextId), isInbound, _timeProvider, _options.IdleTimeout);
+        }
+        catch
+        {
+            Interlocked.Decrement(ref _connectionCount);
+            socket.Dispose();
+            throw;
+        }
+        _open[connection.Id] = connection;
+        // The newest connection to a peer wins: it is the one the peer is most likely to keep open.
+        _byRemote[connection.RemoteEndPoint] = connection;
+        connection.Start();
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            // Raced with DisposeAsync, which may already have taken its list of connections to close.
+            connection.Close();
+        }
+        return connection;
+    }
+
+    internal void OnClosed(SipTcpConnection connection)
+    {
+        if (_open.TryRemove(connection.Id, out _))
+        {
+            Interlocked.Decrement(ref _connectionCount);
+        }
+        _byRemote.TryRemove(KeyValuePair.Create(connection.RemoteEndPoint, connection));
+        try
+        {
+            _handler.OnConnectionClosed(connection);
+        }
+#pragma warning disable CA1031 // A handler bug must not stop the transport from closing connections.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            Interlocked.Increment(ref _handlerErrors);
+            ReportError(ex);
+        }
+    }
+
+    internal void Deliver(in ReadOnlySequence<byte> message, SipTcpConnection connection)
+    {
+        Interlocked.Increment(ref _messagesReceived);
+        try
+        {
+            _handler.OnMessage(in message, connection);
+        }
+#pragma warning disable CA1031 // A handler bug for one message must not tear down the connection or its peer's calls.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            Interlocked.Increment(ref _handlerErrors);
+            ReportError(ex);
+        }
+    }
+
+    internal void CountSent() => Interlocked.Increment(ref _messagesSent);
+
+    internal void CountSendError(Exception ex)
+    {
+        Interlocked.Increment(ref _sendErrors);
+        ReportError(ex);
+    }
+
+    internal void CountInvalidFrame() => Interlocked.Increment(ref _invalidFrames);
+
+    internal void CountOversized() => Interlocked.Increment(ref _oversizedMessages);
+
+    internal void CountIdleTimeout() => Interlocked.Increment(ref _idleTimeouts);
+
+    /// <summary>IPv4 peers seen through a dual-mode socket are keyed as IPv4, so both paths find the same connection.</summary>
+    internal static IPEndPoint Normalize(IPEndPoint endPoint) =>
+        endPoint.Address.IsIPv4MappedToIPv6 ? new IPEndPoint(endPoint.Address.MapToIPv4(), endPoint.Port) : endPoint;
+
+    private void ReportError(Exception ex)
+    {
+        var onError = _options.OnError;
+        if (onError is null)
+        {
+            return;
+        }
+        try
+        {
+            onError(ex);
+        }
+#pragma warning disable CA1031 // The error sink is the last resort; its own failure has nowhere left to go.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+    }
+
+    /// <summary>Stops accepting, closes every connection and waits for their read loops to end.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        _shutdown.Cancel();
+        _listener.Dispose();
+        await _acceptLoop.ConfigureAwait(false);
+
+        var closing = new List<Task>();
+        foreach (var connection in _open.Values)
+        {
+            connection.Close();
+            closing.Add(connection.Completion);
+        }
+        await Task.WhenAll(closing).ConfigureAwait(false);
+        _shutdown.Dispose();
+    }
+}
