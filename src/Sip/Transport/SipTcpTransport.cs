@@ -186,13 +186,14 @@ public sealed class SipTcpTransport : IAsyncDisposable
             if (!TryReserveSlot())
             {
                 Interlocked.Increment(ref _connectErrors);
-                throw new SocketException((int)SocketError.TooManyOpenSockets);
+                throw new SocketException((int)SocketError.TooManyOpenSockets, $"Not connecting to {remote}: {_options.MaxConnections} connections are open.");
             }
-            var socket = new Socket(remote.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = _options.NoDelay };
+            var socket = new Socket(remote.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
             using var timeout = new CancellationTokenSource(_options.ConnectTimeout, _timeProvider);
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _shutdown.Token);
             try
             {
+                socket.NoDelay = _options.NoDelay;
+                using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _shutdown.Token);
                 await socket.ConnectAsync(remote, linked.Token).ConfigureAwait(false);
             }
             catch (Exception ex)
@@ -203,7 +204,7 @@ public sealed class SipTcpTransport : IAsyncDisposable
                 ReportError(ex);
                 if (ex is OperationCanceledException && timeout.IsCancellationRequested)
                 {
-                    throw new SocketException((int)SocketError.TimedOut);
+                    throw new SocketException((int)SocketError.TimedOut, $"Connecting to {remote} timed out after {_options.ConnectTimeout}.");
                 }
                 throw;
             }

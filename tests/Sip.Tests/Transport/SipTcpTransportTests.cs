@@ -418,4 +418,53 @@ public sealed class SipTcpTransportTests
         Assert.Equal(2, handler.Closed.Count);
         await Assert.ThrowsAsync<ObjectDisposedException>(async () => await server.SendAsync(new IPEndPoint(IPAddress.Loopback, 9), TestFramer.Message("x")));
     }
+
+    [Fact]
+    public async Task A_connect_that_gets_no_answer_fails_after_the_connect_timeout()
+    {
+        // A listener that never accepts: once its accept queue is full, Linux drops further SYNs, so the next
+        // connect hangs until the transport's own timeout ends it.
+        using var deaf = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        deaf.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        deaf.Listen(1);
+        var target = (IPEndPoint)deaf.LocalEndPoint!;
+        var fillers = new List<Socket>();
+        try
+        {
+            // Fill the queue: connect until one does not complete at once.
+            for (var i = 0; i < 16; i++)
+            {
+                var filler = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                fillers.Add(filler);
+                var connect = filler.ConnectAsync(target);
+                if (await Task.WhenAny(connect, Task.Delay(200)) != connect)
+                {
+                    break;
+                }
+            }
+
+            var time = new ManualTimeProvider();
+            await using var client = new SipTcpTransport(
+                new IPEndPoint(IPAddress.Loopback, 0),
+                TestFramer.Frame,
+                new RecordingHandler(),
+                new SipTcpTransportOptions { TimeProvider = time, ConnectTimeout = TimeSpan.FromSeconds(5) });
+
+            var send = client.SendAsync(target, TestFramer.Message("unanswered")).AsTask();
+            Assert.False(send.IsCompleted);
+            time.Advance(TimeSpan.FromSeconds(5));
+
+            var error = await Assert.ThrowsAsync<SocketException>(() => send.WaitAsync(Loopback.Timeout));
+            Assert.Equal(SocketError.TimedOut, error.SocketErrorCode);
+            Assert.Equal(1, client.ConnectErrors);
+            Assert.Equal(0, client.ConnectionCount);
+        }
+        finally
+        {
+            foreach (var filler in fillers)
+            {
+                filler.Dispose();
+            }
+        }
+    }
 }
