@@ -1,24 +1,131 @@
+using System.Diagnostics.Metrics;
+using CallState.Sip.Proxy;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
+
 namespace CallState.SipEdge;
 
 /// <summary>
-/// The SIP edge process. Until the SIP stack lands it starts, reports its configuration and health, and
-/// waits; the SIP listeners and the admission client plug into this host.
+/// The SIP edge process: the SIP listeners and proxy core (configuration section <c>CallState:Sip</c>) plus health
+/// endpoints. A configuration error stops it before it listens, naming every failing field.
 /// </summary>
 public static partial class EdgeHost
 {
+    /// <summary>Exit code for a configuration that failed validation.</summary>
+    public const int ConfigurationErrorExitCode = 2;
+
     public static async Task<int> RunAsync(string[] args)
     {
-        var builder = WebApplication.CreateSlimBuilder(args);
-        builder.Services.AddHealthChecks();
-        var app = builder.Build();
-        app.MapHealthChecks("/health/live");
-        await app.StartAsync().ConfigureAwait(false);
+        WebApplication app;
+        try
+        {
+            app = Build(args);
+            await app.StartAsync().ConfigureAwait(false);
+        }
+        catch (OptionsValidationException ex)
+        {
+            await Console.Error.WriteLineAsync("CallState edge: invalid configuration:").ConfigureAwait(false);
+            foreach (var failure in ex.Failures)
+            {
+                await Console.Error.WriteLineAsync("  " + failure).ConfigureAwait(false);
+            }
+            return ConfigurationErrorExitCode;
+        }
         LogStarted(app.Logger, app.Urls);
         await app.WaitForShutdownAsync().ConfigureAwait(false);
         await app.DisposeAsync().ConfigureAwait(false);
         return 0;
     }
 
-    [LoggerMessage(EventId = 3000, Level = LogLevel.Information, Message = "SIP edge host started (health on {Urls}); SIP listeners are not configured in this build")]
+    public static WebApplication Build(string[] args)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
+        builder.Services.AddCallStateSipEdge(builder.Configuration);
+        var app = builder.Build();
+        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
+        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
+        return app;
+    }
+
+    /// <summary>Registers the SIP listeners, proxy core and health checks.</summary>
+    public static IServiceCollection AddCallStateSipEdge(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<SipProxyOptions>()
+            .Bind(configuration.GetSection(SipProxyOptions.SectionName))
+            .ValidateOnStart();
+        services.AddSingleton<IValidateOptions<SipProxyOptions>, SipProxyOptionsValidator>();
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton<SipListenerService>();
+        services.AddHostedService(sp => sp.GetRequiredService<SipListenerService>());
+        services.AddHealthChecks().AddCheck<SipListenerService>("sip", tags: ["ready"]);
+        return services;
+    }
+
+    [LoggerMessage(EventId = 3000, Level = LogLevel.Information, Message = "SIP edge started (HTTP on {Urls})")]
     private static partial void LogStarted(ILogger logger, ICollection<string> urls);
+}
+
+/// <summary>Turns <see cref="SipProxyOptions.Validate"/> into options validation.</summary>
+internal sealed class SipProxyOptionsValidator : IValidateOptions<SipProxyOptions>
+{
+    public ValidateOptionsResult Validate(string? name, SipProxyOptions options)
+    {
+        var errors = options.Validate();
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+}
+
+/// <summary>Owns the <see cref="SipEndpoint"/>: binds and starts it with the host, closes it on shutdown, reports readiness.</summary>
+internal sealed partial class SipListenerService : IHostedService, IHealthCheck, IAsyncDisposable
+{
+    private readonly SipProxyOptions _options;
+    private readonly TimeProvider _timeProvider;
+    private readonly IMeterFactory _meterFactory;
+    private readonly ILogger<SipListenerService> _logger;
+    private SipEndpoint? _endpoint;
+
+    public SipListenerService(IOptions<SipProxyOptions> options, TimeProvider timeProvider, IMeterFactory meterFactory, ILogger<SipListenerService> logger)
+    {
+        _options = options.Value;
+        _timeProvider = timeProvider;
+        _meterFactory = meterFactory;
+        _logger = logger;
+    }
+
+    public SipEndpoint? Endpoint => _endpoint;
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        _endpoint = new SipEndpoint(_options, _timeProvider, _meterFactory, OnTransportError);
+        _endpoint.Start();
+        var advertised = $"{_options.AdvertisedHost ?? _options.ViaHost ?? _options.ListenAddress}:{_options.AdvertisedPort ?? _options.Port}";
+        LogListening(_logger, _options.ListenAddress, _options.Port, _options.Udp, _options.Tcp, _options.DefaultUpstream ?? "(none)", advertised);
+        return Task.CompletedTask;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_endpoint is { } endpoint)
+        {
+            _endpoint = null;
+            await endpoint.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    private void OnTransportError(Exception ex)
+    {
+        LogTransportError(_logger, ex);
+    }
+
+    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
+        Task.FromResult(_endpoint is null ? HealthCheckResult.Unhealthy("SIP listeners not started") : HealthCheckResult.Healthy());
+
+    public async ValueTask DisposeAsync() => await StopAsync(CancellationToken.None).ConfigureAwait(false);
+
+    [LoggerMessage(EventId = 3001, Level = LogLevel.Information, Message = "SIP listening on {Address}:{Port} (udp {Udp}, tcp {Tcp}); default upstream {Upstream}; Record-Route {Advertised}")]
+    private static partial void LogListening(ILogger logger, string address, int port, bool udp, bool tcp, string upstream, string advertised);
+
+    [LoggerMessage(EventId = 3002, Level = LogLevel.Debug, Message = "SIP transport error")]
+    private static partial void LogTransportError(ILogger logger, Exception exception);
 }

@@ -1,0 +1,145 @@
+using System.Buffers;
+using System.Diagnostics.Metrics;
+using System.Net;
+using System.Net.Sockets;
+using CallState.Sip.Messages;
+using CallState.Sip.Timers;
+using CallState.Sip.Transport;
+
+namespace CallState.Sip.Proxy;
+
+/// <summary>
+/// The edge's SIP stack: UDP and TCP listeners on one address and port, the parser, the timer wheel and the proxy
+/// core. Each receive loop parses into its own reused <see cref="SipMessage"/>.
+/// </summary>
+public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSender, IAsyncDisposable
+{
+    [ThreadStatic]
+    private static SipMessage? t_message;
+
+    private readonly SipUdpTransport? _udp;
+    private readonly SipTcpTransport? _tcp;
+    private readonly TimerWheel _wheel;
+    private long _transportErrors;
+
+    public SipEndpoint(SipProxyOptions options, TimeProvider? timeProvider = null, IMeterFactory? meterFactory = null, Action<Exception>? onError = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        timeProvider ??= TimeProvider.System;
+        var errors = options.Validate();
+        if (errors.Count > 0)
+        {
+            throw new ArgumentException(string.Join("; ", errors), nameof(options));
+        }
+        _wheel = new TimerWheel(timeProvider);
+        Proxy = new SipProxy(options, this, _wheel, new SipProxyMetrics(meterFactory));
+        var local = new IPEndPoint(IPAddress.Parse(options.ListenAddress), options.Port);
+        void Report(Exception ex)
+        {
+            Interlocked.Increment(ref _transportErrors);
+            onError?.Invoke(ex);
+        }
+        if (options.Udp)
+        {
+            _udp = new SipUdpTransport(local, this, new SipUdpTransportOptions
+            {
+                ReceiveLoops = options.UdpReceiveLoops,
+                ReceiveBufferSize = options.UdpReceiveBufferSize,
+                SendBufferSize = options.UdpReceiveBufferSize,
+                OnError = Report,
+            });
+        }
+        if (options.Tcp)
+        {
+            _tcp = new SipTcpTransport(local, SipStreamFramer.Frame, this, new SipTcpTransportOptions
+            {
+                MaxConnections = options.TcpMaxConnections,
+                IdleTimeout = options.TcpIdleTimeout,
+                MaxMessageSize = SipLimits.MaxMessageSize,
+                TimeProvider = timeProvider,
+                OnError = Report,
+            });
+        }
+    }
+
+    public SipProxy Proxy { get; }
+
+    public SipUdpTransport? Udp => _udp;
+
+    public SipTcpTransport? Tcp => _tcp;
+
+    /// <summary>Socket and handler errors reported by the transports.</summary>
+    public long TransportErrors => Interlocked.Read(ref _transportErrors);
+
+    public void Start()
+    {
+        _udp?.Start();
+        _tcp?.Start();
+    }
+
+    void ISipDatagramHandler.OnDatagram(ReadOnlySpan<byte> datagram, SocketAddress remote, SipUdpTransport transport)
+    {
+        var message = t_message ??= new SipMessage();
+        message.Parse(datagram);
+        Proxy.OnMessage(message, new SipTarget(SipTransportKind.Udp, remote.ToIPEndPoint()));
+    }
+
+    void ISipStreamHandler.OnMessage(in ReadOnlySequence<byte> message, SipTcpConnection connection)
+    {
+        var parsed = t_message ??= new SipMessage();
+        parsed.Parse(message);
+        Proxy.OnMessage(parsed, new SipTarget(SipTransportKind.Tcp, connection.RemoteEndPoint, connection));
+    }
+
+    void ISipSender.Send(in SipTarget target, byte[] message, Action? onFailure)
+    {
+        if (target.Transport == SipTransportKind.Udp)
+        {
+            if (_udp is null || !_udp.SendTo(message, target.EndPoint))
+            {
+                onFailure?.Invoke();
+            }
+            return;
+        }
+        if (_tcp is null)
+        {
+            onFailure?.Invoke();
+            return;
+        }
+        var send = target.Connection is { IsClosed: false } connection
+            ? connection.SendAsync(message)
+            : _tcp.SendAsync(target.EndPoint, message);
+        if (send.IsCompletedSuccessfully)
+        {
+            return;
+        }
+        _ = ObserveAsync(send, onFailure);
+    }
+
+    private async Task ObserveAsync(ValueTask send, Action? onFailure)
+    {
+        try
+        {
+            await send.ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is SocketException or IOException or ObjectDisposedException or OperationCanceledException)
+        {
+            Interlocked.Increment(ref _transportErrors);
+            onFailure?.Invoke();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_udp is not null)
+        {
+            await _udp.DisposeAsync().ConfigureAwait(false);
+        }
+        if (_tcp is not null)
+        {
+            await _tcp.DisposeAsync().ConfigureAwait(false);
+        }
+        _wheel.Dispose();
+        Proxy.Dispose();
+    }
+}

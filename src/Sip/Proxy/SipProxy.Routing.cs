@@ -1,0 +1,450 @@
+using System.Net;
+using System.Text;
+using CallState.Sip.Messages;
+
+namespace CallState.Sip.Proxy;
+
+public sealed partial class SipProxy
+{
+    /// <summary>
+    /// Where responses to this request go (RFC 3261 18.2.2, RFC 3581): over TCP back on the connection; over UDP to
+    /// the source address, at the source port when the Via asks for rport (or <see cref="SipProxyOptions.SymmetricResponses"/>),
+    /// else at the Via's port.
+    /// </summary>
+    private SipTarget ResponseTarget(SipMessage m, in SipTarget source)
+    {
+        if (source.Transport == SipTransportKind.Tcp || _options.SymmetricResponses || m.TopVia.HasRport)
+        {
+            return source;
+        }
+        var port = m.TopVia.Port > 0 ? m.TopVia.Port : 5060;
+        return port == source.EndPoint.Port ? source : source with { EndPoint = new IPEndPoint(source.EndPoint.Address, port) };
+    }
+
+    /// <summary>Answers a request that did not parse: 400 (or 505) naming the problem, unless nothing can be answered.</summary>
+    private void RejectMalformed(SipMessage m, in SipTarget source)
+    {
+        if (m.Method == SipMethod.Ack || !m.HeadersReadable || !m.Has(SipHeaderKind.Via))
+        {
+            _metrics.Drop("malformed_request");
+            return;
+        }
+        var target = source;
+        if (source.Transport == SipTransportKind.Udp && !_options.SymmetricResponses)
+        {
+            var via = m.Fields[m.IndexOf(SipHeaderKind.Via)].Value;
+            var s = m.Span;
+            var comma = SipSyntax.IndexOfUnquoted(s, (byte)',', via.Start, via.End);
+            if (ViaValue.TryParse(s, via.Start, comma < 0 ? via.End : comma, out var top) && !top.HasRport)
+            {
+                target = source with { EndPoint = new IPEndPoint(source.EndPoint.Address, top.Port > 0 ? top.Port : 5060) };
+            }
+        }
+        var seed = Scratch.Key();
+        seed.Write(m.StartLine.Of(m.Span));
+        seed.Write(m.Fields[m.IndexOf(SipHeaderKind.Via)].Value.Of(m.Span));
+        var response = ResponseTemplate.From(m, seed.WrittenSpan)
+            .Build(SipParseErrors.StatusCode(m.Error), SipParseErrors.ReasonPhrase(m.Error));
+        _metrics.Generated(SipParseErrors.StatusCode(m.Error), badRequest: true);
+        _sender.Send(target, response);
+    }
+
+    private void RespondStateless(SipMessage m, in SipTarget source, int status, ReadOnlySpan<byte> reason, ReadOnlySpan<byte> extraHeaders = default)
+    {
+        var seed = Scratch.Key();
+        TransactionKeys.ServerKey(m, seed);
+        var response = ResponseTemplate.From(m, seed.WrittenSpan).Build(status, reason, extraHeaders);
+        _metrics.Generated(status);
+        _sender.Send(ResponseTarget(m, source), response);
+    }
+
+    /// <summary>True when <paramref name="uri"/> names this edge (any of its hosts, and one of its ports or none).</summary>
+    private bool IsSelf(ReadOnlySpan<byte> s, in SipUri uri)
+    {
+        if (uri.Scheme is not (SipUriScheme.Sip or SipUriScheme.Sips))
+        {
+            return false;
+        }
+        var port = uri.Port > 0 ? uri.Port : uri.Scheme == SipUriScheme.Sips ? 5061 : 5060;
+        if (Array.IndexOf(_selfPorts, port) < 0)
+        {
+            return false;
+        }
+        var host = uri.Host.Of(s);
+        foreach (var self in _selfHosts)
+        {
+            if (Ascii.EqualsIgnoreCase(host, self))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// RFC 3261 16.3 step 4: the request already passed here unchanged when one of its Via entries is ours and its
+    /// branch ends with the loop hash this request has now (a spiral, with a changed Request-URI, does not).
+    /// </summary>
+    private bool IsLoop(SipMessage m, ulong loopHash)
+    {
+        var s = m.Span;
+        foreach (var field in m.Fields)
+        {
+            if (field.Kind != SipHeaderKind.Via)
+            {
+                continue;
+            }
+            foreach (var entry in new SipListEnumerator(s, field.Value))
+            {
+                if (ViaValue.TryParse(s, entry.Start, entry.End, out var via)
+                    && Ascii.EqualsIgnoreCase(via.Host.Of(s), _viaHost)
+                    && (via.Port > 0 ? via.Port : 5060) == _viaPort
+                    && TransactionKeys.BranchEndsWithLoopHash(via.Branch.Of(s), loopHash))
+                {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// RFC 3261 16.4 and 16.5: pops the Route entries naming this edge, then sends to the next Route entry if any,
+    /// else to the Request-URI (a static next hop when it names this edge or a host that is not an IP address).
+    /// </summary>
+    private bool TryRoute(SipMessage m, in SipTarget source, out SipTarget target, out int popRoutes)
+    {
+        var s = m.Span;
+        popRoutes = 0;
+        target = default;
+        foreach (var field in m.Fields)
+        {
+            if (field.Kind != SipHeaderKind.Route)
+            {
+                continue;
+            }
+            foreach (var entry in new SipListEnumerator(s, field.Value))
+            {
+                if (!NameAddress.TryParse(s, entry.Start, entry.End, out var route))
+                {
+                    return false;
+                }
+                if (IsSelf(s, route.Uri))
+                {
+                    popRoutes++;
+                    continue;
+                }
+                return TryResolve(s, route.Uri, source, allowDefault: false, out target);
+            }
+        }
+        return TryResolve(s, m.RequestUri, source, allowDefault: true, out target);
+    }
+
+    private bool TryResolve(ReadOnlySpan<byte> s, in SipUri uri, in SipTarget source, bool allowDefault, out SipTarget target)
+    {
+        target = default;
+        var transport = source.Transport;
+        if (SipParameters.TryFindUriParameter(s, uri.Parameters, "transport"u8, out var t))
+        {
+            var value = t.Of(s);
+            if (Ascii.EqualsIgnoreCase(value, "tcp"u8))
+            {
+                transport = SipTransportKind.Tcp;
+            }
+            else if (Ascii.EqualsIgnoreCase(value, "udp"u8))
+            {
+                transport = SipTransportKind.Udp;
+            }
+        }
+        IPEndPoint? endPoint = null;
+        if (uri.Scheme is SipUriScheme.Sip or SipUriScheme.Sips && !IsSelf(s, uri))
+        {
+            var host = uri.Host.Of(s);
+            if (host.Length > 2 && host[0] == '[')
+            {
+                host = host[1..^1];
+            }
+            Span<char> chars = stackalloc char[Math.Min(host.Length, 64)];
+            if (host.Length <= 64)
+            {
+                var n = Encoding.ASCII.GetChars(host, chars);
+                if (IPAddress.TryParse(chars[..n], out var address))
+                {
+                    endPoint = new IPEndPoint(address, uri.Port > 0 ? uri.Port : uri.Scheme == SipUriScheme.Sips ? 5061 : 5060);
+                }
+                else if (_nextHops.Count > 0 && _nextHops.TryGetValue(new string(chars[..n]), out var hop))
+                {
+                    endPoint = hop;
+                }
+            }
+        }
+        if (endPoint is null && (allowDefault || uri.Scheme == SipUriScheme.Tel))
+        {
+            endPoint = _defaultUpstream;
+        }
+        if (endPoint is null)
+        {
+            return false;
+        }
+        target = new SipTarget(transport, endPoint);
+        return true;
+    }
+
+    /// <summary>
+    /// RFC 3261 16.6: the request as forwarded. Our Via on top (branch derived from the request's own), Record-Route
+    /// with the advertised address for dialog-creating requests, Max-Forwards decremented (or 70 added), our Route
+    /// entries removed, received/rport filled in the sender's Via (RFC 3261 18.2.1, RFC 3581); every other field verbatim.
+    /// </summary>
+    private byte[] BuildForwardedRequest(SipMessage m, in SipTarget source, in SipTarget target, ReadOnlySpan<byte> branch,
+        int popRoutes, bool recordRoute, out CancelInfo cancelInfo)
+    {
+        var s = m.Span;
+        var w = Scratch.Message();
+        w.Write(m.MethodToken.Of(s));
+        w.Write(" "u8);
+        w.Write(m.RequestUriText.Of(s));
+        w.Write(" SIP/2.0\r\n"u8);
+        var viaStart = w.WrittenCount;
+        w.Write(target.Transport == SipTransportKind.Tcp ? "Via: SIP/2.0/TCP "u8 : "Via: SIP/2.0/UDP "u8);
+        w.Write(_viaHost);
+        w.Write(":"u8);
+        w.WriteNumber(_viaPort);
+        w.Write(";branch="u8);
+        w.Write(branch);
+        w.WriteCrlf();
+        var viaEnd = w.WrittenCount;
+        if (recordRoute)
+        {
+            if (target.Transport != source.Transport)
+            {
+                // Two entries when the transport changes here (RFC 3261 16.6 step 4, RFC 5658 double Record-Route).
+                w.Write(target.Transport == SipTransportKind.Tcp ? _recordRouteTcp : _recordRouteUdp);
+            }
+            w.Write(source.Transport == SipTransportKind.Tcp ? _recordRouteTcp : _recordRouteUdp);
+        }
+        var firstVia = m.IndexOf(SipHeaderKind.Via);
+        var routesStart = -1;
+        var routesBytes = new List<(int Start, int End)>();
+        var skip = popRoutes;
+        var fields = m.Fields;
+        for (var i = 0; i < fields.Length; i++)
+        {
+            var field = fields[i];
+            switch (field.Kind)
+            {
+                case SipHeaderKind.Via when i == firstVia:
+                    WriteTopVia(w, m, field, source);
+                    break;
+                case SipHeaderKind.MaxForwards:
+                    w.Write("Max-Forwards: "u8);
+                    w.WriteNumber(m.MaxForwards - 1);
+                    w.WriteCrlf();
+                    break;
+                case SipHeaderKind.Route:
+                    var start = w.WrittenCount;
+                    routesStart = routesStart < 0 ? start : routesStart;
+                    if (skip == 0)
+                    {
+                        w.Write(field.Line.Of(s));
+                    }
+                    else
+                    {
+                        var wrote = false;
+                        foreach (var entry in new SipListEnumerator(s, field.Value))
+                        {
+                            if (skip > 0)
+                            {
+                                skip--;
+                                continue;
+                            }
+                            w.Write(wrote ? ", "u8 : "Route: "u8);
+                            w.Write(entry.Of(s));
+                            wrote = true;
+                        }
+                        if (wrote)
+                        {
+                            w.WriteCrlf();
+                        }
+                    }
+                    routesBytes.Add((start, w.WrittenCount));
+                    break;
+                default:
+                    w.Write(field.Line.Of(s));
+                    break;
+            }
+        }
+        if (m.MaxForwards < 0)
+        {
+            w.Write("Max-Forwards: 70\r\n"u8);
+        }
+        if (m.ContentLength < 0)
+        {
+            w.Write("Content-Length: "u8);
+            w.WriteNumber(m.Body.Length);
+            w.WriteCrlf();
+        }
+        w.WriteCrlf();
+        w.Write(m.Body.Of(s));
+        var bytes = w.ToArray();
+
+        cancelInfo = null!;
+        if (m.Method == SipMethod.Invite)
+        {
+            var routes = new byte[routesBytes.Sum(r => r.End - r.Start)];
+            var at = 0;
+            foreach (var (start, end) in routesBytes)
+            {
+                bytes.AsSpan(start, end - start).CopyTo(routes.AsSpan(at));
+                at += end - start;
+            }
+            cancelInfo = new CancelInfo(
+                m.RequestUriText.Of(s).ToArray(),
+                bytes.AsSpan(viaStart, viaEnd - viaStart).ToArray(),
+                routes,
+                Line(m, SipHeaderKind.From),
+                Line(m, SipHeaderKind.To),
+                Line(m, SipHeaderKind.CallId),
+                m.CSeq);
+        }
+        return bytes;
+    }
+
+    private static byte[] Line(SipMessage m, SipHeaderKind kind)
+    {
+        var field = m.Fields[m.IndexOf(kind)];
+        var w = Scratch.Small();
+        w.WriteHeader(SipHeaderNames.Canonical(kind), field.Value.Of(m.Span));
+        return w.ToArray();
+    }
+
+    /// <summary>Writes the first Via field with received (and the rport value) added to its top entry when needed.</summary>
+    private static void WriteTopVia(PooledBufferWriter w, SipMessage m, in SipHeaderField field, in SipTarget source)
+    {
+        var s = m.Span;
+        var via = m.TopVia;
+        Span<char> chars = stackalloc char[64];
+        Span<byte> ip = stackalloc byte[64];
+        var address = source.EndPoint.Address;
+        if (address.IsIPv4MappedToIPv6)
+        {
+            address = address.MapToIPv4();
+        }
+        address.TryFormat(chars, out var n);
+        var ipLength = Encoding.ASCII.GetBytes(chars[..n], ip);
+        var ipText = ip[..ipLength];
+        var host = via.Host.Of(s);
+        if (host.Length > 2 && host[0] == '[')
+        {
+            host = host[1..^1];
+        }
+        var needReceived = !Ascii.EqualsIgnoreCase(host, ipText) && via.Received.IsEmpty;
+        var fillRport = via.HasRport && via.Rport < 0;
+        if (!needReceived && !fillRport)
+        {
+            w.Write(field.Line.Of(s));
+            return;
+        }
+        w.Write(field.Name.Of(s));
+        w.Write(": "u8);
+        var entry = via.Whole.Of(s);
+        if (fillRport && FindBareRport(entry) is var at and >= 0)
+        {
+            w.Write(entry[..(at + 6)]);
+            w.Write("="u8);
+            w.WriteNumber(source.EndPoint.Port);
+            w.Write(entry[(at + 6)..]);
+        }
+        else
+        {
+            w.Write(entry);
+        }
+        if (needReceived || fillRport)
+        {
+            w.Write(";received="u8);
+            w.Write(ipText);
+        }
+        var rest = TextRange.FromBounds(via.Whole.End, field.Value.End);
+        w.Write(rest.Of(s));
+        w.WriteCrlf();
+    }
+
+    /// <summary>Index of a <c>;rport</c> without a value in a Via entry, or -1.</summary>
+    private static int FindBareRport(ReadOnlySpan<byte> entry)
+    {
+        for (var i = entry.IndexOf((byte)';'); i >= 0 && i + 6 <= entry.Length; i = NextSemicolon(entry, i))
+        {
+            if (Ascii.EqualsIgnoreCase(entry.Slice(i, 6), ";rport"u8)
+                && (i + 6 == entry.Length || entry[i + 6] is (byte)';' or (byte)' ' or (byte)'\t' or (byte)'\r'))
+            {
+                return i;
+            }
+        }
+        return -1;
+    }
+
+    private static int NextSemicolon(ReadOnlySpan<byte> entry, int i)
+    {
+        var next = entry[(i + 1)..].IndexOf((byte)';');
+        return next < 0 ? -1 : i + 1 + next;
+    }
+
+    /// <summary>RFC 3261 16.7 step 3: the response without our Via entry, every other field verbatim.</summary>
+    private static byte[] BuildForwardedResponse(SipMessage m)
+    {
+        var s = m.Span;
+        var w = Scratch.Message();
+        w.Write(m.StartLine.Of(s));
+        w.WriteCrlf();
+        var firstVia = m.IndexOf(SipHeaderKind.Via);
+        var fields = m.Fields;
+        for (var i = 0; i < fields.Length; i++)
+        {
+            var field = fields[i];
+            if (i == firstVia)
+            {
+                var comma = SipSyntax.IndexOfUnquoted(s, (byte)',', field.Value.Start, field.Value.End);
+                if (comma >= 0)
+                {
+                    w.Write(field.Name.Of(s));
+                    w.Write(": "u8);
+                    var restStart = SipSyntax.SkipLws(s, comma + 1, field.Value.End);
+                    w.Write(s[restStart..field.Value.End]);
+                    w.WriteCrlf();
+                }
+                continue;
+            }
+            w.Write(field.Line.Of(s));
+        }
+        if (m.ContentLength < 0)
+        {
+            w.Write("Content-Length: "u8);
+            w.WriteNumber(m.Body.Length);
+            w.WriteCrlf();
+        }
+        w.WriteCrlf();
+        w.Write(m.Body.Of(s));
+        return w.ToArray();
+    }
+
+    /// <summary>Forwards a request without a transaction (the ACK of a 2xx): routed, with our Via, never answered.</summary>
+    private void ForwardStateless(SipMessage m, in SipTarget source)
+    {
+        if (m.MaxForwards == 0 || m.RequestUri.Scheme == SipUriScheme.Other)
+        {
+            _metrics.Drop("stateless_unroutable");
+            return;
+        }
+        if (!TryRoute(m, source, out var target, out var popRoutes))
+        {
+            _metrics.Drop("stateless_no_route");
+            return;
+        }
+        var key = Scratch.Key();
+        TransactionKeys.ServerKey(m, key, ackAsInvite: false);
+        var branch = Scratch.Small();
+        TransactionKeys.Branch(key.WrittenSpan, TransactionKeys.LoopHash(m), branch);
+        var bytes = BuildForwardedRequest(m, source, target, branch.ToArray(), popRoutes, recordRoute: false, out _);
+        _metrics.ForwardedRequest();
+        _sender.Send(target, bytes);
+    }
+}

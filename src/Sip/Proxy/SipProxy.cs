@@ -1,0 +1,720 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Text;
+using CallState.Sip.Messages;
+using CallState.Sip.Timers;
+
+namespace CallState.Sip.Proxy;
+
+/// <summary>
+/// The RFC 3261 section 16 stateful proxy core: validates requests, keeps server and client transactions (section 17,
+/// timers on a <see cref="TimerWheel"/>), forwards requests to a static next hop with Via and Record-Route, routes
+/// responses back by Via, answers CANCEL and OPTIONS, and absorbs retransmissions. Transports call
+/// <see cref="OnMessage"/> with each parsed message; everything it sends goes through an <see cref="ISipSender"/>.
+/// </summary>
+public sealed partial class SipProxy : IDisposable
+{
+    private static ReadOnlySpan<byte> Allow => "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, PRACK, INFO, REFER, NOTIFY, SUBSCRIBE, MESSAGE\r\n"u8;
+
+    private readonly SipProxyOptions _options;
+    private readonly ISipSender _sender;
+    private readonly TimerWheel _wheel;
+    private readonly SipProxyMetrics _metrics;
+    private readonly ConcurrentDictionary<byte[], ServerTransaction> _servers = new(ByteKeyComparer.Instance);
+    private readonly ConcurrentDictionary<byte[], ServerTransaction>.AlternateLookup<ReadOnlySpan<byte>> _serverLookup;
+    private readonly ConcurrentDictionary<byte[], ClientTransaction> _clients = new(ByteKeyComparer.Instance);
+    private readonly ConcurrentDictionary<byte[], ClientTransaction>.AlternateLookup<ReadOnlySpan<byte>> _clientLookup;
+    private readonly byte[][] _selfHosts;
+    private readonly int[] _selfPorts;
+    private readonly byte[] _viaHost;
+    private readonly int _viaPort;
+    private readonly byte[] _recordRouteUdp;
+    private readonly byte[] _recordRouteTcp;
+    private readonly IPEndPoint? _defaultUpstream;
+    private readonly Dictionary<string, IPEndPoint> _nextHops = new(StringComparer.OrdinalIgnoreCase);
+    private readonly byte[] _retryAfterLine;
+    private readonly TimeSpan _t1;
+    private readonly TimeSpan _t2;
+    private readonly TimeSpan _t4;
+    private readonly TimeSpan _timeout64T1;
+
+    public SipProxy(SipProxyOptions options, ISipSender sender, TimerWheel wheel, SipProxyMetrics? metrics = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var errors = options.Validate();
+        if (errors.Count > 0)
+        {
+            throw new ArgumentException(string.Join("; ", errors), nameof(options));
+        }
+        _options = options;
+        _sender = sender ?? throw new ArgumentNullException(nameof(sender));
+        _wheel = wheel ?? throw new ArgumentNullException(nameof(wheel));
+        _metrics = metrics ?? new SipProxyMetrics();
+        _metrics.ObserveTransactions(() => _servers.Count + _clients.Count);
+        _serverLookup = _servers.GetAlternateLookup<ReadOnlySpan<byte>>();
+        _clientLookup = _clients.GetAlternateLookup<ReadOnlySpan<byte>>();
+        _viaHost = Encoding.ASCII.GetBytes(BracketIfIPv6(options.EffectiveViaHost));
+        _viaPort = options.EffectiveViaPort;
+        _selfHosts = new[] { options.ListenAddress, options.EffectiveViaHost, options.EffectiveAdvertisedHost }
+            .Select(h => Encoding.ASCII.GetBytes(BracketIfIPv6(h).ToLowerInvariant())).ToArray();
+        _selfPorts = [options.Port, options.EffectiveViaPort, options.EffectiveAdvertisedPort];
+        var advertised = $"<sip:{BracketIfIPv6(options.EffectiveAdvertisedHost)}:{options.EffectiveAdvertisedPort};lr";
+        _recordRouteUdp = Encoding.ASCII.GetBytes($"Record-Route: {advertised}>\r\n");
+        _recordRouteTcp = Encoding.ASCII.GetBytes($"Record-Route: {advertised};transport=tcp>\r\n");
+        if (SipProxyOptions.TryParseHostPort(options.DefaultUpstream, out var upstream))
+        {
+            _defaultUpstream = upstream;
+        }
+        foreach (var (host, hop) in options.NextHops)
+        {
+            if (SipProxyOptions.TryParseHostPort(hop, out var ep))
+            {
+                _nextHops[host] = ep;
+            }
+        }
+        _retryAfterLine = Encoding.ASCII.GetBytes($"Retry-After: {options.OverloadRetryAfterSeconds}\r\n");
+        _t1 = options.T1;
+        _t2 = options.T2;
+        _t4 = options.T4;
+        _timeout64T1 = options.T1 * 64;
+    }
+
+    public SipProxyMetrics Metrics => _metrics;
+
+    private static string BracketIfIPv6(string host) =>
+        IPAddress.TryParse(host, out var address) && address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6
+            ? $"[{host}]"
+            : host;
+
+    /// <summary>Open server transactions.</summary>
+    public int ServerTransactionCount => _servers.Count;
+
+    /// <summary>Open client transactions.</summary>
+    public int ClientTransactionCount => _clients.Count;
+
+    /// <summary>
+    /// Handles one parsed (or refused) message from <paramref name="source"/>. Never throws for bad input: a request
+    /// whose Via can be read is answered 400 (or 505), anything else unusable is dropped and counted.
+    /// </summary>
+    public void OnMessage(SipMessage message, in SipTarget source)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        _metrics.Received(message.IsRequest);
+        if (message.IsRequest)
+        {
+            OnRequest(message, source);
+        }
+        else if (message.Error == SipParseError.None)
+        {
+            OnResponse(message);
+        }
+        else
+        {
+            _metrics.Drop("malformed_response");
+        }
+    }
+
+    /// <summary>Counts bytes that could not be parsed far enough to know what they were (dropped unanswered).</summary>
+    public void OnUnparsable(string reason) => _metrics.Drop(reason);
+
+    public void Dispose() => _metrics.Dispose();
+
+    private void OnRequest(SipMessage m, in SipTarget source)
+    {
+        if (m.Error != SipParseError.None)
+        {
+            RejectMalformed(m, source);
+            return;
+        }
+        if (m.Method == SipMethod.Ack)
+        {
+            OnAck(m, source);
+            return;
+        }
+        var keyWriter = Scratch.Key();
+        TransactionKeys.ServerKey(m, keyWriter);
+        var key = keyWriter.WrittenSpan;
+        if (_serverLookup.TryGetValue(key, out var existing))
+        {
+            OnRetransmission(existing);
+            return;
+        }
+        if (m.Method == SipMethod.Cancel)
+        {
+            OnCancel(m, source, key);
+            return;
+        }
+        if (_servers.Count + _clients.Count >= _options.MaxTransactions)
+        {
+            RespondStateless(m, source, 503, "Service Unavailable"u8, RetryAfterLine());
+            return;
+        }
+        var tx = new ServerTransaction(key.ToArray(), m.Method == SipMethod.Invite, ResponseTarget(m, source),
+            ResponseTemplate.From(m, key), TransactionKeys.LoopHash(m));
+        if (!_servers.TryAdd(tx.Key, tx))
+        {
+            // Another receive loop took the same request's retransmission first.
+            if (_serverLookup.TryGetValue(key, out existing))
+            {
+                OnRetransmission(existing);
+            }
+            return;
+        }
+        lock (tx.Sync)
+        {
+            ProcessNewRequest(m, source, tx);
+        }
+    }
+
+    private void ProcessNewRequest(SipMessage m, in SipTarget source, ServerTransaction tx)
+    {
+        var s = m.Span;
+        if (tx.IsInvite)
+        {
+            // RFC 3261 16.2: a stateful proxy answers an INVITE with 100 Trying at once.
+            SendProvisional(tx, tx.Template.Build(100, "Trying"u8), 100);
+        }
+        if (m.MaxForwards == 0)
+        {
+            if (m.Method == SipMethod.Options)
+            {
+                Respond(tx, 200, "OK"u8, Allow);
+            }
+            else
+            {
+                Respond(tx, 483, "Too Many Hops"u8);
+            }
+            return;
+        }
+        if (m.RequestUri.Scheme == SipUriScheme.Other)
+        {
+            Respond(tx, 416, "Unsupported URI Scheme"u8);
+            return;
+        }
+        var proxyRequire = m.IndexOf(SipHeaderKind.ProxyRequire);
+        if (proxyRequire >= 0)
+        {
+            // RFC 3261 16.3 step 5: this proxy supports no extension, so every Proxy-Require value is unsupported.
+            var w = Scratch.Small();
+            w.Write("Unsupported: "u8);
+            var first = true;
+            foreach (var field in m.Fields)
+            {
+                if (field.Kind != SipHeaderKind.ProxyRequire)
+                {
+                    continue;
+                }
+                foreach (var option in new SipListEnumerator(s, field.Value))
+                {
+                    if (option.IsEmpty)
+                    {
+                        continue;
+                    }
+                    if (!first)
+                    {
+                        w.Write(", "u8);
+                    }
+                    w.Write(option.Of(s));
+                    first = false;
+                }
+            }
+            w.WriteCrlf();
+            Respond(tx, 420, "Bad Extension"u8, w.WrittenSpan);
+            return;
+        }
+        if (m.Method == SipMethod.Options && m.RequestUri.User.IsEmpty && IsSelf(s, m.RequestUri))
+        {
+            // Load-balancer health checks address the edge itself.
+            Respond(tx, 200, "OK"u8, Allow);
+            return;
+        }
+        if (IsLoop(m, tx.LoopHash))
+        {
+            Respond(tx, 482, "Loop Detected"u8);
+            return;
+        }
+        if (!TryRoute(m, source, out var target, out var popRoutes))
+        {
+            Respond(tx, 404, "Not Found (no route)"u8);
+            return;
+        }
+
+        var branchWriter = Scratch.Small();
+        TransactionKeys.Branch(tx.Key, tx.LoopHash, branchWriter);
+        var branch = branchWriter.ToArray();
+        var recordRoute = m.ToTag.IsEmpty && m.Method is SipMethod.Invite or SipMethod.Subscribe or SipMethod.Refer;
+        var request = BuildForwardedRequest(m, source, target, branch, popRoutes, recordRoute, out var cancelInfo);
+        var clientKey = Scratch.Key();
+        TransactionKeys.ClientKey(branch, m.CSeqMethodToken.Of(s), clientKey);
+        var client = new ClientTransaction(clientKey.ToArray(), tx.IsInvite, target, request, tx, tx.IsInvite ? cancelInfo : null);
+        if (!_clients.TryAdd(client.Key, client))
+        {
+            Respond(tx, 500, "Server Internal Error (branch in use)"u8);
+            return;
+        }
+        tx.Client = client;
+        _metrics.ForwardedRequest();
+        StartClient(client);
+    }
+
+    private void OnRetransmission(ServerTransaction tx)
+    {
+        _metrics.Absorbed();
+        lock (tx.Sync)
+        {
+            // RFC 3261 17.2.1 / 17.2.2: a retransmitted request gets the last response again (the last provisional
+            // for an INVITE still proceeding, the final once completed); after a 2xx (RFC 6026) it is absorbed.
+            if (tx.LastResponse is { } last && tx.State is ServerState.Proceeding or ServerState.Completed)
+            {
+                _sender.Send(tx.Source, last);
+                _metrics.Retransmitted();
+            }
+        }
+    }
+
+    private void OnAck(SipMessage m, in SipTarget source)
+    {
+        var keyWriter = Scratch.Key();
+        TransactionKeys.ServerKey(m, keyWriter);
+        if (_serverLookup.TryGetValue(keyWriter.WrittenSpan, out var tx))
+        {
+            lock (tx.Sync)
+            {
+                if (tx.State == ServerState.Completed)
+                {
+                    // RFC 3261 17.2.1: the ACK of a non-2xx final ends retransmissions; Timer I absorbs its copies.
+                    tx.State = ServerState.Confirmed;
+                    tx.RetransmitTimer.Cancel();
+                    tx.EndTimer.Cancel();
+                    tx.EndTimer = Schedule(tx.Source.IsReliable ? TimeSpan.Zero : _t4, static (p, t) => p.TerminateServer((ServerTransaction)t), tx);
+                    _metrics.Absorbed();
+                    return;
+                }
+                if (tx.State == ServerState.Confirmed)
+                {
+                    _metrics.Absorbed();
+                    return;
+                }
+            }
+        }
+
+        // The ACK of a 2xx is a transaction of its own: forward it statelessly along the route (RFC 3261 16.11).
+        ForwardStateless(m, source);
+    }
+
+    private void OnCancel(SipMessage m, in SipTarget source, ReadOnlySpan<byte> cancelKey)
+    {
+        var inviteKey = Scratch.Small();
+        TransactionKeys.ServerKey(m, inviteKey, cancelAsInvite: true);
+        if (!_serverLookup.TryGetValue(inviteKey.WrittenSpan, out var invite))
+        {
+            RespondStateless(m, source, 481, "Call/Transaction Does Not Exist"u8);
+            return;
+        }
+        var cancelTx = new ServerTransaction(cancelKey.ToArray(), isInvite: false, ResponseTarget(m, source),
+            ResponseTemplate.From(m, cancelKey), loopHash: 0);
+        if (_servers.TryAdd(cancelTx.Key, cancelTx))
+        {
+            lock (cancelTx.Sync)
+            {
+                Respond(cancelTx, 200, "OK"u8);
+            }
+        }
+        lock (invite.Sync)
+        {
+            if (invite.State != ServerState.Proceeding || invite.Cancelled)
+            {
+                return;
+            }
+            invite.Cancelled = true;
+            var client = invite.Client;
+            if (client is null)
+            {
+                Respond(invite, 487, "Request Terminated"u8);
+                return;
+            }
+            if (client.State == ClientState.Proceeding)
+            {
+                SendCancel(client);
+            }
+            else if (client.State == ClientState.Calling)
+            {
+                // RFC 3261 9.1: no CANCEL before a provisional response; it goes when the first one arrives.
+                client.CancelPending = true;
+            }
+        }
+    }
+
+    private void OnResponse(SipMessage m)
+    {
+        var s = m.Span;
+        var keyWriter = Scratch.Key();
+        TransactionKeys.ClientKey(m.TopVia.Branch.Of(s), m.CSeqMethodToken.Of(s), keyWriter);
+        if (!_clientLookup.TryGetValue(keyWriter.WrittenSpan, out var client))
+        {
+            // A stray response (no transaction of ours, RFC 4475 3.3.10): never sent anywhere.
+            _metrics.Drop("no_transaction");
+            return;
+        }
+        var server = client.Server;
+        lock (server?.Sync ?? client)
+        {
+            var status = m.StatusCode;
+            if (client.IsInvite)
+            {
+                OnInviteResponse(m, client, server!, status);
+            }
+            else
+            {
+                OnNonInviteResponse(m, client, server, status);
+            }
+        }
+    }
+
+    private void OnInviteResponse(SipMessage m, ClientTransaction client, ServerTransaction server, int status)
+    {
+        if (status < 200)
+        {
+            if (client.State == ClientState.Calling)
+            {
+                client.State = ClientState.Proceeding;
+                client.RetransmitTimer.Cancel();
+                client.TimeoutTimer.Cancel();
+                client.TimeoutTimer = Schedule(_options.TimerC, static (p, c) => p.OnTimerC((ClientTransaction)c), client);
+            }
+            if (status > 100 && server.State == ServerState.Proceeding && client.State == ClientState.Proceeding)
+            {
+                SendProvisional(server, BuildForwardedResponse(m), status);
+                _metrics.ForwardedResponse();
+            }
+            if (client.CancelPending && !client.CancelSent)
+            {
+                SendCancel(client);
+            }
+            return;
+        }
+        if (status < 300)
+        {
+            if (client.State is ClientState.Calling or ClientState.Proceeding)
+            {
+                client.RetransmitTimer.Cancel();
+                client.TimeoutTimer.Cancel();
+                client.State = ClientState.Accepted;
+                client.EndTimer = Schedule(_timeout64T1, static (p, c) => p.TerminateClient((ClientTransaction)c), client);
+            }
+            if (client.State == ClientState.Accepted && server.State is ServerState.Proceeding or ServerState.Accepted)
+            {
+                // Every 2xx goes upstream, retransmissions included (RFC 6026 7.2).
+                SendFinal(server, BuildForwardedResponse(m), status);
+                _metrics.ForwardedResponse();
+            }
+            return;
+        }
+        if (client.State is ClientState.Calling or ClientState.Proceeding)
+        {
+            client.RetransmitTimer.Cancel();
+            client.TimeoutTimer.Cancel();
+            client.State = ClientState.Completed;
+            client.AckForFinal = BuildAck(client, m);
+            _sender.Send(client.Target, client.AckForFinal);
+            client.EndTimer = Schedule(client.Target.IsReliable ? TimeSpan.Zero : TimeSpan.FromSeconds(32),
+                static (p, c) => p.TerminateClient((ClientTransaction)c), client);
+            if (server.State == ServerState.Proceeding)
+            {
+                SendFinal(server, BuildForwardedResponse(m), status);
+                _metrics.ForwardedResponse();
+            }
+        }
+        else if (client.State == ClientState.Completed && client.AckForFinal is { } ack)
+        {
+            // A retransmitted final: ACK it again, hop by hop (RFC 3261 17.1.1.2).
+            _sender.Send(client.Target, ack);
+            _metrics.Absorbed();
+        }
+    }
+
+    private void OnNonInviteResponse(SipMessage m, ClientTransaction client, ServerTransaction? server, int status)
+    {
+        if (client.State is not (ClientState.Calling or ClientState.Proceeding))
+        {
+            _metrics.Absorbed();
+            return;
+        }
+        if (status < 200)
+        {
+            client.State = ClientState.Proceeding;
+            if (status > 100 && server is { State: ServerState.Proceeding })
+            {
+                SendProvisional(server, BuildForwardedResponse(m), status);
+                _metrics.ForwardedResponse();
+            }
+            return;
+        }
+        client.RetransmitTimer.Cancel();
+        client.TimeoutTimer.Cancel();
+        client.State = ClientState.Completed;
+        client.EndTimer = Schedule(client.Target.IsReliable ? TimeSpan.Zero : _t4, static (p, c) => p.TerminateClient((ClientTransaction)c), client);
+        if (server is { State: ServerState.Proceeding })
+        {
+            SendFinal(server, BuildForwardedResponse(m), status);
+            _metrics.ForwardedResponse();
+        }
+    }
+
+    private void StartClient(ClientTransaction client)
+    {
+        _sender.Send(client.Target, client.Request, () => OnTransportError(client));
+        if (!client.Target.IsReliable)
+        {
+            client.RetransmitInterval = _t1;
+            client.RetransmitTimer = Schedule(_t1, static (p, c) => p.OnRetransmitTimer((ClientTransaction)c), client);
+        }
+        client.TimeoutTimer = Schedule(_timeout64T1, static (p, c) => p.OnTimeoutTimer((ClientTransaction)c), client);
+    }
+
+    /// <summary>Timer A (INVITE, doubling) and Timer E (non-INVITE, doubling up to T2; T2 once proceeding).</summary>
+    private void OnRetransmitTimer(ClientTransaction client)
+    {
+        lock (client.Server?.Sync ?? client)
+        {
+            var active = client.IsInvite ? client.State == ClientState.Calling : client.State is ClientState.Calling or ClientState.Proceeding;
+            if (!active)
+            {
+                return;
+            }
+            _sender.Send(client.Target, client.Request);
+            _metrics.Retransmitted();
+            var next = client.IsInvite
+                ? client.RetransmitInterval * 2
+                : client.State == ClientState.Proceeding ? _t2 : TimeSpan.FromTicks(Math.Min((client.RetransmitInterval * 2).Ticks, _t2.Ticks));
+            client.RetransmitInterval = next;
+            client.RetransmitTimer = Schedule(next, static (p, c) => p.OnRetransmitTimer((ClientTransaction)c), client);
+        }
+    }
+
+    /// <summary>Timer B (INVITE) and Timer F (non-INVITE): no final response in 64*T1.</summary>
+    private void OnTimeoutTimer(ClientTransaction client)
+    {
+        var server = client.Server;
+        lock (server?.Sync ?? client)
+        {
+            if (client.State is not (ClientState.Calling or ClientState.Proceeding))
+            {
+                return;
+            }
+            _metrics.TimedOut(client.IsInvite ? "B" : "F");
+            client.RetransmitTimer.Cancel();
+            TerminateClient(client);
+            if (server is { State: ServerState.Proceeding })
+            {
+                if (server.Cancelled)
+                {
+                    Respond(server, 487, "Request Terminated"u8);
+                }
+                else
+                {
+                    Respond(server, 408, "Request Timeout"u8);
+                }
+            }
+        }
+    }
+
+    /// <summary>Timer C (RFC 3261 16.6 step 11): an INVITE still ringing is cancelled and answered 408.</summary>
+    private void OnTimerC(ClientTransaction client)
+    {
+        var server = client.Server!;
+        lock (server.Sync)
+        {
+            if (client.State != ClientState.Proceeding)
+            {
+                return;
+            }
+            _metrics.TimedOut("C");
+            if (!client.CancelSent)
+            {
+                SendCancel(client);
+            }
+            if (server.State == ServerState.Proceeding)
+            {
+                Respond(server, 408, "Request Timeout"u8);
+            }
+        }
+    }
+
+    private void OnTransportError(ClientTransaction client)
+    {
+        var server = client.Server;
+        lock (server?.Sync ?? client)
+        {
+            if (client.State is not (ClientState.Calling or ClientState.Proceeding))
+            {
+                return;
+            }
+            client.RetransmitTimer.Cancel();
+            client.TimeoutTimer.Cancel();
+            TerminateClient(client);
+            if (server is { State: ServerState.Proceeding })
+            {
+                // RFC 3261 16.7 step 10 / 18.4: a transport error counts as a 503 from that branch.
+                Respond(server, 503, "Service Unavailable (next hop unreachable)"u8);
+            }
+        }
+    }
+
+    private void SendCancel(ClientTransaction invite)
+    {
+        invite.CancelSent = true;
+        var info = invite.CancelInfo!;
+        var w = Scratch.Message();
+        w.Write("CANCEL "u8);
+        w.Write(info.RequestUri);
+        w.Write(" SIP/2.0\r\n"u8);
+        w.Write(info.Via);
+        w.Write(info.Routes);
+        w.Write(info.From);
+        w.Write(info.To);
+        w.Write(info.CallId);
+        w.Write("CSeq: "u8);
+        w.WriteNumber(info.CSeq);
+        w.Write(" CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"u8);
+        var bytes = w.ToArray();
+        var branchStart = invite.Key.AsSpan().LastIndexOf((byte)'|');
+        var key = Scratch.Key();
+        TransactionKeys.ClientKey(invite.Key.AsSpan(0, branchStart), "CANCEL"u8, key);
+        var cancel = new ClientTransaction(key.ToArray(), isInvite: false, invite.Target, bytes, server: null, cancelInfo: null);
+        if (_clients.TryAdd(cancel.Key, cancel))
+        {
+            StartClient(cancel);
+        }
+
+        // If the next hop never answers the INVITE after the CANCEL, answer 487 ourselves after 64*T1.
+        invite.TimeoutTimer.Cancel();
+        invite.TimeoutTimer = Schedule(_timeout64T1, static (p, c) => p.OnTimeoutTimer((ClientTransaction)c), invite);
+    }
+
+    private static byte[] BuildAck(ClientTransaction invite, SipMessage response)
+    {
+        var info = invite.CancelInfo!;
+        var s = response.Span;
+        var w = Scratch.Message();
+        w.Write("ACK "u8);
+        w.Write(info.RequestUri);
+        w.Write(" SIP/2.0\r\n"u8);
+        w.Write(info.Via);
+        w.Write(info.Routes);
+        w.Write(info.From);
+        w.Write("To: "u8);
+        w.Write(response.Fields[response.IndexOf(SipHeaderKind.To)].Value.Of(s));
+        w.WriteCrlf();
+        w.Write(info.CallId);
+        w.Write("CSeq: "u8);
+        w.WriteNumber(info.CSeq);
+        w.Write(" ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"u8);
+        return w.ToArray();
+    }
+
+    private void SendProvisional(ServerTransaction tx, byte[] response, int status)
+    {
+        tx.LastResponse = response;
+        tx.LastStatus = status;
+        _sender.Send(tx.Source, response);
+    }
+
+    /// <summary>Answers from this proxy (a final response of its own) on a server transaction.</summary>
+    private void Respond(ServerTransaction tx, int status, ReadOnlySpan<byte> reason, ReadOnlySpan<byte> extraHeaders = default)
+    {
+        _metrics.Generated(status);
+        SendFinal(tx, tx.Template.Build(status, reason, extraHeaders), status);
+        if (tx.Client is { } client && client.State is ClientState.Calling && client.IsInvite)
+        {
+            // Nothing came back from the next hop yet: the branch is given up (its CANCEL is sent if a provisional comes).
+            client.CancelPending = true;
+        }
+    }
+
+    /// <summary>Sends a final response and moves the server transaction on (RFC 3261 17.2.1, 17.2.2; RFC 6026).</summary>
+    private void SendFinal(ServerTransaction tx, byte[] response, int status)
+    {
+        tx.LastResponse = response;
+        tx.LastStatus = status;
+        _sender.Send(tx.Source, response);
+        if (tx.IsInvite && status < 300)
+        {
+            if (tx.State != ServerState.Accepted)
+            {
+                tx.State = ServerState.Accepted;
+                tx.EndTimer = Schedule(_timeout64T1, static (p, t) => p.TerminateServer((ServerTransaction)t), tx);
+            }
+            return;
+        }
+        tx.State = ServerState.Completed;
+        if (tx.IsInvite)
+        {
+            if (!tx.Source.IsReliable)
+            {
+                tx.RetransmitInterval = _t1;
+                tx.RetransmitTimer = Schedule(_t1, static (p, t) => p.OnTimerG((ServerTransaction)t), tx);
+            }
+            tx.EndTimer = Schedule(_timeout64T1, static (p, t) => p.OnTimerH((ServerTransaction)t), tx);
+        }
+        else
+        {
+            tx.EndTimer = Schedule(tx.Source.IsReliable ? TimeSpan.Zero : _timeout64T1, static (p, t) => p.TerminateServer((ServerTransaction)t), tx);
+        }
+    }
+
+    /// <summary>Timer G: retransmit a non-2xx final to an INVITE until its ACK comes, doubling up to T2.</summary>
+    private void OnTimerG(ServerTransaction tx)
+    {
+        lock (tx.Sync)
+        {
+            if (tx.State != ServerState.Completed || tx.LastResponse is null)
+            {
+                return;
+            }
+            _sender.Send(tx.Source, tx.LastResponse);
+            _metrics.Retransmitted();
+            tx.RetransmitInterval = TimeSpan.FromTicks(Math.Min((tx.RetransmitInterval * 2).Ticks, _t2.Ticks));
+            tx.RetransmitTimer = Schedule(tx.RetransmitInterval, static (p, t) => p.OnTimerG((ServerTransaction)t), tx);
+        }
+    }
+
+    /// <summary>Timer H: the ACK never came.</summary>
+    private void OnTimerH(ServerTransaction tx)
+    {
+        lock (tx.Sync)
+        {
+            if (tx.State == ServerState.Completed)
+            {
+                _metrics.TimedOut("H");
+                tx.RetransmitTimer.Cancel();
+                TerminateServer(tx);
+            }
+        }
+    }
+
+    private void TerminateServer(ServerTransaction tx)
+    {
+        tx.State = ServerState.Terminated;
+        _servers.TryRemove(new KeyValuePair<byte[], ServerTransaction>(tx.Key, tx));
+    }
+
+    private void TerminateClient(ClientTransaction client)
+    {
+        client.State = ClientState.Terminated;
+        _clients.TryRemove(new KeyValuePair<byte[], ClientTransaction>(client.Key, client));
+    }
+
+    private TimerHandle Schedule<T>(TimeSpan delay, Action<SipProxy, T> callback, T state)
+        where T : class
+    {
+        if (delay <= TimeSpan.Zero)
+        {
+            // Zero-length timers (reliable transports) fire from the wheel, never inline under the caller's lock.
+            delay = TimeSpan.FromTicks(1);
+        }
+        return _wheel.Schedule(delay, o => callback(this, (T)o!), state);
+    }
+
+    private ReadOnlySpan<byte> RetryAfterLine() => _retryAfterLine;
+}

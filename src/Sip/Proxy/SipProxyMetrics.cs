@@ -1,0 +1,92 @@
+using System.Diagnostics.Metrics;
+
+namespace CallState.Sip.Proxy;
+
+/// <summary>
+/// The proxy core's counters (meter <c>CallState.Sip</c>), created from an <see cref="IMeterFactory"/> when the host
+/// has one. Totals are also kept as plain fields so tests and the admin view can read them.
+/// </summary>
+public sealed class SipProxyMetrics : IDisposable
+{
+    public const string MeterName = "CallState.Sip";
+
+    private readonly Meter _meter;
+    private readonly Counter<long> _received;
+    private readonly Counter<long> _dropped;
+    private readonly Counter<long> _localResponses;
+    private readonly Counter<long> _forwarded;
+    private readonly Counter<long> _retransmissions;
+    private readonly Counter<long> _timeouts;
+    private long _requestsForwarded;
+    private long _responsesForwarded;
+    private long _droppedTotal;
+    private long _badRequests;
+    private long _absorbed;
+
+    public SipProxyMetrics(IMeterFactory? meterFactory = null)
+    {
+        _meter = meterFactory?.Create(MeterName) ?? new Meter(MeterName);
+        _received = _meter.CreateCounter<long>("callstate.sip.messages.received", "{message}", "SIP messages received, by kind");
+        _dropped = _meter.CreateCounter<long>("callstate.sip.messages.dropped", "{message}", "Messages dropped unanswered, by reason");
+        _localResponses = _meter.CreateCounter<long>("callstate.sip.responses.generated", "{response}", "Responses the edge generated itself, by status code");
+        _forwarded = _meter.CreateCounter<long>("callstate.sip.messages.forwarded", "{message}", "Requests and responses forwarded, by kind");
+        _retransmissions = _meter.CreateCounter<long>("callstate.sip.retransmissions", "{message}", "Retransmissions absorbed (received) and sent, by direction");
+        _timeouts = _meter.CreateCounter<long>("callstate.sip.transaction.timeouts", "{transaction}", "Client transactions that timed out, by timer");
+    }
+
+    public long RequestsForwarded => Interlocked.Read(ref _requestsForwarded);
+
+    public long ResponsesForwarded => Interlocked.Read(ref _responsesForwarded);
+
+    public long Dropped => Interlocked.Read(ref _droppedTotal);
+
+    /// <summary>Requests answered 400 or 505 because they did not parse.</summary>
+    public long BadRequests => Interlocked.Read(ref _badRequests);
+
+    public long RetransmissionsAbsorbed => Interlocked.Read(ref _absorbed);
+
+    /// <summary>Registers the gauge of open transactions.</summary>
+    public void ObserveTransactions(Func<int> count) =>
+        _meter.CreateObservableGauge("callstate.sip.transactions.active", count, "{transaction}", "Open server and client transactions");
+
+    internal void Received(bool request) => _received.Add(1, new KeyValuePair<string, object?>("kind", request ? "request" : "response"));
+
+    internal void Drop(string reason)
+    {
+        Interlocked.Increment(ref _droppedTotal);
+        _dropped.Add(1, new KeyValuePair<string, object?>("reason", reason));
+    }
+
+    internal void Generated(int status, bool badRequest = false)
+    {
+        if (badRequest)
+        {
+            Interlocked.Increment(ref _badRequests);
+        }
+        _localResponses.Add(1, new KeyValuePair<string, object?>("status", status));
+    }
+
+    internal void ForwardedRequest()
+    {
+        Interlocked.Increment(ref _requestsForwarded);
+        _forwarded.Add(1, new KeyValuePair<string, object?>("kind", "request"));
+    }
+
+    internal void ForwardedResponse()
+    {
+        Interlocked.Increment(ref _responsesForwarded);
+        _forwarded.Add(1, new KeyValuePair<string, object?>("kind", "response"));
+    }
+
+    internal void Absorbed()
+    {
+        Interlocked.Increment(ref _absorbed);
+        _retransmissions.Add(1, new KeyValuePair<string, object?>("direction", "received"));
+    }
+
+    internal void Retransmitted() => _retransmissions.Add(1, new KeyValuePair<string, object?>("direction", "sent"));
+
+    internal void TimedOut(string timer) => _timeouts.Add(1, new KeyValuePair<string, object?>("timer", timer));
+
+    public void Dispose() => _meter.Dispose();
+}

@@ -1,0 +1,182 @@
+using System.Net;
+
+namespace CallState.Sip.Proxy;
+
+/// <summary>
+/// Settings of the SIP edge's listeners and proxy core (configuration section <c>CallState:Sip</c>).
+/// </summary>
+public sealed class SipProxyOptions
+{
+    public const string SectionName = "CallState:Sip";
+
+    /// <summary>Address the UDP and TCP listeners bind.</summary>
+    public string ListenAddress { get; set; } = "127.0.0.1";
+
+    /// <summary>Port of both listeners.</summary>
+    public int Port { get; set; } = 5060;
+
+    public bool Udp { get; set; } = true;
+
+    public bool Tcp { get; set; } = true;
+
+    /// <summary>
+    /// Host put in this edge's Via (responses come back to it, so it names this instance, not the load balancer).
+    /// Defaults to <see cref="ListenAddress"/>.
+    /// </summary>
+    public string? ViaHost { get; set; }
+
+    /// <summary>Port put in this edge's Via; defaults to <see cref="Port"/>.</summary>
+    public int? ViaPort { get; set; }
+
+    /// <summary>
+    /// Host put in Record-Route: the load balancer's address, so in-dialog requests may reach any edge.
+    /// Defaults to the Via host.
+    /// </summary>
+    public string? AdvertisedHost { get; set; }
+
+    /// <summary>Port put in Record-Route; defaults to <see cref="Port"/>.</summary>
+    public int? AdvertisedPort { get; set; }
+
+    /// <summary>
+    /// Next hop (<c>ip:port</c>) for requests whose Request-URI names this edge or a host not in <see cref="NextHops"/>.
+    /// Empty: such requests are answered 404.
+    /// </summary>
+    public string? DefaultUpstream { get; set; }
+
+    /// <summary>Static next hops by Request-URI or Route host (<c>example.com</c> -> <c>192.0.2.1:5060</c>); no DNS is used.</summary>
+    public Dictionary<string, string> NextHops { get; set; } = new(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>
+    /// Answer UDP requests to the address and port they came from, as if every Via had <c>rport</c> (RFC 3581);
+    /// needed behind NAT and in tests whose clients name other hosts in Via.
+    /// </summary>
+    public bool SymmetricResponses { get; set; }
+
+    /// <summary>RFC 3261 T1, the round-trip estimate (retransmission start).</summary>
+    public TimeSpan T1 { get; set; } = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>RFC 3261 T2, the longest retransmission interval for non-INVITE requests and INVITE responses.</summary>
+    public TimeSpan T2 { get; set; } = TimeSpan.FromSeconds(4);
+
+    /// <summary>RFC 3261 T4, how long a message may stay in the network.</summary>
+    public TimeSpan T4 { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>RFC 3261 16.6 Timer C: an INVITE ringing longer than this is cancelled and answered 408.</summary>
+    public TimeSpan TimerC { get; set; } = TimeSpan.FromMinutes(3);
+
+    /// <summary>Open transactions at most; a request past it is answered 503 with Retry-After instead of stored.</summary>
+    public int MaxTransactions { get; set; } = 200_000;
+
+    /// <summary>Seconds in the Retry-After of an overload 503.</summary>
+    public int OverloadRetryAfterSeconds { get; set; } = 5;
+
+    /// <summary>UDP receive loops (each a pending ReceiveFrom).</summary>
+    public int UdpReceiveLoops { get; set; } = 2;
+
+    /// <summary>UDP socket receive buffer in bytes (null: the OS default).</summary>
+    public int? UdpReceiveBufferSize { get; set; } = 4 * 1024 * 1024;
+
+    public int TcpMaxConnections { get; set; } = 10_000;
+
+    public TimeSpan TcpIdleTimeout { get; set; } = TimeSpan.FromMinutes(2);
+
+    internal string EffectiveViaHost => string.IsNullOrEmpty(ViaHost) ? ListenAddress : ViaHost;
+
+    internal int EffectiveViaPort => ViaPort ?? Port;
+
+    internal string EffectiveAdvertisedHost => string.IsNullOrEmpty(AdvertisedHost) ? EffectiveViaHost : AdvertisedHost;
+
+    internal int EffectiveAdvertisedPort => AdvertisedPort ?? Port;
+
+    /// <summary>Every problem with these settings, each naming its field; empty when valid.</summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var errors = new List<string>();
+        var prefix = SectionName + ":";
+        if (!IPAddress.TryParse(ListenAddress, out _))
+        {
+            errors.Add($"{prefix}{nameof(ListenAddress)}: '{ListenAddress}' is not an IP address");
+        }
+        CheckPort(errors, prefix + nameof(Port), Port);
+        if (ViaPort is { } vp)
+        {
+            CheckPort(errors, prefix + nameof(ViaPort), vp);
+        }
+        if (AdvertisedPort is { } ap)
+        {
+            CheckPort(errors, prefix + nameof(AdvertisedPort), ap);
+        }
+        if (!Udp && !Tcp)
+        {
+            errors.Add($"{prefix}{nameof(Udp)}/{nameof(Tcp)}: at least one transport must be enabled");
+        }
+        if (!string.IsNullOrEmpty(DefaultUpstream) && !TryParseHostPort(DefaultUpstream, out _))
+        {
+            errors.Add($"{prefix}{nameof(DefaultUpstream)}: '{DefaultUpstream}' is not ip:port");
+        }
+        foreach (var (host, hop) in NextHops)
+        {
+            if (!TryParseHostPort(hop, out _))
+            {
+                errors.Add($"{prefix}{nameof(NextHops)}:{host}: '{hop}' is not ip:port");
+            }
+        }
+        CheckPositive(errors, prefix + nameof(T1), T1);
+        CheckPositive(errors, prefix + nameof(T2), T2);
+        CheckPositive(errors, prefix + nameof(T4), T4);
+        CheckPositive(errors, prefix + nameof(TimerC), TimerC);
+        if (T2 < T1)
+        {
+            errors.Add($"{prefix}{nameof(T2)}: must not be shorter than T1");
+        }
+        if (TimerC <= T1 * 64)
+        {
+            errors.Add($"{prefix}{nameof(TimerC)}: must be longer than 64*T1");
+        }
+        if (MaxTransactions < 1)
+        {
+            errors.Add($"{prefix}{nameof(MaxTransactions)}: must be at least 1");
+        }
+        if (OverloadRetryAfterSeconds < 1)
+        {
+            errors.Add($"{prefix}{nameof(OverloadRetryAfterSeconds)}: must be at least 1");
+        }
+        if (UdpReceiveLoops is < 1 or > 64)
+        {
+            errors.Add($"{prefix}{nameof(UdpReceiveLoops)}: must be between 1 and 64");
+        }
+        if (TcpMaxConnections < 1)
+        {
+            errors.Add($"{prefix}{nameof(TcpMaxConnections)}: must be at least 1");
+        }
+        return errors;
+    }
+
+    /// <summary>Parses <c>ip:port</c> or <c>[ipv6]:port</c>.</summary>
+    public static bool TryParseHostPort(string? text, out IPEndPoint endPoint)
+    {
+        endPoint = null!;
+        if (string.IsNullOrWhiteSpace(text) || !IPEndPoint.TryParse(text, out var parsed) || parsed.Port == 0)
+        {
+            return false;
+        }
+        endPoint = parsed;
+        return true;
+    }
+
+    private static void CheckPort(List<string> errors, string name, int port)
+    {
+        if (port is < 1 or > 65535)
+        {
+            errors.Add($"{name}: {port} is not a port (1-65535)");
+        }
+    }
+
+    private static void CheckPositive(List<string> errors, string name, TimeSpan value)
+    {
+        if (value <= TimeSpan.Zero)
+        {
+            errors.Add($"{name}: must be positive");
+        }
+    }
+}

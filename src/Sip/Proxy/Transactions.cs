@@ -1,0 +1,128 @@
+using CallState.Sip.Timers;
+
+namespace CallState.Sip.Proxy;
+
+internal enum ServerState : byte
+{
+    /// <summary>INVITE: Proceeding; non-INVITE: Trying or Proceeding. No final response yet.</summary>
+    Proceeding,
+
+    /// <summary>A final response was sent (non-2xx for INVITE); retransmissions of the request get it again.</summary>
+    Completed,
+
+    /// <summary>INVITE only: the ACK for the non-2xx came (Timer I absorbs its retransmissions).</summary>
+    Confirmed,
+
+    /// <summary>INVITE only: a 2xx was forwarded (RFC 6026); retransmitted 2xx are forwarded, the INVITE absorbed.</summary>
+    Accepted,
+
+    Terminated,
+}
+
+internal enum ClientState : byte
+{
+    /// <summary>INVITE: Calling; non-INVITE: Trying.</summary>
+    Calling,
+    Proceeding,
+    Completed,
+
+    /// <summary>INVITE only: a 2xx came (RFC 6026); later 2xx are forwarded too until Timer M.</summary>
+    Accepted,
+    Terminated,
+}
+
+/// <summary>
+/// RFC 3261 17.2 server transaction: the request received, the last response sent (for retransmissions), and the
+/// client transaction it was forwarded on. <see cref="Sync"/> guards it and its client transactions.
+/// </summary>
+internal sealed class ServerTransaction
+{
+    public ServerTransaction(byte[] key, bool isInvite, SipTarget source, ResponseTemplate template, ulong loopHash)
+    {
+        Key = key;
+        IsInvite = isInvite;
+        Source = source;
+        Template = template;
+        LoopHash = loopHash;
+    }
+
+    public object Sync { get; } = new();
+
+    public byte[] Key { get; }
+
+    public bool IsInvite { get; }
+
+    public SipTarget Source { get; }
+
+    public ResponseTemplate Template { get; }
+
+    public ulong LoopHash { get; }
+
+    public ServerState State { get; set; }
+
+    public byte[]? LastResponse { get; set; }
+
+    public int LastStatus { get; set; }
+
+    public ClientTransaction? Client { get; set; }
+
+    /// <summary>A CANCEL for this INVITE was received.</summary>
+    public bool Cancelled { get; set; }
+
+    public TimerHandle RetransmitTimer { get; set; }
+
+    public TimeSpan RetransmitInterval { get; set; }
+
+    public TimerHandle EndTimer { get; set; }
+}
+
+/// <summary>
+/// RFC 3261 17.1 client transaction: the request as sent (retransmitted on UDP), where to, and what is needed to
+/// build its ACK and CANCEL (RFC 3261 17.1.1.3 and 9.1).
+/// </summary>
+internal sealed class ClientTransaction
+{
+    public ClientTransaction(byte[] key, bool isInvite, SipTarget target, byte[] request, ServerTransaction? server, CancelInfo? cancelInfo)
+    {
+        Key = key;
+        IsInvite = isInvite;
+        Target = target;
+        Request = request;
+        Server = server;
+        CancelInfo = cancelInfo;
+    }
+
+    public byte[] Key { get; }
+
+    public bool IsInvite { get; }
+
+    public SipTarget Target { get; }
+
+    public byte[] Request { get; }
+
+    /// <summary>The server transaction responses go back to; null for a CANCEL this proxy originated.</summary>
+    public ServerTransaction? Server { get; }
+
+    /// <summary>For an INVITE: the pieces of its CANCEL and non-2xx ACK.</summary>
+    public CancelInfo? CancelInfo { get; }
+
+    public ClientState State { get; set; }
+
+    public TimerHandle RetransmitTimer { get; set; }
+
+    public TimeSpan RetransmitInterval { get; set; }
+
+    public TimerHandle TimeoutTimer { get; set; }
+
+    public TimerHandle EndTimer { get; set; }
+
+    /// <summary>A CANCEL waits for the first provisional response (RFC 3261 9.1).</summary>
+    public bool CancelPending { get; set; }
+
+    public bool CancelSent { get; set; }
+
+    public byte[]? AckForFinal { get; set; }
+}
+
+/// <summary>The parts of a forwarded INVITE its CANCEL and ACK repeat (RFC 3261 9.1, 17.1.1.3).</summary>
+internal sealed record CancelInfo(byte[] RequestUri, byte[] Via, byte[] Routes, byte[] From, byte[] To, byte[] CallId, long CSeq);
