@@ -134,7 +134,7 @@ public sealed partial class SipProxy
                     popRoutes++;
                     continue;
                 }
-                return TryResolve(s, route.Uri, source, allowDefault: false, out target);
+                return TryResolve(s, route.Uri, source, allowDefault: true, out target);
             }
         }
         return TryResolve(s, m.RequestUri, source, allowDefault: true, out target);

@@ -1,0 +1,173 @@
+using System.Net;
+using System.Text;
+using CallState.Sip.Messages;
+using CallState.Sip.Proxy;
+using CallState.Sip.Tests.Messages;
+
+namespace CallState.Sip.Tests.Proxy;
+
+/// <summary>A running SIP endpoint on loopback with a UDP next hop, shared by the RFC 4475 tests.</summary>
+public sealed class RunningEdge : IAsyncLifetime, IAsyncDisposable
+{
+    internal UdpPeer Upstream { get; } = new();
+
+    internal UdpPeer Client { get; } = new();
+
+    public SipEndpoint Endpoint { get; private set; } = null!;
+
+    public IPEndPoint Address { get; private set; } = null!;
+
+    public Task InitializeAsync()
+    {
+        var port = Ports.FreeUdpAndTcp();
+        Endpoint = new SipEndpoint(new SipProxyOptions
+        {
+            ListenAddress = "127.0.0.1",
+            Port = port,
+            DefaultUpstream = Upstream.EndPoint.ToString(),
+            SymmetricResponses = true,
+        });
+        Endpoint.Start();
+        Address = new IPEndPoint(IPAddress.Loopback, port);
+        return Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync()
+    {
+        await Endpoint.DisposeAsync();
+        Upstream.Dispose();
+        Client.Dispose();
+    }
+
+    async ValueTask IAsyncDisposable.DisposeAsync() => await DisposeAsync();
+}
+
+/// <summary>
+/// Each RFC 4475 message sent over UDP to a running edge, asserting the outcome MANIFEST.md lists for a proxy:
+/// forwarded to the next hop, answered with the listed status (and never forwarded), or dropped (responses).
+/// Each file gets a fresh edge: several files share a branch and sent-by, which is one transaction to a proxy.
+/// </summary>
+public sealed class EdgeRfc4475Tests
+{
+    private static readonly TimeSpan Quiet = TimeSpan.FromMilliseconds(300);
+
+    private static readonly Dictionary<string, int> Answers = new()
+    {
+        ["badinv01"] = 400, ["clerr"] = 400, ["ncl"] = 400, ["scalar02"] = 400, ["quotbal"] = 400, ["ltgtruri"] = 400,
+        ["lwsruri"] = 400, ["lwsstart"] = 400, ["trws"] = 400, ["escruri"] = 400, ["badaspec"] = 400, ["baddn"] = 400,
+        ["badvers"] = 505, ["mismatch01"] = 400, ["mismatch02"] = 400, ["insuf"] = 400, ["multi01"] = 400, ["mcl01"] = 400,
+        ["unkscm"] = 416, ["novelsc"] = 416, ["bext01"] = 420,
+
+        // RFC 3261 16.3 lets a proxy answer an OPTIONS whose Max-Forwards is 0 instead of sending 483.
+        ["zeromf"] = 200,
+    };
+
+    private static readonly HashSet<string> Responses = ["unreason", "noreason", "scalarlg", "bigcode", "bcast"];
+
+    public static TheoryData<string> Files() => Rfc4475ParserTests.Files();
+
+    [Theory]
+    [MemberData(nameof(Files))]
+    public async Task Edge_gives_the_manifest_outcome_over_udp(string name)
+    {
+        await using var edge = new RunningEdge();
+        await edge.InitializeAsync();
+        var bytes = TortureCorpus.Read(name);
+        var marker = Marker(bytes);
+        edge.Client.Send(bytes, edge.Address);
+
+        if (Responses.Contains(name))
+        {
+            Assert.Null(edge.Upstream.Receive(marker, Quiet));
+            Assert.Null(edge.Client.Receive(marker, TimeSpan.Zero));
+        }
+        else if (Answers.TryGetValue(name, out var status))
+        {
+            // The answer copies the request's fields, so it may be as malformed as they are: only its status line is read.
+            using var answer = ExpectFinal(edge.Client, marker, name);
+            Assert.Equal(status, answer.StatusCode);
+            Assert.Null(edge.Upstream.Receive(marker, Quiet));
+            if (name == "bext01")
+            {
+                var unsupported = answer.Fields.ToArray().Single(f => Encoding.ASCII.GetString(answer[f.Name]) == "Unsupported");
+                Assert.Equal("noProxiesSupportThis, norDoAnyProxiesSupportThis", Encoding.ASCII.GetString(answer[unsupported.Value]));
+            }
+            if (status == 400)
+            {
+                Assert.StartsWith("Bad Request (", Encoding.ASCII.GetString(answer[answer.ReasonPhrase]), StringComparison.Ordinal);
+            }
+        }
+        else
+        {
+            // mpart01 carries a Route to 127.0.0.1:5080, which a proxy follows instead of its default next hop.
+            using var routeTarget = name == "mpart01" ? new UdpPeer(5080) : null;
+            using var forwarded = (routeTarget ?? edge.Upstream).Expect(marker, what: name + " forwarded");
+            Assert.True(forwarded.IsRequest);
+            Assert.True(forwarded.TopVia.HasMagicCookie(forwarded.Span));
+            Assert.Equal(edge.Address.Port, forwarded.TopVia.Port);
+            using var original = new SipMessage();
+            original.Parse(bytes);
+            Assert.Equal(original.ViaCount + 1, forwarded.ViaCount);
+            Assert.Equal(original.MaxForwards < 0 ? 70 : original.MaxForwards - 1, forwarded.MaxForwards);
+            Assert.Equal(original[original.Body].ToArray(), forwarded[forwarded.Body].ToArray());
+            if (original.Method == SipMethod.Invite)
+            {
+                using var trying = edge.Client.Expect(marker, what: name + " 100 Trying");
+                Assert.Equal(100, trying.StatusCode);
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Options_to_the_edge_itself_is_answered_200_for_health_checks()
+    {
+        await using var edge = new RunningEdge();
+        await edge.InitializeAsync();
+        var callId = "health-" + Guid.NewGuid().ToString("N");
+        edge.Client.Send(
+            $"OPTIONS sip:{edge.Address} SIP/2.0\r\nVia: SIP/2.0/UDP {edge.Client.EndPoint};branch=z9hG4bK{callId}\r\n" +
+            $"From: <sip:lb@127.0.0.1>;tag=1\r\nTo: <sip:{edge.Address}>\r\nCall-ID: {callId}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            edge.Address);
+        using var answer = edge.Client.Expect(callId);
+        Assert.Equal(200, answer.StatusCode);
+        Assert.Null(edge.Upstream.Receive(callId, Quiet));
+    }
+
+    private static SipMessage ExpectFinal(UdpPeer peer, string marker, string what)
+    {
+        while (true)
+        {
+            var datagram = peer.Receive(marker, TimeSpan.FromSeconds(5));
+            Assert.True(datagram is not null, $"no answer to {what}");
+            var message = new SipMessage();
+            message.Parse(datagram);
+            Assert.False(message.IsRequest);
+            if (message.StatusCode >= 200)
+            {
+                Assert.True(message.HeadersReadable);
+                return message;
+            }
+            message.Dispose();
+        }
+    }
+
+    /// <summary>Something unique to this file found in what the edge sends about it: its Call-ID, or its top Via branch.</summary>
+    private static string Marker(byte[] bytes)
+    {
+        var text = Encoding.UTF8.GetString(bytes);
+        var first = new[] { "\r\nCall-ID:", "\r\ni:", "\r\nI:" }
+            .Select(prefix => (Prefix: prefix, At: text.IndexOf(prefix, StringComparison.Ordinal)))
+            .Where(p => p.At >= 0)
+            .OrderBy(p => p.At)
+            .FirstOrDefault();
+        if (first.Prefix is not null)
+        {
+            var start = first.At + first.Prefix.Length;
+            var end = text.IndexOf("\r\n", start, StringComparison.Ordinal);
+            return text[start..end].Trim();
+        }
+        var branch = text.IndexOf("branch=", StringComparison.Ordinal);
+        var stop = text.IndexOfAny(['\r', ';', ','], branch + 7);
+        return text[(branch + 7)..stop];
+    }
+}
