@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Text;
 
 namespace CallState.Sip.Messages;
 
@@ -54,34 +53,57 @@ public static class SipStreamFramer
     }
 
     /// <summary>
-    /// Reads Content-Length (or <c>l</c>) from the header lines; absent means 0. A negative, non-numeric, overlarge
-    /// or repeated value cannot be framed.
+    /// Reads Content-Length (or <c>l</c>) from the header lines, folded or not; absent means 0. A negative,
+    /// non-numeric, overlarge or repeated value cannot be framed.
     /// </summary>
     private static bool TryFindContentLength(in ReadOnlySequence<byte> head, out long contentLength)
     {
+        if (head.IsSingleSegment)
+        {
+            return TryFindContentLength(head.FirstSpan, out contentLength);
+        }
+        var length = (int)head.Length;
+        var rented = ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            head.CopyTo(rented);
+            return TryFindContentLength(rented.AsSpan(0, length), out contentLength);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(rented);
+        }
+    }
+
+    private static bool TryFindContentLength(ReadOnlySpan<byte> head, out long contentLength)
+    {
         contentLength = 0;
         var found = false;
-        var lines = new SequenceReader<byte>(head);
-        Span<byte> scratch = stackalloc byte[64];
-        while (lines.TryReadTo(out ReadOnlySequence<byte> line, "\r\n"u8, advancePastDelimiter: true) || TakeRest(ref lines, out line))
+        var p = 0;
+        while (p < head.Length)
         {
-            if (line.IsEmpty || line.FirstSpan[0] is (byte)' ' or (byte)'\t')
+            // A field ends at a CR LF not followed by SP or HT (RFC 3261 7.3.1 folding).
+            var end = p;
+            while (true)
             {
-                continue;
+                var crlf = head[end..].IndexOf("\r\n"u8);
+                if (crlf < 0)
+                {
+                    end = head.Length;
+                    break;
+                }
+                end += crlf;
+                if (end + 2 < head.Length && head[end + 2] is (byte)' ' or (byte)'\t')
+                {
+                    end += 2;
+                    continue;
+                }
+                break;
             }
-            var lineReader = new SequenceReader<byte>(line);
-            if (!lineReader.TryReadTo(out ReadOnlySequence<byte> name, (byte)':'))
-            {
-                continue;
-            }
-            if (name.Length > 20)
-            {
-                continue;
-            }
-            var nameSpan = scratch[..(int)name.Length];
-            name.CopyTo(nameSpan);
-            var trimmed = Ascii.Trim(nameSpan);
-            if (SipHeaderNames.Lookup(nameSpan[trimmed]) != SipHeaderKind.ContentLength)
+            var field = head[p..end];
+            p = end + 2;
+            var colon = field.IndexOf((byte)':');
+            if (colon <= 0 || SipHeaderNames.Lookup(field[..colon].TrimEnd(" \t"u8)) != SipHeaderKind.ContentLength)
             {
                 continue;
             }
@@ -90,30 +112,12 @@ public static class SipStreamFramer
                 return false;
             }
             found = true;
-            var valueSeq = line.Slice(lineReader.Position);
-            if (valueSeq.Length > scratch.Length)
-            {
-                return false;
-            }
-            var value = scratch[..(int)valueSeq.Length];
-            valueSeq.CopyTo(value);
-            var range = Ascii.Trim(value);
-            if (!Messages.SipSyntax.TryParseNumber(value[range], SipLimits.MaxMessageSize, out contentLength))
+            var value = field[(colon + 1)..].Trim(" \t\r\n"u8);
+            if (!SipSyntax.TryParseNumber(value, SipLimits.MaxMessageSize, out contentLength))
             {
                 return false;
             }
         }
-        return true;
-    }
-
-    private static bool TakeRest(ref SequenceReader<byte> reader, out ReadOnlySequence<byte> rest)
-    {
-        rest = reader.UnreadSequence;
-        if (rest.IsEmpty)
-        {
-            return false;
-        }
-        reader.AdvanceToEnd();
         return true;
     }
 }

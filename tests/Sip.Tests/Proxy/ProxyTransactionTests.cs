@@ -1,0 +1,350 @@
+using System.Net;
+using System.Text;
+using CallState.Sip.Messages;
+using CallState.Sip.Proxy;
+using CallState.Sip.Tests.Timers;
+using CallState.Sip.Timers;
+
+namespace CallState.Sip.Tests.Proxy;
+
+/// <summary>
+/// The proxy core driven message by message on a manual clock: transactions, timers A-K, CANCEL, ACK, routing.
+/// Sends are captured instead of going to sockets.
+/// </summary>
+public sealed class ProxyTransactionTests : IDisposable
+{
+    private static readonly IPEndPoint Caller = new(IPAddress.Parse("127.0.0.1"), 5061);
+    private static readonly IPEndPoint Upstream = new(IPAddress.Parse("127.0.0.1"), 5090);
+    private static readonly IPEndPoint Self = new(IPAddress.Parse("127.0.0.1"), 5060);
+
+    private readonly ManualTimeProvider _clock = new();
+    private readonly TimerWheel _wheel;
+    private readonly CapturingSender _sent = new();
+    private readonly SipProxy _proxy;
+
+    public ProxyTransactionTests()
+    {
+        _wheel = new TimerWheel(_clock);
+        _proxy = new SipProxy(new SipProxyOptions { Port = 5060, DefaultUpstream = Upstream.ToString(), AdvertisedHost = "192.0.2.80" }, _sent, _wheel);
+    }
+
+    public void Dispose()
+    {
+        _proxy.Dispose();
+        _wheel.Dispose();
+    }
+
+    [Fact]
+    public void Invite_gets_100_Trying_and_is_forwarded_with_Via_Record_Route_and_Max_Forwards()
+    {
+        Receive(Invite("c1"), Caller);
+        var trying = _sent.Take(Caller);
+        Assert.Equal(100, trying.StatusCode);
+        var forwarded = _sent.Take(Upstream);
+        Assert.Equal(SipMethod.Invite, forwarded.Method);
+        Assert.Equal(2, forwarded.ViaCount);
+        Assert.Equal("127.0.0.1", Text(forwarded, forwarded.TopVia.Host));
+        Assert.Equal(5060, forwarded.TopVia.Port);
+        Assert.StartsWith("z9hG4bK", Text(forwarded, forwarded.TopVia.Branch), StringComparison.Ordinal);
+        Assert.Equal(69, forwarded.MaxForwards);
+        Assert.Equal("<sip:192.0.2.80:5060;lr>", Header(forwarded, SipHeaderKind.RecordRoute));
+        Assert.Equal("v=0\r\n", Encoding.ASCII.GetString(forwarded[forwarded.Body]));
+        Assert.Empty(_sent.All);
+    }
+
+    [Fact]
+    public void Retransmitted_invite_gets_the_last_provisional_again_and_is_not_forwarded_twice()
+    {
+        Receive(Invite("c2"), Caller);
+        _sent.Take(Caller);
+        var forwarded = _sent.Take(Upstream);
+        Receive(Response(forwarded, 180, "Ringing", "uas1"), Upstream);
+        Assert.Equal(180, _sent.Take(Caller).StatusCode);
+
+        Receive(Invite("c2"), Caller);
+        Assert.Equal(180, _sent.Take(Caller).StatusCode);
+        Assert.Empty(_sent.All);
+        Assert.Equal(1, _proxy.Metrics.RequestsForwarded);
+    }
+
+    [Fact]
+    public void Timer_A_doubles_retransmissions_and_Timer_B_answers_408_after_64_T1()
+    {
+        Receive(Invite("c3"), Caller);
+        _sent.Take(Caller);
+        _sent.Take(Upstream);
+        var at = new List<double>();
+        for (var i = 0; i < 320; i++)
+        {
+            _clock.Advance(TimeSpan.FromMilliseconds(100));
+            while (_sent.TryTake(Upstream, out var m))
+            {
+                Assert.Equal(SipMethod.Invite, m.Method);
+                at.Add(_clock.Elapsed.TotalSeconds);
+            }
+        }
+        // T1 = 0.5 s: retransmissions 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s after the first send (RFC 3261 17.1.1.2).
+        Assert.Equal([0.5, 1.5, 3.5, 7.5, 15.5, 31.5], at.Select(t => Math.Round(t * 10) / 10));
+        var timeout = _sent.Take(Caller);
+        Assert.Equal(408, timeout.StatusCode);
+        Assert.False(timeout.ToTag.IsEmpty);
+
+        // The caller's ACK for the 408 is absorbed, not forwarded.
+        Receive(Ack("c3", Text(timeout, timeout.ToTag)), Caller);
+        Assert.Empty(_sent.All);
+    }
+
+    [Fact]
+    public void Non_2xx_is_acked_hop_by_hop_and_retransmitted_upstream_by_Timer_G_until_the_ACK()
+    {
+        Receive(Invite("c4"), Caller);
+        _sent.Take(Caller);
+        var forwarded = _sent.Take(Upstream);
+        var busy = Response(forwarded, 486, "Busy Here", "uas4");
+        Receive(busy, Upstream);
+
+        var ack = _sent.Take(Upstream);
+        Assert.Equal(SipMethod.Ack, ack.Method);
+        Assert.Equal(Text(forwarded, forwarded.TopVia.Branch), Text(ack, ack.TopVia.Branch));
+        Assert.Equal("uas4", Text(ack, ack.ToTag));
+        var upstreamBusy = _sent.Take(Caller);
+        Assert.Equal(486, upstreamBusy.StatusCode);
+        Assert.Equal(1, upstreamBusy.ViaCount);
+
+        // A retransmitted 486 from downstream is ACKed again and not forwarded again.
+        Receive(busy, Upstream);
+        Assert.Equal(SipMethod.Ack, _sent.Take(Upstream).Method);
+        Assert.Empty(_sent.All);
+
+        _clock.Advance(TimeSpan.FromMilliseconds(510));
+        Assert.Equal(486, _sent.Take(Caller).StatusCode);
+        Receive(Ack("c4", "uas4"), Caller);
+        _clock.Advance(TimeSpan.FromSeconds(10));
+        Assert.Empty(_sent.All);
+    }
+
+    [Fact]
+    public void Two_hundred_is_forwarded_and_its_ACK_follows_the_route_statelessly()
+    {
+        Receive(Invite("c5"), Caller);
+        _sent.Take(Caller);
+        var forwarded = _sent.Take(Upstream);
+        Receive(Response(forwarded, 200, "OK", "uas5"), Upstream);
+        var ok = _sent.Take(Caller);
+        Assert.Equal(200, ok.StatusCode);
+
+        // The caller's ACK carries the route set the 200 taught it: our Record-Route, then the callee's contact.
+        Receive(Request("ACK", "sip:callee@127.0.0.1:5090", "c5", "z9hG4bKack5", cseq: "1 ACK", toTag: "uas5",
+            extra: "Route: <sip:192.0.2.80:5060;lr>\r\n"), Caller);
+        var ack = _sent.Take(Upstream);
+        Assert.Equal(SipMethod.Ack, ack.Method);
+        Assert.False(ack.Has(SipHeaderKind.Route));
+        Assert.Equal(2, ack.ViaCount);
+    }
+
+    [Fact]
+    public void Cancel_waits_for_a_provisional_then_goes_downstream_and_the_487_comes_back()
+    {
+        Receive(Invite("c6"), Caller);
+        _sent.Take(Caller);
+        var forwarded = _sent.Take(Upstream);
+
+        Receive(Request("CANCEL", "sip:service@127.0.0.1:5060", "c6", "z9hG4bKc6", cseq: "1 CANCEL"), Caller);
+        Assert.Equal(200, _sent.Take(Caller).StatusCode);
+        Assert.Empty(_sent.All);
+
+        Receive(Response(forwarded, 180, "Ringing", "uas6"), Upstream);
+        Assert.Equal(180, _sent.Take(Caller).StatusCode);
+        var cancel = _sent.Take(Upstream);
+        Assert.Equal(SipMethod.Cancel, cancel.Method);
+        Assert.Equal(Text(forwarded, forwarded.TopVia.Branch), Text(cancel, cancel.TopVia.Branch));
+        Assert.Equal(forwarded.CSeq, cancel.CSeq);
+
+        Receive(Response(cancel, 200, "OK", "uas6"), Upstream);
+        Receive(Response(forwarded, 487, "Request Terminated", "uas6"), Upstream);
+        Assert.Equal(SipMethod.Ack, _sent.Take(Upstream).Method);
+        Assert.Equal(487, _sent.Take(Caller).StatusCode);
+        Assert.Empty(_sent.All);
+    }
+
+    [Fact]
+    public void Cancel_for_no_transaction_gets_481()
+    {
+        Receive(Request("CANCEL", "sip:service@127.0.0.1:5060", "c7", "z9hG4bKnone", cseq: "1 CANCEL"), Caller);
+        Assert.Equal(481, _sent.Take(Caller).StatusCode);
+    }
+
+    [Fact]
+    public void Non_invite_retransmits_with_Timer_E_capped_at_T2_and_times_out_with_Timer_F()
+    {
+        Receive(Request("OPTIONS", "sip:bob@example.com", "c8", "z9hG4bKc8", cseq: "1 OPTIONS"), Caller);
+        _sent.Take(Upstream);
+        var at = new List<double>();
+        for (var i = 0; i < 330; i++)
+        {
+            _clock.Advance(TimeSpan.FromMilliseconds(100));
+            while (_sent.TryTake(Upstream, out _))
+            {
+                at.Add(Math.Round(_clock.Elapsed.TotalSeconds * 10) / 10);
+            }
+        }
+        Assert.Equal([0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5], at);
+        Assert.Equal(408, _sent.Take(Caller).StatusCode);
+    }
+
+    [Fact]
+    public void A_request_that_comes_back_unchanged_is_a_loop()
+    {
+        Receive(Request("OPTIONS", "sip:bob@example.com", "c9", "z9hG4bKc9", cseq: "1 OPTIONS"), Caller);
+        var forwarded = _sent.Take(Upstream);
+        Receive(forwarded.Span.ToArray(), Upstream);
+
+        // The answer goes where the looped request's top Via says: back to this proxy's own address.
+        Assert.Equal(482, _sent.Take(Self).StatusCode);
+    }
+
+    [Fact]
+    public void Our_route_entry_is_popped_and_the_next_one_is_the_next_hop()
+    {
+        Receive(Request("BYE", "sip:alice@192.0.2.7:5070", "c10", "z9hG4bKc10", cseq: "2 BYE", toTag: "t",
+            extra: "Route: <sip:192.0.2.80:5060;lr>, <sip:127.0.0.9:5099;lr>\r\n"), Caller);
+        var target = new IPEndPoint(IPAddress.Parse("127.0.0.9"), 5099);
+        var forwarded = _sent.Take(target);
+        Assert.Equal("<sip:127.0.0.9:5099;lr>", Header(forwarded, SipHeaderKind.Route));
+        Assert.False(forwarded.Has(SipHeaderKind.RecordRoute));
+    }
+
+    [Fact]
+    public void Without_a_route_an_in_dialog_request_goes_to_the_request_uri()
+    {
+        Receive(Request("BYE", "sip:alice@127.0.0.1:5071", "c11", "z9hG4bKc11", cseq: "2 BYE", toTag: "t",
+            extra: "Route: <sip:192.0.2.80;lr>\r\n"), Caller);
+        var forwarded = _sent.Take(new IPEndPoint(IPAddress.Loopback, 5071));
+        Assert.False(forwarded.Has(SipHeaderKind.Route));
+    }
+
+    [Fact]
+    public void A_stray_response_is_dropped()
+    {
+        Receive(Encoding.ASCII.GetBytes("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKnotours\r\nVia: SIP/2.0/UDP 255.255.255.255;branch=z9hG4bKx\r\n" +
+            "From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: stray\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"), Upstream);
+        Assert.Empty(_sent.All);
+        Assert.Equal(1, _proxy.Metrics.Dropped);
+    }
+
+    [Fact]
+    public void Over_the_transaction_limit_a_request_gets_503_with_Retry_After()
+    {
+        using var wheel = new TimerWheel(_clock);
+        var sent = new CapturingSender();
+        using var proxy = new SipProxy(new SipProxyOptions { DefaultUpstream = Upstream.ToString(), MaxTransactions = 2 }, sent, wheel);
+        Deliver(proxy, Invite("o1"), Caller);
+        Deliver(proxy, Invite("o2"), Caller);
+        var answer = sent.All.Select(x => Parse(x.Bytes)).Single(m => m.StatusCode == 503);
+        Assert.Equal("5", Header(answer, SipHeaderKind.RetryAfter));
+    }
+
+    [Fact]
+    public void Tcp_next_hop_gets_no_retransmissions()
+    {
+        Receive(Request("OPTIONS", "sip:bob@127.0.0.1:5090;transport=tcp", "c12", "z9hG4bKc12", cseq: "1 OPTIONS"), Caller);
+        var (target, _) = _sent.All.Single();
+        Assert.Equal(SipTransportKind.Tcp, target.Transport);
+        _sent.All.Clear();
+        _clock.Advance(TimeSpan.FromSeconds(10));
+        Assert.Empty(_sent.All);
+    }
+
+    private void Receive(byte[] bytes, IPEndPoint from) => Deliver(_proxy, bytes, from);
+
+    private static void Deliver(SipProxy proxy, byte[] bytes, IPEndPoint from)
+    {
+        using var message = new SipMessage();
+        message.Parse(bytes);
+        proxy.OnMessage(message, new SipTarget(SipTransportKind.Udp, from));
+    }
+
+    private static SipMessage Parse(byte[] bytes)
+    {
+        var m = new SipMessage();
+        Assert.Equal(SipParseError.None, m.Parse(bytes));
+        return m;
+    }
+
+    private static string Text(SipMessage m, TextRange r) => Encoding.UTF8.GetString(m[r]);
+
+    private static string Header(SipMessage m, SipHeaderKind kind)
+    {
+        var index = m.IndexOf(kind);
+        Assert.True(index >= 0, $"no {kind}");
+        return Text(m, m.Fields[index].Value);
+    }
+
+    private static byte[] Invite(string callId) => Request("INVITE", "sip:service@127.0.0.1:5060", callId, "z9hG4bK" + callId,
+        cseq: "1 INVITE", body: "v=0\r\n");
+
+    private static byte[] Ack(string callId, string toTag) =>
+        Request("ACK", "sip:service@127.0.0.1:5060", callId, "z9hG4bK" + callId, cseq: "1 ACK", toTag: toTag);
+
+    private static byte[] Request(string method, string uri, string callId, string branch, string cseq, string? toTag = null,
+        string extra = "", string body = "") =>
+        Encoding.ASCII.GetBytes(
+            $"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch={branch}\r\n{extra}" +
+            $"From: <sip:alice@127.0.0.1:5061>;tag=a{callId}\r\nTo: <sip:service@127.0.0.1:5060>{(toTag is null ? "" : ";tag=" + toTag)}\r\n" +
+            $"Call-ID: {callId}\r\nCSeq: {cseq}\r\nContact: <sip:alice@127.0.0.1:5061>\r\nMax-Forwards: 70\r\n" +
+            $"Content-Length: {body.Length}\r\n\r\n{body}");
+
+    /// <summary>A response from the next hop to a request the proxy sent: its Vias, From, To (with a tag), Call-ID, CSeq.</summary>
+    private static byte[] Response(SipMessage request, int status, string reason, string toTag)
+    {
+        var s = new StringBuilder($"SIP/2.0 {status} {reason}\r\n");
+        foreach (var f in request.Fields)
+        {
+            if (f.Kind is SipHeaderKind.Via or SipHeaderKind.From or SipHeaderKind.CallId or SipHeaderKind.CSeq or SipHeaderKind.RecordRoute)
+            {
+                s.Append(Text(request, f.Name)).Append(": ").Append(Text(request, f.Value)).Append("\r\n");
+            }
+            else if (f.Kind == SipHeaderKind.To)
+            {
+                s.Append("To: ").Append(Text(request, f.Value)).Append(request.ToTag.IsEmpty ? ";tag=" + toTag : "").Append("\r\n");
+            }
+        }
+        s.Append("Contact: <sip:callee@127.0.0.1:5090>\r\nContent-Length: 0\r\n\r\n");
+        return Encoding.ASCII.GetBytes(s.ToString());
+    }
+
+    private sealed class CapturingSender : ISipSender
+    {
+        public List<(SipTarget Target, byte[] Bytes)> All { get; } = [];
+
+        public void Send(in SipTarget target, byte[] message, Action? onFailure = null)
+        {
+            lock (All)
+            {
+                All.Add((target, message));
+            }
+        }
+
+        public bool TryTake(IPEndPoint to, out SipMessage message)
+        {
+            lock (All)
+            {
+                var index = All.FindIndex(x => x.Target.EndPoint.Equals(to));
+                if (index < 0)
+                {
+                    message = null!;
+                    return false;
+                }
+                message = Parse(All[index].Bytes);
+                All.RemoveAt(index);
+                return true;
+            }
+        }
+
+        public SipMessage Take(IPEndPoint to)
+        {
+            Assert.True(TryTake(to, out var message), $"nothing was sent to {to}; sent: {string.Join(", ", All.Select(x => x.Target.ToString()))}");
+            return message;
+        }
+    }
+}
