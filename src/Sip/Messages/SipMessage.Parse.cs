@@ -28,7 +28,7 @@ public sealed partial class SipMessage
         }
         lineEnd += p;
         StartLine = TextRange.FromBounds(p, lineEnd);
-        var startError = s[p..].StartsWith("SIP/"u8) ? ParseStatusLine(s, p, lineEnd) : ParseRequestLine(s, p, lineEnd);
+        var startError = s.Length - p >= 4 && Ascii.EqualsIgnoreCase(s.Slice(p, 4), "SIP/"u8) ? ParseStatusLine(s, p, lineEnd) : ParseRequestLine(s, p, lineEnd);
 
         var headerError = SplitHeaders(s, lineEnd + 2);
         if (headerError is SipParseError.TooManyHeaders or SipParseError.HeaderTooLong or SipParseError.BadHeaderLine)

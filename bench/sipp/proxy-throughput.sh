@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Call setups per second through one SIP edge (no admission): sipp UAC -> edge -> sipp UAS on loopback, with
+# Record-Route honoured so ACK and BYE cross the edge. For each rate it runs a bounded number of calls and prints
+# successful/failed calls, the achieved rate and INVITE->200 response time percentiles (sipp -trace_rtt).
+#   bench/sipp/proxy-throughput.sh [rates...]        e.g. bench/sipp/proxy-throughput.sh 500 1000 2000
+# Environment: SECONDS_PER_RATE (default 10), TRANSPORT (u1 or t1, default u1).
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+rates=("${@:-500 1000 2000}")
+per_rate=${SECONDS_PER_RATE:-10}
+transport=${TRANSPORT:-u1}
+command -v sipp >/dev/null || { echo "sipp (Debian package sip-tester) is required" >&2; exit 1; }
+dotnet build "$repo/src/SipEdge" -c Release --nologo -v q >/dev/null
+work=$(mktemp -d /tmp/callstate-bench.XXXXXX)
+edge_pid=""; uas_pid=""
+cleanup() {
+    [[ -n $uas_pid ]] && kill "$uas_pid" 2>/dev/null || true
+    [[ -n $edge_pid ]] && kill "$edge_pid" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+printf 'SEQUENTIAL\n' >"$work/users.csv"
+for i in $(seq 1 100); do printf 'user%d\n' "$i" >>"$work/users.csv"; done
+
+edge_port=25060; uas_port=25090; uac_port=25061; http_port=25082
+dotnet "$repo/src/SipEdge/bin/Release/net10.0/CallState.SipEdge.dll" --urls="http://127.0.0.1:$http_port" \
+    --CallState:Sip:Port=$edge_port --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port \
+    --Logging:LogLevel:Default=Warning >"$work/edge.log" 2>&1 &
+edge_pid=$!
+for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$http_port/health/ready" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+sipp -sf "$repo/tests/Cluster.IntegrationTests/sipp/uas_rr.xml" -i 127.0.0.1 -p $uas_port -t "$transport" \
+    -buff_size 4194304 -nostdin -default_behaviors all,-abortunexp >"$work/uas.log" 2>&1 &
+uas_pid=$!
+sleep 0.5
+
+echo "rate_offered,calls,successful,failed,achieved_cps,rtt_p50_ms,rtt_p99_ms,edge_cpu_s"
+set +e +o pipefail
+for rate in ${rates[*]}; do
+    calls=$((rate * per_rate))
+    cpu_before=$(awk '{print $14+$15}' "/proc/$edge_pid/stat")
+    start=$(date +%s.%N)
+    (cd "$work" && timeout $((per_rate * 3 + 60)) sipp 127.0.0.1:$edge_port -sf "$repo/tests/Cluster.IntegrationTests/sipp/uac_rr.xml" \
+        -inf "$work/users.csv" -i 127.0.0.1 -p $uac_port -t "$transport" -m "$calls" -r "$rate" -l $((rate * 4)) \
+        -buff_size 4194304 -nostdin -default_behaviors all,-abortunexp -trace_rtt -rtt_freq 100 \
+        >"$work/uac.log" 2>&1) || true
+    end=$(date +%s.%N)
+    cpu_after=$(awk '{print $14+$15}' "/proc/$edge_pid/stat")
+    ok=$(grep -E "Successful call" "$work/uac.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
+    failed=$(grep -E "Failed call" "$work/uac.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
+    rtt=$(cat "$work"/uac_rr_*_rtt.csv 2>/dev/null | awk -F';' 'NR>1 && $2 ~ /^[0-9.]+$/ {print $2}' | sort -n |
+        awk '{a[NR]=$1} END {if (NR==0) {print "n/a,n/a"} else {print a[int(NR*0.5)+ (NR*0.5==int(NR*0.5)?0:1)] "," a[int(NR*0.99)+ (NR*0.99==int(NR*0.99)?0:1)]}}')
+    rm -f "$work"/uac_rr_*_rtt.csv
+    cps=$(awk -v c="${ok:-0}" -v s="$start" -v e="$end" 'BEGIN {printf "%.0f", c/(e-s)}')
+    cpu=$(awk -v a="$cpu_before" -v b="$cpu_after" 'BEGIN {printf "%.2f", (b-a)/100}')
+    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu"
+done
