@@ -161,27 +161,8 @@ public sealed class SiloProcess : IAsyncDisposable
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
-    private static string DotnetHost() =>
-        Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
+    private static string DotnetHost() => RepoPaths.DotnetHost();
 
     /// <summary>The silo built with the same configuration (Debug/Release) as this test assembly.</summary>
-    private static string SiloAssembly()
-    {
-        var testDir = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-        var framework = testDir.Name;
-        var configuration = testDir.Parent!.Name;
-        var dir = testDir;
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Cluster.sln")))
-        {
-            dir = dir.Parent;
-        }
-
-        if (dir is null)
-        {
-            throw new InvalidOperationException("Cluster.sln not found above " + AppContext.BaseDirectory);
-        }
-
-        var path = Path.Combine(dir.FullName, "src", "Silo", "bin", configuration, framework, "CallState.Silo.dll");
-        return File.Exists(path) ? path : throw new FileNotFoundException("build the solution first", path);
-    }
+    private static string SiloAssembly() => RepoPaths.BuiltAssembly("Silo", "CallState.Silo.dll");
 }

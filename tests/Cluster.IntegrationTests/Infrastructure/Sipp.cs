@@ -1,0 +1,177 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+
+namespace CallState.Cluster.IntegrationTests.Infrastructure;
+
+/// <summary>What a sipp run counted (its -trace_stat file, cumulative columns).</summary>
+public sealed record SippStats(long Created, long Successful, long Failed, long Unexpected, long DeadCallMessages);
+
+/// <summary>
+/// Real sipp processes (Debian package sip-tester). A missing sipp fails the test; it never skips. Every run is
+/// bounded in calls and in time, and a process is only ever killed by its own id.
+/// </summary>
+public sealed class Sipp : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly StringBuilder _output = new();
+    private readonly string _dir;
+
+    private Sipp(Process process, string dir, string name)
+    {
+        _process = process;
+        _dir = dir;
+        Name = name;
+    }
+
+    public string Name { get; }
+
+    public string Output
+    {
+        get
+        {
+            lock (_output)
+            {
+                return _output.ToString();
+            }
+        }
+    }
+
+    /// <summary>Starts sipp with <paramref name="args"/> in a fresh directory, writing its statistics and errors there.</summary>
+    public static Sipp Start(string name, IEnumerable<string> args)
+    {
+        var sipp = Which("sipp") ?? throw new InvalidOperationException(
+            "sipp is not installed (Debian package sip-tester); scripts/test.sh installs it");
+        var dir = Directory.CreateTempSubdirectory("callstate-sipp-").FullName;
+        var info = new ProcessStartInfo(sipp)
+        {
+            WorkingDirectory = dir,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = false,
+            UseShellExecute = false,
+        };
+        foreach (var arg in args)
+        {
+            info.ArgumentList.Add(arg);
+        }
+        foreach (var arg in new[] { "-nostdin", "-trace_stat", "-stf", Path.Combine(dir, "stats.csv"), "-fd", "1", "-trace_err" })
+        {
+            info.ArgumentList.Add(arg);
+        }
+        var process = new Process { StartInfo = info };
+        var run = new Sipp(process, dir, name);
+        process.OutputDataReceived += (_, e) => run.Append(e.Data);
+        process.ErrorDataReceived += (_, e) => run.Append(e.Data);
+        process.Start();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return run;
+    }
+
+    /// <summary>Waits for sipp to finish by itself; past <paramref name="timeout"/> it is killed and the test fails.</summary>
+    public async Task<SippStats> WaitAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            Kill();
+            Assert.Fail($"sipp {Name} did not finish in {timeout}:\n{Describe()}");
+        }
+        _process.WaitForExit();
+        return ReadStats();
+    }
+
+    /// <summary>Stops a server-side sipp (SIGKILL by its id) and returns what it counted.</summary>
+    public SippStats Stop()
+    {
+        Kill();
+        return ReadStats();
+    }
+
+    /// <summary>The process output and its error log, for a failure message.</summary>
+    public string Describe()
+    {
+        var errors = Directory.GetFiles(_dir, "*_errors.log").Select(File.ReadAllText).FirstOrDefault() ?? "";
+        if (errors.Length > 4000)
+        {
+            errors = errors[..4000] + "...";
+        }
+        var output = Output;
+        if (output.Length > 4000)
+        {
+            output = output[^4000..];
+        }
+        return $"exit {(_process.HasExited ? _process.ExitCode.ToString(CultureInfo.InvariantCulture) : "running")}\n--- output ---\n{output}\n--- errors ---\n{errors}";
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        Kill();
+        _process.Dispose();
+        try
+        {
+            Directory.Delete(_dir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+        return ValueTask.CompletedTask;
+    }
+
+    private SippStats ReadStats()
+    {
+        var path = Path.Combine(_dir, "stats.csv");
+        Assert.True(File.Exists(path), $"sipp {Name} wrote no statistics:\n{Describe()}");
+        var lines = File.ReadAllLines(path).Where(l => l.Length > 0).ToArray();
+        Assert.True(lines.Length >= 2, $"sipp {Name} statistics are empty:\n{Describe()}");
+        var header = lines[0].Split(';');
+        var last = lines[^1].Split(';');
+        long Column(string name)
+        {
+            var index = Array.IndexOf(header, name);
+            Assert.True(index >= 0, $"no column {name} in sipp statistics");
+            return long.Parse(last[index], CultureInfo.InvariantCulture);
+        }
+        return new SippStats(Column("TotalCallCreated"), Column("SuccessfulCall(C)"), Column("FailedCall(C)"),
+            Column("FailedUnexpectedMessage(C)"), Column("DeadCallMsgs(C)"));
+    }
+
+    private void Kill()
+    {
+        try
+        {
+            if (!_process.HasExited)
+            {
+                _process.Kill(entireProcessTree: false);
+                _process.WaitForExit(10_000);
+            }
+        }
+        catch (InvalidOperationException)
+        {
+            // Never started or already reaped.
+        }
+    }
+
+    private void Append(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+        lock (_output)
+        {
+            _output.AppendLine(line);
+        }
+    }
+
+    private static string? Which(string command) =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin")
+        .Split(':', StringSplitOptions.RemoveEmptyEntries)
+        .Select(d => Path.Combine(d, command))
+        .FirstOrDefault(File.Exists);
+}

@@ -1,0 +1,16 @@
+using CallState.Cluster.IntegrationTests.Infrastructure;
+
+namespace CallState.Cluster.IntegrationTests;
+
+public sealed class SipEdgeConfigurationTests
+{
+    [Fact]
+    public async Task A_bad_sip_setting_stops_the_edge_with_exit_code_2_naming_the_field()
+    {
+        await using var edge = SipEdgeProcess.Start(["--CallState:Sip:DefaultUpstream=not-an-address", "--CallState:Sip:T2=00:00:00.1"]);
+        var exit = await edge.WaitForExitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(2, exit);
+        Assert.Contains("CallState:Sip:DefaultUpstream", edge.Output, StringComparison.Ordinal);
+        Assert.Contains("CallState:Sip:T2", edge.Output, StringComparison.Ordinal);
+    }
+}

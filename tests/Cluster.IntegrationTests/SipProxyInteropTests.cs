@@ -1,0 +1,112 @@
+using CallState.Cluster.IntegrationTests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace CallState.Cluster.IntegrationTests;
+
+/// <summary>Tests that run real processes under load: one at a time, so they do not compete for the two cores.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class LoadTests
+{
+    public const string Name = "load";
+}
+
+/// <summary>
+/// sipp UAC -> SIP edge process -> sipp UAS over loopback, with scenarios that honour Record-Route so ACK and BYE
+/// cross the edge. Counts come from sipp's own statistics.
+/// </summary>
+[Collection(LoadTests.Name)]
+public sealed class SipProxyInteropTests(ITestOutputHelper output)
+{
+    private static readonly TimeSpan RunLimit = TimeSpan.FromSeconds(90);
+
+    [Theory]
+    [InlineData("u1")]
+    [InlineData("t1")]
+    public async Task Five_hundred_calls_through_the_edge_all_succeed(string transport)
+    {
+        var stats = await RunAsync("uac_rr.xml", "uas_rr.xml", transport, calls: 500, rate: 100, lossPercent: 0);
+        Assert.Equal(500, stats.Successful);
+        Assert.Equal(0, stats.Failed);
+        Assert.Equal(0, stats.Unexpected);
+    }
+
+    [Fact]
+    public async Task Calls_cancelled_while_ringing_complete_cleanly()
+    {
+        var stats = await RunAsync("uac_cancel.xml", "uas_cancel.xml", "u1", calls: 50, rate: 25, lossPercent: 0);
+        Assert.Equal(50, stats.Successful);
+        Assert.Equal(0, stats.Failed);
+        Assert.Equal(0, stats.Unexpected);
+    }
+
+    [Fact]
+    public async Task With_ten_percent_loss_on_both_ends_every_call_completes_through_retransmissions()
+    {
+        var stats = await RunAsync("uac_rr.xml", "uas_rr.xml", "u1", calls: 200, rate: 50, lossPercent: 10);
+        Assert.Equal(200, stats.Successful);
+        Assert.Equal(0, stats.Failed);
+    }
+
+    [Fact]
+    public async Task The_scenarios_work_without_the_edge()
+    {
+        // Proves the harness: the same caller and callee talking directly.
+        var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
+        await using var uas = StartUas("uas_rr.xml", "u1", uasPort, 0);
+        await using var uac = StartUac("uac_rr.xml", "u1", uasPort, calls: 20, rate: 50, 0);
+        var stats = await uac.WaitAsync(RunLimit);
+        Assert.True(stats.Successful == 20, uac.Describe());
+    }
+
+    private async Task<SippStats> RunAsync(string uacScenario, string uasScenario, string transport, int calls, int rate, int lossPercent)
+    {
+        var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
+        await using var uas = StartUas(uasScenario, transport, uasPort, lossPercent);
+        await using var edge = SipEdgeProcess.Start([$"--CallState:Sip:DefaultUpstream=127.0.0.1:{uasPort}"]);
+        await edge.WaitReadyAsync(TimeSpan.FromSeconds(30));
+        await using var uac = StartUac(uacScenario, transport, edge.SipPort, calls, rate, lossPercent);
+        var stats = await uac.WaitAsync(RunLimit);
+        var uasStats = uas.Stop();
+        output.WriteLine($"uac {stats}; uas {uasStats}");
+        if (stats.Successful != calls || stats.Failed != 0)
+        {
+            output.WriteLine("UAC: " + uac.Describe());
+            output.WriteLine("UAS: " + uas.Describe());
+            output.WriteLine("edge: " + edge.Output);
+        }
+        Assert.False(edge.HasExited, edge.Output);
+        return stats;
+    }
+
+    private static Sipp StartUas(string scenario, string transport, int port, int lossPercent)
+    {
+        var args = new List<string> { "-sf", RepoPaths.Scenario(scenario), "-i", "127.0.0.1", "-p", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "-t", transport };
+        AddLoss(args, lossPercent);
+        return Sipp.Start("uas", args);
+    }
+
+    private static Sipp StartUac(string scenario, string transport, int remotePort, int calls, int rate, int lossPercent)
+    {
+        var users = Path.Combine(Path.GetTempPath(), "callstate-sipp-users.csv");
+        File.WriteAllText(users, "SEQUENTIAL\nalice\nbob\ncarol\n");
+        var args = new List<string>
+        {
+            $"127.0.0.1:{remotePort}", "-sf", RepoPaths.Scenario(scenario), "-inf", users, "-i", "127.0.0.1",
+            "-p", SipEdgeProcess.FreeUdpAndTcpPort().ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "-t", transport, "-m", calls.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "-r", rate.ToString(System.Globalization.CultureInfo.InvariantCulture), "-l", "100",
+            "-timeout", "80s", "-timeout_error", "-recv_timeout", "40s",
+        };
+        AddLoss(args, lossPercent);
+        return Sipp.Start("uac", args);
+    }
+
+    private static void AddLoss(List<string> args, int lossPercent)
+    {
+        if (lossPercent > 0)
+        {
+            args.Add("-lost");
+            args.Add(lossPercent.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+    }
+}
