@@ -177,4 +177,27 @@ internal static class SipSyntax
         }
         return -1;
     }
+
+    /// <summary>
+    /// Reads a host (RFC 3261 25.1: hostname, IPv4address, or IPv6reference in brackets) at <paramref name="i"/>;
+    /// returns the index after it, or <paramref name="i"/> itself when there is no valid host there.
+    /// </summary>
+    public static int SkipHost(ReadOnlySpan<byte> s, int i, int end)
+    {
+        if (i < end && s[i] == '[')
+        {
+            var k = i + 1;
+            while (k < end && (IsDigit(s[k]) || (uint)((s[k] | 0x20) - 'a') <= 5 || s[k] is (byte)':' or (byte)'.'))
+            {
+                k++;
+            }
+            return k < end && s[k] == ']' && k > i + 1 ? k + 1 : i;
+        }
+        var j = i;
+        while (j < end && (IsAlpha(s[j]) || IsDigit(s[j]) || s[j] is (byte)'-' or (byte)'.'))
+        {
+            j++;
+        }
+        return j;
+    }
 }

@@ -133,29 +133,7 @@ public readonly struct SipUri
             i = userEnd + 1;
         }
         var hostStart = i;
-        if (i < end && s[i] == '[')
-        {
-            var close = s[i..end].IndexOf((byte)']');
-            if (close < 2)
-            {
-                return false;
-            }
-            for (var k = i + 1; k < i + close; k++)
-            {
-                if (!(SipSyntax.IsDigit(s[k]) || (uint)((s[k] | 0x20) - 'a') <= 5 || s[k] is (byte)':' or (byte)'.'))
-                {
-                    return false;
-                }
-            }
-            i += close + 1;
-        }
-        else
-        {
-            while (i < end && (SipSyntax.IsAlpha(s[i]) || SipSyntax.IsDigit(s[i]) || s[i] is (byte)'-' or (byte)'.'))
-            {
-                i++;
-            }
-        }
+        i = SipSyntax.SkipHost(s, i, end);
         if (i == hostStart)
         {
             return false;

@@ -71,25 +71,7 @@ public readonly struct ViaValue
         }
         i = SipSyntax.SkipLws(s, transportEnd, end);
         var hostStart = i;
-        if (i < end && s[i] == '[')
-        {
-            while (i < end && s[i] != ']')
-            {
-                i++;
-            }
-            if (i >= end)
-            {
-                return false;
-            }
-            i++;
-        }
-        else
-        {
-            while (i < end && (SipSyntax.IsAlpha(s[i]) || SipSyntax.IsDigit(s[i]) || s[i] is (byte)'-' or (byte)'.'))
-            {
-                i++;
-            }
-        }
+        i = SipSyntax.SkipHost(s, i, end);
         if (i == hostStart)
         {
             return false;
