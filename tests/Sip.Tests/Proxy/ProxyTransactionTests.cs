@@ -2,6 +2,7 @@ using System.Net;
 using System.Text;
 using CallState.Sip.Messages;
 using CallState.Sip.Proxy;
+using CallState.Sip.Tests.Messages;
 using CallState.Sip.Tests.Timers;
 using CallState.Sip.Timers;
 
@@ -253,6 +254,32 @@ public sealed class ProxyTransactionTests : IDisposable
         _sent.All.Clear();
         _clock.Advance(TimeSpan.FromSeconds(10));
         Assert.Empty(_sent.All);
+    }
+
+    [Fact]
+    public void Mutated_messages_never_throw_out_of_the_proxy()
+    {
+        var random = new Random(4475);
+        var seeds = TortureCorpus.ManifestNames().Select(TortureCorpus.Read).Append(Invite("m")).ToArray();
+        byte[] interesting = [(byte)'\r', (byte)'\n', (byte)':', (byte)';', (byte)',', (byte)'"', (byte)'<', (byte)'>', 0, 0xFF, (byte)' ', (byte)'%'];
+        for (var i = 0; i < 3000; i++)
+        {
+            var bytes = (byte[])seeds[random.Next(seeds.Length)].Clone();
+            for (var flips = random.Next(1, 4); flips > 0; flips--)
+            {
+                var at = random.Next(bytes.Length);
+                bytes[at] = random.Next(2) == 0 ? interesting[random.Next(interesting.Length)] : (byte)(bytes[at] ^ (1 << random.Next(8)));
+            }
+            if (random.Next(4) == 0)
+            {
+                bytes = bytes[..random.Next(bytes.Length)];
+            }
+            Receive(bytes, random.Next(2) == 0 ? Caller : Upstream);
+            _clock.Advance(TimeSpan.FromMilliseconds(random.Next(50)));
+        }
+        _clock.Advance(TimeSpan.FromMinutes(5));
+        Assert.Equal(0, _wheel.CallbackErrors);
+        Assert.Equal(0, _proxy.ServerTransactionCount + _proxy.ClientTransactionCount);
     }
 
     private void Receive(byte[] bytes, IPEndPoint from) => Deliver(_proxy, bytes, from);
