@@ -22,7 +22,8 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
     private readonly TimerWheel _wheel;
     private long _transportErrors;
 
-    public SipEndpoint(SipProxyOptions options, TimeProvider? timeProvider = null, IMeterFactory? meterFactory = null, Action<Exception>? onError = null)
+    public SipEndpoint(SipProxyOptions options, TimeProvider? timeProvider = null, IMeterFactory? meterFactory = null, Action<Exception>? onError = null,
+        ICallPolicy? policy = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         timeProvider ??= TimeProvider.System;
@@ -32,7 +33,7 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
             throw new ArgumentException(string.Join("; ", errors), nameof(options));
         }
         _wheel = new TimerWheel(timeProvider);
-        Proxy = new SipProxy(options, this, _wheel, new SipProxyMetrics(meterFactory));
+        Proxy = new SipProxy(options, this, _wheel, new SipProxyMetrics(meterFactory), policy);
         var local = new IPEndPoint(IPAddress.Parse(options.ListenAddress), options.Port);
         void Report(Exception ex)
         {

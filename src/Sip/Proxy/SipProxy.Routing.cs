@@ -112,10 +112,11 @@ public sealed partial class SipProxy
     /// RFC 3261 16.4 and 16.5: pops the Route entries naming this edge, then sends to the next Route entry if any,
     /// else to the Request-URI (a static next hop when it names this edge or a host that is not an IP address).
     /// </summary>
-    private bool TryRoute(SipMessage m, in SipTarget source, out SipTarget target, out int popRoutes)
+    private bool TryRoute(SipMessage m, in SipTarget source, out SipTarget target, out int popRoutes, out TextRange callerTag)
     {
         var s = m.Span;
         popRoutes = 0;
+        callerTag = default;
         target = default;
         foreach (var field in m.Fields)
         {
@@ -132,6 +133,10 @@ public sealed partial class SipProxy
                 if (IsSelf(s, route.Uri))
                 {
                     popRoutes++;
+                    if (SipParameters.TryFindUriParameter(s, route.Uri.Parameters, CallerTagParameter, out var tag) && !tag.IsEmpty)
+                    {
+                        callerTag = tag;
+                    }
                     continue;
                 }
                 return TryResolve(s, route.Uri, source, allowDefault: true, out target);
@@ -196,7 +201,7 @@ public sealed partial class SipProxy
     /// entries removed, received/rport filled in the sender's Via (RFC 3261 18.2.1, RFC 3581); every other field verbatim.
     /// </summary>
     private byte[] BuildForwardedRequest(SipMessage m, in SipTarget source, in SipTarget target, ReadOnlySpan<byte> branch,
-        int popRoutes, bool recordRoute, out CancelInfo cancelInfo)
+        int popRoutes, bool recordRoute, TextRange callerTag, out CancelInfo cancelInfo)
     {
         var s = m.Span;
         var w = Scratch.Message();
@@ -218,9 +223,9 @@ public sealed partial class SipProxy
             if (target.Transport != source.Transport)
             {
                 // Two entries when the transport changes here (RFC 3261 16.6 step 4, RFC 5658 double Record-Route).
-                w.Write(target.Transport == SipTransportKind.Tcp ? _recordRouteTcp : _recordRouteUdp);
+                WriteRecordRoute(w, target.Transport, callerTag.Of(s));
             }
-            w.Write(source.Transport == SipTransportKind.Tcp ? _recordRouteTcp : _recordRouteUdp);
+            WriteRecordRoute(w, source.Transport, callerTag.Of(s));
         }
         var firstVia = m.IndexOf(SipHeaderKind.Via);
         var routesStart = -1;
@@ -307,6 +312,38 @@ public sealed partial class SipProxy
                 m.CSeq);
         }
         return bytes;
+    }
+
+    /// <summary>URI parameter of our Record-Route entry carrying the caller's From tag, so any edge can name the call of an in-dialog request.</summary>
+    private static ReadOnlySpan<byte> CallerTagParameter => "cs-tag"u8;
+
+    private void WriteRecordRoute(PooledBufferWriter w, SipTransportKind transport, ReadOnlySpan<byte> callerTag)
+    {
+        w.Write(_recordRoute);
+        if (transport == SipTransportKind.Tcp)
+        {
+            w.Write(";transport=tcp"u8);
+        }
+        if (!callerTag.IsEmpty)
+        {
+            w.Write(";"u8);
+            w.Write(CallerTagParameter);
+            w.Write("="u8);
+            foreach (var b in callerTag)
+            {
+                // Tags are tokens; the few token characters a URI parameter may not hold are escaped.
+                if (SipSyntax.IsAlpha(b) || SipSyntax.IsDigit(b) || b is (byte)'-' or (byte)'_' or (byte)'.' or (byte)'!' or (byte)'~' or (byte)'*' or (byte)'\'')
+                {
+                    w.Write([b]);
+                }
+                else
+                {
+                    w.Write("%"u8);
+                    w.Write([(byte)"0123456789ABCDEF"[b >> 4], (byte)"0123456789ABCDEF"[b & 15]]);
+                }
+            }
+        }
+        w.Write(">\r\n"u8);
     }
 
     private static byte[] Line(SipMessage m, SipHeaderKind kind)
@@ -434,7 +471,7 @@ public sealed partial class SipProxy
             _metrics.Drop("stateless_unroutable");
             return;
         }
-        if (!TryRoute(m, source, out var target, out var popRoutes))
+        if (!TryRoute(m, source, out var target, out var popRoutes, out _))
         {
             _metrics.Drop("stateless_no_route");
             return;
@@ -443,7 +480,7 @@ public sealed partial class SipProxy
         TransactionKeys.ServerKey(m, key, ackAsInvite: false);
         var branch = Scratch.Small();
         TransactionKeys.Branch(key.WrittenSpan, TransactionKeys.LoopHash(m), branch);
-        var bytes = BuildForwardedRequest(m, source, target, branch.ToArray(), popRoutes, recordRoute: false, out _);
+        var bytes = BuildForwardedRequest(m, source, target, branch.ToArray(), popRoutes, recordRoute: false, default, out _);
         _metrics.ForwardedRequest();
         _sender.Send(target, bytes);
     }

@@ -20,6 +20,7 @@ public sealed partial class SipProxy : IDisposable
     private readonly ISipSender _sender;
     private readonly TimerWheel _wheel;
     private readonly SipProxyMetrics _metrics;
+    private readonly ICallPolicy? _policy;
     private readonly ConcurrentDictionary<byte[], ServerTransaction> _servers = new(ByteKeyComparer.Instance);
     private readonly ConcurrentDictionary<byte[], ServerTransaction>.AlternateLookup<ReadOnlySpan<byte>> _serverLookup;
     private readonly ConcurrentDictionary<byte[], ClientTransaction> _clients = new(ByteKeyComparer.Instance);
@@ -28,8 +29,7 @@ public sealed partial class SipProxy : IDisposable
     private readonly int[] _selfPorts;
     private readonly byte[] _viaHost;
     private readonly int _viaPort;
-    private readonly byte[] _recordRouteUdp;
-    private readonly byte[] _recordRouteTcp;
+    private readonly byte[] _recordRoute;
     private readonly IPEndPoint? _defaultUpstream;
     private readonly Dictionary<string, IPEndPoint> _nextHops = new(StringComparer.OrdinalIgnoreCase);
     private readonly byte[] _retryAfterLine;
@@ -38,7 +38,7 @@ public sealed partial class SipProxy : IDisposable
     private readonly TimeSpan _t4;
     private readonly TimeSpan _timeout64T1;
 
-    public SipProxy(SipProxyOptions options, ISipSender sender, TimerWheel wheel, SipProxyMetrics? metrics = null)
+    public SipProxy(SipProxyOptions options, ISipSender sender, TimerWheel wheel, SipProxyMetrics? metrics = null, ICallPolicy? policy = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         var errors = options.Validate();
@@ -50,6 +50,7 @@ public sealed partial class SipProxy : IDisposable
         _sender = sender ?? throw new ArgumentNullException(nameof(sender));
         _wheel = wheel ?? throw new ArgumentNullException(nameof(wheel));
         _metrics = metrics ?? new SipProxyMetrics();
+        _policy = policy;
         _metrics.ObserveTransactions(() => _servers.Count + _clients.Count);
         _serverLookup = _servers.GetAlternateLookup<ReadOnlySpan<byte>>();
         _clientLookup = _clients.GetAlternateLookup<ReadOnlySpan<byte>>();
@@ -58,9 +59,7 @@ public sealed partial class SipProxy : IDisposable
         _selfHosts = new[] { options.ListenAddress, options.EffectiveViaHost, options.EffectiveAdvertisedHost }
             .Select(h => Encoding.ASCII.GetBytes(BracketIfIPv6(h).ToLowerInvariant())).ToArray();
         _selfPorts = [options.Port, options.EffectiveViaPort, options.EffectiveAdvertisedPort];
-        var advertised = $"<sip:{BracketIfIPv6(options.EffectiveAdvertisedHost)}:{options.EffectiveAdvertisedPort};lr";
-        _recordRouteUdp = Encoding.ASCII.GetBytes($"Record-Route: {advertised}>\r\n");
-        _recordRouteTcp = Encoding.ASCII.GetBytes($"Record-Route: {advertised};transport=tcp>\r\n");
+        _recordRoute = Encoding.ASCII.GetBytes($"Record-Route: <sip:{BracketIfIPv6(options.EffectiveAdvertisedHost)}:{options.EffectiveAdvertisedPort};lr");
         if (SipProxyOptions.TryParseHostPort(options.DefaultUpstream, out var upstream))
         {
             _defaultUpstream = upstream;
@@ -233,17 +232,125 @@ public sealed partial class SipProxy : IDisposable
             Respond(tx, 482, "Loop Detected"u8);
             return;
         }
-        if (!TryRoute(m, source, out var target, out var popRoutes))
+        if (!TryRoute(m, source, out var target, out var popRoutes, out var routeCallerTag))
         {
             Respond(tx, 404, "Not Found (no route)"u8);
             return;
         }
+        if (_policy is not null)
+        {
+            if (m.Method == SipMethod.Invite && m.ToTag.IsEmpty)
+            {
+                StartAdmission(m, source, tx, target, popRoutes);
+                return;
+            }
+            if (m.Method is SipMethod.Bye or SipMethod.Invite or SipMethod.Update)
+            {
+                // In-dialog: the caller's tag travels in our Record-Route entry; without it, the From tag.
+                var call = new SipCallId(Encoding.UTF8.GetString(m[m.CallId]),
+                    Encoding.UTF8.GetString(routeCallerTag.IsEmpty ? m[m.FromTag] : m[routeCallerTag]));
+                if (m.Method == SipMethod.Bye)
+                {
+                    _policy.OnBye(call);
+                }
+                else
+                {
+                    _policy.OnRefresh(call);
+                }
+            }
+        }
+        Forward(m, source, tx, target, popRoutes, admitted: null);
+    }
 
+    /// <summary>Asks the policy about an initial INVITE; the transaction answers its retransmissions meanwhile.</summary>
+    private void StartAdmission(SipMessage m, SipTarget source, ServerTransaction tx, SipTarget route, int popRoutes)
+    {
+        var copy = new SipMessage();
+        copy.Parse(m.Span);
+        var call = new SipCallId(Encoding.UTF8.GetString(m[m.CallId]), Encoding.UTF8.GetString(m[m.FromTag]));
+        ValueTask<CallDecision> pending;
+        try
+        {
+            pending = _policy!.AdmitAsync(copy, source, route, CancellationToken.None);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            pending = ValueTask.FromResult(PolicyFailed);
+        }
+        if (pending.IsCompleted)
+        {
+            CompleteAdmission(copy, source, tx, route, popRoutes, call, Result(pending));
+            return;
+        }
+        _ = AwaitAdmissionAsync(pending, copy, source, tx, route, popRoutes, call);
+    }
+
+    private static readonly CallDecision PolicyFailed = CallDecision.Reject(503, "Service Unavailable", "Retry-After: 5\r\n");
+
+    private static CallDecision Result(ValueTask<CallDecision> completed)
+    {
+        try
+        {
+            return completed.Result;
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            return PolicyFailed;
+        }
+    }
+
+    private async Task AwaitAdmissionAsync(ValueTask<CallDecision> pending, SipMessage copy, SipTarget source, ServerTransaction tx,
+        SipTarget route, int popRoutes, SipCallId call)
+    {
+        CallDecision decision;
+        try
+        {
+            decision = await pending.ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            decision = PolicyFailed;
+        }
+        lock (tx.Sync)
+        {
+            CompleteAdmission(copy, source, tx, route, popRoutes, call, decision);
+        }
+    }
+
+    private void CompleteAdmission(SipMessage copy, SipTarget source, ServerTransaction tx, SipTarget route, int popRoutes,
+        SipCallId call, CallDecision decision)
+    {
+        using (copy)
+        {
+            if (!decision.Admitted)
+            {
+                if (tx.State == ServerState.Proceeding)
+                {
+                    Respond(tx, decision.Status, Encoding.UTF8.GetBytes(decision.ReasonPhrase), Encoding.UTF8.GetBytes(decision.ExtraHeaders));
+                }
+                return;
+            }
+            tx.AdmittedCall = call;
+            if (tx.State != ServerState.Proceeding)
+            {
+                // Cancelled (and answered 487) while the policy decided: the slot goes back at once.
+                tx.CallReported = true;
+                _policy!.OnFailed(call, tx.LastStatus);
+                return;
+            }
+            Forward(copy, source, tx, decision.NextHop ?? route, popRoutes, call);
+        }
+    }
+
+    private void Forward(SipMessage m, in SipTarget source, ServerTransaction tx, SipTarget target, int popRoutes, SipCallId? admitted)
+    {
+        var s = m.Span;
         var branchWriter = Scratch.Small();
         TransactionKeys.Branch(tx.Key, tx.LoopHash, branchWriter);
         var branch = branchWriter.ToArray();
         var recordRoute = m.ToTag.IsEmpty && m.Method is SipMethod.Invite or SipMethod.Subscribe or SipMethod.Refer;
-        var request = BuildForwardedRequest(m, source, target, branch, popRoutes, recordRoute, out var cancelInfo);
+        var request = BuildForwardedRequest(m, source, target, branch, popRoutes, recordRoute,
+            admitted is null ? default : m.FromTag, out var cancelInfo);
         var clientKey = Scratch.Key();
         TransactionKeys.ClientKey(branch, m.CSeqMethodToken.Of(s), clientKey);
         var client = new ClientTransaction(clientKey.ToArray(), tx.IsInvite, target, request, tx, tx.IsInvite ? cancelInfo : null);
@@ -638,6 +745,18 @@ public sealed partial class SipProxy : IDisposable
         tx.LastResponse = response;
         tx.LastStatus = status;
         _sender.Send(tx.Source, response);
+        if (tx.AdmittedCall is { } call && !tx.CallReported)
+        {
+            tx.CallReported = true;
+            if (status < 300)
+            {
+                _policy!.OnAnswered(call);
+            }
+            else
+            {
+                _policy!.OnFailed(call, status);
+            }
+        }
         if (tx.IsInvite && status < 300)
         {
             if (tx.State != ServerState.Accepted)

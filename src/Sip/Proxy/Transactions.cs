@@ -74,6 +74,11 @@ internal sealed class ServerTransaction
     public TimeSpan RetransmitInterval { get; set; }
 
     public TimerHandle EndTimer { get; set; }
+
+    /// <summary>The call the policy admitted on this INVITE, told how it ends once (<see cref="CallReported"/>).</summary>
+    public SipCallId? AdmittedCall { get; set; }
+
+    public bool CallReported { get; set; }
 }
 
 /// <summary>

@@ -257,6 +257,80 @@ public sealed class ProxyTransactionTests : IDisposable
     }
 
     [Fact]
+    public void A_rejected_invite_is_answered_with_the_policy_status_and_never_forwarded()
+    {
+        var policy = new RecordingPolicy { Decide = _ => CallDecision.Reject(486, "Busy Here", "Reason: Q.850;cause=17\r\n") };
+        using var proxy = new SipProxy(new SipProxyOptions { DefaultUpstream = Upstream.ToString() }, _sent, _wheel, policy: policy);
+        Deliver(proxy, Invite("p1"), Caller);
+        Assert.Equal(100, _sent.Take(Caller).StatusCode);
+        var busy = _sent.Take(Caller);
+        Assert.Equal(486, busy.StatusCode);
+        Assert.Equal("Q.850;cause=17", Header(busy, SipHeaderKind.Reason));
+        Assert.Empty(_sent.All);
+        Assert.Empty(policy.Events);
+
+        // A retransmission neither asks the policy again nor forwards.
+        Deliver(proxy, Invite("p1"), Caller);
+        Assert.Equal(486, _sent.Take(Caller).StatusCode);
+        Assert.Equal(1, policy.Asked);
+    }
+
+    [Fact]
+    public void An_admitted_call_is_reported_answered_and_its_bye_from_the_callee_names_the_caller()
+    {
+        var policy = new RecordingPolicy();
+        using var proxy = new SipProxy(new SipProxyOptions { DefaultUpstream = Upstream.ToString(), AdvertisedHost = "192.0.2.80" }, _sent, _wheel, policy: policy);
+        Deliver(proxy, Invite("p2"), Caller);
+        _sent.Take(Caller);
+        var forwarded = _sent.Take(Upstream);
+        var recordRoute = Header(forwarded, SipHeaderKind.RecordRoute);
+        Assert.Equal("<sip:192.0.2.80:5060;lr;cs-tag=ap2>", recordRoute);
+        Deliver(proxy, Response(forwarded, 200, "OK", "callee"), Upstream);
+        Assert.Equal(200, _sent.Take(Caller).StatusCode);
+        Deliver(proxy, Response(forwarded, 200, "OK", "callee"), Upstream);
+        Assert.Equal(200, _sent.Take(Caller).StatusCode);
+        Assert.Equal(["answered p2/ap2"], policy.Events);
+
+        // The callee's BYE: From is the callee, To the caller; the Route entry names the caller's tag.
+        Deliver(proxy, Encoding.ASCII.GetBytes(
+            $"BYE sip:alice@127.0.0.1:5061 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKbye2\r\nRoute: {recordRoute}\r\n" +
+            "From: <sip:service@127.0.0.1:5060>;tag=callee\r\nTo: <sip:alice@127.0.0.1:5061>;tag=ap2\r\nCall-ID: p2\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"), Upstream);
+        Assert.Equal(SipMethod.Bye, _sent.Take(Caller).Method);
+        Assert.Equal(["answered p2/ap2", "bye p2/ap2"], policy.Events);
+    }
+
+    [Fact]
+    public void A_call_cancelled_while_the_policy_decides_is_answered_487_and_reported_failed()
+    {
+        var decision = new TaskCompletionSource<CallDecision>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var policy = new RecordingPolicy { Pending = decision.Task };
+        using var proxy = new SipProxy(new SipProxyOptions { DefaultUpstream = Upstream.ToString() }, _sent, _wheel, policy: policy);
+        Deliver(proxy, Invite("p3"), Caller);
+        Assert.Equal(100, _sent.Take(Caller).StatusCode);
+        Deliver(proxy, Request("CANCEL", "sip:service@127.0.0.1:5060", "p3", "z9hG4bKp3", cseq: "1 CANCEL"), Caller);
+        var answers = new[] { _sent.Take(Caller).StatusCode, _sent.Take(Caller).StatusCode }.Order();
+        Assert.Equal([200, 487], answers);
+
+        decision.SetResult(CallDecision.Admit);
+        SpinWait.SpinUntil(() => policy.Events.Count > 0, TimeSpan.FromSeconds(5));
+        Assert.Equal(["failed p3/ap3 487"], policy.Events);
+        Assert.False(_sent.TryTake(Upstream, out _));
+    }
+
+    [Fact]
+    public void An_admitted_call_rejected_downstream_is_reported_failed_once()
+    {
+        var policy = new RecordingPolicy();
+        using var proxy = new SipProxy(new SipProxyOptions { DefaultUpstream = Upstream.ToString() }, _sent, _wheel, policy: policy);
+        Deliver(proxy, Invite("p4"), Caller);
+        _sent.Take(Caller);
+        var forwarded = _sent.Take(Upstream);
+        Deliver(proxy, Response(forwarded, 486, "Busy Here", "callee"), Upstream);
+        Deliver(proxy, Response(forwarded, 486, "Busy Here", "callee"), Upstream);
+        Assert.Equal(["failed p4/ap4 486"], policy.Events);
+    }
+
+    [Fact]
     public void Mutated_messages_never_throw_out_of_the_proxy()
     {
         var random = new Random(4475);
@@ -338,6 +412,41 @@ public sealed class ProxyTransactionTests : IDisposable
         }
         s.Append("Contact: <sip:callee@127.0.0.1:5090>\r\nContent-Length: 0\r\n\r\n");
         return Encoding.ASCII.GetBytes(s.ToString());
+    }
+
+    private sealed class RecordingPolicy : ICallPolicy
+    {
+        private int _asked;
+
+        public Func<SipMessage, CallDecision>? Decide { get; set; }
+
+        public Task<CallDecision>? Pending { get; set; }
+
+        public List<string> Events { get; } = [];
+
+        public int Asked => _asked;
+
+        public ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, CancellationToken cancellationToken)
+        {
+            Interlocked.Increment(ref _asked);
+            return Pending is { } pending ? new ValueTask<CallDecision>(pending) : ValueTask.FromResult(Decide?.Invoke(invite) ?? CallDecision.Admit);
+        }
+
+        public void OnAnswered(SipCallId sipCall) => Add($"answered {sipCall.CallId}/{sipCall.CallerTag}");
+
+        public void OnFailed(SipCallId sipCall, int status) => Add($"failed {sipCall.CallId}/{sipCall.CallerTag} {status}");
+
+        public void OnBye(SipCallId sipCall) => Add($"bye {sipCall.CallId}/{sipCall.CallerTag}");
+
+        public void OnRefresh(SipCallId sipCall) => Add($"refresh {sipCall.CallId}/{sipCall.CallerTag}");
+
+        private void Add(string e)
+        {
+            lock (Events)
+            {
+                Events.Add(e);
+            }
+        }
     }
 
     private sealed class CapturingSender : ISipSender
