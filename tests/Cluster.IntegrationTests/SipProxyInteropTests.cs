@@ -33,7 +33,7 @@ public sealed class SipProxyInteropTests(ITestOutputHelper output)
     [Fact]
     public async Task Calls_cancelled_while_ringing_complete_cleanly()
     {
-        var stats = await RunAsync("uac_cancel.xml", "uas_cancel.xml", "u1", calls: 50, rate: 25, lossPercent: 0);
+        var stats = await RunAsync("uac_cancel.xml", "uas_ringing.xml", "u1", calls: 50, rate: 25, lossPercent: 0);
         Assert.Equal(50, stats.Successful);
         Assert.Equal(0, stats.Failed);
         Assert.Equal(0, stats.Unexpected);
