@@ -26,8 +26,46 @@ public sealed class LimitsOptions
 
     public Dictionary<string, LimitValues> Trunks { get; set; } = new(StringComparer.Ordinal);
 
-    /// <summary>Every configuration error, each naming its field.</summary>
+    /// <summary>
+    /// Optional CSV of users (<c>name,total,outbound,inbound</c>, see <see cref="Runtime.UsersFile"/>), relative to
+    /// the working directory. Its users are added to <see cref="Users"/>; a user also listed in <see cref="Users"/> keeps
+    /// the configured entry.
+    /// </summary>
+    public string? UsersFile { get; set; }
+
+    private string? _loadedUsersFile;
+    private IReadOnlyList<string> _usersFileErrors = [];
+
+    /// <summary>
+    /// Adds the users of <see cref="UsersFile"/> to <see cref="Users"/> (once per file name) and returns the
+    /// file's errors, each naming file and line. Called when the options are built and by <see cref="Validate"/>.
+    /// </summary>
+    public IReadOnlyList<string> LoadUsersFile()
+    {
+        if (string.IsNullOrWhiteSpace(UsersFile) || string.Equals(_loadedUsersFile, UsersFile, StringComparison.Ordinal))
+        {
+            return _usersFileErrors;
+        }
+
+        var users = Runtime.UsersFile.Read(UsersFile, out var errors);
+        foreach (var (name, values) in users)
+        {
+            Users.TryAdd(name, values);
+        }
+
+        _loadedUsersFile = UsersFile;
+        _usersFileErrors = errors;
+        return errors;
+    }
+
+    /// <summary>Every configuration error, each naming its field. Loads <see cref="UsersFile"/> first if not yet loaded.</summary>
     public IEnumerable<string> Validate(string path = SectionName)
+    {
+        var fileErrors = LoadUsersFile();
+        return fileErrors.Select(e => $"{path}:UsersFile: {e}").Concat(ValidateValues(path));
+    }
+
+    private IEnumerable<string> ValidateValues(string path)
     {
         if (DefaultUser is not null)
         {

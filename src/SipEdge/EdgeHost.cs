@@ -1,5 +1,9 @@
 using System.Diagnostics.Metrics;
+using CallState.Runtime;
+using CallState.Silo;
 using CallState.Sip.Proxy;
+using CallState.SipEdge.Admission;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
@@ -38,29 +42,73 @@ public static partial class EdgeHost
         return 0;
     }
 
+    /// <summary>The command-line switch that runs an edge and a silo in one process.</summary>
+    public const string StandaloneSwitch = "--standalone";
+
     public static WebApplication Build(string[] args)
     {
-        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
-        builder.Services.AddCallStateSipEdge(builder.Configuration);
+        ArgumentNullException.ThrowIfNull(args);
+        var standalone = args.Contains(StandaloneSwitch, StringComparer.Ordinal);
+        var rest = args.Where(a => a != StandaloneSwitch).ToArray();
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = rest, ContentRootPath = AppContext.BaseDirectory });
+        if (standalone)
+        {
+            // The sample configuration ships beside the binary; the command line still overrides it.
+            builder.Configuration.AddJsonFile(Path.Combine(AppContext.BaseDirectory, "samples", "standalone", "appsettings.json"), optional: false, reloadOnChange: true);
+            builder.Configuration.AddEnvironmentVariables();
+            builder.Configuration.AddCommandLine(rest);
+            builder.Services.AddCallStateSilo(builder.Configuration);
+        }
+        builder.Services.AddCallStateSipEdge(builder.Configuration, standalone);
         var app = builder.Build();
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
+        if (standalone)
+        {
+            app.MapCallStateAdminApi();
+        }
         return app;
     }
 
-    /// <summary>Registers the SIP listeners, proxy core and health checks.</summary>
-    public static IServiceCollection AddCallStateSipEdge(this IServiceCollection services, IConfiguration configuration)
+    /// <summary>
+    /// Registers the SIP listeners, proxy core and health checks; with <paramref name="standalone"/> (grains in this
+    /// process) or <c>CallState:Admission:SiloUrl</c> (a silo's HTTP API), also the admission of every initial INVITE.
+    /// </summary>
+    public static IServiceCollection AddCallStateSipEdge(this IServiceCollection services, IConfiguration configuration, bool standalone = false)
     {
+        ArgumentNullException.ThrowIfNull(configuration);
         services.AddOptions<SipProxyOptions>()
             .Bind(configuration.GetSection(SipProxyOptions.SectionName))
             .ValidateOnStart();
         services.AddSingleton<IValidateOptions<SipProxyOptions>, SipProxyOptionsValidator>();
-        services.AddSingleton(TimeProvider.System);
+        services.TryAddSingleton(TimeProvider.System);
+        var siloUrl = configuration[SiloUrlKey];
+        if (standalone || !string.IsNullOrEmpty(siloUrl))
+        {
+            services.AddCallStateAdmission(configuration);
+            if (standalone)
+            {
+                services.AddSingleton<IAdmissionClient>(sp => new InProcessAdmissionClient(sp.GetRequiredService<GrainRuntime>()));
+            }
+            else
+            {
+                if (!Uri.TryCreate(siloUrl, UriKind.Absolute, out var baseAddress) || baseAddress.Scheme is not ("http" or "https"))
+                {
+                    throw new OptionsValidationException(SiloUrlKey, typeof(SipProxyOptions), [$"{SiloUrlKey}: '{siloUrl}' is not an http(s) URL"]);
+                }
+                services.AddSingleton<IAdmissionClient>(_ => new HttpAdmissionClient(new HttpClient { BaseAddress = baseAddress, Timeout = TimeSpan.FromSeconds(10) }));
+            }
+            services.AddSingleton<AdmissionPolicy>();
+            services.AddSingleton<ICallPolicy>(sp => sp.GetRequiredService<AdmissionPolicy>());
+        }
         services.AddSingleton<SipListenerService>();
         services.AddHostedService(sp => sp.GetRequiredService<SipListenerService>());
         services.AddHealthChecks().AddCheck<SipListenerService>("sip", tags: ["ready"]);
         return services;
     }
+
+    /// <summary>Where an edge without grains of its own reaches a silo (its HTTP API).</summary>
+    public const string SiloUrlKey = "CallState:Admission:SiloUrl";
 
     [LoggerMessage(EventId = 3000, Level = LogLevel.Information, Message = "SIP edge started (HTTP on {Urls})")]
     private static partial void LogStarted(ILogger logger, ICollection<string> urls);
@@ -85,8 +133,12 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
     private readonly ILogger<SipListenerService> _logger;
     private SipEndpoint? _endpoint;
 
-    public SipListenerService(IOptions<SipProxyOptions> options, TimeProvider timeProvider, IMeterFactory meterFactory, ILogger<SipListenerService> logger)
+    private readonly ICallPolicy? _policy;
+
+    public SipListenerService(IOptions<SipProxyOptions> options, TimeProvider timeProvider, IMeterFactory meterFactory, ILogger<SipListenerService> logger,
+        ICallPolicy? policy = null)
     {
+        _policy = policy;
         _options = options.Value;
         _timeProvider = timeProvider;
         _meterFactory = meterFactory;
@@ -97,7 +149,7 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        _endpoint = new SipEndpoint(_options, _timeProvider, _meterFactory, OnTransportError);
+        _endpoint = new SipEndpoint(_options, _timeProvider, _meterFactory, OnTransportError, _policy);
         _endpoint.Start();
         var advertised = $"{_options.AdvertisedHost ?? _options.ViaHost ?? _options.ListenAddress}:{_options.AdvertisedPort ?? _options.Port}";
         LogListening(_logger, _options.ListenAddress, _options.Port, _options.Udp, _options.Tcp, _options.DefaultUpstream ?? "(none)", advertised);

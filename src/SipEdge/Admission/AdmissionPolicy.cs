@@ -1,0 +1,193 @@
+using System.Diagnostics.Metrics;
+using System.Globalization;
+using System.Text;
+using CallState.Grains;
+using CallState.Sip.Messages;
+using CallState.Sip.Proxy;
+
+namespace CallState.SipEdge.Admission;
+
+/// <summary>
+/// The edge's call policy: classifies each initial INVITE, admits it with one call to the grains before it is
+/// forwarded, answers a refusal per DESIGN section 6 (with a Reason header and a log line naming the limit), and
+/// confirms, renews or ends the call as the proxy reports 2xx, refreshes, failures and BYEs. When the grains do not
+/// answer within the deadline the call is refused with 503 (fail closed) or let through (fail open).
+/// </summary>
+public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
+{
+    private readonly CallClassifierSource _classifiers;
+    private readonly IAdmissionClient _client;
+    private readonly ILogger<AdmissionPolicy> _logger;
+    private readonly Meter _meter;
+    private readonly Counter<long> _decisions;
+    private readonly Counter<long> _lifecycleErrors;
+    private readonly Histogram<double> _latency;
+    private readonly TimeProvider _time;
+
+    public AdmissionPolicy(CallClassifierSource classifiers, IAdmissionClient client, ILogger<AdmissionPolicy> logger,
+        TimeProvider timeProvider, IMeterFactory? meterFactory = null)
+    {
+        _classifiers = classifiers;
+        _client = client;
+        _logger = logger;
+        _time = timeProvider;
+        _meter = meterFactory?.Create("CallState.SipEdge") ?? new Meter("CallState.SipEdge");
+        _decisions = _meter.CreateCounter<long>("callstate.sipedge.admissions", "{call}", "Admission decisions on initial INVITEs, by result and reason");
+        _lifecycleErrors = _meter.CreateCounter<long>("callstate.sipedge.lifecycle.errors", "{operation}", "Confirm, renew or end calls that failed, by operation");
+        _latency = _meter.CreateHistogram<double>("callstate.sipedge.admission.duration", "ms", "Time the grains took to decide an admission");
+    }
+
+    public async ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(invite);
+        var classifier = _classifiers.Current;
+        var call = classifier.Classify(Input(invite, source));
+        if (!call.Succeeded)
+        {
+            Count("invalid", "BAD_REQUEST");
+            LogInvalid(_logger, call.Error!);
+            return CallDecision.Reject(400, "Bad Request (" + call.Error + ")");
+        }
+        var target = call.NextHop is { } hop ? route with { EndPoint = hop, Connection = null } : route;
+        if (call.Limits.Count == 0)
+        {
+            Count("unlimited", "NONE");
+            return CallDecision.AdmitTo(target);
+        }
+
+        var options = classifier.Options;
+        var started = _time.GetTimestamp();
+        AdmitResult result;
+        using (var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+        {
+            deadline.CancelAfter(options.Deadline);
+            try
+            {
+                result = await _client.AdmitAsync(call.CallKey, call.Limits, deadline.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or HttpRequestException or TimeoutException or IOException
+                or InvalidOperationException or System.Text.Json.JsonException)
+            {
+                _latency.Record(_time.GetElapsedTime(started).TotalMilliseconds);
+                if (options.FailOpen || call.IsEmergency)
+                {
+                    Count("fail_open", "SILO_UNAVAILABLE");
+                    LogFailOpen(_logger, call.CallKey, call.Description, ex.GetType().Name);
+                    return CallDecision.AdmitTo(target);
+                }
+                Count("unavailable", "SILO_UNAVAILABLE");
+                LogUnavailable(_logger, call.CallKey, call.Description, ex.GetType().Name);
+                return Reject(classifier.UnavailableRejection(call), options.RetryAfterSeconds);
+            }
+        }
+        _latency.Record(_time.GetElapsedTime(started).TotalMilliseconds);
+
+        switch (result.Status)
+        {
+            case AdmitStatus.Admitted:
+                Count("admitted", "NONE");
+                return CallDecision.AdmitTo(target);
+            case AdmitStatus.Rejected when call.IsEmergency:
+                // Emergency numbers are always connected; the refusal is logged and counted, the call goes on.
+                Count("emergency_over_limit", result.ReasonCode);
+                LogEmergency(_logger, call.CallKey, result.LimitKey ?? "", result.Current, result.Limit, result.ReasonCode);
+                return CallDecision.AdmitTo(target);
+            case AdmitStatus.Rejected:
+                var rejection = classifier.RejectionFor(call, result.Reason, result.LimitKey);
+                Count("rejected", result.ReasonCode);
+                LogRejected(_logger, call.CallKey, result.LimitKey ?? "", result.Current, result.Limit, result.ReasonCode, rejection.Status, call.Description);
+                return Reject(rejection, options.RetryAfterSeconds);
+            default:
+                Count("invalid", "INVALID");
+                LogInvalid(_logger, result.Error ?? "admission refused the request");
+                return CallDecision.Reject(500, "Server Internal Error");
+        }
+    }
+
+    public void OnAnswered(SipCallId sipCall) => Fire("confirm", sipCall, static (c, key) => c.ConfirmAsync(key, CancellationToken.None));
+
+    public void OnFailed(SipCallId sipCall, int status) => Fire("end", sipCall, static (c, key) => c.EndAsync(key, CancellationToken.None));
+
+    public void OnBye(SipCallId sipCall) => Fire("end", sipCall, static (c, key) => c.EndAsync(key, CancellationToken.None));
+
+    public void OnRefresh(SipCallId sipCall) => Fire("renew", sipCall, static (c, key) => c.RenewAsync(key, CancellationToken.None));
+
+    public void Dispose() => _meter.Dispose();
+
+    private static CallDecision Reject(SipRejection rejection, int retryAfterSeconds)
+    {
+        var headers = new StringBuilder();
+        if (rejection.ReasonHeader is { } reason)
+        {
+            headers.Append("Reason: ").Append(reason).Append("\r\n");
+        }
+        if (rejection.RetryAfter)
+        {
+            headers.Append("Retry-After: ").Append(retryAfterSeconds.ToString(CultureInfo.InvariantCulture)).Append("\r\n");
+        }
+        return CallDecision.Reject(rejection.Status, rejection.ReasonPhrase, headers.ToString());
+    }
+
+    private void Fire(string operation, SipCallId sipCall, Func<IAdmissionClient, string, Task> action)
+    {
+        if (string.IsNullOrEmpty(sipCall.CallId) || string.IsNullOrEmpty(sipCall.CallerTag))
+        {
+            return;
+        }
+        _ = RunAsync(operation, CallKeys.Create(sipCall.CallId, sipCall.CallerTag), action);
+    }
+
+    private async Task RunAsync(string operation, string callKey, Func<IAdmissionClient, string, Task> action)
+    {
+        try
+        {
+            await action(_client, callKey).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // The lease reclaims the slot if the call's end never reaches the grains.
+            _lifecycleErrors.Add(1, new KeyValuePair<string, object?>("operation", operation));
+            LogLifecycleFailed(_logger, operation, callKey, ex);
+        }
+    }
+
+    private void Count(string result, string reason) =>
+        _decisions.Add(1, new KeyValuePair<string, object?>("result", result), new KeyValuePair<string, object?>("reason", reason));
+
+    private static ClassificationInput Input(SipMessage m, SipTarget source)
+    {
+        string? Text(TextRange range) => range.IsEmpty ? null : Encoding.UTF8.GetString(m[range]);
+        return new ClassificationInput
+        {
+            CallId = Text(m.CallId),
+            FromTag = Text(m.FromTag),
+            FromUser = Text(m.From.Uri.User),
+            FromHost = Text(m.From.Uri.Host),
+            ToUser = Text(m.To.Uri.User),
+            ToHost = Text(m.To.Uri.Host),
+            RequestUser = Text(m.RequestUri.User),
+            RequestHost = Text(m.RequestUri.Host),
+            Source = source.EndPoint.Address.IsIPv4MappedToIPv6 ? source.EndPoint.Address.MapToIPv4() : source.EndPoint.Address,
+        };
+    }
+
+    [LoggerMessage(EventId = 3200, Level = LogLevel.Warning,
+        Message = "Call {CallKey} rejected by {LimitKey}: {Current} of {Maximum} in use, reason {Reason}, answered {Status} ({Call})")]
+    private static partial void LogRejected(ILogger logger, string callKey, string limitKey, int current, int? maximum, string reason, int status, string call);
+
+    [LoggerMessage(EventId = 3201, Level = LogLevel.Error, Message = "Call {CallKey} refused with 503: the grains did not answer ({Error}); {Call}")]
+    private static partial void LogUnavailable(ILogger logger, string callKey, string call, string error);
+
+    [LoggerMessage(EventId = 3202, Level = LogLevel.Warning, Message = "Call {CallKey} let through unchecked (fail open or emergency): the grains did not answer ({Error}); {Call}")]
+    private static partial void LogFailOpen(ILogger logger, string callKey, string call, string error);
+
+    [LoggerMessage(EventId = 3203, Level = LogLevel.Warning,
+        Message = "Emergency call {CallKey} connected over {LimitKey}: {Current} of {Maximum} in use, reason {Reason}")]
+    private static partial void LogEmergency(ILogger logger, string callKey, string limitKey, int current, int? maximum, string reason);
+
+    [LoggerMessage(EventId = 3204, Level = LogLevel.Warning, Message = "INVITE refused: {Error}")]
+    private static partial void LogInvalid(ILogger logger, string error);
+
+    [LoggerMessage(EventId = 3205, Level = LogLevel.Warning, Message = "Could not {Operation} call {CallKey}; its lease will reclaim the slot")]
+    private static partial void LogLifecycleFailed(ILogger logger, string operation, string callKey, Exception exception);
+}

@@ -1,0 +1,583 @@
+using System.Net;
+using System.Text;
+using CallState.Grains;
+using CallState.Runtime;
+using CallState.Sip.Proxy;
+
+namespace CallState.SipEdge.Admission;
+
+/// <summary>
+/// What the edge knows of an initial INVITE when it classifies it: header values as text (user parts
+/// unescaped by the caller if it wants escapes to compare equal) and the packet source address.
+/// </summary>
+public readonly struct ClassificationInput
+{
+    public string? CallId { get; init; }
+
+    public string? FromTag { get; init; }
+
+    public string? FromUser { get; init; }
+
+    public string? FromHost { get; init; }
+
+    public string? ToUser { get; init; }
+
+    public string? ToHost { get; init; }
+
+    public string? RequestUser { get; init; }
+
+    public string? RequestHost { get; init; }
+
+    /// <summary>Where the packet came from (an IPv4-mapped IPv6 address is treated as the IPv4 address).</summary>
+    public IPAddress? Source { get; init; }
+}
+
+/// <summary>Where a call comes from.</summary>
+public enum CallOrigin
+{
+    /// <summary>Neither a trunk's source nor a local user: only the destination and per-key limits apply.</summary>
+    Unknown = 0,
+    Trunk = 1,
+    LocalUser = 2,
+}
+
+/// <summary>Where a call goes.</summary>
+public enum CallDestination
+{
+    /// <summary>Not a trunk and not a local user: forwarded to the route's upstream or the proxy's default, not counted.</summary>
+    Other = 0,
+    Trunk = 1,
+    LocalUser = 2,
+}
+
+/// <summary>The call key the call grain is addressed by: Call-ID and From-tag (DESIGN section 3).</summary>
+public static class CallKeys
+{
+    /// <summary>Separates the two parts; neither a Call-ID (RFC 3261 <c>word</c>) nor a tag (<c>token</c>) can contain it.</summary>
+    public const char Separator = ';';
+
+    /// <summary><c>&lt;Call-ID&gt;;&lt;From-tag&gt;</c>. A BYE from the callee carries the caller's tag as its To-tag.</summary>
+    public static string Create(string callId, string fromTag)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(callId);
+        ArgumentException.ThrowIfNullOrEmpty(fromTag);
+        return string.Concat(callId, ";", fromTag);
+    }
+}
+
+/// <summary>The classification of one initial INVITE: its call key, the limits it needs, and where it goes.</summary>
+public sealed class CallClassification
+{
+    private string? _description;
+
+    private CallClassification(string? error)
+    {
+        Error = error;
+        CallKey = "";
+        Limits = [];
+    }
+
+    internal CallClassification(
+        string callKey,
+        IReadOnlyList<LimitRequest> limits,
+        IPEndPoint? nextHop,
+        CallOrigin origin,
+        CallDestination destination,
+        string? sourceTrunk,
+        string? destinationTrunk,
+        string? caller,
+        string? called,
+        string? routePrefix,
+        bool isEmergency,
+        IPAddress? source)
+    {
+        CallKey = callKey;
+        Limits = limits;
+        NextHop = nextHop;
+        Origin = origin;
+        Destination = destination;
+        SourceTrunk = sourceTrunk;
+        DestinationTrunk = destinationTrunk;
+        CallerUser = caller;
+        CalledUser = called;
+        RoutePrefix = routePrefix;
+        IsEmergency = isEmergency;
+        Source = source;
+    }
+
+    /// <summary>False when the INVITE cannot be classified (see <see cref="Error"/>); nothing may be reserved for it.</summary>
+    public bool Succeeded => Error is null;
+
+    /// <summary>Why classification failed (no Call-ID, no From-tag, a key too long); the caller answers 400.</summary>
+    public string? Error { get; }
+
+    /// <summary>Call-ID and From-tag (<see cref="CallKeys.Create"/>).</summary>
+    public string CallKey { get; }
+
+    /// <summary>The limits to reserve, in classification order (the call grain sorts them), each key once.</summary>
+    public IReadOnlyList<LimitRequest> Limits { get; }
+
+    /// <summary>Where to forward: the trunk's next hop or the route's upstream; null means the proxy's default routing.</summary>
+    public IPEndPoint? NextHop { get; }
+
+    public CallOrigin Origin { get; }
+
+    public CallDestination Destination { get; }
+
+    /// <summary>The trunk the call came from (its source address matched).</summary>
+    public string? SourceTrunk { get; }
+
+    /// <summary>The trunk the call is routed to.</summary>
+    public string? DestinationTrunk { get; }
+
+    /// <summary>The local user who called (counted outbound).</summary>
+    public string? CallerUser { get; }
+
+    /// <summary>The local user called (counted inbound).</summary>
+    public string? CalledUser { get; }
+
+    /// <summary>The prefix of the route taken; null when no route matched.</summary>
+    public string? RoutePrefix { get; }
+
+    /// <summary>The called number has an emergency prefix: admit it whatever the limits answer (still reserved, counted and logged).</summary>
+    public bool IsEmergency { get; }
+
+    public IPAddress? Source { get; }
+
+    /// <summary>One line for logs: origin, destination, limits, next hop.</summary>
+    public string Description => _description ??= Describe();
+
+    /// <summary>The direction this call asked of <paramref name="limitKey"/>; null when the call does not hold it.</summary>
+    public Direction? DirectionOf(string? limitKey)
+    {
+        foreach (var limit in Limits)
+        {
+            if (string.Equals(limit.Key, limitKey, StringComparison.Ordinal))
+            {
+                return limit.Direction;
+            }
+        }
+
+        return null;
+    }
+
+    internal static CallClassification Failed(string error) => new(error);
+
+    public override string ToString() => Description;
+
+    private string Describe()
+    {
+        if (Error is not null)
+        {
+            return "unclassified: " + Error;
+        }
+
+        var sb = new StringBuilder();
+        sb.Append(Origin switch
+        {
+            CallOrigin.Trunk => $"from trunk {SourceTrunk}",
+            CallOrigin.LocalUser => $"from user {CallerUser}",
+            _ => "from unknown caller",
+        });
+        sb.Append(" (").Append(Source?.ToString() ?? "no source").Append(") ");
+        sb.Append(Destination switch
+        {
+            CallDestination.Trunk => $"to trunk {DestinationTrunk}",
+            CallDestination.LocalUser => $"to user {CalledUser}",
+            _ => "to other destination",
+        });
+        if (IsEmergency)
+        {
+            sb.Append(", EMERGENCY");
+        }
+
+        sb.Append("; limits ");
+        if (Limits.Count == 0)
+        {
+            sb.Append("none");
+        }
+
+        for (var i = 0; i < Limits.Count; i++)
+        {
+            var l = Limits[i];
+            sb.Append(i == 0 ? "" : ", ").Append(l.Key).Append(l.Direction == Direction.Inbound ? " in" : " out");
+            if (l.PerCallMax is { } max)
+            {
+                sb.Append(" max ").Append(max);
+            }
+        }
+
+        sb.Append("; next hop ").Append(NextHop?.ToString() ?? "default");
+        if (RoutePrefix is not null)
+        {
+            sb.Append(" (route '").Append(RoutePrefix).Append("')");
+        }
+
+        return sb.ToString();
+    }
+}
+
+/// <summary>
+/// Classifies initial INVITEs (issue 4, Build 2) from immutable, validated configuration; thread-safe.
+/// <list type="number">
+/// <item>Origin: a source address inside a trunk's <c>Sources</c> (most specific network wins) is that trunk,
+/// counted <c>trunk/&lt;id&gt;</c> inbound. Otherwise a local From user is counted <c>user/&lt;name&gt;</c> outbound.
+/// Otherwise the caller is unknown and nothing is counted for the caller.</item>
+/// <item>Destination: the longest route prefix of the called number (Request-URI user; the To user when the
+/// Request-URI has none). A route to a trunk counts <c>trunk/&lt;id&gt;</c> outbound (not when it is the trunk the
+/// call came from: one key per call) and the called party is not a local user. Otherwise a local called user is
+/// counted <c>user/&lt;name&gt;</c> inbound, and the call goes to the route's upstream (or the proxy's default).</item>
+/// <item>Per-key: every setup rule whose prefix matches adds <c>key/&lt;value&gt;</c> (From user, To user or source IP)
+/// with its maximum (a dial-plan tag of the longest dial-plan prefix, or a constant); a rule whose tag the call
+/// lacks, or whose value is empty, adds nothing. A key already in the list is not added again.</item>
+/// </list>
+/// A user is local when listed in <c>CallState:Limits:Users</c> (whatever the host) or, with <c>DefaultUser</c> set,
+/// when the host is a local domain or one of the edge's own addresses. A user calling herself counts once, outbound.
+/// </summary>
+public sealed class CallClassifier
+{
+    private readonly HashSet<string> _localHosts;
+    private readonly Dictionary<string, LimitValues> _users;
+    private readonly bool _hasDefaultUser;
+    private readonly (IPNetwork Network, string Trunk)[] _trunkSources;
+    private readonly Dictionary<string, CompiledRoute> _routes;
+    private readonly int _longestRoute;
+    private readonly Dictionary<string, Dictionary<string, string>> _dialPlan;
+    private readonly int _longestDialPlan;
+    private readonly CompiledRule[] _rules;
+    private readonly string[] _emergencyPrefixes;
+    private readonly RejectCodesOptions _rejectCodes;
+    private readonly Dictionary<string, RejectCodesOptions?> _trunkRejectCodes;
+
+    /// <summary>
+    /// Compiles <paramref name="admission"/> (which must be valid: <see cref="AdmissionOptions.Validate(LimitsOptions)"/>)
+    /// with the users of <paramref name="limits"/>. <paramref name="ownHosts"/> are the edge's own addresses and
+    /// names (<see cref="OwnHostsOf"/>), which count as local domains.
+    /// </summary>
+    public CallClassifier(AdmissionOptions admission, LimitsOptions limits, IEnumerable<string>? ownHosts = null)
+    {
+        ArgumentNullException.ThrowIfNull(admission);
+        ArgumentNullException.ThrowIfNull(limits);
+        var errors = admission.Validate(limitTrunkIds: null);
+        if (errors.Count > 0)
+        {
+            throw new ArgumentException("invalid admission configuration: " + string.Join("; ", errors), nameof(admission));
+        }
+
+        // Every parse below was checked by Validate, so the results are not checked again.
+        Options = admission;
+        _users = limits.Users;
+        _hasDefaultUser = limits.DefaultUser is not null;
+        _localHosts = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var host in admission.LocalDomains.Concat(ownHosts ?? []))
+        {
+            if (AddressText.NormalizeHost(host) is { } normalized)
+            {
+                _localHosts.Add(normalized);
+            }
+        }
+
+        var sources = new List<(IPNetwork, string)>();
+        var nextHops = new Dictionary<string, IPEndPoint>(StringComparer.Ordinal);
+        _trunkRejectCodes = new Dictionary<string, RejectCodesOptions?>(StringComparer.Ordinal);
+        foreach (var (id, trunk) in admission.Trunks)
+        {
+            foreach (var source in trunk.Sources)
+            {
+                _ = AddressText.TryParseNetwork(source, out var network, out _);
+                sources.Add((network, id));
+            }
+
+            if (SipProxyOptions.TryParseHostPort(trunk.NextHop, out var hop))
+            {
+                nextHops[id] = hop;
+            }
+
+            _trunkRejectCodes[id] = trunk.RejectCodes;
+        }
+
+        // Most specific network first, so a /32 inside another trunk's /24 names its own trunk.
+        _trunkSources = [.. sources.OrderByDescending(s => s.Item1.PrefixLength)];
+
+        _routes = new Dictionary<string, CompiledRoute>(StringComparer.Ordinal);
+        foreach (var route in admission.Routes)
+        {
+            var prefix = route.Prefix ?? "";
+            _routes[prefix] = string.IsNullOrEmpty(route.Trunk)
+                ? new CompiledRoute(prefix, null, SipProxyOptions.TryParseHostPort(route.Upstream, out var upstream) ? upstream : null)
+                : new CompiledRoute(prefix, route.Trunk, nextHops[route.Trunk]);
+            _longestRoute = Math.Max(_longestRoute, prefix.Length);
+        }
+
+        _dialPlan = new Dictionary<string, Dictionary<string, string>>(StringComparer.Ordinal);
+        foreach (var entry in admission.DialPlan)
+        {
+            _ = DialPlanEntry.TryParseTags(entry.Tags, out var tags, out _);
+            var prefix = entry.Prefix ?? "";
+            _dialPlan[prefix] = tags;
+            _longestDialPlan = Math.Max(_longestDialPlan, prefix.Length);
+        }
+
+        _rules = [.. admission.SetupRules.Select(r =>
+        {
+            _ = SetupRule.TryParseKey(r.Key, out var key);
+            _ = SetupRule.TryParseDirection(r.Direction, out var direction);
+            _ = SetupRule.TryParseMax(r.Max, out var tag, out var constant);
+            return new CompiledRule(r.Prefix ?? "", key, direction, tag, constant);
+        })];
+        _emergencyPrefixes = [.. admission.EmergencyPrefixes];
+        _rejectCodes = admission.RejectCodes ?? new();
+    }
+
+    /// <summary>The options this classifier was built from (deadline, fail-open, leases, Retry-After).</summary>
+    public AdmissionOptions Options { get; }
+
+    /// <summary>The edge's own hosts from its SIP options: listen address (unless a wildcard), Via host and advertised host.</summary>
+    public static IEnumerable<string> OwnHostsOf(SipProxyOptions sip)
+    {
+        ArgumentNullException.ThrowIfNull(sip);
+        if (IPAddress.TryParse(sip.ListenAddress, out var listen) && !listen.Equals(IPAddress.Any) && !listen.Equals(IPAddress.IPv6Any))
+        {
+            yield return sip.ListenAddress;
+        }
+
+        if (!string.IsNullOrEmpty(sip.ViaHost))
+        {
+            yield return sip.ViaHost;
+        }
+
+        if (!string.IsNullOrEmpty(sip.AdvertisedHost))
+        {
+            yield return sip.AdvertisedHost;
+        }
+    }
+
+    public CallClassification Classify(in ClassificationInput input)
+    {
+        if (string.IsNullOrEmpty(input.CallId))
+        {
+            return CallClassification.Failed("the INVITE has no Call-ID");
+        }
+
+        if (string.IsNullOrEmpty(input.FromTag))
+        {
+            return CallClassification.Failed("the INVITE's From header has no tag");
+        }
+
+        var callKey = CallKeys.Create(input.CallId, input.FromTag);
+        if (callKey.Length > GrainRuntime.MaxCallKeyLength)
+        {
+            return CallClassification.Failed($"Call-ID and From tag are longer than {GrainRuntime.MaxCallKeyLength} characters together");
+        }
+
+        var source = input.Source is null ? null : AddressText.Canonical(input.Source);
+        var useTo = string.IsNullOrEmpty(input.RequestUser);
+        var called = (useTo ? input.ToUser : input.RequestUser) ?? "";
+        var calledHost = useTo ? input.ToHost : input.RequestHost;
+        var limits = new List<LimitRequest>(4);
+        string? error = null;
+
+        // Origin.
+        var sourceTrunk = source is null ? null : TrunkOf(source);
+        string? caller = null;
+        CallOrigin origin;
+        if (sourceTrunk is not null)
+        {
+            origin = CallOrigin.Trunk;
+            Add(LimitKind.Trunk, sourceTrunk, Direction.Inbound, null);
+        }
+        else if (IsLocalUser(input.FromUser, input.FromHost))
+        {
+            origin = CallOrigin.LocalUser;
+            caller = input.FromUser!;
+            Add(LimitKind.User, caller, Direction.Outbound, null);
+        }
+        else
+        {
+            origin = CallOrigin.Unknown;
+        }
+
+        // Destination.
+        var route = RouteOf(called);
+        string? destinationTrunk = null;
+        string? calledUser = null;
+        CallDestination destination;
+        IPEndPoint? nextHop = route?.NextHop;
+        if (route?.Trunk is { } trunk)
+        {
+            destination = CallDestination.Trunk;
+            destinationTrunk = trunk;
+            if (!string.Equals(trunk, sourceTrunk, StringComparison.Ordinal))
+            {
+                Add(LimitKind.Trunk, trunk, Direction.Outbound, null);
+            }
+        }
+        else if (IsLocalUser(called, calledHost))
+        {
+            destination = CallDestination.LocalUser;
+            calledUser = called;
+            Add(LimitKind.User, called, Direction.Inbound, null);
+        }
+        else
+        {
+            destination = CallDestination.Other;
+        }
+
+        // Per-key limits from the dial plan and setup rules.
+        if (_rules.Length > 0)
+        {
+            var tags = DialPlanTagsOf(called);
+            foreach (var rule in _rules)
+            {
+                if (!called.StartsWith(rule.Prefix, StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
+                int max;
+                if (rule.Tag is null)
+                {
+                    max = rule.Constant;
+                }
+                else if (tags is null || !tags.TryGetValue(rule.Tag, out var tagValue) || !SetupRule.TryParseCount(tagValue, out max))
+                {
+                    continue;
+                }
+
+                var value = rule.Key switch
+                {
+                    SetupRuleKey.FromUser => input.FromUser,
+                    SetupRuleKey.ToUser => input.ToUser,
+                    _ => source?.ToString(),
+                };
+                if (!string.IsNullOrEmpty(value))
+                {
+                    Add(LimitKind.Key, value, rule.Direction, max);
+                }
+            }
+        }
+
+        if (error is not null)
+        {
+            return CallClassification.Failed(error);
+        }
+
+        var isEmergency = false;
+        foreach (var prefix in _emergencyPrefixes)
+        {
+            if (called.StartsWith(prefix, StringComparison.Ordinal))
+            {
+                isEmergency = true;
+                break;
+            }
+        }
+
+        return new CallClassification(callKey, limits, nextHop, origin, destination, sourceTrunk, destinationTrunk, caller, calledUser, route?.Prefix, isEmergency, source);
+
+        void Add(LimitKind kind, string value, Direction direction, int? max)
+        {
+            if (error is not null)
+            {
+                return;
+            }
+
+            if (value.Length > LimitKey.MaxValueLength)
+            {
+                error = $"'{value[..32]}...' is longer than {LimitKey.MaxValueLength} characters and cannot be a limit key";
+                return;
+            }
+
+            var key = new LimitKey(kind, value).ToString();
+            foreach (var existing in limits)
+            {
+                if (string.Equals(existing.Key, key, StringComparison.Ordinal))
+                {
+                    return;
+                }
+            }
+
+            if (limits.Count == CallGrain.MaxLimitsPerCall)
+            {
+                error = $"the call would touch more than {CallGrain.MaxLimitsPerCall} limits";
+                return;
+            }
+
+            limits.Add(new LimitRequest(key, direction, max));
+        }
+    }
+
+    /// <summary>
+    /// The response for a call refused by <paramref name="limitKey"/> with <paramref name="reason"/> (from the
+    /// admission answer). Overrides apply most specific first: the refusing trunk's, the source trunk's (the
+    /// peer that receives the response), then the global ones, then DESIGN section 6.
+    /// </summary>
+    public SipRejection RejectionFor(CallClassification call, RejectReason reason, string? limitKey)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        var direction = call.DirectionOf(limitKey) ?? (call.Origin == CallOrigin.LocalUser ? Direction.Outbound : Direction.Inbound);
+        var category = SipRejection.CategoryOf(reason, direction);
+        RejectCodesOptions? refusing = null;
+        if (LimitKey.TryParse(limitKey, out var key, out _) && key.Kind == LimitKind.Trunk)
+        {
+            _trunkRejectCodes.TryGetValue(key.Value, out refusing);
+        }
+
+        return RejectCodesOptions.Resolve(category, refusing, SourceCodes(call), _rejectCodes);
+    }
+
+    /// <summary>The response when the silo tier cannot answer in time and the edge fails closed.</summary>
+    public SipRejection UnavailableRejection(CallClassification? call) =>
+        RejectCodesOptions.Resolve(RejectionCategory.Unavailable, call is null ? null : SourceCodes(call), _rejectCodes);
+
+    private RejectCodesOptions? SourceCodes(CallClassification call) =>
+        call.SourceTrunk is { } id && _trunkRejectCodes.TryGetValue(id, out var codes) ? codes : null;
+
+    private bool IsLocalUser(string? user, string? host) =>
+        !string.IsNullOrEmpty(user)
+        && (_users.ContainsKey(user) || (_hasDefaultUser && AddressText.NormalizeHost(host) is { } h && _localHosts.Contains(h)));
+
+    private string? TrunkOf(IPAddress source)
+    {
+        foreach (var (network, trunk) in _trunkSources)
+        {
+            if (network.Contains(source))
+            {
+                return trunk;
+            }
+        }
+
+        return null;
+    }
+
+    private CompiledRoute? RouteOf(string called)
+    {
+        var lookup = _routes.GetAlternateLookup<ReadOnlySpan<char>>();
+        for (var length = Math.Min(called.Length, _longestRoute); length >= 0; length--)
+        {
+            if (lookup.TryGetValue(called.AsSpan(0, length), out var route))
+            {
+                return route;
+            }
+        }
+
+        return null;
+    }
+
+    private Dictionary<string, string>? DialPlanTagsOf(string called)
+    {
+        var lookup = _dialPlan.GetAlternateLookup<ReadOnlySpan<char>>();
+        for (var length = Math.Min(called.Length, _longestDialPlan); length >= 0; length--)
+        {
+            if (lookup.TryGetValue(called.AsSpan(0, length), out var tags))
+            {
+                return tags;
+            }
+        }
+
+        return null;
+    }
+
+    private sealed record CompiledRoute(string Prefix, string? Trunk, IPEndPoint? NextHop);
+
+    private sealed record CompiledRule(string Prefix, SetupRuleKey Key, Direction Direction, string? Tag, int Constant);
+}
