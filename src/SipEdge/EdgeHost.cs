@@ -61,11 +61,15 @@ public static partial class EdgeHost
         }
         builder.Services.AddCallStateSipEdge(builder.Configuration, standalone);
         var app = builder.Build();
-        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
-        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
         if (standalone)
         {
+            // The silo's admin API with its probes; readiness covers storage and the SIP listeners ("ready" checks).
             app.MapCallStateAdminApi();
+        }
+        else
+        {
+            app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
+            app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
         }
         return app;
     }

@@ -19,6 +19,9 @@ public sealed class SipEdgeProcess : IAsyncDisposable
         _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{httpPort}"), Timeout = TimeSpan.FromSeconds(10) };
     }
 
+    /// <summary>The edge's HTTP endpoint (health probes; in standalone mode also the admin API).</summary>
+    public HttpClient Http => _http;
+
     /// <summary>The UDP and TCP port of the SIP listeners.</summary>
     public int SipPort { get; }
 

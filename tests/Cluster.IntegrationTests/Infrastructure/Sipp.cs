@@ -93,6 +93,10 @@ public sealed class Sipp : IAsyncDisposable
         return ReadStats();
     }
 
+    /// <summary>The messages sipp logged (run with <c>-trace_msg</c>).</summary>
+    public string Messages() =>
+        string.Concat(Directory.GetFiles(_dir, "*_messages.log").Select(File.ReadAllText));
+
     /// <summary>The process output and its error log, for a failure message.</summary>
     public string Describe()
     {
