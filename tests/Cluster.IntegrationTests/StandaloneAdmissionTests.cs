@@ -54,7 +54,93 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         Assert.All(limits.RootElement.EnumerateArray(), e => Assert.Equal(0, e.GetProperty("total").GetInt32()));
     }
 
-    private async Task<SipEdgeProcess> StartStandaloneAsync(int upstreamPort)
+    [Fact]
+    public async Task Plus_123_calls_keyed_by_the_caller_allow_exactly_3_and_the_4th_is_refused_with_the_per_key_reason()
+    {
+        var (stats, messages, callee, edge) = await RunCallsAsync(caller: "bob", called: "+12345", calls: 4, local: "127.0.0.1");
+        await using (edge)
+        {
+            Assert.Equal(0, stats.Failed);
+            Assert.Equal(1, Count(messages, "SIP/2.0 480 Temporarily Unavailable"));
+            Assert.Equal(1, Count(messages, "Reason: Q.850;cause=34"));
+            Assert.Equal(1, Count(messages, "Retry-After: 5"));
+            Assert.Equal(3, callee.Created);
+            Assert.Contains("IN_PER_KEY_CAC_LIMIT_REACHED", edge.Output, StringComparison.Ordinal);
+            Assert.Contains("key/bob", edge.Output, StringComparison.Ordinal);
+            await AssertAllCountsZeroAsync(edge);
+        }
+    }
+
+    [Fact]
+    public async Task The_trunk_carries_at_most_3_inbound_calls_and_the_4th_gets_480_with_cause_34()
+    {
+        // The caller sits at 127.0.0.2, the carrier's source address.
+        var (stats, messages, callee, edge) = await RunCallsAsync(caller: "+4930123", called: "bob", calls: 4, local: "127.0.0.2");
+        await using (edge)
+        {
+            Assert.Equal(0, stats.Failed);
+            Assert.Equal(1, Count(messages, "SIP/2.0 480 Temporarily Unavailable"));
+            Assert.Equal(1, Count(messages, "Reason: Q.850;cause=34"));
+            Assert.Equal(3, callee.Created);
+            Assert.Contains("TRUNK_IN_LIMIT_REACHED", edge.Output, StringComparison.Ordinal);
+            await AssertAllCountsZeroAsync(edge);
+        }
+    }
+
+    [Fact]
+    public async Task An_invite_without_a_from_tag_gets_400_and_reserves_nothing()
+    {
+        var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
+        await using var edge = await StartStandaloneAsync(uasPort);
+        using var client = new System.Net.Sockets.UdpClient(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
+        var local = (System.Net.IPEndPoint)client.Client.LocalEndPoint!;
+        var invite = $"INVITE sip:bob@127.0.0.1:{edge.SipPort} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKnotag1\r\n" +
+            $"From: <sip:alice@127.0.0.1>\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: notag-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        var bytes = System.Text.Encoding.ASCII.GetBytes(invite);
+        await client.SendAsync(bytes, bytes.Length, new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, edge.SipPort));
+        string? final = null;
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        while (final is null)
+        {
+            var received = await client.ReceiveAsync(timeout.Token);
+            var text = System.Text.Encoding.ASCII.GetString(received.Buffer);
+            if (!text.StartsWith("SIP/2.0 100", StringComparison.Ordinal))
+            {
+                final = text;
+            }
+        }
+        Assert.StartsWith("SIP/2.0 400 Bad Request", final, StringComparison.Ordinal);
+        using var limits = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/limits"));
+        Assert.Empty(limits.RootElement.EnumerateArray());
+    }
+
+    private async Task<(SippStats Caller, string Messages, SippStats Callee, SipEdgeProcess Edge)> RunCallsAsync(
+        string caller, string called, int calls, string local)
+    {
+        var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
+        await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
+        var edge = await StartStandaloneAsync(uasPort, trunkNextHop: $"127.0.0.1:{uasPort}");
+        var users = Path.Combine(_data, "callers.csv");
+        await File.WriteAllTextAsync(users, $"SEQUENTIAL\n{caller}\n");
+        await using var uac = Sipp.Start("uac", [
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", users, "-s", called, "-i", local,
+            "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", Port(calls), "-r", "20", "-l", Port(calls), "-d", "3000",
+            "-timeout", "60s", "-timeout_error", "-trace_msg"]);
+        var stats = await uac.WaitAsync(TimeSpan.FromSeconds(60));
+        var messages = uac.Messages();
+        var callee = uas.Stop();
+        output.WriteLine($"uac {stats}; uas {callee}");
+        return (stats, messages, callee, edge);
+    }
+
+    private static async Task AssertAllCountsZeroAsync(SipEdgeProcess edge)
+    {
+        using var limits = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/limits"));
+        Assert.NotEmpty(limits.RootElement.EnumerateArray());
+        Assert.All(limits.RootElement.EnumerateArray(), e => Assert.Equal(0, e.GetProperty("total").GetInt32()));
+    }
+
+    private async Task<SipEdgeProcess> StartStandaloneAsync(int upstreamPort, string? trunkNextHop = null)
     {
         var upstream = $"127.0.0.1:{upstreamPort}";
         var edge = SipEdgeProcess.Start([
@@ -62,6 +148,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
             $"--CallState:Storage:ConnectionString=Data Source={Path.Combine(_data, "callstate.db")}",
             $"--CallState:Admission:Routes:1:Upstream={upstream}",
             $"--CallState:Admission:Routes:2:Upstream={upstream}",
+            $"--CallState:Admission:Trunks:carrier:NextHop={trunkNextHop ?? "127.0.0.2:5090"}",
         ]);
         await edge.WaitReadyAsync(TimeSpan.FromSeconds(30));
         return edge;
