@@ -87,6 +87,39 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         }
     }
 
+    [Theory]
+    [InlineData("uac_rr.xml", "uas_rr.xml", "caller BYE")]
+    [InlineData("uac_answered.xml", "uas_hangup.xml", "callee BYE")]
+    [InlineData("uac_cancel.xml", "uas_ringing.xml", "CANCEL")]
+    [InlineData("uac_rr.xml", "uas_reject.xml", "486 from the callee")]
+    [InlineData("uac_rr.xml", "uas_silent.xml", "INVITE timeout")]
+    public async Task Every_way_a_call_ends_gives_its_slots_back(string callerScenario, string calleeScenario, string ending)
+    {
+        var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
+        await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario(calleeScenario), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
+
+        // T1 of 50 ms: a silent callee times out (Timer B, 64*T1) in 3.2 s.
+        await using var edge = await StartStandaloneAsync(uasPort, extra: ["--CallState:Sip:T1=00:00:00.050", "--CallState:Sip:T2=00:00:00.400"]);
+        var users = Path.Combine(_data, "carol.csv");
+        await File.WriteAllTextAsync(users, "SEQUENTIAL\ncarol\n");
+        await using var uac = Sipp.Start("uac", [
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario(callerScenario), "-inf", users, "-s", "dave", "-i", "127.0.0.1",
+            "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "3", "-r", "10", "-l", "3",
+            "-timeout", "30s", "-trace_msg"]);
+        var stats = await uac.WaitAsync(TimeSpan.FromSeconds(45));
+        output.WriteLine($"{ending}: uac {stats}; uas {uas.Stop()}");
+        if (ending != "INVITE timeout")
+        {
+            Assert.True(stats.Successful == 3 && stats.Failed == 0, $"{ending}: {stats}\n{uac.Describe()}");
+        }
+
+        using var limits = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/limits?kind=user"));
+        var keys = limits.RootElement.EnumerateArray().Select(e => e.GetProperty("key").GetString()).ToList();
+        Assert.Contains("user/carol", keys);
+        Assert.Contains("user/dave", keys);
+        await WaitForZeroAsync(edge, TimeSpan.FromSeconds(10), ending);
+    }
+
     [Fact]
     public async Task An_invite_without_a_from_tag_gets_400_and_reserves_nothing()
     {
@@ -140,11 +173,34 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         Assert.All(limits.RootElement.EnumerateArray(), e => Assert.Equal(0, e.GetProperty("total").GetInt32()));
     }
 
-    private async Task<SipEdgeProcess> StartStandaloneAsync(int upstreamPort, string? trunkNextHop = null)
+    /// <summary>Every limit's count reaches 0 (BYE, CANCEL and failures release in the background).</summary>
+    private static async Task WaitForZeroAsync(SipEdgeProcess edge, TimeSpan timeout, string what)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        string last;
+        do
+        {
+            last = await edge.Http.GetStringAsync("/api/limits");
+            using var limits = JsonDocument.Parse(last);
+            if (limits.RootElement.EnumerateArray().All(e => e.GetProperty("total").GetInt32() == 0))
+            {
+                return;
+            }
+            await Task.Delay(200);
+        }
+        while (DateTime.UtcNow < deadline);
+        Assert.Fail($"after {what}, counts are not back to 0: {last}");
+    }
+
+    private async Task<SipEdgeProcess> StartStandaloneAsync(int upstreamPort, string? trunkNextHop = null, string[]? extra = null)
     {
         var upstream = $"127.0.0.1:{upstreamPort}";
         var edge = SipEdgeProcess.Start([
+            .. extra ?? [],
             "--standalone",
+
+            // The 200 ms default deadline fails calls closed while the whole suite competes for two cores.
+            "--CallState:Admission:Deadline=00:00:05",
             $"--CallState:Storage:ConnectionString=Data Source={Path.Combine(_data, "callstate.db")}",
             $"--CallState:Admission:Routes:1:Upstream={upstream}",
             $"--CallState:Admission:Routes:2:Upstream={upstream}",
