@@ -48,10 +48,11 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         Assert.Equal(2, Count(messages, "SIP/2.0 200 OK"));  // the connected call's INVITE and its BYE
         Assert.Equal(1, uas.Stop().Created);
 
-        using var limits = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/limits?kind=user"));
-        var alice = limits.RootElement.EnumerateArray().Single(e => e.GetProperty("key").GetString() == "user/alice");
-        Assert.Equal(0, alice.GetProperty("total").GetInt32());
-        Assert.All(limits.RootElement.EnumerateArray(), e => Assert.Equal(0, e.GetProperty("total").GetInt32()));
+        using (var limits = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/limits?kind=user")))
+        {
+            Assert.Contains(limits.RootElement.EnumerateArray(), e => e.GetProperty("key").GetString() == "user/alice");
+        }
+        await WaitForZeroAsync(edge, TimeSpan.FromSeconds(10), "alice's call ended");
     }
 
     [Fact]
@@ -168,9 +169,11 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
 
     private static async Task AssertAllCountsZeroAsync(SipEdgeProcess edge)
     {
-        using var limits = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/limits"));
-        Assert.NotEmpty(limits.RootElement.EnumerateArray());
-        Assert.All(limits.RootElement.EnumerateArray(), e => Assert.Equal(0, e.GetProperty("total").GetInt32()));
+        using (var limits = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/limits")))
+        {
+            Assert.NotEmpty(limits.RootElement.EnumerateArray());
+        }
+        await WaitForZeroAsync(edge, TimeSpan.FromSeconds(10), "the calls ended");
     }
 
     /// <summary>Every limit's count reaches 0 (BYE, CANCEL and failures release in the background).</summary>
