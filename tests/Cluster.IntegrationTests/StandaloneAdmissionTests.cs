@@ -121,6 +121,66 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         await WaitForZeroAsync(edge, TimeSpan.FromSeconds(10), ending);
     }
 
+    [Theory]
+    [InlineData("uac_rr.xml", "uas_rr.xml", "Confirmed")]
+    [InlineData("uac_rr.xml", "uas_ringing.xml", "Early")]
+    public async Task A_call_whose_end_never_comes_is_reclaimed_when_its_lease_ends(string callerScenario, string calleeScenario, string lease)
+    {
+        // Confirmed: the caller holds the call 20 s without a BYE; Early: the callee rings with no final answer.
+        var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
+        await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario(calleeScenario), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
+        await using var edge = await StartStandaloneAsync(uasPort, extra: [$"--CallState:Runtime:Leases:{lease}=00:00:02"]);
+        var users = Path.Combine(_data, "gina.csv");
+        await File.WriteAllTextAsync(users, "SEQUENTIAL\ngina\n");
+        await using var uac = Sipp.Start("uac", [
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario(callerScenario), "-inf", users, "-s", "hank", "-i", "127.0.0.1",
+            "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "1", "-d", "20000", "-timeout", "40s"]);
+
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        var counted = false;
+        while (DateTime.UtcNow < deadline)
+        {
+            using var limits = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/limits?kind=user"));
+            var gina = limits.RootElement.EnumerateArray().FirstOrDefault(e => e.GetProperty("key").GetString() == "user/gina");
+            if (gina.ValueKind == JsonValueKind.Object)
+            {
+                counted |= gina.GetProperty("total").GetInt32() == 1;
+                if (counted && gina.GetProperty("total").GetInt32() == 0)
+                {
+                    Assert.Equal(1, gina.GetProperty("reclaimed").GetInt32());
+                    return;
+                }
+            }
+            await Task.Delay(200);
+        }
+        Assert.Fail(counted ? $"the {lease} lease never reclaimed the slot" : "the call was never counted");
+    }
+
+    [Fact]
+    public async Task Retransmissions_under_ten_percent_loss_never_count_a_call_twice_and_every_count_returns_to_zero()
+    {
+        var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
+        await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1",
+            "-lost", "10", "-default_behaviors", "all,-abortunexp"]);
+        await using var edge = await StartStandaloneAsync(uasPort, extra: [
+            "--CallState:Limits:Users:ivan:Total=20", "--CallState:Limits:DefaultUser:Total=20",
+            "--CallState:Limits:DefaultUser:Outbound=20", "--CallState:Limits:DefaultUser:Inbound=20"]);
+        var users = Path.Combine(_data, "many.csv");
+        await File.WriteAllTextAsync(users, "SEQUENTIAL\n" + string.Join("\n", Enumerable.Range(1, 20).Select(i => "caller" + i)) + "\n");
+        await using var uac = Sipp.Start("uac", [
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", users, "-s", "ivan", "-i", "127.0.0.1",
+            "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "100", "-r", "50", "-l", "10", "-lost", "10",
+            "-timeout", "60s", "-timeout_error"]);
+        var stats = await uac.WaitAsync(TimeSpan.FromSeconds(70));
+        output.WriteLine($"uac {stats}");
+        Assert.True(stats.Successful == 100 && stats.Failed == 0, uac.Describe());
+
+        // At most 10 calls are up at once and ivan may have 20: a refusal would mean calls counted twice (a
+        // retransmitted INVITE reserving again) or slots leaking; and every count ends at 0.
+        await WaitForZeroAsync(edge, TimeSpan.FromSeconds(15), "100 calls under loss");
+        Assert.DoesNotContain("_LIMIT_REACHED", edge.Output, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task An_invite_without_a_from_tag_gets_400_and_reserves_nothing()
     {
