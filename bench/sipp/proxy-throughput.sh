@@ -3,7 +3,10 @@
 # Record-Route honoured so ACK and BYE cross the edge. For each rate it runs a bounded number of calls and prints
 # successful/failed calls, the achieved rate and INVITE->200 response time percentiles (sipp -trace_rtt).
 #   bench/sipp/proxy-throughput.sh [rates...]        e.g. bench/sipp/proxy-throughput.sh 500 1000 2000
-# Environment: SECONDS_PER_RATE (default 10), TRANSPORT (u1 or t1, default u1).
+# Environment: SECONDS_PER_RATE (default 10), TRANSPORT (u1 or t1, default u1),
+#   ADMISSION=sqlite|postgres: the edge runs standalone (grains in the process) and admits every call on the caller's
+#   and the callee's user limits (limits set high enough never to refuse); postgres needs CALLSTATE_BENCH_POSTGRES
+#   (an Npgsql connection string).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 rates=("${@:-500 1000 2000}")
@@ -24,7 +27,23 @@ printf 'SEQUENTIAL\n' >"$work/users.csv"
 for i in $(seq 1 100); do printf 'user%d\n' "$i" >>"$work/users.csv"; done
 
 edge_port=25060; uas_port=25090; uac_port=25061; http_port=25082
-dotnet "$repo/src/SipEdge/bin/Release/net10.0/CallState.SipEdge.dll" --urls="http://127.0.0.1:$http_port" \
+admission_args=()
+case ${ADMISSION:-} in
+    "") ;;
+    sqlite|postgres)
+        admission_args=(--standalone "--CallState:Admission:Routes:1:Upstream=127.0.0.1:$uas_port"
+            "--CallState:Admission:Routes:2:Upstream=127.0.0.1:$uas_port"
+            --CallState:Limits:DefaultUser:Total=1000000 --CallState:Limits:DefaultUser:Inbound=1000000
+            --CallState:Limits:DefaultUser:Outbound=1000000)
+        if [[ $ADMISSION == sqlite ]]; then
+            admission_args+=("--CallState:Storage:ConnectionString=Data Source=$work/callstate.db")
+        else
+            admission_args+=(--CallState:Storage:Provider=PostgreSql "--CallState:Storage:ConnectionString=${CALLSTATE_BENCH_POSTGRES:?set CALLSTATE_BENCH_POSTGRES}")
+        fi
+        ;;
+    *) echo "ADMISSION must be sqlite or postgres" >&2; exit 1 ;;
+esac
+dotnet "$repo/src/SipEdge/bin/Release/net10.0/CallState.SipEdge.dll" "${admission_args[@]}" --urls="http://127.0.0.1:$http_port" \
     --CallState:Sip:Port=$edge_port --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port \
     --Logging:LogLevel:Default=Warning >"$work/edge.log" 2>&1 &
 edge_pid=$!
