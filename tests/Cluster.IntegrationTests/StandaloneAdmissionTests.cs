@@ -208,12 +208,102 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         Assert.Empty(limits.RootElement.EnumerateArray());
     }
 
-    private async Task<(SippStats Caller, string Messages, SippStats Callee, SipEdgeProcess Edge)> RunCallsAsync(
-        string caller, string called, int calls, string local)
+    [Fact]
+    public async Task An_inbound_call_to_alice_during_her_outbound_call_connects_and_a_further_one_gets_486()
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        var edge = await StartStandaloneAsync(uasPort, trunkNextHop: $"127.0.0.1:{uasPort}");
+        await using var edge = await StartStandaloneAsync(uasPort);
+        await using var outbound = StartCaller(edge, "alice", "bob", calls: 1, local: "127.0.0.1", holdMs: 10_000);
+        await WaitForCountAsync(edge, "user/alice", 1);
+
+        await using var inbound = StartCaller(edge, "bob", "alice", calls: 2, local: "127.0.0.1", holdMs: 2_000);
+        var stats = await inbound.WaitAsync(TimeSpan.FromSeconds(60));
+        var messages = inbound.Messages();
+        Assert.Equal(0, stats.Failed);
+        Assert.Equal(1, Count(messages, "SIP/2.0 486 Busy Here"));
+        Assert.Equal(1, Count(messages, "Reason: Q.850;cause=17"));
+        Assert.Contains("USER_TOTAL_LIMIT_REACHED", edge.Output, StringComparison.Ordinal);
+        await outbound.WaitAsync(TimeSpan.FromSeconds(60));
+        await WaitForZeroAsync(edge, TimeSpan.FromSeconds(10), "alice's calls ended");
+    }
+
+    [Fact]
+    public async Task The_trunk_carries_at_most_2_outbound_calls_and_the_3rd_gets_480_with_cause_34()
+    {
+        var (stats, messages, callee, edge) = await RunCallsAsync(caller: "bob", called: "+4930555", calls: 3, local: "127.0.0.1");
+        await using (edge)
+        {
+            Assert.Equal(0, stats.Failed);
+            Assert.Equal(1, Count(messages, "SIP/2.0 480 Temporarily Unavailable"));
+            Assert.Equal(1, Count(messages, "Reason: Q.850;cause=34"));
+            Assert.Equal(2, callee.Created);
+            Assert.Contains("TRUNK_OUT_LIMIT_REACHED", edge.Output, StringComparison.Ordinal);
+            await AssertAllCountsZeroAsync(edge);
+        }
+    }
+
+    [Fact]
+    public async Task A_trunk_with_inbound_0_refuses_inbound_calls_with_403_and_cause_54()
+    {
+        var (stats, messages, callee, edge) = await RunCallsAsync(caller: "+4930123", called: "bob", calls: 1, local: "127.0.0.2",
+            extra: ["--CallState:Limits:Trunks:carrier:Inbound=0"]);
+        await using (edge)
+        {
+            Assert.Equal(0, stats.Failed);
+            Assert.Equal(1, Count(messages, "SIP/2.0 403 Forbidden"));
+            Assert.Equal(1, Count(messages, "Reason: Q.850;cause=54"));
+            Assert.Equal(0, callee.Created);
+        }
+    }
+
+    [Fact]
+    public async Task Plus_123_calls_keyed_by_source_address_allow_exactly_3()
+    {
+        var (stats, messages, callee, edge) = await RunCallsAsync(caller: "bob", called: "+12399", calls: 4, local: "127.0.0.1",
+            extra: ["--CallState:Admission:SetupRules:0:Key=SourceIp"]);
+        await using (edge)
+        {
+            Assert.Equal(0, stats.Failed);
+            Assert.Equal(1, Count(messages, "SIP/2.0 480 Temporarily Unavailable"));
+            Assert.Equal(3, callee.Created);
+            Assert.Contains("IN_PER_KEY_CAC_LIMIT_REACHED", edge.Output, StringComparison.Ordinal);
+            Assert.Contains("key/127.0.0.1", edge.Output, StringComparison.Ordinal);
+            await AssertAllCountsZeroAsync(edge);
+        }
+    }
+
+    private Sipp StartCaller(SipEdgeProcess edge, string caller, string called, int calls, string local, int holdMs)
+    {
+        var users = Path.Combine(_data, $"{caller}-{Guid.NewGuid():N}.csv");
+        File.WriteAllText(users, $"SEQUENTIAL\n{caller}\n");
+        return Sipp.Start("uac", [
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", users, "-s", called, "-i", local,
+            "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", Port(calls), "-r", "20", "-l", Port(calls), "-d", Port(holdMs),
+            "-timeout", "60s", "-timeout_error", "-trace_msg"]);
+    }
+
+    private static async Task WaitForCountAsync(SipEdgeProcess edge, string key, int total)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (DateTime.UtcNow < deadline)
+        {
+            using var limits = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/limits"));
+            if (limits.RootElement.EnumerateArray().Any(e => e.GetProperty("key").GetString() == key && e.GetProperty("total").GetInt32() == total))
+            {
+                return;
+            }
+            await Task.Delay(100);
+        }
+        Assert.Fail($"{key} never reached {total}");
+    }
+
+    private async Task<(SippStats Caller, string Messages, SippStats Callee, SipEdgeProcess Edge)> RunCallsAsync(
+        string caller, string called, int calls, string local, string[]? extra = null)
+    {
+        var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
+        await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
+        var edge = await StartStandaloneAsync(uasPort, trunkNextHop: $"127.0.0.1:{uasPort}", extra: extra);
         var users = Path.Combine(_data, "callers.csv");
         await File.WriteAllTextAsync(users, $"SEQUENTIAL\n{caller}\n");
         await using var uac = Sipp.Start("uac", [
