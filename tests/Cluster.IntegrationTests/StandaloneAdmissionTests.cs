@@ -244,6 +244,27 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
     }
 
     [Fact]
+    public async Task The_trunk_carries_at_most_4_calls_in_total_across_both_directions()
+    {
+        var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
+        await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
+        await using var edge = await StartStandaloneAsync(uasPort, trunkNextHop: $"127.0.0.1:{uasPort}");
+
+        // Two calls out through the carrier stay up; then three come in from it: inbound 3 would allow them, total 4 does not.
+        await using var outbound = StartCaller(edge, "bob", "+4930777", calls: 2, local: "127.0.0.1", holdMs: 10_000);
+        await WaitForCountAsync(edge, "trunk/carrier", 2);
+        await using var inbound = StartCaller(edge, "+4930123", "dave", calls: 3, local: "127.0.0.2", holdMs: 2_000);
+        var stats = await inbound.WaitAsync(TimeSpan.FromSeconds(60));
+        var messages = inbound.Messages();
+        Assert.Equal(0, stats.Failed);
+        Assert.Equal(1, Count(messages, "SIP/2.0 480 Temporarily Unavailable"));
+        Assert.Equal(1, Count(messages, "Reason: Q.850;cause=34"));
+        Assert.Contains("TRUNK_TOTAL_LIMIT_REACHED", edge.Output, StringComparison.Ordinal);
+        await outbound.WaitAsync(TimeSpan.FromSeconds(60));
+        await WaitForZeroAsync(edge, TimeSpan.FromSeconds(10), "the trunk's calls ended");
+    }
+
+    [Fact]
     public async Task A_trunk_with_inbound_0_refuses_inbound_calls_with_403_and_cause_54()
     {
         var (stats, messages, callee, edge) = await RunCallsAsync(caller: "+4930123", called: "bob", calls: 1, local: "127.0.0.2",
