@@ -41,12 +41,6 @@ public sealed class AdmissionOptions
     /// <summary>Seconds in the <c>Retry-After</c> of a rejection that carries one.</summary>
     public int RetryAfterSeconds { get; set; } = 5;
 
-    /// <summary>Lease of a reserved call without a final response (about SIP Timer C).</summary>
-    public TimeSpan EarlyLease { get; set; } = TimeSpan.FromSeconds(180);
-
-    /// <summary>Lease of a confirmed call: its maximum duration unless refreshed (re-INVITE, UPDATE, session timer).</summary>
-    public TimeSpan ConfirmedLease { get; set; } = TimeSpan.FromHours(12);
-
     /// <summary>Overrides of the rejection responses of DESIGN section 6 (unset fields keep the defaults).</summary>
     public RejectCodesOptions RejectCodes { get; set; } = new();
 
@@ -91,16 +85,6 @@ public sealed class AdmissionOptions
         if (RetryAfterSeconds is < 1 or > 86_400)
         {
             errors.Add($"{p}{nameof(RetryAfterSeconds)}: must be between 1 and 86400 (was {RetryAfterSeconds})");
-        }
-
-        if (EarlyLease <= TimeSpan.Zero)
-        {
-            errors.Add($"{p}{nameof(EarlyLease)}: must be positive (was {EarlyLease})");
-        }
-
-        if (ConfirmedLease <= TimeSpan.Zero)
-        {
-            errors.Add($"{p}{nameof(ConfirmedLease)}: must be positive (was {ConfirmedLease})");
         }
 
         (RejectCodes ?? new()).Validate(p + nameof(RejectCodes), errors);

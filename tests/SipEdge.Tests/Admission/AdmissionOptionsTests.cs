@@ -30,8 +30,6 @@ public sealed class AdmissionOptionsTests
               "Deadline": "00:00:00.150",
               "FailOpen": true,
               "RetryAfterSeconds": 30,
-              "EarlyLease": "00:02:00",
-              "ConfirmedLease": "04:00:00",
               "RejectCodes": { "UserLimit": { "Status": 600, "Q850Cause": 17 } }
             }
           }
@@ -70,8 +68,6 @@ public sealed class AdmissionOptionsTests
         Assert.Equal(TimeSpan.FromMilliseconds(150), options.Deadline);
         Assert.True(options.FailOpen);
         Assert.Equal(30, options.RetryAfterSeconds);
-        Assert.Equal(TimeSpan.FromMinutes(2), options.EarlyLease);
-        Assert.Equal(TimeSpan.FromHours(4), options.ConfirmedLease);
         Assert.Equal(600, options.RejectCodes.UserLimit?.Status);
         Assert.Empty(options.Validate());
     }
@@ -125,8 +121,6 @@ public sealed class AdmissionOptionsTests
         Assert.Equal(TimeSpan.FromMilliseconds(200), options.Deadline);
         Assert.False(options.FailOpen);
         Assert.Equal(5, options.RetryAfterSeconds);
-        Assert.Equal(TimeSpan.FromSeconds(180), options.EarlyLease);
-        Assert.Equal(TimeSpan.FromHours(12), options.ConfirmedLease);
         Assert.Empty(options.Trunks);
         Assert.Empty(options.Routes);
         Assert.Empty(options.Validate());
@@ -162,8 +156,6 @@ public sealed class AdmissionOptionsTests
         { "--CallState:Admission:EmergencyPrefixes:0= ", "CallState:Admission:EmergencyPrefixes:0: an empty prefix would make every call an emergency call" },
         { "--CallState:Admission:Deadline=00:00:00", "CallState:Admission:Deadline: must be positive (was 00:00:00)" },
         { "--CallState:Admission:RetryAfterSeconds=0", "CallState:Admission:RetryAfterSeconds: must be between 1 and 86400 (was 0)" },
-        { "--CallState:Admission:EarlyLease=-00:00:01", "CallState:Admission:EarlyLease: must be positive (was -00:00:01)" },
-        { "--CallState:Admission:ConfirmedLease=00:00:00", "CallState:Admission:ConfirmedLease: must be positive (was 00:00:00)" },
         { "--CallState:Admission:RejectCodes:UserLimit:Status=503", "CallState:Admission:RejectCodes:UserLimit:Status: 503 would make the caller avoid this whole edge for Retry-After (RFC 3261 21.5.4); a user or per-key limit must not use it" },
         { "--CallState:Admission:Trunks:carrier:RejectCodes:PerKeyLimit:Status=503", "CallState:Admission:Trunks:carrier:RejectCodes:PerKeyLimit:Status: 503 would make the caller avoid this whole edge for Retry-After (RFC 3261 21.5.4); a user or per-key limit must not use it" },
         { "--CallState:Admission:RejectCodes:TrunkLimit:Status=487", "CallState:Admission:RejectCodes:TrunkLimit:Status: 487 answers a CANCEL (RFC 3261 9.2), never a refused call" },
