@@ -66,8 +66,8 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
             Assert.Equal(1, Count(messages, "Reason: Q.850;cause=34"));
             Assert.Equal(1, Count(messages, "Retry-After: 5"));
             Assert.Equal(3, callee.Created);
-            Assert.Contains("IN_PER_KEY_CAC_LIMIT_REACHED", edge.Output, StringComparison.Ordinal);
-            Assert.Contains("key/bob", edge.Output, StringComparison.Ordinal);
+            Assert.True(await edge.OutputContainsAsync("IN_PER_KEY_CAC_LIMIT_REACHED"), edge.Output);
+            Assert.True(await edge.OutputContainsAsync("key/bob"), edge.Output);
             await AssertAllCountsZeroAsync(edge);
         }
     }
@@ -83,7 +83,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
             Assert.Equal(1, Count(messages, "SIP/2.0 480 Temporarily Unavailable"));
             Assert.Equal(1, Count(messages, "Reason: Q.850;cause=34"));
             Assert.Equal(3, callee.Created);
-            Assert.Contains("TRUNK_IN_LIMIT_REACHED", edge.Output, StringComparison.Ordinal);
+            Assert.True(await edge.OutputContainsAsync("TRUNK_IN_LIMIT_REACHED"), edge.Output);
             await AssertAllCountsZeroAsync(edge);
         }
     }
@@ -223,7 +223,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         Assert.Equal(0, stats.Failed);
         Assert.Equal(1, Count(messages, "SIP/2.0 486 Busy Here"));
         Assert.Equal(1, Count(messages, "Reason: Q.850;cause=17"));
-        Assert.Contains("USER_TOTAL_LIMIT_REACHED", edge.Output, StringComparison.Ordinal);
+        Assert.True(await edge.OutputContainsAsync("USER_TOTAL_LIMIT_REACHED"), edge.Output);
         await outbound.WaitAsync(TimeSpan.FromSeconds(60));
         await WaitForZeroAsync(edge, TimeSpan.FromSeconds(10), "alice's calls ended");
     }
@@ -238,7 +238,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
             Assert.Equal(1, Count(messages, "SIP/2.0 480 Temporarily Unavailable"));
             Assert.Equal(1, Count(messages, "Reason: Q.850;cause=34"));
             Assert.Equal(2, callee.Created);
-            Assert.Contains("TRUNK_OUT_LIMIT_REACHED", edge.Output, StringComparison.Ordinal);
+            Assert.True(await edge.OutputContainsAsync("TRUNK_OUT_LIMIT_REACHED"), edge.Output);
             await AssertAllCountsZeroAsync(edge);
         }
     }
@@ -259,7 +259,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         Assert.Equal(0, stats.Failed);
         Assert.Equal(1, Count(messages, "SIP/2.0 480 Temporarily Unavailable"));
         Assert.Equal(1, Count(messages, "Reason: Q.850;cause=34"));
-        Assert.Contains("TRUNK_TOTAL_LIMIT_REACHED", edge.Output, StringComparison.Ordinal);
+        Assert.True(await edge.OutputContainsAsync("TRUNK_TOTAL_LIMIT_REACHED"), edge.Output);
         await outbound.WaitAsync(TimeSpan.FromSeconds(60));
         await WaitForZeroAsync(edge, TimeSpan.FromSeconds(10), "the trunk's calls ended");
     }
@@ -288,8 +288,8 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
             Assert.Equal(0, stats.Failed);
             Assert.Equal(1, Count(messages, "SIP/2.0 480 Temporarily Unavailable"));
             Assert.Equal(3, callee.Created);
-            Assert.Contains("IN_PER_KEY_CAC_LIMIT_REACHED", edge.Output, StringComparison.Ordinal);
-            Assert.Contains("key/127.0.0.1", edge.Output, StringComparison.Ordinal);
+            Assert.True(await edge.OutputContainsAsync("IN_PER_KEY_CAC_LIMIT_REACHED"), edge.Output);
+            Assert.True(await edge.OutputContainsAsync("key/127.0.0.1"), edge.Output);
             await AssertAllCountsZeroAsync(edge);
         }
     }

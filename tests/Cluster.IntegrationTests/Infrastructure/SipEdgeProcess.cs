@@ -100,6 +100,21 @@ public sealed class SipEdgeProcess : IAsyncDisposable
         throw new TimeoutException($"edge not ready after {timeout}:\n{Output}");
     }
 
+    /// <summary>True once <paramref name="text"/> appears in the process output (the console logger writes asynchronously).</summary>
+    public async Task<bool> OutputContainsAsync(string text, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(10));
+        while (!Output.Contains(text, StringComparison.Ordinal))
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                return false;
+            }
+            await Task.Delay(50);
+        }
+        return true;
+    }
+
     public async Task<int> WaitForExitAsync(TimeSpan timeout)
     {
         using var cts = new CancellationTokenSource(timeout);
