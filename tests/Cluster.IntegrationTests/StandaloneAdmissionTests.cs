@@ -161,7 +161,8 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1",
-            "-lost", "10", "-default_behaviors", "all,-abortunexp"]);
+            "-lost", "10", "-default_behaviors", "all,-abortunexp",
+            "-max_invite_retrans", "10", "-max_non_invite_retrans", "10"]);
         await using var edge = await StartStandaloneAsync(uasPort, extra: [
             "--CallState:Limits:Users:ivan:Total=20", "--CallState:Limits:DefaultUser:Total=20",
             "--CallState:Limits:DefaultUser:Outbound=20", "--CallState:Limits:DefaultUser:Inbound=20"]);
@@ -170,7 +171,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         await using var uac = Sipp.Start("uac", [
             $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", users, "-s", "ivan", "-i", "127.0.0.1",
             "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "100", "-r", "50", "-l", "10", "-lost", "10",
-            "-timeout", "60s", "-timeout_error"]);
+            "-max_invite_retrans", "10", "-max_non_invite_retrans", "10", "-timeout", "60s", "-timeout_error"]);
         var stats = await uac.WaitAsync(TimeSpan.FromSeconds(70));
         output.WriteLine($"uac {stats}");
         Assert.True(stats.Successful == 100 && stats.Failed == 0, uac.Describe());
