@@ -157,7 +157,9 @@ internal abstract class RpcConnection
                 }
             }
         }
-        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+#pragma warning disable CA1031 // Whatever ends the loop (socket error, or a bug) closes this connection only; Completion never faults.
+        catch (Exception ex)
+#pragma warning restore CA1031
         {
             failure = ex;
         }
@@ -188,7 +190,9 @@ internal abstract class RpcConnection
                 }
             }
         }
-        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or OperationCanceledException or InvalidOperationException)
+#pragma warning disable CA1031 // Whatever ends the loop (socket error, or a bug) closes this connection only; Completion never faults.
+        catch (Exception ex)
+#pragma warning restore CA1031
         {
             failure = ex;
         }

@@ -118,6 +118,8 @@ internal sealed class RpcServerConnection : RpcConnection
 [SuppressMessage("Reliability", "CA1001", Justification = "_cancellation is disposed when the call completes, at the end of RunAsync.")]
 internal sealed class ServerCall : IThreadPoolWorkItem
 {
+    private static readonly TimeSpan MaxDeadlineTimer = TimeSpan.FromDays(1);
+
     private readonly RpcServerConnection _connection;
     private readonly byte[] _body;
     private readonly int _bodyLength;
@@ -137,8 +139,9 @@ internal sealed class ServerCall : IThreadPoolWorkItem
         _bodyLength = (int)frame.Body.Length;
         _body = PooledBufferWriter.RentCopy(frame.Body);
 
-        // Fires at the deadline on the server's clock (the caller's deadline, as absolute time).
-        _cancellation = new CancellationTokenSource(remaining, connection.Server.Time);
+        // Fires at the deadline on the server's clock (the caller's deadline, as absolute time). A deadline beyond what a
+        // timer can hold gets no timer: the caller's own timer still bounds the call.
+        _cancellation = remaining <= MaxDeadlineTimer ? new CancellationTokenSource(remaining, connection.Server.Time) : new CancellationTokenSource();
     }
 
     public ulong RequestId { get; }
