@@ -1,6 +1,10 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using CallState.Runtime.Rpc;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
 
 namespace CallState.Runtime.Tests.Rpc;
 
@@ -87,7 +91,38 @@ public sealed class RpcOptionsTests
         var bad = new RpcOptions { ConnectionsPerEndpoint = 0 };
 
         var error = Assert.Throws<ArgumentException>(() =>
-            new RpcClient(bad, TimeProvider.System, Microsoft.Extensions.Logging.Abstractions.NullLogger<RpcClient>.Instance, metrics));
+            new RpcClient(bad, TimeProvider.System, NullLogger<RpcClient>.Instance, metrics));
         Assert.Contains("CallState:Cluster:Rpc:ConnectionsPerEndpoint", error.Message, StringComparison.Ordinal);
+    }
+}
+
+/// <summary>The host registration binds and validates the configuration section.</summary>
+public sealed class RpcRegistrationTests
+{
+    [Fact]
+    public async Task AddRpc_binds_the_CallState_Cluster_Rpc_section_and_refuses_invalid_values_naming_the_key()
+    {
+        var configuration = new ConfigurationBuilder()
+            .AddInMemoryCollection(new Dictionary<string, string?>
+            {
+                ["CallState:Cluster:Rpc:ConnectionsPerEndpoint"] = "0",
+                ["CallState:Cluster:Rpc:MaxFrameBytes"] = "65536",
+            })
+            .Build();
+        var services = new ServiceCollection()
+            .AddSingleton<IConfiguration>(configuration)
+            .AddLogging()
+            .AddRpc();
+        await using (var provider = services.BuildServiceProvider())
+        {
+            var failure = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<RpcClient>());
+            Assert.Contains("CallState:Cluster:Rpc:ConnectionsPerEndpoint must be between 1 and 64 (was 0).", failure.Failures);
+        }
+
+        configuration["CallState:Cluster:Rpc:ConnectionsPerEndpoint"] = "3";
+        await using var fixedProvider = services.BuildServiceProvider();
+        var options = fixedProvider.GetRequiredService<IOptions<RpcOptions>>().Value;
+        Assert.Equal((65536, 3), (options.MaxFrameBytes, options.ConnectionsPerEndpoint));
+        Assert.NotNull(fixedProvider.GetRequiredService<RpcClient>());
     }
 }
