@@ -4,6 +4,7 @@ using System.Diagnostics;
 using System.Net.Sockets;
 using System.Text;
 using CallState.Runtime.Rpc;
+using Microsoft.Extensions.Logging;
 
 namespace CallState.Runtime.Tests.Rpc;
 
@@ -40,7 +41,9 @@ public sealed class RpcProtocolViolationTests
             reply.Write(request.Body.Span);
             return RpcStatus.Ok;
         });
-        await using var host = await RpcTestHost.StartAsync(handler, serverOptions: new RpcOptions { MaxFrameBytes = 4096 }, clientOptions: new RpcOptions { ConnectionsPerEndpoint = 1 });
+        var log = new CapturingLogger<RpcServer>();
+        await using var host = await RpcTestHost.StartAsync(
+            handler, serverOptions: new RpcOptions { MaxFrameBytes = 4096 }, clientOptions: new RpcOptions { ConnectionsPerEndpoint = 1 }, serverLogger: log);
         using var metrics = new MetricCollector(host.ServerMetrics);
         using (await host.CallAsync(1, "warm"u8.ToArray()))
         {
@@ -51,6 +54,8 @@ public sealed class RpcProtocolViolationTests
 
         Assert.True(await RawSocket.WaitForCloseAsync(raw, Bound), "the server should close the offending connection");
         Assert.Equal(1, metrics.Sum("callstate.rpc.frames.rejected", "callstate.rpc.reason", reason));
+        Assert.Single(log.Entries, e => e.Level == LogLevel.Warning);
+        Assert.Single(log.Entries, e => e.EventId.Id == 1101);
         using var reply = await host.CallAsync(1, "still here"u8.ToArray());
         Assert.Equal("still here", Encoding.UTF8.GetString(reply.Body.Span));
         await RpcCallTests.WaitUntilAsync(() => host.Server.ConnectionCount == 1);

@@ -4,6 +4,7 @@ using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Sockets;
 using CallState.Runtime.Rpc;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace CallState.Runtime.Tests.Rpc;
@@ -15,7 +16,7 @@ internal sealed class DelegateHandler(Func<RpcRequest, IBufferWriter<byte>, Canc
         handle(request, reply, cancellationToken);
 }
 
-/// <summary>A real server on 127.0.0.1 (a free port unless one is given) and a client, each with their own metrics.</summary>
+/// <summary>A real server on 127.0.0.1 (a free port) and a client, each with their own metrics.</summary>
 internal sealed class RpcTestHost : IAsyncDisposable
 {
     private RpcTestHost(RpcServer server, RpcClient client, RpcMetrics serverMetrics, RpcMetrics clientMetrics)
@@ -40,18 +41,19 @@ internal sealed class RpcTestHost : IAsyncDisposable
     public IPEndPoint EndPoint => Server.LocalEndPoint;
 
     public static async Task<RpcTestHost> StartAsync(
-        IRpcHandler handler, RpcOptions? serverOptions = null, RpcOptions? clientOptions = null, TimeProvider? clientTime = null, int port = 0)
+        IRpcHandler handler, RpcOptions? serverOptions = null, RpcOptions? clientOptions = null, TimeProvider? clientTime = null, ILogger<RpcServer>? serverLogger = null)
     {
         var serverMetrics = new RpcMetrics(null);
         var clientMetrics = new RpcMetrics(null);
-        var server = await StartServerAsync(handler, serverOptions ?? new RpcOptions(), serverMetrics, port);
+        var server = await StartServerAsync(handler, serverOptions ?? new RpcOptions(), serverMetrics, serverLogger: serverLogger);
         var client = new RpcClient(clientOptions ?? new RpcOptions(), clientTime ?? TimeProvider.System, NullLogger<RpcClient>.Instance, clientMetrics);
         return new RpcTestHost(server, client, serverMetrics, clientMetrics);
     }
 
-    public static async Task<RpcServer> StartServerAsync(IRpcHandler handler, RpcOptions options, RpcMetrics metrics, int port = 0)
+    public static async Task<RpcServer> StartServerAsync(IRpcHandler handler, RpcOptions options, RpcMetrics metrics, int port = 0, ILogger<RpcServer>? serverLogger = null)
     {
-        var server = new RpcServer(new IPEndPoint(IPAddress.Loopback, port), handler, options, TimeProvider.System, NullLogger<RpcServer>.Instance, metrics);
+        var server = new RpcServer(
+            new IPEndPoint(IPAddress.Loopback, port), handler, options, TimeProvider.System, serverLogger ?? NullLogger<RpcServer>.Instance, metrics);
         await server.StartAsync(CancellationToken.None);
         return server;
     }
@@ -136,4 +138,20 @@ internal static class RawSocket
             return false;
         }
     }
+}
+
+/// <summary>Keeps the level and event id of every entry, to check what is logged and how often.</summary>
+internal sealed class CapturingLogger<T> : ILogger<T>
+{
+    private readonly ConcurrentQueue<(LogLevel Level, EventId EventId)> _entries = new();
+
+    public IReadOnlyCollection<(LogLevel Level, EventId EventId)> Entries => _entries;
+
+    public IDisposable? BeginScope<TState>(TState state)
+        where TState : notnull => null;
+
+    public bool IsEnabled(LogLevel logLevel) => true;
+
+    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+        _entries.Enqueue((logLevel, eventId));
 }
