@@ -85,7 +85,7 @@ public sealed class RpcOptionsTests
     }
 
     [Fact]
-    public void Client_and_server_refuse_invalid_options()
+    public void The_client_refuses_invalid_options_naming_the_key()
     {
         using var metrics = new RpcMetrics(null);
         var bad = new RpcOptions { ConnectionsPerEndpoint = 0 };
