@@ -125,8 +125,9 @@ public sealed class CallGrain
             case CallPhase.Ended:
                 return AdmitResult.Invalid($"call '{_callKey}' has already ended");
             case CallPhase.Admitting:
+                // A crash cut the admission and nobody was answered: undo it and admit afresh (the caller's retry).
                 await UndoAsync(cancellationToken).ConfigureAwait(false);
-                return AdmitResult.Invalid($"call '{_callKey}' was interrupted during admission and has been undone");
+                break;
         }
 
         if (!TryNormalize(requests, out var limits, out var error))
@@ -275,12 +276,15 @@ public sealed class CallGrain
         S.Reason,
         S.Phase == CallPhase.Admitted ? DateTimeOffset.FromUnixTimeMilliseconds(S.LeaseEndMs) : null);
 
+    /// <summary>
+    /// Gives back whatever a cut admission took and forgets the call: no answer was ever given for it, so a retry of
+    /// the same call is a fresh admission.
+    /// </summary>
     private async Task UndoAsync(CancellationToken cancellationToken)
     {
         // Release is idempotent, so releasing limits that were never reserved is harmless.
         await ReleaseAsync(S.Limits, S.Limits.Count, cancellationToken).ConfigureAwait(false);
-        S.Phase = CallPhase.Ended;
-        await CloseAsync(cancellationToken).ConfigureAwait(false);
+        await _state.ClearAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>

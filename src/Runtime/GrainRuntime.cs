@@ -44,7 +44,8 @@ public sealed class GrainRuntime : IAsyncDisposable
         Time = time;
         Logger = loggerFactory.CreateLogger<GrainRuntime>();
         Metrics = metrics ?? new RuntimeMetrics(null);
-        LimitClient = new LocalLimitClient(this);
+        LocalLimits = new LocalLimitClient(this);
+        LimitClient = LocalLimits;
         Scheduler = new GrainTimerScheduler(time, OnDue);
         var sweep = options.IdleTimeout / 2;
         _idleSweep = time.CreateTimer(static s => ((GrainRuntime)s!).SweepIdle(), this, sweep, sweep);
@@ -64,8 +65,92 @@ public sealed class GrainRuntime : IAsyncDisposable
 
     internal GrainTimerScheduler Scheduler { get; }
 
-    /// <summary>How call grains reach limit grains (in this process).</summary>
-    internal ILimitGrainClient LimitClient { get; }
+    /// <summary>How call grains reach limit grains: in this process, or through the cluster (<see cref="UseLimitClient"/>).</summary>
+    internal ILimitGrainClient LimitClient { get; private set; }
+
+    /// <summary>The limit grains of this process, bypassing placement (the cluster's RPC handler serves remote calls with it).</summary>
+    public ILimitGrainClient LocalLimits { get; }
+
+    /// <summary>
+    /// In a cluster, whether this silo fires the timer of a grain (it owns the grain). Null: every timer fires here.
+    /// A timer skipped here fires at its owner, which re-arms timers from storage when ownership moves.
+    /// </summary>
+    public Func<GrainId, bool>? TimerFilter { get; set; }
+
+    /// <summary>Routes call grains' limit operations elsewhere (the cluster client). Set before <see cref="StartAsync"/>.</summary>
+    public void UseLimitClient(ILimitGrainClient client)
+    {
+        ArgumentNullException.ThrowIfNull(client);
+        if (Volatile.Read(ref _started) != 0)
+        {
+            throw new InvalidOperationException("the limit client must be set before the runtime starts");
+        }
+
+        LimitClient = client;
+    }
+
+    /// <summary>
+    /// Deactivates every activation whose id matches (ownership moved, or this silo was declared dead): queued work
+    /// still runs; the next message for the grain activates it afresh from storage. Returns how many were closed.
+    /// </summary>
+    public int DeactivateWhere(Func<GrainId, bool> predicate)
+    {
+        ArgumentNullException.ThrowIfNull(predicate);
+        var closed = 0;
+        foreach (var (id, activation) in _limits)
+        {
+            if (predicate(id))
+            {
+                activation.Close();
+                if (_limits.TryRemove(new KeyValuePair<GrainId, LimitActivation>(id, activation)))
+                {
+                    Metrics.Deactivated();
+                    closed++;
+                }
+            }
+        }
+
+        foreach (var (id, activation) in _calls)
+        {
+            if (predicate(id))
+            {
+                activation.Close();
+                if (_calls.TryRemove(new KeyValuePair<GrainId, CallActivation>(id, activation)))
+                {
+                    Metrics.Deactivated();
+                    closed++;
+                }
+            }
+        }
+
+        return closed;
+    }
+
+    /// <summary>Reads every persisted due time again (ownership moved here) and arms the timers.</summary>
+    public async Task<int> RearmTimersAsync(CancellationToken cancellationToken)
+    {
+        var due = await Storage.ReadDueAsync(cancellationToken).ConfigureAwait(false);
+        var filter = TimerFilter;
+        var armed = 0;
+        foreach (var grain in due)
+        {
+            if (filter is null || filter(grain.Id))
+            {
+                Scheduler.Set(grain.Id, grain.DueAt);
+                armed++;
+            }
+        }
+
+        return armed;
+    }
+
+    /// <summary>One limit as committed in storage (for a limit owned by another silo).</summary>
+    public async Task<LimitSnapshot> GetStoredLimitAsync(LimitKey key, CancellationToken cancellationToken)
+    {
+        var stored = await Storage.ReadAsync(new GrainId(LimitGrainType, key.ToString()), cancellationToken).ConfigureAwait(false);
+        var state = stored is null ? new LimitGrainState() : GrainStateSerializer.DeserializeLimit(stored.Data);
+        return new LimitGrain(key, state, LimitSettings.GetLimits(key)).Snapshot();
+    }
 
     /// <summary>Activations in memory now.</summary>
     public int ActivationCount => _limits.Count + _calls.Count;
@@ -241,7 +326,7 @@ public sealed class GrainRuntime : IAsyncDisposable
 
     private void OnDue(GrainId id)
     {
-        if (Volatile.Read(ref _disposed) != 0)
+        if (Volatile.Read(ref _disposed) != 0 || (TimerFilter is { } filter && !filter(id)))
         {
             return;
         }

@@ -59,12 +59,12 @@ public static class AdminApi
             return Results.Ok(await runtime.ListLimitsAsync(filter, ct).ConfigureAwait(false));
         });
 
-        api.MapGet("/limits/{kind}/{*value}", async (string kind, string value, GrainRuntime runtime, CancellationToken ct) =>
+        api.MapGet("/limits/{kind}/{*value}", async (string kind, string value, GrainAccess grains, CancellationToken ct) =>
             ParseKey(kind, value, out var key, out var error)
-                ? Results.Ok(await runtime.GetLimitAsync(key, ct).ConfigureAwait(false))
+                ? Results.Ok(await grains.GetLimitAsync(key, ct).ConfigureAwait(false))
                 : Results.BadRequest(new ErrorDto(error)));
 
-        api.MapPut("/limits/{kind}/{*value}", async (string kind, string value, LimitValuesDto body, GrainRuntime runtime, CancellationToken ct) =>
+        api.MapPut("/limits/{kind}/{*value}", async (string kind, string value, LimitValuesDto body, GrainAccess grains, CancellationToken ct) =>
         {
             if (!ParseKey(kind, value, out var key, out var error))
             {
@@ -73,7 +73,7 @@ public static class AdminApi
 
             try
             {
-                return Results.Ok(await runtime.SetLimitsAsync(key, new LimitSettings(body.Total, body.Inbound, body.Outbound), ct).ConfigureAwait(false));
+                return Results.Ok(await grains.SetLimitsAsync(key, new LimitSettings(body.Total, body.Inbound, body.Outbound), ct).ConfigureAwait(false));
             }
             catch (ArgumentException ex)
             {
@@ -81,7 +81,7 @@ public static class AdminApi
             }
         });
 
-        api.MapDelete("/limits/{kind}/{*value}", async (string kind, string value, GrainRuntime runtime, CancellationToken ct) =>
+        api.MapDelete("/limits/{kind}/{*value}", async (string kind, string value, GrainAccess grains, CancellationToken ct) =>
         {
             if (!ParseKey(kind, value, out var key, out var error))
             {
@@ -90,7 +90,7 @@ public static class AdminApi
 
             try
             {
-                return Results.Ok(await runtime.SetLimitsAsync(key, null, ct).ConfigureAwait(false));
+                return Results.Ok(await grains.SetLimitsAsync(key, null, ct).ConfigureAwait(false));
             }
             catch (ArgumentException ex)
             {
@@ -98,19 +98,19 @@ public static class AdminApi
             }
         });
 
-        api.MapPost("/calls/admit", async (AdmitRequestDto body, GrainRuntime runtime, CancellationToken ct) =>
+        api.MapPost("/calls/admit", async (AdmitRequestDto body, GrainAccess grains, CancellationToken ct) =>
         {
             var requests = (body.Limits ?? []).Select(static l => new LimitRequest(l.Key, l.Direction, l.Max)).ToList();
-            var result = await runtime.AdmitAsync(body.CallKey, requests, ct).ConfigureAwait(false);
+            var result = await grains.AdmitAsync(body.CallKey, requests, ct).ConfigureAwait(false);
             return result.Status == AdmitStatus.Invalid ? Results.BadRequest(result) : Results.Ok(result);
         });
 
-        api.MapPost("/calls/confirm", async (CallKeyDto body, GrainRuntime runtime, CancellationToken ct) =>
-            Results.Ok(new BoolResultDto(await runtime.ConfirmCallAsync(body.CallKey, ct).ConfigureAwait(false))));
-        api.MapPost("/calls/renew", async (CallKeyDto body, GrainRuntime runtime, CancellationToken ct) =>
-            Results.Ok(new BoolResultDto(await runtime.RenewCallAsync(body.CallKey, ct).ConfigureAwait(false))));
-        api.MapPost("/calls/end", async (CallKeyDto body, GrainRuntime runtime, CancellationToken ct) =>
-            Results.Ok(new BoolResultDto(await runtime.EndCallAsync(body.CallKey, ct).ConfigureAwait(false))));
+        api.MapPost("/calls/confirm", async (CallKeyDto body, GrainAccess grains, CancellationToken ct) =>
+            Results.Ok(new BoolResultDto(await grains.ConfirmCallAsync(body.CallKey, ct).ConfigureAwait(false))));
+        api.MapPost("/calls/renew", async (CallKeyDto body, GrainAccess grains, CancellationToken ct) =>
+            Results.Ok(new BoolResultDto(await grains.RenewCallAsync(body.CallKey, ct).ConfigureAwait(false))));
+        api.MapPost("/calls/end", async (CallKeyDto body, GrainAccess grains, CancellationToken ct) =>
+            Results.Ok(new BoolResultDto(await grains.EndCallAsync(body.CallKey, ct).ConfigureAwait(false))));
         api.MapGet("/calls", async (string key, GrainRuntime runtime, CancellationToken ct) =>
             string.IsNullOrEmpty(key) || key.Length > GrainRuntime.MaxCallKeyLength
                 ? Results.BadRequest(new ErrorDto("query parameter 'key' must be a call key"))

@@ -1,6 +1,8 @@
 using System.Text.Json.Serialization;
 using CallState.Grains;
 using CallState.Runtime;
+using CallState.Runtime.Cluster;
+using CallState.Runtime.Rpc;
 using CallState.Runtime.Storage;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
@@ -35,6 +37,27 @@ public static class SiloServiceCollectionExtensions
             sp.GetRequiredService<ILoggerFactory>(),
             sp.GetRequiredService<RuntimeMetrics>()));
 
+        services.AddOptions<ClusterOptions>().Bind(configuration.GetSection(ClusterOptions.SectionName)).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<ClusterOptions>, SiloOptionsValidator>();
+        if (configuration.GetValue<bool>(ClusterOptions.SectionName + ":" + nameof(ClusterOptions.Enabled)))
+        {
+            services.AddRpc();
+            services.AddSingleton(sp => new SiloCluster(
+                sp.GetRequiredService<GrainRuntime>(),
+                MembershipTable.Create(sp.GetRequiredService<IOptions<StorageOptions>>().Value),
+                sp.GetRequiredService<IOptions<ClusterOptions>>().Value,
+                sp.GetRequiredService<IOptions<RpcOptions>>().Value,
+                sp.GetRequiredService<RpcClient>(),
+                sp.GetRequiredService<TimeProvider>(),
+                sp.GetRequiredService<ILoggerFactory>(),
+                sp.GetRequiredService<RpcMetrics>()));
+            services.AddSingleton(sp => new GrainAccess(sp.GetRequiredService<GrainRuntime>(), sp.GetRequiredService<SiloCluster>()));
+        }
+        else
+        {
+            services.AddSingleton(sp => new GrainAccess(sp.GetRequiredService<GrainRuntime>()));
+        }
+
         services.AddSingleton<SiloLifecycle>();
         services.AddHostedService(sp => sp.GetRequiredService<SiloLifecycle>());
         services.AddHealthChecks().AddCheck<SiloReadyCheck>("runtime", tags: ["ready"]);
@@ -50,8 +73,10 @@ public static class SiloServiceCollectionExtensions
 }
 
 /// <summary>Validates every silo options class; each failure names its configuration field.</summary>
-internal sealed class SiloOptionsValidator : IValidateOptions<GrainRuntimeOptions>, IValidateOptions<LimitsOptions>
+internal sealed class SiloOptionsValidator : IValidateOptions<GrainRuntimeOptions>, IValidateOptions<LimitsOptions>, IValidateOptions<ClusterOptions>
 {
+    public ValidateOptionsResult Validate(string? name, ClusterOptions options) => Result(options.Validate());
+
     public ValidateOptionsResult Validate(string? name, GrainRuntimeOptions options) => Result(options.Validate());
 
     public ValidateOptionsResult Validate(string? name, LimitsOptions options) => Result(options.Validate());
@@ -67,7 +92,7 @@ internal sealed class SiloOptionsValidator : IValidateOptions<GrainRuntimeOption
 /// Starts the silo in stages: storage (schema, persisted timers), then serving. Readiness reports
 /// healthy only after the last stage, so a half-started silo gets no traffic.
 /// </summary>
-internal sealed partial class SiloLifecycle(GrainRuntime runtime, ILogger<SiloLifecycle> logger) : IHostedService
+internal sealed partial class SiloLifecycle(GrainRuntime runtime, ILogger<SiloLifecycle> logger, SiloCluster? cluster = null) : IHostedService
 {
     private volatile bool _ready;
 
@@ -77,6 +102,12 @@ internal sealed partial class SiloLifecycle(GrainRuntime runtime, ILogger<SiloLi
     {
         LogStage(logger, "storage");
         await runtime.StartAsync(cancellationToken).ConfigureAwait(false);
+        if (cluster is not null)
+        {
+            LogStage(logger, "membership and RPC");
+            await cluster.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+
         LogStage(logger, "serving");
         _ready = true;
     }
@@ -85,6 +116,11 @@ internal sealed partial class SiloLifecycle(GrainRuntime runtime, ILogger<SiloLi
     {
         _ready = false;
         LogStage(logger, "stopping");
+        if (cluster is not null)
+        {
+            await cluster.DisposeAsync().ConfigureAwait(false);
+        }
+
         await runtime.DisposeAsync().ConfigureAwait(false);
     }
 

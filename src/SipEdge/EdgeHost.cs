@@ -87,12 +87,17 @@ public static partial class EdgeHost
         services.AddSingleton<IValidateOptions<SipProxyOptions>, SipProxyOptionsValidator>();
         services.TryAddSingleton(TimeProvider.System);
         var siloUrl = configuration[SiloUrlKey];
-        if (standalone || !string.IsNullOrEmpty(siloUrl))
+        var cluster = !standalone && (configuration.GetSection(ClusterBootstrapKey).GetChildren().Any() || configuration.GetValue<bool>(ClusterEnabledKey));
+        if (standalone || cluster || !string.IsNullOrEmpty(siloUrl))
         {
             services.AddCallStateAdmission(configuration);
             if (standalone)
             {
                 services.AddSingleton<IAdmissionClient>(sp => new InProcessAdmissionClient(sp.GetRequiredService<GrainRuntime>()));
+            }
+            else if (cluster)
+            {
+                services.AddCallStateClusterAdmission(configuration);
             }
             else
             {
@@ -110,6 +115,12 @@ public static partial class EdgeHost
         services.AddHealthChecks().AddCheck<SipListenerService>("sip", tags: ["ready"]);
         return services;
     }
+
+    /// <summary>Silo addresses an edge asks for the cluster view.</summary>
+    public const string ClusterBootstrapKey = "CallState:Cluster:Bootstrap";
+
+    /// <summary>An edge with this set and no bootstrap list reads the membership table in <c>CallState:Storage</c>.</summary>
+    public const string ClusterEnabledKey = "CallState:Cluster:Enabled";
 
     /// <summary>Where an edge without grains of its own reaches a silo (its HTTP API).</summary>
     public const string SiloUrlKey = "CallState:Admission:SiloUrl";

@@ -237,10 +237,10 @@ public sealed class CallGrainTests
         Assert.Equal(0, _limits.Held("user/alice"));
         Assert.Equal(CallPhase.Admitting, state.Persisted!.Phase);
 
-        // The runtime wakes it at the due time and it finishes the undo.
+        // The runtime wakes it at the due time and it finishes the undo: nothing was answered, so nothing is kept.
         _limits.Heal("trunk/carrier");
         await call.OnTimerAsync(CancellationToken.None);
-        Assert.Equal(CallPhase.Ended, state.Persisted!.Phase);
+        Assert.Null(state.Persisted);
     }
 
     [Fact]
@@ -265,13 +265,15 @@ public sealed class CallGrainTests
         Assert.Equal(0, _limits.Held("key/+12345678"));
         Assert.Equal(0, _limits.Held("trunk/carrier"));
         Assert.Equal(0, _limits.Held("user/alice"));
-        Assert.Equal(CallPhase.Ended, reloaded.Persisted!.Phase);
-        Assert.Equal(CallPhase.Ended, recovered.Snapshot().Phase);
+        Assert.Null(reloaded.Persisted);
+        Assert.Equal(CallPhase.New, recovered.Snapshot().Phase);
 
-        // A retransmitted INVITE gets a clear answer, not a slot.
+        // The edge's retry (no answer ever reached it) is a fresh admission: one slot on each limit, not two.
         var retry = await recovered.AdmitAsync(UserTrunkKey(), CancellationToken.None);
-        Assert.Equal(AdmitStatus.Invalid, retry.Status);
-        Assert.Equal(0, _limits.Held("key/+12345678"));
+        Assert.Equal(AdmitStatus.Admitted, retry.Status);
+        Assert.Equal(1, _limits.Held("key/+12345678"));
+        Assert.Equal(1, _limits.Held("trunk/carrier"));
+        Assert.Equal(1, _limits.Held("user/alice"));
     }
 
     [Fact]

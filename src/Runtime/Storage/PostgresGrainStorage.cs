@@ -94,6 +94,16 @@ public sealed class PostgresGrainStorage : IGrainStorage
         );
         CREATE INDEX callstate_grains_due_at ON {schema}.callstate_grains (due_at) WHERE due_at IS NOT NULL;
         """,
+        $"""
+        CREATE TABLE {schema}.callstate_silos (
+            silo_id text NOT NULL PRIMARY KEY,
+            endpoint text NOT NULL,
+            epoch bigint NOT NULL,
+            status smallint NOT NULL,
+            heartbeat_at bigint NOT NULL,
+            started_at bigint NOT NULL
+        );
+        """,
     ];
 
     /// <inheritdoc />

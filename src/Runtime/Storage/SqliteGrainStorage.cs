@@ -29,6 +29,16 @@ public sealed class SqliteGrainStorage : IGrainStorage
         );
         CREATE INDEX callstate_grains_due_at ON callstate_grains (due_at) WHERE due_at IS NOT NULL;
         """,
+        """
+        CREATE TABLE callstate_silos (
+            silo_id TEXT NOT NULL PRIMARY KEY,
+            endpoint TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            status INTEGER NOT NULL,
+            heartbeat_at INTEGER NOT NULL,
+            started_at INTEGER NOT NULL
+        );
+        """,
     ];
 
     private readonly StorageOptions _options;

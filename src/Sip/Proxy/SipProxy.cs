@@ -249,7 +249,12 @@ public sealed partial class SipProxy : IDisposable
                 // In-dialog: the caller's tag travels in our Record-Route entry; without it, the From tag.
                 var call = new SipCallId(Encoding.UTF8.GetString(m[m.CallId]),
                     Encoding.UTF8.GetString(routeCallerTag.IsEmpty ? m[m.FromTag] : m[routeCallerTag]));
-                if (m.Method == SipMethod.Bye)
+                var bye = m.Method == SipMethod.Bye;
+
+                // The BYE leaves before its slot is released, so the callee always hears of the end before it can
+                // hear of a call admitted into the freed slot.
+                Forward(m, source, tx, target, popRoutes, admitted: null);
+                if (bye)
                 {
                     _policy.OnBye(call);
                 }
@@ -257,6 +262,8 @@ public sealed partial class SipProxy : IDisposable
                 {
                     _policy.OnRefresh(call);
                 }
+
+                return;
             }
         }
         Forward(m, source, tx, target, popRoutes, admitted: null);

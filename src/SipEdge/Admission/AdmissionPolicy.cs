@@ -66,9 +66,13 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
                 result = await _client.AdmitAsync(call.CallKey, call.Limits, deadline.Token).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is OperationCanceledException or HttpRequestException or TimeoutException or IOException
-                or InvalidOperationException or System.Text.Json.JsonException)
+                or InvalidOperationException or System.Text.Json.JsonException or FormatException)
             {
                 _latency.Record(_time.GetElapsedTime(started).TotalMilliseconds);
+
+                // The admission may still commit after the deadline (a slow or paused silo): release it, so a call
+                // this edge did not count as admitted never holds a slot.
+                _ = RunAsync("end", call.CallKey, static (c, key) => c.EndAsync(key, CancellationToken.None));
                 if (options.FailOpen || call.IsEmergency)
                 {
                     Count("fail_open", "SILO_UNAVAILABLE");
@@ -137,17 +141,35 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
         _ = RunAsync(operation, CallKeys.Create(sipCall.CallId, sipCall.CallerTag), action);
     }
 
+    /// <summary>
+    /// How long the end of a call is retried while the grains cannot be reached (a silo failing over, the database
+    /// restarting): the slot comes back as soon as they answer again instead of when the lease runs out.
+    /// </summary>
+    internal static readonly TimeSpan[] EndRetryDelays =
+        [TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(4), TimeSpan.FromSeconds(8), TimeSpan.FromSeconds(15), TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(60)];
+
     private async Task RunAsync(string operation, string callKey, Func<IAdmissionClient, string, Task> action)
     {
-        try
+        for (var attempt = 0; ; attempt++)
         {
-            await action(_client, callKey).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is not OutOfMemoryException)
-        {
-            // The lease reclaims the slot if the call's end never reaches the grains.
-            _lifecycleErrors.Add(1, new KeyValuePair<string, object?>("operation", operation));
-            LogLifecycleFailed(_logger, operation, callKey, ex);
+            try
+            {
+                await action(_client, callKey).ConfigureAwait(false);
+                return;
+            }
+            catch (Exception ex) when (ex is not OutOfMemoryException)
+            {
+                _lifecycleErrors.Add(1, new KeyValuePair<string, object?>("operation", operation));
+                if (operation != "end" || attempt >= EndRetryDelays.Length)
+                {
+                    // The lease reclaims the slot if the call's end never reaches the grains.
+                    LogLifecycleFailed(_logger, operation, callKey, ex);
+                    return;
+                }
+
+                LogEndRetry(_logger, callKey, EndRetryDelays[attempt].TotalSeconds, ex.Message);
+                await Task.Delay(EndRetryDelays[attempt], _time).ConfigureAwait(false);
+            }
         }
     }
 
@@ -187,6 +209,9 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
 
     [LoggerMessage(EventId = 3204, Level = LogLevel.Warning, Message = "INVITE refused: {Error}")]
     private static partial void LogInvalid(ILogger logger, string error);
+
+    [LoggerMessage(EventId = 3206, Level = LogLevel.Information, Message = "Could not end call {CallKey} ({Error}); retrying in {Seconds} s")]
+    private static partial void LogEndRetry(ILogger logger, string callKey, double seconds, string error);
 
     [LoggerMessage(EventId = 3205, Level = LogLevel.Warning, Message = "Could not {Operation} call {CallKey}; its lease will reclaim the slot")]
     private static partial void LogLifecycleFailed(ILogger logger, string operation, string callKey, Exception exception);

@@ -113,6 +113,32 @@ public sealed class HostProcess : IDisposable
         return _process.ExitCode;
     }
 
+    /// <summary>SIGSTOP: the process freezes (a long GC pause, a hung VM) with its sockets open.</summary>
+    public void Pause() => Signal(19);
+
+    /// <summary>SIGCONT after <see cref="Pause"/>.</summary>
+    public void Resume() => Signal(18);
+
+    public int Id => _process.Id;
+
+    private void Signal(int signal)
+    {
+        if (_process.HasExited)
+        {
+            return;
+        }
+
+        using var kill = Process.Start(new ProcessStartInfo("kill", ["-" + signal.ToString(System.Globalization.CultureInfo.InvariantCulture), _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])
+        {
+            UseShellExecute = false,
+        })!;
+        kill.WaitForExit(10_000);
+        if (kill.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"kill -{signal} {_process.Id} exited {kill.ExitCode}");
+        }
+    }
+
     /// <summary>SIGKILL, then wait for the process to be gone.</summary>
     public void Kill()
     {

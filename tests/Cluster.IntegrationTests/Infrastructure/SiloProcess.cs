@@ -57,6 +57,10 @@ public sealed class SiloProcess : IAsyncDisposable
     /// <summary>SIGKILL, then wait for the process to be gone.</summary>
     public void Kill() => _host.Kill();
 
+    public void Pause() => _host.Pause();
+
+    public void Resume() => _host.Resume();
+
     public Task<int> WaitForExitAsync(TimeSpan timeout) => _host.WaitForExitAsync(timeout);
 
     public ValueTask DisposeAsync()

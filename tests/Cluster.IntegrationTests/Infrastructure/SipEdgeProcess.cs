@@ -49,6 +49,9 @@ public sealed class SipEdgeProcess : IAsyncDisposable
 
     public Task<int> WaitForExitAsync(TimeSpan timeout) => _host.WaitForExitAsync(timeout);
 
+    /// <summary>SIGKILL, then wait for the process to be gone.</summary>
+    public void Kill() => _host.Kill();
+
     public ValueTask DisposeAsync()
     {
         _host.Dispose();

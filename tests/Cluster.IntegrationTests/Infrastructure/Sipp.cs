@@ -93,6 +93,15 @@ public sealed class Sipp : IAsyncDisposable
         return ReadStats();
     }
 
+    /// <summary>The lines the scenario's log actions wrote (run with <c>-trace_logs</c>).</summary>
+    public string[] LogLines() =>
+        Directory.GetFiles(_dir, "*_logs.log").SelectMany(f =>
+        {
+            using var stream = new FileStream(f, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            using var reader = new StreamReader(stream);
+            return reader.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        }).ToArray();
+
     /// <summary>The messages sipp logged (run with <c>-trace_msg</c>).</summary>
     public string Messages() =>
         string.Concat(Directory.GetFiles(_dir, "*_messages.log").Select(File.ReadAllText));

@@ -50,7 +50,7 @@ public sealed class PostgresGrainStorageTests(PostgresSchemaFixture fixture) : G
         Assert.Contains("WHERE (due_at IS NOT NULL)", indexDefinition, StringComparison.Ordinal);
 
         await using var version = new NpgsqlCommand($"SELECT MAX(version) FROM {fixture.Schema}.callstate_schema_version", connection);
-        Assert.Equal(1, (int?)await version.ExecuteScalarAsync(Ct));
+        Assert.Equal(2, (int?)await version.ExecuteScalarAsync(Ct));
     }
 
     [Fact]

@@ -37,7 +37,7 @@ public sealed class SqliteGrainStorageTests : GrainStorageContractTests
         command.CommandText = "PRAGMA journal_mode";
         Assert.Equal("wal", (string?)await command.ExecuteScalarAsync(Ct));
         command.CommandText = "SELECT MAX(version) FROM callstate_schema_version";
-        Assert.Equal(1L, (long?)await command.ExecuteScalarAsync(Ct));
+        Assert.Equal(2L, (long?)await command.ExecuteScalarAsync(Ct));
         command.CommandText = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'callstate_grains_due_at' AND sql LIKE '%WHERE due_at IS NOT NULL%'";
         Assert.Equal(1L, (long?)await command.ExecuteScalarAsync(Ct));
     }
