@@ -7,6 +7,8 @@
 #   ADMISSION=sqlite|postgres: the edge runs standalone (grains in the process) and admits every call on the caller's
 #   and the callee's user limits (limits set high enough never to refuse); postgres needs CALLSTATE_BENCH_POSTGRES
 #   (an Npgsql connection string).
+#   ADMISSION=cluster SILOS=N: N silo processes (cluster mode, on CALLSTATE_BENCH_POSTGRES in a fresh schema) and the
+#   edge reaching them over the binary RPC; the last column is then the silos' CPU seconds (all of them).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 rates=("${@:-500 1000 2000}")
@@ -15,10 +17,11 @@ transport=${TRANSPORT:-u1}
 command -v sipp >/dev/null || { echo "sipp (Debian package sip-tester) is required" >&2; exit 1; }
 dotnet build "$repo/src/SipEdge" -c Release --nologo -v q >/dev/null
 work=$(mktemp -d /tmp/callstate-bench.XXXXXX)
-edge_pid=""; uas_pid=""
+edge_pid=""; uas_pid=""; silo_pids=()
 cleanup() {
     [[ -n $uas_pid ]] && kill "$uas_pid" 2>/dev/null || true
     [[ -n $edge_pid ]] && kill "$edge_pid" 2>/dev/null || true
+    for pid in "${silo_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
 }
@@ -41,8 +44,34 @@ case ${ADMISSION:-} in
             admission_args+=(--CallState:Storage:Provider=PostgreSql "--CallState:Storage:ConnectionString=${CALLSTATE_BENCH_POSTGRES:?set CALLSTATE_BENCH_POSTGRES}")
         fi
         ;;
-    *) echo "ADMISSION must be sqlite or postgres" >&2; exit 1 ;;
+    cluster)
+        dotnet build "$repo/src/Silo" -c Release --nologo -v q >/dev/null
+        schema="bench_$(date +%s)"
+        limits=(--CallState:Limits:DefaultUser:Total=1000000 --CallState:Limits:DefaultUser:Inbound=1000000
+            --CallState:Limits:DefaultUser:Outbound=1000000)
+        admission_args=(--CallState:Admission:LocalDomains:0=127.0.0.1 --CallState:Admission:Routes:0:Prefix=
+            "--CallState:Admission:Routes:0:Upstream=127.0.0.1:$uas_port" "${limits[@]}")
+        for i in $(seq 0 $((${SILOS:-1} - 1))); do
+            dotnet "$repo/src/Silo/bin/Release/net10.0/CallState.Silo.dll" --urls="http://127.0.0.1:$((25100 + i))" \
+                --CallState:Storage:Provider=PostgreSql "--CallState:Storage:ConnectionString=${CALLSTATE_BENCH_POSTGRES:?set CALLSTATE_BENCH_POSTGRES}" \
+                "--CallState:Storage:Schema=$schema" --CallState:Cluster:Enabled=true "--CallState:Cluster:SiloId=silo$i" \
+                --CallState:Cluster:ListenAddress=127.0.0.1 "--CallState:Cluster:Port=$((25110 + i))" "${limits[@]}" \
+                --Logging:LogLevel:Default=Warning >"$work/silo$i.log" 2>&1 &
+            silo_pids+=($!)
+            admission_args+=("--CallState:Cluster:Bootstrap:$i=127.0.0.1:$((25110 + i))")
+            for _ in $(seq 1 100); do
+                curl -sf "http://127.0.0.1:$((25100 + i))/health/ready" >/dev/null 2>&1 && break
+                sleep 0.1
+            done
+        done
+        ;;
+    *) echo "ADMISSION must be sqlite, postgres or cluster" >&2; exit 1 ;;
 esac
+silos_cpu() {
+    local total=0
+    for pid in "${silo_pids[@]}"; do total=$((total + $(awk '{print $14+$15}' "/proc/$pid/stat"))); done
+    echo "$total"
+}
 dotnet "$repo/src/SipEdge/bin/Release/net10.0/CallState.SipEdge.dll" "${admission_args[@]}" --urls="http://127.0.0.1:$http_port" \
     --CallState:Sip:Port=$edge_port --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port \
     --Logging:LogLevel:Default=Warning >"$work/edge.log" 2>&1 &
@@ -56,11 +85,12 @@ sipp -sf "$repo/tests/Cluster.IntegrationTests/sipp/uas_rr.xml" -i 127.0.0.1 -p 
 uas_pid=$!
 sleep 0.5
 
-echo "rate_offered,calls,successful,failed,achieved_cps,rtt_p50_ms,rtt_p99_ms,edge_cpu_s"
+echo "rate_offered,calls,successful,failed,achieved_cps,rtt_p50_ms,rtt_p99_ms,edge_cpu_s,silos_cpu_s"
 set +e +o pipefail
 for rate in ${rates[*]}; do
     calls=$((rate * per_rate))
     cpu_before=$(awk '{print $14+$15}' "/proc/$edge_pid/stat")
+    silos_before=$(silos_cpu)
     start=$(date +%s.%N)
     (cd "$work" && timeout $((per_rate * 3 + 60)) sipp 127.0.0.1:$edge_port -sf "$repo/tests/Cluster.IntegrationTests/sipp/uac_rr.xml" \
         -inf "$work/users.csv" -i 127.0.0.1 -p $uac_port -t "$transport" -m "$calls" -r "$rate" -l $((rate * 4)) \
@@ -68,6 +98,7 @@ for rate in ${rates[*]}; do
         >"$work/uac.log" 2>&1) || true
     end=$(date +%s.%N)
     cpu_after=$(awk '{print $14+$15}' "/proc/$edge_pid/stat")
+    silos_after=$(silos_cpu)
     ok=$(grep -E "Successful call" "$work/uac.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
     failed=$(grep -E "Failed call" "$work/uac.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
     rtt=$(cat "$work"/uac_rr_*_rtt.csv 2>/dev/null | awk -F';' 'NR>1 && $2 ~ /^[0-9.]+$/ {print $2}' | sort -n |
@@ -75,5 +106,6 @@ for rate in ${rates[*]}; do
     rm -f "$work"/uac_rr_*_rtt.csv
     cps=$(awk -v c="${ok:-0}" -v s="$start" -v e="$end" 'BEGIN {printf "%.0f", c/(e-s)}')
     cpu=$(awk -v a="$cpu_before" -v b="$cpu_after" 'BEGIN {printf "%.2f", (b-a)/100}')
-    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu"
+    silos=$(awk -v a="$silos_before" -v b="$silos_after" 'BEGIN {printf "%.2f", (b-a)/100}')
+    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu,$silos"
 done

@@ -132,8 +132,9 @@ public sealed class RuntimeTests
 
         Assert.Equal(0, trunkNow.Total);
         Assert.Equal(0, (await runtime.GetLimitAsync(LimitKey.User("alice"), CancellationToken.None)).Total);
+        // Nobody was answered for the cut admission, so the call is forgotten: a retry admits afresh.
         var snapshot = await runtime.GetCallAsync("cut-1", CancellationToken.None);
-        Assert.Equal(CallPhase.Ended, snapshot.Phase);
+        Assert.Equal(CallPhase.New, snapshot.Phase);
     }
 
     [Fact]
