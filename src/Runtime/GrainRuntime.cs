@@ -230,6 +230,14 @@ public sealed class GrainRuntime : IAsyncDisposable
     public async Task<LimitSnapshot> SetLimitsAsync(LimitKey key, LimitSettings? limits, CancellationToken cancellationToken)
     {
         _ = cancellationToken;
+        ValidateSettableLimits(key, limits);
+        var result = await PostLimitAsync(key, new LimitWork(LimitOp.SetLimits) { Limits = limits }).ConfigureAwait(false);
+        return result.Snapshot!;
+    }
+
+    /// <summary>Throws <see cref="ArgumentException"/> unless <paramref name="limits"/> may be set on <paramref name="key"/> at run time.</summary>
+    public static void ValidateSettableLimits(LimitKey key, LimitSettings? limits)
+    {
         if (key.Kind == LimitKind.Key)
         {
             throw new ArgumentException("per-key limits come with each call and cannot be set", nameof(key));
@@ -243,9 +251,6 @@ public sealed class GrainRuntime : IAsyncDisposable
                 throw new ArgumentException(string.Join(" ", errors), nameof(limits));
             }
         }
-
-        var result = await PostLimitAsync(key, new LimitWork(LimitOp.SetLimits) { Limits = limits }).ConfigureAwait(false);
-        return result.Snapshot!;
     }
 
     /// <summary>

@@ -38,20 +38,7 @@ public sealed class GrainAccess(GrainRuntime runtime, SiloCluster? cluster = nul
             return await runtime.SetLimitsAsync(key, limits, cancellationToken).ConfigureAwait(false);
         }
 
-        if (key.Kind == LimitKind.Key)
-        {
-            throw new ArgumentException("per-key limits come with each call and cannot be set", nameof(key));
-        }
-
-        if (limits is not null)
-        {
-            var errors = limits.Validate(key.Kind, key.ToString()).ToList();
-            if (errors.Count > 0)
-            {
-                throw new ArgumentException(string.Join(" ", errors), nameof(limits));
-            }
-        }
-
+        GrainRuntime.ValidateSettableLimits(key, limits);
         await cluster.Client.SetLimitsAsync(key, limits, AdminTimeout, cancellationToken).ConfigureAwait(false);
         return await GetLimitAsync(key, cancellationToken).ConfigureAwait(false);
     }

@@ -37,8 +37,7 @@ public static class SiloServiceCollectionExtensions
             sp.GetRequiredService<ILoggerFactory>(),
             sp.GetRequiredService<RuntimeMetrics>()));
 
-        services.AddOptions<ClusterOptions>().Bind(configuration.GetSection(ClusterOptions.SectionName)).ValidateOnStart();
-        services.AddSingleton<IValidateOptions<ClusterOptions>, SiloOptionsValidator>();
+        services.AddClusterOptions(configuration);
         if (configuration.GetValue<bool>(ClusterOptions.SectionName + ":" + nameof(ClusterOptions.Enabled)))
         {
             services.AddRpc();
@@ -73,10 +72,8 @@ public static class SiloServiceCollectionExtensions
 }
 
 /// <summary>Validates every silo options class; each failure names its configuration field.</summary>
-internal sealed class SiloOptionsValidator : IValidateOptions<GrainRuntimeOptions>, IValidateOptions<LimitsOptions>, IValidateOptions<ClusterOptions>
+internal sealed class SiloOptionsValidator : IValidateOptions<GrainRuntimeOptions>, IValidateOptions<LimitsOptions>
 {
-    public ValidateOptionsResult Validate(string? name, ClusterOptions options) => Result(options.Validate());
-
     public ValidateOptionsResult Validate(string? name, GrainRuntimeOptions options) => Result(options.Validate());
 
     public ValidateOptionsResult Validate(string? name, LimitsOptions options) => Result(options.Validate());

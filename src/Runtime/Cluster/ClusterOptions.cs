@@ -1,4 +1,8 @@
 using System.Net;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
 
 namespace CallState.Runtime.Cluster;
 
@@ -135,4 +139,26 @@ public static class SiloAddress
     }
 
     public static string Format(IPEndPoint endPoint) => endPoint.ToString();
+}
+
+/// <summary>Turns <see cref="ClusterOptions.Validate"/> into options validation.</summary>
+public sealed class ClusterOptionsValidator : IValidateOptions<ClusterOptions>
+{
+    public ValidateOptionsResult Validate(string? name, ClusterOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var errors = options.Validate().ToList();
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+}
+
+public static class ClusterServiceCollectionExtensions
+{
+    /// <summary>Binds <c>CallState:Cluster</c> and validates it at start (silos and edges alike).</summary>
+    public static IServiceCollection AddClusterOptions(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<ClusterOptions>().Bind(configuration.GetSection(ClusterOptions.SectionName)).ValidateOnStart();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<ClusterOptions>, ClusterOptionsValidator>());
+        return services;
+    }
 }

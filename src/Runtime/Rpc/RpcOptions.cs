@@ -33,6 +33,16 @@ public sealed class RpcOptions
     public TimeSpan ReconnectBackoff { get; set; } = TimeSpan.FromMilliseconds(200);
 
     /// <summary>Yields one message per bad field, naming its configuration key.</summary>
+    /// <summary>Throws <see cref="ArgumentException"/> naming every bad field (for constructors given options directly).</summary>
+    internal void ThrowIfInvalid(string paramName)
+    {
+        var errors = Validate().ToList();
+        if (errors.Count > 0)
+        {
+            throw new ArgumentException(string.Join(" ", errors), paramName);
+        }
+    }
+
     public IEnumerable<string> Validate(string path = SectionName)
     {
         if (MaxFrameBytes is < MinFrameBytes or > MaxAllowedFrameBytes)

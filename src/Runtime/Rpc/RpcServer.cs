@@ -33,11 +33,7 @@ public sealed class RpcServer : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(time);
         ArgumentNullException.ThrowIfNull(logger);
         ArgumentNullException.ThrowIfNull(metrics);
-        var errors = options.Validate().ToList();
-        if (errors.Count > 0)
-        {
-            throw new ArgumentException(string.Join(" ", errors), nameof(options));
-        }
+        options.ThrowIfInvalid(nameof(options));
 
         _listen = listen;
         Handler = handler;

@@ -34,7 +34,7 @@ internal sealed class ClusterViewService(IClusterViewSource source, IOptions<Clu
     {
         // Wait a little for a first view so the first calls after start are not refused; never block start-up on it.
         RemoteViewSource remote => remote.StartAsync(options.Value.RequestTimeout, cancellationToken),
-        TableViewSource table => table.StartAsync(cancellationToken),
+        TableViewSource table => table.StartAsync(TimeSpan.Zero, cancellationToken),
         _ => Task.CompletedTask,
     };
 
@@ -49,8 +49,7 @@ public static class ClusterAdmissionServiceCollectionExtensions
     /// </summary>
     public static IServiceCollection AddCallStateClusterAdmission(this IServiceCollection services, IConfiguration configuration)
     {
-        services.AddOptions<ClusterOptions>().Bind(configuration.GetSection(ClusterOptions.SectionName)).ValidateOnStart();
-        services.AddSingleton<IValidateOptions<ClusterOptions>, ClusterOptionsValidator>();
+        services.AddClusterOptions(configuration);
         services.AddRpc();
         services.AddSingleton<IClusterViewSource>(sp =>
         {
@@ -69,16 +68,5 @@ public static class ClusterAdmissionServiceCollectionExtensions
             sp.GetRequiredService<RpcClient>(), sp.GetRequiredService<IClusterViewSource>(), sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<ClusterClient>>()));
         services.AddSingleton<IAdmissionClient, ClusterAdmissionClient>();
         return services;
-    }
-}
-
-/// <summary>Turns <see cref="ClusterOptions.Validate"/> into options validation.</summary>
-public sealed class ClusterOptionsValidator : IValidateOptions<ClusterOptions>
-{
-    public ValidateOptionsResult Validate(string? name, ClusterOptions options)
-    {
-        ArgumentNullException.ThrowIfNull(options);
-        var errors = options.Validate().ToList();
-        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }
