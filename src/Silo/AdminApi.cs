@@ -42,6 +42,7 @@ public static class AdminApi
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
 
+        app.MapRuntimeCounters();
         var api = app.MapGroup("/api");
         api.MapGet("/limits", async (string? kind, GrainRuntime runtime, CancellationToken ct) =>
         {

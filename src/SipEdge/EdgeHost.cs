@@ -70,6 +70,7 @@ public static partial class EdgeHost
         {
             app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
             app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
+            app.MapRuntimeCounters();
         }
         return app;
     }

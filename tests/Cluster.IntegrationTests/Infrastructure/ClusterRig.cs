@@ -121,10 +121,11 @@ public sealed class ClusterRig : IAsyncDisposable
         var file = Path.Combine(Path.GetTempPath(), $"callstate-cluster-{Guid.NewGuid():N}.csv");
         File.WriteAllText(file, "SEQUENTIAL\n" + string.Join("\n", users) + "\n");
         _files.Add(file);
+        // -recv_timeout: a call whose edge died after its 100 Trying gets no more retransmissions and would wait for ever.
         return Sipp.Start("uac", [
             $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", file, "-s", "svc", "-i", "127.0.0.1",
             "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", Port(calls), "-r", rate.ToString(CultureInfo.InvariantCulture),
-            "-l", Port(limit), "-d", Port(holdMs), "-timeout", "120s", "-timeout_error", "-trace_msg", "-default_behaviors", "all,-abortunexp"]);
+            "-l", Port(limit), "-d", Port(holdMs), "-timeout", "120s", "-timeout_error", "-recv_timeout", "40s", "-trace_msg", "-default_behaviors", "all,-abortunexp"]);
     }
 
     /// <summary>Every stored limit's total, read through a live silo's admin API (committed state).</summary>
