@@ -3,7 +3,8 @@
 # Record-Route honoured so ACK and BYE cross the edge. For each rate it runs a bounded number of calls and prints
 # successful/failed calls, the achieved rate and INVITE->200 response time percentiles (sipp -trace_rtt).
 #   bench/sipp/proxy-throughput.sh [rates...]        e.g. bench/sipp/proxy-throughput.sh 500 1000 2000
-# Environment: SECONDS_PER_RATE (default 10), TRANSPORT (u1 or t1, default u1),
+# Environment: SECONDS_PER_RATE (default 10), TRANSPORT (u1 or t1, default u1), HOLD_MS (how long each call is held,
+#   default 0: sipp's -d),
 #   ADMISSION=sqlite|postgres: the edge runs standalone (grains in the process) and admits every call on the caller's
 #   and the callee's user limits (limits set high enough never to refuse); postgres needs CALLSTATE_BENCH_POSTGRES
 #   (an Npgsql connection string).
@@ -85,20 +86,25 @@ sipp -sf "$repo/tests/Cluster.IntegrationTests/sipp/uas_rr.xml" -i 127.0.0.1 -p 
 uas_pid=$!
 sleep 0.5
 
-echo "rate_offered,calls,successful,failed,achieved_cps,rtt_p50_ms,rtt_p99_ms,edge_cpu_s,silos_cpu_s"
+# The edge's own runtime counters (GET /api/runtime): cumulative allocated bytes, thread-pool work items, lock contentions, gen0/gen2 GCs.
+counters() { curl -sf "http://127.0.0.1:$http_port/api/runtime" || echo '{}'; }
+field() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
+echo "rate_offered,calls,successful,failed,achieved_cps,rtt_p50_ms,rtt_p99_ms,edge_cpu_s,silos_cpu_s,edge_alloc_b_per_call,edge_workitems_per_call,edge_contentions,edge_gen0,edge_gen2"
 set +e +o pipefail
 for rate in ${rates[*]}; do
     calls=$((rate * per_rate))
     cpu_before=$(awk '{print $14+$15}' "/proc/$edge_pid/stat")
     silos_before=$(silos_cpu)
+    rt_before=$(counters)
     start=$(date +%s.%N)
     (cd "$work" && timeout $((per_rate * 3 + 60)) sipp 127.0.0.1:$edge_port -sf "$repo/tests/Cluster.IntegrationTests/sipp/uac_rr.xml" \
-        -inf "$work/users.csv" -i 127.0.0.1 -p $uac_port -t "$transport" -m "$calls" -r "$rate" -l $((rate * 4)) \
+        -inf "$work/users.csv" -i 127.0.0.1 -p $uac_port -t "$transport" -m "$calls" -r "$rate" -l $((rate * 4 + rate * ${HOLD_MS:-0} / 1000)) -d "${HOLD_MS:-0}" \
         -buff_size 4194304 -nostdin -default_behaviors all,-abortunexp -trace_rtt -rtt_freq 100 \
         >"$work/uac.log" 2>&1) || true
     end=$(date +%s.%N)
     cpu_after=$(awk '{print $14+$15}' "/proc/$edge_pid/stat")
     silos_after=$(silos_cpu)
+    rt_after=$(counters)
     ok=$(grep -E "Successful call" "$work/uac.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
     failed=$(grep -E "Failed call" "$work/uac.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
     rtt=$(cat "$work"/uac_rr_*_rtt.csv 2>/dev/null | awk -F';' 'NR>1 && $2 ~ /^[0-9.]+$/ {print $2}' | sort -n |
@@ -107,5 +113,7 @@ for rate in ${rates[*]}; do
     cps=$(awk -v c="${ok:-0}" -v s="$start" -v e="$end" 'BEGIN {printf "%.0f", c/(e-s)}')
     cpu=$(awk -v a="$cpu_before" -v b="$cpu_after" 'BEGIN {printf "%.2f", (b-a)/100}')
     silos=$(awk -v a="$silos_before" -v b="$silos_after" 'BEGIN {printf "%.2f", (b-a)/100}')
-    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu,$silos"
+    per_call() { awk -v a="$(field "$rt_before" "$1")" -v b="$(field "$rt_after" "$1")" -v n="$calls" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", (b-a)/n}'; }
+    delta() { awk -v a="$(field "$rt_before" "$1")" -v b="$(field "$rt_after" "$1")" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", b-a}'; }
+    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu,$silos,$(per_call allocatedBytes),$(per_call completedWorkItems),$(delta lockContentions),$(delta gen0Collections),$(delta gen2Collections)"
 done
