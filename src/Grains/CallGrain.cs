@@ -77,9 +77,8 @@ public sealed record CallSnapshot(string CallKey, CallPhase Phase, bool Confirme
 /// <summary>
 /// One call (key: Call-ID and From-tag). Reserves its limits in a fixed order, all or nothing, records the
 /// outcome, and releases everything when the call ends. Any edge can end a call knowing only its key.
-/// A call stored as <see cref="CallPhase.Admitting"/> (a crash came before or after its answer) is kept like an
-/// admitted, unconfirmed call: the edge ends an admission it had no answer for, a retry of the INVITE finishes it,
-/// and otherwise the early lease releases it.
+/// A call stored as <see cref="CallPhase.Admitting"/> that a restarted runtime loads (a crash came before or after its
+/// answer) is finished: it ends up holding all of its limits or none. The edge ends an admission it had no answer for.
 /// </summary>
 public sealed class CallGrain
 {
@@ -148,8 +147,9 @@ public sealed class CallGrain
         S.StartedMs = now.ToUnixTimeMilliseconds();
         S.LeaseEndMs = (now + _leases.Early).ToUnixTimeMilliseconds();
 
-        // The record is serialized now, so the reservations below may run while it is being written.
-        var record = _state.WriteAsync(LeaseDue, cancellationToken);
+        // The record is serialized now, so the reservations below may run while it is being written. This activation
+        // wakes at the lease end; a runtime that loads the record after a crash wakes it at once to finish it.
+        var record = _state.WriteAsync(LeaseDue, now, cancellationToken);
         var reservations = new Task<ReserveOutcome>?[limits.Count];
         try
         {
@@ -283,6 +283,9 @@ public sealed class CallGrain
         var nowMs = _time.GetUtcNow().ToUnixTimeMilliseconds();
         switch (S.Phase)
         {
+            case CallPhase.Admitting when S.LeaseEndMs > nowMs:
+                await FinishAsync(cancellationToken).ConfigureAwait(false);
+                break;
             case CallPhase.Admitted or CallPhase.Admitting when S.LeaseEndMs <= nowMs:
                 // The limits reclaim their own slots when the lease ends; this releases them in case a
                 // limit's lease was renewed without the call record, and closes the record.
@@ -302,6 +305,40 @@ public sealed class CallGrain
         S.RejectedKey,
         S.Reason,
         S.Phase == CallPhase.Admitted ? DateTimeOffset.FromUnixTimeMilliseconds(S.LeaseEndMs) : null);
+
+    /// <summary>
+    /// Recovery of a call stored as <see cref="CallPhase.Admitting"/> (a crash came before or after its answer): every
+    /// limit is asked again (a limit that holds the call admits it without counting it twice), so the call ends up
+    /// holding all of its limits, admitted, or none of them, rejected.
+    /// </summary>
+    private async Task FinishAsync(CancellationToken cancellationToken)
+    {
+        var limits = S.Limits;
+        var reservations = new Task<ReserveOutcome>[limits.Count];
+        for (var i = 0; i < limits.Count; i++)
+        {
+            reservations[i] = _limits.TryReserveAsync(LimitKey.Parse(limits[i].Key), _callKey, limits[i].Direction, _leases.Early, limits[i].PerCallMax, cancellationToken);
+        }
+
+        await Task.WhenAll(reservations).ConfigureAwait(false);
+        var refused = Array.FindIndex(reservations, static r => !r.Result.Admitted);
+        if (refused < 0)
+        {
+            S.Phase = CallPhase.Admitted;
+            await _state.WriteAsync(LeaseDue, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        var held = MayHold(limits, reservations!);
+        await ReleaseAsync(held, held.Count, cancellationToken).ConfigureAwait(false);
+        var outcome = reservations[refused].Result;
+        S.Phase = CallPhase.Rejected;
+        S.RejectedKey = limits[refused].Key;
+        S.Reason = outcome.Reason;
+        S.Limit = outcome.Limit;
+        S.Current = outcome.Current;
+        await CloseAsync(cancellationToken).ConfigureAwait(false);
+    }
 
     /// <summary>
     /// A limit no longer holds the call (its lease ended first): keeping the call up would count it

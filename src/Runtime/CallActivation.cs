@@ -57,9 +57,9 @@ internal sealed class CallActivation : Activation<CallWork>, IGrainState<CallGra
         }
     }
 
-    public async Task WriteAsync(DateTimeOffset? dueAt, CancellationToken cancellationToken)
+    public async Task WriteAsync(DateTimeOffset? dueAt, DateTimeOffset? recoverAt, CancellationToken cancellationToken)
     {
-        var write = new GrainWrite(Id, _version, GrainStateSerializer.Serialize(State), dueAt);
+        var write = new GrainWrite(Id, _version, GrainStateSerializer.Serialize(State), recoverAt);
         if (!await Runtime.Storage.WriteAsync(write, cancellationToken).ConfigureAwait(false))
         {
             Runtime.Metrics.StaleWrite();

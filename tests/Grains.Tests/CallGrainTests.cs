@@ -46,7 +46,7 @@ public sealed class CallGrainTests
         // Written once, together with the reservations: storage holds an admitted, unconfirmed call as Admitting.
         Assert.Equal(CallPhase.Admitting, state.Persisted!.Phase);
         Assert.Single(state.Writes);
-        Assert.Equal(_time.GetUtcNow() + _leases.Early + CallGrain.LeaseGrace, state.LastDueAt);
+        Assert.Equal(_time.GetUtcNow() + _leases.Early + CallGrain.LeaseGrace, state.TimerDueAt);
         Assert.Equal(_time.GetUtcNow() + _leases.Early, call.Snapshot().LeaseEnd);
     }
 
@@ -101,8 +101,9 @@ public sealed class CallGrainTests
         var (first, dueAt) = state.Writes[0];
         Assert.Equal(CallPhase.Admitting, first.Phase);
         Assert.Equal(3, first.Limits.Count);
-        // Whether or not an answer got out before a crash, the early lease bounds how long the slots stay taken.
-        Assert.Equal(_time.GetUtcNow() + _leases.Early + CallGrain.LeaseGrace, dueAt);
+        // Stored due now: a runtime that loads it after a crash finishes it at once. This activation wakes at the lease end.
+        Assert.Equal(_time.GetUtcNow(), dueAt);
+        Assert.Equal(_time.GetUtcNow() + _leases.Early + CallGrain.LeaseGrace, state.TimerDueAt);
     }
 
     [Fact]
@@ -271,6 +272,45 @@ public sealed class CallGrainTests
     }
 
     [Fact]
+    public async Task Crash_mid_admission_is_finished_by_the_restarted_runtime_all_limits_or_none()
+    {
+        _limits.DieAfterReservations = 1;
+        var (call, state) = NewCall();
+        await Assert.ThrowsAnyAsync<Exception>(() => call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
+        _limits.Dead = false;
+        var stored = state.Reload();
+        var recovered = NewCall(stored);
+
+        // The stored due time (now) wakes it as soon as a runtime loads it.
+        await recovered.OnTimerAsync(CancellationToken.None);
+
+        Assert.Equal(1, _limits.Held("key/+12345678"));
+        Assert.Equal(1, _limits.Held("trunk/carrier"));
+        Assert.Equal(1, _limits.Held("user/alice"));
+        Assert.Equal(CallPhase.Admitted, stored.Persisted!.Phase);
+        Assert.Equal(AdmitStatus.Admitted, (await recovered.AdmitAsync(UserTrunkKey(), CancellationToken.None)).Status);
+    }
+
+    [Fact]
+    public async Task Crash_mid_admission_finished_where_a_limit_is_now_full_holds_none()
+    {
+        _limits.DieAfterReservations = 1;
+        var (call, state) = NewCall();
+        await Assert.ThrowsAnyAsync<Exception>(() => call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
+        _limits.Dead = false;
+        _limits.Configure("user/alice", new LimitSettings(Total: 1));
+        Assert.Equal(AdmitStatus.Admitted, (await AdmitAsync("other", new LimitRequest("user/alice", Direction.Inbound))).Status);
+        var stored = state.Reload();
+
+        await NewCall(stored).OnTimerAsync(CancellationToken.None);
+
+        Assert.Equal(0, _limits.Held("key/+12345678"));
+        Assert.Equal(0, _limits.Held("trunk/carrier"));
+        Assert.Equal(1, _limits.Held("user/alice"));
+        Assert.Equal(CallPhase.Rejected, stored.Persisted!.Phase);
+    }
+
+    [Fact]
     public async Task Crash_mid_admission_without_a_retry_is_released_by_the_early_lease()
     {
         _limits.DieAfterReservations = 1;
@@ -315,7 +355,7 @@ public sealed class CallGrainTests
         Assert.Equal(CallPhase.Admitted, state.State.Phase);
         Assert.Equal(1, _limits.Held("user/alice"));
 
-        _time.Now = state.LastDueAt!.Value;
+        _time.Now = state.TimerDueAt!.Value;
         await call.OnTimerAsync(CancellationToken.None);
 
         Assert.Equal(CallPhase.Ended, state.Persisted!.Phase);
