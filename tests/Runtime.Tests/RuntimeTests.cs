@@ -112,10 +112,16 @@ public sealed class RuntimeTests
                 StartedMs = now.AddMinutes(-4).ToUnixTimeMilliseconds(),
                 LeaseEndMs = now.AddMinutes(-1).ToUnixTimeMilliseconds(),
             };
-            var trunk = new LimitGrainState();
-            trunk.Calls["cut-1"] = new HeldCall { Direction = Direction.Inbound, Phase = HoldPhase.Early, SinceMs = now.ToUnixTimeMilliseconds(), LeaseEndMs = now.AddMinutes(3).ToUnixTimeMilliseconds() };
+            var held = new HeldCall { Direction = Direction.Inbound, Phase = HoldPhase.Early, SinceMs = now.ToUnixTimeMilliseconds(), LeaseEndMs = now.AddMinutes(3).ToUnixTimeMilliseconds() };
             Assert.True(await storage.WriteAsync(new GrainWrite(new GrainId("call", "cut-1"), 0, GrainStateSerializer.Serialize(call), now), CancellationToken.None));
-            Assert.True(await storage.WriteAsync(new GrainWrite(new GrainId("limit", "trunk/carrier"), 0, GrainStateSerializer.Serialize(trunk), now.AddMinutes(3)), CancellationToken.None));
+            Assert.True(await storage.WriteAsync(
+                new GrainWrite(
+                    new GrainId("limit", "trunk/carrier"),
+                    0,
+                    GrainStateSerializer.SerializeLimitRow(new LimitGrainState()),
+                    now.AddMinutes(3),
+                    [new GrainItemWrite("cut-1", GrainStateSerializer.SerializeHeldCall(held))]),
+                CancellationToken.None));
         }
 
         await using var runtime = NewRuntime(db.Open(), new LimitsOptions());
