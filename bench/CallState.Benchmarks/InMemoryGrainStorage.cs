@@ -9,7 +9,7 @@ namespace CallState.Benchmarks;
 internal sealed class InMemoryGrainStorage : IGrainStorage
 {
     private readonly Lock _lock = new();
-    private readonly Dictionary<GrainId, StoredGrain> _rows = [];
+    private readonly Dictionary<GrainId, Row> _rows = [];
 
     public Task InitializeAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
@@ -17,7 +17,7 @@ internal sealed class InMemoryGrainStorage : IGrainStorage
     {
         lock (_lock)
         {
-            return Task.FromResult(_rows.GetValueOrDefault(id));
+            return Task.FromResult(_rows.TryGetValue(id, out var row) ? row.ToStored() : null);
         }
     }
 
@@ -34,10 +34,23 @@ internal sealed class InMemoryGrainStorage : IGrainStorage
             if (write.Data is null)
             {
                 _rows.Remove(write.Id);
+                return Task.FromResult(true);
             }
-            else
+
+            row ??= _rows[write.Id] = new Row();
+            row.Data = write.Data;
+            row.Version = current + 1;
+            row.DueAt = write.DueAt;
+            foreach (var change in write.Items ?? [])
             {
-                _rows[write.Id] = new StoredGrain(write.Data, current + 1, write.DueAt);
+                if (change.Data is null)
+                {
+                    row.Items.Remove(change.ItemKey);
+                }
+                else
+                {
+                    row.Items[change.ItemKey] = change.Data;
+                }
             }
 
             return Task.FromResult(true);
@@ -48,7 +61,7 @@ internal sealed class InMemoryGrainStorage : IGrainStorage
     {
         lock (_lock)
         {
-            IReadOnlyList<(string, StoredGrain)> rows = _rows.Where(r => r.Key.Type == type).Select(r => (r.Key.Key, r.Value)).ToList();
+            IReadOnlyList<(string, StoredGrain)> rows = _rows.Where(r => r.Key.Type == type).Select(r => (r.Key.Key, r.Value.ToStored())).ToList();
             return Task.FromResult(rows);
         }
     }
@@ -63,4 +76,17 @@ internal sealed class InMemoryGrainStorage : IGrainStorage
     }
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+
+    private sealed class Row
+    {
+        public byte[] Data { get; set; } = [];
+
+        public long Version { get; set; }
+
+        public DateTimeOffset? DueAt { get; set; }
+
+        public SortedDictionary<string, byte[]> Items { get; } = new(StringComparer.Ordinal);
+
+        public StoredGrain ToStored() => new(Data, Version, DueAt) { Items = Items.Select(i => new GrainItem(i.Key, i.Value)).ToList() };
+    }
 }

@@ -5,7 +5,7 @@ public enum CallPhase : byte
 {
     New = 0,
 
-    /// <summary>Reserving; persisted before the first reservation so a crash can be undone.</summary>
+    /// <summary>Reserving, or admitted and not yet confirmed: written together with the reservations, so it is what storage holds for an admitted call until its 2xx.</summary>
     Admitting = 1,
     Admitted = 2,
     Rejected = 3,
@@ -77,7 +77,8 @@ public sealed record CallSnapshot(string CallKey, CallPhase Phase, bool Confirme
 /// <summary>
 /// One call (key: Call-ID and From-tag). Reserves its limits in a fixed order, all or nothing, records the
 /// outcome, and releases everything when the call ends. Any edge can end a call knowing only its key.
-/// After a crash mid-admission, reactivation undoes the half-done reservation (the caller never had an answer).
+/// A call stored as <see cref="CallPhase.Admitting"/> that a restarted runtime loads (a crash came before or after its
+/// answer) is finished: it ends up holding all of its limits or none. The edge ends an admission it had no answer for.
 /// </summary>
 public sealed class CallGrain
 {
@@ -110,10 +111,13 @@ public sealed class CallGrain
     /// <summary>See <see cref="LeaseDue"/>.</summary>
     public static readonly TimeSpan LeaseGrace = TimeSpan.FromSeconds(1);
 
-    /// <summary>Called by the runtime when the grain is activated: finishes a crash's leftovers.</summary>
-    public Task OnActivateAsync(CancellationToken cancellationToken) =>
-        S.Phase == CallPhase.Admitting ? UndoAsync(cancellationToken) : Task.CompletedTask;
-
+    /// <summary>
+    /// Reserves every limit and records the call, all in one round of durable writes: the record (phase
+    /// <see cref="CallPhase.Admitting"/>, with its limits and the early lease as due time) and every reservation are
+    /// issued together, so group commit makes them durable in one batch, and the answer waits for all of them.
+    /// When a limit refuses, the others are released and the refusal is recorded. Two calls racing for the last slot
+    /// of two shared limits may then both be refused; neither is ever admitted past a limit.
+    /// </summary>
     public async Task<AdmitResult> AdmitAsync(IReadOnlyList<LimitRequest> requests, CancellationToken cancellationToken)
     {
         switch (S.Phase)
@@ -124,10 +128,6 @@ public sealed class CallGrain
                 return new AdmitResult(AdmitStatus.Rejected, S.RejectedKey, S.Reason, S.Limit, S.Current, null);
             case CallPhase.Ended:
                 return AdmitResult.Invalid($"call '{_callKey}' has already ended");
-            case CallPhase.Admitting:
-                // A crash cut the admission and nobody was answered: undo it and admit afresh (the caller's retry).
-                await UndoAsync(cancellationToken).ConfigureAwait(false);
-                break;
         }
 
         if (!TryNormalize(requests, out var limits, out var error))
@@ -135,46 +135,62 @@ public sealed class CallGrain
             return AdmitResult.Invalid(error);
         }
 
+        if (S.Phase == CallPhase.Admitting && !SameLimits(S.Limits, limits))
+        {
+            // A crash cut an admission of other limits: give those back first (releasing is idempotent).
+            await ReleaseAsync(S.Limits, S.Limits.Count, cancellationToken).ConfigureAwait(false);
+        }
+
         var now = _time.GetUtcNow();
         S.Phase = CallPhase.Admitting;
         S.Limits = limits;
         S.StartedMs = now.ToUnixTimeMilliseconds();
+        S.LeaseEndMs = (now + _leases.Early).ToUnixTimeMilliseconds();
 
-        // Persist the intent first: if this process dies between reservations, the due time makes the
-        // next activation (after restart) undo whatever was taken.
-        await _state.WriteAsync(now, cancellationToken).ConfigureAwait(false);
-
-        var taken = 0;
+        // The record is serialized now, so the reservations below may run while it is being written. This activation
+        // wakes at the lease end; a runtime that loads the record after a crash wakes it at once to finish it.
+        var record = _state.WriteAsync(LeaseDue, now, cancellationToken);
+        var reservations = new Task<ReserveOutcome>?[limits.Count];
         try
         {
-            for (; taken < limits.Count; taken++)
+            for (var i = 0; i < limits.Count; i++)
             {
-                var limit = limits[taken];
-                var outcome = await _limits.TryReserveAsync(LimitKey.Parse(limit.Key), _callKey, limit.Direction, _leases.Early, limit.PerCallMax, cancellationToken).ConfigureAwait(false);
-                if (!outcome.Admitted)
-                {
-                    await ReleaseAsync(limits, taken, cancellationToken).ConfigureAwait(false);
-                    S.Phase = CallPhase.Rejected;
-                    S.RejectedKey = limit.Key;
-                    S.Reason = outcome.Reason;
-                    S.Limit = outcome.Limit;
-                    S.Current = outcome.Current;
-                    await CloseAsync(cancellationToken).ConfigureAwait(false);
-                    return new AdmitResult(AdmitStatus.Rejected, limit.Key, outcome.Reason, outcome.Limit, outcome.Current, null);
-                }
+                var limit = limits[i];
+                reservations[i] = _limits.TryReserveAsync(LimitKey.Parse(limit.Key), _callKey, limit.Direction, _leases.Early, limit.PerCallMax, cancellationToken);
             }
+
+            await Task.WhenAll(reservations!).ConfigureAwait(false);
+            await record.ConfigureAwait(false);
         }
         catch (Exception)
         {
-            // A limit could not answer: give back what was taken. If that fails too, the persisted
-            // Admitting phase (due now) makes the next activation finish the undo.
-            await TryReleaseAsync(limits, taken).ConfigureAwait(false);
+            // A limit could not answer or the record was not written: give back whatever was taken. If that fails
+            // too, the record (when it was written) keeps the limits, and the early lease releases them.
+            await ObserveAsync(record).ConfigureAwait(false);
+            var held = MayHold(limits, reservations);
+            await TryReleaseAsync(held, held.Count).ConfigureAwait(false);
             throw;
         }
 
+        for (var i = 0; i < limits.Count; i++)
+        {
+            var outcome = reservations[i]!.Result;
+            if (!outcome.Admitted)
+            {
+                var taken = MayHold(limits, reservations);
+                await ReleaseAsync(taken, taken.Count, cancellationToken).ConfigureAwait(false);
+                S.Phase = CallPhase.Rejected;
+                S.RejectedKey = limits[i].Key;
+                S.Reason = outcome.Reason;
+                S.Limit = outcome.Limit;
+                S.Current = outcome.Current;
+                await CloseAsync(cancellationToken).ConfigureAwait(false);
+                return new AdmitResult(AdmitStatus.Rejected, limits[i].Key, outcome.Reason, outcome.Limit, outcome.Current, null);
+            }
+        }
+
+        // Durable as Admitting with every limit held: that is what an admitted, unconfirmed call is on recovery.
         S.Phase = CallPhase.Admitted;
-        S.LeaseEndMs = (_time.GetUtcNow() + _leases.Early).ToUnixTimeMilliseconds();
-        await _state.WriteAsync(LeaseDue, cancellationToken).ConfigureAwait(false);
         return AdmitResult.Admitted();
     }
 
@@ -184,33 +200,47 @@ public sealed class CallGrain
     /// </summary>
     public async Task<bool> ConfirmAsync(CancellationToken cancellationToken)
     {
-        if (S.Phase != CallPhase.Admitted)
+        if (S.Phase is not (CallPhase.Admitted or CallPhase.Admitting))
         {
             return false;
         }
 
-        var lost = false;
-        foreach (var limit in S.Limits)
+        // Every limit and the record are written together (one group commit); the record's longer lease only
+        // matters once the limits hold the confirmed lease too, and a lost limit ends the call below.
+        var confirms = new Task<bool>[S.Limits.Count];
+        for (var i = 0; i < confirms.Length; i++)
         {
-            lost |= !await _limits.ConfirmAsync(LimitKey.Parse(limit.Key), _callKey, _leases.Confirmed, cancellationToken).ConfigureAwait(false);
+            confirms[i] = _limits.ConfirmAsync(LimitKey.Parse(S.Limits[i].Key), _callKey, _leases.Confirmed, cancellationToken);
         }
 
-        if (lost)
+        S.Phase = CallPhase.Admitted;
+        S.Confirmed = true;
+        S.LeaseEndMs = (_time.GetUtcNow() + _leases.Confirmed).ToUnixTimeMilliseconds();
+        var record = _state.WriteAsync(LeaseDue, cancellationToken);
+        try
+        {
+            await Task.WhenAll(confirms).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            await ObserveAsync(record).ConfigureAwait(false);
+            throw;
+        }
+
+        await record.ConfigureAwait(false);
+        if (Array.Exists(confirms, static c => !c.Result))
         {
             await EndLostAsync(cancellationToken).ConfigureAwait(false);
             return false;
         }
 
-        S.Confirmed = true;
-        S.LeaseEndMs = (_time.GetUtcNow() + _leases.Confirmed).ToUnixTimeMilliseconds();
-        await _state.WriteAsync(LeaseDue, cancellationToken).ConfigureAwait(false);
         return true;
     }
 
     /// <summary>An in-dialog refresh (re-INVITE, UPDATE, session timer): extends every lease.</summary>
     public async Task<bool> RenewAsync(CancellationToken cancellationToken)
     {
-        if (S.Phase != CallPhase.Admitted)
+        if (S.Phase is not (CallPhase.Admitted or CallPhase.Admitting))
         {
             return false;
         }
@@ -253,10 +283,10 @@ public sealed class CallGrain
         var nowMs = _time.GetUtcNow().ToUnixTimeMilliseconds();
         switch (S.Phase)
         {
-            case CallPhase.Admitting:
-                await UndoAsync(cancellationToken).ConfigureAwait(false);
+            case CallPhase.Admitting when S.LeaseEndMs > nowMs:
+                await FinishAsync(cancellationToken).ConfigureAwait(false);
                 break;
-            case CallPhase.Admitted when S.LeaseEndMs <= nowMs:
+            case CallPhase.Admitted or CallPhase.Admitting when S.LeaseEndMs <= nowMs:
                 // The limits reclaim their own slots when the lease ends; this releases them in case a
                 // limit's lease was renewed without the call record, and closes the record.
                 await EndAsync(cancellationToken).ConfigureAwait(false);
@@ -277,14 +307,37 @@ public sealed class CallGrain
         S.Phase == CallPhase.Admitted ? DateTimeOffset.FromUnixTimeMilliseconds(S.LeaseEndMs) : null);
 
     /// <summary>
-    /// Gives back whatever a cut admission took and forgets the call: no answer was ever given for it, so a retry of
-    /// the same call is a fresh admission.
+    /// Recovery of a call stored as <see cref="CallPhase.Admitting"/> (a crash came before or after its answer): every
+    /// limit is asked again (a limit that holds the call admits it without counting it twice), so the call ends up
+    /// holding all of its limits, admitted, or none of them, rejected.
     /// </summary>
-    private async Task UndoAsync(CancellationToken cancellationToken)
+    private async Task FinishAsync(CancellationToken cancellationToken)
     {
-        // Release is idempotent, so releasing limits that were never reserved is harmless.
-        await ReleaseAsync(S.Limits, S.Limits.Count, cancellationToken).ConfigureAwait(false);
-        await _state.ClearAsync(cancellationToken).ConfigureAwait(false);
+        var limits = S.Limits;
+        var reservations = new Task<ReserveOutcome>[limits.Count];
+        for (var i = 0; i < limits.Count; i++)
+        {
+            reservations[i] = _limits.TryReserveAsync(LimitKey.Parse(limits[i].Key), _callKey, limits[i].Direction, _leases.Early, limits[i].PerCallMax, cancellationToken);
+        }
+
+        await Task.WhenAll(reservations).ConfigureAwait(false);
+        var refused = Array.FindIndex(reservations, static r => !r.Result.Admitted);
+        if (refused < 0)
+        {
+            S.Phase = CallPhase.Admitted;
+            await _state.WriteAsync(LeaseDue, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        var held = MayHold(limits, reservations!);
+        await ReleaseAsync(held, held.Count, cancellationToken).ConfigureAwait(false);
+        var outcome = reservations[refused].Result;
+        S.Phase = CallPhase.Rejected;
+        S.RejectedKey = limits[refused].Key;
+        S.Reason = outcome.Reason;
+        S.Limit = outcome.Limit;
+        S.Current = outcome.Current;
+        await CloseAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -318,12 +371,76 @@ public sealed class CallGrain
         }
     }
 
+    /// <summary>Releases the first <paramref name="count"/> limits, all at once (one group commit).</summary>
     private async Task ReleaseAsync(List<CallLimit> limits, int count, CancellationToken cancellationToken)
     {
-        for (var i = count - 1; i >= 0; i--)
+        if (count == 0)
         {
-            await _limits.ReleaseAsync(LimitKey.Parse(limits[i].Key), _callKey, cancellationToken).ConfigureAwait(false);
+            return;
         }
+
+        var releases = new Task<bool>[count];
+        for (var i = 0; i < count; i++)
+        {
+            try
+            {
+                releases[i] = _limits.ReleaseAsync(LimitKey.Parse(limits[i].Key), _callKey, cancellationToken);
+            }
+#pragma warning disable CA1031 // kept in its task so every other limit is still released; WhenAll rethrows it
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                releases[i] = Task.FromException<bool>(ex);
+            }
+        }
+
+        await Task.WhenAll(releases).ConfigureAwait(false);
+    }
+
+    /// <summary>The limits a concurrent reservation may have taken: those that admitted and those whose outcome is unknown.</summary>
+    private static List<CallLimit> MayHold(List<CallLimit> limits, Task<ReserveOutcome>?[] reservations)
+    {
+        var held = new List<CallLimit>(limits.Count);
+        for (var i = 0; i < limits.Count; i++)
+        {
+            if (reservations[i] is { } reservation && (!reservation.IsCompletedSuccessfully || reservation.Result.Admitted))
+            {
+                held.Add(limits[i]);
+            }
+        }
+
+        return held;
+    }
+
+    private static async Task ObserveAsync(Task task)
+    {
+        try
+        {
+            await task.ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // the first failure is the one rethrown; this one only must not go unobserved
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+    }
+
+    private static bool SameLimits(List<CallLimit> a, List<CallLimit> b)
+    {
+        if (a.Count != b.Count)
+        {
+            return false;
+        }
+
+        for (var i = 0; i < a.Count; i++)
+        {
+            if (a[i].Key != b[i].Key || a[i].Direction != b[i].Direction)
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     private static bool TryNormalize(IReadOnlyList<LimitRequest> requests, out List<CallLimit> limits, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out string? error)

@@ -56,7 +56,14 @@ public interface IGrainState<out T>
     /// to wake the grain then (surviving restarts). Throws <see cref="StaleGrainStateException"/> when
     /// another activation wrote first.
     /// </summary>
-    Task WriteAsync(DateTimeOffset? dueAt, CancellationToken cancellationToken);
+    Task WriteAsync(DateTimeOffset? dueAt, CancellationToken cancellationToken) => WriteAsync(dueAt, dueAt, cancellationToken);
+
+    /// <summary>
+    /// Like <see cref="WriteAsync(DateTimeOffset?, CancellationToken)"/>, with a different wake-up after a restart:
+    /// this activation is woken at <paramref name="dueAt"/>, while a runtime that loads the state from storage (after
+    /// a crash, or at a new owner) wakes the grain at <paramref name="recoverAt"/>.
+    /// </summary>
+    Task WriteAsync(DateTimeOffset? dueAt, DateTimeOffset? recoverAt, CancellationToken cancellationToken);
 
     /// <summary>Deletes the state (conditionally, like a write).</summary>
     Task ClearAsync(CancellationToken cancellationToken);

@@ -11,22 +11,24 @@ public sealed class LimitGrain
     private readonly LimitSettings _configured;
 
     // Derived from State.Calls and kept in step by every method that changes it, so a decision does
-    // not walk every held call (a busy trunk holds thousands).
+    // not walk every held call (a busy trunk holds thousands): the counts, and the held calls ordered by
+    // lease end (the earliest is the next due time; expiry takes from the front and stops at the first
+    // lease still running).
+    private readonly SortedSet<LeaseEntry> _leases = new(LeaseEntryComparer.Instance);
+    private readonly HashSet<string> _changedCalls = new(StringComparer.Ordinal);
     private int _inbound;
     private int _outbound;
-    private long? _earliestLeaseEndMs;
 
     public LimitGrain(LimitKey key, LimitGrainState state, LimitSettings configured)
     {
         Key = key;
         State = state;
         _configured = configured;
-        foreach (var call in state.Calls.Values)
+        foreach (var (callKey, call) in state.Calls)
         {
             Count(call, +1);
+            _leases.Add(new LeaseEntry(call.LeaseEndMs, callKey));
         }
-
-        _earliestLeaseEndMs = ComputeEarliestLeaseEnd();
     }
 
     public LimitKey Key { get; }
@@ -39,12 +41,23 @@ public sealed class LimitGrain
         : State.Override ?? _configured;
 
     /// <summary>The earliest lease end, when the runtime must wake this grain; null when nothing is held.</summary>
-    public DateTimeOffset? NextDue
+    public DateTimeOffset? NextDue => _leases.Count == 0 ? null : DateTimeOffset.FromUnixTimeMilliseconds(_leases.Min.LeaseEndMs);
+
+    /// <summary>
+    /// Keys of the calls added, changed or removed since <see cref="AcceptChanges"/>: what the host must persist
+    /// besides the rest of <see cref="State"/> (a key no longer in <c>State.Calls</c> was removed).
+    /// </summary>
+    public IReadOnlyCollection<string> ChangedCalls => _changedCalls;
+
+    /// <summary>The host persisted every change: forget them.</summary>
+    public void AcceptChanges() => _changedCalls.Clear();
+
+    /// <summary>Counts every held call as changed (the host loaded them from a form it no longer writes).</summary>
+    public void MarkAllCallsChanged()
     {
-        get
+        foreach (var callKey in State.Calls.Keys)
         {
-            _earliestLeaseEndMs ??= ComputeEarliestLeaseEnd();
-            return _earliestLeaseEndMs is { } ms && ms != long.MaxValue ? DateTimeOffset.FromUnixTimeMilliseconds(ms) : null;
+            _changedCalls.Add(callKey);
         }
     }
 
@@ -87,11 +100,8 @@ public sealed class LimitGrain
         };
         State.Calls[callKey] = held;
         Count(held, +1);
-        if (_earliestLeaseEndMs is { } earliest && held.LeaseEndMs < earliest)
-        {
-            _earliestLeaseEndMs = held.LeaseEndMs;
-        }
-
+        _leases.Add(new LeaseEntry(held.LeaseEndMs, callKey));
+        _changedCalls.Add(callKey);
         changed = true;
         return outcome;
     }
@@ -108,7 +118,8 @@ public sealed class LimitGrain
         }
 
         call.Phase = HoldPhase.Confirmed;
-        SetLeaseEnd(call, now.ToUnixTimeMilliseconds() + (long)lease.TotalMilliseconds);
+        SetLeaseEnd(callKey, call, now.ToUnixTimeMilliseconds() + (long)lease.TotalMilliseconds);
+        _changedCalls.Add(callKey);
         return true;
     }
 
@@ -120,7 +131,7 @@ public sealed class LimitGrain
             return false;
         }
 
-        SetLeaseEnd(call, Math.Max(call.LeaseEndMs, now.ToUnixTimeMilliseconds() + (long)lease.TotalMilliseconds));
+        SetLeaseEnd(callKey, call, Math.Max(call.LeaseEndMs, now.ToUnixTimeMilliseconds() + (long)lease.TotalMilliseconds));
         return true;
     }
 
@@ -158,25 +169,18 @@ public sealed class LimitGrain
         return true;
     }
 
-    /// <summary>Reclaims every slot whose lease has ended; returns how many.</summary>
+    /// <summary>
+    /// Reclaims every slot whose lease has ended; returns how many. Called before every decision, so it looks
+    /// only at the earliest lease ends: O(1) when none has ended, O(log n) per reclaimed slot.
+    /// </summary>
     public int ExpireLeases(DateTimeOffset now)
     {
         var nowMs = now.ToUnixTimeMilliseconds();
-        _earliestLeaseEndMs ??= ComputeEarliestLeaseEnd();
-        if (_earliestLeaseEndMs > nowMs)
-        {
-            return 0;
-        }
-
         var expired = 0;
-        foreach (var (callKey, call) in State.Calls)
+        while (_leases.Count > 0 && _leases.Min is { } earliest && earliest.LeaseEndMs <= nowMs)
         {
-            if (call.LeaseEndMs <= nowMs)
-            {
-                // Removing during enumeration is allowed for Dictionary<TKey, TValue> since .NET Core 3.0.
-                Remove(callKey, call);
-                expired++;
-            }
+            Remove(earliest.CallKey, State.Calls[earliest.CallKey]);
+            expired++;
         }
 
         State.Reclaimed += expired;
@@ -228,36 +232,21 @@ public sealed class LimitGrain
     {
         State.Calls.Remove(callKey);
         Count(call, -1);
-        if (call.LeaseEndMs == _earliestLeaseEndMs)
-        {
-            _earliestLeaseEndMs = null;
-        }
+        _leases.Remove(new LeaseEntry(call.LeaseEndMs, callKey));
+        _changedCalls.Add(callKey);
     }
 
-    private void SetLeaseEnd(HeldCall call, long leaseEndMs)
+    private void SetLeaseEnd(string callKey, HeldCall call, long leaseEndMs)
     {
-        if (call.LeaseEndMs == _earliestLeaseEndMs && leaseEndMs > call.LeaseEndMs)
+        if (leaseEndMs == call.LeaseEndMs)
         {
-            _earliestLeaseEndMs = null;
-        }
-        else if (_earliestLeaseEndMs is { } earliest && leaseEndMs < earliest)
-        {
-            _earliestLeaseEndMs = leaseEndMs;
+            return;
         }
 
+        _leases.Remove(new LeaseEntry(call.LeaseEndMs, callKey));
         call.LeaseEndMs = leaseEndMs;
-    }
-
-    /// <summary>The earliest lease end, or <see cref="long.MaxValue"/> when nothing is held (so "known: none").</summary>
-    private long ComputeEarliestLeaseEnd()
-    {
-        var min = long.MaxValue;
-        foreach (var call in State.Calls.Values)
-        {
-            min = Math.Min(min, call.LeaseEndMs);
-        }
-
-        return min;
+        _leases.Add(new LeaseEntry(leaseEndMs, callKey));
+        _changedCalls.Add(callKey);
     }
 
     private ReserveOutcome Decide(LimitSettings limits, Direction direction, int inbound, int outbound)
@@ -297,6 +286,20 @@ public sealed class LimitGrain
         }
 
         return ReserveOutcome.Admit(directionLimit ?? limits.Total, limits.Total is null ? directionCount : total);
+    }
+
+    /// <summary>A held call in lease-end order.</summary>
+    private readonly record struct LeaseEntry(long LeaseEndMs, string CallKey);
+
+    private sealed class LeaseEntryComparer : IComparer<LeaseEntry>
+    {
+        public static readonly LeaseEntryComparer Instance = new();
+
+        public int Compare(LeaseEntry x, LeaseEntry y)
+        {
+            var byEnd = x.LeaseEndMs.CompareTo(y.LeaseEndMs);
+            return byEnd != 0 ? byEnd : string.CompareOrdinal(x.CallKey, y.CallKey);
+        }
     }
 
     private static ReserveOutcome DecidePerKey(Direction direction, int? max, int total)

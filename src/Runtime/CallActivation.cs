@@ -23,7 +23,7 @@ internal sealed class CallWork<T>(Func<CallGrain, Task<T>> body) : CallWork
 /// <summary>
 /// A call grain in memory. Turns run one at a time, in order. A turn that throws (a limit could not
 /// answer, storage failed, another activation wrote first) drops the in-memory state: the next turn
-/// reloads it, and reactivation undoes an admission that was cut half-way.
+/// reloads it.
 /// </summary>
 internal sealed class CallActivation : Activation<CallWork>, IGrainState<CallGrainState>
 {
@@ -57,9 +57,9 @@ internal sealed class CallActivation : Activation<CallWork>, IGrainState<CallGra
         }
     }
 
-    public async Task WriteAsync(DateTimeOffset? dueAt, CancellationToken cancellationToken)
+    public async Task WriteAsync(DateTimeOffset? dueAt, DateTimeOffset? recoverAt, CancellationToken cancellationToken)
     {
-        var write = new GrainWrite(Id, _version, GrainStateSerializer.Serialize(State), dueAt);
+        var write = new GrainWrite(Id, _version, GrainStateSerializer.Serialize(State), recoverAt);
         if (!await Runtime.Storage.WriteAsync(write, cancellationToken).ConfigureAwait(false))
         {
             Runtime.Metrics.StaleWrite();
@@ -92,8 +92,6 @@ internal sealed class CallActivation : Activation<CallWork>, IGrainState<CallGra
         var stored = await Runtime.Storage.ReadAsync(Id, CancellationToken.None).ConfigureAwait(false);
         State = stored is null ? new CallGrainState() : GrainStateSerializer.DeserializeCall(stored.Data);
         _version = stored?.Version ?? 0;
-        var grain = new CallGrain(_callKey, this, Runtime.LimitClient, Runtime.Options.Leases, Runtime.Time);
-        await grain.OnActivateAsync(CancellationToken.None).ConfigureAwait(false);
-        _grain = grain;
+        _grain = new CallGrain(_callKey, this, Runtime.LimitClient, Runtime.Options.Leases, Runtime.Time);
     }
 }

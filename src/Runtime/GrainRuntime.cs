@@ -148,7 +148,7 @@ public sealed class GrainRuntime : IAsyncDisposable
     public async Task<LimitSnapshot> GetStoredLimitAsync(LimitKey key, CancellationToken cancellationToken)
     {
         var stored = await Storage.ReadAsync(new GrainId(LimitGrainType, key.ToString()), cancellationToken).ConfigureAwait(false);
-        var state = stored is null ? new LimitGrainState() : GrainStateSerializer.DeserializeLimit(stored.Data);
+        var state = stored is null ? new LimitGrainState() : GrainStateSerializer.DeserializeLimit(stored, out _);
         return new LimitGrain(key, state, LimitSettings.GetLimits(key)).Snapshot();
     }
 
@@ -267,7 +267,7 @@ public sealed class GrainRuntime : IAsyncDisposable
                 continue;
             }
 
-            var grain = new LimitGrain(key, GrainStateSerializer.DeserializeLimit(stored.Data), LimitSettings.GetLimits(key));
+            var grain = new LimitGrain(key, GrainStateSerializer.DeserializeLimit(stored, out _), LimitSettings.GetLimits(key));
             list.Add(grain.Snapshot());
         }
 

@@ -45,6 +45,8 @@ internal readonly record struct LimitWorkResult(ReserveOutcome Outcome, bool Fou
 /// state once (compare-and-set on the loaded version, through group commit), and only then answers: an
 /// answer is never given on a change that is not durable. When the write loses (another activation of
 /// the same key wrote first) the state is reloaded and every operation of the turn decided again.
+/// The write is the small row (limits, counters) plus one item per call the turn added, changed or
+/// released, so its size does not grow with the number of calls held.
 /// </summary>
 internal sealed class LimitActivation : Activation<LimitWork>
 {
@@ -88,11 +90,12 @@ internal sealed class LimitActivation : Activation<LimitWork>
                 }
 
                 var due = grain.NextDue;
-                if (changed || due != dueBefore)
+                if (changed || due != dueBefore || grain.ChangedCalls.Count > 0)
                 {
-                    var write = new GrainWrite(Id, _version, GrainStateSerializer.Serialize(grain.State), due);
+                    var write = new GrainWrite(Id, _version, GrainStateSerializer.SerializeLimitRow(grain.State), due, ItemChanges(grain));
                     if (!await Runtime.Storage.WriteAsync(write, CancellationToken.None).ConfigureAwait(false))
                     {
+                        // The unsaved changes go with the dropped state: the reload starts from storage.
                         _grain = null;
                         Runtime.Metrics.StaleWrite();
                         if (attempt + 1 >= Runtime.Options.MaxStaleRetries)
@@ -104,6 +107,7 @@ internal sealed class LimitActivation : Activation<LimitWork>
                     }
 
                     _version++;
+                    grain.AcceptChanges();
                 }
 
                 Runtime.Scheduler.Set(Id, due);
@@ -171,6 +175,25 @@ internal sealed class LimitActivation : Activation<LimitWork>
         }
     }
 
+    /// <summary>One item per call changed since the last write: its current hold, or a delete when it was released.</summary>
+    private static List<GrainItemWrite>? ItemChanges(LimitGrain grain)
+    {
+        if (grain.ChangedCalls.Count == 0)
+        {
+            return null;
+        }
+
+        var items = new List<GrainItemWrite>(grain.ChangedCalls.Count);
+        foreach (var callKey in grain.ChangedCalls)
+        {
+            items.Add(new GrainItemWrite(
+                callKey,
+                grain.State.Calls.TryGetValue(callKey, out var call) ? GrainStateSerializer.SerializeHeldCall(call) : null));
+        }
+
+        return items;
+    }
+
     private static LimitWorkResult Found(bool found, ref bool changed, ref bool missed)
     {
         changed |= found;
@@ -181,8 +204,16 @@ internal sealed class LimitActivation : Activation<LimitWork>
     private async Task LoadAsync()
     {
         var stored = await Runtime.Storage.ReadAsync(Id, CancellationToken.None).ConfigureAwait(false);
-        var state = stored is null ? new LimitGrainState() : GrainStateSerializer.DeserializeLimit(stored.Data);
+        var callsInRow = false;
+        var state = stored is null ? new LimitGrainState() : GrainStateSerializer.DeserializeLimit(stored, out callsInRow);
         _version = stored?.Version ?? 0;
-        _grain = new LimitGrain(_key, state, Runtime.LimitSettings.GetLimits(_key));
+        var grain = new LimitGrain(_key, state, Runtime.LimitSettings.GetLimits(_key));
+        if (callsInRow)
+        {
+            // A row from before items: this turn writes (even without a change) the row without calls and every call as an item.
+            grain.MarkAllCallsChanged();
+        }
+
+        _grain = grain;
     }
 }

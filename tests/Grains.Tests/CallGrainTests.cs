@@ -43,13 +43,15 @@ public sealed class CallGrainTests
         Assert.Equal(1, _limits.Held("user/alice"));
         Assert.Equal(1, _limits.Held("trunk/carrier"));
         Assert.Equal(1, _limits.Held("key/+12345678"));
-        Assert.Equal(CallPhase.Admitted, state.Persisted!.Phase);
-        Assert.Equal(_time.GetUtcNow() + _leases.Early + CallGrain.LeaseGrace, state.LastDueAt);
+        // Written once, together with the reservations: storage holds an admitted, unconfirmed call as Admitting.
+        Assert.Equal(CallPhase.Admitting, state.Persisted!.Phase);
+        Assert.Single(state.Writes);
+        Assert.Equal(_time.GetUtcNow() + _leases.Early + CallGrain.LeaseGrace, state.TimerDueAt);
         Assert.Equal(_time.GetUtcNow() + _leases.Early, call.Snapshot().LeaseEnd);
     }
 
     [Fact]
-    public async Task When_the_second_limit_refuses_the_first_is_released_and_the_result_names_the_refusal()
+    public async Task When_the_second_limit_refuses_the_others_are_released_and_the_result_names_the_refusal()
     {
         // Sorted order: key/+1..., trunk/carrier, user/alice. The trunk (second) is full.
         _limits.Configure("trunk/carrier", new LimitSettings(Total: 1));
@@ -63,7 +65,8 @@ public sealed class CallGrainTests
         Assert.Equal(0, _limits.Held("key/+12345678"));
         Assert.Equal(0, _limits.Held("user/alice"));
         Assert.Equal(1, _limits.Held("trunk/carrier"));
-        Assert.Equal(["reserve:key/+12345678", "reserve:trunk/carrier", "release:key/+12345678"], _events.Where(e => !e.StartsWith("write", StringComparison.Ordinal) && !e.StartsWith("clear", StringComparison.Ordinal)));
+        // Every limit is asked at once; those that admitted give their slot back.
+        Assert.Equal(["reserve:key/+12345678", "reserve:trunk/carrier", "reserve:user/alice", "release:key/+12345678", "release:user/alice"], _events.Where(e => !e.StartsWith("write", StringComparison.Ordinal) && !e.StartsWith("clear", StringComparison.Ordinal)));
         Assert.Equal(CallPhase.Rejected, state.Persisted!.Phase);
         Assert.Equal(RejectReason.TrunkTotalLimitReached, call.Snapshot().Reason);
     }
@@ -87,7 +90,7 @@ public sealed class CallGrainTests
     }
 
     [Fact]
-    public async Task Admitting_is_written_with_a_due_time_before_the_first_reservation()
+    public async Task Admitting_is_written_with_the_limits_and_the_early_lease_as_due_time_before_any_answer()
     {
         var (call, state) = NewCall();
 
@@ -98,8 +101,9 @@ public sealed class CallGrainTests
         var (first, dueAt) = state.Writes[0];
         Assert.Equal(CallPhase.Admitting, first.Phase);
         Assert.Equal(3, first.Limits.Count);
-        Assert.NotNull(dueAt);
-        Assert.True(dueAt <= _time.GetUtcNow(), "an interrupted admission must be undone as soon as the grain can be woken");
+        // Stored due now: a runtime that loads it after a crash finishes it at once. This activation wakes at the lease end.
+        Assert.Equal(_time.GetUtcNow(), dueAt);
+        Assert.Equal(_time.GetUtcNow() + _leases.Early + CallGrain.LeaseGrace, state.TimerDueAt);
     }
 
     [Fact]
@@ -237,38 +241,29 @@ public sealed class CallGrainTests
         Assert.Equal(0, _limits.Held("user/alice"));
         Assert.Equal(CallPhase.Admitting, state.Persisted!.Phase);
 
-        // The runtime wakes it at the due time and it finishes the undo: nothing was answered, so nothing is kept.
+        // The runtime wakes it at the early lease's end and it releases every limit again (the trunk's outcome was unknown).
         _limits.Heal("trunk/carrier");
+        _time.Advance(_leases.Early + CallGrain.LeaseGrace);
         await call.OnTimerAsync(CancellationToken.None);
-        Assert.Null(state.Persisted);
+        Assert.Equal(CallPhase.Ended, state.Persisted!.Phase);
     }
 
     [Fact]
-    public async Task Crash_mid_admission_is_undone_by_the_next_activation()
+    public async Task Crash_mid_admission_keeps_the_limits_a_retry_finishes_it_without_counting_twice()
     {
         // The process dies right after the first reservation succeeds: nothing else reaches a limit.
         _limits.DieAfterReservations = 1;
         var (call, state) = NewCall();
-        await Assert.ThrowsAsync<InvalidOperationException>(() => call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
+        await Assert.ThrowsAnyAsync<Exception>(() => call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
 
         Assert.Equal(1, _limits.Held("key/+12345678"));
         var persisted = state.Persisted!;
         Assert.Equal(CallPhase.Admitting, persisted.Phase);
         Assert.Equal(["key/+12345678", "trunk/carrier", "user/alice"], persisted.Limits.Select(l => l.Key));
 
-        // A new silo activates the call from storage.
+        // A new silo activates the call from storage: the edge's retry finishes the admission, one slot on each limit.
         _limits.Dead = false;
-        var reloaded = state.Reload();
-        var recovered = NewCall(reloaded);
-        await recovered.OnActivateAsync(CancellationToken.None);
-
-        Assert.Equal(0, _limits.Held("key/+12345678"));
-        Assert.Equal(0, _limits.Held("trunk/carrier"));
-        Assert.Equal(0, _limits.Held("user/alice"));
-        Assert.Null(reloaded.Persisted);
-        Assert.Equal(CallPhase.New, recovered.Snapshot().Phase);
-
-        // The edge's retry (no answer ever reached it) is a fresh admission: one slot on each limit, not two.
+        var recovered = NewCall(state.Reload());
         var retry = await recovered.AdmitAsync(UserTrunkKey(), CancellationToken.None);
         Assert.Equal(AdmitStatus.Admitted, retry.Status);
         Assert.Equal(1, _limits.Held("key/+12345678"));
@@ -277,16 +272,76 @@ public sealed class CallGrainTests
     }
 
     [Fact]
-    public async Task Activation_of_a_settled_call_does_nothing()
+    public async Task Crash_mid_admission_is_finished_by_the_restarted_runtime_all_limits_or_none()
+    {
+        _limits.DieAfterReservations = 1;
+        var (call, state) = NewCall();
+        await Assert.ThrowsAnyAsync<Exception>(() => call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
+        _limits.Dead = false;
+        var stored = state.Reload();
+        var recovered = NewCall(stored);
+
+        // The stored due time (now) wakes it as soon as a runtime loads it.
+        await recovered.OnTimerAsync(CancellationToken.None);
+
+        Assert.Equal(1, _limits.Held("key/+12345678"));
+        Assert.Equal(1, _limits.Held("trunk/carrier"));
+        Assert.Equal(1, _limits.Held("user/alice"));
+        Assert.Equal(CallPhase.Admitted, stored.Persisted!.Phase);
+        Assert.Equal(AdmitStatus.Admitted, (await recovered.AdmitAsync(UserTrunkKey(), CancellationToken.None)).Status);
+    }
+
+    [Fact]
+    public async Task Crash_mid_admission_finished_where_a_limit_is_now_full_holds_none()
+    {
+        _limits.DieAfterReservations = 1;
+        var (call, state) = NewCall();
+        await Assert.ThrowsAnyAsync<Exception>(() => call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
+        _limits.Dead = false;
+        _limits.Configure("user/alice", new LimitSettings(Total: 1));
+        Assert.Equal(AdmitStatus.Admitted, (await AdmitAsync("other", new LimitRequest("user/alice", Direction.Inbound))).Status);
+        var stored = state.Reload();
+
+        await NewCall(stored).OnTimerAsync(CancellationToken.None);
+
+        Assert.Equal(0, _limits.Held("key/+12345678"));
+        Assert.Equal(0, _limits.Held("trunk/carrier"));
+        Assert.Equal(1, _limits.Held("user/alice"));
+        Assert.Equal(CallPhase.Rejected, stored.Persisted!.Phase);
+    }
+
+    [Fact]
+    public async Task Crash_mid_admission_without_a_retry_is_released_by_the_early_lease()
+    {
+        _limits.DieAfterReservations = 1;
+        var (call, state) = NewCall();
+        await Assert.ThrowsAnyAsync<Exception>(() => call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
+        _limits.Dead = false;
+        var recovered = NewCall(state.Reload());
+
+        _time.Advance(_leases.Early + CallGrain.LeaseGrace);
+        await recovered.OnTimerAsync(CancellationToken.None);
+
+        Assert.Equal(0, _limits.Held("key/+12345678"));
+        Assert.Equal(0, _limits.Held("trunk/carrier"));
+        Assert.Equal(0, _limits.Held("user/alice"));
+        Assert.Equal(CallPhase.Ended, recovered.Snapshot().Phase);
+    }
+
+    [Fact]
+    public async Task Reloading_an_admitted_call_touches_no_limit_and_it_confirms()
     {
         var (call, state) = NewCall();
         await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
         _events.Clear();
 
-        await NewCall(state.Reload()).OnActivateAsync(CancellationToken.None);
+        var stored = state.Reload();
+        var reloaded = NewCall(stored);
 
         Assert.Empty(_events);
         Assert.Equal(1, _limits.Held("user/alice"));
+        Assert.True(await reloaded.ConfirmAsync(CancellationToken.None));
+        Assert.True(stored.Persisted!.Confirmed);
     }
 
     [Fact]
@@ -300,7 +355,7 @@ public sealed class CallGrainTests
         Assert.Equal(CallPhase.Admitted, state.State.Phase);
         Assert.Equal(1, _limits.Held("user/alice"));
 
-        _time.Now = state.LastDueAt!.Value;
+        _time.Now = state.TimerDueAt!.Value;
         await call.OnTimerAsync(CancellationToken.None);
 
         Assert.Equal(CallPhase.Ended, state.Persisted!.Phase);

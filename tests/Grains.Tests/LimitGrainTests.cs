@@ -414,4 +414,54 @@ public sealed class LimitGrainTests
         Assert.True(trunk.Release("b"));
         Assert.Equal(start + Confirmed, trunk.NextDue);
     }
+
+    // ---- What the host must persist ----
+
+    [Fact]
+    public void Every_change_to_a_held_call_names_its_key_until_the_host_accepts_the_changes()
+    {
+        var trunk = NewGrain("trunk/carrier");
+        AdmitMany(trunk, "c", Direction.Inbound, 4);
+        Assert.Equal(["c-0", "c-1", "c-2", "c-3"], trunk.ChangedCalls.Order(StringComparer.Ordinal));
+
+        trunk.AcceptChanges();
+        Assert.Empty(trunk.ChangedCalls);
+        Reserve(trunk, "c-1", Direction.Inbound);
+        Assert.Empty(trunk.ChangedCalls);
+        Assert.False(trunk.Release("never-held"));
+        Assert.Empty(trunk.ChangedCalls);
+
+        Assert.True(trunk.Confirm("c-0", Confirmed, _time.GetUtcNow()));
+        Assert.True(trunk.Release("c-1"));
+        Assert.Equal(["c-0", "c-1"], trunk.ChangedCalls.Order(StringComparer.Ordinal));
+
+        trunk.AcceptChanges();
+        _time.Advance(Early);
+        Assert.Equal(2, trunk.ExpireLeases(_time.GetUtcNow()));
+        Assert.Equal(["c-2", "c-3"], trunk.ChangedCalls.Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public void Leases_expire_in_lease_order_after_the_earliest_is_confirmed_renewed_or_released()
+    {
+        var trunk = NewGrain("trunk/carrier");
+        for (var i = 0; i < 5; i++)
+        {
+            Reserve(trunk, $"c-{i}", Direction.Outbound);
+            _time.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        var start = _time.GetUtcNow() - TimeSpan.FromSeconds(5);
+        Assert.True(trunk.Confirm("c-0", Confirmed, _time.GetUtcNow()));
+        Assert.True(trunk.Release("c-1"));
+        Assert.True(trunk.Renew("c-2", TimeSpan.FromMinutes(10), _time.GetUtcNow()));
+        Assert.Equal(start + TimeSpan.FromSeconds(3) + Early, trunk.NextDue);
+
+        Assert.Equal(0, trunk.ExpireLeases(start + TimeSpan.FromSeconds(3) + Early - TimeSpan.FromMilliseconds(1)));
+        Assert.Equal(1, trunk.ExpireLeases(start + TimeSpan.FromSeconds(3) + Early));
+        Assert.Equal(1, trunk.ExpireLeases(start + TimeSpan.FromSeconds(4) + Early));
+        Assert.Equal(["c-0", "c-2"], trunk.Snapshot().Calls.Select(c => c.CallKey));
+        Assert.Equal(_time.GetUtcNow() + TimeSpan.FromMinutes(10), trunk.NextDue);
+        Assert.Equal(2, trunk.State.Reclaimed);
+    }
 }

@@ -95,12 +95,12 @@ public sealed class RuntimeTests
 
     [Theory]
     [MemberData(nameof(Storages))]
-    public async Task A_call_cut_mid_admission_is_undone_when_the_runtime_restarts(string kind)
+    public async Task A_call_cut_mid_admission_is_released_when_its_early_lease_ends_after_a_restart(string kind)
     {
         await using var db = TestStorage.Create(kind);
 
-        // What a process killed between the first and the second reservation leaves in storage: the
-        // call's intent (Admitting, due now) and one limit holding the call.
+        // What a process killed between the first and the second reservation leaves in storage: the call's record
+        // (Admitting, due at its early lease's end, which passed while nothing ran) and one limit holding the call.
         var now = DateTimeOffset.UtcNow;
         await using (var storage = db.Open())
         {
@@ -109,18 +109,25 @@ public sealed class RuntimeTests
             {
                 Phase = CallPhase.Admitting,
                 Limits = [new CallLimit { Key = "trunk/carrier", Direction = Direction.Inbound }, new CallLimit { Key = "user/alice", Direction = Direction.Inbound }],
-                StartedMs = now.ToUnixTimeMilliseconds(),
+                StartedMs = now.AddMinutes(-4).ToUnixTimeMilliseconds(),
+                LeaseEndMs = now.AddMinutes(-1).ToUnixTimeMilliseconds(),
             };
-            var trunk = new LimitGrainState();
-            trunk.Calls["cut-1"] = new HeldCall { Direction = Direction.Inbound, Phase = HoldPhase.Early, SinceMs = now.ToUnixTimeMilliseconds(), LeaseEndMs = now.AddMinutes(3).ToUnixTimeMilliseconds() };
+            var held = new HeldCall { Direction = Direction.Inbound, Phase = HoldPhase.Early, SinceMs = now.ToUnixTimeMilliseconds(), LeaseEndMs = now.AddMinutes(3).ToUnixTimeMilliseconds() };
             Assert.True(await storage.WriteAsync(new GrainWrite(new GrainId("call", "cut-1"), 0, GrainStateSerializer.Serialize(call), now), CancellationToken.None));
-            Assert.True(await storage.WriteAsync(new GrainWrite(new GrainId("limit", "trunk/carrier"), 0, GrainStateSerializer.Serialize(trunk), now.AddMinutes(3)), CancellationToken.None));
+            Assert.True(await storage.WriteAsync(
+                new GrainWrite(
+                    new GrainId("limit", "trunk/carrier"),
+                    0,
+                    GrainStateSerializer.SerializeLimitRow(new LimitGrainState()),
+                    now.AddMinutes(3),
+                    [new GrainItemWrite("cut-1", GrainStateSerializer.SerializeHeldCall(held))]),
+                CancellationToken.None));
         }
 
         await using var runtime = NewRuntime(db.Open(), new LimitsOptions());
         await runtime.StartAsync(CancellationToken.None);
 
-        // The persisted due time wakes the call grain, which undoes the half-done admission.
+        // The persisted due time wakes the call grain, which releases every limit it may hold.
         var deadline = DateTime.UtcNow.AddSeconds(20);
         LimitSnapshot trunkNow;
         do
@@ -132,9 +139,8 @@ public sealed class RuntimeTests
 
         Assert.Equal(0, trunkNow.Total);
         Assert.Equal(0, (await runtime.GetLimitAsync(LimitKey.User("alice"), CancellationToken.None)).Total);
-        // Nobody was answered for the cut admission, so the call is forgotten: a retry admits afresh.
         var snapshot = await runtime.GetCallAsync("cut-1", CancellationToken.None);
-        Assert.Equal(CallPhase.New, snapshot.Phase);
+        Assert.Equal(CallPhase.Ended, snapshot.Phase);
     }
 
     [Fact]

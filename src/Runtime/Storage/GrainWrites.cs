@@ -21,6 +21,29 @@ internal static class GrainWrites
             // A delete is conditional on the version the caller read; a row that was never written has none.
             throw new ArgumentException("A delete (Data null) must name the version it deletes; ExpectedVersion 0 means insert.", nameof(write));
         }
+
+        if (write.Items is { Count: > 0 } items)
+        {
+            if (write.Data is null)
+            {
+                throw new ArgumentException("A delete (Data null) removes every item of the grain; it cannot carry item changes.", nameof(write));
+            }
+
+            ValidateText(items[0].ItemKey, "GrainItemWrite.ItemKey");
+            if (items.Count > 1)
+            {
+                // One statement upserts all of a write's items; PostgreSQL refuses to touch one row twice in it.
+                var seen = new HashSet<string>(items.Count, StringComparer.Ordinal) { items[0].ItemKey };
+                for (var i = 1; i < items.Count; i++)
+                {
+                    ValidateText(items[i].ItemKey, "GrainItemWrite.ItemKey");
+                    if (!seen.Add(items[i].ItemKey))
+                    {
+                        throw new ArgumentException($"Item key '{items[i].ItemKey}' appears twice in one write.", nameof(write));
+                    }
+                }
+            }
+        }
     }
 
     public static void ValidateId(GrainId id)

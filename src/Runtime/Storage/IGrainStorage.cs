@@ -6,18 +6,33 @@ public readonly record struct GrainId(string Type, string Key)
     public override string ToString() => Type + ":" + Key;
 }
 
+/// <summary>One child row (item) of a grain, keyed by <see cref="Key"/> within the grain.</summary>
+public readonly record struct GrainItem(string Key, byte[] Data);
+
 /// <summary>A grain's persisted record. <see cref="Version"/> starts at 1 for the first write.</summary>
 /// <param name="Data">Serialized grain state.</param>
 /// <param name="Version">Version stored with the row; a write must name it to succeed.</param>
 /// <param name="DueAt">When the grain wants to be woken (a lease end, a recovery); null when never.</param>
-public sealed record StoredGrain(byte[] Data, long Version, DateTimeOffset? DueAt);
+public sealed record StoredGrain(byte[] Data, long Version, DateTimeOffset? DueAt)
+{
+    /// <summary>The grain's items, ordered by key (ordinal on the UTF-8 bytes); empty when it has none.</summary>
+    public IReadOnlyList<GrainItem> Items { get; init; } = [];
+}
+
+/// <summary>
+/// A change to one item of a grain: <see cref="Data"/> replaces (or creates) the item; null deletes it
+/// (deleting an item that does not exist is not an error).
+/// </summary>
+public readonly record struct GrainItemWrite(string ItemKey, byte[]? Data);
 
 /// <summary>
 /// One conditional write. <see cref="ExpectedVersion"/> 0 means "the row must not exist yet" (insert);
 /// otherwise the row must have exactly that version (compare-and-set). On success the row's version
-/// becomes <c>ExpectedVersion + 1</c>. <see cref="Data"/> null deletes the row.
+/// becomes <c>ExpectedVersion + 1</c>. <see cref="Data"/> null deletes the row and every item of the grain.
+/// <see cref="Items"/> are applied in the same transaction, and only when the version condition held;
+/// items not named keep their stored value. Item keys must be distinct within one write.
 /// </summary>
-public sealed record GrainWrite(GrainId Id, long ExpectedVersion, byte[]? Data, DateTimeOffset? DueAt);
+public sealed record GrainWrite(GrainId Id, long ExpectedVersion, byte[]? Data, DateTimeOffset? DueAt, IReadOnlyList<GrainItemWrite>? Items = null);
 
 /// <summary>A grain that asked to be woken at <see cref="DueAt"/>.</summary>
 public readonly record struct DueGrain(GrainId Id, DateTimeOffset DueAt);
@@ -32,7 +47,7 @@ public interface IGrainStorage : IAsyncDisposable
     /// <summary>Creates or migrates the schema. Idempotent; called once at start.</summary>
     Task InitializeAsync(CancellationToken cancellationToken);
 
-    /// <summary>Reads one grain's record, or null when it has never been written (or was deleted).</summary>
+    /// <summary>Reads one grain's record with all its items (one consistent snapshot), or null when it has never been written (or was deleted).</summary>
     Task<StoredGrain?> ReadAsync(GrainId id, CancellationToken cancellationToken);
 
     /// <summary>
@@ -42,7 +57,7 @@ public interface IGrainStorage : IAsyncDisposable
     /// </summary>
     Task<bool> WriteAsync(GrainWrite write, CancellationToken cancellationToken);
 
-    /// <summary>Every grain of <paramref name="type"/> with its record (listing for operators).</summary>
+    /// <summary>Every grain of <paramref name="type"/> with its record and items (listing for operators).</summary>
     Task<IReadOnlyList<(string Key, StoredGrain Grain)>> ReadAllAsync(string type, CancellationToken cancellationToken);
 
     /// <summary>Every grain with a due time set, so timers survive a restart.</summary>

@@ -19,6 +19,8 @@ public sealed class PostgresGrainStorage : IGrainStorage
     private readonly string _insertSql;
     private readonly string _updateSql;
     private readonly string _deleteSql;
+    private readonly string _insertWithItemsSql;
+    private readonly string _updateWithItemsSql;
     private readonly string _readSql;
     private readonly string _readAllSql;
     private readonly string _readDueSql;
@@ -59,14 +61,44 @@ public sealed class PostgresGrainStorage : IGrainStorage
 
         // The schema name was checked against a lower-case identifier pattern by the validator: safe to splice.
         var table = $"{options.Schema}.callstate_grains";
-        _insertSql = $"""
+        var items = $"{options.Schema}.callstate_grain_items";
+
+        // Every write statement returns one row when its version condition held and none when it did not; the
+        // batch reader reads that per statement (RecordsAffected of a statement ending in SELECT counts rows
+        // selected, not rows the compare-and-set changed).
+        var insertCas = $"""
             INSERT INTO {table} (grain_type, grain_key, version, data, due_at) VALUES ($1, $2, 1, $3, $4)
-            ON CONFLICT (grain_type, grain_key) DO NOTHING
+            ON CONFLICT (grain_type, grain_key) DO NOTHING RETURNING 1
             """;
-        _updateSql = $"UPDATE {table} SET version = $3 + 1, data = $4, due_at = $5 WHERE grain_type = $1 AND grain_key = $2 AND version = $3";
-        _deleteSql = $"DELETE FROM {table} WHERE grain_type = $1 AND grain_key = $2 AND version = $3";
-        _readSql = $"SELECT version, data, due_at FROM {table} WHERE grain_type = $1 AND grain_key = $2";
-        _readAllSql = $"SELECT grain_key, version, data, due_at FROM {table} WHERE grain_type = $1 ORDER BY grain_key";
+        var updateCas = $"UPDATE {table} SET version = $3 + 1, data = $4, due_at = $5 WHERE grain_type = $1 AND grain_key = $2 AND version = $3 RETURNING 1";
+        _insertSql = insertCas;
+        _updateSql = updateCas;
+
+        // Items ride in the same statement as their row's compare-and-set (one statement per write, so a batch
+        // stays one round trip): data-modifying CTEs that touch items only when the cas CTE returned its row.
+        // All sub-statements see one snapshot, so a key is never both deleted and upserted: GrainWrites.Validate
+        // refuses a write naming one key twice. The row's lock (taken by cas) serializes every writer of its items.
+        _insertWithItemsSql = WithItems(insertCas, items, deletesParameter: 5);
+        _updateWithItemsSql = WithItems(updateCas, items, deletesParameter: 6);
+        _deleteSql = $"""
+            WITH cas AS (DELETE FROM {table} WHERE grain_type = $1 AND grain_key = $2 AND version = $3 RETURNING 1),
+            gone AS (DELETE FROM {items} WHERE grain_type = $1 AND grain_key = $2 AND EXISTS (SELECT 1 FROM cas))
+            SELECT 1 FROM cas
+            """;
+
+        // One statement, so the row and its items come from one snapshot. COLLATE "C": byte order, like SQLite's.
+        _readSql = $"""
+            SELECT g.version, g.data, g.due_at, i.item_key, i.data
+            FROM {table} g LEFT JOIN {items} i ON i.grain_type = g.grain_type AND i.grain_key = g.grain_key
+            WHERE g.grain_type = $1 AND g.grain_key = $2
+            ORDER BY i.item_key COLLATE "C"
+            """;
+        _readAllSql = $"""
+            SELECT g.grain_key, g.version, g.data, g.due_at, i.item_key, i.data
+            FROM {table} g LEFT JOIN {items} i ON i.grain_type = g.grain_type AND i.grain_key = g.grain_key
+            WHERE g.grain_type = $1
+            ORDER BY g.grain_key COLLATE "C", i.item_key COLLATE "C"
+            """;
         _readDueSql = $"SELECT grain_type, grain_key, due_at FROM {table} WHERE due_at IS NOT NULL ORDER BY due_at";
     }
 
@@ -104,7 +136,33 @@ public sealed class PostgresGrainStorage : IGrainStorage
             started_at bigint NOT NULL
         );
         """,
+        $"""
+        CREATE TABLE {schema}.callstate_grain_items (
+            grain_type text NOT NULL,
+            grain_key text NOT NULL,
+            item_key text NOT NULL,
+            data bytea NOT NULL,
+            PRIMARY KEY (grain_type, grain_key, item_key)
+        );
+        """,
     ];
+
+    /// <summary>
+    /// <paramref name="cas"/> (returning one row when it held) followed by the item changes of the write: keys to
+    /// delete in parameter <paramref name="deletesParameter"/>, keys and data to upsert in the next two.
+    /// </summary>
+    private static string WithItems(string cas, string items, int deletesParameter) => $"""
+        WITH cas AS ({cas}),
+        removed AS (
+            DELETE FROM {items} WHERE grain_type = $1 AND grain_key = $2 AND item_key = ANY(${deletesParameter}::text[])
+            AND EXISTS (SELECT 1 FROM cas)),
+        upserted AS (
+            INSERT INTO {items} (grain_type, grain_key, item_key, data)
+            SELECT $1, $2, u.k, u.d FROM unnest(${deletesParameter + 1}::text[], ${deletesParameter + 2}::bytea[]) AS u(k, d)
+            WHERE EXISTS (SELECT 1 FROM cas)
+            ON CONFLICT (grain_type, grain_key, item_key) DO UPDATE SET data = EXCLUDED.data)
+        SELECT 1 FROM cas
+        """;
 
     /// <inheritdoc />
     public async Task InitializeAsync(CancellationToken cancellationToken)
@@ -224,12 +282,20 @@ public sealed class PostgresGrainStorage : IGrainStorage
                         batch.BatchCommands.Add(CreateCommand(writes[index]));
                     }
 
-                    await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
                     var results = new bool[writes.Count];
-                    for (var position = 0; position < sorted.Length; position++)
+                    var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+                    await using (reader.ConfigureAwait(false))
                     {
-                        // Each statement is conditional; exactly one affected row means its version condition held.
-                        results[sorted[position]] = batch.BatchCommands[position].RecordsAffected == 1;
+                        for (var position = 0; position < sorted.Length; position++)
+                        {
+                            // Each statement is conditional and returns a row exactly when its version condition held.
+                            if (position > 0 && !await reader.NextResultAsync(cancellationToken).ConfigureAwait(false))
+                            {
+                                throw new InvalidOperationException($"The batch returned {position} results for {sorted.Length} statements.");
+                            }
+
+                            results[sorted[position]] = await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+                        }
                     }
 
                     await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
@@ -250,21 +316,62 @@ public sealed class PostgresGrainStorage : IGrainStorage
         }
         else if (write.ExpectedVersion == 0)
         {
-            command = new NpgsqlBatchCommand(_insertSql);
+            command = new NpgsqlBatchCommand(write.Items is { Count: > 0 } ? _insertWithItemsSql : _insertSql);
             AddKey(command, write.Id);
             command.Parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = write.Data });
             command.Parameters.Add(DueAtParameter(write.DueAt));
+            AddItems(command, write.Items);
         }
         else
         {
-            command = new NpgsqlBatchCommand(_updateSql);
+            command = new NpgsqlBatchCommand(write.Items is { Count: > 0 } ? _updateWithItemsSql : _updateSql);
             AddKey(command, write.Id);
             command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = write.ExpectedVersion });
             command.Parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = write.Data });
             command.Parameters.Add(DueAtParameter(write.DueAt));
+            AddItems(command, write.Items);
         }
 
         return command;
+    }
+
+    /// <summary>The three array parameters of <see cref="WithItems"/>: keys to delete, keys and data to upsert.</summary>
+    private static void AddItems(NpgsqlBatchCommand command, IReadOnlyList<GrainItemWrite>? items)
+    {
+        if (items is not { Count: > 0 })
+        {
+            return;
+        }
+
+        var deletes = 0;
+        foreach (var item in items)
+        {
+            if (item.Data is null)
+            {
+                deletes++;
+            }
+        }
+
+        var deleteKeys = new string[deletes];
+        var upsertKeys = new string[items.Count - deletes];
+        var upsertData = new byte[items.Count - deletes][];
+        int d = 0, u = 0;
+        foreach (var item in items)
+        {
+            if (item.Data is null)
+            {
+                deleteKeys[d++] = item.ItemKey;
+            }
+            else
+            {
+                upsertKeys[u] = item.ItemKey;
+                upsertData[u++] = item.Data;
+            }
+        }
+
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = deleteKeys });
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = upsertKeys });
+        command.Parameters.Add(new NpgsqlParameter<byte[][]> { TypedValue = upsertData });
     }
 
     private static void AddKey(NpgsqlBatchCommand command, GrainId id)

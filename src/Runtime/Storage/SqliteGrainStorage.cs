@@ -39,7 +39,33 @@ public sealed class SqliteGrainStorage : IGrainStorage
             started_at INTEGER NOT NULL
         );
         """,
+        """
+        CREATE TABLE callstate_grain_items (
+            grain_type TEXT NOT NULL,
+            grain_key TEXT NOT NULL,
+            item_key TEXT NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (grain_type, grain_key, item_key)
+        ) WITHOUT ROWID;
+        """,
     ];
+
+    /// <summary>A grain row with its items, one result row per item (<see cref="GrainRows"/>).</summary>
+    private const string ReadSql = """
+        SELECT g.version, g.data, g.due_at, i.item_key, i.data
+        FROM callstate_grains g
+        LEFT JOIN callstate_grain_items i ON i.grain_type = g.grain_type AND i.grain_key = g.grain_key
+        WHERE g.grain_type = $t AND g.grain_key = $k
+        ORDER BY i.item_key
+        """;
+
+    private const string ReadAllSql = """
+        SELECT g.grain_key, g.version, g.data, g.due_at, i.item_key, i.data
+        FROM callstate_grains g
+        LEFT JOIN callstate_grain_items i ON i.grain_type = g.grain_type AND i.grain_key = g.grain_key
+        WHERE g.grain_type = $t
+        ORDER BY g.grain_key, i.item_key
+        """;
 
     private readonly StorageOptions _options;
     private readonly string _writeConnectionString;
@@ -51,6 +77,9 @@ public sealed class SqliteGrainStorage : IGrainStorage
     private SqliteCommand? _insert;
     private SqliteCommand? _update;
     private SqliteCommand? _delete;
+    private SqliteCommand? _upsertItem;
+    private SqliteCommand? _deleteItem;
+    private SqliteCommand? _deleteItems;
     private GroupCommitter? _committer;
     private volatile bool _disposed;
 
@@ -153,7 +182,7 @@ public sealed class SqliteGrainStorage : IGrainStorage
         await using (connection.ConfigureAwait(false))
         {
             using var command = connection.CreateCommand();
-            command.CommandText = "SELECT version, data, due_at FROM callstate_grains WHERE grain_type = $t AND grain_key = $k";
+            command.CommandText = ReadSql;
             command.Parameters.AddWithValue("$t", id.Type);
             command.Parameters.AddWithValue("$k", id.Key);
             return await GrainRows.ReadOneAsync(command, cancellationToken).ConfigureAwait(false);
@@ -169,7 +198,7 @@ public sealed class SqliteGrainStorage : IGrainStorage
         await using (connection.ConfigureAwait(false))
         {
             using var command = connection.CreateCommand();
-            command.CommandText = "SELECT grain_key, version, data, due_at FROM callstate_grains WHERE grain_type = $t ORDER BY grain_key";
+            command.CommandText = ReadAllSql;
             command.Parameters.AddWithValue("$t", type);
             return await GrainRows.ReadAllAsync(command, cancellationToken).ConfigureAwait(false);
         }
@@ -258,12 +287,50 @@ public sealed class SqliteGrainStorage : IGrainStorage
 
                 // Each statement is conditional; exactly one changed row means the version condition held.
                 results[i] = command.ExecuteNonQuery() == 1;
+                if (results[i])
+                {
+                    // Items follow their row: applied only when its compare-and-set held, in the same transaction.
+                    WriteItems(write, transaction);
+                }
             }
 
             transaction.Commit();
         }
 
         return Task.FromResult(results);
+    }
+
+    private void WriteItems(GrainWrite write, SqliteTransaction transaction)
+    {
+        if (write.Data is null)
+        {
+            var deleteAll = _deleteItems!;
+            deleteAll.Transaction = transaction;
+            deleteAll.Parameters["$t"].Value = write.Id.Type;
+            deleteAll.Parameters["$k"].Value = write.Id.Key;
+            deleteAll.ExecuteNonQuery();
+            return;
+        }
+
+        if (write.Items is not { Count: > 0 } items)
+        {
+            return;
+        }
+
+        foreach (var item in items)
+        {
+            var command = item.Data is null ? _deleteItem! : _upsertItem!;
+            command.Transaction = transaction;
+            command.Parameters["$t"].Value = write.Id.Type;
+            command.Parameters["$k"].Value = write.Id.Key;
+            command.Parameters["$i"].Value = item.ItemKey;
+            if (item.Data is not null)
+            {
+                command.Parameters["$d"].Value = item.Data;
+            }
+
+            command.ExecuteNonQuery();
+        }
     }
 
     private void ConfigureWriteConnection(SqliteConnection connection)
@@ -336,6 +403,21 @@ public sealed class SqliteGrainStorage : IGrainStorage
             connection,
             "DELETE FROM callstate_grains WHERE grain_type = $t AND grain_key = $k AND version = $v",
             ("$t", SqliteType.Text), ("$k", SqliteType.Text), ("$v", SqliteType.Integer));
+        _upsertItem = CreatePrepared(
+            connection,
+            """
+            INSERT INTO callstate_grain_items (grain_type, grain_key, item_key, data) VALUES ($t, $k, $i, $d)
+            ON CONFLICT (grain_type, grain_key, item_key) DO UPDATE SET data = excluded.data
+            """,
+            ("$t", SqliteType.Text), ("$k", SqliteType.Text), ("$i", SqliteType.Text), ("$d", SqliteType.Blob));
+        _deleteItem = CreatePrepared(
+            connection,
+            "DELETE FROM callstate_grain_items WHERE grain_type = $t AND grain_key = $k AND item_key = $i",
+            ("$t", SqliteType.Text), ("$k", SqliteType.Text), ("$i", SqliteType.Text));
+        _deleteItems = CreatePrepared(
+            connection,
+            "DELETE FROM callstate_grain_items WHERE grain_type = $t AND grain_key = $k",
+            ("$t", SqliteType.Text), ("$k", SqliteType.Text));
     }
 
     private static SqliteCommand CreatePrepared(SqliteConnection connection, string sql, params (string Name, SqliteType Type)[] parameters)
@@ -356,7 +438,10 @@ public sealed class SqliteGrainStorage : IGrainStorage
         _insert?.Dispose();
         _update?.Dispose();
         _delete?.Dispose();
-        _insert = _update = _delete = null;
+        _upsertItem?.Dispose();
+        _deleteItem?.Dispose();
+        _deleteItems?.Dispose();
+        _insert = _update = _delete = _upsertItem = _deleteItem = _deleteItems = null;
     }
 
     private async Task<SqliteConnection> OpenReadConnectionAsync(CancellationToken cancellationToken)

@@ -32,7 +32,13 @@ public sealed class InMemoryGrainState<T> : IGrainState<T>
 
     public DateTimeOffset? LastDueAt => Writes.Count == 0 ? null : Writes[^1].DueAt;
 
-    public Task WriteAsync(DateTimeOffset? dueAt, CancellationToken cancellationToken)
+    /// <summary>When the running activation asked to be woken by its last write.</summary>
+    public DateTimeOffset? TimerDueAt { get; private set; }
+
+    public Task WriteAsync(DateTimeOffset? dueAt, CancellationToken cancellationToken) => WriteAsync(dueAt, dueAt, cancellationToken);
+
+    /// <summary><see cref="Writes"/> records <paramref name="recoverAt"/>: what storage holds.</summary>
+    public Task WriteAsync(DateTimeOffset? dueAt, DateTimeOffset? recoverAt, CancellationToken cancellationToken)
     {
         if (ThrowStale)
         {
@@ -40,7 +46,8 @@ public sealed class InMemoryGrainState<T> : IGrainState<T>
         }
 
         var copy = Clone(State);
-        Writes.Add((copy, dueAt));
+        Writes.Add((copy, recoverAt));
+        TimerDueAt = dueAt;
         Persisted = Clone(State);
         _events.Add("write");
         return Task.CompletedTask;

@@ -24,6 +24,12 @@ public abstract class GrainStorageContractTests : IAsyncLifetime
 
     protected virtual Task CleanupAsync() => Task.CompletedTask;
 
+    /// <summary>
+    /// Holds a lock, from outside the storage instance, that stops a write of <paramref name="blocker"/> (an
+    /// existing row) from committing until disposed, so that writes queued meanwhile gather into one batch.
+    /// </summary>
+    protected abstract Task<IAsyncDisposable> BlockWritesAsync(GrainId blocker);
+
     public async Task InitializeAsync()
     {
         _storage = await OpenAsync();
@@ -309,6 +315,155 @@ public abstract class GrainStorageContractTests : IAsyncLifetime
         await storage.DisposeAsync();
 
         await Assert.ThrowsAsync<ObjectDisposedException>(() => storage.WriteAsync(new GrainWrite(Limit("user/late"), 0, [1], null), Ct));
+    }
+
+    private static GrainItemWrite Put(string key, string data) => new(key, Bytes(data));
+
+    private static GrainItemWrite Remove(string key) => new(key, null);
+
+    private static async Task<Dictionary<string, string>> ItemsAsync(IGrainStorage storage, GrainId id)
+    {
+        var stored = await storage.ReadAsync(id, Ct);
+        Assert.NotNull(stored);
+        return stored.Items.ToDictionary(i => i.Key, i => System.Text.Encoding.UTF8.GetString(i.Data), StringComparer.Ordinal);
+    }
+
+    [Fact]
+    public async Task Items_written_with_a_successful_compare_and_set_are_read_back_with_the_row()
+    {
+        var id = Limit("trunk/items");
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 0, Bytes("row1"), Due1, [Put("b-call", "B1"), Put("a-call", "A1")]), Ct));
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 1, Bytes("row2"), Due2, [Put("b-call", "B2"), Put("c-call", "C1")]), Ct));
+
+        var stored = await Storage.ReadAsync(id, Ct);
+        Assert.NotNull(stored);
+        Assert.Equal(2, stored.Version);
+        Assert.Equal(Bytes("row2"), stored.Data);
+        Assert.Equal(Due2, stored.DueAt);
+        Assert.Equal(["a-call", "b-call", "c-call"], stored.Items.Select(i => i.Key));
+        Assert.Equal(["A1", "B2", "C1"], stored.Items.Select(i => System.Text.Encoding.UTF8.GetString(i.Data)));
+
+        // A write without item changes keeps the items.
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 2, Bytes("row3"), null), Ct));
+        Assert.Equal(3, (await ItemsAsync(Storage, id)).Count);
+    }
+
+    [Fact]
+    public async Task ReadAllAsync_gives_each_grain_its_own_items()
+    {
+        Assert.True(await Storage.WriteAsync(new GrainWrite(Limit("trunk/2"), 0, Bytes("t2"), null, [Put("x", "2x")]), Ct));
+        Assert.True(await Storage.WriteAsync(new GrainWrite(Limit("trunk/1"), 0, Bytes("t1"), null, [Put("y", "1y"), Put("x", "1x")]), Ct));
+        Assert.True(await Storage.WriteAsync(new GrainWrite(Limit("trunk/3"), 0, Bytes("t3"), null), Ct));
+        Assert.True(await Storage.WriteAsync(new GrainWrite(new GrainId("call", "trunk/1"), 0, Bytes("c"), null, [Put("z", "call")]), Ct));
+
+        var limits = (await Storage.ReadAllAsync("limit", Ct)).ToDictionary(l => l.Key, l => l.Grain);
+
+        Assert.Equal(3, limits.Count);
+        Assert.Equal(Bytes("t1"), limits["trunk/1"].Data);
+        Assert.Equal(["x", "y"], limits["trunk/1"].Items.Select(i => i.Key));
+        Assert.Equal(Bytes("1y"), limits["trunk/1"].Items[1].Data);
+        Assert.Equal(["x"], limits["trunk/2"].Items.Select(i => i.Key));
+        Assert.Equal(Bytes("2x"), limits["trunk/2"].Items[0].Data);
+        Assert.Empty(limits["trunk/3"].Items);
+    }
+
+    [Fact]
+    public async Task Items_of_a_failed_compare_and_set_are_not_applied()
+    {
+        var id = Limit("trunk/stale-items");
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 0, Bytes("v1"), null, [Put("kept", "1"), Put("doomed", "1")]), Ct));
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 1, Bytes("v2"), null), Ct));
+
+        Assert.False(await Storage.WriteAsync(new GrainWrite(id, 1, Bytes("stale"), null, [Put("kept", "stale"), Put("new", "stale"), Remove("doomed")]), Ct));
+        Assert.False(await Storage.WriteAsync(new GrainWrite(id, 0, Bytes("insert"), null, [Put("kept", "insert"), Put("new", "insert")]), Ct));
+        Assert.False(await Storage.WriteAsync(new GrainWrite(Limit("trunk/missing"), 4, Bytes("x"), null, [Put("a", "a")]), Ct));
+
+        Assert.Equal(new Dictionary<string, string> { ["kept"] = "1", ["doomed"] = "1" }, await ItemsAsync(Storage, id));
+        Assert.Null(await Storage.ReadAsync(Limit("trunk/missing"), Ct));
+    }
+
+    [Fact]
+    public async Task An_item_is_deleted_by_a_null_data_change_and_the_others_stay()
+    {
+        var id = Limit("trunk/delete-item");
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 0, Bytes("v1"), null, [Put("a", "1"), Put("b", "1"), Put("c", "1")]), Ct));
+
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 1, Bytes("v2"), null, [Remove("b"), Put("c", "2"), Remove("never-there")]), Ct));
+
+        Assert.Equal(new Dictionary<string, string> { ["a"] = "1", ["c"] = "2" }, await ItemsAsync(Storage, id));
+    }
+
+    [Fact]
+    public async Task Deleting_the_grain_removes_its_items_and_only_its_items()
+    {
+        var id = Limit("trunk/gone");
+        var neighbour = Limit("trunk/gone2");
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 0, Bytes("v1"), null, [Put("a", "1"), Put("b", "1")]), Ct));
+        Assert.True(await Storage.WriteAsync(new GrainWrite(neighbour, 0, Bytes("n"), null, [Put("a", "n")]), Ct));
+
+        Assert.False(await Storage.WriteAsync(new GrainWrite(id, 5, null, null), Ct));
+        Assert.Equal(2, (await ItemsAsync(Storage, id)).Count);
+
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 1, null, null), Ct));
+        Assert.Null(await Storage.ReadAsync(id, Ct));
+
+        // Inserted again, the grain starts without the old items.
+        Assert.True(await Storage.WriteAsync(new GrainWrite(id, 0, Bytes("again"), null), Ct));
+        Assert.Empty(await ItemsAsync(Storage, id));
+        Assert.Equal(new Dictionary<string, string> { ["a"] = "n" }, await ItemsAsync(Storage, neighbour));
+    }
+
+    [Fact]
+    public async Task In_one_batch_only_the_writes_whose_compare_and_set_held_apply_their_items()
+    {
+        var blocker = Limit("trunk/blocker");
+        var a = Limit("trunk/batch-a");
+        var b = Limit("trunk/batch-b");
+        var c = Limit("trunk/batch-c");
+        Assert.True(await Storage.WriteAsync(new GrainWrite(blocker, 0, Bytes("blocker"), null), Ct));
+        foreach (var id in new[] { a, b, c })
+        {
+            Assert.True(await Storage.WriteAsync(new GrainWrite(id, 0, Bytes("v1"), null, [Put("old", "1")]), Ct));
+        }
+
+        var committer = CommitterOf(Storage);
+        Task<bool>[] writes;
+        long batches;
+        await using (await BlockWritesAsync(blocker))
+        {
+            var blocked = Storage.WriteAsync(new GrainWrite(blocker, 1, Bytes("blocker2"), null), Ct);
+            await Task.Delay(200);
+            batches = committer.BatchCount;
+            writes =
+            [
+                blocked,
+                Storage.WriteAsync(new GrainWrite(a, 1, Bytes("a2"), null, [Put("new", "a"), Remove("old")]), Ct),
+                Storage.WriteAsync(new GrainWrite(b, 7, Bytes("b-stale"), null, [Put("new", "b"), Remove("old")]), Ct),
+                Storage.WriteAsync(new GrainWrite(b, 0, Bytes("b-insert"), null, [Put("inserted", "b")]), Ct),
+                Storage.WriteAsync(new GrainWrite(c, 1, Bytes("c2"), null, [Put("new", "c")]), Ct),
+            ];
+        }
+
+        var results = await Task.WhenAll(writes);
+        Assert.Equal([true, true, false, false, true], results);
+
+        // The four writes queued behind the blocked one shared one batch.
+        Assert.Equal(batches + 1, committer.BatchCount);
+        Assert.Equal(new Dictionary<string, string> { ["new"] = "a" }, await ItemsAsync(Storage, a));
+        Assert.Equal(new Dictionary<string, string> { ["old"] = "1" }, await ItemsAsync(Storage, b));
+        Assert.Equal(Bytes("v1"), (await Storage.ReadAsync(b, Ct))!.Data);
+        Assert.Equal(new Dictionary<string, string> { ["old"] = "1", ["new"] = "c" }, await ItemsAsync(Storage, c));
+    }
+
+    [Fact]
+    public async Task Malformed_item_changes_are_rejected_before_they_reach_a_batch()
+    {
+        var id = Limit("trunk/bad-items");
+        await Assert.ThrowsAsync<ArgumentException>(() => Storage.WriteAsync(new GrainWrite(id, 0, [1], null, [Put("a", "1"), Put("a", "2")]), Ct));
+        await Assert.ThrowsAsync<ArgumentException>(() => Storage.WriteAsync(new GrainWrite(id, 0, [1], null, [Put("", "1")]), Ct));
+        await Assert.ThrowsAsync<ArgumentException>(() => Storage.WriteAsync(new GrainWrite(id, 0, [1], null, [Put("a\0", "1"), Put("a\0b", "1")]), Ct));
+        await Assert.ThrowsAsync<ArgumentException>(() => Storage.WriteAsync(new GrainWrite(id, 3, null, null, [Remove("a")]), Ct));
+        Assert.Null(await Storage.ReadAsync(id, Ct));
     }
 
     private static async Task AssertExactlyOneWonAsync(IGrainStorage reader, GrainId id, bool[] results, long expectedVersion)

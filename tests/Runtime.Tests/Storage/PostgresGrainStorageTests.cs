@@ -35,7 +35,21 @@ public sealed class PostgresGrainStorageTests(PostgresSchemaFixture fixture) : G
     protected override IGrainStorage CreateStorage() => new PostgresGrainStorage(Options, NullLogger<PostgresGrainStorage>.Instance);
 
     // Tests of one class run one after another, so emptying the table gives each a clean start.
-    protected override Task ResetAsync() => PostgresTestDatabase.ExecuteAsync($"TRUNCATE {fixture.Schema}.callstate_grains");
+    protected override Task ResetAsync() => PostgresTestDatabase.ExecuteAsync($"TRUNCATE {fixture.Schema}.callstate_grains, {fixture.Schema}.callstate_grain_items");
+
+    /// <summary>Another transaction's row lock on <paramref name="blocker"/>: the batch updating it waits until it ends.</summary>
+    protected override async Task<IAsyncDisposable> BlockWritesAsync(GrainId blocker)
+    {
+        var connection = new NpgsqlConnection(fixture.ConnectionString);
+        await connection.OpenAsync(Ct);
+        var transaction = await connection.BeginTransactionAsync(Ct);
+        await using var command = new NpgsqlCommand(
+            $"SELECT 1 FROM {fixture.Schema}.callstate_grains WHERE grain_type = $1 AND grain_key = $2 FOR UPDATE", connection, transaction);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = blocker.Type });
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = blocker.Key });
+        Assert.Equal(1, (int?)await command.ExecuteScalarAsync(Ct));
+        return connection;
+    }
 
     [Fact]
     public async Task The_schema_holds_the_table_the_partial_index_and_the_schema_version()
@@ -50,7 +64,56 @@ public sealed class PostgresGrainStorageTests(PostgresSchemaFixture fixture) : G
         Assert.Contains("WHERE (due_at IS NOT NULL)", indexDefinition, StringComparison.Ordinal);
 
         await using var version = new NpgsqlCommand($"SELECT MAX(version) FROM {fixture.Schema}.callstate_schema_version", connection);
-        Assert.Equal(2, (int?)await version.ExecuteScalarAsync(Ct));
+        Assert.Equal(3, (int?)await version.ExecuteScalarAsync(Ct));
+    }
+
+    [Fact]
+    public async Task A_schema_at_version_2_gains_the_items_table_and_keeps_its_rows()
+    {
+        // The schema as the previous build left it (migrations 1 and 2), with one limit row in it.
+        var schema = PostgresTestDatabase.NewSchemaName("storage_v2");
+        try
+        {
+            await PostgresTestDatabase.ExecuteAsync($"""
+                CREATE SCHEMA {schema};
+                CREATE TABLE {schema}.callstate_schema_version (version integer NOT NULL PRIMARY KEY);
+                CREATE TABLE {schema}.callstate_grains (
+                    grain_type text NOT NULL, grain_key text NOT NULL, version bigint NOT NULL, data bytea NOT NULL,
+                    due_at bigint NULL, PRIMARY KEY (grain_type, grain_key));
+                CREATE INDEX callstate_grains_due_at ON {schema}.callstate_grains (due_at) WHERE due_at IS NOT NULL;
+                CREATE TABLE {schema}.callstate_silos (
+                    silo_id text NOT NULL PRIMARY KEY, endpoint text NOT NULL, epoch bigint NOT NULL, status smallint NOT NULL,
+                    heartbeat_at bigint NOT NULL, started_at bigint NOT NULL);
+                INSERT INTO {schema}.callstate_schema_version (version) VALUES (1), (2);
+                INSERT INTO {schema}.callstate_grains VALUES ('limit', 'trunk/old', 4, '\x6f6c64', NULL);
+                """);
+
+            var storage = new PostgresGrainStorage(new StorageOptions { Provider = StorageProvider.PostgreSql, ConnectionString = fixture.ConnectionString, Schema = schema });
+            await using (storage)
+            {
+                await storage.InitializeAsync(Ct);
+                var id = new GrainId("limit", "trunk/old");
+                var old = await storage.ReadAsync(id, Ct);
+                Assert.NotNull(old);
+                Assert.Equal(4, old.Version);
+                Assert.Equal("old"u8.ToArray(), old.Data);
+                Assert.Empty(old.Items);
+
+                Assert.True(await storage.WriteAsync(new GrainWrite(id, 4, [5], null, [new GrainItemWrite("call", [6])]), Ct));
+                var updated = await storage.ReadAsync(id, Ct);
+                Assert.Equal(["call"], updated!.Items.Select(i => i.Key));
+                Assert.Equal(new byte[] { 6 }, updated.Items[0].Data);
+            }
+
+            await using var connection = new NpgsqlConnection(fixture.ConnectionString);
+            await connection.OpenAsync(Ct);
+            await using var versions = new NpgsqlCommand($"SELECT string_agg(version::text, ',' ORDER BY version) FROM {schema}.callstate_schema_version", connection);
+            Assert.Equal("1,2,3", (string?)await versions.ExecuteScalarAsync(Ct));
+        }
+        finally
+        {
+            await PostgresTestDatabase.DropSchemaAsync(schema);
+        }
     }
 
     [Fact]

@@ -15,7 +15,20 @@ public sealed class SqliteGrainStorageTests : GrainStorageContractTests
         ConnectionString = $"Data Source={Path.Combine(_directory, "nested", "grains.db")}",
     };
 
+    private string FilePath => Path.Combine(_directory, "nested", "grains.db");
+
     protected override IGrainStorage CreateStorage() => new SqliteGrainStorage(Options, NullLogger<SqliteGrainStorage>.Instance);
+
+    /// <summary>Another connection's write transaction: the committer waits at BEGIN IMMEDIATE (busy_timeout) until it ends.</summary>
+    protected override async Task<IAsyncDisposable> BlockWritesAsync(GrainId blocker)
+    {
+        var connection = new SqliteConnection($"Data Source={FilePath};Pooling=False");
+        await connection.OpenAsync(Ct);
+        await using var command = connection.CreateCommand();
+        command.CommandText = "BEGIN IMMEDIATE";
+        await command.ExecuteNonQueryAsync(Ct);
+        return connection;
+    }
 
     protected override Task CleanupAsync()
     {
@@ -37,9 +50,59 @@ public sealed class SqliteGrainStorageTests : GrainStorageContractTests
         command.CommandText = "PRAGMA journal_mode";
         Assert.Equal("wal", (string?)await command.ExecuteScalarAsync(Ct));
         command.CommandText = "SELECT MAX(version) FROM callstate_schema_version";
-        Assert.Equal(2L, (long?)await command.ExecuteScalarAsync(Ct));
+        Assert.Equal(3L, (long?)await command.ExecuteScalarAsync(Ct));
         command.CommandText = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'callstate_grains_due_at' AND sql LIKE '%WHERE due_at IS NOT NULL%'";
         Assert.Equal(1L, (long?)await command.ExecuteScalarAsync(Ct));
+    }
+
+    [Fact]
+    public async Task A_database_at_schema_version_2_gains_the_items_table_and_keeps_its_rows()
+    {
+        // The schema as the previous build left it (migrations 1 and 2), with one limit row in it.
+        var file = Path.Combine(_directory, "v2", "grains.db");
+        Directory.CreateDirectory(Path.GetDirectoryName(file)!);
+        await using (var connection = new SqliteConnection($"Data Source={file};Pooling=False"))
+        {
+            await connection.OpenAsync(Ct);
+            await using var command = connection.CreateCommand();
+            command.CommandText = """
+                CREATE TABLE callstate_schema_version (version INTEGER NOT NULL PRIMARY KEY);
+                CREATE TABLE callstate_grains (
+                    grain_type TEXT NOT NULL, grain_key TEXT NOT NULL, version INTEGER NOT NULL, data BLOB NOT NULL,
+                    due_at INTEGER NULL, PRIMARY KEY (grain_type, grain_key));
+                CREATE INDEX callstate_grains_due_at ON callstate_grains (due_at) WHERE due_at IS NOT NULL;
+                CREATE TABLE callstate_silos (
+                    silo_id TEXT NOT NULL PRIMARY KEY, endpoint TEXT NOT NULL, epoch INTEGER NOT NULL, status INTEGER NOT NULL,
+                    heartbeat_at INTEGER NOT NULL, started_at INTEGER NOT NULL);
+                INSERT INTO callstate_schema_version (version) VALUES (1), (2);
+                INSERT INTO callstate_grains VALUES ('limit', 'trunk/old', 4, X'6F6C64', NULL);
+                """;
+            await command.ExecuteNonQueryAsync(Ct);
+        }
+
+        var storage = new SqliteGrainStorage(
+            new StorageOptions { Provider = StorageProvider.Sqlite, ConnectionString = $"Data Source={file}" }, NullLogger<SqliteGrainStorage>.Instance);
+        await using (storage)
+        {
+            await storage.InitializeAsync(Ct);
+            var id = new GrainId("limit", "trunk/old");
+            var old = await storage.ReadAsync(id, Ct);
+            Assert.NotNull(old);
+            Assert.Equal(4, old.Version);
+            Assert.Equal("old"u8.ToArray(), old.Data);
+            Assert.Empty(old.Items);
+
+            Assert.True(await storage.WriteAsync(new GrainWrite(id, 4, [5], null, [new GrainItemWrite("call", [6])]), Ct));
+            Assert.Equal(["call"], (await storage.ReadAsync(id, Ct))!.Items.Select(i => i.Key));
+        }
+
+        await using (var connection = new SqliteConnection($"Data Source={file};Pooling=False"))
+        {
+            await connection.OpenAsync(Ct);
+            await using var command = connection.CreateCommand();
+            command.CommandText = "SELECT group_concat(version) FROM (SELECT version FROM callstate_schema_version ORDER BY version)";
+            Assert.Equal("1,2,3", (string?)await command.ExecuteScalarAsync(Ct));
+        }
     }
 
     [Fact]
