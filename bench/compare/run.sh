@@ -4,14 +4,14 @@
 # the binary RPC, PostgreSQL), all under the same sipp load on loopback, in one run. See bench/compare/README.md.
 #   bench/compare/run.sh [rates...]          e.g. bench/compare/run.sh 500 1000 2000
 # Environment (defaults in brackets):
-#   RATES ["250 500 1000 1500 1750 2000 2500 3000"]  offered calls per second, one step each (arguments win)
+#   RATES ["250 500 1000 1500 1750 2000 2500 3000 3500 4000"]  offered calls per second, one step each (arguments win)
 #   SECONDS_PER_RATE [10]   length of a step; calls per step = rate * SECONDS_PER_RATE
 #   HOLD_MS [1000]          call length (sipp -d): INVITE, 180, 200, ACK, hold, BYE, 200
 #   SUTS ["kamailio standalone cluster"]  which systems to run, in this order
 #   PRECHECK [1]            before each ramp: per-caller limit 2, three concurrent calls of one user -> one 486
 #   WARMUP_S [3]            an unmeasured step at the lowest rate before the ramp (JIT, pools, caches)
 #   SETTLE_S [2]            pause after each step (its CPU is counted with the step)
-#   KAM_CHILDREN [4]        Kamailio UDP worker processes
+#   KAM_CHILDREN [nproc]    Kamailio UDP worker processes (more workers than cores collapse earlier: see README)
 #   USERS [100]             callers user1..userN (sipp -inf, SEQUENTIAL)
 #   PG_PORT [55450]         the throwaway PostgreSQL (cluster only)
 #   KEEP_WORK [0]           1: keep the temp directory with every log and sipp trace
@@ -22,14 +22,14 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 command_line="$0${*:+ $*}"
-if (($# > 0)); then rates=("$@"); else read -r -a rates <<<"${RATES:-250 500 1000 1500 1750 2000 2500 3000}"; fi
+if (($# > 0)); then rates=("$@"); else read -r -a rates <<<"${RATES:-250 500 1000 1500 1750 2000 2500 3000 3500 4000}"; fi
 per_rate=${SECONDS_PER_RATE:-10}
 hold_ms=${HOLD_MS:-1000}
 read -r -a suts <<<"${SUTS:-kamailio standalone cluster}"
 precheck=${PRECHECK:-1}
 warmup_s=${WARMUP_S:-3}
 settle_s=${SETTLE_S:-2}
-kam_children=${KAM_CHILDREN:-4}
+kam_children=${KAM_CHILDREN:-$(nproc)}
 users=${USERS:-100}
 pg_port=${PG_PORT:-55450}
 high=1000000
@@ -127,8 +127,10 @@ cpu_ticks() {
     done
     echo "$total"
 }
-# host_ticks: "busy total" clock ticks of the whole machine (/proc/stat).
-host_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
+# host_ticks: "idle-ticks wall-seconds" of the whole machine. Busy time in /proc/stat is sampled at the tick and
+# misses short bursts (Kamailio's workers wake per packet), while idle time is measured; so the machine's busy share
+# is 1 - idle / (wall * cores), not busy / total.
+host_ticks() { echo "$(awk '/^cpu / {print $5 + $6}' /proc/stat) $(date +%s.%N)"; }
 # alloc_bytes PORT: GC.GetTotalAllocatedBytes of a CallState process from /api/runtime, or n/a.
 alloc_bytes() {
     local body
@@ -261,6 +263,14 @@ rejected() {
     for c in 4_486_Recv 5_480_Recv 6_403_Recv 7_503_Recv 8_500_Recv; do n=$((n + $(counts_field "$d" "$c"))); done
     echo "$n"
 }
+rejected_codes() {  # rejected_codes DIR: e.g. "503x12/500x1", or "-"
+    local d=$1 out="" c n
+    for c in 486 480 403 503 500; do
+        n=$(counts_field "$d" "$(case $c in 486) echo 4;; 480) echo 5;; 403) echo 6;; 503) echo 7;; 500) echo 8;; esac)_${c}_Recv")
+        if ((n > 0)); then out+="${out:+/}${c}x$n"; fi
+    done
+    echo "${out:--}"
+}
 sipp_total() {  # sipp_total DIR "Successful call"|"Failed call"
     grep -E "$2" "$1/uac.log" | tail -1 | awk -F'|' '{gsub(/ /, "", $3); print $3 + 0}'
 }
@@ -295,10 +305,10 @@ run_precheck() {  # run_precheck SUT: per-caller limit 2, three concurrent 6 s c
 # ---------------------------------------------------------------- the ramp
 results=$work/results.csv
 : >"$results"
-header="sut,rate,calls,successful,failed,failed_pct,rejected,achieved_cps,p50_ms,p99_ms,cpu_s,cpu_ms_per_call,edge_cpu_s,silo_cpu_s,pg_cpu_s,edge_alloc_B_per_call,silo_alloc_B_per_call,host_busy_pct"
+header="sut,rate,calls,successful,failed,failed_pct,rejected,achieved_cps,p50_ms,p99_ms,cpu_s,cpu_ms_per_call,edge_cpu_s,silo_cpu_s,pg_cpu_s,edge_alloc_B_per_call,silo_alloc_B_per_call,host_busy_pct,rejected_by_code"
 ticks_per_s=$(getconf CLK_TCK)
 
-snapshot() {  # prints: sut_ticks edge_ticks silo_ticks pg_ticks edge_alloc silo_alloc host_busy host_total
+snapshot() {  # prints: sut_ticks edge_ticks silo_ticks pg_ticks edge_alloc silo_alloc host_idle_ticks wall_s
     local s e=0 si=0 pg=0 ea=n/a sa=n/a
     if [[ -n $kam_pid ]]; then s=$(cpu_ticks "$kam_pid"); else
         e=$(cpu_ticks "$edge_pid"); ea=$(alloc_bytes $edge_http_port)
@@ -350,21 +360,26 @@ run_step() {  # run_step SUT RATE SECONDS DIR: one step; sets step_row (not a su
     # successful calls only: scale by successful/answered.
     local answered; answered=$(counts_field "$dir" 9_200_Recv)
     ((answered > 0)) && cps=$(awk -v c="$cps" -v o="$ok" -v a="$answered" 'BEGIN {printf "%.0f", c * (o < a ? o / a : 1)}')
-    step_row=$(awk -v sut="$sut" -v rate="$rate" -v calls="$calls" -v ok="$ok" -v failed="$failed" -v rej="$rej" \
+    local codes; codes=$(rejected_codes "$dir")
+    step_row=$(awk -v codes="$codes" -v sut="$sut" -v rate="$rate" -v calls="$calls" -v ok="$ok" -v failed="$failed" -v rej="$rej" \
         -v cps="$cps" -v p50="$p50" -v p99="$p99" -v hz="$ticks_per_s" \
         -v s0="${b[0]}" -v s1="${a[0]}" -v e0="${b[1]}" -v e1="${a[1]}" -v i0="${b[2]}" -v i1="${a[2]}" \
-        -v g0="${b[3]}" -v g1="${a[3]}" -v hb0="${b[6]}" -v hb1="${a[6]}" -v ht0="${b[7]}" -v ht1="${a[7]}" \
+        -v g0="${b[3]}" -v g1="${a[3]}" -v hb0="${b[6]}" -v hb1="${a[6]}" -v ht0="${b[7]}" -v ht1="${a[7]}" -v ncpu="$(nproc)" \
         -v ea="$(per_call "${b[4]}" "${a[4]}" "$ok")" -v sa="$(per_call "${b[5]}" "${a[5]}" "$ok")" '
+        function host_busy(idle, wall,  b) {
+            if (wall <= 0) return 0
+            b = 100 * (1 - idle / (wall * hz * ncpu)); return b < 0 ? 0 : (b > 100 ? 100 : b)
+        }
         BEGIN {
             cpu = (s1 - s0) / hz
             kam = (sut == "kamailio")
-            printf "%s,%d,%d,%d,%d,%.2f,%d,%d,%s,%s,%.2f,%s,%s,%s,%s,%s,%s,%.0f\n", sut, rate, calls, ok, failed,
+            printf "%s,%d,%d,%d,%d,%.2f,%d,%d,%s,%s,%.2f,%s,%s,%s,%s,%s,%s,%.0f,%s\n", sut, rate, calls, ok, failed,
                 100 * failed / calls, rej, cps, p50, p99, cpu, (ok > 0 ? sprintf("%.3f", 1000 * cpu / ok) : "n/a"),
                 (kam ? "-" : sprintf("%.2f", (e1 - e0) / hz)),
                 (sut == "cluster" ? sprintf("%.2f", (i1 - i0) / hz) : "-"),
                 (sut == "cluster" ? sprintf("%.2f", (g1 - g0) / hz) : "-"),
                 (kam ? "-" : ea), (sut == "cluster" ? sa : "-"),
-                (ht1 > ht0 ? 100 * (hb1 - hb0) / (ht1 - ht0) : 0)
+                host_busy(hb1 - hb0, ht1 - ht0), codes
         }')
 }
 passes() {  # passes ROW: fewer than 1% failed and at least 90% of the offered rate achieved
@@ -435,7 +450,7 @@ echo "successful calls over the window in which their 200s arrived; p50/p99 = IN
 echo "-trace_rtt, 1 ms resolution); cpu_s = CPU seconds of the SUT during the step plus ${settle_s}s settle (Kamailio: main"
 echo "process and all its children; CallState: edge + silo + PostgreSQL, also shown apart); *_alloc_B_per_call ="
 echo "GC.GetTotalAllocatedBytes delta from /api/runtime per successful call (n/a when the endpoint is missing);"
-echo "host_busy_pct = whole machine (all cores, including sipp and anyone else) busy during the step."
+echo "host_busy_pct = whole machine (all cores, including sipp and anyone else) not idle during the step."
 echo
 
 echo "=== summary (highest offered rate with < 1% failed calls and >= 90% of it achieved)"
@@ -454,7 +469,7 @@ for sut in "${suts[@]}"; do
         echo "| $(label "$sut") | none | | | | | | |"
         continue
     fi
-    IFS=, read -r _ rate _ _ _ _ _ cps p50 p99 _ cpu_per_call edge_cpu silo_cpu pg_cpu edge_alloc silo_alloc _ <<<"$best"
+    IFS=, read -r _ rate _ _ _ _ _ cps p50 p99 _ cpu_per_call edge_cpu silo_cpu pg_cpu edge_alloc silo_alloc _ _ <<<"$best"
     ok=$(cut -d, -f4 <<<"$best")
     split=""
     if [[ $sut != kamailio ]]; then
