@@ -94,6 +94,11 @@ public sealed class ClusterOptions
             yield return $"{path}:RequestTimeout must be positive (was {RequestTimeout}).";
         }
 
+        if (!string.IsNullOrWhiteSpace(AdvertisedAddress) && !SiloAddress.TryFormatAdvertised(AdvertisedAddress, Port == 0 ? 1 : Port, out _))
+        {
+            yield return $"{path}:AdvertisedAddress must be an IP address, a host name, or either with :port (was '{AdvertisedAddress}').";
+        }
+
         for (var i = 0; i < Bootstrap.Length; i++)
         {
             if (!SiloAddress.TryParse(Bootstrap[i], out _))
@@ -139,6 +144,36 @@ public static class SiloAddress
     }
 
     public static string Format(IPEndPoint endPoint) => endPoint.ToString();
+
+    /// <summary>
+    /// The address a silo writes for itself from <c>AdvertisedAddress</c>: an IP address or host name gets
+    /// <paramref name="port"/> (the bound RPC port), a <c>host:port</c> or <c>[v6]:port</c> is kept as given.
+    /// </summary>
+    public static bool TryFormatAdvertised(string advertised, int port, out string address)
+    {
+        ArgumentNullException.ThrowIfNull(advertised);
+        address = "";
+        var text = advertised.Trim();
+        if (TryParse(text, out _))
+        {
+            address = text;
+            return true;
+        }
+
+        if (IPAddress.TryParse(text, out var ip))
+        {
+            address = new IPEndPoint(ip, port).ToString();
+            return port is >= 1 and <= 65535;
+        }
+
+        if (Uri.CheckHostName(text) is UriHostNameType.Dns && port is >= 1 and <= 65535)
+        {
+            address = $"{text}:{port}";
+            return true;
+        }
+
+        return false;
+    }
 }
 
 /// <summary>Turns <see cref="ClusterOptions.Validate"/> into options validation.</summary>

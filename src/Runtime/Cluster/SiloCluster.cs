@@ -351,9 +351,10 @@ public sealed partial class SiloCluster : IClusterLocalSilo, IClusterViewSource,
     {
         if (!string.IsNullOrWhiteSpace(options.AdvertisedAddress))
         {
-            return options.AdvertisedAddress.Contains(':', StringComparison.Ordinal) && !IPAddress.TryParse(options.AdvertisedAddress, out _)
-                ? options.AdvertisedAddress
-                : new IPEndPoint(IPAddress.Parse(options.AdvertisedAddress), bound.Port).ToString();
+            // Validated at start-up (ClusterOptions.Validate), so this holds.
+            return SiloAddress.TryFormatAdvertised(options.AdvertisedAddress, bound.Port, out var advertised)
+                ? advertised
+                : throw new InvalidOperationException($"CallState:Cluster:AdvertisedAddress '{options.AdvertisedAddress}' is not an address");
         }
 
         if (!bound.Address.Equals(IPAddress.Any) && !bound.Address.Equals(IPAddress.IPv6Any))

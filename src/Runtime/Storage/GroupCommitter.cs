@@ -40,11 +40,17 @@ public sealed class GroupCommitter : IAsyncDisposable
     /// behind slows its callers instead of growing memory without bound.
     /// </param>
     /// <param name="logger">Receives batch failures.</param>
+    /// <param name="dedicatedThread">
+    /// Run the loop on a thread of its own, for a provider that commits synchronously (SQLite blocks in fsync): a
+    /// thread-pool thread blocked there is one fewer for the SIP receive loops and grain turns, and on a 2-core
+    /// machine the pool then injects threads late, which shows up as tail latency.
+    /// </param>
     public GroupCommitter(
         Func<IReadOnlyList<GrainWrite>, CancellationToken, Task<bool[]>> commitBatchAsync,
         int maxBatchSize = DefaultMaxBatchSize,
         int queueCapacity = DefaultQueueCapacity,
-        ILogger? logger = null)
+        ILogger? logger = null,
+        bool dedicatedThread = false)
     {
         ArgumentNullException.ThrowIfNull(commitBatchAsync);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatchSize, 1);
@@ -58,7 +64,7 @@ public sealed class GroupCommitter : IAsyncDisposable
             SingleWriter = false,
             FullMode = BoundedChannelFullMode.Wait,
         });
-        _loop = Task.Run(RunAsync);
+        _loop = dedicatedThread ? RunOnThreadAsync() : Task.Run(RunAsync);
     }
 
     /// <summary>Largest number of writes handed to the provider at once.</summary>
@@ -124,49 +130,87 @@ public sealed class GroupCommitter : IAsyncDisposable
     {
         var batch = new List<PendingWrite>(MaxBatchSize);
         var writes = new List<GrainWrite>(MaxBatchSize);
-        var reader = _queue.Reader;
-        while (true)
+        while (await WaitAsync().ConfigureAwait(false))
         {
-            try
+            if (TakeBatch(batch, writes))
             {
-                if (!await reader.WaitToReadAsync(_stopping.Token).ConfigureAwait(false))
-                {
-                    break;
-                }
+                await CommitAsync(batch, writes).ConfigureAwait(false);
+                batch.Clear();
+                writes.Clear();
             }
-            catch (OperationCanceledException)
-            {
-                break;
-            }
-
-            if (_stopping.IsCancellationRequested)
-            {
-                break;
-            }
-
-            while (batch.Count < MaxBatchSize && reader.TryRead(out var pending))
-            {
-                if (pending.TryTake())
-                {
-                    batch.Add(pending);
-                    writes.Add(pending.Write);
-                }
-            }
-
-            if (batch.Count == 0)
-            {
-                continue;
-            }
-
-            Interlocked.Increment(ref _batchCount);
-            Interlocked.Add(ref _writeCount, batch.Count);
-            await CommitAsync(batch, writes).ConfigureAwait(false);
-            batch.Clear();
-            writes.Clear();
         }
 
+        FailQueued();
+    }
+
+    private Task RunOnThreadAsync()
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var thread = new Thread(() =>
+        {
+            var batch = new List<PendingWrite>(MaxBatchSize);
+            var writes = new List<GrainWrite>(MaxBatchSize);
+            while (WaitAsync().AsTask().GetAwaiter().GetResult())
+            {
+                if (TakeBatch(batch, writes))
+                {
+                    // The provider completes synchronously; callers' continuations run on the pool (RunContinuationsAsynchronously).
+                    CommitAsync(batch, writes).GetAwaiter().GetResult();
+                    batch.Clear();
+                    writes.Clear();
+                }
+            }
+
+            FailQueued();
+            done.SetResult();
+        })
+        {
+            IsBackground = true,
+            Name = "CallState group commit",
+        };
+        thread.Start();
+        return done.Task;
+    }
+
+    /// <summary>Waits for a queued write; false when the committer is stopping.</summary>
+    private async ValueTask<bool> WaitAsync()
+    {
+        try
+        {
+            return await _queue.Reader.WaitToReadAsync(_stopping.Token).ConfigureAwait(false) && !_stopping.IsCancellationRequested;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Takes what is queued, up to <see cref="MaxBatchSize"/>, skipping writes whose callers cancelled; false when none.</summary>
+    private bool TakeBatch(List<PendingWrite> batch, List<GrainWrite> writes)
+    {
+        while (batch.Count < MaxBatchSize && _queue.Reader.TryRead(out var pending))
+        {
+            if (pending.TryTake())
+            {
+                batch.Add(pending);
+                writes.Add(pending.Write);
+            }
+        }
+
+        if (batch.Count == 0)
+        {
+            return false;
+        }
+
+        Interlocked.Increment(ref _batchCount);
+        Interlocked.Add(ref _writeCount, batch.Count);
+        return true;
+    }
+
+    private void FailQueued()
+    {
         var disposed = new ObjectDisposedException(nameof(GroupCommitter));
-        while (reader.TryRead(out var pending))
+        while (_queue.Reader.TryRead(out var pending))
         {
             if (pending.TryTake())
             {

@@ -158,7 +158,7 @@ public sealed class SqliteGrainStorage : IGrainStorage
                 throw;
             }
 
-            _committer = new GroupCommitter(CommitBatchAsync, _options.MaxBatchSize, _options.QueueCapacity, _logger);
+            _committer = new GroupCommitter(CommitBatchAsync, _options.MaxBatchSize, _options.QueueCapacity, _logger, dedicatedThread: true);
         }
         finally
         {
