@@ -11,7 +11,7 @@
 #   PRECHECK [1]            before each ramp: per-caller limit 2, three concurrent calls of one user -> one 486
 #   WARMUP_S [3]            an unmeasured step at the lowest rate before the ramp (JIT, pools, caches)
 #   SETTLE_S [2]            pause after each step (its CPU is counted with the step)
-#   KAM_CHILDREN [nproc]    Kamailio UDP worker processes (more workers than cores collapse earlier: see README)
+#   KAM_CHILDREN [4]        Kamailio UDP worker processes
 #   USERS [100]             callers user1..userN (sipp -inf, SEQUENTIAL)
 #   PG_PORT [55450]         the throwaway PostgreSQL (cluster only)
 #   KEEP_WORK [0]           1: keep the temp directory with every log and sipp trace
@@ -29,7 +29,7 @@ read -r -a suts <<<"${SUTS:-kamailio standalone cluster}"
 precheck=${PRECHECK:-1}
 warmup_s=${WARMUP_S:-3}
 settle_s=${SETTLE_S:-2}
-kam_children=${KAM_CHILDREN:-$(nproc)}
+kam_children=${KAM_CHILDREN:-4}
 users=${USERS:-100}
 pg_port=${PG_PORT:-55450}
 high=1000000
