@@ -12,6 +12,7 @@
 #   WARMUP_S [3]            an unmeasured step at the lowest rate before the ramp (JIT, pools, caches)
 #   SETTLE_S [2]            pause after each step (its CPU is counted with the step)
 #   KAM_CHILDREN [4]        Kamailio UDP worker processes
+#   KAM_SHM_MB [2048]       Kamailio shared memory (-m); 512 ran out at 2,500 cps (transactions wait 5 s after they end)
 #   USERS [100]             callers user1..userN (sipp -inf, SEQUENTIAL)
 #   PG_PORT [55450]         the throwaway PostgreSQL (cluster only)
 #   KEEP_WORK [0]           1: keep the temp directory with every log and sipp trace
@@ -30,6 +31,7 @@ precheck=${PRECHECK:-1}
 warmup_s=${WARMUP_S:-3}
 settle_s=${SETTLE_S:-2}
 kam_children=${KAM_CHILDREN:-4}
+kam_shm_mb=${KAM_SHM_MB:-2048}
 users=${USERS:-100}
 pg_port=${PG_PORT:-55450}
 high=1000000
@@ -177,7 +179,7 @@ edge_pid="" silo_pid="" pg_pid="" kam_pid="" uas_pid="" sut_pid=""
 start_kamailio() {
     local limit=$1 rundir=$work/kamailio-run
     mkdir -p "$rundir"
-    /usr/sbin/kamailio -DD -E -f "$here/kamailio.cfg" -Y "$rundir" -P "$rundir/kamailio.pid" -m 512 -M 32 \
+    /usr/sbin/kamailio -DD -E -f "$here/kamailio.cfg" -Y "$rundir" -P "$rundir/kamailio.pid" -m "$kam_shm_mb" -M 32 \
         -l "udp:127.0.0.1:$kam_port" -A "CALLER_LIMIT=$limit" -A "UAS_URI=\"sip:127.0.0.1:$uas_port\"" \
         -A "CHILDREN=$kam_children" >"$work/kamailio.log" 2>&1 &
     kam_pid=$!; procs[$kam_pid]=kamailio
@@ -424,7 +426,7 @@ for i in $(seq 1 "$users"); do printf 'user%d\n' "$i" >>"$work/users.csv"; done
 
 echo "=== bench/compare: call setups per second, Kamailio vs CallState"
 echo "command:   $command_line"
-echo "settings:  RATES='${rates[*]}' SECONDS_PER_RATE=$per_rate HOLD_MS=$hold_ms SUTS='${suts[*]}' PRECHECK=$precheck WARMUP_S=$warmup_s SETTLE_S=$settle_s KAM_CHILDREN=$kam_children USERS=$users"
+echo "settings:  RATES='${rates[*]}' SECONDS_PER_RATE=$per_rate HOLD_MS=$hold_ms SUTS='${suts[*]}' PRECHECK=$precheck WARMUP_S=$warmup_s SETTLE_S=$settle_s KAM_CHILDREN=$kam_children KAM_SHM_MB=$kam_shm_mb USERS=$users"
 echo "date:      $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "host:      nproc=$(nproc), $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
 echo "software:  $(/usr/sbin/kamailio -v 2>/dev/null | head -1 | sed 's/^version: //'), $(sipp -v 2>/dev/null | grep -o 'SIPp v[^ ,]*' | head -1), dotnet $(dotnet --version), PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}')"
