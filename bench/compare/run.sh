@@ -307,7 +307,7 @@ run_precheck() {  # run_precheck SUT: per-caller limit 2, three concurrent 6 s c
 # ---------------------------------------------------------------- the ramp
 results=$work/results.csv
 : >"$results"
-header="sut,rate,calls,successful,failed,failed_pct,rejected,achieved_cps,p50_ms,p99_ms,cpu_s,cpu_ms_per_call,edge_cpu_s,silo_cpu_s,pg_cpu_s,edge_alloc_B_per_call,silo_alloc_B_per_call,host_busy_pct,rejected_by_code"
+header="sut,rate,calls,successful,failed,failed_pct,rejected,achieved_cps,p50_ms,p99_ms,cpu_s,cpu_ms_per_call,edge_cpu_s,silo_cpu_s,pg_cpu_s,edge_alloc_B_per_call,silo_alloc_B_per_call,host_busy_pct,rejected_by_code,adm_p50_ms,adm_p99_ms"
 ticks_per_s=$(getconf CLK_TCK)
 
 snapshot() {  # prints: sut_ticks edge_ticks silo_ticks pg_ticks edge_alloc silo_alloc host_idle_ticks wall_s
@@ -320,6 +320,8 @@ snapshot() {  # prints: sut_ticks edge_ticks silo_ticks pg_ticks edge_alloc silo
     fi
     echo "$s $e $si $pg $ea $sa $(host_ticks)"
 }
+# latency_snapshot FILE: the edge's admission durations so far (GET /api/admission/latency), for admission p50/p99.
+latency_snapshot() { curl -sf --max-time 2 "http://127.0.0.1:$edge_http_port/api/admission/latency" >"$1" 2>/dev/null || : >"$1"; }
 per_call() {  # per_call BEFORE AFTER CALLS: (AFTER - BEFORE) / CALLS, n/a when either is n/a
     [[ $1 == n/a || $2 == n/a || $3 -eq 0 ]] && { echo n/a; return; }
     awk -v a="$1" -v b="$2" -v c="$3" 'BEGIN {printf "%.0f", (b - a) / c}'
@@ -330,6 +332,7 @@ run_step() {  # run_step SUT RATE SECONDS DIR: one step; sets step_row (not a su
     calls=$((rate * secs))
     limit=$((rate * (hold_ms / 1000 + 4)))
     local -a b a
+    [[ $sut != kamailio ]] && latency_snapshot "$dir/admission-before.json"
     read -r -a b <<<"$(snapshot)"
     local start end
     start=$(date +%s.%N)
@@ -337,6 +340,11 @@ run_step() {  # run_step SUT RATE SECONDS DIR: one step; sets step_row (not a su
     end=$(date +%s.%N)
     sleep "$settle_s"
     read -r -a a <<<"$(snapshot)"
+    local adm="-,-"
+    if [[ $sut != kamailio ]]; then
+        latency_snapshot "$dir/admission-after.json"
+        adm=$(python3 "$repo/bench/admission-latency.py" "$dir/admission-before.json" "$dir/admission-after.json")
+    fi
     local ok_total rej ok failed
     ok_total=$(sipp_total "$dir" "Successful call")
     rej=$(rejected "$dir")
@@ -367,7 +375,7 @@ run_step() {  # run_step SUT RATE SECONDS DIR: one step; sets step_row (not a su
         -v cps="$cps" -v p50="$p50" -v p99="$p99" -v hz="$ticks_per_s" \
         -v s0="${b[0]}" -v s1="${a[0]}" -v e0="${b[1]}" -v e1="${a[1]}" -v i0="${b[2]}" -v i1="${a[2]}" \
         -v g0="${b[3]}" -v g1="${a[3]}" -v hb0="${b[6]}" -v hb1="${a[6]}" -v ht0="${b[7]}" -v ht1="${a[7]}" -v ncpu="$(nproc)" \
-        -v ea="$(per_call "${b[4]}" "${a[4]}" "$ok")" -v sa="$(per_call "${b[5]}" "${a[5]}" "$ok")" '
+        -v ea="$(per_call "${b[4]}" "${a[4]}" "$ok")" -v sa="$(per_call "${b[5]}" "${a[5]}" "$ok")" -v adm="$adm" '
         function host_busy(idle, wall,  b) {
             if (wall <= 0) return 0
             b = 100 * (1 - idle / (wall * hz * ncpu)); return b < 0 ? 0 : (b > 100 ? 100 : b)
@@ -375,13 +383,13 @@ run_step() {  # run_step SUT RATE SECONDS DIR: one step; sets step_row (not a su
         BEGIN {
             cpu = (s1 - s0) / hz
             kam = (sut == "kamailio")
-            printf "%s,%d,%d,%d,%d,%.2f,%d,%d,%s,%s,%.2f,%s,%s,%s,%s,%s,%s,%.0f,%s\n", sut, rate, calls, ok, failed,
+            printf "%s,%d,%d,%d,%d,%.2f,%d,%d,%s,%s,%.2f,%s,%s,%s,%s,%s,%s,%.0f,%s,%s\n", sut, rate, calls, ok, failed,
                 100 * failed / calls, rej, cps, p50, p99, cpu, (ok > 0 ? sprintf("%.3f", 1000 * cpu / ok) : "n/a"),
                 (kam ? "-" : sprintf("%.2f", (e1 - e0) / hz)),
                 (sut == "cluster" ? sprintf("%.2f", (i1 - i0) / hz) : "-"),
                 (sut == "cluster" ? sprintf("%.2f", (g1 - g0) / hz) : "-"),
                 (kam ? "-" : ea), (sut == "cluster" ? sa : "-"),
-                host_busy(hb1 - hb0, ht1 - ht0), codes
+                host_busy(hb1 - hb0, ht1 - ht0), codes, adm
         }')
 }
 passes() {  # passes ROW: fewer than 1% failed and at least 90% of the offered rate achieved
@@ -452,7 +460,8 @@ echo "successful calls over the window in which their 200s arrived; p50/p99 = IN
 echo "-trace_rtt, 1 ms resolution); cpu_s = CPU seconds of the SUT during the step plus ${settle_s}s settle (Kamailio: main"
 echo "process and all its children; CallState: edge + silo + PostgreSQL, also shown apart); *_alloc_B_per_call ="
 echo "GC.GetTotalAllocatedBytes delta from /api/runtime per successful call (n/a when the endpoint is missing);"
-echo "host_busy_pct = whole machine (all cores, including sipp and anyone else) not idle during the step."
+echo "host_busy_pct = whole machine (all cores, including sipp and anyone else) not idle during the step;"
+echo "adm_p50_ms/adm_p99_ms = admission durations measured by the edge itself (GET /api/admission/latency, bucket bounds)."
 echo
 
 echo "=== summary (highest offered rate with < 1% failed calls and >= 90% of it achieved)"
@@ -491,6 +500,16 @@ for sut in "${suts[@]}"; do
     echo "| $(label "$sut") | $rate | $cps | $(ms "$p50") | $(ms "$p99") | $cpu_per_call$split | $alloc | $ratio |"
 done
 echo
+if [[ -n $kam_best ]]; then
+    half=$((kam_best / 2))
+    for sut in "${suts[@]}"; do
+        [[ $sut == kamailio ]] && continue
+        # The step closest to half of Kamailio's highest rate (at or below it when there is one).
+        row=$(awk -F, -v s="$sut" -v h="$half" '$1 == s { d = h - $2; if (d < 0) d = -d * 1.001; if (best == "" || d < bd) { best = $0; bd = d } } END { print best }' "$results")
+        [[ -z $row ]] && continue
+        echo "$sut: admission (edge, /api/admission/latency) p50 $(cut -d, -f20 <<<"$row") ms, p99 $(cut -d, -f21 <<<"$row") ms at $(cut -d, -f2 <<<"$row") cps (half of Kamailio's $kam_best is $half)"
+    done
+fi
 if [[ $precheck == 1 ]]; then
     echo "precheck (per-caller limit 2: 3 concurrent calls of one caller -> exactly one 486 with Reason Q.850;cause=17, then 2 more after the BYEs -> both answered): passed by: ${precheck_ok[*]:-none}"
 fi

@@ -72,6 +72,11 @@ public static partial class EdgeHost
             app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
             app.MapRuntimeCounters();
         }
+        if (app.Services.GetService<AdmissionPolicy>() is { } admission)
+        {
+            // Admission durations since start (log-linear buckets); a benchmark reads it before and after a step.
+            app.MapGet("/api/admission/latency", () => Results.Json(admission.Latency.Snapshot(), LatencyHistogramJsonContext.Default.LatencyHistogramDto));
+        }
         return app;
     }
 

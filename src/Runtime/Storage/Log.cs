@@ -12,4 +12,7 @@ internal static partial class Log
     [LoggerMessage(EventId = 2001, Level = LogLevel.Information,
         Message = "Grain storage ready: {Provider} at {Target}, schema version {SchemaVersion} (migrated from {PreviousVersion})")]
     public static partial void StorageReady(ILogger logger, StorageProvider provider, string target, int schemaVersion, int previousVersion);
+
+    [LoggerMessage(EventId = 2002, Level = LogLevel.Warning, Message = "SQLite checkpoint of {Target} failed; the WAL grows until one succeeds")]
+    public static partial void CheckpointFailed(ILogger logger, Exception exception, string target);
 }

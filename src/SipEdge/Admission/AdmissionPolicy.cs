@@ -22,6 +22,9 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
     private readonly Counter<long> _decisions;
     private readonly Counter<long> _lifecycleErrors;
     private readonly Histogram<double> _latency;
+
+    /// <summary>Every admission's duration (the same as the OTLP histogram), for <c>GET /api/admission/latency</c>.</summary>
+    public LatencyHistogram Latency { get; } = new();
     private readonly TimeProvider _time;
 
     public AdmissionPolicy(CallClassifierSource classifiers, IAdmissionClient client, ILogger<AdmissionPolicy> logger,
@@ -68,7 +71,9 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
             catch (Exception ex) when (ex is OperationCanceledException or HttpRequestException or TimeoutException or IOException
                 or InvalidOperationException or System.Text.Json.JsonException or FormatException)
             {
-                _latency.Record(_time.GetElapsedTime(started).TotalMilliseconds);
+                var elapsed = _time.GetElapsedTime(started);
+                _latency.Record(elapsed.TotalMilliseconds);
+                Latency.Record(elapsed);
 
                 // The admission may still commit after the deadline (a slow or paused silo): release it, so a call
                 // this edge did not count as admitted never holds a slot.
@@ -84,7 +89,9 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
                 return Reject(classifier.UnavailableRejection(call), options.RetryAfterSeconds);
             }
         }
-        _latency.Record(_time.GetElapsedTime(started).TotalMilliseconds);
+        var took = _time.GetElapsedTime(started);
+        _latency.Record(took.TotalMilliseconds);
+        Latency.Record(took);
 
         switch (result.Status)
         {
