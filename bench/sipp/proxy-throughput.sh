@@ -24,7 +24,7 @@ cleanup() {
     [[ -n $edge_pid ]] && kill "$edge_pid" 2>/dev/null || true
     for pid in "${silo_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$work"
+    [[ ${KEEP_WORK:-0} == 1 ]] && echo "kept $work" >&2 || rm -rf "$work"
 }
 trap cleanup EXIT
 printf 'SEQUENTIAL\n' >"$work/users.csv"
