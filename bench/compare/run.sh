@@ -321,7 +321,7 @@ snapshot() {  # prints: sut_ticks edge_ticks silo_ticks pg_ticks edge_alloc silo
     echo "$s $e $si $pg $ea $sa $(host_ticks)"
 }
 # latency_snapshot FILE: the edge's admission durations so far (GET /api/admission/latency), for admission p50/p99.
-latency_snapshot() { curl -sf --max-time 2 "http://127.0.0.1:$edge_http_port/api/admission/latency" >"$1" 2>/dev/null || : >"$1"; }
+latency_snapshot() { mkdir -p "$(dirname "$1")"; curl -sf --max-time 2 "http://127.0.0.1:$edge_http_port/api/admission/latency" >"$1" 2>/dev/null || : >"$1"; }
 per_call() {  # per_call BEFORE AFTER CALLS: (AFTER - BEFORE) / CALLS, n/a when either is n/a
     [[ $1 == n/a || $2 == n/a || $3 -eq 0 ]] && { echo n/a; return; }
     awk -v a="$1" -v b="$2" -v c="$3" 'BEGIN {printf "%.0f", (b - a) / c}'
