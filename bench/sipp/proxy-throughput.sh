@@ -89,7 +89,7 @@ sleep 0.5
 # The edge's own runtime counters (GET /api/runtime): cumulative allocated bytes, thread-pool work items, lock contentions, gen0/gen2 GCs.
 counters() { curl -sf "http://127.0.0.1:$http_port/api/runtime" || echo '{}'; }
 field() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
-echo "rate_offered,calls,successful,failed,achieved_cps,rtt_p50_ms,rtt_p99_ms,edge_cpu_s,silos_cpu_s,edge_alloc_b_per_call,edge_workitems_per_call,edge_contentions,edge_gen0,edge_gen2,adm_p50_ms,adm_p99_ms"
+echo "rate_offered,calls,successful,failed,achieved_cps,rtt_p50_ms,rtt_p99_ms,edge_cpu_s,silos_cpu_s,edge_alloc_b_per_call,edge_workitems_per_call,edge_contentions,edge_gen0,edge_gen2,adm_p50_ms,adm_p99_ms,rejected"
 set +e +o pipefail
 for rate in ${rates[*]}; do
     calls=$((rate * per_rate))
@@ -100,7 +100,7 @@ for rate in ${rates[*]}; do
     start=$(date +%s.%N)
     (cd "$work" && timeout $((per_rate * 3 + 60)) sipp 127.0.0.1:$edge_port -sf "$repo/tests/Cluster.IntegrationTests/sipp/uac_rr.xml" \
         -inf "$work/users.csv" -i 127.0.0.1 -p $uac_port -t "$transport" -m "$calls" -r "$rate" -l $((rate * 4 + rate * ${HOLD_MS:-0} / 1000)) -d "${HOLD_MS:-0}" \
-        -buff_size 4194304 -nostdin -default_behaviors all,-abortunexp -trace_rtt -rtt_freq 100 \
+        -buff_size 4194304 -nostdin -default_behaviors all,-abortunexp -trace_rtt -rtt_freq 100 -trace_counts \
         >"$work/uac.log" 2>&1) || true
     end=$(date +%s.%N)
     cpu_after=$(awk '{print $14+$15}' "/proc/$edge_pid/stat")
@@ -110,6 +110,13 @@ for rate in ${rates[*]}; do
     adm=$(python3 "$repo/bench/admission-latency.py" "$work/adm-before.json" "$work/adm-after.json")
     ok=$(grep -E "Successful call" "$work/uac.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
     failed=$(grep -E "Failed call" "$work/uac.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
+    # The scenario completes normally after a final non-2xx (486/480/403/503/500), so sipp counts those calls as
+    # successful: they are moved to failed here and also shown apart.
+    rejected=$(cat "$work"/uac_rr_*_counts.csv 2>/dev/null | awk -F';' '
+        NR == 1 { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+_(486|480|403|503|500)_Recv$/) cols[i] = 1; next }
+        { last = $0 } END { n = split(last, v, ";"); t = 0; for (i in cols) t += v[i]; print t + 0 }')
+    rm -f "$work"/uac_rr_*_counts.csv
+    ok=$(( ${ok:-0} - rejected )); failed=$(( ${failed:-0} + rejected ))
     rtt=$(cat "$work"/uac_rr_*_rtt.csv 2>/dev/null | awk -F';' 'NR>1 && $2 ~ /^[0-9.]+$/ {print $2}' | sort -n |
         awk '{a[NR]=$1} END {if (NR==0) {print "n/a,n/a"} else {print a[int(NR*0.5)+ (NR*0.5==int(NR*0.5)?0:1)] "," a[int(NR*0.99)+ (NR*0.99==int(NR*0.99)?0:1)]}}')
     rm -f "$work"/uac_rr_*_rtt.csv
@@ -118,5 +125,5 @@ for rate in ${rates[*]}; do
     silos=$(awk -v a="$silos_before" -v b="$silos_after" 'BEGIN {printf "%.2f", (b-a)/100}')
     per_call() { awk -v a="$(field "$rt_before" "$1")" -v b="$(field "$rt_after" "$1")" -v n="$calls" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", (b-a)/n}'; }
     delta() { awk -v a="$(field "$rt_before" "$1")" -v b="$(field "$rt_after" "$1")" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", b-a}'; }
-    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu,$silos,$(per_call allocatedBytes),$(per_call completedWorkItems),$(delta lockContentions),$(delta gen0Collections),$(delta gen2Collections),$adm"
+    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu,$silos,$(per_call allocatedBytes),$(per_call completedWorkItems),$(delta lockContentions),$(delta gen0Collections),$(delta gen2Collections),$adm,$rejected"
 done
