@@ -125,7 +125,7 @@ public sealed class CallGrain
             case CallPhase.Admitted:
                 return AdmitResult.Admitted();
             case CallPhase.Rejected:
-                return new AdmitResult(AdmitStatus.Rejected, S.RejectedKey, S.Reason, S.Limit, S.Current, null);
+                return StoredRejection();
             case CallPhase.Ended:
                 return AdmitResult.Invalid($"call '{_callKey}' has already ended");
         }
@@ -138,7 +138,7 @@ public sealed class CallGrain
         if (S.Phase == CallPhase.Admitting && !SameLimits(S.Limits, limits))
         {
             // A crash cut an admission of other limits: give those back first (releasing is idempotent).
-            await ReleaseAsync(S.Limits, S.Limits.Count, cancellationToken).ConfigureAwait(false);
+            await ReleaseAsync(S.Limits, cancellationToken).ConfigureAwait(false);
         }
 
         var now = _time.GetUtcNow();
@@ -150,16 +150,10 @@ public sealed class CallGrain
         // The record is serialized now, so the reservations below may run while it is being written. This activation
         // wakes at the lease end; a runtime that loads the record after a crash wakes it at once to finish it.
         var record = _state.WriteAsync(LeaseDue, now, cancellationToken);
-        var reservations = new Task<ReserveOutcome>?[limits.Count];
+        var reservations = ReserveAll(limits, cancellationToken);
         try
         {
-            for (var i = 0; i < limits.Count; i++)
-            {
-                var limit = limits[i];
-                reservations[i] = _limits.TryReserveAsync(LimitKey.Parse(limit.Key), _callKey, limit.Direction, _leases.Early, limit.PerCallMax, cancellationToken);
-            }
-
-            await Task.WhenAll(reservations!).ConfigureAwait(false);
+            await Task.WhenAll(reservations).ConfigureAwait(false);
             await record.ConfigureAwait(false);
         }
         catch (Exception)
@@ -167,26 +161,15 @@ public sealed class CallGrain
             // A limit could not answer or the record was not written: give back whatever was taken. If that fails
             // too, the record (when it was written) keeps the limits, and the early lease releases them.
             await ObserveAsync(record).ConfigureAwait(false);
-            var held = MayHold(limits, reservations);
-            await TryReleaseAsync(held, held.Count).ConfigureAwait(false);
+            await TryReleaseAsync(MayHold(limits, reservations)).ConfigureAwait(false);
             throw;
         }
 
-        for (var i = 0; i < limits.Count; i++)
+        var refused = FirstRefusal(reservations);
+        if (refused >= 0)
         {
-            var outcome = reservations[i]!.Result;
-            if (!outcome.Admitted)
-            {
-                var taken = MayHold(limits, reservations);
-                await ReleaseAsync(taken, taken.Count, cancellationToken).ConfigureAwait(false);
-                S.Phase = CallPhase.Rejected;
-                S.RejectedKey = limits[i].Key;
-                S.Reason = outcome.Reason;
-                S.Limit = outcome.Limit;
-                S.Current = outcome.Current;
-                await CloseAsync(cancellationToken).ConfigureAwait(false);
-                return new AdmitResult(AdmitStatus.Rejected, limits[i].Key, outcome.Reason, outcome.Limit, outcome.Current, null);
-            }
+            await RejectAsync(limits, reservations, refused, cancellationToken).ConfigureAwait(false);
+            return StoredRejection();
         }
 
         // Durable as Admitting with every limit held: that is what an admitted, unconfirmed call is on recovery.
@@ -207,11 +190,10 @@ public sealed class CallGrain
 
         // Every limit and the record are written together (one group commit); the record's longer lease only
         // matters once the limits hold the confirmed lease too, and a lost limit ends the call below.
-        var confirms = new Task<bool>[S.Limits.Count];
-        for (var i = 0; i < confirms.Length; i++)
-        {
-            confirms[i] = _limits.ConfirmAsync(LimitKey.Parse(S.Limits[i].Key), _callKey, _leases.Confirmed, cancellationToken);
-        }
+        var confirms = StartEach(
+            S.Limits,
+            static (grain, limit, ct) => grain._limits.ConfirmAsync(LimitKey.Parse(limit.Key), grain._callKey, grain._leases.Confirmed, ct),
+            cancellationToken);
 
         S.Phase = CallPhase.Admitted;
         S.Confirmed = true;
@@ -271,7 +253,7 @@ public sealed class CallGrain
             return false;
         }
 
-        await ReleaseAsync(S.Limits, S.Limits.Count, cancellationToken).ConfigureAwait(false);
+        await ReleaseAsync(S.Limits, cancellationToken).ConfigureAwait(false);
         S.Phase = CallPhase.Ended;
         await CloseAsync(cancellationToken).ConfigureAwait(false);
         return true;
@@ -314,23 +296,59 @@ public sealed class CallGrain
     private async Task FinishAsync(CancellationToken cancellationToken)
     {
         var limits = S.Limits;
-        var reservations = new Task<ReserveOutcome>[limits.Count];
-        for (var i = 0; i < limits.Count; i++)
-        {
-            reservations[i] = _limits.TryReserveAsync(LimitKey.Parse(limits[i].Key), _callKey, limits[i].Direction, _leases.Early, limits[i].PerCallMax, cancellationToken);
-        }
-
+        var reservations = ReserveAll(limits, cancellationToken);
         await Task.WhenAll(reservations).ConfigureAwait(false);
-        var refused = Array.FindIndex(reservations, static r => !r.Result.Admitted);
-        if (refused < 0)
+        var refused = FirstRefusal(reservations);
+        if (refused >= 0)
         {
-            S.Phase = CallPhase.Admitted;
-            await _state.WriteAsync(LeaseDue, cancellationToken).ConfigureAwait(false);
+            await RejectAsync(limits, reservations, refused, cancellationToken).ConfigureAwait(false);
             return;
         }
 
-        var held = MayHold(limits, reservations!);
-        await ReleaseAsync(held, held.Count, cancellationToken).ConfigureAwait(false);
+        S.Phase = CallPhase.Admitted;
+        await _state.WriteAsync(LeaseDue, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Asks every limit for a slot at once (one group commit).</summary>
+    private Task<ReserveOutcome>[] ReserveAll(List<CallLimit> limits, CancellationToken cancellationToken) =>
+        StartEach(
+            limits,
+            static (grain, limit, ct) => grain._limits.TryReserveAsync(LimitKey.Parse(limit.Key), grain._callKey, limit.Direction, grain._leases.Early, limit.PerCallMax, ct),
+            cancellationToken);
+
+    /// <summary>
+    /// Starts one operation per limit without waiting between them, so their writes share a group commit. A limit
+    /// that throws at once gives a faulted task: every other limit is still asked, and the caller sees the failure
+    /// when it awaits.
+    /// </summary>
+    private Task<T>[] StartEach<T>(List<CallLimit> limits, Func<CallGrain, CallLimit, CancellationToken, Task<T>> start, CancellationToken cancellationToken)
+    {
+        var tasks = new Task<T>[limits.Count];
+        for (var i = 0; i < tasks.Length; i++)
+        {
+            try
+            {
+                tasks[i] = start(this, limits[i], cancellationToken);
+            }
+#pragma warning disable CA1031 // kept in its task (see the summary)
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                tasks[i] = Task.FromException<T>(ex);
+            }
+        }
+
+        return tasks;
+    }
+
+    /// <summary>The first limit, in reservation order, that refused; -1 when every one admitted.</summary>
+    private static int FirstRefusal(Task<ReserveOutcome>[] reservations) =>
+        Array.FindIndex(reservations, static r => !r.Result.Admitted);
+
+    /// <summary>Limit <paramref name="refused"/> refused: the limits that admitted give their slot back and the refusal is recorded.</summary>
+    private async Task RejectAsync(List<CallLimit> limits, Task<ReserveOutcome>[] reservations, int refused, CancellationToken cancellationToken)
+    {
+        await ReleaseAsync(MayHold(limits, reservations), cancellationToken).ConfigureAwait(false);
         var outcome = reservations[refused].Result;
         S.Phase = CallPhase.Rejected;
         S.RejectedKey = limits[refused].Key;
@@ -340,13 +358,15 @@ public sealed class CallGrain
         await CloseAsync(cancellationToken).ConfigureAwait(false);
     }
 
+    private AdmitResult StoredRejection() => new(AdmitStatus.Rejected, S.RejectedKey, S.Reason, S.Limit, S.Current, null);
+
     /// <summary>
     /// A limit no longer holds the call (its lease ended first): keeping the call up would count it
     /// nowhere, so every slot is released and the call ends; the edge must tear it down.
     /// </summary>
     private async Task EndLostAsync(CancellationToken cancellationToken)
     {
-        await ReleaseAsync(S.Limits, S.Limits.Count, cancellationToken).ConfigureAwait(false);
+        await ReleaseAsync(S.Limits, cancellationToken).ConfigureAwait(false);
         S.Phase = CallPhase.Ended;
         await CloseAsync(cancellationToken).ConfigureAwait(false);
     }
@@ -358,11 +378,11 @@ public sealed class CallGrain
         return _state.WriteAsync(now + _leases.EndedRetention, cancellationToken);
     }
 
-    private async Task TryReleaseAsync(List<CallLimit> limits, int count)
+    private async Task TryReleaseAsync(List<CallLimit> limits)
     {
         try
         {
-            await ReleaseAsync(limits, count, CancellationToken.None).ConfigureAwait(false);
+            await ReleaseAsync(limits, CancellationToken.None).ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // the caller rethrows the first failure; recovery completes the release
         catch (Exception)
@@ -371,39 +391,19 @@ public sealed class CallGrain
         }
     }
 
-    /// <summary>Releases the first <paramref name="count"/> limits, all at once (one group commit).</summary>
-    private async Task ReleaseAsync(List<CallLimit> limits, int count, CancellationToken cancellationToken)
-    {
-        if (count == 0)
-        {
-            return;
-        }
-
-        var releases = new Task<bool>[count];
-        for (var i = 0; i < count; i++)
-        {
-            try
-            {
-                releases[i] = _limits.ReleaseAsync(LimitKey.Parse(limits[i].Key), _callKey, cancellationToken);
-            }
-#pragma warning disable CA1031 // kept in its task so every other limit is still released; WhenAll rethrows it
-            catch (Exception ex)
-#pragma warning restore CA1031
-            {
-                releases[i] = Task.FromException<bool>(ex);
-            }
-        }
-
-        await Task.WhenAll(releases).ConfigureAwait(false);
-    }
+    /// <summary>Releases every limit in <paramref name="limits"/> at once (one group commit).</summary>
+    private Task ReleaseAsync(List<CallLimit> limits, CancellationToken cancellationToken) =>
+        limits.Count == 0
+            ? Task.CompletedTask
+            : Task.WhenAll(StartEach(limits, static (grain, limit, ct) => grain._limits.ReleaseAsync(LimitKey.Parse(limit.Key), grain._callKey, ct), cancellationToken));
 
     /// <summary>The limits a concurrent reservation may have taken: those that admitted and those whose outcome is unknown.</summary>
-    private static List<CallLimit> MayHold(List<CallLimit> limits, Task<ReserveOutcome>?[] reservations)
+    private static List<CallLimit> MayHold(List<CallLimit> limits, Task<ReserveOutcome>[] reservations)
     {
         var held = new List<CallLimit>(limits.Count);
         for (var i = 0; i < limits.Count; i++)
         {
-            if (reservations[i] is { } reservation && (!reservation.IsCompletedSuccessfully || reservation.Result.Admitted))
+            if (!reservations[i].IsCompletedSuccessfully || reservations[i].Result.Admitted)
             {
                 held.Add(limits[i]);
             }
