@@ -248,22 +248,30 @@ public sealed class CallGrainTests
         Assert.Equal(CallPhase.Ended, state.Persisted!.Phase);
     }
 
-    [Fact]
-    public async Task Crash_mid_admission_keeps_the_limits_a_retry_finishes_it_without_counting_twice()
+    /// <summary>
+    /// The process dies right after the first reservation succeeds (nothing else reaches a limit); returns what
+    /// storage holds, as a new silo loads it, with the limits answering again.
+    /// </summary>
+    private async Task<InMemoryGrainState<CallGrainState>> CrashAfterFirstReservationAsync()
     {
-        // The process dies right after the first reservation succeeds: nothing else reaches a limit.
         _limits.DieAfterReservations = 1;
         var (call, state) = NewCall();
         await Assert.ThrowsAnyAsync<Exception>(() => call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
+        _limits.Dead = false;
+        return state.Reload();
+    }
+
+    [Fact]
+    public async Task Crash_mid_admission_keeps_the_limits_a_retry_finishes_it_without_counting_twice()
+    {
+        var stored = await CrashAfterFirstReservationAsync();
 
         Assert.Equal(1, _limits.Held("key/+12345678"));
-        var persisted = state.Persisted!;
-        Assert.Equal(CallPhase.Admitting, persisted.Phase);
-        Assert.Equal(["key/+12345678", "trunk/carrier", "user/alice"], persisted.Limits.Select(l => l.Key));
+        Assert.Equal(CallPhase.Admitting, stored.State.Phase);
+        Assert.Equal(["key/+12345678", "trunk/carrier", "user/alice"], stored.State.Limits.Select(l => l.Key));
 
         // A new silo activates the call from storage: the edge's retry finishes the admission, one slot on each limit.
-        _limits.Dead = false;
-        var recovered = NewCall(state.Reload());
+        var recovered = NewCall(stored);
         var retry = await recovered.AdmitAsync(UserTrunkKey(), CancellationToken.None);
         Assert.Equal(AdmitStatus.Admitted, retry.Status);
         Assert.Equal(1, _limits.Held("key/+12345678"));
@@ -274,11 +282,7 @@ public sealed class CallGrainTests
     [Fact]
     public async Task Crash_mid_admission_is_finished_by_the_restarted_runtime_all_limits_or_none()
     {
-        _limits.DieAfterReservations = 1;
-        var (call, state) = NewCall();
-        await Assert.ThrowsAnyAsync<Exception>(() => call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
-        _limits.Dead = false;
-        var stored = state.Reload();
+        var stored = await CrashAfterFirstReservationAsync();
         var recovered = NewCall(stored);
 
         // The stored due time (now) wakes it as soon as a runtime loads it.
@@ -294,13 +298,9 @@ public sealed class CallGrainTests
     [Fact]
     public async Task Crash_mid_admission_finished_where_a_limit_is_now_full_holds_none()
     {
-        _limits.DieAfterReservations = 1;
-        var (call, state) = NewCall();
-        await Assert.ThrowsAnyAsync<Exception>(() => call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
-        _limits.Dead = false;
+        var stored = await CrashAfterFirstReservationAsync();
         _limits.Configure("user/alice", new LimitSettings(Total: 1));
         Assert.Equal(AdmitStatus.Admitted, (await AdmitAsync("other", new LimitRequest("user/alice", Direction.Inbound))).Status);
-        var stored = state.Reload();
 
         await NewCall(stored).OnTimerAsync(CancellationToken.None);
 
@@ -313,11 +313,7 @@ public sealed class CallGrainTests
     [Fact]
     public async Task Crash_mid_admission_without_a_retry_is_released_by_the_early_lease()
     {
-        _limits.DieAfterReservations = 1;
-        var (call, state) = NewCall();
-        await Assert.ThrowsAnyAsync<Exception>(() => call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
-        _limits.Dead = false;
-        var recovered = NewCall(state.Reload());
+        var recovered = NewCall(await CrashAfterFirstReservationAsync());
 
         _time.Advance(_leases.Early + CallGrain.LeaseGrace);
         await recovered.OnTimerAsync(CancellationToken.None);
