@@ -71,9 +71,7 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
             catch (Exception ex) when (ex is OperationCanceledException or HttpRequestException or TimeoutException or IOException
                 or InvalidOperationException or System.Text.Json.JsonException or FormatException)
             {
-                var elapsed = _time.GetElapsedTime(started);
-                _latency.Record(elapsed.TotalMilliseconds);
-                Latency.Record(elapsed);
+                RecordDuration(started);
 
                 // The admission may still commit after the deadline (a slow or paused silo): release it, so a call
                 // this edge did not count as admitted never holds a slot.
@@ -89,9 +87,7 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
                 return Reject(classifier.UnavailableRejection(call), options.RetryAfterSeconds);
             }
         }
-        var took = _time.GetElapsedTime(started);
-        _latency.Record(took.TotalMilliseconds);
-        Latency.Record(took);
+        RecordDuration(started);
 
         switch (result.Status)
         {
@@ -113,6 +109,14 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
                 LogInvalid(_logger, result.Error ?? "admission refused the request");
                 return CallDecision.Reject(500, "Server Internal Error");
         }
+    }
+
+    /// <summary>An admission's duration, into the OTLP histogram and the one behind <c>GET /api/admission/latency</c>.</summary>
+    private void RecordDuration(long started)
+    {
+        var duration = _time.GetElapsedTime(started);
+        _latency.Record(duration.TotalMilliseconds);
+        Latency.Record(duration);
     }
 
     public void OnAnswered(SipCallId sipCall) => Fire("confirm", sipCall, static (c, key) => c.ConfirmAsync(key, CancellationToken.None));
