@@ -28,6 +28,7 @@ public sealed record BoolResultDto(bool Done);
 [JsonSerializable(typeof(LimitValuesDto))]
 [JsonSerializable(typeof(ErrorDto))]
 [JsonSerializable(typeof(BoolResultDto))]
+[JsonSerializable(typeof(RuntimeCountersDto))]
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web, UseStringEnumConverter = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 internal sealed partial class AdminJsonContext : JsonSerializerContext;
 

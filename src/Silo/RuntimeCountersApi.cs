@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Text.Json;
-using System.Text.Json.Serialization;
 
 namespace CallState.Silo;
 
@@ -20,17 +18,13 @@ public sealed record RuntimeCountersDto(
     long LockContentions,
     long CompletedWorkItems);
 
-[JsonSerializable(typeof(RuntimeCountersDto))]
-[JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
-internal sealed partial class RuntimeCountersJsonContext : JsonSerializerContext;
-
 public static class RuntimeCountersApi
 {
     /// <summary>Maps <c>GET /api/runtime</c>.</summary>
     public static IEndpointRouteBuilder MapRuntimeCounters(this IEndpointRouteBuilder endpoints)
     {
         ArgumentNullException.ThrowIfNull(endpoints);
-        endpoints.MapGet("/api/runtime", () => Results.Json(Read(), RuntimeCountersJsonContext.Default.RuntimeCountersDto));
+        endpoints.MapGet("/api/runtime", () => Results.Json(Read(), AdminJsonContext.Default.RuntimeCountersDto));
         return endpoints;
     }
 
