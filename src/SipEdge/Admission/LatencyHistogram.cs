@@ -48,30 +48,6 @@ public sealed class LatencyHistogram
         return new LatencyHistogramDto(UpperMicros, counts);
     }
 
-    /// <summary>The bucket bound at or above the <paramref name="quantile"/> of <paramref name="counts"/>, or null when empty.</summary>
-    public static long? Percentile(IReadOnlyList<long> counts, double quantile)
-    {
-        ArgumentNullException.ThrowIfNull(counts);
-        var total = counts.Sum();
-        if (total == 0)
-        {
-            return null;
-        }
-
-        var rank = (long)Math.Ceiling(quantile * total);
-        long seen = 0;
-        for (var i = 0; i < counts.Count; i++)
-        {
-            seen += counts[i];
-            if (seen >= rank)
-            {
-                return UpperMicros[i];
-            }
-        }
-
-        return UpperMicros[^1];
-    }
-
     private static long[] BuildBounds()
     {
         var bounds = new List<long>(SubBuckets * Powers);
