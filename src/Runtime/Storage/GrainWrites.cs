@@ -29,18 +29,14 @@ internal static class GrainWrites
                 throw new ArgumentException("A delete (Data null) removes every item of the grain; it cannot carry item changes.", nameof(write));
             }
 
-            ValidateText(items[0].ItemKey, "GrainItemWrite.ItemKey");
-            if (items.Count > 1)
+            // One statement upserts all of a write's items; PostgreSQL refuses to touch one row twice in it.
+            var seen = items.Count > 1 ? new HashSet<string>(items.Count, StringComparer.Ordinal) : null;
+            foreach (var item in items)
             {
-                // One statement upserts all of a write's items; PostgreSQL refuses to touch one row twice in it.
-                var seen = new HashSet<string>(items.Count, StringComparer.Ordinal) { items[0].ItemKey };
-                for (var i = 1; i < items.Count; i++)
+                ValidateText(item.ItemKey, "GrainItemWrite.ItemKey");
+                if (seen is not null && !seen.Add(item.ItemKey))
                 {
-                    ValidateText(items[i].ItemKey, "GrainItemWrite.ItemKey");
-                    if (!seen.Add(items[i].ItemKey))
-                    {
-                        throw new ArgumentException($"Item key '{items[i].ItemKey}' appears twice in one write.", nameof(write));
-                    }
+                    throw new ArgumentException($"Item key '{item.ItemKey}' appears twice in one write.", nameof(write));
                 }
             }
         }
