@@ -177,8 +177,14 @@ public sealed class LimitGrain
     {
         var nowMs = now.ToUnixTimeMilliseconds();
         var expired = 0;
-        while (_leases.Count > 0 && _leases.Min is { } earliest && earliest.LeaseEndMs <= nowMs)
+        while (_leases.Count > 0)
         {
+            var earliest = _leases.Min;
+            if (earliest.LeaseEndMs > nowMs)
+            {
+                break;
+            }
+
             Remove(earliest.CallKey, State.Calls[earliest.CallKey]);
             expired++;
         }
