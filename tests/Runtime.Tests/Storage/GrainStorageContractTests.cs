@@ -47,6 +47,27 @@ public abstract class GrainStorageContractTests : IAsyncLifetime
     }
 
     /// <summary>Opens and initializes another instance over the same database (another process, a restart).</summary>
+    /// <summary>
+    /// Opens <paramref name="storage"/> on a schema that version 2 left with limit <c>trunk/old</c> (version 4, data
+    /// "old"): the migration keeps the row as it was, without items, and its next write takes items.
+    /// </summary>
+    protected static async Task AssertVersion2RowKeptAndTakesItemsAsync(IGrainStorage storage)
+    {
+        ArgumentNullException.ThrowIfNull(storage);
+        await storage.InitializeAsync(Ct);
+        var id = new GrainId("limit", "trunk/old");
+        var old = await storage.ReadAsync(id, Ct);
+        Assert.NotNull(old);
+        Assert.Equal(4, old.Version);
+        Assert.Equal("old"u8.ToArray(), old.Data);
+        Assert.Empty(old.Items);
+
+        Assert.True(await storage.WriteAsync(new GrainWrite(id, 4, [5], null, [new GrainItemWrite("call", [6])]), Ct));
+        var updated = await storage.ReadAsync(id, Ct);
+        Assert.Equal(["call"], updated!.Items.Select(i => i.Key));
+        Assert.Equal(new byte[] { 6 }, updated.Items[0].Data);
+    }
+
     protected async Task<IGrainStorage> OpenAsync()
     {
         var storage = CreateStorage();

@@ -91,18 +91,7 @@ public sealed class PostgresGrainStorageTests(PostgresSchemaFixture fixture) : G
             var storage = new PostgresGrainStorage(new StorageOptions { Provider = StorageProvider.PostgreSql, ConnectionString = fixture.ConnectionString, Schema = schema });
             await using (storage)
             {
-                await storage.InitializeAsync(Ct);
-                var id = new GrainId("limit", "trunk/old");
-                var old = await storage.ReadAsync(id, Ct);
-                Assert.NotNull(old);
-                Assert.Equal(4, old.Version);
-                Assert.Equal("old"u8.ToArray(), old.Data);
-                Assert.Empty(old.Items);
-
-                Assert.True(await storage.WriteAsync(new GrainWrite(id, 4, [5], null, [new GrainItemWrite("call", [6])]), Ct));
-                var updated = await storage.ReadAsync(id, Ct);
-                Assert.Equal(["call"], updated!.Items.Select(i => i.Key));
-                Assert.Equal(new byte[] { 6 }, updated.Items[0].Data);
+                await AssertVersion2RowKeptAndTakesItemsAsync(storage);
             }
 
             await using var connection = new NpgsqlConnection(fixture.ConnectionString);

@@ -84,16 +84,7 @@ public sealed class SqliteGrainStorageTests : GrainStorageContractTests
             new StorageOptions { Provider = StorageProvider.Sqlite, ConnectionString = $"Data Source={file}" }, NullLogger<SqliteGrainStorage>.Instance);
         await using (storage)
         {
-            await storage.InitializeAsync(Ct);
-            var id = new GrainId("limit", "trunk/old");
-            var old = await storage.ReadAsync(id, Ct);
-            Assert.NotNull(old);
-            Assert.Equal(4, old.Version);
-            Assert.Equal("old"u8.ToArray(), old.Data);
-            Assert.Empty(old.Items);
-
-            Assert.True(await storage.WriteAsync(new GrainWrite(id, 4, [5], null, [new GrainItemWrite("call", [6])]), Ct));
-            Assert.Equal(["call"], (await storage.ReadAsync(id, Ct))!.Items.Select(i => i.Key));
+            await AssertVersion2RowKeptAndTakesItemsAsync(storage);
         }
 
         await using (var connection = new SqliteConnection($"Data Source={file};Pooling=False"))
