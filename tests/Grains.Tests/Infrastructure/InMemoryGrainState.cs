@@ -35,8 +35,6 @@ public sealed class InMemoryGrainState<T> : IGrainState<T>
     /// <summary>When the running activation asked to be woken by its last write.</summary>
     public DateTimeOffset? TimerDueAt { get; private set; }
 
-    public Task WriteAsync(DateTimeOffset? dueAt, CancellationToken cancellationToken) => WriteAsync(dueAt, dueAt, cancellationToken);
-
     /// <summary><see cref="Writes"/> records <paramref name="recoverAt"/>: what storage holds.</summary>
     public Task WriteAsync(DateTimeOffset? dueAt, DateTimeOffset? recoverAt, CancellationToken cancellationToken)
     {
