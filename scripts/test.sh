@@ -88,6 +88,15 @@ read -r passed failed skipped total < <(awk "
     block && /^ +Skipped: [0-9]+/ { skipped += \$2; next }
     block && /Total time:/ { block = 0 }
     END { printf \"%d %d %d %d\\n\", passed, failed, skipped, total }" "$log")
+# CI keeps only the end of the output, so every failed test is repeated here with the first lines
+# of its message and stack trace.
+if ((failed > 0)); then
+    echo "failed tests:"
+    awk "
+        /^ +Failed [A-Za-z_]/ { shown = 0; keep = 1; print; next }
+        /^ +(Passed|Skipped) [A-Za-z_]/ || /^Total tests:/ || /^\\[xUnit/ { keep = 0 }
+        keep && shown < 30 { print; shown++ }" "$log"
+fi
 summary="tests: $passed passed, $failed failed"
 if ((skipped > 0)); then summary+=", $skipped skipped"; fi
 echo "$summary"

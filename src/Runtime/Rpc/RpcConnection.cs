@@ -204,7 +204,15 @@ internal abstract class RpcConnection
                 frame.ReturnBody();
             }
 
-            await _output.CompleteAsync().ConfigureAwait(false);
+            try
+            {
+                // Completing flushes what is still buffered; Close has disposed the socket by then, and those bytes
+                // are lost with the connection like any frame still queued.
+                await _output.CompleteAsync().ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is IOException or ObjectDisposedException or SocketException)
+            {
+            }
         }
     }
 }

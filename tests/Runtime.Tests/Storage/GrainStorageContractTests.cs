@@ -452,9 +452,18 @@ public abstract class GrainStorageContractTests : IAsyncLifetime
         long batches;
         await using (await BlockWritesAsync(blocker))
         {
+            var before = committer.BatchCount;
             var blocked = Storage.WriteAsync(new GrainWrite(blocker, 1, Bytes("blocker2"), null), Ct);
-            await Task.Delay(200);
+
+            // The committer has taken the blocked write into a batch of its own (it now waits on the lock).
+            var taken = DateTime.UtcNow.AddSeconds(20);
+            while (committer.BatchCount == before && DateTime.UtcNow < taken)
+            {
+                await Task.Delay(10);
+            }
+
             batches = committer.BatchCount;
+            Assert.Equal(before + 1, batches);
             writes =
             [
                 blocked,
