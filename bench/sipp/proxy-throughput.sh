@@ -10,6 +10,9 @@
 #   (an Npgsql connection string).
 #   ADMISSION=cluster SILOS=N: N silo processes (cluster mode, on CALLSTATE_BENCH_POSTGRES in a fresh schema) and the
 #   edge reaching them over the binary RPC; the last column is then the silos' CPU seconds (all of them).
+#   SIPP_NICE: niceness of both sipp processes (default 0), so the edge can be measured with the load generator
+#   yielding the shared cores to it,
+#   EDGE_ARGS: more command-line settings for the edge (split on spaces), e.g. EDGE_ARGS=--CallState:Sip:T4=00:00:01
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 rates=("${@:-500 1000 2000}")
@@ -75,13 +78,13 @@ silos_cpu() {
 }
 dotnet "$repo/src/SipEdge/bin/Release/net10.0/CallState.SipEdge.dll" "${admission_args[@]}" --urls="http://127.0.0.1:$http_port" \
     --CallState:Sip:Port=$edge_port --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port \
-    --Logging:LogLevel:Default=Warning >"$work/edge.log" 2>&1 &
+    --Logging:LogLevel:Default=Warning ${EDGE_ARGS:-} >"$work/edge.log" 2>&1 &
 edge_pid=$!
 for _ in $(seq 1 100); do
     curl -sf "http://127.0.0.1:$http_port/health/ready" >/dev/null 2>&1 && break
     sleep 0.1
 done
-sipp -sf "$repo/tests/Cluster.IntegrationTests/sipp/uas_rr.xml" -i 127.0.0.1 -p $uas_port -t "$transport" \
+nice -n "${SIPP_NICE:-0}" sipp -sf "$repo/tests/Cluster.IntegrationTests/sipp/uas_rr.xml" -i 127.0.0.1 -p $uas_port -t "$transport" \
     -buff_size 4194304 -nostdin -default_behaviors all,-abortunexp >"$work/uas.log" 2>&1 &
 uas_pid=$!
 sleep 0.5
@@ -89,7 +92,7 @@ sleep 0.5
 # The edge's own runtime counters (GET /api/runtime): cumulative allocated bytes, thread-pool work items, lock contentions, gen0/gen2 GCs.
 counters() { curl -sf "http://127.0.0.1:$http_port/api/runtime" || echo '{}'; }
 field() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
-echo "rate_offered,calls,successful,failed,achieved_cps,rtt_p50_ms,rtt_p99_ms,edge_cpu_s,silos_cpu_s,edge_alloc_b_per_call,edge_workitems_per_call,edge_contentions,edge_gen0,edge_gen2,adm_p50_ms,adm_p99_ms,rejected"
+echo "rate_offered,calls,successful,failed,achieved_cps,rtt_p50_ms,rtt_p99_ms,edge_cpu_s,silos_cpu_s,edge_alloc_b_per_call,edge_workitems_per_call,edge_contentions,edge_gen0,edge_gen2,edge_gc_pause_ms,edge_heap_mb,adm_p50_ms,adm_p99_ms,rejected"
 set +e +o pipefail
 for rate in ${rates[*]}; do
     calls=$((rate * per_rate))
@@ -98,7 +101,7 @@ for rate in ${rates[*]}; do
     rt_before=$(counters)
     curl -sf "http://127.0.0.1:$http_port/api/admission/latency" >"$work/adm-before.json" 2>/dev/null || : >"$work/adm-before.json"
     start=$(date +%s.%N)
-    (cd "$work" && timeout $((per_rate * 3 + 60)) sipp 127.0.0.1:$edge_port -sf "$repo/tests/Cluster.IntegrationTests/sipp/uac_rr.xml" \
+    (cd "$work" && timeout $((per_rate * 3 + 60)) nice -n "${SIPP_NICE:-0}" sipp 127.0.0.1:$edge_port -sf "$repo/tests/Cluster.IntegrationTests/sipp/uac_rr.xml" \
         -inf "$work/users.csv" -i 127.0.0.1 -p $uac_port -t "$transport" -m "$calls" -r "$rate" -l $((rate * 4 + rate * ${HOLD_MS:-0} / 1000)) -d "${HOLD_MS:-0}" \
         -buff_size 4194304 -nostdin -default_behaviors all,-abortunexp -trace_rtt -rtt_freq 100 -trace_counts \
         >"$work/uac.log" 2>&1) || true
@@ -125,5 +128,5 @@ for rate in ${rates[*]}; do
     silos=$(awk -v a="$silos_before" -v b="$silos_after" 'BEGIN {printf "%.2f", (b-a)/100}')
     per_call() { awk -v a="$(field "$rt_before" "$1")" -v b="$(field "$rt_after" "$1")" -v n="$calls" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", (b-a)/n}'; }
     delta() { awk -v a="$(field "$rt_before" "$1")" -v b="$(field "$rt_after" "$1")" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", b-a}'; }
-    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu,$silos,$(per_call allocatedBytes),$(per_call completedWorkItems),$(delta lockContentions),$(delta gen0Collections),$(delta gen2Collections),$adm,$rejected"
+    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu,$silos,$(per_call allocatedBytes),$(per_call completedWorkItems),$(delta lockContentions),$(delta gen0Collections),$(delta gen2Collections),$(awk -v a="$(field "$rt_before" gcPauseSeconds)" -v b="$(field "$rt_after" gcPauseSeconds)" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", (b-a)*1000}'),$(awk -v h="$(field "$rt_after" heapBytes)" 'BEGIN {if (h == "") print "n/a"; else printf "%.0f", h/1048576}'),$adm,$rejected"
 done

@@ -107,12 +107,36 @@ internal abstract class Activation<TWork>
             finally
             {
                 Volatile.Write(ref _lastActiveTimestamp, Runtime.Time.GetTimestamp());
+                bool closedItself;
                 lock (_gate)
                 {
                     _pending -= batch.Count;
+                    closedItself = !_closed && _pending == 0 && IsSettled;
+                    if (closedItself)
+                    {
+                        _closed = true;
+                        _inbox.Writer.TryComplete();
+                    }
+                }
+
+                if (closedItself)
+                {
+                    OnClosedItself();
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// True after a turn when everything the grain knows is in storage and nothing in memory is worth keeping (a
+    /// call that ended): the activation then closes as soon as its inbox is empty instead of after the idle timeout,
+    /// so memory (and the garbage collector's work) follows the calls in progress, not the calls of the last minutes.
+    /// </summary>
+    protected virtual bool IsSettled => false;
+
+    /// <summary>The activation closed itself after a turn (<see cref="IsSettled"/>); the runtime forgets it.</summary>
+    protected virtual void OnClosedItself()
+    {
     }
 
     /// <summary>Runs queued work; must complete every item's caller, successfully or with an exception.</summary>

@@ -57,6 +57,14 @@ internal sealed class CallActivation : Activation<CallWork>, IGrainState<CallGra
         }
     }
 
+    /// <summary>
+    /// A call that never was, was refused or has ended: its record (if any) is durable and its retention timer is
+    /// with the scheduler, so a later message or that timer loads it again. A call in progress stays in memory.
+    /// </summary>
+    protected override bool IsSettled => _grain is not null && State.Phase is CallPhase.New or CallPhase.Rejected or CallPhase.Ended;
+
+    protected override void OnClosedItself() => Runtime.ForgetCall(Id, this);
+
     public async Task WriteAsync(DateTimeOffset? dueAt, DateTimeOffset? recoverAt, CancellationToken cancellationToken)
     {
         var write = new GrainWrite(Id, _version, GrainStateSerializer.Serialize(State), recoverAt);

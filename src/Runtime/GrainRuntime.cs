@@ -313,6 +313,15 @@ public sealed class GrainRuntime : IAsyncDisposable
         }
     }
 
+    /// <summary>A call activation that closed itself (its call is settled) leaves the directory.</summary>
+    internal void ForgetCall(GrainId id, CallActivation activation)
+    {
+        if (_calls.TryRemove(new KeyValuePair<GrainId, CallActivation>(id, activation)))
+        {
+            Metrics.Deactivated();
+        }
+    }
+
     private LimitActivation NewLimitActivation(GrainId id, LimitKey key)
     {
         var activation = new LimitActivation(id, key, this);

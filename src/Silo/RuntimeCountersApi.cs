@@ -4,7 +4,7 @@ namespace CallState.Silo;
 
 /// <summary>
 /// The process's own runtime counters, cumulative since start: CPU time, bytes allocated on the managed heap, garbage
-/// collections per generation, thread-pool threads and lock contentions. A benchmark reads them before and after a load
+/// collections per generation and the time the process was paused for them, thread-pool threads and lock contentions. A benchmark reads them before and after a load
 /// and divides by the calls in between (CPU and bytes per call).
 /// </summary>
 public sealed record RuntimeCountersDto(
@@ -16,7 +16,8 @@ public sealed record RuntimeCountersDto(
     long HeapBytes,
     int ThreadPoolThreads,
     long LockContentions,
-    long CompletedWorkItems);
+    long CompletedWorkItems,
+    double GcPauseSeconds);
 
 public static class RuntimeCountersApi
 {
@@ -40,6 +41,7 @@ public static class RuntimeCountersApi
             GC.GetTotalMemory(forceFullCollection: false),
             ThreadPool.ThreadCount,
             Monitor.LockContentionCount,
-            ThreadPool.CompletedWorkItemCount);
+            ThreadPool.CompletedWorkItemCount,
+            GC.GetTotalPauseDuration().TotalSeconds);
     }
 }

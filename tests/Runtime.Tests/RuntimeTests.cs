@@ -274,6 +274,49 @@ public sealed class RuntimeTests
     }
 
     [Fact]
+    public async Task A_settled_call_leaves_memory_at_once_and_its_record_still_answers()
+    {
+        var time = new ManualTimeProvider(DateTimeOffset.UtcNow);
+        await using var db = TestStorage.Sqlite();
+        await using var runtime = NewRuntime(db.Open(), UserLimit("gina", 1), time);
+        await runtime.StartAsync(CancellationToken.None);
+        var gina = new LimitRequest("user/gina", Direction.Outbound);
+
+        // In progress: the call's activation stays (with the limit's).
+        Assert.Equal(AdmitStatus.Admitted, (await runtime.AdmitAsync("settle-1", [gina], CancellationToken.None)).Status);
+        Assert.True(await runtime.ConfirmCallAsync("settle-1", CancellationToken.None));
+        Assert.Equal(2, runtime.ActivationCount);
+
+        // Refused and ended calls are durable, so their activations go without waiting for the idle timeout; the
+        // clock never moves here.
+        var refused = await runtime.AdmitAsync("settle-2", [gina], CancellationToken.None);
+        Assert.Equal(AdmitStatus.Rejected, refused.Status);
+        Assert.True(await runtime.EndCallAsync("settle-1", CancellationToken.None));
+        await WaitForActivationsAsync(runtime, 1);
+
+        // Loaded again from storage, they give the same answers (and leave again).
+        var again = await runtime.AdmitAsync("settle-2", [gina], CancellationToken.None);
+        Assert.Equal((AdmitStatus.Rejected, refused.Reason), (again.Status, again.Reason));
+        Assert.False(await runtime.EndCallAsync("settle-1", CancellationToken.None));
+        Assert.Equal(CallPhase.Ended, (await runtime.GetCallAsync("settle-1", CancellationToken.None)).Phase);
+        Assert.False(await runtime.ConfirmCallAsync("never-seen", CancellationToken.None));
+        await WaitForActivationsAsync(runtime, 1);
+        Assert.Equal(0, (await runtime.GetLimitAsync(LimitKey.User("gina"), CancellationToken.None)).Total);
+    }
+
+    /// <summary>An activation closes itself just after its turn completed its caller: waits (bounded) for that.</summary>
+    private static async Task WaitForActivationsAsync(GrainRuntime runtime, int expected)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (runtime.ActivationCount != expected && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(5);
+        }
+
+        Assert.Equal(expected, runtime.ActivationCount);
+    }
+
+    [Fact]
     public async Task Idle_activations_are_deactivated_and_state_comes_back_from_storage()
     {
         var time = new ManualTimeProvider(DateTimeOffset.UtcNow);
