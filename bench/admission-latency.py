@@ -2,6 +2,8 @@
 """Admission p50/p99 over one load step, from two snapshots of an edge's GET /api/admission/latency.
 
     bench/admission-latency.py BEFORE.json AFTER.json   ->  "p50_ms,p99_ms" (bucket upper bounds, within 12.5%)
+    bench/admission-latency.py BEFORE.json AFTER.json commitDuration
+        the same for one histogram inside the snapshots (GET /api/storage/commits: commitDuration, queueWait)
 
 Prints "n/a,n/a" when a snapshot is missing or no admission happened in between.
 """
@@ -29,6 +31,8 @@ def percentile(bounds, counts, q):
 
 
 before, after = load(sys.argv[1]), load(sys.argv[2])
+if len(sys.argv) > 3 and before and after:
+    before, after = before.get(sys.argv[3]), after.get(sys.argv[3])
 if not before or not after:
     print("n/a,n/a")
     sys.exit(0)

@@ -89,10 +89,13 @@ nice -n "${SIPP_NICE:-0}" sipp -sf "$repo/tests/Cluster.IntegrationTests/sipp/ua
 uas_pid=$!
 sleep 0.5
 
+# The storage's group commit (GET /api/storage/commits) of the edge (standalone) or of the first silo (cluster).
+commits_url="http://127.0.0.1:$http_port/api/storage/commits"
+[[ ${ADMISSION:-} == cluster ]] && commits_url="http://127.0.0.1:25100/api/storage/commits"
 # The edge's own runtime counters (GET /api/runtime): cumulative allocated bytes, thread-pool work items, lock contentions, gen0/gen2 GCs.
 counters() { curl -sf "http://127.0.0.1:$http_port/api/runtime" || echo '{}'; }
 field() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
-echo "rate_offered,calls,successful,failed,achieved_cps,rtt_p50_ms,rtt_p99_ms,edge_cpu_s,silos_cpu_s,edge_alloc_b_per_call,edge_workitems_per_call,edge_contentions,edge_gen0,edge_gen2,edge_gc_pause_ms,edge_heap_mb,adm_p50_ms,adm_p99_ms,rejected"
+echo "rate_offered,calls,successful,failed,achieved_cps,rtt_p50_ms,rtt_p99_ms,edge_cpu_s,silos_cpu_s,edge_alloc_b_per_call,edge_workitems_per_call,edge_contentions,edge_gen0,edge_gen2,edge_gc_pause_ms,edge_heap_mb,adm_p50_ms,adm_p99_ms,commit_p50_ms,commit_p99_ms,commit_wait_p99_ms,writes_per_batch,rejected"
 set +e +o pipefail
 for rate in ${rates[*]}; do
     calls=$((rate * per_rate))
@@ -100,6 +103,7 @@ for rate in ${rates[*]}; do
     silos_before=$(silos_cpu)
     rt_before=$(counters)
     curl -sf "http://127.0.0.1:$http_port/api/admission/latency" >"$work/adm-before.json" 2>/dev/null || : >"$work/adm-before.json"
+    curl -sf "$commits_url" >"$work/commits-before.json" 2>/dev/null || : >"$work/commits-before.json"
     start=$(date +%s.%N)
     (cd "$work" && timeout $((per_rate * 3 + 60)) nice -n "${SIPP_NICE:-0}" sipp 127.0.0.1:$edge_port -sf "$repo/tests/Cluster.IntegrationTests/sipp/uac_rr.xml" \
         -inf "$work/users.csv" -i 127.0.0.1 -p $uac_port -t "$transport" -m "$calls" -r "$rate" -l $((rate * 4 + rate * ${HOLD_MS:-0} / 1000)) -d "${HOLD_MS:-0}" \
@@ -111,6 +115,15 @@ for rate in ${rates[*]}; do
     rt_after=$(counters)
     curl -sf "http://127.0.0.1:$http_port/api/admission/latency" >"$work/adm-after.json" 2>/dev/null || : >"$work/adm-after.json"
     adm=$(python3 "$repo/bench/admission-latency.py" "$work/adm-before.json" "$work/adm-after.json")
+    curl -sf "$commits_url" >"$work/commits-after.json" 2>/dev/null || : >"$work/commits-after.json"
+    commit=$(python3 "$repo/bench/admission-latency.py" "$work/commits-before.json" "$work/commits-after.json" commitDuration)
+    commit_wait=$(python3 "$repo/bench/admission-latency.py" "$work/commits-before.json" "$work/commits-after.json" queueWait | cut -d, -f2)
+    per_batch=$(python3 -c 'import json, sys
+try:
+    b, a = (json.load(open(p)) for p in sys.argv[1:3])
+    print("%.1f" % ((a["writes"] - b["writes"]) / max(1, a["batches"] - b["batches"])))
+except (OSError, ValueError, KeyError):
+    print("n/a")' "$work/commits-before.json" "$work/commits-after.json")
     ok=$(grep -E "Successful call" "$work/uac.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
     failed=$(grep -E "Failed call" "$work/uac.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
     # The scenario completes normally after a final non-2xx (486/480/403/503/500), so sipp counts those calls as
@@ -128,5 +141,5 @@ for rate in ${rates[*]}; do
     silos=$(awk -v a="$silos_before" -v b="$silos_after" 'BEGIN {printf "%.2f", (b-a)/100}')
     per_call() { awk -v a="$(field "$rt_before" "$1")" -v b="$(field "$rt_after" "$1")" -v n="$calls" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", (b-a)/n}'; }
     delta() { awk -v a="$(field "$rt_before" "$1")" -v b="$(field "$rt_after" "$1")" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", b-a}'; }
-    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu,$silos,$(per_call allocatedBytes),$(per_call completedWorkItems),$(delta lockContentions),$(delta gen0Collections),$(delta gen2Collections),$(awk -v a="$(field "$rt_before" gcPauseSeconds)" -v b="$(field "$rt_after" gcPauseSeconds)" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", (b-a)*1000}'),$(awk -v h="$(field "$rt_after" heapBytes)" 'BEGIN {if (h == "") print "n/a"; else printf "%.0f", h/1048576}'),$adm,$rejected"
+    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu,$silos,$(per_call allocatedBytes),$(per_call completedWorkItems),$(delta lockContentions),$(delta gen0Collections),$(delta gen2Collections),$(awk -v a="$(field "$rt_before" gcPauseSeconds)" -v b="$(field "$rt_after" gcPauseSeconds)" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", (b-a)*1000}'),$(awk -v h="$(field "$rt_after" heapBytes)" 'BEGIN {if (h == "") print "n/a"; else printf "%.0f", h/1048576}'),$adm,$commit,$commit_wait,$per_batch,$rejected"
 done

@@ -53,6 +53,9 @@ public sealed class GrainRuntime : IAsyncDisposable
 
     internal IGrainStorage Storage { get; }
 
+    /// <summary>The storage's group commit (batches, writes, commit durations, queue waits) once started; null without one.</summary>
+    public GroupCommitter? GroupCommit => Storage.GroupCommit;
+
     internal GrainRuntimeOptions Options { get; }
 
     internal ILimitSettingsSource LimitSettings { get; }

@@ -19,6 +19,9 @@ public sealed record ErrorDto(string Error);
 
 public sealed record BoolResultDto(bool Done);
 
+/// <summary>The storage's group commit since start: what <c>GET /api/storage/commits</c> answers.</summary>
+public sealed record StorageCommitsDto(long Batches, long Writes, LatencyHistogramDto CommitDuration, LatencyHistogramDto QueueWait);
+
 [JsonSerializable(typeof(AdmitRequestDto))]
 [JsonSerializable(typeof(AdmitResult))]
 [JsonSerializable(typeof(CallKeyDto))]
@@ -29,6 +32,7 @@ public sealed record BoolResultDto(bool Done);
 [JsonSerializable(typeof(ErrorDto))]
 [JsonSerializable(typeof(BoolResultDto))]
 [JsonSerializable(typeof(RuntimeCountersDto))]
+[JsonSerializable(typeof(StorageCommitsDto))]
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web, UseStringEnumConverter = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 internal sealed partial class AdminJsonContext : JsonSerializerContext;
 
@@ -45,6 +49,12 @@ public static class AdminApi
 
         app.MapRuntimeCounters();
         var api = app.MapGroup("/api");
+        // Group commit since start; a reader takes two snapshots and compares them (bench/admission-latency.py).
+        api.MapGet("/storage/commits", (GrainRuntime runtime) => runtime.GroupCommit is { } commit
+            ? Results.Json(
+                new StorageCommitsDto(commit.BatchCount, commit.WriteCount, commit.CommitDurations.Snapshot(), commit.QueueWaits.Snapshot()),
+                AdminJsonContext.Default.StorageCommitsDto)
+            : Results.NotFound(new ErrorDto("the storage has not started")));
         api.MapGet("/limits", async (string? kind, GrainRuntime runtime, CancellationToken ct) =>
         {
             LimitKind? filter = null;

@@ -52,6 +52,16 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         {
             Assert.Contains(limits.RootElement.EnumerateArray(), e => e.GetProperty("key").GetString() == "user/alice");
         }
+
+        // The storage's group commit shows what the calls cost it (a batch is counted when taken, timed when committed).
+        using (var commits = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/storage/commits")))
+        {
+            var batches = commits.RootElement.GetProperty("batches").GetInt64();
+            Assert.True(batches > 0 && commits.RootElement.GetProperty("writes").GetInt64() >= batches, commits.RootElement.ToString());
+            var timed = commits.RootElement.GetProperty("commitDuration").GetProperty("counts").EnumerateArray().Sum(c => c.GetInt64());
+            Assert.InRange(timed, 1, batches);
+            Assert.True(commits.RootElement.GetProperty("queueWait").GetProperty("counts").EnumerateArray().Sum(c => c.GetInt64()) >= timed);
+        }
         await WaitForZeroAsync(edge, TimeSpan.FromSeconds(10), "alice's call ended");
     }
 

@@ -22,6 +22,7 @@ public sealed class GroupCommitter : IAsyncDisposable
     private readonly Channel<PendingWrite> _queue;
     private readonly Func<IReadOnlyList<GrainWrite>, CancellationToken, Task<bool[]>> _commitBatchAsync;
     private readonly ILogger _logger;
+    private readonly TimeProvider _time;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _loop;
     private long _batchCount;
@@ -40,6 +41,7 @@ public sealed class GroupCommitter : IAsyncDisposable
     /// behind slows its callers instead of growing memory without bound.
     /// </param>
     /// <param name="logger">Receives batch failures.</param>
+    /// <param name="time">Clock of the <see cref="CommitDurations"/> and <see cref="QueueWaits"/> statistics.</param>
     /// <param name="dedicatedThread">
     /// Run the loop on a thread of its own, for a provider that commits synchronously (SQLite blocks in fsync): a
     /// thread-pool thread blocked there is one fewer for the SIP receive loops and grain turns, and on a 2-core
@@ -50,7 +52,8 @@ public sealed class GroupCommitter : IAsyncDisposable
         int maxBatchSize = DefaultMaxBatchSize,
         int queueCapacity = DefaultQueueCapacity,
         ILogger? logger = null,
-        bool dedicatedThread = false)
+        bool dedicatedThread = false,
+        TimeProvider? time = null)
     {
         ArgumentNullException.ThrowIfNull(commitBatchAsync);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatchSize, 1);
@@ -58,6 +61,7 @@ public sealed class GroupCommitter : IAsyncDisposable
         _commitBatchAsync = commitBatchAsync;
         MaxBatchSize = maxBatchSize;
         _logger = logger ?? NullLogger.Instance;
+        _time = time ?? TimeProvider.System;
         _queue = Channel.CreateBounded<PendingWrite>(new BoundedChannelOptions(queueCapacity)
         {
             SingleReader = true,
@@ -75,6 +79,12 @@ public sealed class GroupCommitter : IAsyncDisposable
 
     /// <summary>Writes handed to the provider so far (including those in failed batches).</summary>
     public long WriteCount => Interlocked.Read(ref _writeCount);
+
+    /// <summary>How long each batch that committed took the provider (one transaction: statements, commit, fsync or round trip).</summary>
+    public LatencyHistogram CommitDurations { get; } = new();
+
+    /// <summary>How long each write waited in the queue before a batch took it (behind the batch being committed).</summary>
+    public LatencyHistogram QueueWaits { get; } = new();
 
     /// <summary>
     /// Queues <paramref name="write"/> and completes when its batch has committed: true when its version
@@ -97,7 +107,7 @@ public sealed class GroupCommitter : IAsyncDisposable
             return Task.FromCanceled<bool>(cancellationToken);
         }
 
-        var pending = new PendingWrite(write, cancellationToken);
+        var pending = new PendingWrite(write, _time.GetTimestamp(), cancellationToken);
         if (_queue.Writer.TryWrite(pending))
         {
             return pending.Task;
@@ -188,10 +198,12 @@ public sealed class GroupCommitter : IAsyncDisposable
     /// <summary>Takes what is queued, up to <see cref="MaxBatchSize"/>, skipping writes whose callers cancelled; false when none.</summary>
     private bool TakeBatch(List<PendingWrite> batch, List<GrainWrite> writes)
     {
+        var now = _time.GetTimestamp();
         while (batch.Count < MaxBatchSize && _queue.Reader.TryRead(out var pending))
         {
             if (pending.TryTake())
             {
+                QueueWaits.Record(_time.GetElapsedTime(pending.QueuedAt, now));
                 batch.Add(pending);
                 writes.Add(pending.Write);
             }
@@ -222,6 +234,7 @@ public sealed class GroupCommitter : IAsyncDisposable
     private async Task CommitAsync(List<PendingWrite> batch, List<GrainWrite> writes)
     {
         bool[] results;
+        var started = _time.GetTimestamp();
         try
         {
             // Not cancelled by disposal: an interrupted commit would leave every caller in the batch with an
@@ -246,6 +259,7 @@ public sealed class GroupCommitter : IAsyncDisposable
             return;
         }
 
+        CommitDurations.Record(_time.GetElapsedTime(started));
         for (var i = 0; i < batch.Count; i++)
         {
             batch[i].Complete(results[i]);
@@ -280,9 +294,10 @@ public sealed class GroupCommitter : IAsyncDisposable
         private readonly CancellationTokenRegistration _registration;
         private int _state;
 
-        public PendingWrite(GrainWrite write, CancellationToken cancellationToken)
+        public PendingWrite(GrainWrite write, long queued, CancellationToken cancellationToken)
         {
             Write = write;
+            QueuedAt = queued;
             if (cancellationToken.CanBeCanceled)
             {
                 _registration = cancellationToken.UnsafeRegister(
@@ -291,6 +306,9 @@ public sealed class GroupCommitter : IAsyncDisposable
         }
 
         public GrainWrite Write { get; }
+
+        /// <summary>When the write was queued (<see cref="TimeProvider.GetTimestamp"/>).</summary>
+        public long QueuedAt { get; }
 
         public Task<bool> Task => _completion.Task;
 

@@ -62,4 +62,7 @@ public interface IGrainStorage : IAsyncDisposable
 
     /// <summary>Every grain with a due time set, so timers survive a restart.</summary>
     Task<IReadOnlyList<DueGrain>> ReadDueAsync(CancellationToken cancellationToken);
+
+    /// <summary>The group commit behind <see cref="WriteAsync"/> once initialized, for its statistics; null when there is none.</summary>
+    GroupCommitter? GroupCommit => null;
 }

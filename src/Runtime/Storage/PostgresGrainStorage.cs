@@ -121,6 +121,9 @@ public sealed class PostgresGrainStorage : IGrainStorage
         _readDueSql = $"SELECT grain_type, grain_key, due_at FROM {table} WHERE due_at IS NOT NULL ORDER BY due_at";
     }
 
+    /// <inheritdoc />
+    public GroupCommitter? GroupCommit => _committer;
+
     internal GroupCommitter Committer
     {
         get

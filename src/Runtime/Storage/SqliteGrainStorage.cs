@@ -120,6 +120,9 @@ public sealed class SqliteGrainStorage : IGrainStorage
         }.ConnectionString;
     }
 
+    /// <inheritdoc />
+    public GroupCommitter? GroupCommit => _committer;
+
     internal GroupCommitter Committer
     {
         get

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text;
 using CallState.Grains;
 using CallState.Sip.Messages;
+using CallState.Runtime;
 using CallState.Sip.Proxy;
 
 namespace CallState.SipEdge.Admission;

@@ -1,4 +1,5 @@
 using CallState.Runtime.Storage;
+using CallState.Runtime.Tests.Infrastructure;
 
 namespace CallState.Runtime.Tests.Storage;
 
@@ -34,6 +35,39 @@ public sealed class GroupCommitterTests
         Assert.Equal(2, committer.BatchCount);
         Assert.Equal(10, committer.WriteCount);
     }
+
+    [Fact]
+    public async Task Commit_durations_and_queue_waits_are_measured_on_the_committers_clock()
+    {
+        var time = new ManualTimeProvider();
+        var provider = new ScriptedProvider();
+        var hold = provider.HoldNextBatch();
+        await using var committer = new GroupCommitter(provider.CommitAsync, time: time);
+
+        // The first batch is "in the database" for 3 ms; two writes wait behind it meanwhile.
+        var first = committer.WriteAsync(Write(0), CancellationToken.None);
+        await hold.Entered;
+        var queued = new[] { committer.WriteAsync(Write(1), CancellationToken.None), committer.WriteAsync(Write(2), CancellationToken.None) };
+        time.Advance(TimeSpan.FromMilliseconds(3));
+        hold.Release();
+        await first;
+        await Task.WhenAll(queued);
+
+        var commits = committer.CommitDurations.Snapshot();
+        var waits = committer.QueueWaits.Snapshot();
+        Assert.Equal(2, commits.Counts.Sum());
+        Assert.Equal(3, waits.Counts.Sum());
+
+        // One batch took 3 ms (bucket bounds are within an eighth), the other no time on this clock; one write went
+        // straight into a batch and two waited the 3 ms.
+        Assert.Equal([1L, 1L], Buckets(commits).Select(b => b.Count));
+        Assert.InRange(Buckets(commits)[1].UpperMicros, 3_000, 3_375);
+        Assert.Equal([1L, 2L], Buckets(waits).Select(b => b.Count));
+        Assert.InRange(Buckets(waits)[1].UpperMicros, 3_000, 3_375);
+    }
+
+    private static (long UpperMicros, long Count)[] Buckets(LatencyHistogramDto histogram) =>
+        histogram.UpperMicros.Zip(histogram.Counts).Where(b => b.Second > 0).ToArray();
 
     [Fact]
     public async Task A_batch_never_exceeds_the_maximum_size()

@@ -1,6 +1,4 @@
-using CallState.SipEdge.Admission;
-
-namespace CallState.SipEdge.Tests;
+namespace CallState.Runtime.Tests;
 
 public sealed class LatencyHistogramTests
 {

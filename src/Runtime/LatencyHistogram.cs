@@ -1,16 +1,16 @@
 using System.Text.Json.Serialization;
 
-namespace CallState.SipEdge.Admission;
+namespace CallState.Runtime;
 
 /// <summary>The counts of a <see cref="LatencyHistogram"/>: bucket i holds durations up to <see cref="UpperMicros"/>[i].</summary>
 public sealed record LatencyHistogramDto(long[] UpperMicros, long[] Counts);
 
 [JsonSerializable(typeof(LatencyHistogramDto))]
 [JsonSourceGenerationOptions(System.Text.Json.JsonSerializerDefaults.Web)]
-internal sealed partial class LatencyHistogramJsonContext : JsonSerializerContext;
+public sealed partial class LatencyHistogramJsonContext : JsonSerializerContext;
 
 /// <summary>
-/// Admission durations since start, in log-linear buckets (8 per power of two, so any value is within 12.5% of its
+/// Durations since start (admissions, storage commits), in log-linear buckets (8 per power of two, so any value is within 12.5% of its
 /// bucket's bound) from 1 µs to about 137 s. Recording is one interlocked increment; a reader takes two snapshots and
 /// reads percentiles of the difference, which is how a benchmark gets admission p50/p99 over one load step.
 /// </summary>
