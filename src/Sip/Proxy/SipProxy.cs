@@ -91,6 +91,12 @@ public sealed partial class SipProxy : IDisposable
     /// <summary>Open client transactions.</summary>
     public int ClientTransactionCount => _clients.Count;
 
+    /// <summary>The transactions held now (tests look at what a lingering one keeps).</summary>
+    internal IEnumerable<ServerTransaction> ServerTransactions => _servers.Values;
+
+    /// <summary>See <see cref="ServerTransactions"/>.</summary>
+    internal IEnumerable<ClientTransaction> ClientTransactions => _clients.Values;
+
     /// <summary>
     /// Handles one parsed (or refused) message from <paramref name="source"/>. Never throws for bad input: a request
     /// whose Via can be read is answered 400 (or 505), anything else unusable is dropped and counted.
@@ -171,7 +177,7 @@ public sealed partial class SipProxy : IDisposable
         if (tx.IsInvite)
         {
             // RFC 3261 16.2: a stateful proxy answers an INVITE with 100 Trying at once.
-            SendProvisional(tx, tx.Template.Build(100, "Trying"u8), 100);
+            SendProvisional(tx, tx.Template!.Build(100, "Trying"u8), 100);
         }
         if (m.MaxForwards == 0)
         {
@@ -514,6 +520,7 @@ public sealed partial class SipProxy : IDisposable
                 client.RetransmitTimer.Cancel();
                 client.TimeoutTimer.Cancel();
                 client.State = ClientState.Accepted;
+                client.Settle();
                 client.EndTimer = Schedule(_timeout64T1, static (p, c) => p.TerminateClient((ClientTransaction)c), client);
             }
             if (client.State == ClientState.Accepted && server.State is ServerState.Proceeding or ServerState.Accepted)
@@ -530,6 +537,7 @@ public sealed partial class SipProxy : IDisposable
             client.TimeoutTimer.Cancel();
             client.State = ClientState.Completed;
             client.AckForFinal = BuildAck(client, m);
+            client.Settle();
             _sender.Send(client.Target, client.AckForFinal);
             client.EndTimer = Schedule(client.Target.IsReliable ? TimeSpan.Zero : TimeSpan.FromSeconds(32),
                 static (p, c) => p.TerminateClient((ClientTransaction)c), client);
@@ -567,6 +575,7 @@ public sealed partial class SipProxy : IDisposable
         client.RetransmitTimer.Cancel();
         client.TimeoutTimer.Cancel();
         client.State = ClientState.Completed;
+        client.Settle();
         client.EndTimer = Schedule(client.Target.IsReliable ? TimeSpan.Zero : _t4, static (p, c) => p.TerminateClient((ClientTransaction)c), client);
         if (server is { State: ServerState.Proceeding })
         {
@@ -577,7 +586,7 @@ public sealed partial class SipProxy : IDisposable
 
     private void StartClient(ClientTransaction client)
     {
-        _sender.Send(client.Target, client.Request, () => OnTransportError(client));
+        _sender.Send(client.Target, client.Request!, () => OnTransportError(client));
         if (!client.Target.IsReliable)
         {
             client.RetransmitInterval = _t1;
@@ -596,7 +605,7 @@ public sealed partial class SipProxy : IDisposable
             {
                 return;
             }
-            _sender.Send(client.Target, client.Request);
+            _sender.Send(client.Target, client.Request!);
             _metrics.Retransmitted();
             var next = client.IsInvite
                 ? client.RetransmitInterval * 2
@@ -678,7 +687,11 @@ public sealed partial class SipProxy : IDisposable
     private void SendCancel(ClientTransaction invite)
     {
         invite.CancelSent = true;
-        var info = invite.CancelInfo!;
+        if (invite.CancelInfo is not { } info)
+        {
+            return; // a final response came first: nothing left to cancel
+        }
+
         var w = Scratch.Message();
         w.Write("CANCEL "u8);
         w.Write(info.RequestUri);
@@ -738,7 +751,8 @@ public sealed partial class SipProxy : IDisposable
     private void Respond(ServerTransaction tx, int status, ReadOnlySpan<byte> reason, ReadOnlySpan<byte> extraHeaders = default)
     {
         _metrics.Generated(status);
-        SendFinal(tx, tx.Template.Build(status, reason, extraHeaders), status);
+        var template = tx.Template ?? throw new InvalidOperationException("a transaction answers on its own only before its final response");
+        SendFinal(tx, template.Build(status, reason, extraHeaders), status);
         if (tx.Client is { } client && client.State is ClientState.Calling && client.IsInvite)
         {
             // Nothing came back from the next hop yet: the branch is given up (its CANCEL is sent if a provisional comes).
@@ -771,9 +785,11 @@ public sealed partial class SipProxy : IDisposable
                 tx.State = ServerState.Accepted;
                 tx.EndTimer = Schedule(_timeout64T1, static (p, t) => p.TerminateServer((ServerTransaction)t), tx);
             }
+            tx.Settle();
             return;
         }
         tx.State = ServerState.Completed;
+        tx.Settle();
         if (tx.IsInvite)
         {
             if (!tx.Source.IsReliable)

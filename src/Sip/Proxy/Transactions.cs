@@ -54,7 +54,8 @@ internal sealed class ServerTransaction
 
     public SipTarget Source { get; }
 
-    public ResponseTemplate Template { get; }
+    /// <summary>Builds this proxy's own responses; null once a final response went (see <see cref="Settle"/>).</summary>
+    public ResponseTemplate? Template { get; private set; }
 
     public ulong LoopHash { get; }
 
@@ -79,6 +80,21 @@ internal sealed class ServerTransaction
     public SipCallId? AdmittedCall { get; set; }
 
     public bool CallReported { get; set; }
+
+    /// <summary>
+    /// A final response went: what only a transaction in progress needs is let go, so a transaction lingering for its
+    /// timers (up to 64*T1) keeps just what absorbs retransmissions. An accepted INVITE never resends its own 2xx
+    /// (RFC 6026: every 2xx is forwarded as it comes), so its copy goes too. Long-lived garbage is what makes the
+    /// collector's pauses long.
+    /// </summary>
+    public void Settle()
+    {
+        Template = null;
+        if (State == ServerState.Accepted)
+        {
+            LastResponse = null;
+        }
+    }
 }
 
 /// <summary>
@@ -103,13 +119,15 @@ internal sealed class ClientTransaction
 
     public SipTarget Target { get; }
 
-    public byte[] Request { get; }
+    /// <summary>The request as sent, for retransmissions; null once the transaction is past them (see <see cref="Settle"/>).</summary>
+    public byte[]? Request { get; private set; }
 
     /// <summary>The server transaction responses go back to; null for a CANCEL this proxy originated.</summary>
     public ServerTransaction? Server { get; }
 
     /// <summary>For an INVITE: the pieces of its CANCEL and non-2xx ACK.</summary>
-    public CancelInfo? CancelInfo { get; }
+    /// <summary>What a CANCEL or an ACK for a non-2xx is built from; null once a final response came.</summary>
+    public CancelInfo? CancelInfo { get; private set; }
 
     public ClientState State { get; set; }
 
@@ -127,6 +145,13 @@ internal sealed class ClientTransaction
     public bool CancelSent { get; set; }
 
     public byte[]? AckForFinal { get; set; }
+
+    /// <summary>A final response came (or the transaction ended): nothing is retransmitted or cancelled any more.</summary>
+    public void Settle()
+    {
+        Request = null;
+        CancelInfo = null;
+    }
 }
 
 /// <summary>The parts of a forwarded INVITE its CANCEL and ACK repeat (RFC 3261 9.1, 17.1.1.3).</summary>

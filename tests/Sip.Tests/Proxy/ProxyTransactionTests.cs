@@ -144,6 +144,47 @@ public sealed class ProxyTransactionTests : IDisposable
     }
 
     [Fact]
+    public void Lingering_transactions_keep_only_what_absorbs_retransmissions_and_still_absorb_them()
+    {
+        Receive(Invite("c7"), Caller);
+        _sent.Take(Caller);
+        var forwarded = _sent.Take(Upstream);
+        Receive(Response(forwarded, 200, "OK", "uas7"), Upstream);
+        Assert.Equal(200, _sent.Take(Caller).StatusCode);
+        Receive(Request("BYE", "sip:callee@127.0.0.1:5090", "c7", "z9hG4bKbye7", cseq: "2 BYE", toTag: "uas7",
+            extra: "Route: <sip:192.0.2.80:5060;lr>\r\n"), Caller);
+        var bye = _sent.Take(Upstream);
+        Receive(Response(bye, 200, "OK", "uas7"), Upstream);
+        Assert.Equal(200, _sent.Take(Caller).StatusCode);
+
+        // Every transaction has its final response and lingers on its timers: no response template, no request copy,
+        // no CANCEL material; only the BYE's 200 stays, to answer a retransmitted BYE.
+        var servers = _proxy.ServerTransactions.ToArray();
+        Assert.Equal(2, servers.Length);
+        Assert.All(servers, tx => Assert.Null(tx.Template));
+        Assert.Null(servers.Single(tx => tx.IsInvite).LastResponse);
+        Assert.NotNull(servers.Single(tx => !tx.IsInvite).LastResponse);
+        var clients = _proxy.ClientTransactions.ToArray();
+        Assert.Equal(2, clients.Length);
+        Assert.All(clients, c => Assert.Null(c.Request));
+        Assert.All(clients, c => Assert.Null(c.CancelInfo));
+
+        // Retransmissions still meet their transactions: the INVITE is absorbed, the BYE answered again from the
+        // kept 200, a retransmitted 2xx from the callee still goes upstream (RFC 6026), a late CANCEL is not forwarded.
+        Receive(Invite("c7"), Caller);
+        Assert.Empty(_sent.All);
+        Receive(Request("BYE", "sip:callee@127.0.0.1:5090", "c7", "z9hG4bKbye7", cseq: "2 BYE", toTag: "uas7",
+            extra: "Route: <sip:192.0.2.80:5060;lr>\r\n"), Caller);
+        Assert.Equal(200, _sent.Take(Caller).StatusCode);
+        Assert.Empty(_sent.All);
+        Receive(Response(forwarded, 200, "OK", "uas7"), Upstream);
+        Assert.Equal(200, _sent.Take(Caller).StatusCode);
+        Receive(Request("CANCEL", "sip:service@127.0.0.1:5060", "c7", "z9hG4bKc7", cseq: "1 CANCEL"), Caller);
+        Assert.Equal(200, _sent.Take(Caller).StatusCode);
+        Assert.Empty(_sent.All);
+    }
+
+    [Fact]
     public void Cancel_waits_for_a_provisional_then_goes_downstream_and_the_487_comes_back()
     {
         Receive(Invite("c6"), Caller);
