@@ -19,6 +19,16 @@ public sealed partial class SipProxy : IDisposable
     private readonly SipProxyOptions _options;
     private readonly ISipSender _sender;
     private readonly TimerWheel _wheel;
+
+    // Timer callbacks made once: a closure per scheduled timer would be one more object kept for every lingering
+    // transaction (up to 64*T1), which is what makes the collector's pauses long.
+    private readonly Action<object?> _onRetransmitTimer;
+    private readonly Action<object?> _onTimeoutTimer;
+    private readonly Action<object?> _onTimerC;
+    private readonly Action<object?> _onTimerG;
+    private readonly Action<object?> _onTimerH;
+    private readonly Action<object?> _terminateClient;
+    private readonly Action<object?> _terminateServer;
     private readonly SipProxyMetrics _metrics;
     private readonly ICallPolicy? _policy;
     private readonly ConcurrentDictionary<byte[], ServerTransaction> _servers = new(ByteKeyComparer.Instance);
@@ -53,6 +63,13 @@ public sealed partial class SipProxy : IDisposable
         _policy = policy;
         _metrics.ObserveTransactions(() => _servers.Count + _clients.Count);
         _serverLookup = _servers.GetAlternateLookup<ReadOnlySpan<byte>>();
+        _onRetransmitTimer = o => OnRetransmitTimer((ClientTransaction)o!);
+        _onTimeoutTimer = o => OnTimeoutTimer((ClientTransaction)o!);
+        _onTimerC = o => OnTimerC((ClientTransaction)o!);
+        _onTimerG = o => OnTimerG((ServerTransaction)o!);
+        _onTimerH = o => OnTimerH((ServerTransaction)o!);
+        _terminateClient = o => TerminateClient((ClientTransaction)o!);
+        _terminateServer = o => TerminateServer((ServerTransaction)o!);
         _clientLookup = _clients.GetAlternateLookup<ReadOnlySpan<byte>>();
         _viaHost = Encoding.ASCII.GetBytes(BracketIfIPv6(options.EffectiveViaHost));
         _viaPort = options.EffectiveViaPort;
@@ -406,7 +423,7 @@ public sealed partial class SipProxy : IDisposable
                     tx.State = ServerState.Confirmed;
                     tx.RetransmitTimer.Cancel();
                     tx.EndTimer.Cancel();
-                    tx.EndTimer = Schedule(tx.Source.IsReliable ? TimeSpan.Zero : _t4, static (p, t) => p.TerminateServer((ServerTransaction)t), tx);
+                    tx.EndTimer = Schedule(tx.Source.IsReliable ? TimeSpan.Zero : _t4, _terminateServer, tx);
                     _metrics.Absorbed();
                     return;
                 }
@@ -500,7 +517,7 @@ public sealed partial class SipProxy : IDisposable
                 client.State = ClientState.Proceeding;
                 client.RetransmitTimer.Cancel();
                 client.TimeoutTimer.Cancel();
-                client.TimeoutTimer = Schedule(_options.TimerC, static (p, c) => p.OnTimerC((ClientTransaction)c), client);
+                client.TimeoutTimer = Schedule(_options.TimerC, _onTimerC, client);
             }
             if (status > 100 && server.State == ServerState.Proceeding && client.State == ClientState.Proceeding)
             {
@@ -521,7 +538,7 @@ public sealed partial class SipProxy : IDisposable
                 client.TimeoutTimer.Cancel();
                 client.State = ClientState.Accepted;
                 client.Settle();
-                client.EndTimer = Schedule(_timeout64T1, static (p, c) => p.TerminateClient((ClientTransaction)c), client);
+                client.EndTimer = Schedule(_timeout64T1, _terminateClient, client);
             }
             if (client.State == ClientState.Accepted && server.State is ServerState.Proceeding or ServerState.Accepted)
             {
@@ -540,7 +557,7 @@ public sealed partial class SipProxy : IDisposable
             client.Settle();
             _sender.Send(client.Target, client.AckForFinal);
             client.EndTimer = Schedule(client.Target.IsReliable ? TimeSpan.Zero : TimeSpan.FromSeconds(32),
-                static (p, c) => p.TerminateClient((ClientTransaction)c), client);
+                _terminateClient, client);
             if (server.State == ServerState.Proceeding)
             {
                 SendFinal(server, BuildForwardedResponse(m), status);
@@ -576,7 +593,7 @@ public sealed partial class SipProxy : IDisposable
         client.TimeoutTimer.Cancel();
         client.State = ClientState.Completed;
         client.Settle();
-        client.EndTimer = Schedule(client.Target.IsReliable ? TimeSpan.Zero : _t4, static (p, c) => p.TerminateClient((ClientTransaction)c), client);
+        client.EndTimer = Schedule(client.Target.IsReliable ? TimeSpan.Zero : _t4, _terminateClient, client);
         if (server is { State: ServerState.Proceeding })
         {
             SendFinal(server, BuildForwardedResponse(m), status);
@@ -590,9 +607,9 @@ public sealed partial class SipProxy : IDisposable
         if (!client.Target.IsReliable)
         {
             client.RetransmitInterval = _t1;
-            client.RetransmitTimer = Schedule(_t1, static (p, c) => p.OnRetransmitTimer((ClientTransaction)c), client);
+            client.RetransmitTimer = Schedule(_t1, _onRetransmitTimer, client);
         }
-        client.TimeoutTimer = Schedule(_timeout64T1, static (p, c) => p.OnTimeoutTimer((ClientTransaction)c), client);
+        client.TimeoutTimer = Schedule(_timeout64T1, _onTimeoutTimer, client);
     }
 
     /// <summary>Timer A (INVITE, doubling) and Timer E (non-INVITE, doubling up to T2; T2 once proceeding).</summary>
@@ -611,7 +628,7 @@ public sealed partial class SipProxy : IDisposable
                 ? client.RetransmitInterval * 2
                 : client.State == ClientState.Proceeding ? _t2 : TimeSpan.FromTicks(Math.Min((client.RetransmitInterval * 2).Ticks, _t2.Ticks));
             client.RetransmitInterval = next;
-            client.RetransmitTimer = Schedule(next, static (p, c) => p.OnRetransmitTimer((ClientTransaction)c), client);
+            client.RetransmitTimer = Schedule(next, _onRetransmitTimer, client);
         }
     }
 
@@ -716,7 +733,7 @@ public sealed partial class SipProxy : IDisposable
 
         // If the next hop never answers the INVITE after the CANCEL, answer 487 ourselves after 64*T1.
         invite.TimeoutTimer.Cancel();
-        invite.TimeoutTimer = Schedule(_timeout64T1, static (p, c) => p.OnTimeoutTimer((ClientTransaction)c), invite);
+        invite.TimeoutTimer = Schedule(_timeout64T1, _onTimeoutTimer, invite);
     }
 
     private static byte[] BuildAck(ClientTransaction invite, SipMessage response)
@@ -783,7 +800,7 @@ public sealed partial class SipProxy : IDisposable
             if (tx.State != ServerState.Accepted)
             {
                 tx.State = ServerState.Accepted;
-                tx.EndTimer = Schedule(_timeout64T1, static (p, t) => p.TerminateServer((ServerTransaction)t), tx);
+                tx.EndTimer = Schedule(_timeout64T1, _terminateServer, tx);
             }
             tx.Settle();
             return;
@@ -795,13 +812,13 @@ public sealed partial class SipProxy : IDisposable
             if (!tx.Source.IsReliable)
             {
                 tx.RetransmitInterval = _t1;
-                tx.RetransmitTimer = Schedule(_t1, static (p, t) => p.OnTimerG((ServerTransaction)t), tx);
+                tx.RetransmitTimer = Schedule(_t1, _onTimerG, tx);
             }
-            tx.EndTimer = Schedule(_timeout64T1, static (p, t) => p.OnTimerH((ServerTransaction)t), tx);
+            tx.EndTimer = Schedule(_timeout64T1, _onTimerH, tx);
         }
         else
         {
-            tx.EndTimer = Schedule(tx.Source.IsReliable ? TimeSpan.Zero : _timeout64T1, static (p, t) => p.TerminateServer((ServerTransaction)t), tx);
+            tx.EndTimer = Schedule(tx.Source.IsReliable ? TimeSpan.Zero : _timeout64T1, _terminateServer, tx);
         }
     }
 
@@ -817,7 +834,7 @@ public sealed partial class SipProxy : IDisposable
             _sender.Send(tx.Source, tx.LastResponse);
             _metrics.Retransmitted();
             tx.RetransmitInterval = TimeSpan.FromTicks(Math.Min((tx.RetransmitInterval * 2).Ticks, _t2.Ticks));
-            tx.RetransmitTimer = Schedule(tx.RetransmitInterval, static (p, t) => p.OnTimerG((ServerTransaction)t), tx);
+            tx.RetransmitTimer = Schedule(tx.RetransmitInterval, _onTimerG, tx);
         }
     }
 
@@ -847,15 +864,14 @@ public sealed partial class SipProxy : IDisposable
         _clients.TryRemove(new KeyValuePair<byte[], ClientTransaction>(client.Key, client));
     }
 
-    private TimerHandle Schedule<T>(TimeSpan delay, Action<SipProxy, T> callback, T state)
-        where T : class
+    private TimerHandle Schedule(TimeSpan delay, Action<object?> callback, object state)
     {
         if (delay <= TimeSpan.Zero)
         {
             // Zero-length timers (reliable transports) fire from the wheel, never inline under the caller's lock.
             delay = TimeSpan.FromTicks(1);
         }
-        return _wheel.Schedule(delay, o => callback(this, (T)o!), state);
+        return _wheel.Schedule(delay, callback, state);
     }
 
     private ReadOnlySpan<byte> RetryAfterLine() => _retryAfterLine;

@@ -46,7 +46,8 @@ internal sealed class ServerTransaction
         LoopHash = loopHash;
     }
 
-    public object Sync { get; } = new();
+    /// <summary>The lock of this transaction and its client branch: the transaction itself (no object of its own to keep).</summary>
+    public object Sync => this;
 
     public byte[] Key { get; }
 
