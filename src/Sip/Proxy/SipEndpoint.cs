@@ -18,6 +18,7 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
     private static SipMessage? t_message;
 
     private readonly SipUdpTransport? _udp;
+    private readonly UdpPeerCache _peers = new();
     private readonly SipTcpTransport? _tcp;
     private readonly TimerWheel _wheel;
     private long _transportErrors;
@@ -82,7 +83,7 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
     {
         var message = t_message ??= new SipMessage();
         message.Parse(datagram);
-        Proxy.OnMessage(message, new SipTarget(SipTransportKind.Udp, remote.ToIPEndPoint()));
+        Proxy.OnMessage(message, new SipTarget(SipTransportKind.Udp, _peers.EndPointOf(remote)));
     }
 
     void ISipStreamHandler.OnMessage(in ReadOnlySequence<byte> message, SipTcpConnection connection)
@@ -96,7 +97,7 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
     {
         if (target.Transport == SipTransportKind.Udp)
         {
-            if (_udp is null || !_udp.SendTo(message, target.EndPoint))
+            if (_udp is null || !_udp.SendTo(message, _peers.AddressOf(target.EndPoint)))
             {
                 onFailure?.Invoke();
             }
