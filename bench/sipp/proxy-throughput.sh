@@ -140,6 +140,7 @@ except (OSError, ValueError, KeyError):
     cpu=$(awk -v a="$cpu_before" -v b="$cpu_after" 'BEGIN {printf "%.2f", (b-a)/100}')
     silos=$(awk -v a="$silos_before" -v b="$silos_after" 'BEGIN {printf "%.2f", (b-a)/100}')
     per_call() { awk -v a="$(field "$rt_before" "$1")" -v b="$(field "$rt_after" "$1")" -v n="$calls" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", (b-a)/n}'; }
-    delta() { awk -v a="$(field "$rt_before" "$1")" -v b="$(field "$rt_after" "$1")" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", b-a}'; }
-    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu,$silos,$(per_call allocatedBytes),$(per_call completedWorkItems),$(delta lockContentions),$(delta gen0Collections),$(delta gen2Collections),$(awk -v a="$(field "$rt_before" gcPauseSeconds)" -v b="$(field "$rt_after" gcPauseSeconds)" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", (b-a)*1000}'),$(awk -v h="$(field "$rt_after" heapBytes)" 'BEGIN {if (h == "") print "n/a"; else printf "%.0f", h/1048576}'),$adm,$commit,$commit_wait,$per_batch,$rejected"
+    # delta NAME [FACTOR]: how much a counter moved over the step, times FACTOR (1000: seconds to milliseconds).
+    delta() { awk -v a="$(field "$rt_before" "$1")" -v b="$(field "$rt_after" "$1")" -v k="${2:-1}" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", (b-a)*k}'; }
+    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu,$silos,$(per_call allocatedBytes),$(per_call completedWorkItems),$(delta lockContentions),$(delta gen0Collections),$(delta gen2Collections),$(delta gcPauseSeconds 1000),$(awk -v h="$(field "$rt_after" heapBytes)" 'BEGIN {if (h == "") print "n/a"; else printf "%.0f", h/1048576}'),$adm,$commit,$commit_wait,$per_batch,$rejected"
 done

@@ -76,12 +76,8 @@ public abstract class GrainStorageContractTests : IAsyncLifetime
         return storage;
     }
 
-    private static GroupCommitter CommitterOf(IGrainStorage storage) => storage switch
-    {
-        SqliteGrainStorage sqlite => sqlite.Committer,
-        PostgresGrainStorage postgres => postgres.Committer,
-        _ => throw new InvalidOperationException($"Unknown storage {storage.GetType()}"),
-    };
+    private static GroupCommitter CommitterOf(IGrainStorage storage) =>
+        storage.GroupCommit ?? throw new InvalidOperationException($"{storage.GetType()} has no group commit");
 
     private static byte[] Bytes(string text) => System.Text.Encoding.UTF8.GetBytes(text);
 
