@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using CallState.Grains;
 using CallState.Runtime;
-using CallState.Runtime.Storage;
+using CallState.Storage;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace CallState.Benchmarks;
@@ -38,8 +38,8 @@ internal static class AdmissionLoad
         };
 
         await using var runtime = new GrainRuntime(
-            options is null ? new InMemoryGrainStorage() : GrainStorageFactory.Create(options, NullLoggerFactory.Instance),
-            new GrainRuntimeOptions(),
+            options is null ? new InMemoryGrainStorage() : StateStoreFactory.Create(options, NullLoggerFactory.Instance),
+            new GrainOptions(),
             new ConfiguredLimits(new LimitsOptions()),
             TimeProvider.System,
             NullLoggerFactory.Instance);

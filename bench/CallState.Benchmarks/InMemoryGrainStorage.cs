@@ -1,4 +1,4 @@
-using CallState.Runtime.Storage;
+using CallState.Storage;
 
 namespace CallState.Benchmarks;
 
@@ -6,14 +6,14 @@ namespace CallState.Benchmarks;
 /// Grain storage held in a dictionary, with the same compare-and-set rules as the real providers. For
 /// the benchmark only: it measures what the runtime itself costs per turn when storage costs nothing.
 /// </summary>
-internal sealed class InMemoryGrainStorage : IGrainStorage
+internal sealed class InMemoryGrainStorage : IStateStore
 {
     private readonly Lock _lock = new();
-    private readonly Dictionary<GrainId, Row> _rows = [];
+    private readonly Dictionary<StateId, Row> _rows = [];
 
     public Task InitializeAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    public Task<StoredGrain?> ReadAsync(GrainId id, CancellationToken cancellationToken)
+    public Task<StoredState?> ReadAsync(StateId id, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
@@ -21,7 +21,7 @@ internal sealed class InMemoryGrainStorage : IGrainStorage
         }
     }
 
-    public Task<bool> WriteAsync(GrainWrite write, CancellationToken cancellationToken)
+    public Task<bool> WriteAsync(StateWrite write, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
@@ -57,20 +57,20 @@ internal sealed class InMemoryGrainStorage : IGrainStorage
         }
     }
 
-    public Task<IReadOnlyList<(string Key, StoredGrain Grain)>> ReadAllAsync(string type, CancellationToken cancellationToken)
+    public Task<IReadOnlyList<(string Key, StoredState Grain)>> ReadAllAsync(string type, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
-            IReadOnlyList<(string, StoredGrain)> rows = _rows.Where(r => r.Key.Type == type).Select(r => (r.Key.Key, r.Value.ToStored())).ToList();
+            IReadOnlyList<(string, StoredState)> rows = _rows.Where(r => r.Key.Type == type).Select(r => (r.Key.Key, r.Value.ToStored())).ToList();
             return Task.FromResult(rows);
         }
     }
 
-    public Task<IReadOnlyList<DueGrain>> ReadDueAsync(CancellationToken cancellationToken)
+    public Task<IReadOnlyList<DueState>> ReadDueAsync(CancellationToken cancellationToken)
     {
         lock (_lock)
         {
-            IReadOnlyList<DueGrain> due = _rows.Where(r => r.Value.DueAt is not null).Select(r => new DueGrain(r.Key, r.Value.DueAt!.Value)).ToList();
+            IReadOnlyList<DueState> due = _rows.Where(r => r.Value.DueAt is not null).Select(r => new DueState(r.Key, r.Value.DueAt!.Value)).ToList();
             return Task.FromResult(due);
         }
     }
@@ -87,6 +87,6 @@ internal sealed class InMemoryGrainStorage : IGrainStorage
 
         public SortedDictionary<string, byte[]> Items { get; } = new(StringComparer.Ordinal);
 
-        public StoredGrain ToStored() => new(Data, Version, DueAt) { Items = Items.Select(i => new GrainItem(i.Key, i.Value)).ToList() };
+        public StoredState ToStored() => new(Data, Version, DueAt) { Items = Items.Select(i => new StateItem(i.Key, i.Value)).ToList() };
     }
 }

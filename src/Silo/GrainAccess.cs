@@ -27,7 +27,7 @@ public sealed class GrainAccess(GrainRuntime runtime, SiloCluster? cluster = nul
         cluster is null ? runtime.EndCallAsync(callKey, cancellationToken) : cluster.Client.EndCallAsync(callKey, AdminTimeout, cancellationToken);
 
     public Task<LimitSnapshot> GetLimitAsync(LimitKey key, CancellationToken cancellationToken) =>
-        cluster is null || cluster.Owns(new Runtime.Storage.GrainId("limit", key.ToString()))
+        cluster is null || cluster.Owns(new Runtime.Storage.StateId("limit", key.ToString()))
             ? runtime.GetLimitAsync(key, cancellationToken)
             : runtime.GetStoredLimitAsync(key, cancellationToken);
 

@@ -3,7 +3,7 @@ using CallState.Grains;
 using CallState.Runtime;
 using CallState.Runtime.Cluster;
 using CallState.Runtime.Rpc;
-using CallState.Runtime.Storage;
+using CallState.Storage;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
 
@@ -15,27 +15,27 @@ public static class SiloServiceCollectionExtensions
     public static IServiceCollection AddCallStateSilo(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddOptions<StorageOptions>().Bind(configuration.GetSection(StorageOptions.SectionName)).ValidateOnStart();
-        services.AddOptions<GrainRuntimeOptions>().Bind(configuration.GetSection(GrainRuntimeOptions.SectionName)).ValidateOnStart();
+        services.AddOptions<GrainOptions>().Bind(configuration.GetSection(GrainOptions.SectionName)).ValidateOnStart();
         services.AddOptions<LimitsOptions>().Bind(configuration.GetSection(LimitsOptions.SectionName)).ValidateOnStart();
         services.AddLimitsUsersFile();
         services.AddSingleton<IValidateOptions<StorageOptions>, StorageOptionsValidator>();
-        services.AddSingleton<IValidateOptions<GrainRuntimeOptions>, SiloOptionsValidator>();
+        services.AddSingleton<IValidateOptions<GrainOptions>, SiloOptionsValidator>();
         services.AddSingleton<IValidateOptions<LimitsOptions>, SiloOptionsValidator>();
 
         services.AddSingleton(TimeProvider.System);
-        services.AddSingleton(sp => new RuntimeMetrics(sp.GetService<System.Diagnostics.Metrics.IMeterFactory>()));
+        services.AddSingleton(sp => new GrainMetrics(sp.GetService<System.Diagnostics.Metrics.IMeterFactory>()));
         services.AddSingleton<ILimitSettingsSource>(sp =>
         {
             var monitor = sp.GetRequiredService<IOptionsMonitor<LimitsOptions>>();
             return new ConfiguredLimits(() => monitor.CurrentValue);
         });
         services.AddSingleton(sp => new GrainRuntime(
-            GrainStorageFactory.Create(sp.GetRequiredService<IOptions<StorageOptions>>().Value, sp.GetRequiredService<ILoggerFactory>()),
-            sp.GetRequiredService<IOptions<GrainRuntimeOptions>>().Value,
+            StateStoreFactory.Create(sp.GetRequiredService<IOptions<StorageOptions>>().Value, sp.GetRequiredService<ILoggerFactory>()),
+            sp.GetRequiredService<IOptions<GrainOptions>>().Value,
             sp.GetRequiredService<ILimitSettingsSource>(),
             sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<ILoggerFactory>(),
-            sp.GetRequiredService<RuntimeMetrics>()));
+            sp.GetRequiredService<GrainMetrics>()));
 
         services.AddClusterOptions(configuration);
         if (configuration.GetValue<bool>(ClusterOptions.SectionName + ":" + nameof(ClusterOptions.Enabled)))
@@ -72,9 +72,9 @@ public static class SiloServiceCollectionExtensions
 }
 
 /// <summary>Validates every silo options class; each failure names its configuration field.</summary>
-internal sealed class SiloOptionsValidator : IValidateOptions<GrainRuntimeOptions>, IValidateOptions<LimitsOptions>
+internal sealed class SiloOptionsValidator : IValidateOptions<GrainOptions>, IValidateOptions<LimitsOptions>
 {
-    public ValidateOptionsResult Validate(string? name, GrainRuntimeOptions options) => Result(options.Validate());
+    public ValidateOptionsResult Validate(string? name, GrainOptions options) => Result(options.Validate());
 
     public ValidateOptionsResult Validate(string? name, LimitsOptions options) => Result(options.Validate());
 

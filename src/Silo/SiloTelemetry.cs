@@ -28,7 +28,7 @@ internal sealed class SiloTelemetry(IConfiguration configuration) : IHostedServi
         var resource = ResourceBuilder.CreateDefault().AddService(configuration["OTEL_SERVICE_NAME"] ?? "callstate-silo");
         _meters = Sdk.CreateMeterProviderBuilder()
             .SetResourceBuilder(resource)
-            .AddMeter(RuntimeMetrics.MeterName, "CallState.Silo")
+            .AddMeter(GrainMetrics.MeterName, "CallState.Silo")
             .AddOtlpExporter()
             .Build();
         _tracer = Sdk.CreateTracerProviderBuilder()

@@ -1,6 +1,6 @@
 using System.Globalization;
 using CallState.Grains;
-using CallState.Runtime;
+using CallState.Silo.Limits;
 using CallState.Sip.Proxy;
 
 namespace CallState.SipEdge.Admission;

@@ -1,4 +1,4 @@
-using CallState.Runtime;
+using CallState.Silo.Limits;
 using CallState.Sip.Proxy;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;

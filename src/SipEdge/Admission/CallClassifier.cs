@@ -1,7 +1,7 @@
 using System.Net;
 using System.Text;
 using CallState.Grains;
-using CallState.Runtime;
+using CallState.Silo.Limits;
 using CallState.Sip.Proxy;
 
 namespace CallState.SipEdge.Admission;

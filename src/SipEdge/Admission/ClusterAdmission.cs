@@ -1,7 +1,7 @@
 using CallState.Grains;
 using CallState.Runtime.Cluster;
 using CallState.Runtime.Rpc;
-using CallState.Runtime.Storage;
+using CallState.Storage;
 using Microsoft.Extensions.Options;
 
 namespace CallState.SipEdge.Admission;

@@ -1,5 +1,5 @@
 using System.Text;
-using CallState.Runtime;
+using CallState.Silo.Limits;
 using CallState.SipEdge.Admission;
 using Microsoft.Extensions.Configuration;
 using static CallState.SipEdge.Tests.Admission.Fixtures;

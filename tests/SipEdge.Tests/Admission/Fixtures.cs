@@ -1,5 +1,5 @@
 using System.Net;
-using CallState.Runtime;
+using CallState.Silo.Limits;
 using CallState.SipEdge.Admission;
 
 namespace CallState.SipEdge.Tests.Admission;

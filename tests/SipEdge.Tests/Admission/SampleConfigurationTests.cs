@@ -1,5 +1,5 @@
 using System.Net;
-using CallState.Runtime;
+using CallState.Silo.Limits;
 using CallState.Sip.Proxy;
 using CallState.SipEdge.Admission;
 using Microsoft.Extensions.Configuration;

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 using CallState.Grains;
-using CallState.Runtime;
+using CallState.Silo.Limits;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;

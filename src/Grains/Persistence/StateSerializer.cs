@@ -1,0 +1,112 @@
+using System.Buffers.Binary;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace CallState.Grains;
+
+/// <summary>
+/// The row of a limit grain: its state without the held calls, which are stored as items of the row (one
+/// per call, so a turn writes what it changed, not every call held).
+/// </summary>
+internal sealed class LimitRow
+{
+    public LimitSettings? Override { get; set; }
+
+    public int? LastPerCallMax { get; set; }
+
+    public long Reclaimed { get; set; }
+}
+
+/// <summary>Grain state as compact UTF-8 JSON: readable in the database, no reflection at run time.</summary>
+[JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(LimitGrainState))]
+[JsonSerializable(typeof(LimitRow))]
+[JsonSerializable(typeof(CallGrainState))]
+internal sealed partial class StateJsonContext : JsonSerializerContext;
+
+/// <summary>
+/// How grain state is stored. A call grain: one JSON row. A limit grain: a JSON row (<see cref="LimitRow"/>)
+/// plus one item per held call, keyed by the call key, in a fixed binary layout of <see cref="HeldCallSize"/> bytes:
+/// <code>
+/// [0]      format, 1
+/// [1]      Direction (1 inbound, 2 outbound)
+/// [2]      HoldPhase (1 early, 2 confirmed)
+/// [3..11)  SinceMs, int64 little endian (Unix milliseconds)
+/// [11..19) LeaseEndMs, int64 little endian (Unix milliseconds)
+/// </code>
+/// Rows written before items existed carry the calls in the row's JSON (<c>Calls</c>); they still load, and
+/// the next write of that limit moves them into items (<see cref="DeserializeLimit"/> reports them).
+/// </summary>
+internal static class StateSerializer
+{
+    /// <summary>Bytes of one held call item.</summary>
+    public const int HeldCallSize = 19;
+
+    private const byte HeldCallFormat = 1;
+
+    public static byte[] SerializeLimitRow(LimitGrainState state) =>
+        JsonSerializer.SerializeToUtf8Bytes(
+            new LimitRow { Override = state.Override, LastPerCallMax = state.LastPerCallMax, Reclaimed = state.Reclaimed },
+            StateJsonContext.Default.LimitRow);
+
+    public static byte[] Serialize(CallGrainState state) =>
+        JsonSerializer.SerializeToUtf8Bytes(state, StateJsonContext.Default.CallGrainState);
+
+    public static byte[] SerializeHeldCall(HeldCall call)
+    {
+        var data = new byte[HeldCallSize];
+        data[0] = HeldCallFormat;
+        data[1] = (byte)call.Direction;
+        data[2] = (byte)call.Phase;
+        BinaryPrimitives.WriteInt64LittleEndian(data.AsSpan(3, 8), call.SinceMs);
+        BinaryPrimitives.WriteInt64LittleEndian(data.AsSpan(11, 8), call.LeaseEndMs);
+        return data;
+    }
+
+    public static HeldCall DeserializeHeldCall(ReadOnlySpan<byte> data)
+    {
+        if (data.Length != HeldCallSize || data[0] != HeldCallFormat)
+        {
+            throw new InvalidDataException($"A held call item must be {HeldCallSize} bytes of format {HeldCallFormat}; got {data.Length} bytes, format {(data.IsEmpty ? -1 : data[0])}.");
+        }
+
+        var direction = (Direction)data[1];
+        var phase = (HoldPhase)data[2];
+        if (direction is not (Direction.Inbound or Direction.Outbound) || phase is not (HoldPhase.Early or HoldPhase.Confirmed))
+        {
+            throw new InvalidDataException($"A held call item has direction {data[1]} and phase {data[2]}.");
+        }
+
+        return new HeldCall
+        {
+            Direction = direction,
+            Phase = phase,
+            SinceMs = BinaryPrimitives.ReadInt64LittleEndian(data.Slice(3, 8)),
+            LeaseEndMs = BinaryPrimitives.ReadInt64LittleEndian(data.Slice(11, 8)),
+        };
+    }
+
+    /// <summary>
+    /// A limit's state from its row and items. <paramref name="callsInRow"/> is true when the row still carries
+    /// calls in the old layout, which the next write must move into items. An item wins over a row entry.
+    /// </summary>
+    public static LimitGrainState DeserializeLimit(StoredState stored, out bool callsInRow)
+    {
+        var state = JsonSerializer.Deserialize(stored.Data, StateJsonContext.Default.LimitGrainState) ?? new LimitGrainState();
+        callsInRow = state.Calls.Count > 0;
+        if (state.Calls.Comparer != StringComparer.Ordinal)
+        {
+            state.Calls = new Dictionary<string, HeldCall>(state.Calls, StringComparer.Ordinal);
+        }
+
+        foreach (var item in stored.Items)
+        {
+            state.Calls[item.Key] = DeserializeHeldCall(item.Data);
+        }
+
+        return state;
+    }
+
+    public static CallGrainState DeserializeCall(byte[] data) =>
+        JsonSerializer.Deserialize(data, StateJsonContext.Default.CallGrainState) ?? new CallGrainState();
+}

@@ -1,0 +1,124 @@
+using CallState.Grains;
+
+namespace CallState.Silo.Limits;
+
+/// <summary>One user's or trunk's limits as written in configuration; absent values are unlimited.</summary>
+public sealed class LimitValues
+{
+    public int? Total { get; set; }
+
+    public int? Inbound { get; set; }
+
+    public int? Outbound { get; set; }
+
+    public LimitSettings ToSettings() => new(Total, Inbound, Outbound);
+}
+
+/// <summary>Configured limits (section <c>CallState:Limits</c>): users, trunks and their defaults.</summary>
+public sealed class LimitsOptions
+{
+    public const string SectionName = "CallState:Limits";
+
+    /// <summary>Limits of a user not listed in <see cref="Users"/>; unlimited when absent.</summary>
+    public LimitValues? DefaultUser { get; set; }
+
+    public Dictionary<string, LimitValues> Users { get; set; } = new(StringComparer.Ordinal);
+
+    public Dictionary<string, LimitValues> Trunks { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Optional CSV of users (<c>name,total,outbound,inbound</c>, see <see cref="Runtime.UsersFile"/>), relative to
+    /// the working directory. Its users are added to <see cref="Users"/>; a user also listed in <see cref="Users"/> keeps
+    /// the configured entry.
+    /// </summary>
+    public string? UsersFile { get; set; }
+
+    private string? _loadedUsersFile;
+    private IReadOnlyList<string> _usersFileErrors = [];
+
+    /// <summary>
+    /// Adds the users of <see cref="UsersFile"/> to <see cref="Users"/> (once per file name) and returns the
+    /// file's errors, each naming file and line. Called when the options are built and by <see cref="Validate"/>.
+    /// </summary>
+    public IReadOnlyList<string> LoadUsersFile()
+    {
+        if (string.IsNullOrWhiteSpace(UsersFile) || string.Equals(_loadedUsersFile, UsersFile, StringComparison.Ordinal))
+        {
+            return _usersFileErrors;
+        }
+
+        var users = Runtime.UsersFile.Read(UsersFile, out var errors);
+        foreach (var (name, values) in users)
+        {
+            Users.TryAdd(name, values);
+        }
+
+        _loadedUsersFile = UsersFile;
+        _usersFileErrors = errors;
+        return errors;
+    }
+
+    /// <summary>Every configuration error, each naming its field. Loads <see cref="UsersFile"/> first if not yet loaded.</summary>
+    public IEnumerable<string> Validate(string path = SectionName)
+    {
+        var fileErrors = LoadUsersFile();
+        return fileErrors.Select(e => $"{path}:UsersFile: {e}").Concat(ValidateValues(path));
+    }
+
+    private IEnumerable<string> ValidateValues(string path)
+    {
+        if (DefaultUser is not null)
+        {
+            foreach (var error in DefaultUser.ToSettings().Validate(LimitKind.User, path + ":DefaultUser"))
+            {
+                yield return error;
+            }
+        }
+
+        foreach (var (name, values) in Users)
+        {
+            foreach (var error in (values ?? new()).ToSettings().Validate(LimitKind.User, $"{path}:Users:{name}"))
+            {
+                yield return error;
+            }
+        }
+
+        foreach (var (id, values) in Trunks)
+        {
+            foreach (var error in (values ?? new()).ToSettings().Validate(LimitKind.Trunk, $"{path}:Trunks:{id}"))
+            {
+                yield return error;
+            }
+        }
+    }
+}
+
+
+/// <summary>Limits from <see cref="LimitsOptions"/>; per-key limits have none (they come with each call).</summary>
+public sealed class ConfiguredLimits : ILimitSettingsSource
+{
+    private readonly Func<LimitsOptions> _options;
+
+    public ConfiguredLimits(LimitsOptions options)
+        : this(() => options)
+    {
+    }
+
+    /// <summary>Reads the options on every activation, so reloaded configuration applies to new activations.</summary>
+    public ConfiguredLimits(Func<LimitsOptions> options) => _options = options;
+
+    public LimitSettings GetLimits(LimitKey key)
+    {
+        var options = _options();
+        return key.Kind switch
+        {
+            LimitKind.User => options.Users.TryGetValue(key.Value, out var user) && user is not null
+                ? user.ToSettings()
+                : options.DefaultUser?.ToSettings() ?? LimitSettings.Unlimited,
+            LimitKind.Trunk => options.Trunks.TryGetValue(key.Value, out var trunk) && trunk is not null
+                ? trunk.ToSettings()
+                : LimitSettings.Unlimited,
+            _ => LimitSettings.Unlimited,
+        };
+    }
+}
