@@ -47,7 +47,7 @@ public interface ILimitGrainClient
 }
 
 /// <summary>A grain's persisted state, as the runtime hands it to grain code (Orleans' IPersistentState).</summary>
-public interface IGrainState<out T>
+public interface IDurableState<out T>
 {
     T State { get; }
 

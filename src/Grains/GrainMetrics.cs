@@ -15,7 +15,6 @@ public sealed class GrainMetrics : IDisposable
     private readonly Counter<long> _admissions;
     private readonly Histogram<double> _admissionDuration;
     private readonly Counter<long> _reclaimed;
-    private readonly UpDownCounter<long> _activations;
     private readonly Counter<long> _staleWrites;
 
     /// <summary>Creates the instruments from <paramref name="meterFactory"/>, or on a private meter when null.</summary>
@@ -30,8 +29,7 @@ public sealed class GrainMetrics : IDisposable
             "Time from admission request to durable answer.",
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1] });
         _reclaimed = _meter.CreateCounter<long>("callstate.slots.reclaimed", "{slot}", "Slots released because their lease ran out.");
-        _activations = _meter.CreateUpDownCounter<long>("callstate.activations", "{activation}", "Grain activations in memory.");
-        _staleWrites = _meter.CreateCounter<long>("callstate.storage.stale_writes", "{write}", "Compare-and-set writes lost to another activation.");
+        _staleWrites = _meter.CreateCounter<long>("callstate.storage.stale_writes", "{write}", "Compare-and-set writes lost to another activation of the same grain (a duplicate or stale activation), by grain type.");
     }
 
     internal void Admission(AdmitStatus status, RejectReason reason, TimeSpan duration)
@@ -52,11 +50,7 @@ public sealed class GrainMetrics : IDisposable
     internal void Reclaimed(LimitKind kind, int count) =>
         _reclaimed.Add(count, new KeyValuePair<string, object?>("callstate.limit.kind", LimitKey.Prefix(kind)));
 
-    internal void Activated() => _activations.Add(1);
-
-    internal void Deactivated() => _activations.Add(-1);
-
-    internal void StaleWrite() => _staleWrites.Add(1);
+    internal void StaleWrite(string grainType) => _staleWrites.Add(1, new KeyValuePair<string, object?>("callstate.grain.type", grainType));
 
     public void Dispose()
     {

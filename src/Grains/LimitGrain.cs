@@ -1,323 +1,329 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Concurrency;
+
 namespace CallState.Grains;
 
 /// <summary>
-/// The decisions of one limit (<c>user/…</c>, <c>trunk/…</c>, <c>key/…</c>) over its state. Pure logic:
-/// the hosting runtime owns persistence, turn scheduling and timers, calls these methods one turn at a
-/// time, and persists the state whenever a method reports that it changed it.
-/// Every operation is idempotent per call key.
+/// A limit as an Orleans grain. It is reentrant so that a hot key (every call to one callee) is not one storage round
+/// trip per call: operations that arrive while a write is in flight queue up, and the next turn decides all of them in
+/// memory, in order, writes the state once (compare-and-set on the version it loaded, through the store's group commit)
+/// and only then answers them. An answer is never given on a change that is not durable. When the write loses (another
+/// activation of the same key wrote first: a duplicate activation during a membership change) the state is reloaded and
+/// every operation of the turn decided again; none is answered from the lost write. The write is the small row (limits,
+/// counters) plus one item per call the turn added, changed or released. See docs/architecture.md.
 /// </summary>
-public sealed class LimitGrain
+[Reentrant]
+public sealed class LimitGrain : Grain, ILimitGrain
 {
-    private readonly LimitSettings _configured;
+    private readonly IStateStore _store;
+    private readonly ILimitSettingsSource _settings;
+    private readonly GrainOptions _options;
+    private readonly TimeProvider _time;
+    private readonly GrainMetrics _metrics;
+    private readonly ILogger<LimitGrain> _logger;
+    private List<LimitWork> _queue = [];
+    private bool _turnRunning;
+    private LimitKey _key;
+    private StateId _id;
+    private LimitLedger? _ledger;
+    private long _version;
 
-    // Derived from State.Calls and kept in step by every method that changes it, so a decision does
-    // not walk every held call (a busy trunk holds thousands): the counts, and the held calls ordered by
-    // lease end (the earliest is the next due time; expiry takes from the front and stops at the first
-    // lease still running).
-    private readonly SortedSet<LeaseEntry> _leases = new(LeaseEntryComparer.Instance);
-    private readonly HashSet<string> _changedCalls = new(StringComparer.Ordinal);
-    private int _inbound;
-    private int _outbound;
-
-    public LimitGrain(LimitKey key, LimitGrainState state, LimitSettings configured)
+    public LimitGrain(IStateStore store, ILimitSettingsSource settings, IOptions<GrainOptions> options, TimeProvider time, GrainMetrics metrics, ILogger<LimitGrain> logger)
     {
-        Key = key;
-        State = state;
-        _configured = configured;
-        foreach (var (callKey, call) in state.Calls)
-        {
-            Count(call, +1);
-            _leases.Add(new LeaseEntry(call.LeaseEndMs, callKey));
-        }
+        ArgumentNullException.ThrowIfNull(options);
+        _store = store;
+        _settings = settings;
+        _options = options.Value;
+        _time = time;
+        _metrics = metrics;
+        _logger = logger;
     }
 
-    public LimitKey Key { get; }
-
-    public LimitGrainState State { get; }
-
-    /// <summary>The limits in force: a run-time override, else configuration; per-key limits come with calls.</summary>
-    public LimitSettings Effective => Key.Kind == LimitKind.Key
-        ? new LimitSettings(Total: State.LastPerCallMax)
-        : State.Override ?? _configured;
-
-    /// <summary>The earliest lease end, when the runtime must wake this grain; null when nothing is held.</summary>
-    public DateTimeOffset? NextDue => _leases.Count == 0 ? null : DateTimeOffset.FromUnixTimeMilliseconds(_leases.Min.LeaseEndMs);
-
-    /// <summary>
-    /// Keys of the calls added, changed or removed since <see cref="AcceptChanges"/>: what the host must persist
-    /// besides the rest of <see cref="State"/> (a key no longer in <c>State.Calls</c> was removed).
-    /// </summary>
-    public IReadOnlyCollection<string> ChangedCalls => _changedCalls;
-
-    /// <summary>The host persisted every change: forget them.</summary>
-    public void AcceptChanges() => _changedCalls.Clear();
-
-    /// <summary>Counts every held call as changed (the host loaded them from a form it no longer writes).</summary>
-    public void MarkAllCallsChanged()
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
-        foreach (var callKey in State.Calls.Keys)
+        var text = this.GetPrimaryKeyString();
+        if (!LimitKey.TryParse(text, out _key, out var error))
         {
-            _changedCalls.Add(callKey);
+            throw new InvalidOperationException($"limit grain key {text}: {error}");
         }
+
+        _id = new StateId(GrainTypes.Limit, _key.ToString());
+        return Task.CompletedTask;
     }
 
-    /// <summary>
-    /// Reserves a slot for <paramref name="callKey"/> unless a limit is reached. A call that already holds
-    /// a slot is admitted again without counting twice (a retransmitted INVITE).
-    /// </summary>
-    public ReserveOutcome TryReserve(string callKey, Direction direction, TimeSpan lease, int? perCallMax, DateTimeOffset now, out bool changed)
+    public async Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax) =>
+        (await Post(new LimitWork(LimitOp.Reserve, callKey) { Direction = direction, Lease = lease, PerCallMax = perCallMax })).Outcome;
+
+    public async Task<bool> ConfirmAsync(string callKey, TimeSpan lease) => (await Post(new LimitWork(LimitOp.Confirm, callKey) { Lease = lease })).Found;
+
+    public async Task<bool> RenewAsync(string callKey, TimeSpan lease) => (await Post(new LimitWork(LimitOp.Renew, callKey) { Lease = lease })).Found;
+
+    public async Task<bool> ReleaseAsync(string callKey) => (await Post(new LimitWork(LimitOp.Release, callKey))).Found;
+
+    public async Task<LimitSnapshot> GetSnapshotAsync() => (await Post(new LimitWork(LimitOp.Snapshot))).Snapshot!;
+
+    public async Task<LimitSnapshot> SetLimitsAsync(LimitSettings? limits)
     {
-        changed = ExpireLeases(now) > 0;
-        var (inbound, outbound) = (_inbound, _outbound);
-
-        if (State.Calls.ContainsKey(callKey))
-        {
-            return ReserveOutcome.Admit(Effective.Total, inbound + outbound);
-        }
-
-        var outcome = Key.Kind == LimitKind.Key
-            ? DecidePerKey(direction, perCallMax ?? State.LastPerCallMax, inbound + outbound)
-            : Decide(Effective, direction, inbound, outbound);
-
-        if (Key.Kind == LimitKind.Key && perCallMax is { } max && State.LastPerCallMax != max)
-        {
-            State.LastPerCallMax = max;
-            changed = true;
-        }
-
-        if (!outcome.Admitted)
-        {
-            return outcome;
-        }
-
-        var nowMs = now.ToUnixTimeMilliseconds();
-        var held = new HeldCall
-        {
-            Direction = direction,
-            Phase = HoldPhase.Early,
-            SinceMs = nowMs,
-            LeaseEndMs = nowMs + (long)lease.TotalMilliseconds,
-        };
-        State.Calls[callKey] = held;
-        Count(held, +1);
-        _leases.Add(new LeaseEntry(held.LeaseEndMs, callKey));
-        _changedCalls.Add(callKey);
-        changed = true;
-        return outcome;
+        ValidateSettable(_key, limits);
+        return (await Post(new LimitWork(LimitOp.SetLimits) { Limits = limits })).Snapshot!;
     }
 
-    /// <summary>
-    /// Marks the call answered (2xx) and gives it the confirmed lease. False when the call holds no slot
-    /// here (never did, released, or its lease ended: the caller must then end the call).
-    /// </summary>
-    public bool Confirm(string callKey, TimeSpan lease, DateTimeOffset now)
+    public Task WakeAsync() => Post(new LimitWork(LimitOp.Timer));
+
+    /// <summary>Throws <see cref="ArgumentException"/> unless <paramref name="limits"/> may be set on <paramref name="key"/> at run time.</summary>
+    public static void ValidateSettable(LimitKey key, LimitSettings? limits)
     {
-        if (!TryGetLive(callKey, now, out var call))
+        if (key.Kind == LimitKind.Key)
         {
-            return false;
+            throw new ArgumentException("per-key limits come with each call and cannot be set", nameof(key));
         }
 
-        call.Phase = HoldPhase.Confirmed;
-        SetLeaseEnd(callKey, call, now.ToUnixTimeMilliseconds() + (long)lease.TotalMilliseconds);
-        _changedCalls.Add(callKey);
-        return true;
-    }
-
-    /// <summary>Extends the lease (re-INVITE, UPDATE, session refresh). False when the call holds no slot here.</summary>
-    public bool Renew(string callKey, TimeSpan lease, DateTimeOffset now)
-    {
-        if (!TryGetLive(callKey, now, out var call))
+        if (limits is not null)
         {
-            return false;
-        }
-
-        SetLeaseEnd(callKey, call, Math.Max(call.LeaseEndMs, now.ToUnixTimeMilliseconds() + (long)lease.TotalMilliseconds));
-        return true;
-    }
-
-    /// <summary>
-    /// The call's hold, unless its lease has already ended: then the slot is reclaimed now, so a late
-    /// 2xx or refresh gets the same answer whether or not the lease timer has run yet.
-    /// </summary>
-    private bool TryGetLive(string callKey, DateTimeOffset now, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out HeldCall? call)
-    {
-        if (!State.Calls.TryGetValue(callKey, out call))
-        {
-            return false;
-        }
-
-        if (call.LeaseEndMs <= now.ToUnixTimeMilliseconds())
-        {
-            Remove(callKey, call);
-            State.Reclaimed++;
-            call = null;
-            return false;
-        }
-
-        return true;
-    }
-
-    /// <summary>Frees the call's slot. False (and no change) when it held none: releasing twice is harmless.</summary>
-    public bool Release(string callKey)
-    {
-        if (!State.Calls.TryGetValue(callKey, out var call))
-        {
-            return false;
-        }
-
-        Remove(callKey, call);
-        return true;
-    }
-
-    /// <summary>
-    /// Reclaims every slot whose lease has ended; returns how many. Called before every decision, so it looks
-    /// only at the earliest lease ends: O(1) when none has ended, O(log n) per reclaimed slot.
-    /// </summary>
-    public int ExpireLeases(DateTimeOffset now)
-    {
-        var nowMs = now.ToUnixTimeMilliseconds();
-        var expired = 0;
-        while (_leases.Count > 0)
-        {
-            var earliest = _leases.Min;
-            if (earliest.LeaseEndMs > nowMs)
+            var errors = limits.Validate(key.Kind, key.ToString()).ToList();
+            if (errors.Count > 0)
             {
+                throw new ArgumentException(string.Join(" ", errors), nameof(limits));
+            }
+        }
+    }
+
+    /// <summary>Queues the operation; the turn that takes it answers it after its write is durable.</summary>
+    private Task<LimitWorkResult> Post(LimitWork work)
+    {
+        if (_queue.Count >= _options.QueueCapacity)
+        {
+            throw new GrainOverloadedException($"limit {_key} has {_options.QueueCapacity} operations waiting");
+        }
+
+        _queue.Add(work);
+        if (!_turnRunning)
+        {
+            _turnRunning = true;
+            _ = RunTurnsAsync();
+        }
+
+        return work.Completion.Task;
+    }
+
+    /// <summary>Runs turns while operations wait; the grain's scheduler keeps every step on one thread at a time.</summary>
+    private async Task RunTurnsAsync()
+    {
+        try
+        {
+            while (_queue.Count > 0)
+            {
+                List<LimitWork> batch;
+                if (_queue.Count <= _options.MaxTurnBatch)
+                {
+                    batch = _queue;
+                    _queue = [];
+                }
+                else
+                {
+                    batch = _queue.GetRange(0, _options.MaxTurnBatch);
+                    _queue.RemoveRange(0, _options.MaxTurnBatch);
+                }
+
+                await RunTurnAsync(batch);
+            }
+        }
+        finally
+        {
+            _turnRunning = false;
+        }
+    }
+
+    private async Task RunTurnAsync(List<LimitWork> batch)
+    {
+        var results = new LimitWorkResult[batch.Count];
+        try
+        {
+            for (var attempt = 0; ; attempt++)
+            {
+                var loadedNow = false;
+                if (_ledger is null)
+                {
+                    await LoadAsync();
+                    loadedNow = true;
+                }
+
+                var ledger = _ledger!;
+                var now = _time.GetUtcNow();
+                var dueBefore = ledger.NextDue;
+                var changed = false;
+                var missed = false;
+                for (var i = 0; i < batch.Count; i++)
+                {
+                    results[i] = Apply(ledger, batch[i], now, ref changed, ref missed);
+                }
+
+                // An operation on a call this activation does not know: the state may be stale (another activation
+                // admitted it). Check against storage once before answering "not held".
+                if (missed && !loadedNow && attempt < _options.MaxStaleRetries)
+                {
+                    _ledger = null;
+                    continue;
+                }
+
+                var due = ledger.NextDue;
+                if (changed || due != dueBefore || ledger.ChangedCalls.Count > 0)
+                {
+                    // Serialized before the first await: what is written is exactly what this turn decided.
+                    var write = new StateWrite(_id, _version, StateSerializer.SerializeLimitRow(ledger.State), due, ItemChanges(ledger));
+                    if (!await _store.WriteAsync(write, CancellationToken.None))
+                    {
+                        // Lost to another activation: the unsaved changes go with the dropped state, the reload starts
+                        // from storage, and the whole turn is decided again.
+                        _ledger = null;
+                        _metrics.StaleWrite(GrainTypes.Limit);
+                        if (attempt + 1 >= _options.MaxStaleRetries)
+                        {
+                            throw new StaleGrainStateException($"limit {_key} lost {attempt + 1} compare-and-set writes in a row");
+                        }
+
+                        continue;
+                    }
+
+                    _version++;
+                    ledger.AcceptChanges();
+                }
+
                 break;
             }
-
-            Remove(earliest.CallKey, State.Calls[earliest.CallKey]);
-            expired++;
         }
-
-        State.Reclaimed += expired;
-        return expired;
-    }
-
-    /// <summary>Sets (or with null clears) the run-time limits of a user or trunk.</summary>
-    public void SetOverride(LimitSettings? limits)
-    {
-        if (Key.Kind == LimitKind.Key)
+        catch (Exception ex)
         {
-            throw new InvalidOperationException("per-key limits come with each call and cannot be overridden");
-        }
+            // Storage failed: the outcome of the write is unknown, so drop the in-memory state and reload it next
+            // turn; every caller of this turn gets the error (the activation stays: the next turn may succeed).
+            _ledger = null;
+            foreach (var work in batch)
+            {
+                work.Completion.TrySetException(ex);
+            }
 
-        State.Override = limits;
-    }
-
-    public LimitSnapshot Snapshot()
-    {
-        var (inbound, outbound) = (_inbound, _outbound);
-        var calls = new List<HeldCallSnapshot>(State.Calls.Count);
-        foreach (var (callKey, call) in State.Calls)
-        {
-            calls.Add(new HeldCallSnapshot(
-                callKey,
-                call.Direction,
-                call.Phase,
-                DateTimeOffset.FromUnixTimeMilliseconds(call.SinceMs),
-                DateTimeOffset.FromUnixTimeMilliseconds(call.LeaseEndMs)));
-        }
-
-        calls.Sort(static (a, b) => string.CompareOrdinal(a.CallKey, b.CallKey));
-        return new LimitSnapshot(Key.ToString(), Key.Kind, Effective, inbound, outbound, inbound + outbound, State.Reclaimed, calls);
-    }
-
-    private void Count(HeldCall call, int delta)
-    {
-        if (call.Direction == Direction.Inbound)
-        {
-            _inbound += delta;
-        }
-        else
-        {
-            _outbound += delta;
-        }
-    }
-
-    private void Remove(string callKey, HeldCall call)
-    {
-        State.Calls.Remove(callKey);
-        Count(call, -1);
-        _leases.Remove(new LeaseEntry(call.LeaseEndMs, callKey));
-        _changedCalls.Add(callKey);
-    }
-
-    private void SetLeaseEnd(string callKey, HeldCall call, long leaseEndMs)
-    {
-        if (leaseEndMs == call.LeaseEndMs)
-        {
             return;
         }
 
-        _leases.Remove(new LeaseEntry(call.LeaseEndMs, callKey));
-        call.LeaseEndMs = leaseEndMs;
-        _leases.Add(new LeaseEntry(leaseEndMs, callKey));
-        _changedCalls.Add(callKey);
+        for (var i = 0; i < batch.Count; i++)
+        {
+            batch[i].Completion.TrySetResult(results[i]);
+        }
     }
 
-    private ReserveOutcome Decide(LimitSettings limits, Direction direction, int inbound, int outbound)
+    private LimitWorkResult Apply(LimitLedger ledger, LimitWork work, DateTimeOffset now, ref bool changed, ref bool missed)
     {
-        var total = inbound + outbound;
-        var isUser = Key.Kind == LimitKind.User;
-        var directionLimit = direction == Direction.Inbound ? limits.Inbound : limits.Outbound;
-        var directionCount = direction == Direction.Inbound ? inbound : outbound;
-
-        // A zero limit bars the direction (or, for total, every call): miniSIPServer's "zero inbound
-        // means the trunk can only carry outgoing calls", and a user with total 0 has no calls at all.
-        if (limits.Total == 0)
+        switch (work.Op)
         {
-            return ReserveOutcome.Reject(RejectReason.DirectionBarred, 0, total);
-        }
+            case LimitOp.Reserve:
+                var outcome = ledger.TryReserve(work.CallKey!, work.Direction, work.Lease, work.PerCallMax, now, out var reserveChanged);
+                changed |= reserveChanged;
+                return new LimitWorkResult(outcome, outcome.Admitted, null);
+            case LimitOp.Confirm:
+                changed |= ledger.ExpireLeases(now) > 0;
+                return Found(ledger.Confirm(work.CallKey!, work.Lease, now), ref changed, ref missed);
+            case LimitOp.Renew:
+                changed |= ledger.ExpireLeases(now) > 0;
+                return Found(ledger.Renew(work.CallKey!, work.Lease, now), ref changed, ref missed);
+            case LimitOp.Release:
+                return Found(ledger.Release(work.CallKey!), ref changed, ref missed);
+            case LimitOp.Timer:
+                var reclaimed = ledger.ExpireLeases(now);
+                if (reclaimed > 0)
+                {
+                    changed = true;
+                    _metrics.Reclaimed(_key.Kind, reclaimed);
+                    if (_logger.IsEnabled(LogLevel.Information))
+                    {
+#pragma warning disable CA1873 // guarded by IsEnabled above
+                        Log.LeasesReclaimed(_logger, _key.ToString(), reclaimed);
+#pragma warning restore CA1873
+                    }
+                }
 
-        if (directionLimit == 0)
-        {
-            return ReserveOutcome.Reject(RejectReason.DirectionBarred, 0, directionCount);
+                return default;
+            case LimitOp.Snapshot:
+                return new LimitWorkResult(default, true, ledger.Snapshot());
+            case LimitOp.SetLimits:
+                ledger.SetOverride(work.Limits);
+                changed = true;
+                return new LimitWorkResult(default, true, ledger.Snapshot());
+            default:
+                throw new InvalidOperationException($"unknown limit operation {work.Op}");
         }
-
-        if (directionLimit is { } dl && directionCount >= dl)
-        {
-            var reason = (isUser, direction) switch
-            {
-                (true, Direction.Inbound) => RejectReason.UserInLimitReached,
-                (true, _) => RejectReason.UserOutLimitReached,
-                (false, Direction.Inbound) => RejectReason.TrunkInLimitReached,
-                _ => RejectReason.TrunkOutLimitReached,
-            };
-            return ReserveOutcome.Reject(reason, dl, directionCount);
-        }
-
-        if (limits.Total is { } tl && total >= tl)
-        {
-            return ReserveOutcome.Reject(isUser ? RejectReason.UserTotalLimitReached : RejectReason.TrunkTotalLimitReached, tl, total);
-        }
-
-        return ReserveOutcome.Admit(directionLimit ?? limits.Total, limits.Total is null ? directionCount : total);
     }
 
-    /// <summary>A held call in lease-end order.</summary>
-    private readonly record struct LeaseEntry(long LeaseEndMs, string CallKey);
-
-    private sealed class LeaseEntryComparer : IComparer<LeaseEntry>
+    /// <summary>One item per call changed since the last write: its current hold, or a delete when it was released.</summary>
+    private static List<StateItemWrite>? ItemChanges(LimitLedger ledger)
     {
-        public static readonly LeaseEntryComparer Instance = new();
-
-        public int Compare(LeaseEntry x, LeaseEntry y)
+        if (ledger.ChangedCalls.Count == 0)
         {
-            var byEnd = x.LeaseEndMs.CompareTo(y.LeaseEndMs);
-            return byEnd != 0 ? byEnd : string.CompareOrdinal(x.CallKey, y.CallKey);
+            return null;
         }
+
+        var items = new List<StateItemWrite>(ledger.ChangedCalls.Count);
+        foreach (var callKey in ledger.ChangedCalls)
+        {
+            items.Add(new StateItemWrite(
+                callKey,
+                ledger.State.Calls.TryGetValue(callKey, out var call) ? StateSerializer.SerializeHeldCall(call) : null));
+        }
+
+        return items;
     }
 
-    private static ReserveOutcome DecidePerKey(Direction direction, int? max, int total)
+    private static LimitWorkResult Found(bool found, ref bool changed, ref bool missed)
     {
-        // AudioCodes 'cac=key|max': one maximum for the key, whatever the direction; the reason names
-        // the direction of the refused call.
-        if (max is { } m && total >= m)
+        changed |= found;
+        missed |= !found;
+        return new LimitWorkResult(default, found, null);
+    }
+
+    private async Task LoadAsync()
+    {
+        var stored = await _store.ReadAsync(_id, CancellationToken.None);
+        var callsInRow = false;
+        var state = stored is null ? new LimitGrainState() : StateSerializer.DeserializeLimit(stored, out callsInRow);
+        _version = stored?.Version ?? 0;
+        var ledger = new LimitLedger(_key, state, _settings.GetLimits(_key));
+        if (callsInRow)
         {
-            var reason = direction == Direction.Inbound ? RejectReason.InPerKeyCacLimitReached : RejectReason.OutPerKeyCacLimitReached;
-            return ReserveOutcome.Reject(reason, m, total);
+            // A row from before items: this turn writes (even without a change) the row without calls and every call as an item.
+            ledger.MarkAllCallsChanged();
         }
 
-        return ReserveOutcome.Admit(max, total);
+        _ledger = ledger;
     }
+
+    private enum LimitOp : byte
+    {
+        Reserve,
+        Confirm,
+        Renew,
+        Release,
+        Timer,
+        Snapshot,
+        SetLimits,
+    }
+
+    /// <summary>One operation on the limit, waiting for its turn.</summary>
+    private sealed class LimitWork(LimitOp op, string? callKey = null)
+    {
+        public LimitOp Op { get; } = op;
+
+        public string? CallKey { get; } = callKey;
+
+        public Direction Direction { get; init; }
+
+        public TimeSpan Lease { get; init; }
+
+        public int? PerCallMax { get; init; }
+
+        public LimitSettings? Limits { get; init; }
+
+        public TaskCompletionSource<LimitWorkResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    private readonly record struct LimitWorkResult(ReserveOutcome Outcome, bool Found, LimitSnapshot? Snapshot);
 }

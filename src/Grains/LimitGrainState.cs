@@ -1,6 +1,7 @@
 namespace CallState.Grains;
 
 /// <summary>Whether a held call has had its final 2xx (confirmed) or not yet (early).</summary>
+[GenerateSerializer]
 public enum HoldPhase : byte
 {
     Early = 1,
@@ -40,7 +41,8 @@ public sealed class LimitGrainState
 /// <param name="Reason">Why it was refused; <see cref="RejectReason.None"/> when admitted.</param>
 /// <param name="Limit">The limit that applied (null when unlimited).</param>
 /// <param name="Current">Calls counted against that limit before this one.</param>
-public readonly record struct ReserveOutcome(bool Admitted, RejectReason Reason, int? Limit, int Current)
+[GenerateSerializer, Immutable]
+public readonly record struct ReserveOutcome([property: Id(0)] bool Admitted, [property: Id(1)] RejectReason Reason, [property: Id(2)] int? Limit, [property: Id(3)] int Current)
 {
     public static ReserveOutcome Admit(int? limit, int current) => new(true, RejectReason.None, limit, current);
 
@@ -48,15 +50,17 @@ public readonly record struct ReserveOutcome(bool Admitted, RejectReason Reason,
 }
 
 /// <summary>A call as listed in a limit snapshot.</summary>
-public sealed record HeldCallSnapshot(string CallKey, Direction Direction, HoldPhase Phase, DateTimeOffset Since, DateTimeOffset LeaseEnd);
+[GenerateSerializer, Immutable]
+public sealed record HeldCallSnapshot([property: Id(0)] string CallKey, [property: Id(1)] Direction Direction, [property: Id(2)] HoldPhase Phase, [property: Id(3)] DateTimeOffset Since, [property: Id(4)] DateTimeOffset LeaseEnd);
 
 /// <summary>What one limit holds now: like AudioCodes' <c>show voip tags-cac</c>, plus the calls.</summary>
+[GenerateSerializer, Immutable]
 public sealed record LimitSnapshot(
-    string Key,
-    LimitKind Kind,
-    LimitSettings Limits,
-    int Inbound,
-    int Outbound,
-    int Total,
-    long Reclaimed,
-    IReadOnlyList<HeldCallSnapshot> Calls);
+    [property: Id(0)] string Key,
+    [property: Id(1)] LimitKind Kind,
+    [property: Id(2)] LimitSettings Limits,
+    [property: Id(3)] int Inbound,
+    [property: Id(4)] int Outbound,
+    [property: Id(5)] int Total,
+    [property: Id(6)] long Reclaimed,
+    [property: Id(7)] IReadOnlyList<HeldCallSnapshot> Calls);

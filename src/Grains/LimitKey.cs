@@ -3,6 +3,7 @@ using System.Diagnostics.CodeAnalysis;
 namespace CallState.Grains;
 
 /// <summary>Direction of a call as seen by the limit it is counted against.</summary>
+[GenerateSerializer]
 public enum Direction : byte
 {
     Inbound = 1,
@@ -10,6 +11,7 @@ public enum Direction : byte
 }
 
 /// <summary>What a limit applies to: a local user, a SIP trunk, or a per-call <c>cac</c> key.</summary>
+[GenerateSerializer]
 public enum LimitKind : byte
 {
     User = 1,

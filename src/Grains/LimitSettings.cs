@@ -4,7 +4,8 @@ namespace CallState.Grains;
 /// Concurrent-call limits of one user or trunk. Each is optional: null means unlimited, 0 means
 /// that direction (or, for <see cref="Total"/>, every call) is barred.
 /// </summary>
-public sealed record LimitSettings(int? Total = null, int? Inbound = null, int? Outbound = null)
+[GenerateSerializer, Immutable]
+public sealed record LimitSettings([property: Id(0)] int? Total = null, [property: Id(1)] int? Inbound = null, [property: Id(2)] int? Outbound = null)
 {
     public static readonly LimitSettings Unlimited = new();
 

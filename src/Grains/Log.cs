@@ -4,15 +4,9 @@ namespace CallState.Grains;
 
 internal static partial class Log
 {
-    [LoggerMessage(EventId = 1000, Level = LogLevel.Information, Message = "Grain runtime started; {DueCount} persisted timers re-armed")]
-    public static partial void Started(ILogger logger, int dueCount);
-
     [LoggerMessage(EventId = 1001, Level = LogLevel.Information, Message = "Call {CallKey} rejected by {LimitKey}: {Reason} (current {Current}, limit {Limit})")]
     public static partial void Rejected(ILogger logger, string callKey, string? limitKey, string reason, int current, int? limit);
 
     [LoggerMessage(EventId = 1002, Level = LogLevel.Information, Message = "Limit {LimitKey}: {Count} slots reclaimed after their lease ended")]
     public static partial void LeasesReclaimed(ILogger logger, string limitKey, int count);
-
-    [LoggerMessage(EventId = 1003, Level = LogLevel.Warning, Message = "A grain timer could not run; it will run at the grain's next due time")]
-    public static partial void TimerFailed(ILogger logger, Exception exception);
 }

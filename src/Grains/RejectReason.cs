@@ -1,6 +1,7 @@
 namespace CallState.Grains;
 
 /// <summary>Why a limit refused a call. The codes are what logs, metrics and the admin API show.</summary>
+[GenerateSerializer]
 public enum RejectReason : byte
 {
     None = 0,

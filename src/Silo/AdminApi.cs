@@ -1,7 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using CallState.Grains;
-using CallState.Runtime;
+using CallState.Storage;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 
 namespace CallState.Silo;
@@ -38,7 +38,7 @@ internal sealed partial class AdminJsonContext : JsonSerializerContext;
 
 /// <summary>
 /// The silo's admin API: list limits like <c>show voip tags-cac</c>, inspect and change one limit,
-/// and drive call admission (used by tools and tests until the edge RPC exists), plus health probes.
+/// and drive call admission (for tools and tests), plus health probes.
 /// </summary>
 public static class AdminApi
 {
@@ -50,12 +50,12 @@ public static class AdminApi
         app.MapRuntimeCounters();
         var api = app.MapGroup("/api");
         // Group commit since start; a reader takes two snapshots and compares them (bench/admission-latency.py).
-        api.MapGet("/storage/commits", (GrainRuntime runtime) => runtime.GroupCommit is { } commit
+        api.MapGet("/storage/commits", (IStateStore store) => store is IGroupCommitStore { GroupCommit: { } commit }
             ? Results.Json(
                 new StorageCommitsDto(commit.BatchCount, commit.WriteCount, commit.CommitDurations.Snapshot(), commit.QueueWaits.Snapshot()),
                 AdminJsonContext.Default.StorageCommitsDto)
             : Results.NotFound(new ErrorDto("the storage has not started")));
-        api.MapGet("/limits", async (string? kind, GrainRuntime runtime, CancellationToken ct) =>
+        api.MapGet("/limits", async (string? kind, GrainAccess grains, CancellationToken ct) =>
         {
             LimitKind? filter = null;
             if (kind is not null)
@@ -68,12 +68,12 @@ public static class AdminApi
                 filter = k;
             }
 
-            return Results.Ok(await runtime.ListLimitsAsync(filter, ct).ConfigureAwait(false));
+            return Results.Ok(await grains.ListLimitsAsync(filter, ct).ConfigureAwait(false));
         });
 
         api.MapGet("/limits/{kind}/{*value}", async (string kind, string value, GrainAccess grains, CancellationToken ct) =>
             ParseKey(kind, value, out var key, out var error)
-                ? Results.Ok(await grains.GetLimitAsync(key, ct).ConfigureAwait(false))
+                ? Results.Ok(await grains.GetLimitAsync(key).ConfigureAwait(false))
                 : Results.BadRequest(new ErrorDto(error)));
 
         api.MapPut("/limits/{kind}/{*value}", async (string kind, string value, LimitValuesDto body, GrainAccess grains, CancellationToken ct) =>
@@ -85,7 +85,7 @@ public static class AdminApi
 
             try
             {
-                return Results.Ok(await grains.SetLimitsAsync(key, new LimitSettings(body.Total, body.Inbound, body.Outbound), ct).ConfigureAwait(false));
+                return Results.Ok(await grains.SetLimitsAsync(key, new LimitSettings(body.Total, body.Inbound, body.Outbound)).ConfigureAwait(false));
             }
             catch (ArgumentException ex)
             {
@@ -102,7 +102,7 @@ public static class AdminApi
 
             try
             {
-                return Results.Ok(await grains.SetLimitsAsync(key, null, ct).ConfigureAwait(false));
+                return Results.Ok(await grains.SetLimitsAsync(key, null).ConfigureAwait(false));
             }
             catch (ArgumentException ex)
             {
@@ -117,16 +117,16 @@ public static class AdminApi
             return result.Status == AdmitStatus.Invalid ? Results.BadRequest(result) : Results.Ok(result);
         });
 
-        api.MapPost("/calls/confirm", async (CallKeyDto body, GrainAccess grains, CancellationToken ct) =>
-            Results.Ok(new BoolResultDto(await grains.ConfirmCallAsync(body.CallKey, ct).ConfigureAwait(false))));
-        api.MapPost("/calls/renew", async (CallKeyDto body, GrainAccess grains, CancellationToken ct) =>
-            Results.Ok(new BoolResultDto(await grains.RenewCallAsync(body.CallKey, ct).ConfigureAwait(false))));
-        api.MapPost("/calls/end", async (CallKeyDto body, GrainAccess grains, CancellationToken ct) =>
-            Results.Ok(new BoolResultDto(await grains.EndCallAsync(body.CallKey, ct).ConfigureAwait(false))));
-        api.MapGet("/calls", async (string key, GrainRuntime runtime, CancellationToken ct) =>
-            string.IsNullOrEmpty(key) || key.Length > GrainRuntime.MaxCallKeyLength
+        api.MapPost("/calls/confirm", async (CallKeyDto body, GrainAccess grains) =>
+            Results.Ok(new BoolResultDto(await grains.ConfirmCallAsync(body.CallKey).ConfigureAwait(false))));
+        api.MapPost("/calls/renew", async (CallKeyDto body, GrainAccess grains) =>
+            Results.Ok(new BoolResultDto(await grains.RenewCallAsync(body.CallKey).ConfigureAwait(false))));
+        api.MapPost("/calls/end", async (CallKeyDto body, GrainAccess grains) =>
+            Results.Ok(new BoolResultDto(await grains.EndCallAsync(body.CallKey).ConfigureAwait(false))));
+        api.MapGet("/calls", async (string key, GrainAccess grains) =>
+            GrainTypes.ValidateCallKey(key) is not null
                 ? Results.BadRequest(new ErrorDto("query parameter 'key' must be a call key"))
-                : Results.Ok(await runtime.GetCallAsync(key, ct).ConfigureAwait(false)));
+                : Results.Ok(await grains.GetCallAsync(key).ConfigureAwait(false)));
         return app;
     }
 

@@ -1,47 +1,55 @@
 using CallState.Grains;
-using CallState.Runtime;
-using CallState.Runtime.Cluster;
 
 namespace CallState.Silo;
 
 /// <summary>
-/// How the admin API reaches grains: the runtime of this process for a single silo; in a cluster, each grain's owner
-/// (through placement and RPC), with limits read from storage when another silo owns them.
+/// How the admin API reaches grains: through Orleans (<see cref="IGrainFactory"/>) wherever each grain is activated, and,
+/// for listings, the committed rows of the state store.
 /// </summary>
-public sealed class GrainAccess(GrainRuntime runtime, SiloCluster? cluster = null)
+public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitSettingsSource settings)
 {
-    private static readonly TimeSpan AdminTimeout = TimeSpan.FromSeconds(5);
+    public async Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken) =>
+        GrainTypes.ValidateCallKey(callKey) is { } error
+            ? AdmitResult.Invalid(error)
+            : await grains.GetGrain<ICallGrain>(callKey).AdmitAsync(limits, cancellationToken).ConfigureAwait(false);
 
-    public GrainRuntime Runtime => runtime;
+    public Task<bool> ConfirmCallAsync(string callKey) =>
+        GrainTypes.ValidateCallKey(callKey) is null ? grains.GetGrain<ICallGrain>(callKey).ConfirmAsync() : Task.FromResult(false);
 
-    public Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken) =>
-        cluster is null ? runtime.AdmitAsync(callKey, limits, cancellationToken) : cluster.Client.AdmitAsync(callKey, limits, AdminTimeout, cancellationToken);
+    public Task<bool> RenewCallAsync(string callKey) =>
+        GrainTypes.ValidateCallKey(callKey) is null ? grains.GetGrain<ICallGrain>(callKey).RenewAsync() : Task.FromResult(false);
 
-    public Task<bool> ConfirmCallAsync(string callKey, CancellationToken cancellationToken) =>
-        cluster is null ? runtime.ConfirmCallAsync(callKey, cancellationToken) : cluster.Client.ConfirmCallAsync(callKey, AdminTimeout, cancellationToken);
+    public Task<bool> EndCallAsync(string callKey) =>
+        GrainTypes.ValidateCallKey(callKey) is null ? grains.GetGrain<ICallGrain>(callKey).EndAsync() : Task.FromResult(false);
 
-    public Task<bool> RenewCallAsync(string callKey, CancellationToken cancellationToken) =>
-        cluster is null ? runtime.RenewCallAsync(callKey, cancellationToken) : cluster.Client.RenewCallAsync(callKey, AdminTimeout, cancellationToken);
+    public Task<CallSnapshot> GetCallAsync(string callKey) => grains.GetGrain<ICallGrain>(callKey).GetSnapshotAsync();
 
-    public Task<bool> EndCallAsync(string callKey, CancellationToken cancellationToken) =>
-        cluster is null ? runtime.EndCallAsync(callKey, cancellationToken) : cluster.Client.EndCallAsync(callKey, AdminTimeout, cancellationToken);
+    public Task<LimitSnapshot> GetLimitAsync(LimitKey key) => grains.GetGrain<ILimitGrain>(key.ToString()).GetSnapshotAsync();
 
-    public Task<LimitSnapshot> GetLimitAsync(LimitKey key, CancellationToken cancellationToken) =>
-        cluster is null || cluster.Owns(new Runtime.Storage.StateId("limit", key.ToString()))
-            ? runtime.GetLimitAsync(key, cancellationToken)
-            : runtime.GetStoredLimitAsync(key, cancellationToken);
-
-    public async Task<LimitSnapshot> SetLimitsAsync(LimitKey key, LimitSettings? limits, CancellationToken cancellationToken)
+    /// <summary>Sets (or with null clears) the run-time limits of a user or trunk; <see cref="ArgumentException"/> when they may not be set.</summary>
+    public Task<LimitSnapshot> SetLimitsAsync(LimitKey key, LimitSettings? limits)
     {
-        if (cluster is null)
-        {
-            return await runtime.SetLimitsAsync(key, limits, cancellationToken).ConfigureAwait(false);
-        }
-
-        GrainRuntime.ValidateSettableLimits(key, limits);
-        await cluster.Client.SetLimitsAsync(key, limits, AdminTimeout, cancellationToken).ConfigureAwait(false);
-        return await GetLimitAsync(key, cancellationToken).ConfigureAwait(false);
+        LimitGrain.ValidateSettable(key, limits);
+        return grains.GetGrain<ILimitGrain>(key.ToString()).SetLimitsAsync(limits);
     }
 
-    public Task<CallSnapshot> GetCallAsync(string callKey, CancellationToken cancellationToken) => runtime.GetCallAsync(callKey, cancellationToken);
+    /// <summary>Every stored limit (optionally one kind), as committed in storage: what <c>show voip tags-cac</c> lists.</summary>
+    public async Task<IReadOnlyList<LimitSnapshot>> ListLimitsAsync(LimitKind? kind, CancellationToken cancellationToken)
+    {
+        var rows = await store.ReadAllAsync(GrainTypes.Limit, cancellationToken).ConfigureAwait(false);
+        var list = new List<LimitSnapshot>(rows.Count);
+        foreach (var (keyText, stored) in rows)
+        {
+            if (!LimitKey.TryParse(keyText, out var key, out _) || (kind is { } k && key.Kind != k))
+            {
+                continue;
+            }
+
+            var ledger = new LimitLedger(key, StateSerializer.DeserializeLimit(stored, out _), settings.GetLimits(key));
+            list.Add(ledger.Snapshot());
+        }
+
+        list.Sort(static (a, b) => string.CompareOrdinal(a.Key, b.Key));
+        return list;
+    }
 }

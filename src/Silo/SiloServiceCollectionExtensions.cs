@@ -1,19 +1,56 @@
+using System.Net;
 using System.Text.Json.Serialization;
 using CallState.Grains;
-using CallState.Runtime;
-using CallState.Runtime.Cluster;
-using CallState.Runtime.Rpc;
+using CallState.Silo.Hosting;
+using CallState.Silo.Limits;
 using CallState.Storage;
+using CallState.Storage.Membership;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
+using Orleans.Configuration;
 
 namespace CallState.Silo;
 
 public static class SiloServiceCollectionExtensions
 {
-    /// <summary>Options, validation at start, the grain runtime over the configured storage, health checks, telemetry.</summary>
+    /// <summary>
+    /// The silo: options validated at start, the state store, an Orleans silo hosting the limit and call grains
+    /// (<c>CallState:Orleans</c>: alone with localhost clustering, or joined through the membership table in storage),
+    /// the due scan, health checks and telemetry. Throws <see cref="OptionsValidationException"/> when
+    /// <c>CallState:Orleans</c> is invalid (the silo's shape is decided here, before the host is built).
+    /// </summary>
     public static IServiceCollection AddCallStateSilo(this IServiceCollection services, IConfiguration configuration)
     {
+        ArgumentNullException.ThrowIfNull(configuration);
+        var cluster = configuration.GetSection(OrleansClusterOptions.SectionName).Get<OrleansClusterOptions>() ?? new OrleansClusterOptions();
+        var errors = cluster.Validate(silo: true).ToList();
+        if (errors.Count > 0)
+        {
+            throw new OptionsValidationException(OrleansClusterOptions.SectionName, typeof(OrleansClusterOptions), errors);
+        }
+
+        services.AddCallStateGrainServices(configuration);
+        services.AddOrleans(silo => ConfigureSilo(silo, cluster));
+        services.AddHealthChecks().AddCheck<SiloReadyCheck>("silo", tags: ["ready"]);
+        services.AddHostedService<SiloTelemetry>();
+        services.ConfigureHttpJsonOptions(o =>
+        {
+            o.SerializerOptions.Converters.Add(new JsonStringEnumConverter());
+            o.SerializerOptions.TypeInfoResolverChain.Insert(0, AdminJsonContext.Default);
+        });
+        return services;
+    }
+
+    /// <summary>
+    /// What the grains need on a silo, bound from configuration and validated at start: the state store
+    /// (<c>CallState:Storage</c>, its schema created in the silo's start-up), grain options (<c>CallState:Grains</c>),
+    /// configured limits (<c>CallState:Limits</c>), metrics, the due scan and the admin API's grain access. The caller
+    /// adds the Orleans silo (<see cref="AddCallStateSilo"/>, or a test cluster).
+    /// </summary>
+    public static IServiceCollection AddCallStateGrainServices(this IServiceCollection services, IConfiguration configuration)
+    {
+        ArgumentNullException.ThrowIfNull(configuration);
         services.AddOptions<StorageOptions>().Bind(configuration.GetSection(StorageOptions.SectionName)).ValidateOnStart();
         services.AddOptions<GrainOptions>().Bind(configuration.GetSection(GrainOptions.SectionName)).ValidateOnStart();
         services.AddOptions<LimitsOptions>().Bind(configuration.GetSection(LimitsOptions.SectionName)).ValidateOnStart();
@@ -22,52 +59,57 @@ public static class SiloServiceCollectionExtensions
         services.AddSingleton<IValidateOptions<GrainOptions>, SiloOptionsValidator>();
         services.AddSingleton<IValidateOptions<LimitsOptions>, SiloOptionsValidator>();
 
-        services.AddSingleton(TimeProvider.System);
+        services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton(sp => new GrainMetrics(sp.GetService<System.Diagnostics.Metrics.IMeterFactory>()));
         services.AddSingleton<ILimitSettingsSource>(sp =>
         {
             var monitor = sp.GetRequiredService<IOptionsMonitor<LimitsOptions>>();
             return new ConfiguredLimits(() => monitor.CurrentValue);
         });
-        services.AddSingleton(sp => new GrainRuntime(
-            StateStoreFactory.Create(sp.GetRequiredService<IOptions<StorageOptions>>().Value, sp.GetRequiredService<ILoggerFactory>()),
-            sp.GetRequiredService<IOptions<GrainOptions>>().Value,
-            sp.GetRequiredService<ILimitSettingsSource>(),
-            sp.GetRequiredService<TimeProvider>(),
-            sp.GetRequiredService<ILoggerFactory>(),
-            sp.GetRequiredService<GrainMetrics>()));
+        services.AddSingleton(sp => StateStoreFactory.Create(sp.GetRequiredService<IOptions<StorageOptions>>().Value, sp.GetRequiredService<ILoggerFactory>()));
+        services.AddSingleton<GrainAccess>();
 
-        services.AddClusterOptions(configuration);
-        if (configuration.GetValue<bool>(ClusterOptions.SectionName + ":" + nameof(ClusterOptions.Enabled)))
+        services.AddSingleton<SiloLifecycle>();
+        services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<SiloLifecycle>());
+        services.AddSingleton<DueScanner>();
+        services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<DueScanner>());
+        return services;
+    }
+
+    private static void ConfigureSilo(ISiloBuilder silo, OrleansClusterOptions cluster)
+    {
+        var advertised = IPAddress.Parse(cluster.AdvertisedAddress);
+        var listen = cluster.ListenAddress is null ? advertised : IPAddress.Parse(cluster.ListenAddress);
+        var siloPort = cluster.SiloPort == 0 ? OrleansClusterOptions.FreePort(listen) : cluster.SiloPort;
+        silo.Configure<ClusterOptions>(o =>
         {
-            services.AddRpc();
-            services.AddSingleton(sp => new SiloCluster(
-                sp.GetRequiredService<GrainRuntime>(),
-                MembershipTable.Create(sp.GetRequiredService<IOptions<StorageOptions>>().Value),
-                sp.GetRequiredService<IOptions<ClusterOptions>>().Value,
-                sp.GetRequiredService<IOptions<RpcOptions>>().Value,
-                sp.GetRequiredService<RpcClient>(),
-                sp.GetRequiredService<TimeProvider>(),
-                sp.GetRequiredService<ILoggerFactory>(),
-                sp.GetRequiredService<RpcMetrics>()));
-            services.AddSingleton(sp => new GrainAccess(sp.GetRequiredService<GrainRuntime>(), sp.GetRequiredService<SiloCluster>()));
+            o.ClusterId = cluster.ClusterId;
+            o.ServiceId = cluster.ServiceId;
+        });
+        silo.Configure<EndpointOptions>(o =>
+        {
+            o.AdvertisedIPAddress = advertised;
+            o.SiloPort = siloPort;
+            o.GatewayPort = cluster.GatewayPort;
+            o.SiloListeningEndpoint = new IPEndPoint(listen, siloPort);
+            o.GatewayListeningEndpoint = cluster.GatewayPort == 0 ? null : new IPEndPoint(listen, cluster.GatewayPort);
+        });
+        silo.Configure<ClusterMembershipOptions>(o =>
+        {
+            o.ProbeTimeout = cluster.ProbeTimeout;
+            o.NumMissedProbesLimit = cluster.MissedProbesLimit;
+            o.IAmAliveTablePublishTimeout = cluster.IAmAliveInterval;
+        });
+        if (cluster.Clustering == ClusteringMode.Storage)
+        {
+            silo.UseStorageClustering();
         }
         else
         {
-            services.AddSingleton(sp => new GrainAccess(sp.GetRequiredService<GrainRuntime>()));
+            silo.UseDevelopmentClustering(new IPEndPoint(advertised, siloPort));
         }
 
-        services.AddSingleton<SiloLifecycle>();
-        services.AddHostedService(sp => sp.GetRequiredService<SiloLifecycle>());
-        services.AddHealthChecks().AddCheck<SiloReadyCheck>("runtime", tags: ["ready"]);
-        services.AddHostedService<SiloTelemetry>();
-
-        services.ConfigureHttpJsonOptions(o =>
-        {
-            o.SerializerOptions.Converters.Add(new JsonStringEnumConverter());
-            o.SerializerOptions.TypeInfoResolverChain.Insert(0, AdminJsonContext.Default);
-        });
-        return services;
+        silo.AddActivityPropagation();
     }
 }
 
@@ -86,39 +128,37 @@ internal sealed class SiloOptionsValidator : IValidateOptions<GrainOptions>, IVa
 }
 
 /// <summary>
-/// Starts the silo in stages: storage (schema, persisted timers), then serving. Readiness reports
-/// healthy only after the last stage, so a half-started silo gets no traffic.
+/// The silo's own start-up stages inside Orleans' lifecycle: the state store's schema before any grain runs, readiness
+/// once the silo is active. Readiness is false before and during shutdown, so a half-started silo gets no traffic.
 /// </summary>
-internal sealed partial class SiloLifecycle(GrainRuntime runtime, ILogger<SiloLifecycle> logger, SiloCluster? cluster = null) : IHostedService
+internal sealed partial class SiloLifecycle(IStateStore store, ILogger<SiloLifecycle> logger) : ILifecycleParticipant<ISiloLifecycle>
 {
     private volatile bool _ready;
 
     public bool IsReady => _ready;
 
-    public async Task StartAsync(CancellationToken cancellationToken)
+    public void Participate(ISiloLifecycle lifecycle)
     {
-        LogStage(logger, "storage");
-        await runtime.StartAsync(cancellationToken).ConfigureAwait(false);
-        if (cluster is not null)
+        lifecycle.Subscribe(nameof(SiloLifecycle) + ".Storage", ServiceLifecycleStage.RuntimeInitialize, async ct =>
         {
-            LogStage(logger, "membership and RPC");
-            await cluster.StartAsync(cancellationToken).ConfigureAwait(false);
-        }
-
-        LogStage(logger, "serving");
-        _ready = true;
-    }
-
-    public async Task StopAsync(CancellationToken cancellationToken)
-    {
-        _ready = false;
-        LogStage(logger, "stopping");
-        if (cluster is not null)
-        {
-            await cluster.DisposeAsync().ConfigureAwait(false);
-        }
-
-        await runtime.DisposeAsync().ConfigureAwait(false);
+            LogStage(logger, "storage");
+            await store.InitializeAsync(ct).ConfigureAwait(false);
+        });
+        lifecycle.Subscribe(
+            nameof(SiloLifecycle) + ".Serving",
+            ServiceLifecycleStage.Active,
+            _ =>
+            {
+                LogStage(logger, "serving");
+                _ready = true;
+                return Task.CompletedTask;
+            },
+            _ =>
+            {
+                _ready = false;
+                LogStage(logger, "stopping");
+                return Task.CompletedTask;
+            });
     }
 
     [LoggerMessage(EventId = 2000, Level = LogLevel.Information, Message = "Silo stage: {Stage}")]

@@ -1,4 +1,4 @@
-using CallState.Runtime;
+using CallState.Grains;
 using OpenTelemetry;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
@@ -28,12 +28,13 @@ internal sealed class SiloTelemetry(IConfiguration configuration) : IHostedServi
         var resource = ResourceBuilder.CreateDefault().AddService(configuration["OTEL_SERVICE_NAME"] ?? "callstate-silo");
         _meters = Sdk.CreateMeterProviderBuilder()
             .SetResourceBuilder(resource)
-            .AddMeter(GrainMetrics.MeterName, "CallState.Silo")
+            // Ours and Orleans' own (messaging, grains, membership, storage).
+            .AddMeter(GrainMetrics.MeterName, "CallState.Storage", "Microsoft.Orleans")
             .AddOtlpExporter()
             .Build();
         _tracer = Sdk.CreateTracerProviderBuilder()
             .SetResourceBuilder(resource)
-            .AddSource(ActivitySourceName)
+            .AddSource(ActivitySourceName, "Microsoft.Orleans.Runtime", "Microsoft.Orleans.Application")
             .AddOtlpExporter()
             .Build();
         return Task.CompletedTask;

@@ -1,5 +1,6 @@
 using System.Diagnostics.Metrics;
-using CallState.Runtime;
+using CallState.Silo.Hosting;
+using CallState.Storage;
 using CallState.Silo;
 using CallState.Sip.Proxy;
 using CallState.SipEdge.Admission;
@@ -82,7 +83,7 @@ public static partial class EdgeHost
 
     /// <summary>
     /// Registers the SIP listeners, proxy core and health checks; with <paramref name="standalone"/> (grains in this
-    /// process) or <c>CallState:Admission:SiloUrl</c> (a silo's HTTP API), also the admission of every initial INVITE.
+    /// process) or <c>CallState:Orleans:Gateways</c> (an Orleans client of the silos), also the admission of every initial INVITE.
     /// </summary>
     public static IServiceCollection AddCallStateSipEdge(this IServiceCollection services, IConfiguration configuration, bool standalone = false)
     {
@@ -92,27 +93,20 @@ public static partial class EdgeHost
             .ValidateOnStart();
         services.AddSingleton<IValidateOptions<SipProxyOptions>, SipProxyOptionsValidator>();
         services.TryAddSingleton(TimeProvider.System);
-        var siloUrl = configuration[SiloUrlKey];
-        var cluster = !standalone && (configuration.GetSection(ClusterBootstrapKey).GetChildren().Any() || configuration.GetValue<bool>(ClusterEnabledKey));
-        if (standalone || cluster || !string.IsNullOrEmpty(siloUrl))
+        var cluster = !standalone && configuration.GetSection(GatewaysKey).GetChildren().Any();
+        if (standalone || cluster)
         {
             services.AddCallStateAdmission(configuration);
             if (standalone)
             {
-                services.AddSingleton<IAdmissionClient>(sp => new InProcessAdmissionClient(sp.GetRequiredService<GrainRuntime>()));
-            }
-            else if (cluster)
-            {
-                services.AddCallStateClusterAdmission(configuration);
+                // The silo's grain factory: admission stays in this process.
+                services.AddSingleton<IAdmissionClient>(sp => new GrainAdmissionClient(sp.GetRequiredService<IGrainFactory>()));
             }
             else
             {
-                if (!Uri.TryCreate(siloUrl, UriKind.Absolute, out var baseAddress) || baseAddress.Scheme is not ("http" or "https"))
-                {
-                    throw new OptionsValidationException(SiloUrlKey, typeof(SipProxyOptions), [$"{SiloUrlKey}: '{siloUrl}' is not an http(s) URL"]);
-                }
-                services.AddSingleton<IAdmissionClient>(_ => new HttpAdmissionClient(new HttpClient { BaseAddress = baseAddress, Timeout = TimeSpan.FromSeconds(10) }));
+                services.AddCallStateClusterClient(configuration);
             }
+
             services.AddSingleton<AdmissionPolicy>();
             services.AddSingleton<ICallPolicy>(sp => sp.GetRequiredService<AdmissionPolicy>());
         }
@@ -122,14 +116,8 @@ public static partial class EdgeHost
         return services;
     }
 
-    /// <summary>Silo addresses an edge asks for the cluster view.</summary>
-    public const string ClusterBootstrapKey = "CallState:Cluster:Bootstrap";
-
-    /// <summary>An edge with this set and no bootstrap list reads the membership table in <c>CallState:Storage</c>.</summary>
-    public const string ClusterEnabledKey = "CallState:Cluster:Enabled";
-
-    /// <summary>Where an edge without grains of its own reaches a silo (its HTTP API).</summary>
-    public const string SiloUrlKey = "CallState:Admission:SiloUrl";
+    /// <summary>The silos' gateways an edge without grains of its own connects to (an Orleans client).</summary>
+    public const string GatewaysKey = OrleansClusterOptions.SectionName + ":" + nameof(OrleansClusterOptions.Gateways);
 
     [LoggerMessage(EventId = 3000, Level = LogLevel.Information, Message = "SIP edge started (HTTP on {Urls})")]
     private static partial void LogStarted(ILogger logger, ICollection<string> urls);

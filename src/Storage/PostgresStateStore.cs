@@ -10,7 +10,7 @@ namespace CallState.Storage;
 /// transaction whose conditional statements travel as one <see cref="NpgsqlBatch"/> (one round trip),
 /// committed with the server's default <c>synchronous_commit</c> (durable).
 /// </summary>
-public sealed class PostgresStateStore : IStateStore
+public sealed class PostgresStateStore : IGroupCommitStore
 {
     private readonly StorageOptions _options;
     private readonly NpgsqlDataSource _dataSource;

@@ -10,7 +10,7 @@ namespace CallState.Storage;
 /// committer; one dedicated write connection owned by the group-commit loop, one
 /// <c>BEGIN IMMEDIATE ... COMMIT</c> (one fsync at <see cref="SqliteSynchronous.Full"/>) per batch.
 /// </summary>
-public sealed class SqliteStateStore : IStateStore
+public sealed class SqliteStateStore : IGroupCommitStore
 {
     /// <summary>How long a writer waits for another process's write lock before failing its batch.</summary>
     private const int BusyTimeoutMilliseconds = 5000;

@@ -37,7 +37,7 @@ internal sealed partial class StateJsonContext : JsonSerializerContext;
 /// Rows written before items existed carry the calls in the row's JSON (<c>Calls</c>); they still load, and
 /// the next write of that limit moves them into items (<see cref="DeserializeLimit"/> reports them).
 /// </summary>
-internal static class StateSerializer
+public static class StateSerializer
 {
     /// <summary>Bytes of one held call item.</summary>
     public const int HeldCallSize = 19;

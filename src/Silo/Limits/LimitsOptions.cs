@@ -27,7 +27,7 @@ public sealed class LimitsOptions
     public Dictionary<string, LimitValues> Trunks { get; set; } = new(StringComparer.Ordinal);
 
     /// <summary>
-    /// Optional CSV of users (<c>name,total,outbound,inbound</c>, see <see cref="Runtime.UsersFile"/>), relative to
+    /// Optional CSV of users (<c>name,total,outbound,inbound</c>, see <see cref="Limits.UsersFile"/>), relative to
     /// the working directory. Its users are added to <see cref="Users"/>; a user also listed in <see cref="Users"/> keeps
     /// the configured entry.
     /// </summary>
@@ -47,7 +47,7 @@ public sealed class LimitsOptions
             return _usersFileErrors;
         }
 
-        var users = Runtime.UsersFile.Read(UsersFile, out var errors);
+        var users = Limits.UsersFile.Read(UsersFile, out var errors);
         foreach (var (name, values) in users)
         {
             Users.TryAdd(name, values);

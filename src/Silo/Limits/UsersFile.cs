@@ -1,6 +1,5 @@
 using System.Globalization;
 using CallState.Grains;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 

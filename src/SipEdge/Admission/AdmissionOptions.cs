@@ -243,10 +243,10 @@ public sealed class AdmissionOptions
     private void ValidateSetupRules(List<string> errors, Dictionary<string, List<(string Path, string Value)>> tagsByName)
     {
         // A call holds its caller's and its destination's limit plus one per matching rule.
-        const int maxRules = CallGrain.MaxLimitsPerCall - 2;
+        const int maxRules = CallAdmission.MaxLimitsPerCall - 2;
         if (SetupRules.Count > maxRules)
         {
-            errors.Add($"{SectionName}:{nameof(SetupRules)}: at most {maxRules} rules (a call touches at most {CallGrain.MaxLimitsPerCall} limits)");
+            errors.Add($"{SectionName}:{nameof(SetupRules)}: at most {maxRules} rules (a call touches at most {CallAdmission.MaxLimitsPerCall} limits)");
         }
 
         for (var i = 0; i < SetupRules.Count; i++)

@@ -365,9 +365,9 @@ public sealed class CallClassifier
         }
 
         var callKey = CallKeys.Create(input.CallId, input.FromTag);
-        if (callKey.Length > GrainRuntime.MaxCallKeyLength)
+        if (callKey.Length > GrainTypes.MaxCallKeyLength)
         {
-            return CallClassification.Failed($"Call-ID and From tag are longer than {GrainRuntime.MaxCallKeyLength} characters together");
+            return CallClassification.Failed($"Call-ID and From tag are longer than {GrainTypes.MaxCallKeyLength} characters together");
         }
 
         var source = input.Source is null ? null : AddressText.Canonical(input.Source);
@@ -496,9 +496,9 @@ public sealed class CallClassifier
                 }
             }
 
-            if (limits.Count == CallGrain.MaxLimitsPerCall)
+            if (limits.Count == CallAdmission.MaxLimitsPerCall)
             {
-                error = $"the call would touch more than {CallGrain.MaxLimitsPerCall} limits";
+                error = $"the call would touch more than {CallAdmission.MaxLimitsPerCall} limits";
                 return;
             }
 

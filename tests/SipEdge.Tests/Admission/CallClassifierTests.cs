@@ -39,7 +39,7 @@ public sealed class CallClassifierTests
     [Fact]
     public void A_call_key_longer_than_the_runtime_accepts_is_a_failure()
     {
-        var call = _classifier.Classify(Invite("alice@127.0.0.1", "bob@127.0.0.1", "127.0.0.1", callId: new string('c', GrainRuntime.MaxCallKeyLength)));
+        var call = _classifier.Classify(Invite("alice@127.0.0.1", "bob@127.0.0.1", "127.0.0.1", callId: new string('c', GrainTypes.MaxCallKeyLength)));
 
         Assert.False(call.Succeeded);
         Assert.Contains("1024", call.Error, StringComparison.Ordinal);

@@ -1,0 +1,497 @@
+namespace CallState.Grains;
+
+/// <summary>Where a call is in its admission.</summary>
+[GenerateSerializer]
+public enum CallPhase : byte
+{
+    New = 0,
+
+    /// <summary>Reserving, or admitted and not yet confirmed: written together with the reservations, so it is what storage holds for an admitted call until its 2xx.</summary>
+    Admitting = 1,
+    Admitted = 2,
+    Rejected = 3,
+    Ended = 4,
+}
+
+/// <summary>One limit a call asks for: the limit key (<c>user/alice</c>), direction, and for per-key limits the maximum from the call.</summary>
+[GenerateSerializer, Immutable]
+public sealed record LimitRequest([property: Id(0)] string Key, [property: Id(1)] Direction Direction, [property: Id(2)] int? PerCallMax = null);
+
+[GenerateSerializer]
+public enum AdmitStatus : byte
+{
+    Admitted = 1,
+    Rejected = 2,
+
+    /// <summary>The request itself is wrong (unknown key prefix, duplicate key, negative maximum, ended call).</summary>
+    Invalid = 3,
+}
+
+/// <summary>The answer to an admission: admitted, or which limit refused and why.</summary>
+[GenerateSerializer, Immutable]
+public sealed record AdmitResult([property: Id(0)] AdmitStatus Status, [property: Id(1)] string? LimitKey, [property: Id(2)] RejectReason Reason, [property: Id(3)] int? Limit, [property: Id(4)] int Current, [property: Id(5)] string? Error)
+{
+    public static AdmitResult Admitted() => new(AdmitStatus.Admitted, null, RejectReason.None, null, 0, null);
+
+    /// <summary>The reason as logs and metrics spell it (<c>USER_TOTAL_LIMIT_REACHED</c>).</summary>
+    public string ReasonCode => Reason.ToCode();
+
+    public static AdmitResult Invalid(string error) => new(AdmitStatus.Invalid, null, RejectReason.None, null, 0, error);
+}
+
+/// <summary>A requested limit as persisted with the call.</summary>
+public sealed class CallLimit
+{
+    public string Key { get; set; } = "";
+
+    public Direction Direction { get; set; }
+
+    public int? PerCallMax { get; set; }
+}
+
+/// <summary>The persisted state of one call grain.</summary>
+public sealed class CallGrainState
+{
+    public CallPhase Phase { get; set; }
+
+    /// <summary>The limits, sorted by key: the order of reservation.</summary>
+    public List<CallLimit> Limits { get; set; } = [];
+
+    public bool Confirmed { get; set; }
+
+    public string? RejectedKey { get; set; }
+
+    public RejectReason Reason { get; set; }
+
+    public int? Limit { get; set; }
+
+    public int Current { get; set; }
+
+    public long StartedMs { get; set; }
+
+    public long LeaseEndMs { get; set; }
+
+    /// <summary>When the call was rejected or ended; the record is deleted <see cref="LeaseOptions.EndedRetention"/> later.</summary>
+    public long ClosedMs { get; set; }
+}
+
+/// <summary>A call as the admin API shows it.</summary>
+[GenerateSerializer, Immutable]
+public sealed record CallSnapshot([property: Id(0)] string CallKey, [property: Id(1)] CallPhase Phase, [property: Id(2)] bool Confirmed, [property: Id(3)] IReadOnlyList<LimitRequest> Limits, [property: Id(4)] string? RejectedKey, [property: Id(5)] RejectReason Reason, [property: Id(6)] DateTimeOffset? LeaseEnd);
+
+/// <summary>
+/// One call (key: Call-ID and From-tag). Reserves its limits in a fixed order, all or nothing, records the
+/// outcome, and releases everything when the call ends. Any edge can end a call knowing only its key.
+/// A call stored as <see cref="CallPhase.Admitting"/> that a restarted runtime loads (a crash came before or after its
+/// answer) is finished: it ends up holding all of its limits or none. The edge ends an admission it had no answer for.
+/// </summary>
+public sealed class CallAdmission
+{
+    /// <summary>Most limits one call may touch; a user, a trunk, a few per-key tags.</summary>
+    public const int MaxLimitsPerCall = 16;
+
+    private readonly string _callKey;
+    private readonly IDurableState<CallGrainState> _state;
+    private readonly ILimitGrainClient _limits;
+    private readonly LeaseOptions _leases;
+    private readonly TimeProvider _time;
+
+    public CallAdmission(string callKey, IDurableState<CallGrainState> state, ILimitGrainClient limits, LeaseOptions leases, TimeProvider time)
+    {
+        _callKey = callKey;
+        _state = state;
+        _limits = limits;
+        _leases = leases;
+        _time = time;
+    }
+
+    private CallGrainState S => _state.State;
+
+    /// <summary>
+    /// When the call record wakes after its lease: a little after the limits' own lease ends, so the
+    /// limits reclaim (and count) their slots first; the call then closes its record.
+    /// </summary>
+    private DateTimeOffset LeaseDue => DateTimeOffset.FromUnixTimeMilliseconds(S.LeaseEndMs) + LeaseGrace;
+
+    /// <summary>See <see cref="LeaseDue"/>.</summary>
+    public static readonly TimeSpan LeaseGrace = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Reserves every limit and records the call, all in one round of durable writes: the record (phase
+    /// <see cref="CallPhase.Admitting"/>, with its limits and the early lease as due time) and every reservation are
+    /// issued together, so group commit makes them durable in one batch, and the answer waits for all of them.
+    /// When a limit refuses, the others are released and the refusal is recorded. Two calls racing for the last slot
+    /// of two shared limits may then both be refused; neither is ever admitted past a limit.
+    /// </summary>
+    public async Task<AdmitResult> AdmitAsync(IReadOnlyList<LimitRequest> requests, CancellationToken cancellationToken)
+    {
+        switch (S.Phase)
+        {
+            case CallPhase.Admitted:
+                return AdmitResult.Admitted();
+            case CallPhase.Rejected:
+                return StoredRejection();
+            case CallPhase.Ended:
+                return AdmitResult.Invalid($"call '{_callKey}' has already ended");
+        }
+
+        if (!TryNormalize(requests, out var limits, out var error))
+        {
+            return AdmitResult.Invalid(error);
+        }
+
+        if (S.Phase == CallPhase.Admitting && !SameLimits(S.Limits, limits))
+        {
+            // A crash cut an admission of other limits: give those back first (releasing is idempotent).
+            await ReleaseAsync(S.Limits, cancellationToken);
+        }
+
+        var now = _time.GetUtcNow();
+        S.Phase = CallPhase.Admitting;
+        S.Limits = limits;
+        S.StartedMs = now.ToUnixTimeMilliseconds();
+        S.LeaseEndMs = (now + _leases.Early).ToUnixTimeMilliseconds();
+
+        // The record is serialized now, so the reservations below may run while it is being written. This activation
+        // wakes at the lease end; a runtime that loads the record after a crash wakes it at once to finish it.
+        var record = _state.WriteAsync(LeaseDue, now, cancellationToken);
+        var reservations = ReserveAll(limits, cancellationToken);
+        try
+        {
+            await Task.WhenAll(reservations);
+            await record;
+        }
+        catch (Exception)
+        {
+            // A limit could not answer or the record was not written: give back whatever was taken. If that fails
+            // too, the record (when it was written) keeps the limits, and the early lease releases them.
+            await ObserveAsync(record);
+            await TryReleaseAsync(MayHold(limits, reservations));
+            throw;
+        }
+
+        var refused = FirstRefusal(reservations);
+        if (refused >= 0)
+        {
+            await RejectAsync(limits, reservations, refused, cancellationToken);
+            return StoredRejection();
+        }
+
+        // Durable as Admitting with every limit held: that is what an admitted, unconfirmed call is on recovery.
+        S.Phase = CallPhase.Admitted;
+        return AdmitResult.Admitted();
+    }
+
+    /// <summary>
+    /// The call was answered (2xx): every limit moves to the confirmed lease. False when the call is not
+    /// admitted, or a limit had already reclaimed its slot (the call is then ended and must be torn down).
+    /// </summary>
+    public async Task<bool> ConfirmAsync(CancellationToken cancellationToken)
+    {
+        if (S.Phase is not (CallPhase.Admitted or CallPhase.Admitting))
+        {
+            return false;
+        }
+
+        // Every limit and the record are written together (one group commit); the record's longer lease only
+        // matters once the limits hold the confirmed lease too, and a lost limit ends the call below.
+        var confirms = StartEach(
+            S.Limits,
+            static (grain, limit, ct) => grain._limits.ConfirmAsync(LimitKey.Parse(limit.Key), grain._callKey, grain._leases.Confirmed, ct),
+            cancellationToken);
+
+        S.Phase = CallPhase.Admitted;
+        S.Confirmed = true;
+        S.LeaseEndMs = (_time.GetUtcNow() + _leases.Confirmed).ToUnixTimeMilliseconds();
+        var record = _state.WriteAsync(LeaseDue, cancellationToken);
+        try
+        {
+            await Task.WhenAll(confirms);
+        }
+        catch (Exception)
+        {
+            await ObserveAsync(record);
+            throw;
+        }
+
+        await record;
+        if (Array.Exists(confirms, static c => !c.Result))
+        {
+            await EndLostAsync(cancellationToken);
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>An in-dialog refresh (re-INVITE, UPDATE, session timer): extends every lease.</summary>
+    public async Task<bool> RenewAsync(CancellationToken cancellationToken)
+    {
+        if (S.Phase is not (CallPhase.Admitted or CallPhase.Admitting))
+        {
+            return false;
+        }
+
+        var lease = S.Confirmed ? _leases.Confirmed : _leases.Early;
+        var lost = false;
+        foreach (var limit in S.Limits)
+        {
+            lost |= !await _limits.RenewAsync(LimitKey.Parse(limit.Key), _callKey, lease, cancellationToken);
+        }
+
+        if (lost)
+        {
+            await EndLostAsync(cancellationToken);
+            return false;
+        }
+
+        S.LeaseEndMs = Math.Max(S.LeaseEndMs, (_time.GetUtcNow() + lease).ToUnixTimeMilliseconds());
+        await _state.WriteAsync(LeaseDue, cancellationToken);
+        return true;
+    }
+
+    /// <summary>The call ended (BYE, CANCEL, final non-2xx, timeout): releases every slot. Idempotent.</summary>
+    public async Task<bool> EndAsync(CancellationToken cancellationToken)
+    {
+        if (S.Phase is CallPhase.New or CallPhase.Rejected or CallPhase.Ended)
+        {
+            return false;
+        }
+
+        await ReleaseAsync(S.Limits, cancellationToken);
+        S.Phase = CallPhase.Ended;
+        await CloseAsync(cancellationToken);
+        return true;
+    }
+
+    /// <summary>The runtime woke the grain at its due time.</summary>
+    public async Task OnTimerAsync(CancellationToken cancellationToken)
+    {
+        var nowMs = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        switch (S.Phase)
+        {
+            case CallPhase.Admitting when S.LeaseEndMs > nowMs:
+                await FinishAsync(cancellationToken);
+                break;
+            case CallPhase.Admitted or CallPhase.Admitting when S.LeaseEndMs <= nowMs:
+                // The limits reclaim their own slots when the lease ends; this releases them in case a
+                // limit's lease was renewed without the call record, and closes the record.
+                await EndAsync(cancellationToken);
+                break;
+            case CallPhase.Rejected or CallPhase.Ended when S.ClosedMs + (long)_leases.EndedRetention.TotalMilliseconds <= nowMs:
+                await _state.ClearAsync(cancellationToken);
+                break;
+        }
+    }
+
+    public CallSnapshot Snapshot() => new(
+        _callKey,
+        S.Phase,
+        S.Confirmed,
+        S.Limits.ConvertAll(static l => new LimitRequest(l.Key, l.Direction, l.PerCallMax)),
+        S.RejectedKey,
+        S.Reason,
+        S.Phase == CallPhase.Admitted ? DateTimeOffset.FromUnixTimeMilliseconds(S.LeaseEndMs) : null);
+
+    /// <summary>
+    /// Recovery of a call stored as <see cref="CallPhase.Admitting"/> (a crash came before or after its answer): every
+    /// limit is asked again (a limit that holds the call admits it without counting it twice), so the call ends up
+    /// holding all of its limits, admitted, or none of them, rejected.
+    /// </summary>
+    private async Task FinishAsync(CancellationToken cancellationToken)
+    {
+        var limits = S.Limits;
+        var reservations = ReserveAll(limits, cancellationToken);
+        await Task.WhenAll(reservations);
+        var refused = FirstRefusal(reservations);
+        if (refused >= 0)
+        {
+            await RejectAsync(limits, reservations, refused, cancellationToken);
+            return;
+        }
+
+        S.Phase = CallPhase.Admitted;
+        await _state.WriteAsync(LeaseDue, cancellationToken);
+    }
+
+    /// <summary>Asks every limit for a slot at once (one group commit).</summary>
+    private Task<ReserveOutcome>[] ReserveAll(List<CallLimit> limits, CancellationToken cancellationToken) =>
+        StartEach(
+            limits,
+            static (grain, limit, ct) => grain._limits.TryReserveAsync(LimitKey.Parse(limit.Key), grain._callKey, limit.Direction, grain._leases.Early, limit.PerCallMax, ct),
+            cancellationToken);
+
+    /// <summary>
+    /// Starts one operation per limit without waiting between them, so their writes share a group commit. A limit
+    /// that throws at once gives a faulted task: every other limit is still asked, and the caller sees the failure
+    /// when it awaits.
+    /// </summary>
+    private Task<T>[] StartEach<T>(List<CallLimit> limits, Func<CallAdmission, CallLimit, CancellationToken, Task<T>> start, CancellationToken cancellationToken)
+    {
+        var tasks = new Task<T>[limits.Count];
+        for (var i = 0; i < tasks.Length; i++)
+        {
+            try
+            {
+                tasks[i] = start(this, limits[i], cancellationToken);
+            }
+#pragma warning disable CA1031 // kept in its task (see the summary)
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                tasks[i] = Task.FromException<T>(ex);
+            }
+        }
+
+        return tasks;
+    }
+
+    /// <summary>The first limit, in reservation order, that refused; -1 when every one admitted.</summary>
+    private static int FirstRefusal(Task<ReserveOutcome>[] reservations) =>
+        Array.FindIndex(reservations, static r => !r.Result.Admitted);
+
+    /// <summary>Limit <paramref name="refused"/> refused: the limits that admitted give their slot back and the refusal is recorded.</summary>
+    private async Task RejectAsync(List<CallLimit> limits, Task<ReserveOutcome>[] reservations, int refused, CancellationToken cancellationToken)
+    {
+        await ReleaseAsync(MayHold(limits, reservations), cancellationToken);
+        var outcome = reservations[refused].Result;
+        S.Phase = CallPhase.Rejected;
+        S.RejectedKey = limits[refused].Key;
+        S.Reason = outcome.Reason;
+        S.Limit = outcome.Limit;
+        S.Current = outcome.Current;
+        await CloseAsync(cancellationToken);
+    }
+
+    private AdmitResult StoredRejection() => new(AdmitStatus.Rejected, S.RejectedKey, S.Reason, S.Limit, S.Current, null);
+
+    /// <summary>
+    /// A limit no longer holds the call (its lease ended first): keeping the call up would count it
+    /// nowhere, so every slot is released and the call ends; the edge must tear it down.
+    /// </summary>
+    private async Task EndLostAsync(CancellationToken cancellationToken)
+    {
+        await ReleaseAsync(S.Limits, cancellationToken);
+        S.Phase = CallPhase.Ended;
+        await CloseAsync(cancellationToken);
+    }
+
+    private Task CloseAsync(CancellationToken cancellationToken)
+    {
+        var now = _time.GetUtcNow();
+        S.ClosedMs = now.ToUnixTimeMilliseconds();
+        return _state.WriteAsync(now + _leases.EndedRetention, cancellationToken);
+    }
+
+    private async Task TryReleaseAsync(List<CallLimit> limits)
+    {
+        try
+        {
+            await ReleaseAsync(limits, CancellationToken.None);
+        }
+#pragma warning disable CA1031 // the caller rethrows the first failure; recovery completes the release
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+    }
+
+    /// <summary>Releases every limit in <paramref name="limits"/> at once (one group commit).</summary>
+    private Task ReleaseAsync(List<CallLimit> limits, CancellationToken cancellationToken) =>
+        limits.Count == 0
+            ? Task.CompletedTask
+            : Task.WhenAll(StartEach(limits, static (grain, limit, ct) => grain._limits.ReleaseAsync(LimitKey.Parse(limit.Key), grain._callKey, ct), cancellationToken));
+
+    /// <summary>The limits a concurrent reservation may have taken: those that admitted and those whose outcome is unknown.</summary>
+    private static List<CallLimit> MayHold(List<CallLimit> limits, Task<ReserveOutcome>[] reservations)
+    {
+        var held = new List<CallLimit>(limits.Count);
+        for (var i = 0; i < limits.Count; i++)
+        {
+            if (!reservations[i].IsCompletedSuccessfully || reservations[i].Result.Admitted)
+            {
+                held.Add(limits[i]);
+            }
+        }
+
+        return held;
+    }
+
+    private static async Task ObserveAsync(Task task)
+    {
+        try
+        {
+            await task;
+        }
+#pragma warning disable CA1031 // the first failure is the one rethrown; this one only must not go unobserved
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+    }
+
+    private static bool SameLimits(List<CallLimit> a, List<CallLimit> b)
+    {
+        if (a.Count != b.Count)
+        {
+            return false;
+        }
+
+        for (var i = 0; i < a.Count; i++)
+        {
+            if (a[i].Key != b[i].Key || a[i].Direction != b[i].Direction)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private static bool TryNormalize(IReadOnlyList<LimitRequest> requests, out List<CallLimit> limits, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out string? error)
+    {
+        limits = new List<CallLimit>(requests.Count);
+        if (requests.Count > MaxLimitsPerCall)
+        {
+            error = $"a call may touch at most {MaxLimitsPerCall} limits (got {requests.Count})";
+            return false;
+        }
+
+        foreach (var request in requests)
+        {
+            if (!LimitKey.TryParse(request.Key, out var key, out error))
+            {
+                return false;
+            }
+
+            if (request.PerCallMax < 0)
+            {
+                error = $"per-call maximum for '{request.Key}' must be 0 or more (was {request.PerCallMax})";
+                return false;
+            }
+
+            if (request.Direction is not (Direction.Inbound or Direction.Outbound))
+            {
+                error = $"direction of '{request.Key}' must be Inbound or Outbound";
+                return false;
+            }
+
+            limits.Add(new CallLimit { Key = key.ToString(), Direction = request.Direction, PerCallMax = request.PerCallMax });
+        }
+
+        // The fixed order every call reserves in, so two calls never hold each other's first limit
+        // while waiting for the second.
+        limits.Sort(static (a, b) => string.CompareOrdinal(a.Key, b.Key));
+        for (var i = 1; i < limits.Count; i++)
+        {
+            if (limits[i].Key == limits[i - 1].Key)
+            {
+                error = $"limit '{limits[i].Key}' is requested twice";
+                return false;
+            }
+        }
+
+        error = null;
+        return true;
+    }
+}

@@ -1,0 +1,323 @@
+namespace CallState.Grains;
+
+/// <summary>
+/// The decisions of one limit (<c>user/…</c>, <c>trunk/…</c>, <c>key/…</c>) over its state. Pure logic:
+/// the hosting runtime owns persistence, turn scheduling and timers, calls these methods one turn at a
+/// time, and persists the state whenever a method reports that it changed it.
+/// Every operation is idempotent per call key.
+/// </summary>
+public sealed class LimitLedger
+{
+    private readonly LimitSettings _configured;
+
+    // Derived from State.Calls and kept in step by every method that changes it, so a decision does
+    // not walk every held call (a busy trunk holds thousands): the counts, and the held calls ordered by
+    // lease end (the earliest is the next due time; expiry takes from the front and stops at the first
+    // lease still running).
+    private readonly SortedSet<LeaseEntry> _leases = new(LeaseEntryComparer.Instance);
+    private readonly HashSet<string> _changedCalls = new(StringComparer.Ordinal);
+    private int _inbound;
+    private int _outbound;
+
+    public LimitLedger(LimitKey key, LimitGrainState state, LimitSettings configured)
+    {
+        Key = key;
+        State = state;
+        _configured = configured;
+        foreach (var (callKey, call) in state.Calls)
+        {
+            Count(call, +1);
+            _leases.Add(new LeaseEntry(call.LeaseEndMs, callKey));
+        }
+    }
+
+    public LimitKey Key { get; }
+
+    public LimitGrainState State { get; }
+
+    /// <summary>The limits in force: a run-time override, else configuration; per-key limits come with calls.</summary>
+    public LimitSettings Effective => Key.Kind == LimitKind.Key
+        ? new LimitSettings(Total: State.LastPerCallMax)
+        : State.Override ?? _configured;
+
+    /// <summary>The earliest lease end, when the runtime must wake this grain; null when nothing is held.</summary>
+    public DateTimeOffset? NextDue => _leases.Count == 0 ? null : DateTimeOffset.FromUnixTimeMilliseconds(_leases.Min.LeaseEndMs);
+
+    /// <summary>
+    /// Keys of the calls added, changed or removed since <see cref="AcceptChanges"/>: what the host must persist
+    /// besides the rest of <see cref="State"/> (a key no longer in <c>State.Calls</c> was removed).
+    /// </summary>
+    public IReadOnlyCollection<string> ChangedCalls => _changedCalls;
+
+    /// <summary>The host persisted every change: forget them.</summary>
+    public void AcceptChanges() => _changedCalls.Clear();
+
+    /// <summary>Counts every held call as changed (the host loaded them from a form it no longer writes).</summary>
+    public void MarkAllCallsChanged()
+    {
+        foreach (var callKey in State.Calls.Keys)
+        {
+            _changedCalls.Add(callKey);
+        }
+    }
+
+    /// <summary>
+    /// Reserves a slot for <paramref name="callKey"/> unless a limit is reached. A call that already holds
+    /// a slot is admitted again without counting twice (a retransmitted INVITE).
+    /// </summary>
+    public ReserveOutcome TryReserve(string callKey, Direction direction, TimeSpan lease, int? perCallMax, DateTimeOffset now, out bool changed)
+    {
+        changed = ExpireLeases(now) > 0;
+        var (inbound, outbound) = (_inbound, _outbound);
+
+        if (State.Calls.ContainsKey(callKey))
+        {
+            return ReserveOutcome.Admit(Effective.Total, inbound + outbound);
+        }
+
+        var outcome = Key.Kind == LimitKind.Key
+            ? DecidePerKey(direction, perCallMax ?? State.LastPerCallMax, inbound + outbound)
+            : Decide(Effective, direction, inbound, outbound);
+
+        if (Key.Kind == LimitKind.Key && perCallMax is { } max && State.LastPerCallMax != max)
+        {
+            State.LastPerCallMax = max;
+            changed = true;
+        }
+
+        if (!outcome.Admitted)
+        {
+            return outcome;
+        }
+
+        var nowMs = now.ToUnixTimeMilliseconds();
+        var held = new HeldCall
+        {
+            Direction = direction,
+            Phase = HoldPhase.Early,
+            SinceMs = nowMs,
+            LeaseEndMs = nowMs + (long)lease.TotalMilliseconds,
+        };
+        State.Calls[callKey] = held;
+        Count(held, +1);
+        _leases.Add(new LeaseEntry(held.LeaseEndMs, callKey));
+        _changedCalls.Add(callKey);
+        changed = true;
+        return outcome;
+    }
+
+    /// <summary>
+    /// Marks the call answered (2xx) and gives it the confirmed lease. False when the call holds no slot
+    /// here (never did, released, or its lease ended: the caller must then end the call).
+    /// </summary>
+    public bool Confirm(string callKey, TimeSpan lease, DateTimeOffset now)
+    {
+        if (!TryGetLive(callKey, now, out var call))
+        {
+            return false;
+        }
+
+        call.Phase = HoldPhase.Confirmed;
+        SetLeaseEnd(callKey, call, now.ToUnixTimeMilliseconds() + (long)lease.TotalMilliseconds);
+        _changedCalls.Add(callKey);
+        return true;
+    }
+
+    /// <summary>Extends the lease (re-INVITE, UPDATE, session refresh). False when the call holds no slot here.</summary>
+    public bool Renew(string callKey, TimeSpan lease, DateTimeOffset now)
+    {
+        if (!TryGetLive(callKey, now, out var call))
+        {
+            return false;
+        }
+
+        SetLeaseEnd(callKey, call, Math.Max(call.LeaseEndMs, now.ToUnixTimeMilliseconds() + (long)lease.TotalMilliseconds));
+        return true;
+    }
+
+    /// <summary>
+    /// The call's hold, unless its lease has already ended: then the slot is reclaimed now, so a late
+    /// 2xx or refresh gets the same answer whether or not the lease timer has run yet.
+    /// </summary>
+    private bool TryGetLive(string callKey, DateTimeOffset now, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out HeldCall? call)
+    {
+        if (!State.Calls.TryGetValue(callKey, out call))
+        {
+            return false;
+        }
+
+        if (call.LeaseEndMs <= now.ToUnixTimeMilliseconds())
+        {
+            Remove(callKey, call);
+            State.Reclaimed++;
+            call = null;
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>Frees the call's slot. False (and no change) when it held none: releasing twice is harmless.</summary>
+    public bool Release(string callKey)
+    {
+        if (!State.Calls.TryGetValue(callKey, out var call))
+        {
+            return false;
+        }
+
+        Remove(callKey, call);
+        return true;
+    }
+
+    /// <summary>
+    /// Reclaims every slot whose lease has ended; returns how many. Called before every decision, so it looks
+    /// only at the earliest lease ends: O(1) when none has ended, O(log n) per reclaimed slot.
+    /// </summary>
+    public int ExpireLeases(DateTimeOffset now)
+    {
+        var nowMs = now.ToUnixTimeMilliseconds();
+        var expired = 0;
+        while (_leases.Count > 0)
+        {
+            var earliest = _leases.Min;
+            if (earliest.LeaseEndMs > nowMs)
+            {
+                break;
+            }
+
+            Remove(earliest.CallKey, State.Calls[earliest.CallKey]);
+            expired++;
+        }
+
+        State.Reclaimed += expired;
+        return expired;
+    }
+
+    /// <summary>Sets (or with null clears) the run-time limits of a user or trunk.</summary>
+    public void SetOverride(LimitSettings? limits)
+    {
+        if (Key.Kind == LimitKind.Key)
+        {
+            throw new InvalidOperationException("per-key limits come with each call and cannot be overridden");
+        }
+
+        State.Override = limits;
+    }
+
+    public LimitSnapshot Snapshot()
+    {
+        var (inbound, outbound) = (_inbound, _outbound);
+        var calls = new List<HeldCallSnapshot>(State.Calls.Count);
+        foreach (var (callKey, call) in State.Calls)
+        {
+            calls.Add(new HeldCallSnapshot(
+                callKey,
+                call.Direction,
+                call.Phase,
+                DateTimeOffset.FromUnixTimeMilliseconds(call.SinceMs),
+                DateTimeOffset.FromUnixTimeMilliseconds(call.LeaseEndMs)));
+        }
+
+        calls.Sort(static (a, b) => string.CompareOrdinal(a.CallKey, b.CallKey));
+        return new LimitSnapshot(Key.ToString(), Key.Kind, Effective, inbound, outbound, inbound + outbound, State.Reclaimed, calls);
+    }
+
+    private void Count(HeldCall call, int delta)
+    {
+        if (call.Direction == Direction.Inbound)
+        {
+            _inbound += delta;
+        }
+        else
+        {
+            _outbound += delta;
+        }
+    }
+
+    private void Remove(string callKey, HeldCall call)
+    {
+        State.Calls.Remove(callKey);
+        Count(call, -1);
+        _leases.Remove(new LeaseEntry(call.LeaseEndMs, callKey));
+        _changedCalls.Add(callKey);
+    }
+
+    private void SetLeaseEnd(string callKey, HeldCall call, long leaseEndMs)
+    {
+        if (leaseEndMs == call.LeaseEndMs)
+        {
+            return;
+        }
+
+        _leases.Remove(new LeaseEntry(call.LeaseEndMs, callKey));
+        call.LeaseEndMs = leaseEndMs;
+        _leases.Add(new LeaseEntry(leaseEndMs, callKey));
+        _changedCalls.Add(callKey);
+    }
+
+    private ReserveOutcome Decide(LimitSettings limits, Direction direction, int inbound, int outbound)
+    {
+        var total = inbound + outbound;
+        var isUser = Key.Kind == LimitKind.User;
+        var directionLimit = direction == Direction.Inbound ? limits.Inbound : limits.Outbound;
+        var directionCount = direction == Direction.Inbound ? inbound : outbound;
+
+        // A zero limit bars the direction (or, for total, every call): miniSIPServer's "zero inbound
+        // means the trunk can only carry outgoing calls", and a user with total 0 has no calls at all.
+        if (limits.Total == 0)
+        {
+            return ReserveOutcome.Reject(RejectReason.DirectionBarred, 0, total);
+        }
+
+        if (directionLimit == 0)
+        {
+            return ReserveOutcome.Reject(RejectReason.DirectionBarred, 0, directionCount);
+        }
+
+        if (directionLimit is { } dl && directionCount >= dl)
+        {
+            var reason = (isUser, direction) switch
+            {
+                (true, Direction.Inbound) => RejectReason.UserInLimitReached,
+                (true, _) => RejectReason.UserOutLimitReached,
+                (false, Direction.Inbound) => RejectReason.TrunkInLimitReached,
+                _ => RejectReason.TrunkOutLimitReached,
+            };
+            return ReserveOutcome.Reject(reason, dl, directionCount);
+        }
+
+        if (limits.Total is { } tl && total >= tl)
+        {
+            return ReserveOutcome.Reject(isUser ? RejectReason.UserTotalLimitReached : RejectReason.TrunkTotalLimitReached, tl, total);
+        }
+
+        return ReserveOutcome.Admit(directionLimit ?? limits.Total, limits.Total is null ? directionCount : total);
+    }
+
+    /// <summary>A held call in lease-end order.</summary>
+    private readonly record struct LeaseEntry(long LeaseEndMs, string CallKey);
+
+    private sealed class LeaseEntryComparer : IComparer<LeaseEntry>
+    {
+        public static readonly LeaseEntryComparer Instance = new();
+
+        public int Compare(LeaseEntry x, LeaseEntry y)
+        {
+            var byEnd = x.LeaseEndMs.CompareTo(y.LeaseEndMs);
+            return byEnd != 0 ? byEnd : string.CompareOrdinal(x.CallKey, y.CallKey);
+        }
+    }
+
+    private static ReserveOutcome DecidePerKey(Direction direction, int? max, int total)
+    {
+        // AudioCodes 'cac=key|max': one maximum for the key, whatever the direction; the reason names
+        // the direction of the refused call.
+        if (max is { } m && total >= m)
+        {
+            var reason = direction == Direction.Inbound ? RejectReason.InPerKeyCacLimitReached : RejectReason.OutPerKeyCacLimitReached;
+            return ReserveOutcome.Reject(reason, m, total);
+        }
+
+        return ReserveOutcome.Admit(max, total);
+    }
+}

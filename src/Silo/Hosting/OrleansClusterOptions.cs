@@ -1,0 +1,162 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace CallState.Silo.Hosting;
+
+/// <summary>How silos find each other.</summary>
+public enum ClusteringMode
+{
+    /// <summary>One silo alone (standalone mode, a single silo process): no membership table.</summary>
+    Localhost,
+
+    /// <summary>Silos join through the membership table in the state store's database (<c>CallState:Storage</c>).</summary>
+    Storage,
+}
+
+/// <summary>
+/// The Orleans cluster (configuration section <c>CallState:Orleans</c>): which cluster a silo or an edge belongs to, how
+/// silos find each other, the silo's endpoints, and the gateways an edge connects to.
+/// </summary>
+public sealed class OrleansClusterOptions
+{
+    public const string SectionName = "CallState:Orleans";
+
+    /// <summary>Silos and clients with the same cluster id form one cluster; rows of other ids are ignored.</summary>
+    public string ClusterId { get; set; } = "callstate";
+
+    /// <summary>Stays the same across deployments of one service (Orleans' ServiceId).</summary>
+    public string ServiceId { get; set; } = "callstate";
+
+    public ClusteringMode Clustering { get; set; } = ClusteringMode.Localhost;
+
+    /// <summary>Where the silo and gateway listen; defaults to <see cref="AdvertisedAddress"/>.</summary>
+    public string? ListenAddress { get; set; }
+
+    /// <summary>The IP address other silos and clients reach this silo at (in Kubernetes: the pod IP).</summary>
+    public string AdvertisedAddress { get; set; } = "127.0.0.1";
+
+    /// <summary>Silo-to-silo port; 0 picks a free port at start (one silo alone, so parallel processes never collide).</summary>
+    public int SiloPort { get; set; } = 11111;
+
+    /// <summary>Port edges connect to (the gateway); 0 means no gateway (standalone: the edge is in the process).</summary>
+    public int GatewayPort { get; set; } = 30000;
+
+    /// <summary>
+    /// Edges: the silos' gateways, each <c>host:port</c>. A host name is resolved again on every refresh and every
+    /// address it has is a gateway, so a Kubernetes headless Service name finds every silo pod.
+    /// </summary>
+    public List<string> Gateways { get; set; } = [];
+
+    /// <summary>How long an edge waits between attempts to reach a gateway while none answers.</summary>
+    public TimeSpan GatewayRetryInterval { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// Failure detection: a silo that misses <see cref="MissedProbesLimit"/> probes of <see cref="ProbeTimeout"/> each
+    /// is suspected, and declared dead when enough silos agree (Orleans' membership protocol).
+    /// </summary>
+    public TimeSpan ProbeTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    public int MissedProbesLimit { get; set; } = 3;
+
+    /// <summary>How often a silo writes its I-am-alive time to the membership table.</summary>
+    public TimeSpan IAmAliveInterval { get; set; } = TimeSpan.FromSeconds(30);
+
+    public IEnumerable<string> Validate(bool silo, string path = SectionName)
+    {
+        if (string.IsNullOrWhiteSpace(ClusterId))
+        {
+            yield return $"{path}:ClusterId must not be empty.";
+        }
+
+        if (string.IsNullOrWhiteSpace(ServiceId))
+        {
+            yield return $"{path}:ServiceId must not be empty.";
+        }
+
+        if (silo)
+        {
+            if (!IPAddress.TryParse(AdvertisedAddress, out var advertised) || advertised.Equals(IPAddress.Any) || advertised.Equals(IPAddress.IPv6Any))
+            {
+                yield return $"{path}:AdvertisedAddress must be the IP address other silos and edges reach this silo at (was '{AdvertisedAddress}').";
+            }
+
+            if (ListenAddress is not null && !IPAddress.TryParse(ListenAddress, out _))
+            {
+                yield return $"{path}:ListenAddress must be an IP address (was '{ListenAddress}').";
+            }
+
+            if (SiloPort is < 0 or > 65535 || (SiloPort == 0 && Clustering != ClusteringMode.Localhost))
+            {
+                yield return $"{path}:SiloPort must be 1-65535 (0, a free port, only with Clustering Localhost) (was {SiloPort}).";
+            }
+
+            if (GatewayPort is < 0 or > 65535)
+            {
+                yield return $"{path}:GatewayPort must be 0 (no gateway) or 1-65535 (was {GatewayPort}).";
+            }
+        }
+        else
+        {
+            if (Gateways.Count == 0)
+            {
+                yield return $"{path}:Gateways must list at least one silo gateway (host:port).";
+            }
+
+            for (var i = 0; i < Gateways.Count; i++)
+            {
+                if (!TrySplitHostPort(Gateways[i], out _, out _))
+                {
+                    yield return $"{path}:Gateways:{i} must be host:port (was '{Gateways[i]}').";
+                }
+            }
+
+            if (GatewayRetryInterval <= TimeSpan.Zero)
+            {
+                yield return $"{path}:GatewayRetryInterval must be positive (was {GatewayRetryInterval}).";
+            }
+        }
+
+        if (ProbeTimeout <= TimeSpan.Zero)
+        {
+            yield return $"{path}:ProbeTimeout must be positive (was {ProbeTimeout}).";
+        }
+
+        if (MissedProbesLimit < 1)
+        {
+            yield return $"{path}:MissedProbesLimit must be at least 1 (was {MissedProbesLimit}).";
+        }
+
+        if (IAmAliveInterval <= TimeSpan.Zero)
+        {
+            yield return $"{path}:IAmAliveInterval must be positive (was {IAmAliveInterval}).";
+        }
+    }
+
+    /// <summary>Splits <c>host:port</c> (an IPv6 literal in brackets).</summary>
+    public static bool TrySplitHostPort(string? text, out string host, out int port)
+    {
+        host = "";
+        port = 0;
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            return false;
+        }
+
+        var colon = text.LastIndexOf(':');
+        if (colon <= 0 || !int.TryParse(text.AsSpan(colon + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out port) || port is < 1 or > 65535)
+        {
+            return false;
+        }
+
+        host = text[..colon].Trim('[', ']');
+        return host.Length > 0;
+    }
+
+    /// <summary>A free TCP port on <paramref name="address"/> (the OS picks it); used for <see cref="SiloPort"/> 0.</summary>
+    public static int FreePort(IPAddress address)
+    {
+        using var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        socket.Bind(new IPEndPoint(address, 0));
+        return ((IPEndPoint)socket.LocalEndPoint!).Port;
+    }
+}
