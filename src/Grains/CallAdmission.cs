@@ -120,8 +120,9 @@ public sealed class CallAdmission
     /// Reserves every limit and records the call, all in one round of durable writes: the record (phase
     /// <see cref="CallPhase.Admitting"/>, with its limits and the early lease as due time) and every reservation are
     /// issued together, so group commit makes them durable in one batch, and the answer waits for all of them.
-    /// When a limit refuses, the others are released and the refusal is recorded. Two calls racing for the last slot
-    /// of two shared limits may then both be refused; neither is ever admitted past a limit.
+    /// When a limit refuses a call with several limits, what was taken is released and the limits are asked again one at a
+    /// time in key order (so two calls racing for the last slot of two shared limits do not refuse each other); a refusal
+    /// then is recorded. No call is ever admitted past a limit.
     /// </summary>
     public async Task<AdmitResult> AdmitAsync(IReadOnlyList<LimitRequest> requests, CancellationToken cancellationToken)
     {
@@ -171,6 +172,16 @@ public sealed class CallAdmission
         }
 
         var refused = FirstRefusal(reservations);
+        if (refused >= 0 && limits.Count > 1)
+        {
+            // Calls racing for the last slots of the same limits can refuse each other when they reserve in parallel
+            // (one holds the caller's last slot, the other the callee's). Give back what was taken and ask again one limit
+            // at a time in key order: calls that share their limits then never refuse each other.
+            await ReleaseAsync(MayHold(limits, reservations), cancellationToken);
+            reservations = await ReserveInOrderAsync(limits, cancellationToken);
+            refused = FirstRefusal(reservations);
+        }
+
         if (refused >= 0)
         {
             await RejectAsync(limits, reservations, refused, cancellationToken);
@@ -320,6 +331,31 @@ public sealed class CallAdmission
             limits,
             static (grain, limit, ct) => grain._limits.TryReserveAsync(LimitKey.Parse(limit.Key), grain._callKey, limit.Direction, grain._leases.Early, limit.PerCallMax, ct),
             cancellationToken);
+
+    /// <summary>
+    /// Asks the limits one after another in key order, stopping at the first refusal; the limits after it are not asked
+    /// (their outcome is a refusal that holds nothing and is never the first).
+    /// </summary>
+    private async Task<Task<ReserveOutcome>[]> ReserveInOrderAsync(List<CallLimit> limits, CancellationToken cancellationToken)
+    {
+        var outcomes = new Task<ReserveOutcome>[limits.Count];
+        var refused = false;
+        for (var i = 0; i < limits.Count; i++)
+        {
+            if (refused)
+            {
+                outcomes[i] = Task.FromResult(ReserveOutcome.Reject(RejectReason.None, null, 0));
+                continue;
+            }
+
+            var limit = limits[i];
+            var outcome = await _limits.TryReserveAsync(LimitKey.Parse(limit.Key), _callKey, limit.Direction, _leases.Early, limit.PerCallMax, cancellationToken);
+            outcomes[i] = Task.FromResult(outcome);
+            refused = !outcome.Admitted;
+        }
+
+        return outcomes;
+    }
 
     /// <summary>
     /// Starts one operation per limit without waiting between them, so their writes share a group commit. A limit

@@ -3,7 +3,7 @@ using CallState.Grains.Tests.Infrastructure;
 namespace CallState.Grains.Tests;
 
 /// <summary>A 2xx or refresh that arrives after a limit reclaimed the call's slot must not leave the call up uncounted.</summary>
-public sealed class CallGrainLostSlotTests
+public sealed class CallAdmissionLostSlotTests
 {
     private readonly ManualTimeProvider _time = new();
     private readonly LeaseOptions _leases = new();
@@ -15,7 +15,7 @@ public sealed class CallGrainLostSlotTests
     {
         var limits = new InMemoryLimitClient(_time).Configure("trunk/carrier", new LimitSettings(Total: 1));
         var state = new InMemoryGrainState<CallGrainState>();
-        var call = new CallGrain("slow-answer", state, limits, _leases, _time);
+        var call = new CallAdmission("slow-answer", state, limits, _leases, _time);
         Assert.Equal(AdmitStatus.Admitted, (await call.AdmitAsync([new LimitRequest("trunk/carrier", Direction.Outbound)], CancellationToken.None)).Status);
 
         // Rings past the early lease; the trunk's timer reclaims at lease end, the call's timer is due 1 s later.
@@ -28,7 +28,7 @@ public sealed class CallGrainLostSlotTests
         Assert.False(stillUp);
         Assert.Equal(CallPhase.Ended, call.Snapshot().Phase);
 
-        var other = await new CallGrain("other", new InMemoryGrainState<CallGrainState>(), limits, _leases, _time)
+        var other = await new CallAdmission("other", new InMemoryGrainState<CallGrainState>(), limits, _leases, _time)
             .AdmitAsync([new LimitRequest("trunk/carrier", Direction.Outbound)], CancellationToken.None);
         Assert.Equal(AdmitStatus.Admitted, other.Status);
         Assert.Equal(1, limits.Held("trunk/carrier"));
@@ -37,7 +37,7 @@ public sealed class CallGrainLostSlotTests
     [Fact]
     public void A_late_confirm_on_an_expired_lease_is_refused_even_before_the_timer_runs()
     {
-        var trunk = new LimitGrain(LimitKey.Trunk("carrier"), new LimitGrainState(), new LimitSettings(Total: 1));
+        var trunk = new LimitLedger(LimitKey.Trunk("carrier"), new LimitGrainState(), new LimitSettings(Total: 1));
         var start = _time.GetUtcNow();
         Assert.True(trunk.TryReserve("late", Direction.Inbound, _leases.Early, null, start, out _).Admitted);
 

@@ -3,19 +3,19 @@ using CallState.Grains.Tests.Infrastructure;
 namespace CallState.Grains.Tests;
 
 /// <summary>A call's admission across its limits: all or nothing, in a fixed order, idempotent, crash-safe.</summary>
-public sealed class CallGrainTests
+public sealed class CallAdmissionTests
 {
     private readonly List<string> _events = [];
     private readonly ManualTimeProvider _time = new();
     private readonly LeaseOptions _leases = new();
     private readonly InMemoryLimitClient _limits;
 
-    public CallGrainTests() => _limits = new InMemoryLimitClient(_time, _events);
+    public CallAdmissionTests() => _limits = new InMemoryLimitClient(_time, _events);
 
-    private CallGrain NewCall(InMemoryGrainState<CallGrainState> state, string callKey = "call-1") =>
+    private CallAdmission NewCall(InMemoryGrainState<CallGrainState> state, string callKey = "call-1") =>
         new(callKey, state, _limits, _leases, _time);
 
-    private (CallGrain Call, InMemoryGrainState<CallGrainState> State) NewCall(string callKey = "call-1")
+    private (CallAdmission Call, InMemoryGrainState<CallGrainState> State) NewCall(string callKey = "call-1")
     {
         var state = new InMemoryGrainState<CallGrainState>(events: _events);
         return (NewCall(state, callKey), state);
@@ -46,7 +46,7 @@ public sealed class CallGrainTests
         // Written once, together with the reservations: storage holds an admitted, unconfirmed call as Admitting.
         Assert.Equal(CallPhase.Admitting, state.Persisted!.Phase);
         Assert.Single(state.Writes);
-        Assert.Equal(_time.GetUtcNow() + _leases.Early + CallGrain.LeaseGrace, state.TimerDueAt);
+        Assert.Equal(_time.GetUtcNow() + _leases.Early + CallAdmission.LeaseGrace, state.TimerDueAt);
         Assert.Equal(_time.GetUtcNow() + _leases.Early, call.Snapshot().LeaseEnd);
     }
 
@@ -65,8 +65,12 @@ public sealed class CallGrainTests
         Assert.Equal(0, _limits.Held("key/+12345678"));
         Assert.Equal(0, _limits.Held("user/alice"));
         Assert.Equal(1, _limits.Held("trunk/carrier"));
-        // Every limit is asked at once; those that admitted give their slot back.
-        Assert.Equal(["reserve:key/+12345678", "reserve:trunk/carrier", "reserve:user/alice", "release:key/+12345678", "release:user/alice"], _events.Where(e => !e.StartsWith("write", StringComparison.Ordinal) && !e.StartsWith("clear", StringComparison.Ordinal)));
+        // Every limit is asked at once; those that admitted give their slot back; then the limits are asked again one at
+        // a time in key order, stopping at the refusal (user/alice, after it, is not asked again).
+        Assert.Equal(
+            ["reserve:key/+12345678", "reserve:trunk/carrier", "reserve:user/alice", "release:key/+12345678", "release:user/alice",
+             "reserve:key/+12345678", "reserve:trunk/carrier", "release:key/+12345678"],
+            _events.Where(e => !e.StartsWith("write", StringComparison.Ordinal) && !e.StartsWith("clear", StringComparison.Ordinal)));
         Assert.Equal(CallPhase.Rejected, state.Persisted!.Phase);
         Assert.Equal(RejectReason.TrunkTotalLimitReached, call.Snapshot().Reason);
     }
@@ -103,7 +107,7 @@ public sealed class CallGrainTests
         Assert.Equal(3, first.Limits.Count);
         // Stored due now: a runtime that loads it after a crash finishes it at once. This activation wakes at the lease end.
         Assert.Equal(_time.GetUtcNow(), dueAt);
-        Assert.Equal(_time.GetUtcNow() + _leases.Early + CallGrain.LeaseGrace, state.TimerDueAt);
+        Assert.Equal(_time.GetUtcNow() + _leases.Early + CallAdmission.LeaseGrace, state.TimerDueAt);
     }
 
     [Fact]
@@ -223,7 +227,7 @@ public sealed class CallGrainTests
     [Fact]
     public async Task Too_many_limits_or_an_unknown_direction_are_invalid()
     {
-        var many = Enumerable.Range(0, CallGrain.MaxLimitsPerCall + 1).Select(i => new LimitRequest($"key/k{i}", Direction.Inbound)).ToArray();
+        var many = Enumerable.Range(0, CallAdmission.MaxLimitsPerCall + 1).Select(i => new LimitRequest($"key/k{i}", Direction.Inbound)).ToArray();
         Assert.Equal(AdmitStatus.Invalid, (await NewCall("a").Call.AdmitAsync(many, CancellationToken.None)).Status);
         Assert.Equal(AdmitStatus.Invalid, (await NewCall("b").Call.AdmitAsync([new LimitRequest("user/alice", (Direction)7)], CancellationToken.None)).Status);
         Assert.Empty(_events);
@@ -243,7 +247,7 @@ public sealed class CallGrainTests
 
         // The runtime wakes it at the early lease's end and it releases every limit again (the trunk's outcome was unknown).
         _limits.Heal("trunk/carrier");
-        _time.Advance(_leases.Early + CallGrain.LeaseGrace);
+        _time.Advance(_leases.Early + CallAdmission.LeaseGrace);
         await call.OnTimerAsync(CancellationToken.None);
         Assert.Equal(CallPhase.Ended, state.Persisted!.Phase);
     }
@@ -315,7 +319,7 @@ public sealed class CallGrainTests
     {
         var recovered = NewCall(await CrashAfterFirstReservationAsync());
 
-        _time.Advance(_leases.Early + CallGrain.LeaseGrace);
+        _time.Advance(_leases.Early + CallAdmission.LeaseGrace);
         await recovered.OnTimerAsync(CancellationToken.None);
 
         Assert.Equal(0, _limits.Held("key/+12345678"));
@@ -369,7 +373,7 @@ public sealed class CallGrainTests
         Assert.True(await call.ConfirmAsync(CancellationToken.None));
         var confirmedAt = _time.GetUtcNow();
         Assert.True(state.Persisted!.Confirmed);
-        Assert.Equal(confirmedAt + _leases.Confirmed + CallGrain.LeaseGrace, state.LastDueAt);
+        Assert.Equal(confirmedAt + _leases.Confirmed + CallAdmission.LeaseGrace, state.LastDueAt);
         Assert.All(_limits.Grain("user/alice").Snapshot().Calls, c => Assert.Equal(HoldPhase.Confirmed, c.Phase));
 
         _time.Advance(TimeSpan.FromHours(1));
@@ -379,7 +383,7 @@ public sealed class CallGrainTests
 
         // A session refresh extends the lease from now.
         Assert.True(await call.RenewAsync(CancellationToken.None));
-        Assert.Equal(_time.GetUtcNow() + _leases.Confirmed + CallGrain.LeaseGrace, state.LastDueAt);
+        Assert.Equal(_time.GetUtcNow() + _leases.Confirmed + CallAdmission.LeaseGrace, state.LastDueAt);
         _time.Now = confirmedAt + _leases.Confirmed + TimeSpan.FromMinutes(1);
         _limits.ExpireAll();
         Assert.Equal(1, _limits.Held("user/alice"));

@@ -8,7 +8,7 @@ namespace CallState.Grains.Tests;
 /// Random operation sequences on a trunk limit, checked against a small model: the counts never exceed a
 /// configured limit and always equal the calls the model says are held.
 /// </summary>
-public sealed class LimitGrainPropertyTests
+public sealed class LimitLedgerPropertyTests
 {
     public enum OpKind
     {
@@ -78,7 +78,7 @@ public sealed class LimitGrainPropertyTests
     {
         var time = new ManualTimeProvider();
         var limits = scenario.Limits;
-        var grain = new LimitGrain(LimitKey.Trunk("carrier"), new LimitGrainState(), limits);
+        var grain = new LimitLedger(LimitKey.Trunk("carrier"), new LimitGrainState(), limits);
         var model = new Model();
 
         for (var step = 0; step < scenario.Ops.Count; step++)

@@ -3,20 +3,20 @@ using CallState.Grains.Tests.Infrastructure;
 namespace CallState.Grains.Tests;
 
 /// <summary>One limit's decisions, rule by rule from the seeds (miniSIPServer users and trunks, AudioCodes cac keys).</summary>
-public sealed class LimitGrainTests
+public sealed class LimitLedgerTests
 {
     private static readonly TimeSpan Early = TimeSpan.FromSeconds(180);
     private static readonly TimeSpan Confirmed = TimeSpan.FromHours(12);
 
     private readonly ManualTimeProvider _time = new();
 
-    private static LimitGrain NewGrain(string key, LimitSettings? limits = null) =>
+    private static LimitLedger NewGrain(string key, LimitSettings? limits = null) =>
         new(LimitKey.Parse(key), new LimitGrainState(), limits ?? LimitSettings.Unlimited);
 
-    private ReserveOutcome Reserve(LimitGrain grain, string callKey, Direction direction, int? perCallMax = null) =>
+    private ReserveOutcome Reserve(LimitLedger grain, string callKey, Direction direction, int? perCallMax = null) =>
         grain.TryReserve(callKey, direction, Early, perCallMax, _time.GetUtcNow(), out _);
 
-    private void AdmitMany(LimitGrain grain, string prefix, Direction direction, int count, int? perCallMax = null)
+    private void AdmitMany(LimitLedger grain, string prefix, Direction direction, int count, int? perCallMax = null)
     {
         for (var i = 0; i < count; i++)
         {

@@ -1,5 +1,3 @@
-using CallState.Storage;
-
 namespace CallState.Storage.Tests.Storage;
 
 /// <summary>
@@ -46,7 +44,6 @@ public abstract class GrainStorageContractTests : IAsyncLifetime
         await CleanupAsync();
     }
 
-    /// <summary>Opens and initializes another instance over the same database (another process, a restart).</summary>
     /// <summary>
     /// Opens <paramref name="storage"/> on a schema that version 2 left with limit <c>trunk/old</c> (version 4, data
     /// "old"): the migration keeps the row as it was, without items, and its next write takes items.
@@ -68,6 +65,7 @@ public abstract class GrainStorageContractTests : IAsyncLifetime
         Assert.Equal(new byte[] { 6 }, updated.Items[0].Data);
     }
 
+    /// <summary>Opens and initializes another instance over the same database (another process, a restart).</summary>
     protected async Task<IStateStore> OpenAsync()
     {
         var storage = CreateStorage();
@@ -77,7 +75,11 @@ public abstract class GrainStorageContractTests : IAsyncLifetime
     }
 
     private static GroupCommitter CommitterOf(IStateStore storage) =>
-        storage.GroupCommit ?? throw new InvalidOperationException($"{storage.GetType()} has no group commit");
+        (storage as IGroupCommitStore)?.GroupCommit ?? throw new InvalidOperationException($"{storage.GetType()} has no group commit");
+
+    /// <summary>Every due grain: no time bound and no limit.</summary>
+    private static Task<IReadOnlyList<DueState>> AllDueAsync(IStateStore storage) =>
+        storage.ReadDueAsync(DateTimeOffset.MaxValue, int.MaxValue, Ct);
 
     private static byte[] Bytes(string text) => System.Text.Encoding.UTF8.GetBytes(text);
 
@@ -171,7 +173,7 @@ public abstract class GrainStorageContractTests : IAsyncLifetime
 
         Assert.True(await Storage.WriteAsync(new StateWrite(id, 2, null, null), Ct));
         Assert.Null(await Storage.ReadAsync(id, Ct));
-        Assert.DoesNotContain(await Storage.ReadDueAsync(Ct), due => due.Id == id);
+        Assert.DoesNotContain(await AllDueAsync(Storage), due => due.Id == id);
         Assert.False(await Storage.WriteAsync(new StateWrite(id, 2, null, null), Ct));
 
         Assert.True(await Storage.WriteAsync(new StateWrite(id, 0, Bytes("again"), null), Ct));
@@ -199,17 +201,54 @@ public abstract class GrainStorageContractTests : IAsyncLifetime
         Assert.True(await Storage.WriteAsync(new StateWrite(b, 0, Bytes("b"), Due1), Ct));
         Assert.True(await Storage.WriteAsync(new StateWrite(never, 0, Bytes("n"), null), Ct));
 
-        Assert.Equal([new DueState(b, Due1), new DueState(a, Due2)], await Storage.ReadDueAsync(Ct));
+        Assert.Equal([new DueState(b, Due1), new DueState(a, Due2)], await AllDueAsync(Storage));
 
         var later = Due2.AddHours(1);
         Assert.True(await Storage.WriteAsync(new StateWrite(b, 1, Bytes("b2"), later), Ct));
-        Assert.Equal([new DueState(a, Due2), new DueState(b, later)], await Storage.ReadDueAsync(Ct));
+        Assert.Equal([new DueState(a, Due2), new DueState(b, later)], await AllDueAsync(Storage));
 
         Assert.True(await Storage.WriteAsync(new StateWrite(a, 1, Bytes("a2"), null), Ct));
-        Assert.Equal([new DueState(b, later)], await Storage.ReadDueAsync(Ct));
+        Assert.Equal([new DueState(b, later)], await AllDueAsync(Storage));
         var cleared = await Storage.ReadAsync(a, Ct);
         Assert.NotNull(cleared);
         Assert.Null(cleared.DueAt);
+    }
+
+    [Fact]
+    public async Task ReadDueAsync_returns_only_grains_due_by_until_earliest_first_and_at_most_limit()
+    {
+        var first = Limit("user/due-first");
+        var second = new StateId("call", "due-second");
+        var third = Limit("user/due-third");
+        var later = Limit("user/due-later");
+        var never = Limit("user/due-never");
+        Assert.True(await Storage.WriteAsync(new StateWrite(third, 0, Bytes("3"), Due1.AddMilliseconds(2)), Ct));
+        Assert.True(await Storage.WriteAsync(new StateWrite(later, 0, Bytes("l"), Due2), Ct));
+        Assert.True(await Storage.WriteAsync(new StateWrite(first, 0, Bytes("1"), Due1), Ct));
+        Assert.True(await Storage.WriteAsync(new StateWrite(never, 0, Bytes("n"), null), Ct));
+        Assert.True(await Storage.WriteAsync(new StateWrite(second, 0, Bytes("2"), Due1.AddMilliseconds(1)), Ct));
+
+        // until is inclusive, to the millisecond the due time is stored with.
+        Assert.Empty(await Storage.ReadDueAsync(Due1.AddMilliseconds(-1), 100, Ct));
+        Assert.Equal([new DueState(first, Due1)], await Storage.ReadDueAsync(Due1, 100, Ct));
+        Assert.Equal(
+            [new DueState(first, Due1), new DueState(second, Due1.AddMilliseconds(1)), new DueState(third, Due1.AddMilliseconds(2))],
+            await Storage.ReadDueAsync(Due2.AddMilliseconds(-1), 100, Ct));
+
+        // limit keeps the earliest ones.
+        Assert.Equal(
+            [new DueState(first, Due1), new DueState(second, Due1.AddMilliseconds(1))],
+            await Storage.ReadDueAsync(Due2, 2, Ct));
+        Assert.Equal([new DueState(first, Due1)], await Storage.ReadDueAsync(Due2, 1, Ct));
+        Assert.Equal(4, (await Storage.ReadDueAsync(Due2, 100, Ct)).Count);
+        Assert.Equal(new DueState(later, Due2), (await Storage.ReadDueAsync(Due2, 4, Ct))[^1]);
+
+        // A grain moved past until drops out; one moved before it comes in.
+        Assert.True(await Storage.WriteAsync(new StateWrite(first, 1, Bytes("1b"), Due2.AddDays(1)), Ct));
+        Assert.True(await Storage.WriteAsync(new StateWrite(later, 1, Bytes("lb"), Due1.AddMilliseconds(-5)), Ct));
+        Assert.Equal(
+            [new DueState(later, Due1.AddMilliseconds(-5)), new DueState(second, Due1.AddMilliseconds(1))],
+            await Storage.ReadDueAsync(Due2, 2, Ct));
     }
 
     [Fact]
@@ -309,7 +348,7 @@ public abstract class GrainStorageContractTests : IAsyncLifetime
         Assert.NotNull(stored);
         Assert.Equal(2, stored.Version);
         Assert.Equal(Bytes("v2"), stored.Data);
-        Assert.Equal([new DueState(id, Due1)], await reopened.ReadDueAsync(Ct));
+        Assert.Equal([new DueState(id, Due1)], await AllDueAsync(reopened));
         Assert.True(await reopened.WriteAsync(new StateWrite(id, 2, Bytes("v3"), null), Ct));
     }
 

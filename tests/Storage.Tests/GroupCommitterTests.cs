@@ -1,4 +1,3 @@
-using CallState.Storage;
 using CallState.Storage.Tests.Infrastructure;
 
 namespace CallState.Storage.Tests.Storage;

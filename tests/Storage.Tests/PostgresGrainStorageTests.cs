@@ -1,4 +1,3 @@
-using CallState.Storage;
 using CallState.Storage.Tests.Infrastructure;
 using Microsoft.Extensions.Logging.Abstractions;
 using Npgsql;

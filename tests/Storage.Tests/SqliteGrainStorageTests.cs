@@ -1,4 +1,3 @@
-using CallState.Storage;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Logging.Abstractions;
 

@@ -31,7 +31,11 @@ public sealed class StorageMembershipTable : IMembershipTable, IAsyncDisposable
         }
 
         _clusterId = clusterOptions.Value.ClusterId;
-        ArgumentException.ThrowIfNullOrEmpty(_clusterId, "clusterOptions.Value.ClusterId");
+        if (string.IsNullOrEmpty(_clusterId))
+        {
+            throw new ArgumentException("ClusterOptions.ClusterId must be set: it keys this cluster's rows.", nameof(clusterOptions));
+        }
+
         _logger = logger ?? NullLogger<StorageMembershipTable>.Instance;
         _database = options.Provider == StorageProvider.PostgreSql
             ? new PostgresMembershipDatabase(options)

@@ -6,7 +6,7 @@ namespace CallState.Grains.Tests.Infrastructure;
 /// The runtime's persisted grain state, in memory. Every write keeps a copy of what was written (the
 /// "durable" record) and its due time; <see cref="Reload"/> gives what a new activation would load.
 /// </summary>
-public sealed class InMemoryGrainState<T> : IGrainState<T>
+public sealed class InMemoryGrainState<T> : IDurableState<T>
     where T : class, new()
 {
     private readonly List<string> _events;

@@ -1,12 +1,12 @@
 namespace CallState.Grains.Tests.Infrastructure;
 
 /// <summary>
-/// Routes a call grain's requests to real <see cref="LimitGrain"/> instances, one per key, as the runtime
+/// Routes a call grain's requests to real <see cref="LimitLedger"/> instances, one per key, as the runtime
 /// would (one turn at a time, here simply synchronous). Keys without configured limits are unlimited.
 /// </summary>
 public sealed class InMemoryLimitClient : ILimitGrainClient
 {
-    private readonly Dictionary<LimitKey, LimitGrain> _grains = [];
+    private readonly Dictionary<LimitKey, LimitLedger> _grains = [];
     private readonly Dictionary<LimitKey, LimitSettings> _configured = [];
     private readonly HashSet<LimitKey> _failing = [];
     private readonly TimeProvider _time;
@@ -40,13 +40,13 @@ public sealed class InMemoryLimitClient : ILimitGrainClient
 
     public void Heal(string key) => _failing.Remove(LimitKey.Parse(key));
 
-    public LimitGrain Grain(string key) => Grain(LimitKey.Parse(key));
+    public LimitLedger Grain(string key) => Grain(LimitKey.Parse(key));
 
-    public LimitGrain Grain(LimitKey key)
+    public LimitLedger Grain(LimitKey key)
     {
         if (!_grains.TryGetValue(key, out var grain))
         {
-            grain = new LimitGrain(key, new LimitGrainState(), _configured.GetValueOrDefault(key, LimitSettings.Unlimited));
+            grain = new LimitLedger(key, new LimitGrainState(), _configured.GetValueOrDefault(key, LimitSettings.Unlimited));
             _grains[key] = grain;
         }
 

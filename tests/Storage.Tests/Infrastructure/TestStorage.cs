@@ -1,4 +1,3 @@
-using CallState.Storage;
 using Microsoft.Extensions.Logging.Abstractions;
 using Npgsql;
 
