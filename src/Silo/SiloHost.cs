@@ -32,11 +32,31 @@ public static class SiloHost
         return 0;
     }
 
+    /// <summary>The sections under <c>CallState</c> a silo reads, with their options types.</summary>
+    public static readonly IReadOnlyDictionary<string, Type> Sections = new Dictionary<string, Type>(StringComparer.OrdinalIgnoreCase)
+    {
+        ["Storage"] = typeof(Storage.StorageOptions),
+        ["Grains"] = typeof(Grains.GrainOptions),
+        ["Limits"] = typeof(Limits.LimitsOptions),
+        ["Orleans"] = typeof(Hosting.OrleansClusterOptions),
+    };
+
+    /// <summary>Stops start-up (<see cref="OptionsValidationException"/>) when the configuration has keys nothing reads.</summary>
+    public static void ThrowOnUnknownKeys(IConfiguration configuration, IReadOnlyDictionary<string, Type> sections)
+    {
+        var unknown = Hosting.ConfigurationKeys.FindUnknown(configuration, sections);
+        if (unknown.Count > 0)
+        {
+            throw new OptionsValidationException(Hosting.ConfigurationKeys.Root, typeof(Hosting.ConfigurationKeys), unknown);
+        }
+    }
+
     public static WebApplication Build(string[] args)
     {
         // appsettings.json ships beside the binary, so `dotnet run --project src/Silo` from any directory
         // finds it; relative data paths (data/callstate.db) stay relative to the working directory.
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
+        ThrowOnUnknownKeys(builder.Configuration, Sections);
         builder.Services.AddCallStateSilo(builder.Configuration);
         var app = builder.Build();
         app.MapCallStateAdminApi();

@@ -43,6 +43,13 @@ public static partial class EdgeHost
         return 0;
     }
 
+    /// <summary>The sections under <c>CallState</c> an edge reads (a standalone edge hosts a silo too, and a shared file may hold them).</summary>
+    public static readonly IReadOnlyDictionary<string, Type> Sections = new Dictionary<string, Type>(SiloHost.Sections, StringComparer.OrdinalIgnoreCase)
+    {
+        ["Sip"] = typeof(SipProxyOptions),
+        ["Admission"] = typeof(AdmissionOptions),
+    };
+
     /// <summary>The command-line switch that runs an edge and a silo in one process.</summary>
     public const string StandaloneSwitch = "--standalone";
 
@@ -60,6 +67,7 @@ public static partial class EdgeHost
             builder.Configuration.AddCommandLine(rest);
             builder.Services.AddCallStateSilo(builder.Configuration);
         }
+        SiloHost.ThrowOnUnknownKeys(builder.Configuration, Sections);
         builder.Services.AddCallStateSipEdge(builder.Configuration, standalone);
         var app = builder.Build();
         if (standalone)

@@ -1,5 +1,5 @@
 using System.Net;
-using CallState.Silo.Limits;
+using CallState.Grains;
 using CallState.SipEdge.Admission;
 using static CallState.SipEdge.Tests.Admission.Fixtures;
 
