@@ -30,7 +30,7 @@ public sealed class GrainOptions
     /// How long after an admission a silo that finds it unfinished in storage (its activation lost with a crashed silo)
     /// finishes or undoes it. Live admissions are stored with this due time, so it must exceed the longest admission.
     /// </summary>
-    public TimeSpan RecoveryDelay { get; set; } = TimeSpan.FromSeconds(10);
+    public TimeSpan RecoveryDelay { get; set; } = TimeSpan.FromSeconds(30);
 
     public LeaseOptions Leases { get; set; } = new();
 
