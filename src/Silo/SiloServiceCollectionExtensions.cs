@@ -78,7 +78,7 @@ public static class SiloServiceCollectionExtensions
 
     private static void ConfigureSilo(ISiloBuilder silo, OrleansClusterOptions cluster)
     {
-        var advertised = IPAddress.Parse(cluster.AdvertisedAddress);
+        var advertised = KubernetesHosting.AdvertisedAddress(cluster);
         var listen = cluster.ListenAddress is null ? advertised : IPAddress.Parse(cluster.ListenAddress);
         var siloPort = cluster.SiloPort == 0 ? OrleansClusterOptions.FreePort(listen) : cluster.SiloPort;
         silo.Configure<ClusterOptions>(o =>
@@ -110,6 +110,8 @@ public static class SiloServiceCollectionExtensions
         }
 
         silo.AddActivityPropagation();
+        silo.UseCallStateTls(cluster.Tls);
+        silo.UseCallStateKubernetesHosting(cluster);
     }
 }
 
@@ -131,8 +133,11 @@ internal sealed class SiloOptionsValidator : IValidateOptions<GrainOptions>, IVa
 /// The silo's own start-up stages inside Orleans' lifecycle: the state store's schema before any grain runs, readiness
 /// once the silo is active. Readiness is false before and during shutdown, so a half-started silo gets no traffic.
 /// </summary>
-internal sealed partial class SiloLifecycle(IStateStore store, ILogger<SiloLifecycle> logger) : ILifecycleParticipant<ISiloLifecycle>
+internal sealed partial class SiloLifecycle(IStateStore store, IGrainFactory grains, ILogger<SiloLifecycle> logger) : ILifecycleParticipant<ISiloLifecycle>
 {
+    /// <summary>The key of the grains read once at start; never a real call (a Call-ID has no spaces) or user.</summary>
+    private const string WarmUpKey = "callstate warm-up";
+
     private volatile bool _ready;
 
     public bool IsReady => _ready;
@@ -147,11 +152,15 @@ internal sealed partial class SiloLifecycle(IStateStore store, ILogger<SiloLifec
         lifecycle.Subscribe(
             nameof(SiloLifecycle) + ".Serving",
             ServiceLifecycleStage.Active,
-            _ =>
+            async _ =>
             {
+                // One read through each grain type before the first call: activation, serializers and the store's read
+                // path are compiled now, not inside the first caller's admission deadline. Nothing is written.
+                LogStage(logger, "warming up");
+                await grains.GetGrain<ICallGrain>(WarmUpKey).GetSnapshotAsync().ConfigureAwait(false);
+                await grains.GetGrain<ILimitGrain>("user/" + WarmUpKey).GetSnapshotAsync().ConfigureAwait(false);
                 LogStage(logger, "serving");
                 _ready = true;
-                return Task.CompletedTask;
             },
             _ =>
             {

@@ -5,7 +5,7 @@ namespace CallState.Grains.Tests;
 /// <summary>A 2xx or refresh that arrives after a limit reclaimed the call's slot must not leave the call up uncounted.</summary>
 public sealed class CallAdmissionLostSlotTests
 {
-    private readonly ManualTimeProvider _time = new();
+    private readonly FakeTimeProvider _time = new();
     private readonly LeaseOptions _leases = new();
 
     [Theory]

@@ -6,7 +6,7 @@ namespace CallState.Grains.Tests;
 public sealed class CallAdmissionTests
 {
     private readonly List<string> _events = [];
-    private readonly ManualTimeProvider _time = new();
+    private readonly FakeTimeProvider _time = new();
     private readonly LeaseOptions _leases = new();
     private readonly InMemoryLimitClient _limits;
 
@@ -355,7 +355,7 @@ public sealed class CallAdmissionTests
         Assert.Equal(CallPhase.Admitted, state.State.Phase);
         Assert.Equal(1, _limits.Held("user/alice"));
 
-        _time.Now = state.TimerDueAt!.Value;
+        _time.SetUtcNow(state.TimerDueAt!.Value);
         await call.OnTimerAsync(CancellationToken.None);
 
         Assert.Equal(CallPhase.Ended, state.Persisted!.Phase);
@@ -384,12 +384,12 @@ public sealed class CallAdmissionTests
         // A session refresh extends the lease from now.
         Assert.True(await call.RenewAsync(CancellationToken.None));
         Assert.Equal(_time.GetUtcNow() + _leases.Confirmed + CallAdmission.LeaseGrace, state.LastDueAt);
-        _time.Now = confirmedAt + _leases.Confirmed + TimeSpan.FromMinutes(1);
+        _time.SetUtcNow(confirmedAt + _leases.Confirmed + TimeSpan.FromMinutes(1));
         _limits.ExpireAll();
         Assert.Equal(1, _limits.Held("user/alice"));
 
         // Lease runs out without news: the limits reclaim, the call record ends.
-        _time.Now = state.LastDueAt!.Value;
+        _time.SetUtcNow(state.LastDueAt!.Value);
         _limits.ExpireAll();
         await call.OnTimerAsync(CancellationToken.None);
         Assert.Equal(0, _limits.Held("user/alice"));

@@ -76,7 +76,7 @@ public sealed class LimitLedgerPropertyTests
 
     private static bool Run(Scenario scenario)
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
         var limits = scenario.Limits;
         var grain = new LimitLedger(LimitKey.Trunk("carrier"), new LimitGrainState(), limits);
         var model = new Model();

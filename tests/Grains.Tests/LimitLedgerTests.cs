@@ -8,7 +8,7 @@ public sealed class LimitLedgerTests
     private static readonly TimeSpan Early = TimeSpan.FromSeconds(180);
     private static readonly TimeSpan Confirmed = TimeSpan.FromHours(12);
 
-    private readonly ManualTimeProvider _time = new();
+    private readonly FakeTimeProvider _time = new();
 
     private static LimitLedger NewGrain(string key, LimitSettings? limits = null) =>
         new(LimitKey.Parse(key), new LimitGrainState(), limits ?? LimitSettings.Unlimited);
@@ -373,7 +373,7 @@ public sealed class LimitLedgerTests
         Assert.Equal(0, trunk.ExpireLeases(_time.GetUtcNow()));
         Assert.Equal(1, trunk.Snapshot().Total);
 
-        _time.Now = confirmedAt + Confirmed;
+        _time.SetUtcNow(confirmedAt + Confirmed);
         Assert.Equal(1, trunk.ExpireLeases(_time.GetUtcNow()));
         Assert.Equal(1, trunk.Snapshot().Reclaimed);
     }

@@ -1,4 +1,3 @@
-using CallState.Storage.Tests.Infrastructure;
 
 namespace CallState.Storage.Tests.Storage;
 
@@ -38,7 +37,7 @@ public sealed class GroupCommitterTests
     [Fact]
     public async Task Commit_durations_and_queue_waits_are_measured_on_the_committers_clock()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
         var provider = new ScriptedProvider();
         var hold = provider.HoldNextBatch();
         await using var committer = new GroupCommitter(provider.CommitAsync, time: time);
