@@ -9,7 +9,7 @@ public sealed class TimerWheelTests
     [Fact]
     public void Timers_fire_in_due_order_and_same_tick_timers_in_scheduling_order()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         using var wheel = new TimerWheel(time);
         var fired = new List<string>();
 
@@ -18,7 +18,7 @@ public sealed class TimerWheelTests
         wheel.Schedule(20 * Ms, s => fired.Add((string)s!), "20");
         wheel.Schedule(10 * Ms, s => fired.Add((string)s!), "10b");
 
-        time.Advance(100 * Ms);
+        time.AdvanceInSteps(100 * Ms);
 
         Assert.Equal(["10a", "10b", "20", "30"], fired);
         Assert.Equal(0, wheel.Count);
@@ -28,13 +28,13 @@ public sealed class TimerWheelTests
     [Fact]
     public void A_timer_never_fires_before_its_delay()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         using var wheel = new TimerWheel(time);
         var fired = false;
         // 25 ms does not fall on a 10 ms tick: it must wait for the 30 ms tick, not fire at 20 ms.
         wheel.Schedule(25 * Ms, () => fired = true);
 
-        time.Advance(29 * Ms);
+        time.AdvanceInSteps(29 * Ms);
         Assert.False(fired);
 
         time.Advance(1 * Ms);
@@ -44,7 +44,7 @@ public sealed class TimerWheelTests
     [Fact]
     public void Zero_delay_fires_on_the_next_tick_not_inside_Schedule()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         using var wheel = new TimerWheel(time);
         var fired = false;
 
@@ -58,7 +58,7 @@ public sealed class TimerWheelTests
     [Fact]
     public void Cancelled_timers_do_not_fire_and_cancel_reports_whether_it_stopped_one()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         using var wheel = new TimerWheel(time);
         var fired = new List<int>();
 
@@ -72,7 +72,7 @@ public sealed class TimerWheelTests
         Assert.False(first.IsPending);
         Assert.Equal(1, wheel.Count);
 
-        time.Advance(60 * Ms);
+        time.AdvanceInSteps(60 * Ms);
 
         Assert.Equal([2], fired);
         Assert.False(second.Cancel());
@@ -83,7 +83,7 @@ public sealed class TimerWheelTests
     [Fact]
     public void A_stale_handle_cannot_cancel_the_timer_that_reused_its_entry()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         using var wheel = new TimerWheel(time);
         var fired = 0;
 
@@ -101,7 +101,7 @@ public sealed class TimerWheelTests
     [Fact]
     public void Delays_longer_than_a_revolution_wait_for_their_round()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         // 8 slots of 10 ms: one revolution is 80 ms.
         using var wheel = new TimerWheel(time, 10 * Ms, slotCount: 8);
         var fired = new List<string>();
@@ -112,7 +112,7 @@ public sealed class TimerWheelTests
         // Same slot as the 1000 ms timer (1000 / 10 = 100, 100 mod 8 = 4 = 40 / 10), many rounds apart.
         wheel.Schedule(40 * Ms, s => fired.Add((string)s!), "40");
 
-        time.Advance(999 * Ms);
+        time.AdvanceInSteps(999 * Ms);
         Assert.Equal(["5", "40", "85"], fired);
 
         time.Advance(1 * Ms);
@@ -122,42 +122,51 @@ public sealed class TimerWheelTests
     [Fact]
     public void Timer_C_of_over_three_minutes_fires_on_time_on_the_default_wheel()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         using var wheel = new TimerWheel(time);
         var timerC = TimeSpan.FromMinutes(3) + TimeSpan.FromSeconds(1);
         TimeSpan? firedAt = null;
-        wheel.Schedule(timerC, () => firedAt = time.Elapsed);
+        wheel.Schedule(timerC, () => firedAt = time.Elapsed());
 
-        time.Advance(timerC - Ms);
+        time.AdvanceInSteps(timerC - Ms);
         Assert.Null(firedAt);
 
-        time.Advance(20 * Ms);
+        time.AdvanceInSteps(20 * Ms);
         Assert.Equal(timerC, firedAt);
     }
 
     [Fact]
     public void A_stall_longer_than_a_revolution_fires_everything_that_became_due()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         using var wheel = new TimerWheel(time, 10 * Ms, slotCount: 8);
         var fired = new List<string>();
-        wheel.Schedule(50 * Ms, s => fired.Add((string)s!), "50");
-        wheel.Schedule(300 * Ms, s => fired.Add((string)s!), "300");
-        wheel.Schedule(2000 * Ms, s => fired.Add((string)s!), "2000");
+        var firedAt = new List<TimeSpan>();
+        void Record(object? name)
+        {
+            fired.Add((string)name!);
+            firedAt.Add(time.Elapsed());
+        }
+        wheel.Schedule(50 * Ms, Record, "50");
+        wheel.Schedule(300 * Ms, Record, "300");
+        wheel.Schedule(2000 * Ms, Record, "2000");
 
         // The process stalls for a second: no tick runs until the clock is far past two of the timers.
-        time.Jump(1000 * Ms);
+        // One FakeTimeProvider.Advance is such a stall: it moves the clock to its end before it runs the wheel's
+        // overdue ticks, so the first tick to run already sees the clock a second on.
+        time.Advance(1000 * Ms);
         time.Advance(10 * Ms);
 
         Assert.Equal(["50", "300"], fired);
-        time.Advance(1000 * Ms);
+        Assert.Equal([1000 * Ms, 1000 * Ms], firedAt);
+        time.AdvanceInSteps(1000 * Ms);
         Assert.Equal(["50", "300", "2000"], fired);
     }
 
     [Fact]
     public void Many_timers_each_fire_once_within_one_tick_of_their_delay_unless_cancelled()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         using var wheel = new TimerWheel(time, 10 * Ms, slotCount: 64);
         var random = new Random(3261);
         const int count = 20_000;
@@ -171,7 +180,7 @@ public sealed class TimerWheelTests
             var index = i;
             handles[i] = wheel.Schedule(delays[i], () =>
             {
-                firedAt[index] = time.Elapsed;
+                firedAt[index] = time.Elapsed();
                 firings[index]++;
             });
         }
@@ -180,7 +189,7 @@ public sealed class TimerWheelTests
             Assert.True(handles[i].Cancel());
         }
 
-        time.Advance(TimeSpan.FromSeconds(10.1));
+        time.AdvanceInSteps(TimeSpan.FromSeconds(10.1));
 
         for (var i = 0; i < count; i++)
         {
@@ -198,16 +207,16 @@ public sealed class TimerWheelTests
     [Fact]
     public void A_callback_can_schedule_and_cancel_timers()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         using var wheel = new TimerWheel(time);
         var fired = new List<(string Name, TimeSpan At)>();
-        var doomed = wheel.Schedule(100 * Ms, () => fired.Add(("doomed", time.Elapsed)));
+        var doomed = wheel.Schedule(100 * Ms, () => fired.Add(("doomed", time.Elapsed())));
 
         // RFC 3261 17.1.1.2: Timer A re-arms itself with a doubled interval on each firing.
         var interval = 500 * Ms;
         void Retransmit()
         {
-            fired.Add(("A", time.Elapsed));
+            fired.Add(("A", time.Elapsed()));
             interval *= 2;
             if (fired.Count < 3)
             {
@@ -220,7 +229,7 @@ public sealed class TimerWheelTests
             wheel.Schedule(500 * Ms, Retransmit);
         });
 
-        time.Advance(TimeSpan.FromSeconds(5));
+        time.AdvanceInSteps(TimeSpan.FromSeconds(5));
 
         Assert.Equal(
             [("A", 510 * Ms), ("A", 1510 * Ms), ("A", 3510 * Ms)],
@@ -231,7 +240,7 @@ public sealed class TimerWheelTests
     [Fact]
     public void Work_per_tick_is_bounded_and_the_rest_fires_on_following_ticks()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         using var wheel = new TimerWheel(time, 10 * Ms, maxCallbacksPerTick: 5);
         var fired = 0;
         for (var i = 0; i < 12; i++)
@@ -250,7 +259,7 @@ public sealed class TimerWheelTests
     [Fact]
     public void A_throwing_callback_is_counted_and_the_others_still_fire()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var errors = new List<Exception>();
         using var wheel = new TimerWheel(time, 10 * Ms, onCallbackError: errors.Add);
         var fired = 0;
@@ -258,7 +267,7 @@ public sealed class TimerWheelTests
         wheel.Schedule(10 * Ms, () => fired++);
         wheel.Schedule(20 * Ms, () => fired++);
 
-        time.Advance(20 * Ms);
+        time.AdvanceInSteps(20 * Ms);
 
         Assert.Equal(2, fired);
         Assert.Equal(1, wheel.CallbackErrors);
@@ -268,21 +277,21 @@ public sealed class TimerWheelTests
     [Fact]
     public void An_idle_wheel_stops_ticking_and_resumes_on_the_next_schedule()
     {
-        var time = new ManualTimeProvider();
+        var time = new ArmedTimerCountingTimeProvider();
         using var wheel = new TimerWheel(time);
         Assert.Equal(0, time.ArmedTimers);
 
         var fired = 0;
         wheel.Schedule(20 * Ms, () => fired++);
         Assert.Equal(1, time.ArmedTimers);
-        time.Advance(30 * Ms);
+        time.AdvanceInSteps(30 * Ms);
         Assert.Equal(1, fired);
         Assert.Equal(0, time.ArmedTimers);
 
         // After a long idle spell the wheel must neither fire early nor replay the idle ticks.
         time.Advance(TimeSpan.FromMinutes(10));
         wheel.Schedule(25 * Ms, () => fired++);
-        time.Advance(29 * Ms);
+        time.AdvanceInSteps(29 * Ms);
         Assert.Equal(1, fired);
         time.Advance(1 * Ms);
         Assert.Equal(2, fired);
@@ -291,7 +300,7 @@ public sealed class TimerWheelTests
     [Fact]
     public void Disposed_wheel_fires_nothing_and_refuses_new_timers()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var wheel = new TimerWheel(time);
         var fired = 0;
         wheel.Schedule(10 * Ms, () => fired++);
@@ -306,7 +315,7 @@ public sealed class TimerWheelTests
     [Fact]
     public void Rejects_negative_delays()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         using var wheel = new TimerWheel(time);
         Assert.Throws<ArgumentOutOfRangeException>(() => wheel.Schedule(-Ms, () => { }));
         Assert.Throws<ArgumentOutOfRangeException>(() => wheel.Schedule(Timeout.InfiniteTimeSpan, () => { }));
@@ -320,5 +329,103 @@ public sealed class TimerWheelTests
         wheel.Schedule(20 * Ms, () => fired.SetResult());
 
         await fired.Task.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    /// <summary>
+    /// A <see cref="FakeTimeProvider"/> that also counts its armed timers (due at some point), so a test can see whether
+    /// the wheel keeps its one ticking timer running; the wheel exposes no count of its own for that. The clock and the
+    /// firing of timers are the <see cref="FakeTimeProvider"/>'s.
+    /// </summary>
+    private sealed class ArmedTimerCountingTimeProvider : FakeTimeProvider
+    {
+        private int _armedTimers;
+
+        public int ArmedTimers => Volatile.Read(ref _armedTimers);
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            var timer = new CountedTimer(this, callback, state);
+            timer.Start(dueTime, period);
+            return timer;
+        }
+
+        private ITimer CreateFakeTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period) =>
+            base.CreateTimer(callback, state, dueTime, period);
+
+        private sealed class CountedTimer(ArmedTimerCountingTimeProvider owner, TimerCallback callback, object? state) : ITimer
+        {
+            private readonly Lock _lock = new();
+            private ITimer? _inner;
+            private bool _armed;
+            private bool _periodic;
+            private bool _disposed;
+
+            public void Start(TimeSpan dueTime, TimeSpan period)
+            {
+                // Counted before the fake timer exists: a zero due time fires inside CreateTimer.
+                Track(dueTime, period);
+                _inner = owner.CreateFakeTimer(static s => ((CountedTimer)s!).Fire(), this, dueTime, period);
+            }
+
+            public bool Change(TimeSpan dueTime, TimeSpan period)
+            {
+                lock (_lock)
+                {
+                    if (_disposed)
+                    {
+                        return false;
+                    }
+                }
+                Track(dueTime, period);
+                return _inner!.Change(dueTime, period);
+            }
+
+            public void Dispose()
+            {
+                lock (_lock)
+                {
+                    _disposed = true;
+                    SetArmed(false);
+                }
+                _inner?.Dispose();
+            }
+
+            public ValueTask DisposeAsync()
+            {
+                Dispose();
+                return ValueTask.CompletedTask;
+            }
+
+            private void Fire()
+            {
+                lock (_lock)
+                {
+                    if (!_periodic)
+                    {
+                        // A one-shot timer is spent once it fires.
+                        SetArmed(false);
+                    }
+                }
+                callback(state);
+            }
+
+            private void Track(TimeSpan dueTime, TimeSpan period)
+            {
+                lock (_lock)
+                {
+                    _periodic = period != Timeout.InfiniteTimeSpan && period != TimeSpan.Zero;
+                    SetArmed(dueTime != Timeout.InfiniteTimeSpan);
+                }
+            }
+
+            private void SetArmed(bool armed)
+            {
+                if (armed != _armed)
+                {
+                    _armed = armed;
+                    Interlocked.Add(ref owner._armedTimers, armed ? 1 : -1);
+                }
+            }
+        }
     }
 }
