@@ -61,7 +61,17 @@ public sealed class OrleansClusterOptions
     /// <summary>How often a silo writes its I-am-alive time to the membership table.</summary>
     public TimeSpan IAmAliveInterval { get; set; } = TimeSpan.FromSeconds(30);
 
-    public IEnumerable<string> Validate(bool silo, string path = SectionName)
+    /// <summary>Mutual TLS on every silo-to-silo and edge-to-gateway connection (<c>CallState:Orleans:Tls</c>).</summary>
+    public OrleansTlsOptions Tls { get; set; } = new();
+
+    /// <summary>
+    /// Silos: Orleans' Kubernetes hosting, <c>auto</c> (on in a pod with <c>Clustering</c> Storage), <c>true</c> or
+    /// <c>false</c>. What it changes is described on <see cref="KubernetesHosting"/>.
+    /// </summary>
+    public string Kubernetes { get; set; } = KubernetesHosting.Auto;
+
+    /// <summary>Every error of these options, each naming its field; <paramref name="environment"/> (tests) defaults to the process's.</summary>
+    public IEnumerable<string> Validate(bool silo, string path = SectionName, Func<string, string?>? environment = null)
     {
         if (string.IsNullOrWhiteSpace(ClusterId))
         {
@@ -130,6 +140,16 @@ public sealed class OrleansClusterOptions
         {
             yield return $"{path}:IAmAliveInterval must be positive (was {IAmAliveInterval}).";
         }
+
+        foreach (var error in KubernetesHosting.Validate(this, silo, path, environment ?? Environment.GetEnvironmentVariable))
+        {
+            yield return error;
+        }
+
+        foreach (var error in Tls.Validate(silo, path + ":" + nameof(Tls)))
+        {
+            yield return error;
+        }
     }
 
     /// <summary>Splits <c>host:port</c> (an IPv6 literal in brackets).</summary>
@@ -158,5 +178,56 @@ public sealed class OrleansClusterOptions
         using var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         socket.Bind(new IPEndPoint(address, 0));
         return ((IPEndPoint)socket.LocalEndPoint!).Port;
+    }
+}
+
+/// <summary>
+/// Mutual TLS for the cluster (configuration section <c>CallState:Orleans:Tls</c>): every silo and edge presents a
+/// certificate signed by one cluster CA and accepts only peers whose certificate chains to that CA (and, when listed,
+/// carries one of <see cref="AllowedSubjectNames"/>). How peers are checked is described on <see cref="ClusterSecurity"/>.
+/// </summary>
+public sealed class OrleansTlsOptions
+{
+    /// <summary>Off by default (one machine, loopback); a cluster across machines or pods turns it on.</summary>
+    public bool Enabled { get; set; }
+
+    /// <summary>
+    /// This process's certificate, PEM (a Kubernetes TLS Secret's <c>tls.crt</c>), signed directly by the CA of
+    /// <see cref="CaPath"/>. A silo's certificate needs both server and client authentication in its extended key usage (or none).
+    /// </summary>
+    public string? CertificatePath { get; set; }
+
+    /// <summary>The PEM private key of <see cref="CertificatePath"/> (<c>tls.key</c>); unset: the key is in that file.</summary>
+    public string? KeyPath { get; set; }
+
+    /// <summary>Instead of <see cref="CertificatePath"/>: a PKCS#12 file with the certificate and its private key.</summary>
+    public string? PfxPath { get; set; }
+
+    /// <summary>The password of <see cref="PfxPath"/>; a secret, never logged nor put in an error message.</summary>
+    public string? PfxPassword { get; set; }
+
+    /// <summary>
+    /// The cluster CA, PEM (<c>ca.crt</c>): peers must chain to it and to nothing else (the machine's trust store is not
+    /// used). Several CA certificates in the file are all trusted, so a CA can be rotated without downtime.
+    /// </summary>
+    public string? CaPath { get; set; }
+
+    /// <summary>
+    /// When not empty, a peer is accepted only if its certificate's common name or one of its DNS subject alternative
+    /// names equals one of these (case-insensitive). A silo's own certificate must match, since its peers check it too.
+    /// </summary>
+    public List<string> AllowedSubjectNames { get; set; } = [];
+
+    /// <summary>Every error of these options, each naming its field; loads the files to check them.</summary>
+    public IEnumerable<string> Validate(bool silo, string path)
+    {
+        if (!Enabled)
+        {
+            return [];
+        }
+
+        var errors = new List<string>();
+        ClusterCredentials.Load(this, silo, path, errors)?.Dispose();
+        return errors;
     }
 }

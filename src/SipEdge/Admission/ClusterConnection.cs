@@ -44,6 +44,7 @@ public static class ClusterAdmissionServiceCollectionExtensions
             client.AddClusterConnectionStatusObserver<ClusterConnectionStatus>();
             client.Services.AddSingleton<ILifecycleParticipant<IClusterClientLifecycle>>(sp => sp.GetRequiredService<ClusterConnectionStatus>());
             client.AddActivityPropagation();
+            client.UseCallStateTls(cluster.Tls);
         });
         services.AddSingleton<IAdmissionClient>(sp => new GrainAdmissionClient(sp.GetRequiredService<IClusterClient>()));
         services.AddHealthChecks().AddCheck<ClusterConnectionStatus>("cluster", tags: ["ready"]);
