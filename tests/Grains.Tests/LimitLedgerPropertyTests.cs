@@ -1,4 +1,3 @@
-using CallState.Grains.Tests.Infrastructure;
 using FsCheck;
 using FsCheck.Fluent;
 

@@ -1,5 +1,3 @@
-using CallState.Grains.Tests.Infrastructure;
-
 namespace CallState.Grains.Tests;
 
 /// <summary>One limit's decisions, rule by rule from the seeds (miniSIPServer users and trunks, AudioCodes cac keys).</summary>
