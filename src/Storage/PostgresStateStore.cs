@@ -167,6 +167,9 @@ public sealed class PostgresStateStore : IGroupCommitStore
             PRIMARY KEY (grain_type, grain_key, item_key)
         );
         """,
+
+        // The membership of the runtime that Orleans replaced; Orleans' membership is in Membership/.
+        $"DROP TABLE IF EXISTS {schema}.callstate_silos;",
     ];
 
     /// <summary>

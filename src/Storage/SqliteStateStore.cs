@@ -48,6 +48,9 @@ public sealed class SqliteStateStore : IGroupCommitStore
             PRIMARY KEY (grain_type, grain_key, item_key)
         ) WITHOUT ROWID;
         """,
+
+        // The membership of the runtime that Orleans replaced; Orleans' membership is in Membership/.
+        "DROP TABLE IF EXISTS callstate_silos;",
     ];
 
     /// <summary>A grain row with its items, one result row per item (<see cref="GrainRows"/>).</summary>

@@ -63,11 +63,11 @@ public sealed class PostgresGrainStorageTests(PostgresSchemaFixture fixture) : G
         Assert.Contains("WHERE (due_at IS NOT NULL)", indexDefinition, StringComparison.Ordinal);
 
         await using var version = new NpgsqlCommand($"SELECT MAX(version) FROM {fixture.Schema}.callstate_schema_version", connection);
-        Assert.Equal(3, (int?)await version.ExecuteScalarAsync(Ct));
+        Assert.Equal(4, (int?)await version.ExecuteScalarAsync(Ct));
     }
 
     [Fact]
-    public async Task A_schema_at_version_2_gains_the_items_table_and_keeps_its_rows()
+    public async Task A_schema_at_version_2_gains_the_items_table_loses_the_old_membership_and_keeps_its_rows()
     {
         // The schema as the previous build left it (migrations 1 and 2), with one limit row in it.
         var schema = PostgresTestDatabase.NewSchemaName("storage_v2");
@@ -96,7 +96,9 @@ public sealed class PostgresGrainStorageTests(PostgresSchemaFixture fixture) : G
             await using var connection = new NpgsqlConnection(fixture.ConnectionString);
             await connection.OpenAsync(Ct);
             await using var versions = new NpgsqlCommand($"SELECT string_agg(version::text, ',' ORDER BY version) FROM {schema}.callstate_schema_version", connection);
-            Assert.Equal("1,2,3", (string?)await versions.ExecuteScalarAsync(Ct));
+            Assert.Equal("1,2,3,4", (string?)await versions.ExecuteScalarAsync(Ct));
+            await using var silos = new NpgsqlCommand($"SELECT to_regclass('{schema}.callstate_silos') IS NULL", connection);
+            Assert.True((bool)(await silos.ExecuteScalarAsync(Ct))!);
         }
         finally
         {

@@ -49,13 +49,13 @@ public sealed class SqliteGrainStorageTests : GrainStorageContractTests
         command.CommandText = "PRAGMA journal_mode";
         Assert.Equal("wal", (string?)await command.ExecuteScalarAsync(Ct));
         command.CommandText = "SELECT MAX(version) FROM callstate_schema_version";
-        Assert.Equal(3L, (long?)await command.ExecuteScalarAsync(Ct));
+        Assert.Equal(4L, (long?)await command.ExecuteScalarAsync(Ct));
         command.CommandText = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'callstate_grains_due_at' AND sql LIKE '%WHERE due_at IS NOT NULL%'";
         Assert.Equal(1L, (long?)await command.ExecuteScalarAsync(Ct));
     }
 
     [Fact]
-    public async Task A_database_at_schema_version_2_gains_the_items_table_and_keeps_its_rows()
+    public async Task A_database_at_schema_version_2_gains_the_items_table_loses_the_old_membership_and_keeps_its_rows()
     {
         // The schema as the previous build left it (migrations 1 and 2), with one limit row in it.
         var file = Path.Combine(_directory, "v2", "grains.db");
@@ -91,7 +91,9 @@ public sealed class SqliteGrainStorageTests : GrainStorageContractTests
             await connection.OpenAsync(Ct);
             await using var command = connection.CreateCommand();
             command.CommandText = "SELECT group_concat(version) FROM (SELECT version FROM callstate_schema_version ORDER BY version)";
-            Assert.Equal("1,2,3", (string?)await command.ExecuteScalarAsync(Ct));
+            Assert.Equal("1,2,3,4", (string?)await command.ExecuteScalarAsync(Ct));
+            command.CommandText = "SELECT count(*) FROM sqlite_master WHERE name = 'callstate_silos'";
+            Assert.Equal(0L, (long)(await command.ExecuteScalarAsync(Ct))!);
         }
     }
 
