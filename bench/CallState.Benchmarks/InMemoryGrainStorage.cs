@@ -1,10 +1,10 @@
-using CallState.Storage;
+using CallState.Grains;
 
 namespace CallState.Benchmarks;
 
 /// <summary>
 /// Grain storage held in a dictionary, with the same compare-and-set rules as the real providers. For
-/// the benchmark only: it measures what the runtime itself costs per turn when storage costs nothing.
+/// the benchmark only: it measures what Orleans and the grains cost per operation when storage costs nothing.
 /// </summary>
 internal sealed class InMemoryGrainStorage : IStateStore
 {
@@ -66,11 +66,16 @@ internal sealed class InMemoryGrainStorage : IStateStore
         }
     }
 
-    public Task<IReadOnlyList<DueState>> ReadDueAsync(CancellationToken cancellationToken)
+    public Task<IReadOnlyList<DueState>> ReadDueAsync(DateTimeOffset until, int limit, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
-            IReadOnlyList<DueState> due = _rows.Where(r => r.Value.DueAt is not null).Select(r => new DueState(r.Key, r.Value.DueAt!.Value)).ToList();
+            IReadOnlyList<DueState> due = _rows
+                .Where(r => r.Value.DueAt is { } at && at <= until)
+                .Select(r => new DueState(r.Key, r.Value.DueAt!.Value))
+                .OrderBy(d => d.DueAt)
+                .Take(limit)
+                .ToList();
             return Task.FromResult(due);
         }
     }

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Call setups per second, side by side: Kamailio 5.6 (stateful proxy, per-caller admission on a dialog profile)
-# against CallState standalone (edge with the grains in process, SQLite) and CallState cluster (edge + 1 silo over
-# the binary RPC, PostgreSQL), all under the same sipp load on loopback, in one run. See bench/compare/README.md.
+# against CallState standalone (edge with an Orleans silo in process, SQLite) and CallState cluster (edge as an Orleans
+# client of 1 or more silo processes, PostgreSQL), all under the same sipp load on loopback, in one run, each ramp
+# repeated RUNS times (the systems take turns) and summarised by the median. See bench/compare/README.md.
 #   bench/compare/run.sh [rates...]          e.g. bench/compare/run.sh 500 1000 2000
 # Environment (defaults in brackets):
-#   RATES ["250 500 1000 1500 1750 2000 2500 3000 3500 4000"]  offered calls per second, one step each (arguments win)
+#   RATES ["500 1000 1250 1500 1750 2000 2250 2500 2750 3000 3250 3500 3750 4000"]  offered calls per second, one step
+#                           each, ascending (arguments win); steps of 250 from 1000 up, so the top is known to 250 cps
+#   RUNS [3]                ramps per system; the summary gives the median of the runs' highest passing rates
 #   SECONDS_PER_RATE [10]   length of a step; calls per step = rate * SECONDS_PER_RATE
 #   HOLD_MS [1000]          call length (sipp -d): INVITE, 180, 200, ACK, hold, BYE, 200
-#   SUTS ["kamailio standalone cluster"]  which systems to run, in this order
+#   SUTS ["kamailio standalone cluster"]  which systems to run, in this order; "cluster" stands for one cluster per
+#                           entry of SILOS (cluster1, cluster3, ...), and clusterN may be named directly
+#   SILOS [1]               silo counts of the cluster, e.g. "1 3": the cluster with 1 silo, then with 3 silos
 #   PRECHECK [1]            before each ramp: per-caller limit 2, three concurrent calls of one user -> one 486
 #   WARMUP_S [3]            an unmeasured step at the lowest rate before the ramp (JIT, pools, caches)
 #   SETTLE_S [2]            pause after each step (its CPU is counted with the step)
 #   KAM_CHILDREN [4]        Kamailio UDP worker processes
 #   KAM_SHM_MB [2048]       Kamailio shared memory (-m); 512 ran out at 2,500 cps (transactions wait 5 s after they end)
 #   USERS [100]             callers user1..userN (sipp -inf, SEQUENTIAL)
-#   PG_PORT [55450]         the throwaway PostgreSQL (cluster only)
+#   PG_PORT [55450]         the throwaway PostgreSQL (clusters only)
 #   KEEP_WORK [0]           1: keep the temp directory with every log and sipp trace
 # A step fails (and ends that system's ramp) when >= 1% of its calls did not complete with a 200 or when the achieved
 # rate is below 90% of the offered rate.
@@ -23,10 +28,15 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 command_line="$0${*:+ $*}"
-if (($# > 0)); then rates=("$@"); else read -r -a rates <<<"${RATES:-250 500 1000 1500 1750 2000 2500 3000 3500 4000}"; fi
+if (($# > 0)); then rates=("$@"); else read -r -a rates <<<"${RATES:-500 1000 1250 1500 1750 2000 2250 2500 2750 3000 3250 3500 3750 4000}"; fi
 per_rate=${SECONDS_PER_RATE:-10}
 hold_ms=${HOLD_MS:-1000}
-read -r -a suts <<<"${SUTS:-kamailio standalone cluster}"
+runs=${RUNS:-3}
+read -r -a silo_counts <<<"${SILOS:-1}"
+suts=()
+for s in ${SUTS:-kamailio standalone cluster}; do
+    if [[ $s == cluster ]]; then for n in "${silo_counts[@]}"; do suts+=("cluster$n"); done; else suts+=("$s"); fi
+done
 precheck=${PRECHECK:-1}
 warmup_s=${WARMUP_S:-3}
 settle_s=${SETTLE_S:-2}
@@ -36,9 +46,9 @@ users=${USERS:-100}
 pg_port=${PG_PORT:-55450}
 high=1000000
 
-# Ports (loopback only).
+# Ports (loopback only). Silo i of a cluster: admin API 26100+i, silo-to-silo 26110+i, gateway 26120+i.
 kam_port=26060 uac_port=26061 edge_sip_port=26070 edge_http_port=26082 uas_port=26090
-silo_http_port=26100 silo_rpc_port=26110
+silo_http_base=26100 silo_port_base=26110 gateway_base=26120 max_silos=10
 
 uac_xml=$repo/tests/Cluster.IntegrationTests/sipp/uac_rr.xml
 uas_xml=$repo/tests/Cluster.IntegrationTests/sipp/uas_rr.xml
@@ -48,13 +58,18 @@ silo_dll=$repo/src/Silo/bin/Release/net10.0/CallState.Silo.dll
 die() { echo "bench/compare/run.sh: $*" >&2; exit 1; }
 [[ $EUID -eq 0 ]] || die "run as root (installs packages, runs PostgreSQL as user postgres)"
 for r in "${rates[@]}"; do [[ $r =~ ^[1-9][0-9]*$ ]] || die "rate '$r' is not a positive integer"; done
-for s in "${suts[@]}"; do [[ $s =~ ^(kamailio|standalone|cluster)$ ]] || die "SUTS: unknown system '$s'"; done
+for s in "${suts[@]}"; do
+    [[ $s =~ ^(kamailio|standalone|cluster([1-9][0-9]*))$ ]] || die "SUTS: unknown system '$s' (kamailio, standalone, cluster, clusterN)"
+    [[ $s != cluster* ]] || ((${s#cluster} <= max_silos)) || die "$s: at most $max_silos silos"
+done
+[[ $runs =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
 
 # ---------------------------------------------------------------- prerequisites and build
 missing=()
-[[ -x /usr/sbin/kamailio ]] || missing+=(kamailio)
+# Only what the chosen systems need: Kamailio for kamailio, PostgreSQL for a cluster.
+if [[ " ${suts[*]} " == *" kamailio "* ]]; then [[ -x /usr/sbin/kamailio ]] || missing+=(kamailio); fi
 command -v sipp >/dev/null || missing+=(sip-tester)
-compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+if [[ " ${suts[*]} " == *" cluster"* ]]; then compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql); fi
 command -v ss >/dev/null || missing+=(iproute2)
 command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]} > 0)); then
@@ -75,7 +90,7 @@ dotnet build "$repo/src/Silo" -c Release --nologo -v q --disable-build-servers >
 for p in $kam_port $uac_port $edge_sip_port $uas_port; do
     [[ -z $(ss -Hlun "sport = :$p") ]] || die "UDP port $p is in use"
 done
-for p in $edge_sip_port $edge_http_port $silo_http_port $silo_rpc_port $pg_port; do
+for p in $edge_sip_port $edge_http_port $pg_port $(seq $silo_http_base $((gateway_base + max_silos - 1))); do
     [[ -z $(ss -Hltn "sport = :$p") ]] || die "TCP port $p is in use"
 done
 
@@ -173,9 +188,9 @@ start_postgres() {
 pg_conn="Host=127.0.0.1;Port=$pg_port;Username=callstate;Database=postgres"
 
 # ---------------------------------------------------------------- systems under test
-# Each start_* sets sut_pid (the process whose tree is "the SUT" for Kamailio), edge_pid/silo_pid/pg_pid, target.
-# $1 = per-caller limit.
-edge_pid="" silo_pid="" pg_pid="" kam_pid="" uas_pid="" sut_pid=""
+# Each start_* sets edge_pid/silo_pids/pg_pid or kam_pid, and target. $1 = per-caller limit.
+edge_pid="" pg_pid="" kam_pid="" uas_pid=""
+silo_pids=()
 start_kamailio() {
     local limit=$1 rundir=$work/kamailio-run
     mkdir -p "$rundir"
@@ -194,7 +209,7 @@ callstate_limits() {
         --CallState:Limits:Users:service:Inbound=$high --CallState:Limits:Users:service:Outbound=$high
 }
 instance=0
-start_standalone() {  # arguments as in bench/sipp/proxy-throughput.sh ADMISSION=sqlite
+start_standalone() {  # arguments as in bench/sipp/proxy-throughput.sh ADMISSION=sqlite (an Orleans silo in the edge process)
     local -a limits; read -r -a limits <<<"$(callstate_limits "$1")"
     instance=$((instance + 1))
     (cd "$work" && exec dotnet "$edge_dll" --standalone "--CallState:Admission:Routes:1:Upstream=127.0.0.1:$uas_port" \
@@ -206,32 +221,49 @@ start_standalone() {  # arguments as in bench/sipp/proxy-throughput.sh ADMISSION
     wait_http $edge_http_port $edge_pid edge
     target=127.0.0.1:$edge_sip_port
 }
-start_cluster() {  # arguments as in bench/sipp/proxy-throughput.sh ADMISSION=cluster SILOS=1
+start_cluster() {  # start_cluster LIMIT SILOS: arguments as in bench/sipp/proxy-throughput.sh ADMISSION=cluster
     local -a limits; read -r -a limits <<<"$(callstate_limits "$1")"
+    local silos=$2 i
     instance=$((instance + 1))
     [[ -n $pg_data ]] || start_postgres
-    local schema="bench_${instance}_$(date +%s)"
-    (cd "$work" && exec dotnet "$silo_dll" --urls="http://127.0.0.1:$silo_http_port" \
-        --CallState:Storage:Provider=PostgreSql "--CallState:Storage:ConnectionString=$pg_conn" \
-        "--CallState:Storage:Schema=$schema" --CallState:Cluster:Enabled=true --CallState:Cluster:SiloId=silo0 \
-        --CallState:Cluster:ListenAddress=127.0.0.1 "--CallState:Cluster:Port=$silo_rpc_port" "${limits[@]}" \
-        --Logging:LogLevel:Default=Warning) >"$work/silo.log" 2>&1 &
-    silo_pid=$!; procs[$silo_pid]=silo
-    wait_http $silo_http_port $silo_pid silo
+    # A fresh schema (grain state and membership table) and cluster id per start: no state from an earlier ramp.
+    local schema="bench_${instance}_$(date +%s)" cluster_id="compare-${instance}-$$"
+    local -a gateways=()
+    for ((i = 0; i < silos; i++)); do
+        (cd "$work" && exec dotnet "$silo_dll" --urls="http://127.0.0.1:$((silo_http_base + i))" \
+            --CallState:Storage:Provider=PostgreSql "--CallState:Storage:ConnectionString=$pg_conn" \
+            "--CallState:Storage:Schema=$schema" --CallState:Orleans:Clustering=Storage "--CallState:Orleans:ClusterId=$cluster_id" \
+            --CallState:Orleans:AdvertisedAddress=127.0.0.1 "--CallState:Orleans:SiloPort=$((silo_port_base + i))" \
+            "--CallState:Orleans:GatewayPort=$((gateway_base + i))" "${limits[@]}" \
+            --Logging:LogLevel:Default=Warning) >"$work/silo$i.log" 2>&1 &
+        silo_pids+=($!); procs[$!]=silo$i
+        gateways+=("--CallState:Orleans:Gateways:$i=127.0.0.1:$((gateway_base + i))")
+        # Ready: the silo is active in the cluster (it joined through the membership table).
+        wait_http $((silo_http_base + i)) "${silo_pids[-1]}" "silo$i"
+    done
+    # The edge is an Orleans client of every silo's gateway; ready once SIP listens and it is connected to the cluster.
     (cd "$work" && exec dotnet "$edge_dll" --CallState:Admission:LocalDomains:0=127.0.0.1 \
         --CallState:Admission:Routes:0:Prefix= "--CallState:Admission:Routes:0:Upstream=127.0.0.1:$uas_port" \
-        "${limits[@]}" "--CallState:Cluster:Bootstrap:0=127.0.0.1:$silo_rpc_port" \
+        "${limits[@]}" "--CallState:Orleans:ClusterId=$cluster_id" "${gateways[@]}" \
         --urls="http://127.0.0.1:$edge_http_port" --CallState:Sip:Port=$edge_sip_port \
         --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port --Logging:LogLevel:Default=Warning) >"$work/edge.log" 2>&1 &
     edge_pid=$!; procs[$edge_pid]=edge
     wait_http $edge_http_port $edge_pid edge
     target=127.0.0.1:$edge_sip_port
 }
+# start_sut SUT LIMIT: kamailio, standalone or clusterN.
+start_sut() {
+    case $1 in
+        cluster*) start_cluster "$2" "${1#cluster}" ;;
+        *) "start_$1" "$2" ;;
+    esac
+}
 stop_sut() {  # the SUT's processes, not PostgreSQL (stopped at the end)
+    local pid
     [[ -n $edge_pid ]] && stop_pid "$edge_pid"
-    [[ -n $silo_pid ]] && stop_pid "$silo_pid"
+    for pid in "${silo_pids[@]}"; do stop_pid "$pid"; done
     [[ -n $kam_pid ]] && stop_pid "$kam_pid"
-    edge_pid="" silo_pid="" kam_pid=""
+    edge_pid="" silo_pids=() kam_pid=""
 }
 start_uas() {
     (cd "$work" && exec sipp -sf "$uas_xml" -i 127.0.0.1 -p $uas_port -t u1 -buff_size 4194304 -nostdin \
@@ -255,7 +287,8 @@ run_uac() {
 }
 # counts_field DIR NAME: the last value of column NAME in sipp's -trace_counts file (0 when absent).
 counts_field() {
-    cat "$1"/uac_rr_*_counts.csv 2>/dev/null | awk -F';' -v name="$2" '
+    # No file (sipp could not start a call): 0, not a failed pipeline (set -o pipefail would end the script).
+    { cat "$1"/uac_rr_*_counts.csv 2>/dev/null || true; } | awk -F';' -v name="$2" '
         NR == 1 { for (i = 1; i <= NF; i++) if ($i == name) col = i; next }
         col { v = $col } END { print v + 0 }'
 }
@@ -274,7 +307,7 @@ rejected_codes() {  # rejected_codes DIR: e.g. "503x12/500x1", or "-"
     echo "${out:--}"
 }
 sipp_total() {  # sipp_total DIR "Successful call"|"Failed call"
-    grep -E "$2" "$1/uac.log" | tail -1 | awk -F'|' '{gsub(/ /, "", $3); print $3 + 0}'
+    { grep -E "$2" "$1/uac.log" 2>/dev/null || true; } | tail -1 | awk -F'|' '{gsub(/ /, "", $3); print $3 + 0}'
 }
 
 # ---------------------------------------------------------------- the precheck
@@ -282,7 +315,7 @@ precheck_ok=()
 run_precheck() {  # run_precheck SUT: per-caller limit 2, three concurrent 6 s calls of one user
     local sut=$1 dir=$work/$1-precheck
     start_uas
-    "start_$sut" 2
+    start_sut "$sut" 2
     printf 'SEQUENTIAL\nprecheck\n' >"$work/precheck.csv"
     run_uac "$dir" "$work/precheck.csv" 3 10 3 6000 -trace_msg
     local answered refused reason
@@ -307,15 +340,22 @@ run_precheck() {  # run_precheck SUT: per-caller limit 2, three concurrent 6 s c
 # ---------------------------------------------------------------- the ramp
 results=$work/results.csv
 : >"$results"
-header="sut,rate,calls,successful,failed,failed_pct,rejected,achieved_cps,p50_ms,p99_ms,cpu_s,cpu_ms_per_call,edge_cpu_s,silo_cpu_s,pg_cpu_s,edge_alloc_B_per_call,silo_alloc_B_per_call,host_busy_pct,rejected_by_code,adm_p50_ms,adm_p99_ms"
+header="sut,run,rate,calls,successful,failed,failed_pct,rejected,achieved_cps,p50_ms,p99_ms,cpu_s,cpu_ms_per_call,edge_cpu_s,silo_cpu_s,pg_cpu_s,edge_alloc_B_per_call,silo_alloc_B_per_call,host_busy_pct,rejected_by_code,adm_p50_ms,adm_p99_ms"
 ticks_per_s=$(getconf CLK_TCK)
 
-snapshot() {  # prints: sut_ticks edge_ticks silo_ticks pg_ticks edge_alloc silo_alloc host_idle_ticks wall_s
-    local s e=0 si=0 pg=0 ea=n/a sa=n/a
+snapshot() {  # prints: sut_ticks edge_ticks silo_ticks pg_ticks edge_alloc silo_alloc host_idle_ticks wall_s (silos: all of them)
+    local s e=0 si=0 pg=0 ea=n/a sa=n/a i a
     if [[ -n $kam_pid ]]; then s=$(cpu_ticks "$kam_pid"); else
         e=$(cpu_ticks "$edge_pid"); ea=$(alloc_bytes $edge_http_port)
-        [[ -n $silo_pid ]] && { si=$(cpu_ticks "$silo_pid"); sa=$(alloc_bytes $silo_http_port); }
-        [[ -n $silo_pid && -n $pg_pid ]] && pg=$(cpu_ticks "$pg_pid")
+        if ((${#silo_pids[@]} > 0)); then
+            sa=0
+            for i in "${!silo_pids[@]}"; do
+                si=$((si + $(cpu_ticks "${silo_pids[$i]}")))
+                a=$(alloc_bytes $((silo_http_base + i)))
+                if [[ $a == n/a || $sa == n/a ]]; then sa=n/a; else sa=$((sa + a)); fi
+            done
+            [[ -n $pg_pid ]] && pg=$(cpu_ticks "$pg_pid")
+        fi
         s=$((e + si + pg))
     fi
     echo "$s $e $si $pg $ea $sa $(host_ticks)"
@@ -327,8 +367,8 @@ per_call() {  # per_call BEFORE AFTER CALLS: (AFTER - BEFORE) / CALLS, n/a when 
     awk -v a="$1" -v b="$2" -v c="$3" 'BEGIN {printf "%.0f", (b - a) / c}'
 }
 
-run_step() {  # run_step SUT RATE SECONDS DIR: one step; sets step_row (not a subshell: the trap must see sipp's pid)
-    local sut=$1 rate=$2 secs=$3 dir=$4 calls limit
+run_step() {  # run_step SUT RUN RATE SECONDS DIR: one step; sets step_row (not a subshell: the trap must see sipp's pid)
+    local sut=$1 run=$2 rate=$3 secs=$4 dir=$5 calls limit
     calls=$((rate * secs))
     limit=$((rate * (hold_ms / 1000 + 4)))
     local -a b a
@@ -352,7 +392,7 @@ run_step() {  # run_step SUT RATE SECONDS DIR: one step; sets step_row (not a su
     failed=$((calls - ok))
     # INVITE->200 response times (ms) and the times the 200s arrived, from sipp -trace_rtt.
     local rtt
-    rtt=$(cat "$dir"/uac_rr_*_rtt.csv 2>/dev/null | awk -F';' 'NR > 1 && $2 ~ /^[0-9.]+$/ {print $1, $2}' | sort -k2,2n |
+    rtt=$( { cat "$dir"/uac_rr_*_rtt.csv 2>/dev/null || true; } | awk -F';' 'NR > 1 && $2 ~ /^[0-9.]+$/ {print $1, $2}' | sort -k2,2n |
         awk -v hold="$hold_ms" -v start="$start" -v end="$end" '
             { t[NR] = $1; r[NR] = $2; if (NR == 1 || $1 < lo) lo = $1; if (NR == 1 || $1 > hi) hi = $1 }
             function pct(p,  i) { i = int(NR * p); if (i < NR * p) i++; if (i < 1) i = 1; return r[i] }
@@ -371,7 +411,7 @@ run_step() {  # run_step SUT RATE SECONDS DIR: one step; sets step_row (not a su
     local answered; answered=$(counts_field "$dir" 9_200_Recv)
     ((answered > 0)) && cps=$(awk -v c="$cps" -v o="$ok" -v a="$answered" 'BEGIN {printf "%.0f", c * (o < a ? o / a : 1)}')
     local codes; codes=$(rejected_codes "$dir")
-    step_row=$(awk -v codes="$codes" -v sut="$sut" -v rate="$rate" -v calls="$calls" -v ok="$ok" -v failed="$failed" -v rej="$rej" \
+    step_row=$(awk -v codes="$codes" -v sut="$sut" -v run="$run" -v rate="$rate" -v calls="$calls" -v ok="$ok" -v failed="$failed" -v rej="$rej" \
         -v cps="$cps" -v p50="$p50" -v p99="$p99" -v hz="$ticks_per_s" \
         -v s0="${b[0]}" -v s1="${a[0]}" -v e0="${b[1]}" -v e1="${a[1]}" -v i0="${b[2]}" -v i1="${a[2]}" \
         -v g0="${b[3]}" -v g1="${a[3]}" -v hb0="${b[6]}" -v hb1="${a[6]}" -v ht0="${b[7]}" -v ht1="${a[7]}" -v ncpu="$(nproc)" \
@@ -383,36 +423,37 @@ run_step() {  # run_step SUT RATE SECONDS DIR: one step; sets step_row (not a su
         BEGIN {
             cpu = (s1 - s0) / hz
             kam = (sut == "kamailio")
-            printf "%s,%d,%d,%d,%d,%.2f,%d,%d,%s,%s,%.2f,%s,%s,%s,%s,%s,%s,%.0f,%s,%s\n", sut, rate, calls, ok, failed,
+            cl = (sut ~ /^cluster/)
+            printf "%s,%d,%d,%d,%d,%d,%.2f,%d,%d,%s,%s,%.2f,%s,%s,%s,%s,%s,%s,%.0f,%s,%s\n", sut, run, rate, calls, ok, failed,
                 100 * failed / calls, rej, cps, p50, p99, cpu, (ok > 0 ? sprintf("%.3f", 1000 * cpu / ok) : "n/a"),
                 (kam ? "-" : sprintf("%.2f", (e1 - e0) / hz)),
-                (sut == "cluster" ? sprintf("%.2f", (i1 - i0) / hz) : "-"),
-                (sut == "cluster" ? sprintf("%.2f", (g1 - g0) / hz) : "-"),
-                (kam ? "-" : ea), (sut == "cluster" ? sa : "-"),
+                (cl ? sprintf("%.2f", (i1 - i0) / hz) : "-"),
+                (cl ? sprintf("%.2f", (g1 - g0) / hz) : "-"),
+                (kam ? "-" : ea), (cl ? sa : "-"),
                 host_busy(hb1 - hb0, ht1 - ht0), codes, adm
         }')
 }
 passes() {  # passes ROW: fewer than 1% failed and at least 90% of the offered rate achieved
-    awk -F, '{exit !($6 < 1 && $8 >= 0.9 * $2)}' <<<"$1"
+    awk -F, '{exit !($7 < 1 && $9 >= 0.9 * $3)}' <<<"$1"
 }
 
-run_ramp() {
-    local sut=$1 rate row min=${rates[0]} r
+run_ramp() {  # run_ramp SUT RUN
+    local sut=$1 run=$2 rate row min=${rates[0]} r
     for r in "${rates[@]}"; do if ((r < min)); then min=$r; fi; done
     start_uas
-    "start_$sut" $high
+    start_sut "$sut" $high
     if ((warmup_s > 0)); then
-        run_step "$sut" "$min" "$warmup_s" "$work/$sut-warmup"
+        run_step "$sut" "$run" "$min" "$warmup_s" "$work/$sut-$run-warmup"
         echo "warm-up (not counted): $step_row"
     fi
     echo "$header"
     for rate in "${rates[@]}"; do
-        run_step "$sut" "$rate" "$per_rate" "$work/$sut-$rate"
+        run_step "$sut" "$run" "$rate" "$per_rate" "$work/$sut-$run-$rate"
         row=$step_row
         echo "$row"
         echo "$row" >>"$results"
         if ! passes "$row"; then
-            echo "($sut: $rate cps failed the step criterion (>= 1% failed or < 90% of offered achieved); ramp stopped)"
+            echo "($sut run $run: $rate cps failed the step criterion (>= 1% failed or < 90% of offered achieved); ramp stopped)"
             break
         fi
     done
@@ -423,8 +464,9 @@ run_ramp() {
 label() {
     case $1 in
         kamailio) echo "Kamailio 5.6 (tm + dialog profile CAC, $kam_children UDP workers)" ;;
-        standalone) echo "CallState standalone (edge, grains in process, SQLite)" ;;
-        cluster) echo "CallState cluster (edge + 1 silo over RPC, PostgreSQL)" ;;
+        standalone) echo "CallState standalone (edge, Orleans silo in process, SQLite)" ;;
+        cluster1) echo "CallState cluster (edge + 1 Orleans silo, PostgreSQL)" ;;
+        cluster*) echo "CallState cluster (edge + ${1#cluster} Orleans silos, PostgreSQL)" ;;
     esac
 }
 
@@ -434,87 +476,150 @@ for i in $(seq 1 "$users"); do printf 'user%d\n' "$i" >>"$work/users.csv"; done
 
 echo "=== bench/compare: call setups per second, Kamailio vs CallState"
 echo "command:   $command_line"
-echo "settings:  RATES='${rates[*]}' SECONDS_PER_RATE=$per_rate HOLD_MS=$hold_ms SUTS='${suts[*]}' PRECHECK=$precheck WARMUP_S=$warmup_s SETTLE_S=$settle_s KAM_CHILDREN=$kam_children KAM_SHM_MB=$kam_shm_mb USERS=$users"
+echo "settings:  RATES='${rates[*]}' RUNS=$runs SECONDS_PER_RATE=$per_rate HOLD_MS=$hold_ms SUTS='${suts[*]}' PRECHECK=$precheck WARMUP_S=$warmup_s SETTLE_S=$settle_s KAM_CHILDREN=$kam_children KAM_SHM_MB=$kam_shm_mb USERS=$users"
 echo "date:      $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "host:      nproc=$(nproc), $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
-echo "software:  $(/usr/sbin/kamailio -v 2>/dev/null | head -1 | sed 's/^version: //'), $(sipp -v 2>/dev/null | grep -o 'SIPp v[^ ,]*' | head -1), dotnet $(dotnet --version), PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}')"
+echo "software:  $(/usr/sbin/kamailio -v 2>/dev/null | head -1 | sed 's/^version: //'), $(sipp -v 2>/dev/null | grep -o 'SIPp v[^ ,]*' | head -1), dotnet $(dotnet --version), PostgreSQL $("$pg_bin/postgres" --version 2>/dev/null | awk '{print $3}')"
 echo "callstate: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?') ($(git -C "$repo" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?'))$([[ -n $(git -C "$repo" status --porcelain 2>/dev/null) ]] && echo ', uncommitted changes')"
 echo "udp:       net.core.rmem_max=$(cat /proc/sys/net/core/rmem_max), sipp -buff_size 4194304"
 echo "load:      loadavg before start $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
-for sut in "${suts[@]}"; do
-    echo "=== $(label "$sut")"
-    [[ $precheck == 1 ]] && run_precheck "$sut"
-    run_ramp "$sut"
-    echo
+# The systems take turns (run 1 of each, then run 2 of each, ...), so a change in the machine's load over the
+# run touches all of them alike. The precheck runs once per system, before its first ramp.
+for ((run = 1; run <= runs; run++)); do
+    for sut in "${suts[@]}"; do
+        echo "=== $(label "$sut"), run $run of $runs"
+        [[ $precheck == 1 && $run == 1 ]] && run_precheck "$sut"
+        run_ramp "$sut" "$run"
+        echo
+    done
 done
 stop_postgres
 
-echo "=== per-step results, all systems (CSV)"
+echo "=== per-step results, all systems and runs (CSV)"
 echo "$header"
 cat "$results"
 echo
 echo "Columns: successful = calls answered with 200 and ended with BYE/200; failed = calls - successful; achieved_cps ="
 echo "successful calls over the window in which their 200s arrived; p50/p99 = INVITE->200 at the caller (sipp"
 echo "-trace_rtt, 1 ms resolution); cpu_s = CPU seconds of the SUT during the step plus ${settle_s}s settle (Kamailio: main"
-echo "process and all its children; CallState: edge + silo + PostgreSQL, also shown apart); *_alloc_B_per_call ="
-echo "GC.GetTotalAllocatedBytes delta from /api/runtime per successful call (n/a when the endpoint is missing);"
-echo "host_busy_pct = whole machine (all cores, including sipp and anyone else) not idle during the step;"
+echo "process and all its children; CallState: edge + silos + PostgreSQL, also shown apart); *_alloc_B_per_call ="
+echo "GC.GetTotalAllocatedBytes delta from /api/runtime per successful call (silos: all of them; n/a when the endpoint is"
+echo "missing); host_busy_pct = whole machine (all cores, including sipp and anyone else) not idle during the step;"
 echo "adm_p50_ms/adm_p99_ms = admission durations measured by the edge itself (GET /api/admission/latency, bucket bounds)."
 echo
 
-echo "=== summary (highest offered rate with < 1% failed calls and >= 90% of it achieved)"
+echo "=== summary: median over $runs run(s) of the highest offered rate with < 1% failed calls and >= 90% of it achieved"
 echo
-echo "| system | highest rate (cps) | achieved cps | INVITE->200 p50 | p99 | CPU ms per call | edge allocated per call | vs Kamailio |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-kam_best=""
-for sut in "${suts[@]}"; do
-    best=""
-    while IFS= read -r row; do
-        [[ ${row%%,*} == "$sut" ]] || continue
-        passes "$row" && best=$row
-    done <"$results"
-    if [[ $sut == kamailio && -n $best ]]; then kam_best=$(cut -d, -f2 <<<"$best"); fi
-    if [[ -z $best ]]; then
-        echo "| $(label "$sut") | none | | | | | | |"
+labels=""
+for sut in "${suts[@]}"; do labels+="$sut=$(label "$sut");"; done
+python3 - "$results" "$precheck" "${precheck_ok[*]:-}" "$labels" "${suts[@]}" <<'PY'
+import csv, statistics, sys
+
+path, precheck, precheck_ok, labels = sys.argv[1:5]
+suts = sys.argv[5:]
+label = dict(item.split("=", 1) for item in labels.split(";") if item)
+cols = ("sut,run,rate,calls,successful,failed,failed_pct,rejected,achieved_cps,p50_ms,p99_ms,cpu_s,cpu_ms_per_call,"
+        "edge_cpu_s,silo_cpu_s,pg_cpu_s,edge_alloc_B_per_call,silo_alloc_B_per_call,host_busy_pct,rejected_by_code,"
+        "adm_p50_ms,adm_p99_ms").split(",")
+rows = [dict(zip(cols, r)) for r in csv.reader(open(path)) if r]
+
+
+def passes(r):
+    return float(r["failed_pct"]) < 1 and float(r["achieved_cps"]) >= 0.9 * int(r["rate"])
+
+
+def num(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def ms(text):
+    return "<1 ms" if text in ("0", "0.0") else f"{text} ms"
+
+
+best = {}      # sut -> {run: best row or None}
+for sut in suts:
+    runs = sorted({int(r["run"]) for r in rows if r["sut"] == sut})
+    best[sut] = {}
+    for run in runs:
+        passing = [r for r in rows if r["sut"] == sut and int(r["run"]) == run and passes(r)]
+        best[sut][run] = max(passing, key=lambda r: int(r["rate"])) if passing else None
+
+
+def median_rate(sut):
+    # A run with no passing step counts as 0; with an even number of runs the lower middle value, so the median is a
+    # rate that was offered.
+    rates = [int(r["rate"]) if r else 0 for r in best[sut].values()]
+    return statistics.median_low(rates) if rates else None
+
+
+kam = median_rate("kamailio") if "kamailio" in best else None
+print("| system | highest rate per run (cps) | median | achieved cps | INVITE->200 p50 | p99 | CPU ms per call | edge allocated per call | vs Kamailio |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+for sut in suts:
+    runs = best[sut]
+    if not runs:
         continue
-    fi
-    IFS=, read -r _ rate _ _ _ _ _ cps p50 p99 _ cpu_per_call edge_cpu silo_cpu pg_cpu edge_alloc silo_alloc _ _ <<<"$best"
-    ok=$(cut -d, -f4 <<<"$best")
-    split=""
-    if [[ $sut != kamailio ]]; then
-        split=$(awk -v e="$edge_cpu" -v s="$silo_cpu" -v g="$pg_cpu" -v ok="$ok" 'BEGIN {
-            printf " (edge %.3f", 1000 * e / ok; if (s != "-") printf ", silo %.3f, pg %.3f", 1000 * s / ok, 1000 * g / ok; printf ")" }')
-    fi
-    ratio="1.00"
-    if [[ $sut != kamailio ]]; then
-        if [[ -n $kam_best ]]; then ratio=$(awk -v a="$rate" -v k="$kam_best" 'BEGIN {printf "%.2f", a / k}'); else ratio=n/a; fi
-    fi
-    case $sut in
-        kamailio) alloc="-" ;;
-        standalone) alloc=$([[ $edge_alloc == n/a ]] && echo n/a || echo "$edge_alloc B") ;;
-        cluster) alloc=$([[ $edge_alloc == n/a ]] && echo n/a || echo "$edge_alloc B (silo $silo_alloc B)") ;;
-    esac
-    ms() { if [[ $1 == 0 ]]; then echo "<1 ms"; else echo "$1 ms"; fi; }
-    echo "| $(label "$sut") | $rate | $cps | $(ms "$p50") | $(ms "$p99") | $cpu_per_call$split | $alloc | $ratio |"
-done
-echo
-if [[ -n $kam_best ]]; then
-    half=$((kam_best / 2))
-    for sut in "${suts[@]}"; do
-        [[ $sut == kamailio ]] && continue
-        # The step closest to half of Kamailio's highest rate (at or below it when there is one).
-        row=$(awk -F, -v s="$sut" -v h="$half" '$1 == s { d = h - $2; if (d < 0) d = -d * 1.001; if (best == "" || d < bd) { best = $0; bd = d } } END { print best }' "$results")
-        [[ -z $row ]] && continue
-        echo "$sut: admission (edge, /api/admission/latency) p50 $(cut -d, -f20 <<<"$row") ms, p99 $(cut -d, -f21 <<<"$row") ms at $(cut -d, -f2 <<<"$row") cps (half of Kamailio's $kam_best is $half)"
-    done
-fi
-if [[ $precheck == 1 ]]; then
-    echo "precheck (per-caller limit 2: 3 concurrent calls of one caller -> exactly one 486 with Reason Q.850;cause=17, then 2 more after the BYEs -> both answered): passed by: ${precheck_ok[*]:-none}"
-fi
-for sut in "${suts[@]}"; do
-    last=$(grep "^$sut," "$results" | tail -1 || true)
-    [[ -n $last ]] && ! passes "$last" && echo "$sut: first failing step: $(cut -d, -f2 <<<"$last") cps offered, $(cut -d, -f6 <<<"$last")% failed, $(cut -d, -f8 <<<"$last") cps achieved, p99 $(cut -d, -f10 <<<"$last") ms"
-done
-echo "ratio = highest rate / Kamailio's highest rate. Every run offers at most the rates listed; a system that passed the last one may go higher."
+    per_run = " / ".join(r["rate"] if r else "none" for r in runs.values())
+    med = median_rate(sut)
+    # The figures of the run whose highest rate is the median (the first such run).
+    row = next((r for r in runs.values() if r and int(r["rate"]) == med), None)
+    ratio = "1.00" if sut == "kamailio" else (f"{med / kam:.2f}" if kam else "n/a")
+    med_text = f"{med:g}" if med else "none"
+    if row is None:
+        print(f"| {label.get(sut, sut)} | {per_run} | {med_text} | | | | | | {ratio} |")
+        continue
+    cpu = row["cpu_ms_per_call"]
+    ok = int(row["successful"])
+    if sut != "kamailio" and ok > 0:
+        cpu += f" (edge {1000 * float(row['edge_cpu_s']) / ok:.3f}"
+        if sut.startswith("cluster"):
+            cpu += f", silos {1000 * float(row['silo_cpu_s']) / ok:.3f}, pg {1000 * float(row['pg_cpu_s']) / ok:.3f}"
+        cpu += ")"
+    if sut == "kamailio":
+        alloc = "-"
+    elif row["edge_alloc_B_per_call"] == "n/a":
+        alloc = "n/a"
+    else:
+        alloc = f"{row['edge_alloc_B_per_call']} B" + (f" (silos {row['silo_alloc_B_per_call']} B)" if sut.startswith("cluster") else "")
+    print(f"| {label.get(sut, sut)} | {per_run} | {med_text} | {row['achieved_cps']} | {ms(row['p50_ms'])} | {ms(row['p99_ms'])} | {cpu} | {alloc} | {ratio} |")
+print()
+
+if kam:
+    half = kam / 2
+    for sut in suts:
+        if sut == "kamailio" or not best[sut]:
+            continue
+        p50s, p99s, steps = [], [], []
+        for run in best[sut]:
+            mine = [r for r in rows if r["sut"] == sut and int(r["run"]) == run]
+            if not mine:
+                continue
+            # The step closest to half of Kamailio's median highest rate (at or below it on a tie).
+            row = min(mine, key=lambda r: (abs(int(r["rate"]) - half), int(r["rate"]) > half))
+            steps.append(row["rate"])
+            if num(row["adm_p50_ms"]) is not None and num(row["adm_p99_ms"]) is not None:
+                p50s.append(num(row["adm_p50_ms"]))
+                p99s.append(num(row["adm_p99_ms"]))
+        if p50s:
+            print(f"{sut}: admission (edge, /api/admission/latency) at {'/'.join(steps)} cps (half of Kamailio's median {kam:g} is {half:g}): "
+                  f"p50 median {statistics.median(p50s):.3f} ms ({' / '.join(f'{v:.3f}' for v in p50s)}), "
+                  f"p99 median {statistics.median(p99s):.3f} ms ({' / '.join(f'{v:.3f}' for v in p99s)})")
+
+if precheck == "1":
+    print("precheck (per-caller limit 2: 3 concurrent calls of one caller -> exactly one 486 with Reason Q.850;cause=17, "
+          f"then 2 more after the BYEs -> both answered): passed by: {precheck_ok or 'none'}")
+for sut in suts:
+    for run in best[sut]:
+        mine = [r for r in rows if r["sut"] == sut and int(r["run"]) == run]
+        if mine and not passes(mine[-1]):
+            last = mine[-1]
+            print(f"{sut} run {run}: first failing step: {last['rate']} cps offered, {last['failed_pct']}% failed, "
+                  f"{last['achieved_cps']} cps achieved, p99 {last['p99_ms']} ms")
+print("ratio = median highest rate / Kamailio's median highest rate. Every run offers at most the rates listed; a system "
+      "that passed the last one may go higher.")
+PY

@@ -8,8 +8,9 @@
 #   ADMISSION=sqlite|postgres: the edge runs standalone (grains in the process) and admits every call on the caller's
 #   and the callee's user limits (limits set high enough never to refuse); postgres needs CALLSTATE_BENCH_POSTGRES
 #   (an Npgsql connection string).
-#   ADMISSION=cluster SILOS=N: N silo processes (cluster mode, on CALLSTATE_BENCH_POSTGRES in a fresh schema) and the
-#   edge reaching them over the binary RPC; the last column is then the silos' CPU seconds (all of them).
+#   ADMISSION=cluster SILOS=N: N Orleans silo processes (membership and grain state on CALLSTATE_BENCH_POSTGRES in a
+#   fresh schema, a fresh cluster id) and the edge as an Orleans client of their gateways; silos_cpu_s is then the CPU
+#   seconds of all the silos, and the commit columns are summed over all of them.
 #   SIPP_NICE: niceness of both sipp processes (default 0), so the edge can be measured with the load generator
 #   yielding the shared cores to it,
 #   EDGE_ARGS: more command-line settings for the edge (split on spaces), e.g. EDGE_ARGS=--CallState:Sip:T4=00:00:01
@@ -34,7 +35,18 @@ printf 'SEQUENTIAL\n' >"$work/users.csv"
 for i in $(seq 1 100); do printf 'user%d\n' "$i" >>"$work/users.csv"; done
 
 edge_port=25060; uas_port=25090; uac_port=25061; http_port=25082
-admission_args=()
+admission_args=(); silo_urls=()
+# wait_ready URL PID NAME: until URL/health/ready answers (a silo: active in the cluster; an edge: SIP listening and,
+# as a cluster client, connected to a gateway), at most 60 s; stops the run when the process exits or never gets ready.
+wait_ready() {
+    local i
+    for i in $(seq 1 600); do
+        curl -sf --max-time 1 "$1/health/ready" >/dev/null 2>&1 && return 0
+        kill -0 "$2" 2>/dev/null || { tail -20 "$work/$3.log" >&2; echo "$3 exited during start-up" >&2; exit 1; }
+        sleep 0.1
+    done
+    tail -20 "$work/$3.log" >&2; echo "$3 not ready after 60 s" >&2; exit 1
+}
 case ${ADMISSION:-} in
     "") ;;
     sqlite|postgres)
@@ -51,22 +63,24 @@ case ${ADMISSION:-} in
     cluster)
         dotnet build "$repo/src/Silo" -c Release --nologo -v q >/dev/null
         schema="bench_$(date +%s)"
+        cluster_id="bench-$(date +%s)-$$"
         limits=(--CallState:Limits:DefaultUser:Total=1000000 --CallState:Limits:DefaultUser:Inbound=1000000
             --CallState:Limits:DefaultUser:Outbound=1000000)
         admission_args=(--CallState:Admission:LocalDomains:0=127.0.0.1 --CallState:Admission:Routes:0:Prefix=
-            "--CallState:Admission:Routes:0:Upstream=127.0.0.1:$uas_port" "${limits[@]}")
+            "--CallState:Admission:Routes:0:Upstream=127.0.0.1:$uas_port" "${limits[@]}" "--CallState:Orleans:ClusterId=$cluster_id")
+        # Silo i: admin API on 25100+i, silo-to-silo port 25110+i, gateway (where the edge connects) 25120+i. The silos
+        # find each other through the membership table in the same PostgreSQL schema.
         for i in $(seq 0 $((${SILOS:-1} - 1))); do
             dotnet "$repo/src/Silo/bin/Release/net10.0/CallState.Silo.dll" --urls="http://127.0.0.1:$((25100 + i))" \
                 --CallState:Storage:Provider=PostgreSql "--CallState:Storage:ConnectionString=${CALLSTATE_BENCH_POSTGRES:?set CALLSTATE_BENCH_POSTGRES}" \
-                "--CallState:Storage:Schema=$schema" --CallState:Cluster:Enabled=true "--CallState:Cluster:SiloId=silo$i" \
-                --CallState:Cluster:ListenAddress=127.0.0.1 "--CallState:Cluster:Port=$((25110 + i))" "${limits[@]}" \
+                "--CallState:Storage:Schema=$schema" --CallState:Orleans:Clustering=Storage "--CallState:Orleans:ClusterId=$cluster_id" \
+                --CallState:Orleans:AdvertisedAddress=127.0.0.1 "--CallState:Orleans:SiloPort=$((25110 + i))" \
+                "--CallState:Orleans:GatewayPort=$((25120 + i))" "${limits[@]}" \
                 --Logging:LogLevel:Default=Warning >"$work/silo$i.log" 2>&1 &
             silo_pids+=($!)
-            admission_args+=("--CallState:Cluster:Bootstrap:$i=127.0.0.1:$((25110 + i))")
-            for _ in $(seq 1 100); do
-                curl -sf "http://127.0.0.1:$((25100 + i))/health/ready" >/dev/null 2>&1 && break
-                sleep 0.1
-            done
+            admission_args+=("--CallState:Orleans:Gateways:$i=127.0.0.1:$((25120 + i))")
+            silo_urls+=("http://127.0.0.1:$((25100 + i))")
+            wait_ready "http://127.0.0.1:$((25100 + i))" "${silo_pids[-1]}" "silo$i"
         done
         ;;
     *) echo "ADMISSION must be sqlite, postgres or cluster" >&2; exit 1 ;;
@@ -80,18 +94,37 @@ dotnet "$repo/src/SipEdge/bin/Release/net10.0/CallState.SipEdge.dll" "${admissio
     --CallState:Sip:Port=$edge_port --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port \
     --Logging:LogLevel:Default=Warning ${EDGE_ARGS:-} >"$work/edge.log" 2>&1 &
 edge_pid=$!
-for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$http_port/health/ready" >/dev/null 2>&1 && break
-    sleep 0.1
-done
+wait_ready "http://127.0.0.1:$http_port" "$edge_pid" edge
 nice -n "${SIPP_NICE:-0}" sipp -sf "$repo/tests/Cluster.IntegrationTests/sipp/uas_rr.xml" -i 127.0.0.1 -p $uas_port -t "$transport" \
     -buff_size 4194304 -nostdin -default_behaviors all,-abortunexp >"$work/uas.log" 2>&1 &
 uas_pid=$!
 sleep 0.5
 
-# The storage's group commit (GET /api/storage/commits) of the edge (standalone) or of the first silo (cluster).
-commits_url="http://127.0.0.1:$http_port/api/storage/commits"
-[[ ${ADMISSION:-} == cluster ]] && commits_url="http://127.0.0.1:25100/api/storage/commits"
+# The storage's group commit (GET /api/storage/commits) of the edge (standalone) or of every silo (cluster), summed:
+# batches, writes and the histograms' counts bucket by bucket.
+((${#silo_urls[@]} > 0)) || silo_urls=("http://127.0.0.1:$http_port")
+commits() {  # commits FILE
+    local i=0 url
+    for url in "${silo_urls[@]}"; do
+        curl -sf "$url/api/storage/commits" >"$1.$i" 2>/dev/null || : >"$1.$i"
+        i=$((i + 1))
+    done
+    python3 -c 'import json, sys
+parts = []
+for p in sys.argv[2:]:
+    try:
+        parts.append(json.load(open(p)))
+    except (OSError, ValueError):
+        sys.exit(0)  # a silo did not answer: no figure for this step
+total = parts[0]
+for part in parts[1:]:
+    total["batches"] += part["batches"]
+    total["writes"] += part["writes"]
+    for h in ("commitDuration", "queueWait"):
+        total[h]["counts"] = [a + b for a, b in zip(total[h]["counts"], part[h]["counts"])]
+json.dump(total, open(sys.argv[1], "w"))' "$1" "$1".[0-9]*
+    rm -f "$1".[0-9]*
+}
 # The edge's own runtime counters (GET /api/runtime): cumulative allocated bytes, thread-pool work items, lock contentions, gen0/gen2 GCs.
 counters() { curl -sf "http://127.0.0.1:$http_port/api/runtime" || echo '{}'; }
 field() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
@@ -103,7 +136,7 @@ for rate in ${rates[*]}; do
     silos_before=$(silos_cpu)
     rt_before=$(counters)
     curl -sf "http://127.0.0.1:$http_port/api/admission/latency" >"$work/adm-before.json" 2>/dev/null || : >"$work/adm-before.json"
-    curl -sf "$commits_url" >"$work/commits-before.json" 2>/dev/null || : >"$work/commits-before.json"
+    : >"$work/commits-before.json"; commits "$work/commits-before.json"
     start=$(date +%s.%N)
     (cd "$work" && timeout $((per_rate * 3 + 60)) nice -n "${SIPP_NICE:-0}" sipp 127.0.0.1:$edge_port -sf "$repo/tests/Cluster.IntegrationTests/sipp/uac_rr.xml" \
         -inf "$work/users.csv" -i 127.0.0.1 -p $uac_port -t "$transport" -m "$calls" -r "$rate" -l $((rate * 4 + rate * ${HOLD_MS:-0} / 1000)) -d "${HOLD_MS:-0}" \
@@ -115,7 +148,7 @@ for rate in ${rates[*]}; do
     rt_after=$(counters)
     curl -sf "http://127.0.0.1:$http_port/api/admission/latency" >"$work/adm-after.json" 2>/dev/null || : >"$work/adm-after.json"
     adm=$(python3 "$repo/bench/admission-latency.py" "$work/adm-before.json" "$work/adm-after.json")
-    curl -sf "$commits_url" >"$work/commits-after.json" 2>/dev/null || : >"$work/commits-after.json"
+    : >"$work/commits-after.json"; commits "$work/commits-after.json"
     commit=$(python3 "$repo/bench/admission-latency.py" "$work/commits-before.json" "$work/commits-after.json" commitDuration)
     commit_wait=$(python3 "$repo/bench/admission-latency.py" "$work/commits-before.json" "$work/commits-after.json" queueWait | cut -d, -f2)
     per_batch=$(python3 -c 'import json, sys

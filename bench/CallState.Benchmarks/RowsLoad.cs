@@ -1,0 +1,133 @@
+using System.Diagnostics;
+using System.Globalization;
+using CallState.Grains;
+
+namespace CallState.Benchmarks;
+
+/// <summary>
+/// Durable rows written per call: N calls through <see cref="ICallGrain"/>, each on two limits (the caller's outbound
+/// user limit <c>user/u&lt;n % users&gt;</c> and the callee's inbound one, <c>user/service</c>, shared by every call as in the
+/// SIP benchmarks), in phases: every call admitted, then every call confirmed, then every call ended, then the ended
+/// records deleted by the silo's due scan once their retention has passed. Counts the rows committed through the store
+/// in each phase (<see cref="CountingStateStore"/>: a write is one grain row plus one row per item, a delete one row).
+/// With <c>--concurrency 1</c> no two operations share a limit's turn, so it shows the rows of one call alone; with more
+/// callers the hot callee limit decides several operations per write.
+/// <code>
+/// rows [--storage sqlite|postgres|memory] [--postgres CONN] [--calls 1000] [--concurrency 1] [--users 100] [--set key=value]...
+/// </code>
+/// </summary>
+internal static class RowsLoad
+{
+    /// <summary>How long the deletion phase may wait for the due scan before the run fails.</summary>
+    private static readonly TimeSpan DeletionTimeout = TimeSpan.FromSeconds(60);
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var a = new BenchArgs(args);
+        var storage = BenchSilo.ParseStorage(a.Text("--storage", "sqlite"));
+        var calls = a.Int("--calls", 1000);
+        var concurrency = a.Int("--concurrency", 1);
+        var users = a.Int("--users", 100);
+        var settings = new Dictionary<string, string?>(StringComparer.Ordinal)
+        {
+            // Ended records are kept 32 s by default (RFC 3261 Timer B); here 5 s, and the due scan runs twice a second.
+            ["CallState:Grains:Leases:EndedRetention"] = "00:00:05",
+            ["CallState:Grains:DueScanInterval"] = "00:00:00.500",
+        };
+        foreach (var (key, value) in a.Settings())
+        {
+            settings[key] = value;
+        }
+
+        await using var silo = await BenchSilo.StartAsync(storage, a.Text("--postgres"), settings).ConfigureAwait(false);
+        var callGrains = Enumerable.Range(0, calls).Select(n => silo.Grains.GetGrain<ICallGrain>("rows-" + n.ToString(CultureInfo.InvariantCulture))).ToArray();
+        var failures = 0;
+
+        Console.WriteLine(Invariant($"rows: storage={BenchSilo.Name(storage)} calls={calls} concurrency={concurrency} limits per call=2 (user/u<n % {users}> outbound, user/service inbound) {BenchSilo.Machine()}"));
+        Console.WriteLine("phase,calls,rows_per_call,call_rows,limit_rows,limit_items,writes_per_call,limit_writes_per_call,deletes_per_call,stale_writes,reads_per_call,seconds");
+        var total = default(StoreCounts);
+
+        total += await PhaseAsync("admit", silo, calls, concurrency, async n =>
+        {
+            LimitRequest[] limits =
+            [
+                new("user/u" + (n % users).ToString(CultureInfo.InvariantCulture), Direction.Outbound),
+                new("user/service", Direction.Inbound),
+            ];
+            if ((await callGrains[n].AdmitAsync(limits).ConfigureAwait(false)).Status != AdmitStatus.Admitted)
+            {
+                Interlocked.Increment(ref failures);
+            }
+        }).ConfigureAwait(false);
+
+        total += await PhaseAsync("confirm", silo, calls, concurrency, async n =>
+        {
+            if (!await callGrains[n].ConfirmAsync().ConfigureAwait(false))
+            {
+                Interlocked.Increment(ref failures);
+            }
+        }).ConfigureAwait(false);
+
+        total += await PhaseAsync("end", silo, calls, concurrency, async n =>
+        {
+            if (!await callGrains[n].EndAsync().ConfigureAwait(false))
+            {
+                Interlocked.Increment(ref failures);
+            }
+        }).ConfigureAwait(false);
+
+        // The ended records go when the due scan wakes them after their retention; wait until no call row is left.
+        var earlyDeletes = total.Call.Deletes;
+        var before = silo.Store.Snapshot();
+        var clock = Stopwatch.StartNew();
+        int left;
+        while ((left = (await silo.Store.ReadAllAsync(GrainTypes.Call, CancellationToken.None).ConfigureAwait(false)).Count) > 0 && clock.Elapsed < DeletionTimeout)
+        {
+            await Task.Delay(200).ConfigureAwait(false);
+        }
+
+        var deleted = silo.Store.Snapshot() - before;
+        Print("delete", calls, deleted with { Call = deleted.Call with { Deletes = deleted.Call.Deletes + earlyDeletes } }, clock.Elapsed.TotalSeconds);
+        total += deleted;
+        Print("total", calls, total, double.NaN);
+        if (left > 0)
+        {
+            Console.WriteLine(Invariant($"{left} call records were still stored after {DeletionTimeout.TotalSeconds} s"));
+        }
+
+        Console.WriteLine("rows = grain rows + item rows + deletes committed; call_rows = call records written or deleted; limit_rows = limit grain rows; limit_items = held-call items written or deleted with them.");
+        return failures == 0 && left == 0 ? 0 : 1;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="operation"/> for every call and prints the rows it wrote. A record the due scan deleted meanwhile
+    /// (its retention ended during the phase) is left out here and counted with the deletions.
+    /// </summary>
+    private static async Task<StoreCounts> PhaseAsync(string name, BenchSilo silo, int calls, int concurrency, Func<int, Task> operation)
+    {
+        var before = silo.Store.Snapshot();
+        var clock = Stopwatch.StartNew();
+        var next = -1;
+        var workers = Enumerable.Range(0, concurrency).Select(_ => Task.Run(async () =>
+        {
+            int n;
+            while ((n = Interlocked.Increment(ref next)) < calls)
+            {
+                await operation(n).ConfigureAwait(false);
+            }
+        })).ToArray();
+        await Task.WhenAll(workers).ConfigureAwait(false);
+        var counts = silo.Store.Snapshot() - before;
+        Print(name, calls, counts with { Call = counts.Call with { Deletes = 0 } }, clock.Elapsed.TotalSeconds);
+        return counts;
+    }
+
+    private static void Print(string phase, int calls, StoreCounts c, double seconds)
+    {
+        double PerCall(long value) => (double)value / calls;
+        Console.WriteLine(Invariant(
+            $"{phase},{calls},{PerCall(c.Rows):F2},{PerCall(c.Call.Rows):F2},{PerCall(c.Limit.Writes + c.Limit.Deletes):F2},{PerCall(c.Limit.Items):F2},{PerCall(c.Writes):F2},{PerCall(c.Limit.Writes):F2},{PerCall(c.Call.Deletes + c.Limit.Deletes):F2},{c.Call.Stale + c.Limit.Stale},{PerCall(c.Reads):F2},{seconds:F2}"));
+    }
+
+    private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
+}
