@@ -524,7 +524,8 @@ public sealed class SqliteStateStore : IGroupCommitStore
         }
     }
 
-    private static void CreateDirectoryFor(string dataSource)
+    /// <summary>Creates the folder of a database file (not of a <c>file:</c> URI) so a first start needs no set-up.</summary>
+    internal static void CreateDirectoryFor(string dataSource)
     {
         if (dataSource.StartsWith("file:", StringComparison.OrdinalIgnoreCase))
         {

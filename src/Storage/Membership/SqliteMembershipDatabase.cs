@@ -63,7 +63,7 @@ internal sealed class SqliteMembershipDatabase : MembershipDatabase
 
     public override async Task CreateSchemaAsync(CancellationToken cancellationToken)
     {
-        CreateDirectoryFor(_dataSource);
+        SqliteStateStore.CreateDirectoryFor(_dataSource);
         var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
         await using (connection.ConfigureAwait(false))
         {
@@ -131,18 +131,4 @@ internal sealed class SqliteMembershipDatabase : MembershipDatabase
     /// <summary><c>BEGIN IMMEDIATE</c>: the write lock is taken up front, so concurrent writers queue at BEGIN (busy_timeout).</summary>
     protected override Task<DbTransaction> BeginWriteAsync(DbConnection connection, CancellationToken cancellationToken) =>
         Task.FromResult<DbTransaction>(((SqliteConnection)connection).BeginTransaction(deferred: false));
-
-    private static void CreateDirectoryFor(string dataSource)
-    {
-        if (dataSource.StartsWith("file:", StringComparison.OrdinalIgnoreCase))
-        {
-            return;
-        }
-
-        var directory = Path.GetDirectoryName(Path.GetFullPath(dataSource));
-        if (!string.IsNullOrEmpty(directory))
-        {
-            Directory.CreateDirectory(directory);
-        }
-    }
 }
