@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
-# A CallState cluster on this machine, on loopback: PostgreSQL, 3 silos and 2 SIP edges.
+# A CallState cluster on this machine, on loopback: PostgreSQL, 3 Orleans silos and 2 SIP edges.
 #
 #   deploy/local/cluster.sh start    build, start everything, wait until ready, print where it listens
-#   deploy/local/cluster.sh status   what is running
+#   deploy/local/cluster.sh status   what is running, and whether each process answers ready
 #   deploy/local/cluster.sh stop     stop everything this script started (by the PIDs it recorded)
 #   deploy/local/cluster.sh clean    stop, then delete the state directory (database included)
 #
-# State (PIDs, logs, the database) lives in $CALLSTATE_LOCAL_DIR (default .local-cluster under the repo).
-# Ports: PostgreSQL 55440; silo admin HTTP 18081-18083, silo RPC 11111-11113; edge SIP (UDP+TCP) 5060 and 5062,
-# edge HTTP (health) 18091-18092. Override the base with CALLSTATE_LOCAL_PORT_OFFSET (added to each).
+# The silos form one Orleans cluster (id "local") through the membership table in PostgreSQL (Storage clustering);
+# each edge is an Orleans client of every silo's gateway. State (PIDs, logs, the database) lives in
+# $CALLSTATE_LOCAL_DIR (default .local-cluster under the repo). Ports: PostgreSQL 55440; silo admin HTTP 18081-18083,
+# silo-to-silo 11111-11113, gateway 30000-30002; edge SIP (UDP+TCP) 5060 and 5062, edge HTTP (health) 18091-18092;
+# the edges route calls to 127.0.0.1:5070. CALLSTATE_LOCAL_PORT_OFFSET is added to each.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 state=${CALLSTATE_LOCAL_DIR:-$repo/.local-cluster}
 offset=${CALLSTATE_LOCAL_PORT_OFFSET:-0}
 pg_port=$((55440 + offset))
+callee_port=$((5070 + offset))
+cluster_id=local
 silos=3
 edges=2
+silo_dll=$repo/src/Silo/bin/Release/net10.0/CallState.Silo.dll
+edge_dll=$repo/src/SipEdge/bin/Release/net10.0/CallState.SipEdge.dll
+
+silo_http() { echo $((18081 + offset + $1)); }
+silo_port() { echo $((11111 + offset + $1)); }
+gateway_port() { echo $((30000 + offset + $1)); }
+edge_sip() { echo $((5060 + offset + 2 * $1)); }
+edge_http() { echo $((18091 + offset + $1)); }
 
 pg_bin() {
     local bin
@@ -30,12 +42,20 @@ as_pg() {
     if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-running() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# True when the recorded PID is alive and still one of ours (a PID the kernel reused for something else is not).
+running() { # name
+    local file=$state/pids/$1 pid
+    [[ -f $file ]] || return 1
+    pid=$(cat "$file")
+    kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "CallState\.\(Silo\|SipEdge\)\.dll"
+}
+
+ready() { curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$1/health/ready" 2>/dev/null; }
 
 start_pg() {
     local bin; bin=$(pg_bin)
     mkdir -p "$state/pg"
-    [[ $(id -u) == 0 ]] && chown postgres "$state/pg"
+    if [[ $(id -u) == 0 ]]; then chown postgres "$state/pg"; fi
     if [[ ! -f $state/pg/data/PG_VERSION ]]; then
         (cd "$state/pg" && as_pg "$bin/initdb" -D "$state/pg/data" -A trust -U callstate >"$state/pg/initdb.log")
     fi
@@ -52,83 +72,108 @@ stop_pg() {
     fi
 }
 
-wait_ready() { # url name
+wait_ready() { # port name
     for _ in $(seq 1 120); do
-        if curl -fsS -o /dev/null "$1"; then return 0; fi
+        if ready "$1"; then return 0; fi
+        if ! running "$2"; then
+            echo "$2 exited; the end of its log ($state/logs/$2.log):" >&2
+            tail -20 "$state/logs/$2.log" >&2
+            return 1
+        fi
         sleep 0.5
     done
-    echo "$2 did not become ready; see its log in $state/logs" >&2
+    echo "$2 did not become ready; see its log in $state/logs/$2.log" >&2
     return 1
 }
 
 launch() { # name dll args...
     local name=$1 dll=$2; shift 2
-    if running "$state/pids/$name"; then return; fi
+    if running "$name"; then return; fi
     nohup dotnet "$dll" "$@" >"$state/logs/$name.log" 2>&1 &
     echo $! >"$state/pids/$name"
 }
 
 start() {
     mkdir -p "$state/pids" "$state/logs"
-    echo "building (Release)..."
-    dotnet build "$repo/Cluster.sln" -c Release --disable-build-servers -v quiet -nologo >"$state/logs/build.log" 2>&1 \
-        || { tail -20 "$state/logs/build.log" >&2; exit 1; }
+    echo "building the silo and the edge (Release)..."
+    for project in src/Silo/CallState.Silo.csproj src/SipEdge/CallState.SipEdge.csproj; do
+        dotnet build "$repo/$project" -c Release --disable-build-servers -v quiet -nologo >"$state/logs/build.log" 2>&1 \
+            || { tail -20 "$state/logs/build.log" >&2; exit 1; }
+    done
     start_pg
     local cs="Host=127.0.0.1;Port=$pg_port;Username=callstate;Database=postgres"
-    local common=(--CallState:Limits:DefaultUser:Total=2 --CallState:Limits:Users:alice:Total=2 --CallState:Limits:Users:alice:Outbound=1)
-    local bootstrap=()
+    local common=(--CallState:Limits:DefaultUser:Total=2 --CallState:Limits:Users:alice:Total=2 --CallState:Limits:Users:alice:Outbound=1
+        "--CallState:Orleans:ClusterId=$cluster_id" --Logging:LogLevel:Orleans=Warning)
+    local gateways=()
     for i in $(seq 0 $((silos - 1))); do
-        bootstrap+=("--CallState:Cluster:Bootstrap:$i=127.0.0.1:$((11111 + offset + i))")
-        launch "silo$i" "$repo/src/Silo/bin/Release/net10.0/CallState.Silo.dll" \
-            "--urls=http://127.0.0.1:$((18081 + offset + i))" \
+        gateways+=("--CallState:Orleans:Gateways:$i=127.0.0.1:$(gateway_port "$i")")
+        launch "silo$i" "$silo_dll" \
+            "--urls=http://127.0.0.1:$(silo_http "$i")" \
             --CallState:Storage:Provider=PostgreSql "--CallState:Storage:ConnectionString=$cs" \
-            --CallState:Cluster:Enabled=true "--CallState:Cluster:SiloId=silo$i" \
-            --CallState:Cluster:ListenAddress=127.0.0.1 "--CallState:Cluster:Port=$((11111 + offset + i))" \
+            --CallState:Orleans:Clustering=Storage --CallState:Orleans:AdvertisedAddress=127.0.0.1 \
+            "--CallState:Orleans:SiloPort=$(silo_port "$i")" "--CallState:Orleans:GatewayPort=$(gateway_port "$i")" \
             "${common[@]}"
     done
-    for i in $(seq 0 $((silos - 1))); do wait_ready "http://127.0.0.1:$((18081 + offset + i))/health/ready" "silo$i"; done
+    for i in $(seq 0 $((silos - 1))); do wait_ready "$(silo_http "$i")" "silo$i"; done
+    # The admission deadline is 1 s, not 200 ms: on one machine the first calls meet silos that have not run (JIT,
+    # first activations) and would be refused with 503 (fail closed).
     for i in $(seq 0 $((edges - 1))); do
-        launch "edge$i" "$repo/src/SipEdge/bin/Release/net10.0/CallState.SipEdge.dll" \
-            "--urls=http://127.0.0.1:$((18091 + offset + i))" \
-            --CallState:Sip:ListenAddress=127.0.0.1 "--CallState:Sip:Port=$((5060 + offset + 2 * i))" \
+        launch "edge$i" "$edge_dll" \
+            "--urls=http://127.0.0.1:$(edge_http "$i")" \
+            --CallState:Sip:ListenAddress=127.0.0.1 "--CallState:Sip:Port=$(edge_sip "$i")" \
             --CallState:Admission:LocalDomains:0=127.0.0.1 --CallState:Admission:Routes:0:Prefix= \
-            "--CallState:Admission:Routes:0:Upstream=127.0.0.1:$((5070 + offset))" \
-            "${bootstrap[@]}" "${common[@]}"
+            "--CallState:Admission:Routes:0:Upstream=127.0.0.1:$callee_port" \
+            --CallState:Admission:Deadline=00:00:01 \
+            "${gateways[@]}" "${common[@]}"
     done
-    for i in $(seq 0 $((edges - 1))); do wait_ready "http://127.0.0.1:$((18091 + offset + i))/health/ready" "edge$i"; done
+    # An edge is ready once it is connected to the cluster.
+    for i in $(seq 0 $((edges - 1))); do wait_ready "$(edge_http "$i")" "edge$i"; done
     status
+    local scenarios=$repo/tests/Cluster.IntegrationTests/sipp
+    printf 'SEQUENTIAL\nalice\n' >"$state/alice.csv"
     cat <<TEXT
 
-Try it (a callee on 127.0.0.1:$((5070 + offset)), then alice calling through edge 0; her outbound limit is 1):
-  sipp -sn uas -i 127.0.0.1 -p $((5070 + offset)) &
-  sipp 127.0.0.1:$((5060 + offset)) -sn uac -s bob -i 127.0.0.1 -m 2 -l 2 -d 5000 -key service bob
-  curl -s http://127.0.0.1:$((18081 + offset))/api/limits | head     # counts, from any silo
+Try it: a callee on 127.0.0.1:$callee_port, then alice calling bob twice at once through edge0 (her outbound limit
+is 1: one call connects, one gets 486). The scenarios follow Record-Route, so ACK and BYE cross the edge:
+  sipp -sf $scenarios/uas_rr.xml -i 127.0.0.1 -p $callee_port -bg
+  sipp 127.0.0.1:$(edge_sip 0) -sf $scenarios/uac_rr.xml -inf $state/alice.csv -s bob -i 127.0.0.1 -p $((5080 + offset)) -m 2 -l 2 -d 5000 -trace_msg
+  curl -s http://127.0.0.1:$(silo_http 0)/api/limits     # counts, from any silo
 Stop with: $0 stop
 TEXT
 }
 
 status() {
-    echo "CallState local cluster (state in $state)"
-    printf '  %-7s %s\n' postgres "127.0.0.1:$pg_port (user callstate, database postgres)"
+    echo "CallState local cluster '$cluster_id' (state in $state)"
+    local pg=stopped
+    if [[ -f $state/pg/data/postmaster.pid ]] && (cd / && as_pg "$(pg_bin)/pg_ctl" -D "$state/pg/data" status >/dev/null 2>&1); then pg=running; fi
+    printf '  %-8s 127.0.0.1:%d (user callstate, database postgres)  %s\n' postgres "$pg_port" "$pg"
     for i in $(seq 0 $((silos - 1))); do
-        local s=stopped; running "$state/pids/silo$i" && s="pid $(cat "$state/pids/silo$i")"
-        printf '  %-7s admin http://127.0.0.1:%d  rpc 127.0.0.1:%d  %s\n' "silo$i" $((18081 + offset + i)) $((11111 + offset + i)) "$s"
+        printf '  %-8s admin http://127.0.0.1:%d  silo 127.0.0.1:%d  gateway 127.0.0.1:%d  %s\n' "silo$i" \
+            "$(silo_http "$i")" "$(silo_port "$i")" "$(gateway_port "$i")" "$(describe "silo$i" "$(silo_http "$i")")"
     done
     for i in $(seq 0 $((edges - 1))); do
-        local s=stopped; running "$state/pids/edge$i" && s="pid $(cat "$state/pids/edge$i")"
-        printf '  %-7s sip udp/tcp 127.0.0.1:%d  health http://127.0.0.1:%d  %s\n' "edge$i" $((5060 + offset + 2 * i)) $((18091 + offset + i)) "$s"
+        printf '  %-8s sip udp/tcp 127.0.0.1:%d  health http://127.0.0.1:%d  %s\n' "edge$i" \
+            "$(edge_sip "$i")" "$(edge_http "$i")" "$(describe "edge$i" "$(edge_http "$i")")"
     done
-    echo "  logs    $state/logs"
+    printf '  %-8s calls are routed to 127.0.0.1:%d\n' callee "$callee_port"
+    echo "  logs     $state/logs"
+}
+
+describe() { # name http-port
+    if ! running "$1"; then echo stopped; return; fi
+    local text; text="pid $(cat "$state/pids/$1")"
+    if ready "$2"; then echo "$text, ready"; else echo "$text, not ready"; fi
 }
 
 stop() {
     for pidfile in "$state"/pids/edge* "$state"/pids/silo*; do
         [[ -f $pidfile ]] || continue
-        if running "$pidfile"; then
-            local pid; pid=$(cat "$pidfile")
+        local name pid; name=$(basename "$pidfile")
+        if running "$name"; then
+            pid=$(cat "$pidfile")
             kill -TERM "$pid" 2>/dev/null || true
             for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-            kill -KILL "$pid" 2>/dev/null || true
+            if running "$name"; then kill -KILL "$pid" 2>/dev/null || true; fi
         fi
         rm -f "$pidfile"
     done
@@ -141,5 +186,5 @@ case ${1:-} in
     status) status ;;
     stop) stop ;;
     clean) stop; rm -rf "$state" ;;
-    *) sed -n '2,12p' "$0"; exit 2 ;;
+    *) sed -n '2,13p' "$0"; exit 2 ;;
 esac

@@ -6,9 +6,9 @@ using Xunit.Abstractions;
 namespace CallState.Cluster.IntegrationTests;
 
 /// <summary>
-/// Two edges in front of one silo: both put the second edge's address in Record-Route (as a load balancer's
-/// would be), so a call set up through edge 1 is ACKed and hung up through edge 2, which knows the call only
-/// from the BYE itself.
+/// Two edges in front of one silo (alone in its cluster: localhost clustering), both Orleans clients of its gateway.
+/// Both put the second edge's address in Record-Route (as a load balancer's would be), so a call set up through
+/// edge 1 is ACKed and hung up through edge 2, which knows the call only from the BYE itself.
 /// </summary>
 [Collection(LoadTests.Name)]
 public sealed class AnyEdgeTests(ITestOutputHelper output)
@@ -17,7 +17,8 @@ public sealed class AnyEdgeTests(ITestOutputHelper output)
     public async Task A_call_admitted_through_edge_1_is_released_by_its_BYE_through_edge_2()
     {
         await using var db = TestDatabase.Create("sqlite");
-        await using var silo = SiloProcess.Start(db.Settings.Concat(["--CallState:Limits:DefaultUser:Total=5"]));
+        var clusterId = "it-" + Guid.NewGuid().ToString("N")[..12];
+        await using var silo = SiloProcess.Start(db.Settings.Concat([$"--CallState:Orleans:ClusterId={clusterId}", "--CallState:Limits:DefaultUser:Total=5"]));
         await silo.WaitReadyAsync(TimeSpan.FromSeconds(60));
 
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
@@ -25,7 +26,8 @@ public sealed class AnyEdgeTests(ITestOutputHelper output)
         var edge2Port = SipEdgeProcess.FreeUdpAndTcpPort();
         string[] Settings() =>
         [
-            $"--CallState:Admission:SiloUrl=http://127.0.0.1:{silo.Port}",
+            $"--CallState:Orleans:ClusterId={clusterId}",
+            $"--CallState:Orleans:Gateways:0=127.0.0.1:{silo.GatewayPort}",
             "--CallState:Admission:Deadline=00:00:05",
             "--CallState:Admission:LocalDomains:0=127.0.0.1",
             "--CallState:Admission:Routes:0:Prefix=",
@@ -36,8 +38,10 @@ public sealed class AnyEdgeTests(ITestOutputHelper output)
         ];
         await using var edge2 = SipEdgeProcess.Start(Settings(), edge2Port);
         await using var edge1 = SipEdgeProcess.Start(Settings());
-        await edge1.WaitReadyAsync(TimeSpan.FromSeconds(30));
-        await edge2.WaitReadyAsync(TimeSpan.FromSeconds(30));
+
+        // Ready means connected to the silo's gateway.
+        await edge1.WaitReadyAsync(TimeSpan.FromSeconds(60));
+        await edge2.WaitReadyAsync(TimeSpan.FromSeconds(60));
 
         var users = Path.Combine(Path.GetTempPath(), $"callstate-anyedge-{Guid.NewGuid():N}.csv");
         await File.WriteAllTextAsync(users, "SEQUENTIAL\nerin\n");

@@ -9,8 +9,10 @@ namespace CallState.Cluster.IntegrationTests;
 /// <summary>
 /// Durability across a crash: admissions run against a silo process, the process is SIGKILLed while
 /// admissions are in flight, and a new silo on the same storage must hold every acknowledged
-/// reservation, no slot of a call that was not admitted, and no half-admitted call.
+/// reservation, no slot of a call that was not admitted, and no half-admitted call. In the load collection: its 16
+/// workers would otherwise take the cores from sipp runs whose retransmission timers the other tests count on.
 /// </summary>
+[Collection(LoadTests.Name)]
 public sealed class SiloCrashTests(ITestOutputHelper output)
 {
     public static TheoryData<string> Storages => new() { "sqlite", "postgres" };

@@ -5,7 +5,10 @@ using CallState.Cluster.IntegrationTests.Infrastructure;
 
 namespace CallState.Cluster.IntegrationTests;
 
-/// <summary>An edge whose silo does not answer: 503 with Retry-After and cause 42 (fail closed), or the call goes on (fail open).</summary>
+/// <summary>
+/// An edge whose only gateway is a port nothing listens on: it keeps trying, is not ready, and answers INVITEs 503 with
+/// Retry-After and cause 42 (fail closed), or lets the call go on (fail open).
+/// </summary>
 [Collection(LoadTests.Name)]
 public sealed class SiloUnavailableTests
 {
@@ -21,6 +24,8 @@ public sealed class SiloUnavailableTests
         Assert.Contains("Reason: Q.850;cause=42", final, StringComparison.Ordinal);
         Assert.False(await ReceivesAsync(upstream, "closed-1", TimeSpan.FromMilliseconds(500)));
         Assert.True(await edge.OutputContainsAsync("refused with 503"), edge.Output);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, await edge.ReadinessAsync());
+        Assert.False(edge.HasExited, edge.Output);
     }
 
     [Fact]
@@ -36,16 +41,24 @@ public sealed class SiloUnavailableTests
 
     private static async Task<SipEdgeProcess> StartEdgeAsync(UdpClient upstream, bool failOpen)
     {
-        var deadSilo = SipEdgeProcess.FreeUdpAndTcpPort();
+        var noGateway = SipEdgeProcess.FreeUdpAndTcpPort();
         var edge = SipEdgeProcess.Start([
-            $"--CallState:Admission:SiloUrl=http://127.0.0.1:{deadSilo}",
+            $"--CallState:Orleans:Gateways:0=127.0.0.1:{noGateway}",
             $"--CallState:Admission:FailOpen={failOpen}",
             "--CallState:Admission:LocalDomains:0=127.0.0.1",
             "--CallState:Admission:Routes:0:Prefix=",
             $"--CallState:Admission:Routes:0:Upstream={upstream.Client.LocalEndPoint}",
             "--CallState:Limits:DefaultUser:Total=5",
+            "--Logging:LogLevel:CallState=Information",
         ]);
-        await edge.WaitReadyAsync(TimeSpan.FromSeconds(30));
+
+        // Not ready (no gateway answers), but the SIP listeners are up.
+        if (!await edge.OutputContainsAsync("SIP listening on", TimeSpan.FromSeconds(30)))
+        {
+            await edge.DisposeAsync();
+            throw new TimeoutException("the edge never listened:\n" + edge.Output);
+        }
+
         return edge;
     }
 

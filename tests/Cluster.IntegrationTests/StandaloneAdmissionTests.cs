@@ -139,7 +139,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         // Confirmed: the caller holds the call 20 s without a BYE; Early: the callee rings with no final answer.
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario(calleeScenario), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StartStandaloneAsync(uasPort, extra: [$"--CallState:Runtime:Leases:{lease}=00:00:02"]);
+        await using var edge = await StartStandaloneAsync(uasPort, extra: [$"--CallState:Grains:Leases:{lease}=00:00:02"]);
         var users = Path.Combine(_data, "gina.csv");
         await File.WriteAllTextAsync(users, "SEQUENTIAL\ngina\n");
         await using var uac = Sipp.Start("uac", [

@@ -1,129 +1,254 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using CallState.Storage;
+using CallState.Storage.Membership;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Options;
+using Orleans.Configuration;
 
 namespace CallState.Cluster.IntegrationTests.Infrastructure;
 
+/// <summary>A silo process that exited without the test asking for it, seen by the rig's supervisor.</summary>
+/// <param name="Index">The silo's slot in the rig.</param>
+/// <param name="ProcessId">The process that exited.</param>
+/// <param name="ExitCode">Its exit code (Orleans' fail-fast aborts the process).</param>
+/// <param name="At">When the supervisor saw it, on <see cref="ClusterRig.UasClock"/>.</param>
+/// <param name="Output">What the process wrote, for the failure message or the test's assertions.</param>
+public sealed record SiloExit(int Index, int ProcessId, int ExitCode, TimeSpan At, string Output);
+
 /// <summary>
-/// A cluster on loopback: silo processes joined through the membership table of one database, edge processes that
-/// find them through a bootstrap list, and one sipp callee (uas_oracle.xml) that logs every call it sees.
+/// A cluster on loopback: Orleans silo processes joined through the membership table in the state store's database
+/// (Storage clustering, one cluster id per rig), edge processes connected to every silo's gateway, and one sipp callee
+/// (uas_oracle.xml) that logs every call it sees. A supervisor restarts a silo whose process exits by itself (Orleans
+/// makes a silo that learns it was declared dead end its own process) on the same ports, as a process manager would.
 /// </summary>
 public sealed class ClusterRig : IAsyncDisposable
 {
-    public static readonly TimeSpan FailureTimeout = TimeSpan.FromSeconds(3);
+    /// <summary>Orleans probes each silo this often and waits this long for each answer (CallState:Orleans:ProbeTimeout).</summary>
+    public static readonly TimeSpan ProbeTimeout = TimeSpan.FromSeconds(1);
+
+    /// <summary>Missed probes before a silo is suspected (CallState:Orleans:MissedProbesLimit).</summary>
+    public const int MissedProbesLimit = 3;
+
+    /// <summary>How long after a cut admission another silo finishes or undoes it (CallState:Grains:RecoveryDelay).</summary>
+    public static readonly TimeSpan RecoveryDelay = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// An upper bound, with margin for two loaded cores, on the time from a silo going silent to Orleans declaring it
+    /// dead: missed direct probes, then indirect probes through another silo, then the votes written to the table.
+    /// </summary>
+    public static readonly TimeSpan DeathDeclaration = TimeSpan.FromSeconds(30);
+
+    /// <summary>Most restarts the supervisor makes in one rig: a silo that dies at every start fails the test instead.</summary>
+    private const int MaxRestarts = 6;
 
     private readonly IReadOnlyList<string> _storage;
-    private readonly IReadOnlyList<string> _limits;
+    private readonly IReadOnlyList<string> _settings;
     private readonly List<string> _files = [];
+    private readonly Lock _lock = new();
+    private readonly SiloProcess?[] _silos;
+    private readonly bool[] _stoppedByTest;
+    private readonly (int Http, int Silo, int Gateway)[] _siloPorts;
+    private readonly int[] _edgePorts;
+    private readonly int? _advertisedEdgePort;
+    private readonly List<SiloProcess> _exited = [];
+    private readonly List<SiloExit> _exits = [];
+    private readonly CancellationTokenSource _stopSupervisor = new();
+    private Task _supervisor = Task.CompletedTask;
 
-    private ClusterRig(IReadOnlyList<string> storage, IReadOnlyList<string> limits, Sipp uas, int uasPort)
+    private ClusterRig(IReadOnlyList<string> storage, IReadOnlyList<string> settings, int silos, int edges, bool advertiseLast)
     {
         _storage = storage;
-        _limits = limits;
-        Uas = uas;
-        UasPort = uasPort;
+        _settings = settings;
+        _silos = new SiloProcess?[silos];
+        _stoppedByTest = new bool[silos];
+        _siloPorts = Enumerable.Range(0, silos)
+            .Select(_ => (SipEdgeProcess.FreeUdpAndTcpPort(), SipEdgeProcess.FreeUdpAndTcpPort(), SipEdgeProcess.FreeUdpAndTcpPort()))
+            .ToArray();
+        _edgePorts = Enumerable.Range(0, edges).Select(_ => SipEdgeProcess.FreeUdpAndTcpPort()).ToArray();
+        _advertisedEdgePort = advertiseLast ? _edgePorts[^1] : null;
+        UasPort = SipEdgeProcess.FreeUdpAndTcpPort();
+        Uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_oracle.xml"), "-i", "127.0.0.1", "-p", Port(UasPort), "-t", "u1", "-trace_logs",
+            "-default_behaviors", "all,-abortunexp"]);
     }
 
-    public List<SiloProcess> Silos { get; } = [];
+    /// <summary>This rig's Orleans cluster: silos of other rigs on the same database never join it.</summary>
+    public string ClusterId { get; } = "it-" + Guid.NewGuid().ToString("N")[..12];
 
-    public List<int> RpcPorts { get; } = [];
+    /// <summary>The silo processes now running in each slot (a restarted silo replaces the one that exited).</summary>
+    public IReadOnlyList<SiloProcess> Silos
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _silos.Select(s => s ?? throw new InvalidOperationException("the silos are not started")).ToArray();
+            }
+        }
+    }
+
+    /// <summary>Silo processes that exited by themselves, in order, each restarted by the supervisor.</summary>
+    public IReadOnlyList<SiloExit> SiloExits
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return [.. _exits];
+            }
+        }
+    }
 
     public List<SipEdgeProcess> Edges { get; } = [];
 
     public Sipp Uas { get; }
 
     /// <summary>Started with the callee: its elapsed time is (about) the callee's clock_tick in its log lines.</summary>
-    public System.Diagnostics.Stopwatch UasClock { get; } = System.Diagnostics.Stopwatch.StartNew();
+    public Stopwatch UasClock { get; } = Stopwatch.StartNew();
 
     public int UasPort { get; }
 
     /// <summary>
     /// Starts the callee, <paramref name="silos"/> silos and <paramref name="edges"/> edges on <paramref name="storage"/> with
-    /// <paramref name="limits"/>, and waits until all are ready. With <paramref name="advertiseLast"/> every edge puts the last
-    /// edge's address in Record-Route (a load balancer's address would be there).
+    /// <paramref name="settings"/> (limits, leases: given to silos and edges), and waits until every silo is ready and every
+    /// edge is connected to every silo's gateway. With <paramref name="advertiseLast"/> every edge puts the last edge's address
+    /// in Record-Route (a load balancer's address would be there).
     /// </summary>
-    public static async Task<ClusterRig> StartAsync(IReadOnlyList<string> storage, IReadOnlyList<string> limits, int silos = 3, int edges = 2, bool advertiseLast = false)
+    public static async Task<ClusterRig> StartAsync(IReadOnlyList<string> storage, IReadOnlyList<string> settings, int silos = 3, int edges = 2, bool advertiseLast = false)
     {
-        var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
-        var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_oracle.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1", "-trace_logs",
-            "-default_behaviors", "all,-abortunexp"]);
-        var rig = new ClusterRig(storage, limits, uas, uasPort);
-        for (var i = 0; i < silos; i++)
+        var rig = Create(storage, settings, silos, edges, advertiseLast);
+        try
         {
-            rig.RpcPorts.Add(SipEdgeProcess.FreeUdpAndTcpPort());
-            rig.Silos.Add(rig.StartSilo(i));
+            await rig.StartSilosAsync();
+            rig.StartEdges();
+            await rig.WaitEdgesReadyAsync(TimeSpan.FromSeconds(60));
+            await rig.WaitEveryEdgeSeesEverySiloAsync(TimeSpan.FromSeconds(30));
+            return rig;
         }
-
-        await Task.WhenAll(rig.Silos.Select(s => s.WaitReadyAsync(TimeSpan.FromSeconds(60))));
-        var edgePorts = Enumerable.Range(0, edges).Select(_ => SipEdgeProcess.FreeUdpAndTcpPort()).ToArray();
-        for (var i = 0; i < edges; i++)
+        catch
         {
-            rig.Edges.Add(SipEdgeProcess.Start(rig.EdgeSettings(advertiseLast ? edgePorts[^1] : null), edgePorts[i]));
+            await rig.DisposeAsync();
+            throw;
         }
-
-        await Task.WhenAll(rig.Edges.Select(e => e.WaitReadyAsync(TimeSpan.FromSeconds(60))));
-
-        // Every edge has a view naming every silo before load starts.
-        foreach (var edge in rig.Edges)
-        {
-            await edge.OutputContainsAsync("silo" + (silos - 1), TimeSpan.FromSeconds(15));
-        }
-
-        return rig;
     }
 
-    /// <summary>(Re)starts silo <paramref name="index"/> on its RPC port.</summary>
-    public SiloProcess StartSilo(int index) => SiloProcess.Start(
-    [
-        .. _storage,
-        "--CallState:Cluster:Enabled=true",
-        $"--CallState:Cluster:SiloId=silo{index}",
-        "--CallState:Cluster:ListenAddress=127.0.0.1",
-        $"--CallState:Cluster:Port={RpcPorts[index]}",
-        "--CallState:Cluster:HeartbeatInterval=00:00:00.500",
-        $"--CallState:Cluster:FailureTimeout={FailureTimeout:c}",
-        "--CallState:Cluster:RequestTimeout=00:00:02",
-        .. _limits,
-    ]);
+    /// <summary>Chooses every port and starts the callee; silos and edges are started by the test, in its own order.</summary>
+    public static ClusterRig Create(IReadOnlyList<string> storage, IReadOnlyList<string> settings, int silos = 3, int edges = 2, bool advertiseLast = false) =>
+        new(storage, settings, silos, edges, advertiseLast);
 
-    private List<string> EdgeSettings(int? advertisedPort)
+    /// <summary>Starts every silo, waits until each is ready, then supervises them.</summary>
+    public async Task StartSilosAsync()
     {
-        var list = new List<string>();
-        for (var i = 0; i < RpcPorts.Count; i++)
+        lock (_lock)
         {
-            list.Add($"--CallState:Cluster:Bootstrap:{i}=127.0.0.1:{RpcPorts[i]}");
+            for (var i = 0; i < _silos.Length; i++)
+            {
+                _silos[i] = StartSilo(i);
+            }
         }
 
-        list.AddRange(
-        [
-            "--CallState:Cluster:ViewRefreshInterval=00:00:00.500",
-            "--CallState:Cluster:RequestTimeout=00:00:02",
-            $"--CallState:Cluster:FailureTimeout={FailureTimeout:c}",
-            "--CallState:Admission:Deadline=00:00:02",
-            "--CallState:Admission:LocalDomains:0=127.0.0.1",
-            "--CallState:Admission:Routes:0:Prefix=",
-            $"--CallState:Admission:Routes:0:Upstream=127.0.0.1:{UasPort}",
-            "--Logging:LogLevel:CallState=Information",
-            .. _limits,
-        ]);
-        if (advertisedPort is { } port)
-        {
-            list.Add("--CallState:Sip:AdvertisedHost=127.0.0.1");
-            list.Add($"--CallState:Sip:AdvertisedPort={port}");
-        }
-
-        return list;
+        await Task.WhenAll(Silos.Select(s => s.WaitReadyAsync(TimeSpan.FromSeconds(60))));
+        _supervisor = Task.Run(() => SuperviseAsync(_stopSupervisor.Token));
     }
 
-    /// <summary>A caller: <paramref name="calls"/> calls from the users in turn through <paramref name="edge"/>, each held <paramref name="holdMs"/>.</summary>
-    public Sipp StartCallers(SipEdgeProcess edge, IEnumerable<string> users, int calls, double rate, int holdMs, int limit = 200)
+    /// <summary>Starts every edge, each with every silo's gateway; does not wait for them.</summary>
+    public void StartEdges()
+    {
+        for (var i = 0; i < _edgePorts.Length; i++)
+        {
+            Edges.Add(SipEdgeProcess.Start(EdgeSettings(), _edgePorts[i]));
+        }
+    }
+
+    /// <summary>Waits until every edge answers ready: its SIP listeners are bound and it is connected to the cluster.</summary>
+    public Task WaitEdgesReadyAsync(TimeSpan timeout) => Task.WhenAll(Edges.Select(e => e.WaitReadyAsync(timeout)));
+
+    /// <summary>
+    /// Waits until every edge has logged a connection to as many gateways as there are silos: an edge that reached only
+    /// some silos would still be ready, and would put all of its traffic on them.
+    /// </summary>
+    public async Task WaitEveryEdgeSeesEverySiloAsync(TimeSpan timeout)
+    {
+        var line = $"Connected to {_silos.Length.ToString(CultureInfo.InvariantCulture)} silo gateways";
+        for (var i = 0; i < Edges.Count; i++)
+        {
+            if (!await Edges[i].OutputContainsAsync(line, timeout))
+            {
+                throw new TimeoutException($"edge{i} never logged '{line}':\n{Describe()}");
+            }
+        }
+    }
+
+    /// <summary>SIGKILL of silo <paramref name="index"/>; the supervisor leaves it down.</summary>
+    public void KillSilo(int index)
+    {
+        lock (_lock)
+        {
+            _stoppedByTest[index] = true;
+        }
+
+        Silos[index].Kill();
+    }
+
+    /// <summary>SIGSTOP of silo <paramref name="index"/>: frozen with its sockets open, as in a long pause of the machine.</summary>
+    public void PauseSilo(int index) => Silos[index].Pause();
+
+    /// <summary>SIGCONT of silo <paramref name="index"/>.</summary>
+    public void ResumeSilo(int index) => Silos[index].Resume();
+
+    /// <summary>
+    /// The status the membership table gives the newest generation of silo <paramref name="index"/> (by its silo port), read
+    /// with the product's own membership table over this rig's storage; null when it has no row.
+    /// </summary>
+    public async Task<SiloStatus?> MembershipStatusAsync(int index)
+    {
+        var storage = new ConfigurationBuilder().AddCommandLine([.. _storage]).Build()
+            .GetSection(StorageOptions.SectionName).Get<StorageOptions>() ?? new StorageOptions();
+        await using var table = new StorageMembershipTable(Options.Create(storage), Options.Create(new ClusterOptions { ClusterId = ClusterId }));
+        await table.InitializeMembershipTableAsync(tryInitTableVersion: false);
+        var data = await table.ReadAllAsync();
+        return data.Members
+            .Select(m => m.Item1)
+            .Where(e => e.SiloAddress.Endpoint.Port == _siloPorts[index].Silo)
+            .OrderByDescending(e => e.SiloAddress.Generation)
+            .Select(e => (SiloStatus?)e.Status)
+            .FirstOrDefault();
+    }
+
+    /// <summary>Waits (bounded) until the membership table gives silo <paramref name="index"/> <paramref name="status"/>.</summary>
+    public async Task WaitMembershipStatusAsync(int index, SiloStatus status, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        SiloStatus? last = null;
+        while (DateTime.UtcNow < deadline)
+        {
+            last = await MembershipStatusAsync(index);
+            if (last == status)
+            {
+                return;
+            }
+
+            await Task.Delay(200);
+        }
+
+        throw new TimeoutException($"silo{index} is {last?.ToString() ?? "absent"} in the membership table after {timeout}, not {status}:\n{Describe()}");
+    }
+
+    /// <summary>A caller: <paramref name="calls"/> calls from the users in turn to <paramref name="callee"/> through <paramref name="edge"/>, each held <paramref name="holdMs"/>.</summary>
+    public Sipp StartCallers(SipEdgeProcess edge, IEnumerable<string> users, int calls, double rate, int holdMs, int limit = 200, string callee = "svc")
     {
         var file = Path.Combine(Path.GetTempPath(), $"callstate-cluster-{Guid.NewGuid():N}.csv");
         File.WriteAllText(file, "SEQUENTIAL\n" + string.Join("\n", users) + "\n");
-        _files.Add(file);
+        lock (_lock)
+        {
+            _files.Add(file);
+        }
+
         // -recv_timeout: a call whose edge died after its 100 Trying gets no more retransmissions and would wait for ever.
         return Sipp.Start("uac", [
-            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", file, "-s", "svc", "-i", "127.0.0.1",
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", file, "-s", callee, "-i", "127.0.0.1",
             "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", Port(calls), "-r", rate.ToString(CultureInfo.InvariantCulture),
             "-l", Port(limit), "-d", Port(holdMs), "-timeout", "120s", "-timeout_error", "-recv_timeout", "40s", "-trace_msg", "-default_behaviors", "all,-abortunexp"]);
     }
@@ -170,18 +295,33 @@ public sealed class ClusterRig : IAsyncDisposable
         return last.Length == 0 ? "no limit stored" : last;
     }
 
-    public string Describe() =>
-        string.Join("\n", Silos.Select((s, i) => $"--- silo{i} ---\n{Tail(s.Output)}")) + "\n" +
-        string.Join("\n", Edges.Select((e, i) => $"--- edge{i} ---\n{Tail(e.Output)}"));
+    /// <summary>The end of every process's output: silos (those that exited too), then edges.</summary>
+    public string Describe()
+    {
+        SiloProcess?[] silos;
+        SiloExit[] exits;
+        lock (_lock)
+        {
+            silos = [.. _silos];
+            exits = [.. _exits];
+        }
+
+        return string.Join("\n", exits.Select(e => $"--- silo{e.Index} (pid {e.ProcessId}, exited {e.ExitCode} at {e.At}) ---\n{Tail(e.Output)}")) + "\n" +
+            string.Join("\n", silos.Select((s, i) => $"--- silo{i}{(s is null ? " (not started)" : $" (pid {s.Id})")} ---\n{Tail(s?.Output ?? "")}")) + "\n" +
+            string.Join("\n", Edges.Select((e, i) => $"--- edge{i} ---\n{Tail(e.Output)}"));
+    }
 
     public async ValueTask DisposeAsync()
     {
+        await _stopSupervisor.CancelAsync();
+        await _supervisor;
+        _stopSupervisor.Dispose();
         foreach (var edge in Edges)
         {
             await edge.DisposeAsync();
         }
 
-        foreach (var silo in Silos)
+        foreach (var silo in _silos.OfType<SiloProcess>().Concat(_exited))
         {
             silo.Resume();
             await silo.DisposeAsync();
@@ -192,6 +332,88 @@ public sealed class ClusterRig : IAsyncDisposable
         {
             File.Delete(file);
         }
+    }
+
+    private SiloProcess StartSilo(int index) => SiloProcess.Start(
+        [
+            .. _storage,
+            "--CallState:Orleans:Clustering=Storage",
+            $"--CallState:Orleans:ClusterId={ClusterId}",
+            "--CallState:Orleans:AdvertisedAddress=127.0.0.1",
+            $"--CallState:Orleans:ProbeTimeout={ProbeTimeout:c}",
+            $"--CallState:Orleans:MissedProbesLimit={MissedProbesLimit.ToString(CultureInfo.InvariantCulture)}",
+            "--CallState:Orleans:IAmAliveInterval=00:00:05",
+            "--CallState:Grains:DueScanInterval=00:00:00.500",
+            $"--CallState:Grains:RecoveryDelay={RecoveryDelay:c}",
+            .. _settings,
+        ],
+        _siloPorts[index].Http,
+        _siloPorts[index].Silo,
+        _siloPorts[index].Gateway);
+
+    /// <summary>
+    /// Restarts, on the same ports, every silo whose process exited while the test did not stop it: Orleans accepts a new
+    /// generation of a silo on the endpoint of a dead one.
+    /// </summary>
+    private async Task SuperviseAsync(CancellationToken cancellationToken)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(100));
+        try
+        {
+            while (await timer.WaitForNextTickAsync(cancellationToken))
+            {
+                lock (_lock)
+                {
+                    for (var i = 0; i < _silos.Length; i++)
+                    {
+                        if (_silos[i] is not { HasExited: true } exited || _stoppedByTest[i] || _exits.Count >= MaxRestarts)
+                        {
+                            continue;
+                        }
+
+                        _exits.Add(new SiloExit(i, exited.Id, exited.ExitCode, UasClock.Elapsed, exited.Output));
+                        _exited.Add(exited);
+                        _silos[i] = StartSilo(i);
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The rig is being disposed.
+        }
+    }
+
+    private List<string> EdgeSettings()
+    {
+        var list = new List<string>
+        {
+            $"--CallState:Orleans:ClusterId={ClusterId}",
+
+            // An edge started before the silos tries again soon after they are up.
+            "--CallState:Orleans:GatewayRetryInterval=00:00:00.500",
+        };
+        for (var i = 0; i < _siloPorts.Length; i++)
+        {
+            list.Add($"--CallState:Orleans:Gateways:{i.ToString(CultureInfo.InvariantCulture)}=127.0.0.1:{Port(_siloPorts[i].Gateway)}");
+        }
+
+        list.AddRange(
+        [
+            "--CallState:Admission:Deadline=00:00:02",
+            "--CallState:Admission:LocalDomains:0=127.0.0.1",
+            "--CallState:Admission:Routes:0:Prefix=",
+            $"--CallState:Admission:Routes:0:Upstream=127.0.0.1:{Port(UasPort)}",
+            "--Logging:LogLevel:CallState=Information",
+            .. _settings,
+        ]);
+        if (_advertisedEdgePort is { } port)
+        {
+            list.Add("--CallState:Sip:AdvertisedHost=127.0.0.1");
+            list.Add($"--CallState:Sip:AdvertisedPort={Port(port)}");
+        }
+
+        return list;
     }
 
     private static string Tail(string text) => text.Length > 3000 ? text[^3000..] : text;

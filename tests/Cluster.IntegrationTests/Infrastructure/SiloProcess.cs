@@ -6,7 +6,7 @@ using System.Text.Json.Serialization;
 namespace CallState.Cluster.IntegrationTests.Infrastructure;
 
 /// <summary>
-/// A real silo process (the built CallState.Silo.dll) on a loopback port. <see cref="Kill"/> sends SIGKILL:
+/// A real silo process (the built CallState.Silo.dll) on loopback ports. <see cref="Kill"/> sends SIGKILL:
 /// no graceful shutdown, no flush, exactly what a crash leaves.
 /// </summary>
 public sealed class SiloProcess : IAsyncDisposable
@@ -15,14 +15,23 @@ public sealed class SiloProcess : IAsyncDisposable
 
     private readonly HostProcess _host;
 
-    private SiloProcess(HostProcess host, int port)
+    private SiloProcess(HostProcess host, int port, int siloPort, int gatewayPort)
     {
         _host = host;
         Port = port;
+        SiloPort = siloPort;
+        GatewayPort = gatewayPort;
         Http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(30) };
     }
 
+    /// <summary>The admin API's HTTP port.</summary>
     public int Port { get; }
+
+    /// <summary>Orleans' silo-to-silo port.</summary>
+    public int SiloPort { get; }
+
+    /// <summary>Orleans' gateway port, where edges connect.</summary>
+    public int GatewayPort { get; }
 
     public HttpClient Http { get; }
 
@@ -32,13 +41,28 @@ public sealed class SiloProcess : IAsyncDisposable
 
     public int ExitCode => _host.ExitCode;
 
-    /// <summary>Starts a silo with the given configuration (command-line form <c>--Section:Key=value</c>).</summary>
-    public static SiloProcess Start(IEnumerable<string> settings, int? port = null)
+    public int Id => _host.Id;
+
+    /// <summary>
+    /// Starts a silo with the given configuration (command-line form <c>--Section:Key=value</c>) on the given ports, or
+    /// free ones: never Orleans' defaults (11111, 30000), which silos of parallel tests would share.
+    /// </summary>
+    public static SiloProcess Start(IEnumerable<string> settings, int? port = null, int? siloPort = null, int? gatewayPort = null)
     {
         var chosenPort = port ?? FreePort();
+        var chosenSiloPort = siloPort ?? FreePort();
+        var chosenGatewayPort = gatewayPort ?? FreePort();
         var host = HostProcess.Start("silo", RepoPaths.BuiltAssembly("Silo", "CallState.Silo.dll"),
-            [$"--urls=http://127.0.0.1:{chosenPort}", "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:CallState=Information", .. settings]);
-        return new SiloProcess(host, chosenPort);
+        [
+            $"--urls=http://127.0.0.1:{chosenPort}", "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:CallState=Information",
+
+            // Orleans warns with a stack trace per failed probe or connection while a peer is down, which would bury
+            // our own lines; its errors stay, and so do the membership table's lines about this silo being dead.
+            "--Logging:LogLevel:Orleans=Error", "--Logging:LogLevel:Orleans.Runtime.MembershipService.MembershipTableManager=Warning",
+            $"--CallState:Orleans:SiloPort={chosenSiloPort}", $"--CallState:Orleans:GatewayPort={chosenGatewayPort}",
+            .. settings,
+        ]);
+        return new SiloProcess(host, chosenPort, chosenSiloPort, chosenGatewayPort);
     }
 
     /// <summary>Waits until the readiness probe answers 200 (storage initialised, timers re-armed).</summary>

@@ -6,6 +6,9 @@ namespace CallState.Cluster.IntegrationTests.Infrastructure;
 /// <summary>A real SIP edge process (the built CallState.SipEdge.dll) on loopback ports.</summary>
 public sealed class SipEdgeProcess : IAsyncDisposable
 {
+    /// <summary>Every port <see cref="FreeUdpAndTcpPort"/> returned in this test run.</summary>
+    private static readonly HashSet<int> HandedOut = [];
+
     private readonly HostProcess _host;
     private readonly HttpClient _http;
 
@@ -36,13 +39,37 @@ public sealed class SipEdgeProcess : IAsyncDisposable
         var host = HostProcess.Start("edge", RepoPaths.BuiltAssembly("SipEdge", "CallState.SipEdge.dll"),
         [
             $"--urls=http://127.0.0.1:{httpPort}", "--Logging:LogLevel:Default=Warning",
+
+            // The Orleans client warns with a stack trace per failed connection attempt while no gateway answers.
+            "--Logging:LogLevel:Orleans=Error",
             "--CallState:Sip:ListenAddress=127.0.0.1", $"--CallState:Sip:Port={port}", .. settings,
         ]);
         return new SipEdgeProcess(host, port, httpPort);
     }
 
-    /// <summary>Waits until /health/ready answers 200 (the SIP listeners are bound).</summary>
+    /// <summary>Waits until /health/ready answers 200 (the SIP listeners are bound; an edge of a cluster is connected to it).</summary>
     public Task WaitReadyAsync(TimeSpan timeout) => _host.WaitReadyAsync(_http, timeout);
+
+    /// <summary>
+    /// What /health/ready answers, once the HTTP listener is up (it may start after the SIP listeners); the connection
+    /// error if it is not up within 30 s or the process has exited.
+    /// </summary>
+    public async Task<HttpStatusCode> ReadinessAsync()
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (true)
+        {
+            try
+            {
+                using var response = await _http.GetAsync("/health/ready");
+                return response.StatusCode;
+            }
+            catch (HttpRequestException) when (DateTime.UtcNow < deadline && !_host.HasExited)
+            {
+                await Task.Delay(100);
+            }
+        }
+    }
 
     /// <summary>True once <paramref name="text"/> appears in the process output (the console logger writes asynchronously).</summary>
     public Task<bool> OutputContainsAsync(string text, TimeSpan? timeout = null) => _host.OutputContainsAsync(text, timeout);
@@ -61,23 +88,34 @@ public sealed class SipEdgeProcess : IAsyncDisposable
 
     /// <summary>
     /// A loopback port free for both UDP and TCP (the edge listens on both), drawn below the kernel's ephemeral
-    /// range (32768 and up) so a socket some other test binds to port 0 cannot take it between the pick and the bind.
+    /// range (32768 and up) so a socket some other test binds to port 0 cannot take it between the pick and the bind,
+    /// and never handed out twice in this test run: a rig picks its ports before it starts its processes, and tests of
+    /// other classes run meanwhile.
     /// </summary>
     public static int FreeUdpAndTcpPort()
     {
         for (var attempt = 0; attempt < 200; attempt++)
         {
             var port = Random.Shared.Next(20_000, 32_000);
-            try
+            lock (HandedOut)
             {
-                using var tcp = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                tcp.Bind(new IPEndPoint(IPAddress.Loopback, port));
-                using var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-                udp.Bind(new IPEndPoint(IPAddress.Loopback, port));
-                return port;
-            }
-            catch (SocketException)
-            {
+                if (HandedOut.Contains(port))
+                {
+                    continue;
+                }
+
+                try
+                {
+                    using var tcp = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                    tcp.Bind(new IPEndPoint(IPAddress.Loopback, port));
+                    using var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+                    udp.Bind(new IPEndPoint(IPAddress.Loopback, port));
+                    HandedOut.Add(port);
+                    return port;
+                }
+                catch (SocketException)
+                {
+                }
             }
         }
         throw new InvalidOperationException("no port free for both UDP and TCP on 127.0.0.1");
