@@ -102,10 +102,16 @@ public sealed class CallGrain : Grain, ICallGrain, IDurableState<CallGrainState>
 
             return result;
         }
-        catch (Exception)
+        catch (Exception ex)
         {
             _admission = null;
-            throw;
+            var failure = GrainStorageException.ForCaller(ex);
+            if (ReferenceEquals(failure, ex))
+            {
+                throw;
+            }
+
+            throw failure;
         }
     }
 

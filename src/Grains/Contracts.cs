@@ -87,3 +87,36 @@ public sealed class StaleGrainStateException : Exception
     {
     }
 }
+
+/// <summary>
+/// A failure below a grain (the state store, a driver) as its callers receive it. Driver exceptions do not travel between
+/// silos and clients (Orleans has no codec for them), so the grain reports the failure's type and message in this one.
+/// </summary>
+public sealed class GrainStorageException : Exception
+{
+    public GrainStorageException()
+        : base("grain storage failed")
+    {
+    }
+
+    public GrainStorageException(string message)
+        : base(message)
+    {
+    }
+
+    public GrainStorageException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+
+    /// <summary>
+    /// What a grain's caller gets for <paramref name="failure"/>: ours and the runtime's own exceptions as they are,
+    /// anything else (a storage driver's) as a <see cref="GrainStorageException"/> naming it.
+    /// </summary>
+    public static Exception ForCaller(Exception failure) => failure switch
+    {
+        StaleGrainStateException or GrainOverloadedException or GrainStorageException or OperationCanceledException
+            or ArgumentException or InvalidOperationException or TimeoutException => failure,
+        _ => new GrainStorageException($"{failure.GetType().Name}: {failure.Message}"),
+    };
+}

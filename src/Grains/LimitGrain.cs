@@ -198,9 +198,10 @@ public sealed class LimitGrain : Grain, ILimitGrain
             // Storage failed: the outcome of the write is unknown, so drop the in-memory state and reload it next
             // turn; every caller of this turn gets the error (the activation stays: the next turn may succeed).
             _ledger = null;
+            var failure = GrainStorageException.ForCaller(ex);
             foreach (var work in batch)
             {
-                work.Completion.TrySetException(ex);
+                work.Completion.TrySetException(failure);
             }
 
             return;

@@ -131,12 +131,12 @@ internal sealed partial class ClusterConnectionStatus(ILogger<ClusterConnectionS
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
         Task.FromResult(_connected ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("not connected to a silo gateway"));
 
-    [LoggerMessage(EventId = 3202, Level = LogLevel.Information, Message = "Connected to the cluster")]
+    [LoggerMessage(EventId = 3302, Level = LogLevel.Information, Message = "Connected to the cluster")]
     private static partial void LogConnected(ILogger logger);
 
-    [LoggerMessage(EventId = 3200, Level = LogLevel.Information, Message = "Connected to {Gateways} silo gateways (was {Previous})")]
+    [LoggerMessage(EventId = 3300, Level = LogLevel.Information, Message = "Connected to {Gateways} silo gateways (was {Previous})")]
     private static partial void LogGateways(ILogger logger, int gateways, int previous);
 
-    [LoggerMessage(EventId = 3201, Level = LogLevel.Warning, Message = "Connection to the cluster lost; admission fails closed until a gateway answers")]
+    [LoggerMessage(EventId = 3301, Level = LogLevel.Warning, Message = "Connection to the cluster lost; admission fails closed until a gateway answers")]
     private static partial void LogLost(ILogger logger);
 }
