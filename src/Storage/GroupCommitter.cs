@@ -5,7 +5,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 namespace CallState.Storage;
 
 /// <summary>
-/// Group commit (DESIGN.md section 4): callers queue conditional writes; one loop takes the first
+/// Group commit (docs/architecture.md, "Storage"): callers queue conditional writes; one loop takes the first
 /// queued write plus whatever else is already waiting (up to <see cref="MaxBatchSize"/>), commits them
 /// together, and completes each caller with its own result. While one batch is being made durable the
 /// next one accumulates, so the cost of a commit (an fsync, a round trip) is shared by every write

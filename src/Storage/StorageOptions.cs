@@ -50,7 +50,7 @@ public sealed class StorageOptions
 
     /// <summary>
     /// SQLite durability. <see cref="SqliteSynchronous.Full"/> by default because an admission that was
-    /// acknowledged must survive a power loss (DESIGN.md section 4).
+    /// acknowledged must survive a power loss (docs/architecture.md, "Storage").
     /// </summary>
     public SqliteSynchronous SqliteSynchronous { get; set; } = SqliteSynchronous.Full;
 
