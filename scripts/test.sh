@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the solution and runs every test against real peers (a throwaway PostgreSQL, sipp), all on
-# loopback inside a private network namespace (shared/TESTING.md). Extra arguments go to `dotnet test`:
+# loopback inside a private network namespace. Extra arguments go to `dotnet test`:
 #   scripts/test.sh --filter FullyQualifiedName~Storage
 # Runs as root on Debian 12; installs the Debian packages it needs when they are missing.
 set -euo pipefail

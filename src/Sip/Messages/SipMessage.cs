@@ -5,7 +5,7 @@ namespace CallState.Sip.Messages;
 /// <summary>
 /// A parsed SIP request or response. The message owns a copy of its bytes in a pooled buffer, and everything
 /// parsed is a range into it, so an instance can be reused for message after message without allocating
-/// (CONVENTIONS "Hot path") and can be kept past the receive call that produced it. Not thread-safe.
+/// (docs/architecture.md, "SIP stack") and can be kept past the receive call that produced it. Not thread-safe.
 /// </summary>
 public sealed partial class SipMessage : IDisposable
 {

@@ -2,7 +2,7 @@ namespace CallState.Sip.Messages;
 
 /// <summary>
 /// A run of bytes inside a message buffer, kept as offset and length so a parsed message holds no strings
-/// (CONVENTIONS "Hot path"). <see cref="IsEmpty"/> also stands for "absent".
+/// (docs/architecture.md, "SIP stack"). <see cref="IsEmpty"/> also stands for "absent".
 /// </summary>
 public readonly record struct TextRange(int Start, int Length)
 {

@@ -41,7 +41,7 @@ public sealed class AdmissionOptions
     /// <summary>Seconds in the <c>Retry-After</c> of a rejection that carries one.</summary>
     public int RetryAfterSeconds { get; set; } = 5;
 
-    /// <summary>Overrides of the rejection responses of DESIGN section 6 (unset fields keep the defaults).</summary>
+    /// <summary>Overrides of the rejection responses of the rejection table (docs/architecture.md, "Admission at the edge") (unset fields keep the defaults).</summary>
     public RejectCodesOptions RejectCodes { get; set; } = new();
 
     /// <summary>

@@ -10,7 +10,7 @@ namespace CallState.SipEdge.Admission;
 
 /// <summary>
 /// The edge's call policy: classifies each initial INVITE, admits it with one call to the grains before it is
-/// forwarded, answers a refusal per DESIGN section 6 (with a Reason header and a log line naming the limit), and
+/// forwarded, answers a refusal per the rejection table (docs/architecture.md, "Admission at the edge") (with a Reason header and a log line naming the limit), and
 /// confirms, renews or ends the call as the proxy reports 2xx, refreshes, failures and BYEs. When the grains do not
 /// answer within the deadline the call is refused with 503 (fail closed) or let through (fail open).
 /// </summary>

@@ -50,7 +50,7 @@ public enum CallDestination
     LocalUser = 2,
 }
 
-/// <summary>The call key the call grain is addressed by: Call-ID and From-tag (DESIGN section 3).</summary>
+/// <summary>The call key the call grain is addressed by: Call-ID and From-tag (docs/architecture.md, "Grains").</summary>
 public static class CallKeys
 {
     /// <summary>Separates the two parts; neither a Call-ID (RFC 3261 <c>word</c>) nor a tag (<c>token</c>) can contain it.</summary>
@@ -509,7 +509,7 @@ public sealed class CallClassifier
     /// <summary>
     /// The response for a call refused by <paramref name="limitKey"/> with <paramref name="reason"/> (from the
     /// admission answer). Overrides apply most specific first: the refusing trunk's, the source trunk's (the
-    /// peer that receives the response), then the global ones, then DESIGN section 6.
+    /// peer that receives the response), then the global ones, then the rejection table (docs/architecture.md, "Admission at the edge").
     /// </summary>
     public SipRejection RejectionFor(CallClassification call, RejectReason reason, string? limitKey)
     {

@@ -2,7 +2,7 @@ using CallState.Grains;
 
 namespace CallState.SipEdge.Admission;
 
-/// <summary>The kinds of rejection of DESIGN section 6, each with its own configurable response.</summary>
+/// <summary>The kinds of rejection of the rejection table (docs/architecture.md, "Admission at the edge"), each with its own configurable response.</summary>
 public enum RejectionCategory
 {
     /// <summary>A user's total, inbound or outbound limit: <c>486 Busy Here</c>, cause 17.</summary>
@@ -33,7 +33,7 @@ public readonly record struct SipRejection(int Status, string ReasonPhrase, int 
     /// <summary>The <c>Reason</c> header value (RFC 3326), for example <c>Q.850;cause=17</c>; null when none is sent.</summary>
     public string? ReasonHeader => Q850Cause == 0 ? null : "Q.850;cause=" + Q850Cause.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
-    /// <summary>The DESIGN section 6 response of a category.</summary>
+    /// <summary>The the rejection table (docs/architecture.md, "Admission at the edge") response of a category.</summary>
     public static SipRejection Default(RejectionCategory category) => category switch
     {
         RejectionCategory.UserLimit => new(486, "Busy Here", 17, false),
