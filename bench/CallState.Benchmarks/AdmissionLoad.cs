@@ -29,6 +29,12 @@ internal static class AdmissionLoad
         var latencies = new double[calls];
         var next = -1;
         var failures = 0;
+        var allocatedBefore = GC.GetTotalAllocatedBytes();
+        var pauseBefore = GC.GetTotalPauseDuration();
+        var gcBefore = GC.CollectionCount(0);
+        var gen1Before = GC.CollectionCount(1);
+        var gen2Before = GC.CollectionCount(2);
+        var cpuBefore = Environment.CpuUsage.TotalTime;
         var total = Stopwatch.StartNew();
         var workers = Enumerable.Range(0, concurrency).Select(_ => Task.Run(async () =>
         {
@@ -54,6 +60,10 @@ internal static class AdmissionLoad
         })).ToArray();
         await Task.WhenAll(workers).ConfigureAwait(false);
         total.Stop();
+        var allocated = GC.GetTotalAllocatedBytes() - allocatedBefore;
+        var pause = GC.GetTotalPauseDuration() - pauseBefore;
+        var collections = GC.CollectionCount(0) - gcBefore;
+        var cpu = Environment.CpuUsage.TotalTime - cpuBefore;
         var counts = silo.Store.Snapshot() - before;
 
         Array.Sort(latencies);
@@ -63,6 +73,7 @@ internal static class AdmissionLoad
         Console.WriteLine(Invariant($"slot reservations per second: {2 * calls / seconds:F0}"));
         Console.WriteLine(Invariant($"admission latency ms: p50={Percentile(latencies, 0.50):F2} p99={Percentile(latencies, 0.99):F2} max={latencies[^1]:F2}"));
         Console.WriteLine(Invariant($"rows written per call (admit+end, before the ended record's deletion): {(double)counts.Rows / calls:F2} (writes {(double)counts.Writes / calls:F2})"));
+        Console.WriteLine(Invariant($"per call: CPU {cpu.TotalMicroseconds / calls:F0} us, allocated {allocated / 1024.0 / calls:F1} KB; GC: {collections} collections (gen1 {GC.CollectionCount(1) - gen1Before}, gen2 {GC.CollectionCount(2) - gen2Before}), paused {pause.TotalMilliseconds:F0} ms ({100 * pause / total.Elapsed:F1}% of the run)"));
         return failures == 0 ? 0 : 1;
     }
 

@@ -7,8 +7,8 @@ namespace CallState.Benchmarks;
 /// <summary>
 /// Durable rows written per call: N calls through <see cref="ICallGrain"/>, each on two limits (the caller's outbound
 /// user limit <c>user/u&lt;n % users&gt;</c> and the callee's inbound one, <c>user/service</c>, shared by every call as in the
-/// SIP benchmarks), in phases: every call admitted, then every call confirmed, then every call ended, then the ended
-/// records deleted by the silo's due scan once their retention has passed. Counts the rows committed through the store
+/// SIP benchmarks), in phases: every call admitted, then every call confirmed, then every call ended (which deletes its
+/// record). Counts the rows committed through the store
 /// in each phase (<see cref="CountingStateStore"/>: a write is one grain row plus one row per item, a delete one row).
 /// With <c>--concurrency 1</c> no two operations share a limit's turn, so it shows the rows of one call alone; with more
 /// callers the hot callee limit decides several operations per write.
@@ -18,9 +18,6 @@ namespace CallState.Benchmarks;
 /// </summary>
 internal static class RowsLoad
 {
-    /// <summary>How long the deletion phase may wait for the due scan before the run fails.</summary>
-    private static readonly TimeSpan DeletionTimeout = TimeSpan.FromSeconds(60);
-
     public static async Task<int> RunAsync(string[] args)
     {
         var a = new BenchArgs(args);
@@ -28,12 +25,7 @@ internal static class RowsLoad
         var calls = a.Int("--calls", 1000);
         var concurrency = a.Int("--concurrency", 1);
         var users = a.Int("--users", 100);
-        var settings = new Dictionary<string, string?>(StringComparer.Ordinal)
-        {
-            // Ended records are kept 32 s by default (RFC 3261 Timer B); here 5 s, and the due scan runs twice a second.
-            ["CallState:Grains:Leases:EndedRetention"] = "00:00:05",
-            ["CallState:Grains:DueScanInterval"] = "00:00:00.500",
-        };
+        var settings = new Dictionary<string, string?>(StringComparer.Ordinal);
         foreach (var (key, value) in a.Settings())
         {
             settings[key] = value;
@@ -76,33 +68,19 @@ internal static class RowsLoad
             }
         }).ConfigureAwait(false);
 
-        // The ended records go when the due scan wakes them after their retention; wait until no call row is left.
-        var earlyDeletes = total.Call.Deletes;
-        var before = silo.Store.Snapshot();
-        var clock = Stopwatch.StartNew();
-        int left;
-        while ((left = (await silo.Store.ReadAllAsync(GrainTypes.Call, CancellationToken.None).ConfigureAwait(false)).Count) > 0 && clock.Elapsed < DeletionTimeout)
-        {
-            await Task.Delay(200).ConfigureAwait(false);
-        }
-
-        var deleted = silo.Store.Snapshot() - before;
-        Print("delete", calls, deleted with { Call = deleted.Call with { Deletes = deleted.Call.Deletes + earlyDeletes } }, clock.Elapsed.TotalSeconds);
-        total += deleted;
+        // A call's record is deleted when it ends: none may be left.
+        var left = (await silo.Store.ReadAllAsync(GrainTypes.Call, CancellationToken.None).ConfigureAwait(false)).Count;
         Print("total", calls, total, double.NaN);
         if (left > 0)
         {
-            Console.WriteLine(Invariant($"{left} call records were still stored after {DeletionTimeout.TotalSeconds} s"));
+            Console.WriteLine(Invariant($"{left} call records were still stored after every call ended"));
         }
 
         Console.WriteLine("rows = grain rows + item rows + deletes committed; call_rows = call records written or deleted; limit_rows = limit grain rows; limit_items = held-call items written or deleted with them.");
         return failures == 0 && left == 0 ? 0 : 1;
     }
 
-    /// <summary>
-    /// Runs <paramref name="operation"/> for every call and prints the rows it wrote. A record the due scan deleted meanwhile
-    /// (its retention ended during the phase) is left out here and counted with the deletions.
-    /// </summary>
+    /// <summary>Runs <paramref name="operation"/> for every call and prints the rows it wrote.</summary>
     private static async Task<StoreCounts> PhaseAsync(string name, BenchSilo silo, int calls, int concurrency, Func<int, Task> operation)
     {
         var before = silo.Store.Snapshot();
@@ -118,7 +96,7 @@ internal static class RowsLoad
         })).ToArray();
         await Task.WhenAll(workers).ConfigureAwait(false);
         var counts = silo.Store.Snapshot() - before;
-        Print(name, calls, counts with { Call = counts.Call with { Deletes = 0 } }, clock.Elapsed.TotalSeconds);
+        Print(name, calls, counts, clock.Elapsed.TotalSeconds);
         return counts;
     }
 

@@ -70,9 +70,6 @@ public sealed class CallGrainState
     public long StartedMs { get; set; }
 
     public long LeaseEndMs { get; set; }
-
-    /// <summary>When the call was rejected or ended; the record is deleted <see cref="LeaseOptions.EndedRetention"/> later.</summary>
-    public long ClosedMs { get; set; }
 }
 
 /// <summary>A call as the admin API shows it.</summary>
@@ -271,7 +268,7 @@ public sealed class CallAdmission
 
         await ReleaseAsync(S.Limits, cancellationToken);
         S.Phase = CallPhase.Ended;
-        await CloseAsync(cancellationToken);
+        await _state.ClearAsync(cancellationToken);
         return true;
     }
 
@@ -289,7 +286,8 @@ public sealed class CallAdmission
                 // limit's lease was renewed without the call record, and closes the record.
                 await EndAsync(cancellationToken);
                 break;
-            case CallPhase.Rejected or CallPhase.Ended when S.ClosedMs + (long)_leases.EndedRetention.TotalMilliseconds <= nowMs:
+            case CallPhase.Rejected or CallPhase.Ended:
+                // A closed record kept by an earlier version (which deleted it after a retention time).
                 await _state.ClearAsync(cancellationToken);
                 break;
         }
@@ -396,7 +394,7 @@ public sealed class CallAdmission
         S.Reason = outcome.Reason;
         S.Limit = outcome.Limit;
         S.Current = outcome.Current;
-        await CloseAsync(cancellationToken);
+        await _state.ClearAsync(cancellationToken);
     }
 
     private AdmitResult StoredRejection() => new(AdmitStatus.Rejected, S.RejectedKey, S.Reason, S.Limit, S.Current, null);
@@ -409,14 +407,7 @@ public sealed class CallAdmission
     {
         await ReleaseAsync(S.Limits, cancellationToken);
         S.Phase = CallPhase.Ended;
-        await CloseAsync(cancellationToken);
-    }
-
-    private Task CloseAsync(CancellationToken cancellationToken)
-    {
-        var now = _time.GetUtcNow();
-        S.ClosedMs = now.ToUnixTimeMilliseconds();
-        return _state.WriteAsync(now + _leases.EndedRetention, cancellationToken);
+        await _state.ClearAsync(cancellationToken);
     }
 
     private async Task TryReleaseAsync(List<CallLimit> limits)

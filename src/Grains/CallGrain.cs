@@ -153,9 +153,9 @@ public sealed class CallGrain : Grain, ICallGrain, IDurableState<CallGrainState>
             throw new StaleGrainStateException($"call {_callKey} was written by another activation");
         }
 
+        // The in-memory record keeps its phase (Ended, Rejected) for the rest of this activation, which ends after the turn.
         _version = 0;
         _dueAt = null;
-        State = new CallGrainState();
     }
 
     private static DateTimeOffset? Earliest(DateTimeOffset? a, DateTimeOffset b) => a is { } value && value < b ? value : b;

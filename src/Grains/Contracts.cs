@@ -9,12 +9,6 @@ public sealed class LeaseOptions
     /// <summary>After the 2xx: the maximum call duration unless refreshed.</summary>
     public TimeSpan Confirmed { get; set; } = TimeSpan.FromHours(12);
 
-    /// <summary>
-    /// How long an ended or rejected call's record is kept so that retransmissions and duplicate BYEs
-    /// get the same answer: 64*T1, the lifetime of a SIP transaction (RFC 3261 17.1.1.2, Timer B).
-    /// </summary>
-    public TimeSpan EndedRetention { get; set; } = TimeSpan.FromSeconds(32);
-
     public IEnumerable<string> Validate(string path)
     {
         if (Early <= TimeSpan.Zero)
@@ -25,11 +19,6 @@ public sealed class LeaseOptions
         if (Confirmed <= TimeSpan.Zero)
         {
             yield return $"{path}:Confirmed must be positive (was {Confirmed}).";
-        }
-
-        if (EndedRetention < TimeSpan.Zero)
-        {
-            yield return $"{path}:EndedRetention must not be negative (was {EndedRetention}).";
         }
     }
 }

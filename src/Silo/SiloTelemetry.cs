@@ -18,9 +18,12 @@ internal sealed class SiloTelemetry(IConfiguration configuration) : IHostedServi
     private MeterProvider? _meters;
     private TracerProvider? _tracer;
 
+    /// <summary>Whether telemetry is exported (<c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is set).</summary>
+    public static bool Exports(IConfiguration configuration) => !string.IsNullOrEmpty(configuration?["OTEL_EXPORTER_OTLP_ENDPOINT"]);
+
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        if (string.IsNullOrEmpty(configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+        if (!Exports(configuration))
         {
             return Task.CompletedTask;
         }

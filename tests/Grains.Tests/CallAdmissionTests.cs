@@ -71,7 +71,9 @@ public sealed class CallAdmissionTests
             ["reserve:key/+12345678", "reserve:trunk/carrier", "reserve:user/alice", "release:key/+12345678", "release:user/alice",
              "reserve:key/+12345678", "reserve:trunk/carrier", "release:key/+12345678"],
             _events.Where(e => !e.StartsWith("write", StringComparison.Ordinal) && !e.StartsWith("clear", StringComparison.Ordinal)));
-        Assert.Equal(CallPhase.Rejected, state.Persisted!.Phase);
+        // The refusal holds nothing, so nothing is kept in storage; the activation remembers it until it goes.
+        Assert.Null(state.Persisted);
+        Assert.Equal(CallPhase.Rejected, call.Snapshot().Phase);
         Assert.Equal(RejectReason.TrunkTotalLimitReached, call.Snapshot().Reason);
     }
 
@@ -159,8 +161,9 @@ public sealed class CallAdmissionTests
         Assert.Equal(0, _limits.Held("user/alice"));
         Assert.Equal(0, _limits.Held("trunk/carrier"));
         Assert.Equal(0, _limits.Held("key/+12345678"));
-        Assert.Equal(CallPhase.Ended, state.Persisted!.Phase);
-        Assert.Equal(_time.GetUtcNow() + _leases.EndedRetention, state.LastDueAt);
+        Assert.Null(state.Persisted);
+        Assert.Equal(1, state.Clears);
+        Assert.Equal(CallPhase.Ended, call.Snapshot().Phase);
 
         _events.Clear();
         Assert.False(await call.EndAsync(CancellationToken.None));
@@ -249,7 +252,8 @@ public sealed class CallAdmissionTests
         _limits.Heal("trunk/carrier");
         _time.Advance(_leases.Early + CallAdmission.LeaseGrace);
         await call.OnTimerAsync(CancellationToken.None);
-        Assert.Equal(CallPhase.Ended, state.Persisted!.Phase);
+        Assert.Null(state.Persisted);
+        Assert.Equal(CallPhase.Ended, call.Snapshot().Phase);
     }
 
     /// <summary>
@@ -311,7 +315,7 @@ public sealed class CallAdmissionTests
         Assert.Equal(0, _limits.Held("key/+12345678"));
         Assert.Equal(0, _limits.Held("trunk/carrier"));
         Assert.Equal(1, _limits.Held("user/alice"));
-        Assert.Equal(CallPhase.Rejected, stored.Persisted!.Phase);
+        Assert.Null(stored.Persisted);
     }
 
     [Fact]
@@ -358,7 +362,8 @@ public sealed class CallAdmissionTests
         _time.SetUtcNow(state.TimerDueAt!.Value);
         await call.OnTimerAsync(CancellationToken.None);
 
-        Assert.Equal(CallPhase.Ended, state.Persisted!.Phase);
+        Assert.Null(state.Persisted);
+        Assert.Equal(CallPhase.Ended, state.State.Phase);
         Assert.Equal(0, _limits.Held("user/alice"));
         Assert.Equal(0, _limits.Held("trunk/carrier"));
     }
@@ -414,28 +419,35 @@ public sealed class CallAdmissionTests
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
-    public async Task Rejected_and_ended_records_are_cleared_on_the_timer_after_the_retention(bool reject)
+    public async Task Rejected_and_ended_calls_leave_no_record(bool reject)
     {
         _limits.Configure("user/alice", new LimitSettings(Total: reject ? 0 : 5));
         var (call, state) = NewCall();
         await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+        Assert.Single(state.Writes);
         if (!reject)
         {
             Assert.True(await call.EndAsync(CancellationToken.None));
         }
 
-        Assert.Equal(reject ? CallPhase.Rejected : CallPhase.Ended, state.Persisted!.Phase);
-        Assert.Equal(_time.GetUtcNow() + _leases.EndedRetention, state.LastDueAt);
-
-        _time.Advance(_leases.EndedRetention - TimeSpan.FromMilliseconds(1));
-        await call.OnTimerAsync(CancellationToken.None);
-        Assert.Equal(0, state.Clears);
-
-        _time.Advance(TimeSpan.FromMilliseconds(1));
-        await call.OnTimerAsync(CancellationToken.None);
         Assert.Equal(1, state.Clears);
         Assert.Null(state.Persisted);
         Assert.Equal(0, _limits.Held("user/alice"));
+
+        // The same activation answers a retransmission from memory; a new one starts from nothing.
+        var again = await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+        Assert.Equal(reject ? AdmitStatus.Rejected : AdmitStatus.Invalid, again.Status);
+        Assert.Equal(0, _limits.Held("user/alice"));
+    }
+
+    [Fact]
+    public async Task A_closed_record_left_by_an_earlier_version_is_cleared_when_woken()
+    {
+        var stored = new InMemoryGrainState<CallGrainState>(new CallGrainState { Phase = CallPhase.Ended }, _events);
+
+        await NewCall(stored).OnTimerAsync(CancellationToken.None);
+
+        Assert.Equal(1, stored.Clears);
     }
 
     [Fact]

@@ -61,11 +61,10 @@ public sealed class LimitSettingsTests
     public void Lease_options_validate_positive_leases()
     {
         Assert.Empty(new LeaseOptions().Validate("CallState:Leases"));
-        var errors = new LeaseOptions { Early = TimeSpan.Zero, Confirmed = TimeSpan.FromSeconds(-1), EndedRetention = TimeSpan.FromSeconds(-1) }
+        var errors = new LeaseOptions { Early = TimeSpan.Zero, Confirmed = TimeSpan.FromSeconds(-1) }
             .Validate("CallState:Leases").ToList();
-        Assert.Equal(3, errors.Count);
+        Assert.Equal(2, errors.Count);
         Assert.Contains(errors, e => e.StartsWith("CallState:Leases:Early", StringComparison.Ordinal));
         Assert.Contains(errors, e => e.StartsWith("CallState:Leases:Confirmed", StringComparison.Ordinal));
-        Assert.Contains(errors, e => e.StartsWith("CallState:Leases:EndedRetention", StringComparison.Ordinal));
     }
 }

@@ -17,6 +17,7 @@ public static class ConfigurationKeys
     [
         ("CallState:Runtime", "CallState:Grains (Leases, QueueCapacity, MaxTurnBatch, MaxStaleRetries, DueScanInterval)"),
         ("CallState:Cluster", "CallState:Orleans (Clustering, ClusterId, AdvertisedAddress, SiloPort, GatewayPort; edges: Gateways)"),
+        ("CallState:Grains:Leases:EndedRetention", "nothing: a call's record is deleted as soon as the call ends or is refused"),
         ("CallState:Admission:SiloUrl", "CallState:Orleans:Gateways (edges are Orleans clients of the silos' gateways)"),
     ];
 

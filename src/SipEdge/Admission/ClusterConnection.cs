@@ -43,7 +43,12 @@ public static class ClusterAdmissionServiceCollectionExtensions
             });
             client.AddClusterConnectionStatusObserver<ClusterConnectionStatus>();
             client.Services.AddSingleton<ILifecycleParticipant<IClusterClientLifecycle>>(sp => sp.GetRequiredService<ClusterConnectionStatus>());
-            client.AddActivityPropagation();
+            if (!string.IsNullOrEmpty(configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+            {
+                // Only when traces are exported: propagation costs an activity and request-context copies per call.
+                client.AddActivityPropagation();
+            }
+
             client.UseCallStateTls(cluster.Tls);
         });
         services.AddSingleton<IAdmissionClient>(sp => new GrainAdmissionClient(sp.GetRequiredService<IClusterClient>()));

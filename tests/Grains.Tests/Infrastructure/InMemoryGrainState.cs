@@ -60,8 +60,8 @@ public sealed class InMemoryGrainState<T> : IDurableState<T>
 
         Clears++;
         _events.Add("clear");
+        // Like the grain: the activation keeps its in-memory record (its phase) until it goes.
         Persisted = null;
-        State = new T();
         return Task.CompletedTask;
     }
 
