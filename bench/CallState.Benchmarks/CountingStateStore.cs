@@ -38,6 +38,12 @@ internal sealed class CountingStateStore(IStateStore inner) : IGroupCommitStore
         {
             Interlocked.Increment(ref counters.Stale);
         }
+        else if (write.RowUnchanged)
+        {
+            // Items only: the grain's row is checked, not written.
+            Interlocked.Increment(ref counters.ItemsOnly);
+            Interlocked.Add(ref counters.Items, write.Items?.Count ?? 0);
+        }
         else if (write.Data is null)
         {
             Interlocked.Increment(ref counters.Deletes);
@@ -65,20 +71,24 @@ internal sealed class CountingStateStore(IStateStore inner) : IGroupCommitStore
         public long Items;
         public long Deletes;
         public long Stale;
+        public long ItemsOnly;
 
-        public TypeCounts Snapshot() => new(Interlocked.Read(ref Writes), Interlocked.Read(ref Items), Interlocked.Read(ref Deletes), Interlocked.Read(ref Stale));
+        public TypeCounts Snapshot() => new(Interlocked.Read(ref Writes), Interlocked.Read(ref Items), Interlocked.Read(ref Deletes), Interlocked.Read(ref Stale), Interlocked.Read(ref ItemsOnly));
     }
 }
 
-/// <summary>Committed writes of one grain type: row writes (with data), item rows they carried, deletes, lost compare-and-sets.</summary>
-internal readonly record struct TypeCounts(long Writes, long Items, long Deletes, long Stale)
+/// <summary>
+/// Committed writes of one grain type: row writes (with data), item rows they carried, deletes, lost compare-and-sets,
+/// and writes of items only (the row checked, not written).
+/// </summary>
+internal readonly record struct TypeCounts(long Writes, long Items, long Deletes, long Stale, long ItemsOnly = 0)
 {
     /// <summary>Rows written: one per write or delete, one per item.</summary>
     public long Rows => Writes + Items + Deletes;
 
-    public static TypeCounts operator -(TypeCounts a, TypeCounts b) => new(a.Writes - b.Writes, a.Items - b.Items, a.Deletes - b.Deletes, a.Stale - b.Stale);
+    public static TypeCounts operator -(TypeCounts a, TypeCounts b) => new(a.Writes - b.Writes, a.Items - b.Items, a.Deletes - b.Deletes, a.Stale - b.Stale, a.ItemsOnly - b.ItemsOnly);
 
-    public static TypeCounts operator +(TypeCounts a, TypeCounts b) => new(a.Writes + b.Writes, a.Items + b.Items, a.Deletes + b.Deletes, a.Stale + b.Stale);
+    public static TypeCounts operator +(TypeCounts a, TypeCounts b) => new(a.Writes + b.Writes, a.Items + b.Items, a.Deletes + b.Deletes, a.Stale + b.Stale, a.ItemsOnly + b.ItemsOnly);
 }
 
 /// <summary>A snapshot of <see cref="CountingStateStore"/>.</summary>
@@ -87,7 +97,7 @@ internal readonly record struct StoreCounts(TypeCounts Limit, TypeCounts Call, l
     public long Rows => Limit.Rows + Call.Rows;
 
     /// <summary>Conditional writes that committed (deletes included).</summary>
-    public long Writes => Limit.Writes + Limit.Deletes + Call.Writes + Call.Deletes;
+    public long Writes => Limit.Writes + Limit.Deletes + Limit.ItemsOnly + Call.Writes + Call.Deletes + Call.ItemsOnly;
 
     public static StoreCounts operator -(StoreCounts a, StoreCounts b) => new(a.Limit - b.Limit, a.Call - b.Call, a.Reads - b.Reads);
 

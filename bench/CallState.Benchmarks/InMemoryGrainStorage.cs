@@ -31,16 +31,26 @@ internal sealed class InMemoryGrainStorage : IStateStore
                 return Task.FromResult(false);
             }
 
-            if (write.Data is null)
+            if (write.RowUnchanged)
+            {
+                if (row is null)
+                {
+                    return Task.FromResult(false);
+                }
+            }
+            else if (write.Data is null)
             {
                 _rows.Remove(write.Id);
                 return Task.FromResult(true);
             }
+            else
+            {
+                row ??= _rows[write.Id] = new Row();
+                row.Data = write.Data;
+                row.Version = current + 1;
+                row.DueAt = write.DueAt;
+            }
 
-            row ??= _rows[write.Id] = new Row();
-            row.Data = write.Data;
-            row.Version = current + 1;
-            row.DueAt = write.DueAt;
             foreach (var change in write.Items ?? [])
             {
                 if (change.Data is null)

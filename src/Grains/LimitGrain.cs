@@ -27,7 +27,15 @@ public sealed class LimitGrain : Grain, ILimitGrain
     private LimitKey _key;
     private StateId _id;
     private LimitLedger? _ledger;
+
+    /// <summary>The row's version this activation holds: its fence (see <see cref="LoadAsync"/>); 0 while no row exists.</summary>
     private long _version;
+
+    /// <summary>The row's data as stored, so a turn that changes only held calls writes only their items.</summary>
+    private byte[]? _storedRow;
+
+    /// <summary>The row's stored due time: never later than the earliest lease end (a wake before it finds nothing to do).</summary>
+    private DateTimeOffset? _storedDue;
 
     public LimitGrain(IStateStore store, ILimitSettingsSource settings, IOptions<GrainOptions> options, TimeProvider time, GrainMetrics metrics, ILogger<LimitGrain> logger)
     {
@@ -168,10 +176,15 @@ public sealed class LimitGrain : Grain, ILimitGrain
                 }
 
                 var due = ledger.NextDue;
-                if (changed || due != dueBefore || ledger.ChangedCalls.Count > 0)
+                if (changed || due != dueBefore || ledger.ChangedCalls.Count > 0 || DueMustMove(due, now))
                 {
-                    // Serialized before the first await: what is written is exactly what this turn decided.
-                    var write = new StateWrite(_id, _version, StateSerializer.SerializeLimitRow(ledger.State), due, ItemChanges(ledger));
+                    // Serialized before the first await: what is written is exactly what this turn decided. The row is
+                    // written only when its own data changed, the due time must move earlier (or off a time already past),
+                    // or it does not exist yet; otherwise only the changed calls' items are, checked against the fence.
+                    var row = StateSerializer.SerializeLimitRow(ledger.State);
+                    var items = ItemChanges(ledger);
+                    var writeRow = _version == 0 || items is null || !row.AsSpan().SequenceEqual(_storedRow) || DueMustMove(due, now);
+                    var write = writeRow ? new StateWrite(_id, _version, row, due, items) : StateWrite.ItemsOnly(_id, _version, items!);
                     if (!await _store.WriteAsync(write, CancellationToken.None))
                     {
                         // Lost to another activation: the unsaved changes go with the dropped state, the reload starts
@@ -186,7 +199,13 @@ public sealed class LimitGrain : Grain, ILimitGrain
                         continue;
                     }
 
-                    _version++;
+                    if (writeRow)
+                    {
+                        _version++;
+                        _storedRow = row;
+                        _storedDue = due;
+                    }
+
                     ledger.AcceptChanges();
                 }
 
@@ -281,12 +300,43 @@ public sealed class LimitGrain : Grain, ILimitGrain
         return new LimitWorkResult(default, found, null);
     }
 
+    /// <summary>
+    /// Whether the row's due time must be written: it must never be later than the earliest lease end (so a lease ends on
+    /// time after a crash), and a due time already past makes the due scan wake this grain again and again.
+    /// </summary>
+    private bool DueMustMove(DateTimeOffset? due, DateTimeOffset now) =>
+        due != _storedDue && (_storedDue is not { } stored || (due is { } next && next < stored) || stored <= now);
+
+    /// <summary>
+    /// Loads the state and takes the fence: when the row exists, it is rewritten as it is (compare-and-set on the version
+    /// read, so the version moves on) and then read again. From then on an older activation's writes, which name the
+    /// older version, fail, and what it wrote before is in the second read: items-only writes cannot slip in between.
+    /// </summary>
     private async Task LoadAsync()
     {
         var stored = await _store.ReadAsync(_id, CancellationToken.None);
+        for (var attempt = 0; stored is not null; attempt++)
+        {
+            if (await _store.WriteAsync(new StateWrite(_id, stored.Version, stored.Data, stored.DueAt), CancellationToken.None))
+            {
+                stored = await _store.ReadAsync(_id, CancellationToken.None);
+                break;
+            }
+
+            _metrics.StaleWrite(GrainTypes.Limit);
+            if (attempt + 1 >= _options.MaxStaleRetries)
+            {
+                throw new StaleGrainStateException($"limit {_key} lost {attempt + 1} compare-and-set writes in a row while loading");
+            }
+
+            stored = await _store.ReadAsync(_id, CancellationToken.None);
+        }
+
         var callsInRow = false;
         var state = stored is null ? new LimitGrainState() : StateSerializer.DeserializeLimit(stored, out callsInRow);
         _version = stored?.Version ?? 0;
+        _storedRow = stored?.Data;
+        _storedDue = stored?.DueAt;
         var ledger = new LimitLedger(_key, state, _settings.GetLimits(_key));
         if (callsInRow)
         {

@@ -16,7 +16,14 @@ internal static class GrainWrites
             throw new ArgumentOutOfRangeException(nameof(write), write.ExpectedVersion, "ExpectedVersion must be 0 (insert) or a stored version.");
         }
 
-        if (write.Data is null && write.ExpectedVersion == 0)
+        if (write.RowUnchanged)
+        {
+            if (write.Data is not null || write.DueAt is not null || write.ExpectedVersion == 0 || write.Items is not { Count: > 0 })
+            {
+                throw new ArgumentException("An items-only write names a stored version and item changes, and no row data or due time.", nameof(write));
+            }
+        }
+        else if (write.Data is null && write.ExpectedVersion == 0)
         {
             // A delete is conditional on the version the caller read; a row that was never written has none.
             throw new ArgumentException("A delete (Data null) must name the version it deletes; ExpectedVersion 0 means insert.", nameof(write));
@@ -24,7 +31,7 @@ internal static class GrainWrites
 
         if (write.Items is { Count: > 0 } items)
         {
-            if (write.Data is null)
+            if (write.Data is null && !write.RowUnchanged)
             {
                 throw new ArgumentException("A delete (Data null) removes every item of the grain; it cannot carry item changes.", nameof(write));
             }

@@ -20,6 +20,7 @@ public sealed class PostgresStateStore : IGroupCommitStore
     private readonly string _updateSql;
     private readonly string _deleteSql;
     private readonly string _insertWithItemsSql;
+    private readonly string _itemsOnlySql;
     private readonly string _updateWithItemsSql;
     private readonly string _readSql;
     private readonly string _readAllSql;
@@ -97,6 +98,9 @@ public sealed class PostgresStateStore : IGroupCommitStore
         // stays one round trip): data-modifying CTEs that touch items only when the cas CTE returned its row.
         // All sub-statements see one snapshot, so a key is never both deleted and upserted: GrainWrites.Validate
         // refuses a write naming one key twice. The row's lock (taken by cas) serializes every writer of its items.
+        // Items only: the row is not written, but its version is checked and the row share-locked until commit, so a
+        // writer that takes the grain over (an update of the row, which waits for that lock) and this write exclude each other.
+        _itemsOnlySql = WithItems($"SELECT 1 FROM {table} WHERE grain_type = $1 AND grain_key = $2 AND version = $3 FOR SHARE", items, deletesParameter: 4);
         _insertWithItemsSql = WithItems(insertCas, items, deletesParameter: 5);
         _updateWithItemsSql = WithItems(updateCas, items, deletesParameter: 6);
         _deleteSql = $"""
@@ -345,7 +349,14 @@ public sealed class PostgresStateStore : IGroupCommitStore
     private NpgsqlBatchCommand CreateCommand(StateWrite write)
     {
         NpgsqlBatchCommand command;
-        if (write.Data is null)
+        if (write.RowUnchanged)
+        {
+            command = new NpgsqlBatchCommand(_itemsOnlySql);
+            AddKey(command, write.Id);
+            command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = write.ExpectedVersion });
+            AddItems(command, write.Items);
+        }
+        else if (write.Data is null)
         {
             command = new NpgsqlBatchCommand(_deleteSql);
             AddKey(command, write.Id);

@@ -82,6 +82,7 @@ public sealed class SqliteStateStore : IGroupCommitStore
     private SqliteCommand? _insert;
     private SqliteCommand? _update;
     private SqliteCommand? _delete;
+    private SqliteCommand? _checkVersion;
     private SqliteCommand? _upsertItem;
     private SqliteCommand? _deleteItem;
     private SqliteCommand? _deleteItems;
@@ -285,10 +286,23 @@ public sealed class SqliteStateStore : IGroupCommitStore
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 var write = writes[i];
-                var command = write.Data is null ? _delete! : write.ExpectedVersion == 0 ? _insert! : _update!;
+                var command = write.RowUnchanged ? _checkVersion! : write.Data is null ? _delete! : write.ExpectedVersion == 0 ? _insert! : _update!;
                 command.Transaction = transaction;
                 command.Parameters["$t"].Value = write.Id.Type;
                 command.Parameters["$k"].Value = write.Id.Key;
+                if (write.RowUnchanged)
+                {
+                    // The version check and the items are in this transaction, which holds the database's write lock.
+                    command.Parameters["$v"].Value = write.ExpectedVersion;
+                    results[i] = command.ExecuteScalar() is not null;
+                    if (results[i])
+                    {
+                        WriteItems(write, transaction);
+                    }
+
+                    continue;
+                }
+
                 if (write.Data is not null)
                 {
                     command.Parameters["$d"].Value = write.Data;
@@ -317,7 +331,7 @@ public sealed class SqliteStateStore : IGroupCommitStore
 
     private void WriteItems(StateWrite write, SqliteTransaction transaction)
     {
-        if (write.Data is null)
+        if (write.Data is null && !write.RowUnchanged)
         {
             var deleteAll = _deleteItems!;
             deleteAll.Transaction = transaction;
@@ -468,6 +482,10 @@ public sealed class SqliteStateStore : IGroupCommitStore
             connection,
             "DELETE FROM callstate_grains WHERE grain_type = $t AND grain_key = $k AND version = $v",
             ("$t", SqliteType.Text), ("$k", SqliteType.Text), ("$v", SqliteType.Integer));
+        _checkVersion = CreatePrepared(
+            connection,
+            "SELECT 1 FROM callstate_grains WHERE grain_type = $t AND grain_key = $k AND version = $v",
+            ("$t", SqliteType.Text), ("$k", SqliteType.Text), ("$v", SqliteType.Integer));
         _upsertItem = CreatePrepared(
             connection,
             """
@@ -503,10 +521,11 @@ public sealed class SqliteStateStore : IGroupCommitStore
         _insert?.Dispose();
         _update?.Dispose();
         _delete?.Dispose();
+        _checkVersion?.Dispose();
         _upsertItem?.Dispose();
         _deleteItem?.Dispose();
         _deleteItems?.Dispose();
-        _insert = _update = _delete = _upsertItem = _deleteItem = _deleteItems = null;
+        _insert = _update = _delete = _checkVersion = _upsertItem = _deleteItem = _deleteItems = null;
     }
 
     private async Task<SqliteConnection> OpenReadConnectionAsync(CancellationToken cancellationToken)

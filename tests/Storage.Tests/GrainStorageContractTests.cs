@@ -405,6 +405,48 @@ public abstract class GrainStorageContractTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_items_only_write_applies_its_items_when_the_version_holds_and_leaves_the_row_as_it_was()
+    {
+        var id = Limit("trunk/fenced");
+        Assert.True(await Storage.WriteAsync(new StateWrite(id, 0, Bytes("row"), Due1, [Put("a", "A1")]), Ct));
+
+        Assert.True(await Storage.WriteAsync(StateWrite.ItemsOnly(id, 1, [Put("b", "B1"), Remove("a")]), Ct));
+        Assert.True(await Storage.WriteAsync(StateWrite.ItemsOnly(id, 1, [Put("b", "B2")]), Ct));
+
+        var stored = await Storage.ReadAsync(id, Ct);
+        Assert.NotNull(stored);
+        Assert.Equal(1, stored.Version);
+        Assert.Equal(Bytes("row"), stored.Data);
+        Assert.Equal(Due1, stored.DueAt);
+        Assert.Equal(new Dictionary<string, string> { ["b"] = "B2" }, await ItemsAsync(Storage, id));
+    }
+
+    [Fact]
+    public async Task An_items_only_write_on_another_version_or_a_missing_row_changes_nothing()
+    {
+        var id = Limit("trunk/fence-lost");
+        Assert.True(await Storage.WriteAsync(new StateWrite(id, 0, Bytes("row"), null, [Put("a", "A1")]), Ct));
+
+        // Another writer took the grain over: its row write moved the version on, so the older writer's items are refused.
+        Assert.True(await Storage.WriteAsync(new StateWrite(id, 1, Bytes("taken"), null), Ct));
+        Assert.False(await Storage.WriteAsync(StateWrite.ItemsOnly(id, 1, [Put("b", "B1"), Remove("a")]), Ct));
+        Assert.Equal(new Dictionary<string, string> { ["a"] = "A1" }, await ItemsAsync(Storage, id));
+        Assert.Equal(2, (await Storage.ReadAsync(id, Ct))!.Version);
+
+        Assert.False(await Storage.WriteAsync(StateWrite.ItemsOnly(Limit("trunk/never"), 1, [Put("b", "B1")]), Ct));
+        Assert.Null(await Storage.ReadAsync(Limit("trunk/never"), Ct));
+    }
+
+    [Fact]
+    public async Task An_items_only_write_without_items_or_with_row_data_is_rejected_before_it_reaches_a_batch()
+    {
+        var id = Limit("trunk/bad-fence");
+        await Assert.ThrowsAsync<ArgumentException>(() => Storage.WriteAsync(new StateWrite(id, 1, Bytes("row"), null, [Put("a", "A")]) { RowUnchanged = true }, Ct));
+        await Assert.ThrowsAsync<ArgumentException>(() => Storage.WriteAsync(StateWrite.ItemsOnly(id, 0, [Put("a", "A")]), Ct));
+        await Assert.ThrowsAsync<ArgumentException>(() => Storage.WriteAsync(StateWrite.ItemsOnly(id, 1, []), Ct));
+    }
+
+    [Fact]
     public async Task ReadAllAsync_gives_each_grain_its_own_items()
     {
         Assert.True(await Storage.WriteAsync(new StateWrite(Limit("trunk/2"), 0, Bytes("t2"), null, [Put("x", "2x")]), Ct));

@@ -32,7 +32,20 @@ public readonly record struct StateItemWrite(string ItemKey, byte[]? Data);
 /// <see cref="Items"/> are applied in the same transaction, and only when the version condition held;
 /// items not named keep their stored value. Item keys must be distinct within one write.
 /// </summary>
-public sealed record StateWrite(StateId Id, long ExpectedVersion, byte[]? Data, DateTimeOffset? DueAt, IReadOnlyList<StateItemWrite>? Items = null);
+public sealed record StateWrite(StateId Id, long ExpectedVersion, byte[]? Data, DateTimeOffset? DueAt, IReadOnlyList<StateItemWrite>? Items = null)
+{
+    /// <summary>
+    /// Only <see cref="Items"/> change, and only when the row's version is still <see cref="ExpectedVersion"/>: the row
+    /// itself (its data, due time and version) is not written. <see cref="Data"/> and <see cref="DueAt"/> must be null.
+    /// The version is the writer's fence: a writer that takes over a grain writes its row first (a new version), after
+    /// which an older writer's item writes fail (docs/architecture.md, "Writes per call").
+    /// </summary>
+    public static StateWrite ItemsOnly(StateId id, long expectedVersion, IReadOnlyList<StateItemWrite> items) =>
+        new(id, expectedVersion, null, null, items) { RowUnchanged = true };
+
+    /// <summary>See <see cref="ItemsOnly"/>.</summary>
+    public bool RowUnchanged { get; init; }
+}
 
 /// <summary>A grain that asked to be woken at <see cref="DueAt"/>.</summary>
 public readonly record struct DueState(StateId Id, DateTimeOffset DueAt);
