@@ -164,6 +164,8 @@ internal sealed class BenchArgs(string[] args)
 
     public double Double(string name, double fallback) => double.Parse(Text(name, fallback.ToString(CultureInfo.InvariantCulture)), CultureInfo.InvariantCulture);
 
+    public bool Flag(string name) => Array.IndexOf(args, name) >= 0;
+
     /// <summary>Repeated <c>--set key=value</c>: more configuration keys for the silo.</summary>
     public Dictionary<string, string?> Settings()
     {

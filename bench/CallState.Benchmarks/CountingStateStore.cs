@@ -57,6 +57,12 @@ internal sealed class CountingStateStore(IStateStore inner) : IGroupCommitStore
         return written;
     }
 
+    public Task<long> ReadVersionAsync(StateId id, CancellationToken cancellationToken)
+    {
+        Interlocked.Increment(ref _reads);
+        return inner.ReadVersionAsync(id, cancellationToken);
+    }
+
     public Task<IReadOnlyList<(string Key, StoredState Grain)>> ReadAllAsync(string type, CancellationToken cancellationToken) =>
         inner.ReadAllAsync(type, cancellationToken);
 

@@ -67,6 +67,14 @@ internal sealed class InMemoryGrainStorage : IStateStore
         }
     }
 
+    public Task<long> ReadVersionAsync(StateId id, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            return Task.FromResult(_rows.TryGetValue(id, out var row) ? row.Version : 0);
+        }
+    }
+
     public Task<IReadOnlyList<(string Key, StoredState Grain)>> ReadAllAsync(string type, CancellationToken cancellationToken)
     {
         lock (_lock)

@@ -5,7 +5,7 @@ using CallState.Grains;
 namespace CallState.Benchmarks;
 
 /// <summary>
-/// Durable rows written per call: N calls through <see cref="ICallGrain"/>, each on two limits (the caller's outbound
+/// Durable rows written per call: N calls through <see cref="ICallShardGrain"/>, each on two limits (the caller's outbound
 /// user limit <c>user/u&lt;n % users&gt;</c> and the callee's inbound one, <c>user/service</c>, shared by every call as in the
 /// SIP benchmarks), in phases: every call admitted, then every call confirmed, then every call ended (which deletes its
 /// record). Counts the rows committed through the store
@@ -32,7 +32,7 @@ internal static class RowsLoad
         }
 
         await using var silo = await BenchSilo.StartAsync(storage, a.Text("--postgres"), settings).ConfigureAwait(false);
-        var callGrains = Enumerable.Range(0, calls).Select(n => silo.Grains.GetGrain<ICallGrain>("rows-" + n.ToString(CultureInfo.InvariantCulture))).ToArray();
+        var callGrains = Enumerable.Range(0, calls).Select(n => silo.Grains.GetCall("rows-" + n.ToString(CultureInfo.InvariantCulture))).ToArray();
         var failures = 0;
 
         Console.WriteLine(Invariant($"rows: storage={BenchSilo.Name(storage)} calls={calls} concurrency={concurrency} limits per call=2 (user/u<n % {users}> outbound, user/service inbound) {BenchSilo.Machine()}"));

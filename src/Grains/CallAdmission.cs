@@ -93,13 +93,25 @@ public sealed class CallAdmission
     private readonly LeaseOptions _leases;
     private readonly TimeProvider _time;
 
-    public CallAdmission(string callKey, IDurableState<CallGrainState> state, ILimitGrainClient limits, LeaseOptions leases, TimeProvider time)
+    private bool _unread;
+
+    /// <param name="callKey">Call-ID and From-tag.</param>
+    /// <param name="state">The call's durable record.</param>
+    /// <param name="limits">The limit grains.</param>
+    /// <param name="leases">Early and confirmed leases.</param>
+    /// <param name="time">The clock.</param>
+    /// <param name="unread">
+    /// The record was not read: the call is taken to be new (the usual case for an admission), so its first write is an
+    /// insert, which fails when a record exists; <see cref="AdmitAsync"/> then throws <see cref="CallRecordExistsException"/>.
+    /// </param>
+    public CallAdmission(string callKey, IDurableState<CallGrainState> state, ILimitGrainClient limits, LeaseOptions leases, TimeProvider time, bool unread = false)
     {
         _callKey = callKey;
         _state = state;
         _limits = limits;
         _leases = leases;
         _time = time;
+        _unread = unread;
     }
 
     private CallGrainState S => _state.State;
@@ -161,12 +173,23 @@ public sealed class CallAdmission
         }
         catch (Exception)
         {
+            await ObserveAsync(record);
+            if (_unread && record.Exception?.InnerException is StaleGrainStateException)
+            {
+                // Not new after all: a record exists that was not read. What was reserved may be that call's own slots
+                // (reserving is idempotent), so nothing is given back here; the caller reads the record, asks again,
+                // and then gives back what this attempt took and the call does not hold.
+                await ObserveAllAsync(reservations);
+                throw new CallRecordExistsException(_callKey, MayHold(limits, reservations).ConvertAll(static l => l.Key));
+            }
+
             // A limit could not answer or the record was not written: give back whatever was taken. If that fails
             // too, the record (when it was written) keeps the limits, and the early lease releases them.
-            await ObserveAsync(record);
             await TryReleaseAsync(MayHold(limits, reservations));
             throw;
         }
+
+        _unread = false;
 
         var refused = FirstRefusal(reservations);
         if (refused >= 0 && limits.Count > 1)
@@ -444,6 +467,34 @@ public sealed class CallAdmission
         return held;
     }
 
+    private static async Task ObserveAllAsync(Task[] tasks)
+    {
+        foreach (var task in tasks)
+        {
+            await ObserveAsync(task);
+        }
+    }
+
+    /// <summary>
+    /// Gives back, after a <see cref="CallRecordExistsException"/> and a second admission on the stored record, what the
+    /// first attempt took that the call does not hold now.
+    /// </summary>
+    public Task ReleaseNotHeldAsync(IReadOnlyList<string> taken, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(taken);
+        var holds = S.Phase is CallPhase.Admitting or CallPhase.Admitted;
+        var release = new List<CallLimit>();
+        foreach (var key in taken)
+        {
+            if (!holds || !S.Limits.Exists(l => l.Key == key))
+            {
+                release.Add(new CallLimit { Key = key });
+            }
+        }
+
+        return ReleaseAsync(release, cancellationToken);
+    }
+
     private static async Task ObserveAsync(Task task)
     {
         try
@@ -521,4 +572,14 @@ public sealed class CallAdmission
         error = null;
         return true;
     }
+}
+
+/// <summary>
+/// An admission that took its call for new found a stored record (see <see cref="CallAdmission"/>'s <c>unread</c>):
+/// nothing was given back; <see cref="Taken"/> names the limits the attempt may hold.
+/// </summary>
+public sealed class CallRecordExistsException(string callKey, IReadOnlyList<string> taken)
+    : Exception($"call {callKey} has a stored record that was not read")
+{
+    public IReadOnlyList<string> Taken { get; } = taken;
 }

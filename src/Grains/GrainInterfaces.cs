@@ -37,37 +37,86 @@ public interface ILimitGrain : IGrainWithStringKey
 }
 
 /// <summary>
-/// One call (key: Call-ID and From-tag): reserves its limits all or nothing, and releases them when the call ends. Any
-/// edge can end a call knowing only its key.
+/// The calls of one shard (<see cref="CallShards.Of"/> of the call key: Call-ID and From-tag). Each call is reserved on
+/// its limits all or nothing and released when it ends; any edge can end a call knowing only its key. A grain per shard,
+/// not per call: an activation per call cost about half of an admission's CPU (docs/architecture.md, "Calls").
+/// Operations on one call run one at a time, in the order they arrive; calls of one shard run side by side.
 /// </summary>
-[Alias("CallState.ICallGrain")]
-public interface ICallGrain : IGrainWithStringKey
+[Alias("CallState.ICallShardGrain")]
+public interface ICallShardGrain : IGrainWithIntegerKey
 {
     /// <summary>
     /// Admits the call on every limit it asks for, all or nothing; answers once durable. A caller that cancels stops
     /// waiting: what was reserved is released, or the caller ends the call.
     /// </summary>
     [Alias("Admit")]
-    Task<AdmitResult> AdmitAsync(IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken = default);
+    Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken = default);
 
     /// <summary>The call was answered: confirmed leases on all its limits. False for an unknown or ended call.</summary>
     [Alias("Confirm")]
-    Task<bool> ConfirmAsync();
+    Task<bool> ConfirmAsync(string callKey);
 
     /// <summary>An in-dialog refresh extends the call's leases.</summary>
     [Alias("Renew")]
-    Task<bool> RenewAsync();
+    Task<bool> RenewAsync(string callKey);
 
     /// <summary>The call ended: releases every slot. Idempotent; false when nothing was held.</summary>
     [Alias("End")]
-    Task<bool> EndAsync();
+    Task<bool> EndAsync(string callKey);
 
     [Alias("Snapshot")]
-    Task<CallSnapshot> GetSnapshotAsync();
+    Task<CallSnapshot> GetSnapshotAsync(string callKey);
 
-    /// <summary>Its due time passed (the due scan): finishes an interrupted admission, ends a call whose lease ran out, or deletes a closed record.</summary>
+    /// <summary>The call's due time passed (the due scan): finishes an interrupted admission or ends a call whose lease ran out.</summary>
     [Alias("Wake")]
-    Task WakeAsync();
+    Task WakeAsync(string callKey);
+}
+
+/// <summary>Which shard grain holds a call: a hash of its key that every edge and silo computes alike.</summary>
+public static class CallShards
+{
+    /// <summary>Shards of calls: enough to spread calls over many silos and keep each shard's turns short.</summary>
+    public const int Count = 128;
+
+    /// <summary>The shard of <paramref name="callKey"/> (FNV-1a over its UTF-16 code units: stable across processes, unlike <see cref="string.GetHashCode()"/>).</summary>
+    public static long Of(string callKey)
+    {
+        ArgumentNullException.ThrowIfNull(callKey);
+        var hash = 2166136261u;
+        foreach (var c in callKey)
+        {
+            hash = (hash ^ c) * 16777619u;
+        }
+
+        return hash % Count;
+    }
+}
+
+/// <summary>One call reached through its shard grain: what the edge, the admin API and tests hold.</summary>
+public readonly struct CallHandle(IGrainFactory grains, string callKey)
+{
+    private ICallShardGrain Shard => grains.GetGrain<ICallShardGrain>(CallShards.Of(callKey));
+
+    public string CallKey => callKey;
+
+    public Task<AdmitResult> AdmitAsync(IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken = default) => Shard.AdmitAsync(callKey, limits, cancellationToken);
+
+    public Task<bool> ConfirmAsync() => Shard.ConfirmAsync(callKey);
+
+    public Task<bool> RenewAsync() => Shard.RenewAsync(callKey);
+
+    public Task<bool> EndAsync() => Shard.EndAsync(callKey);
+
+    public Task<CallSnapshot> GetSnapshotAsync() => Shard.GetSnapshotAsync(callKey);
+
+    public Task WakeAsync() => Shard.WakeAsync(callKey);
+}
+
+/// <summary>Reaching calls through their shard grains.</summary>
+public static class CallGrainFactoryExtensions
+{
+    /// <summary>The call <paramref name="callKey"/>, in the shard grain that holds it.</summary>
+    public static CallHandle GetCall(this IGrainFactory grains, string callKey) => new(grains, callKey);
 }
 
 /// <summary>Grain type names as stored in the state store's rows.</summary>

@@ -168,8 +168,11 @@ public sealed class LimitGrain : Grain, ILimitGrain
                 }
 
                 // An operation on a call this activation does not know: the state may be stale (another activation
-                // admitted it). Check against storage once before answering "not held".
-                if (missed && !loadedNow && attempt < _options.MaxStaleRetries)
+                // admitted it). Check against storage once before answering "not held": the row's version moves only when
+                // another activation takes the fence, so an unchanged version means nothing was missed, and the hot key's
+                // items are not read again for every end of a call it never held.
+                if (missed && !loadedNow && attempt < _options.MaxStaleRetries
+                    && await _store.ReadVersionAsync(_id, CancellationToken.None) != _version)
                 {
                     _ledger = null;
                     continue;

@@ -11,18 +11,18 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
     public async Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken) =>
         GrainTypes.ValidateCallKey(callKey) is { } error
             ? AdmitResult.Invalid(error)
-            : await grains.GetGrain<ICallGrain>(callKey).AdmitAsync(limits, cancellationToken).ConfigureAwait(false);
+            : await grains.GetCall(callKey).AdmitAsync(limits, cancellationToken).ConfigureAwait(false);
 
     public Task<bool> ConfirmCallAsync(string callKey) =>
-        GrainTypes.ValidateCallKey(callKey) is null ? grains.GetGrain<ICallGrain>(callKey).ConfirmAsync() : Task.FromResult(false);
+        GrainTypes.ValidateCallKey(callKey) is null ? grains.GetCall(callKey).ConfirmAsync() : Task.FromResult(false);
 
     public Task<bool> RenewCallAsync(string callKey) =>
-        GrainTypes.ValidateCallKey(callKey) is null ? grains.GetGrain<ICallGrain>(callKey).RenewAsync() : Task.FromResult(false);
+        GrainTypes.ValidateCallKey(callKey) is null ? grains.GetCall(callKey).RenewAsync() : Task.FromResult(false);
 
     public Task<bool> EndCallAsync(string callKey) =>
-        GrainTypes.ValidateCallKey(callKey) is null ? grains.GetGrain<ICallGrain>(callKey).EndAsync() : Task.FromResult(false);
+        GrainTypes.ValidateCallKey(callKey) is null ? grains.GetCall(callKey).EndAsync() : Task.FromResult(false);
 
-    public Task<CallSnapshot> GetCallAsync(string callKey) => grains.GetGrain<ICallGrain>(callKey).GetSnapshotAsync();
+    public Task<CallSnapshot> GetCallAsync(string callKey) => grains.GetCall(callKey).GetSnapshotAsync();
 
     public Task<LimitSnapshot> GetLimitAsync(LimitKey key) => grains.GetGrain<ILimitGrain>(key.ToString()).GetSnapshotAsync();
 

@@ -163,7 +163,7 @@ internal sealed partial class SiloLifecycle(IStateStore store, IGrainFactory gra
                 // One read through each grain type before the first call: activation, serializers and the store's read
                 // path are compiled now, not inside the first caller's admission deadline. Nothing is written.
                 LogStage(logger, "warming up");
-                await grains.GetGrain<ICallGrain>(WarmUpKey).GetSnapshotAsync().ConfigureAwait(false);
+                await grains.GetCall(WarmUpKey).GetSnapshotAsync().ConfigureAwait(false);
                 await grains.GetGrain<ILimitGrain>("user/" + WarmUpKey).GetSnapshotAsync().ConfigureAwait(false);
                 LogStage(logger, "serving");
                 _ready = true;

@@ -24,6 +24,7 @@ public sealed class PostgresStateStore : IGroupCommitStore
     private readonly string _updateWithItemsSql;
     private readonly string _readSql;
     private readonly string _readAllSql;
+    private readonly string _readVersionSql;
     private readonly string _readDueSql;
     private readonly SemaphoreSlim _initializeLock = new(1, 1);
     private GroupCommitter? _committer;
@@ -122,6 +123,7 @@ public sealed class PostgresStateStore : IGroupCommitStore
             WHERE g.grain_type = $1
             ORDER BY g.grain_key COLLATE "C", i.item_key COLLATE "C"
             """;
+        _readVersionSql = $"SELECT version FROM {table} WHERE grain_type = $1 AND grain_key = $2";
         _readDueSql = $"SELECT grain_type, grain_key, due_at FROM {table} WHERE due_at IS NOT NULL AND due_at <= $1 ORDER BY due_at LIMIT $2";
     }
 
@@ -243,6 +245,20 @@ public sealed class PostgresStateStore : IGroupCommitStore
             command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = id.Type });
             command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = id.Key });
             return await GrainRows.ReadOneAsync(command, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <inheritdoc />
+    public async Task<long> ReadVersionAsync(StateId id, CancellationToken cancellationToken)
+    {
+        GrainWrites.ValidateId(id);
+        _ = Committer;
+        var command = _dataSource.CreateCommand(_readVersionSql);
+        await using (command.ConfigureAwait(false))
+        {
+            command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = id.Type });
+            command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = id.Key });
+            return await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is long version ? version : 0;
         }
     }
 

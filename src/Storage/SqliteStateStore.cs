@@ -200,6 +200,22 @@ public sealed class SqliteStateStore : IGroupCommitStore
     }
 
     /// <inheritdoc />
+    public async Task<long> ReadVersionAsync(StateId id, CancellationToken cancellationToken)
+    {
+        GrainWrites.ValidateId(id);
+        _ = Committer;
+        var connection = await OpenReadConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using (connection.ConfigureAwait(false))
+        {
+            using var command = connection.CreateCommand();
+            command.CommandText = "SELECT version FROM callstate_grains WHERE grain_type = $t AND grain_key = $k";
+            command.Parameters.AddWithValue("$t", id.Type);
+            command.Parameters.AddWithValue("$k", id.Key);
+            return await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is long version ? version : 0;
+        }
+    }
+
+    /// <inheritdoc />
     public async Task<IReadOnlyList<(string Key, StoredState Grain)>> ReadAllAsync(string type, CancellationToken cancellationToken)
     {
         GrainWrites.ValidateType(type);

@@ -462,6 +462,37 @@ public sealed class CallAdmissionTests
     }
 
     [Fact]
+    public async Task An_unread_call_whose_record_exists_keeps_what_it_reserved_and_says_so()
+    {
+        // Another admission of this call holds its limits; this one took the call for new and its insert fails.
+        Assert.Equal(AdmitStatus.Admitted, (await AdmitAsync("call-1", UserTrunkKey())).Status);
+        var state = new InMemoryGrainState<CallGrainState>(events: _events) { FaultStale = true };
+        var call = new CallAdmission("call-1", state, _limits, _leases, _time, unread: true);
+        _events.Clear();
+
+        var exists = await Assert.ThrowsAsync<CallRecordExistsException>(() => call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
+
+        // Nothing given back: those slots are the stored call's own.
+        Assert.DoesNotContain(_events, e => e.StartsWith("release", StringComparison.Ordinal));
+        Assert.Equal(["key/+12345678", "trunk/carrier", "user/alice"], exists.Taken);
+        Assert.Equal(1, _limits.Held("user/alice"));
+        Assert.Equal(1, _limits.Held("trunk/carrier"));
+    }
+
+    [Fact]
+    public async Task After_a_second_admission_on_the_stored_record_what_the_call_does_not_hold_is_given_back()
+    {
+        var (call, _) = NewCall();
+        Assert.Equal(AdmitStatus.Admitted, (await call.AdmitAsync([new LimitRequest("user/alice", Direction.Inbound)], CancellationToken.None)).Status);
+        Assert.Equal(AdmitStatus.Admitted, (await AdmitAsync("call-1", new LimitRequest("trunk/carrier", Direction.Inbound))).Status);
+
+        await call.ReleaseNotHeldAsync(["trunk/carrier", "user/alice"], CancellationToken.None);
+
+        Assert.Equal(0, _limits.Held("trunk/carrier"));
+        Assert.Equal(1, _limits.Held("user/alice"));
+    }
+
+    [Fact]
     public async Task Per_key_maximum_from_the_call_is_enforced_across_calls()
     {
         for (var i = 0; i < 3; i++)

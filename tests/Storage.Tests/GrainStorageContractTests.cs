@@ -432,6 +432,8 @@ public abstract class GrainStorageContractTests : IAsyncLifetime
         Assert.False(await Storage.WriteAsync(StateWrite.ItemsOnly(id, 1, [Put("b", "B1"), Remove("a")]), Ct));
         Assert.Equal(new Dictionary<string, string> { ["a"] = "A1" }, await ItemsAsync(Storage, id));
         Assert.Equal(2, (await Storage.ReadAsync(id, Ct))!.Version);
+        Assert.Equal(2, await Storage.ReadVersionAsync(id, Ct));
+        Assert.Equal(0, await Storage.ReadVersionAsync(Limit("trunk/never"), Ct));
 
         Assert.False(await Storage.WriteAsync(StateWrite.ItemsOnly(Limit("trunk/never"), 1, [Put("b", "B1")]), Ct));
         Assert.Null(await Storage.ReadAsync(Limit("trunk/never"), Ct));

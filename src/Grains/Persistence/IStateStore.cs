@@ -70,6 +70,12 @@ public interface IStateStore : IAsyncDisposable
     /// </summary>
     Task<bool> WriteAsync(StateWrite write, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// The stored version of one grain's row, 0 when it has none: whether another writer has written since a version was
+    /// read, without reading the items.
+    /// </summary>
+    Task<long> ReadVersionAsync(StateId id, CancellationToken cancellationToken);
+
     /// <summary>Every grain of <paramref name="type"/> with its record and items (listing for operators).</summary>
     Task<IReadOnlyList<(string Key, StoredState Grain)>> ReadAllAsync(string type, CancellationToken cancellationToken);
 

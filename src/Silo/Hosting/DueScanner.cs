@@ -60,7 +60,7 @@ internal sealed partial class DueScanner(
     private Task WakeAsync(StateId id) => id.Type switch
     {
         GrainTypes.Limit => grains.GetGrain<ILimitGrain>(id.Key).WakeAsync(),
-        GrainTypes.Call => grains.GetGrain<ICallGrain>(id.Key).WakeAsync(),
+        GrainTypes.Call => grains.GetCall(id.Key).WakeAsync(),
         _ => Task.CompletedTask,
     };
 

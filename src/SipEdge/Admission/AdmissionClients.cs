@@ -15,7 +15,7 @@ public interface IAdmissionClient
 }
 
 /// <summary>
-/// The call grains through Orleans: the silo's own grain factory in standalone mode (no network hop), or the cluster
+/// The calls' shard grains through Orleans: the silo's own grain factory in standalone mode (no network hop), or the cluster
 /// client of an edge connected to the silos' gateways. The admission deadline is the caller's cancellation token: when
 /// it fires the edge stops waiting (the grain finishes or undoes what it started, and the edge ends the call).
 /// </summary>
@@ -24,7 +24,7 @@ public sealed class GrainAdmissionClient(IGrainFactory grains) : IAdmissionClien
     public Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken) =>
         GrainTypes.ValidateCallKey(callKey) is { } error
             ? Task.FromResult(AdmitResult.Invalid(error))
-            : grains.GetGrain<ICallGrain>(callKey).AdmitAsync(limits, cancellationToken);
+            : grains.GetCall(callKey).AdmitAsync(limits, cancellationToken);
 
     public Task ConfirmAsync(string callKey, CancellationToken cancellationToken) => Call(callKey).ConfirmAsync().WaitAsync(cancellationToken);
 
@@ -32,6 +32,6 @@ public sealed class GrainAdmissionClient(IGrainFactory grains) : IAdmissionClien
 
     public Task EndAsync(string callKey, CancellationToken cancellationToken) => Call(callKey).EndAsync().WaitAsync(cancellationToken);
 
-    private ICallGrain Call(string callKey) =>
-        GrainTypes.ValidateCallKey(callKey) is { } error ? throw new ArgumentException(error, nameof(callKey)) : grains.GetGrain<ICallGrain>(callKey);
+    private CallHandle Call(string callKey) =>
+        GrainTypes.ValidateCallKey(callKey) is { } error ? throw new ArgumentException(error, nameof(callKey)) : grains.GetCall(callKey);
 }

@@ -53,7 +53,7 @@ public sealed class GrainTestCluster : IAsyncDisposable
 
     public ILimitGrain Limit(string key) => Client.GetGrain<ILimitGrain>(key);
 
-    public ICallGrain Call(string callKey) => Client.GetGrain<ICallGrain>(callKey);
+    public CallHandle Call(string callKey) => Client.GetCall(callKey);
 
     /// <summary>A service of the first silo (the state store, the due scanner, the metrics).</summary>
     public T Service<T>(int silo = 0)

@@ -30,6 +30,9 @@ public sealed class InMemoryGrainState<T> : IDurableState<T>
     /// <summary>When set, the next write or clear throws, as if another activation had written first.</summary>
     public bool ThrowStale { get; set; }
 
+    /// <summary>When set, writes return a faulted task (as the store does asynchronously) instead of throwing.</summary>
+    public bool FaultStale { get; set; }
+
     public DateTimeOffset? LastDueAt => Writes.Count == 0 ? null : Writes[^1].DueAt;
 
     /// <summary>When the running activation asked to be woken by its last write.</summary>
@@ -41,6 +44,11 @@ public sealed class InMemoryGrainState<T> : IDurableState<T>
         if (ThrowStale)
         {
             throw new StaleGrainStateException();
+        }
+
+        if (FaultStale)
+        {
+            return Task.FromException(new StaleGrainStateException());
         }
 
         var copy = Clone(State);

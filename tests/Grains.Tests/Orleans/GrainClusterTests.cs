@@ -320,7 +320,35 @@ public sealed class GrainClusterTests
         Assert.Equal(0, stored.Total);
     }
 
-    private static async Task WriteCutAdmissionAsync(TestStorage db, string callKey, DateTimeOffset now, DateTimeOffset leaseEnd)
+    [Theory]
+    [InlineData("sqlite", true)]
+    [InlineData("sqlite", false)]
+    [InlineData("postgres", true)]
+    public async Task An_admission_of_a_call_whose_record_exists_but_is_not_in_memory_counts_it_once(string kind, bool sameLimits)
+    {
+        // A call the shard does not have in memory is taken to be new (no read); here its record exists (a crash cut
+        // its admission, the due scan has not come yet): the insert fails, the record is read and the admission runs
+        // on it. Nothing is counted twice, and a limit the call no longer asks for is given back.
+        await using var db = TestStorage.Create(kind);
+        var now = DateTimeOffset.UtcNow;
+        await WriteCutAdmissionAsync(db, "cut-3", now, leaseEnd: now.AddMinutes(2), recordDue: now.AddHours(1));
+
+        await using var cluster = await GrainTestCluster.StartAsync(db);
+        LimitRequest[] limits = sameLimits
+            ? [new("user/alice", Direction.Inbound), new("trunk/carrier", Direction.Inbound)]
+            : [new("user/alice", Direction.Inbound)];
+        Assert.Equal(AdmitStatus.Admitted, (await cluster.Call("cut-3").AdmitAsync(limits)).Status);
+
+        Assert.Equal(sameLimits ? 1 : 0, (await cluster.Limit("trunk/carrier").GetSnapshotAsync()).Total);
+        Assert.Equal(1, (await cluster.Limit("user/alice").GetSnapshotAsync()).Total);
+        Assert.Equal(CallPhase.Admitted, (await cluster.Call("cut-3").GetSnapshotAsync()).Phase);
+
+        Assert.True(await cluster.Call("cut-3").EndAsync());
+        Assert.Equal(0, (await cluster.Limit("trunk/carrier").GetSnapshotAsync()).Total);
+        Assert.Equal(0, (await cluster.Limit("user/alice").GetSnapshotAsync()).Total);
+    }
+
+    private static async Task WriteCutAdmissionAsync(TestStorage db, string callKey, DateTimeOffset now, DateTimeOffset leaseEnd, DateTimeOffset? recordDue = null)
     {
         await using var store = db.Open();
         await store.InitializeAsync(CancellationToken.None);
@@ -332,7 +360,7 @@ public sealed class GrainClusterTests
             LeaseEndMs = leaseEnd.ToUnixTimeMilliseconds(),
         };
         var held = new HeldCall { Direction = Direction.Inbound, Phase = HoldPhase.Early, SinceMs = now.ToUnixTimeMilliseconds(), LeaseEndMs = now.AddMinutes(3).ToUnixTimeMilliseconds() };
-        Assert.True(await store.WriteAsync(new StateWrite(new StateId(GrainTypes.Call, callKey), 0, StateSerializer.Serialize(call), now.AddSeconds(-1)), CancellationToken.None));
+        Assert.True(await store.WriteAsync(new StateWrite(new StateId(GrainTypes.Call, callKey), 0, StateSerializer.Serialize(call), recordDue ?? now.AddSeconds(-1)), CancellationToken.None));
         Assert.True(await store.WriteAsync(
             new StateWrite(
                 new StateId(GrainTypes.Limit, "trunk/carrier"),

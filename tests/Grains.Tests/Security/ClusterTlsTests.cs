@@ -45,7 +45,7 @@ public sealed class ClusterTlsTests : IDisposable
         var results = new List<AdmitResult>();
         for (var i = 0; i < 8; i++)
         {
-            results.Add(await grains.GetGrain<ICallGrain>($"call-{i}").AdmitAsync([new LimitRequest("user/alice", Direction.Outbound)]));
+            results.Add(await grains.GetCall($"call-{i}").AdmitAsync([new LimitRequest("user/alice", Direction.Outbound)]));
         }
 
         Assert.Equal(3, results.Count(r => r.Status == AdmitStatus.Admitted));
@@ -53,7 +53,7 @@ public sealed class ClusterTlsTests : IDisposable
         Assert.Equal(3, (await grains.GetGrain<ILimitGrain>("user/alice").GetSnapshotAsync()).Total);
         for (var i = 0; i < 3; i++)
         {
-            Assert.True(await grains.GetGrain<ICallGrain>($"call-{i}").EndAsync());
+            Assert.True(await grains.GetCall($"call-{i}").EndAsync());
         }
 
         Assert.Equal(0, (await grains.GetGrain<ILimitGrain>("user/alice").GetSnapshotAsync()).Total);
@@ -82,7 +82,7 @@ public sealed class ClusterTlsTests : IDisposable
         var edgeTls = ClusterOptionsOf(Merge(pfx, new Dictionary<string, string?> { ["CallState:Orleans:Tls:PfxPath"] = _cluster.WritePfx(_cluster.Issue("pfx-edge"), Password) })).Tls;
         var edge = hosts.Add(BuildClient(clusterId, [GatewayPort(settings)], client => client.UseCallStateTls(edgeTls), logs));
         await edge.StartAsync().WaitAsync(Bound);
-        var result = await edge.Services.GetRequiredService<IClusterClient>().GetGrain<ICallGrain>("pfx-call").AdmitAsync([new LimitRequest("user/dave", Direction.Outbound)]);
+        var result = await edge.Services.GetRequiredService<IClusterClient>().GetCall("pfx-call").AdmitAsync([new LimitRequest("user/dave", Direction.Outbound)]);
 
         Assert.Equal(AdmitStatus.Admitted, result.Status);
         Assert.Equal(2, logs.Lines.Count(l => l.EventId == TlsOnEvent));
@@ -178,7 +178,7 @@ public sealed class ClusterTlsTests : IDisposable
         var edge = await StartEdgeAsync(settings, hosts);
         var active = await edge.GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true);
         Assert.Single(active);
-        Assert.Equal(AdmitStatus.Admitted, (await edge.GetGrain<ICallGrain>("after-intruder").AdmitAsync([new LimitRequest("user/bob", Direction.Outbound)])).Status);
+        Assert.Equal(AdmitStatus.Admitted, (await edge.GetCall("after-intruder").AdmitAsync([new LimitRequest("user/bob", Direction.Outbound)])).Status);
     }
 
     public void Dispose()
@@ -196,7 +196,7 @@ public sealed class ClusterTlsTests : IDisposable
         var settings = Merge(SiloSettings(storage, NewClusterId()), TlsSettings(_cluster, _cluster.Issue("silo-1")));
         hosts.Add(await StartSiloAsync(settings, logs));
         var edge = await StartEdgeAsync(settings, hosts);
-        Assert.Equal(AdmitStatus.Admitted, (await edge.GetGrain<ICallGrain>("proper-edge").AdmitAsync([new LimitRequest("user/carol", Direction.Outbound)])).Status);
+        Assert.Equal(AdmitStatus.Admitted, (await edge.GetCall("proper-edge").AdmitAsync([new LimitRequest("user/carol", Direction.Outbound)])).Status);
         return (settings, logs);
     }
 

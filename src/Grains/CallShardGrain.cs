@@ -1,0 +1,244 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Concurrency;
+
+namespace CallState.Grains;
+
+/// <summary>
+/// The calls of one shard as an Orleans grain. Each call is a <see cref="CallAdmission"/> over a record of its own (a row
+/// of its own in the state store, compare-and-set on its version), loaded when an operation first names it and dropped
+/// from memory once the call never was, was refused or has ended. The grain is reentrant so that the calls of a shard do
+/// not wait for each other's limits and writes; the operations of one call are chained and run one at a time, in the
+/// order they arrived. An operation that throws (a limit could not answer, storage failed, another activation wrote
+/// first) drops that call's in-memory record so the next operation reloads it.
+/// </summary>
+[Reentrant]
+public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
+{
+    private readonly IStateStore _store;
+    private readonly GrainOptions _options;
+    private readonly TimeProvider _time;
+    private readonly GrainMetrics _metrics;
+    private readonly ILogger<CallShardGrain> _logger;
+    private readonly Dictionary<string, CallSlot> _calls = new(StringComparer.Ordinal);
+
+    public CallShardGrain(IStateStore store, IOptions<GrainOptions> options, TimeProvider time, GrainMetrics metrics, ILogger<CallShardGrain> logger)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _store = store;
+        _options = options.Value;
+        _time = time;
+        _metrics = metrics;
+        _logger = logger;
+    }
+
+    public async Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken = default)
+    {
+        if (GrainTypes.ValidateCallKey(callKey) is { } error)
+        {
+            _metrics.Admission(AdmitStatus.Invalid, RejectReason.None, TimeSpan.Zero);
+            return AdmitResult.Invalid(error);
+        }
+
+        var started = _time.GetTimestamp();
+        var result = await RunAsync(callKey, (admission, _) => admission.AdmitAsync(limits, cancellationToken), unreadIfNew: true);
+        _metrics.Admission(result.Status, result.Reason, _time.GetElapsedTime(started));
+        if (result.Status == AdmitStatus.Rejected && _logger.IsEnabled(LogLevel.Information))
+        {
+#pragma warning disable CA1873 // guarded by IsEnabled above; ToCode returns a literal
+            Log.Rejected(_logger, callKey, result.LimitKey, result.Reason.ToCode(), result.Current, result.Limit);
+#pragma warning restore CA1873
+        }
+
+        return result;
+    }
+
+    public Task<bool> ConfirmAsync(string callKey) => Valid(callKey) ? RunAsync(callKey, static admission => admission.ConfirmAsync(CancellationToken.None)) : Task.FromResult(false);
+
+    public Task<bool> RenewAsync(string callKey) => Valid(callKey) ? RunAsync(callKey, static admission => admission.RenewAsync(CancellationToken.None)) : Task.FromResult(false);
+
+    public Task<bool> EndAsync(string callKey) => Valid(callKey) ? RunAsync(callKey, static admission => admission.EndAsync(CancellationToken.None)) : Task.FromResult(false);
+
+    public Task<CallSnapshot> GetSnapshotAsync(string callKey)
+    {
+        if (GrainTypes.ValidateCallKey(callKey) is { } error)
+        {
+            throw new ArgumentException(error, nameof(callKey));
+        }
+
+        return RunAsync(callKey, static admission => Task.FromResult(admission.Snapshot()));
+    }
+
+    public Task WakeAsync(string callKey) => !Valid(callKey) ? Task.CompletedTask : RunAsync(callKey, async (admission, slot) =>
+    {
+        // A call in memory knows its own due time; the stored one (earlier for an admission in progress, so that a crash
+        // is recovered) does not apply to it.
+        if (slot.DueAt is { } due && due <= _time.GetUtcNow())
+        {
+            await admission.OnTimerAsync(CancellationToken.None);
+        }
+
+        return true;
+    });
+
+    private static bool Valid(string callKey) => GrainTypes.ValidateCallKey(callKey) is null;
+
+    private Task<T> RunAsync<T>(string callKey, Func<CallAdmission, Task<T>> body) => RunAsync(callKey, (admission, _) => body(admission));
+
+    /// <summary>
+    /// Runs <paramref name="body"/> on the call after every operation on it that arrived before. With
+    /// <paramref name="unreadIfNew"/> a call not in memory is taken to be new without reading storage (an admission: one
+    /// read fewer per call); when its record turns out to exist, it is read and the operation runs again.
+    /// </summary>
+    private Task<T> RunAsync<T>(string callKey, Func<CallAdmission, CallSlot, Task<T>> body, bool unreadIfNew = false)
+    {
+        if (!_calls.TryGetValue(callKey, out var slot))
+        {
+            slot = new CallSlot(this, callKey);
+            _calls.Add(callKey, slot);
+        }
+
+        slot.Pending++;
+        var run = RunAfterAsync(slot, slot.Tail, body, unreadIfNew);
+        slot.Tail = run;
+        return run;
+    }
+
+    private async Task<T> RunAfterAsync<T>(CallSlot slot, Task previous, Func<CallAdmission, CallSlot, Task<T>> body, bool unreadIfNew)
+    {
+        try
+        {
+            // Only the order matters here: the previous operation's outcome went to its own caller.
+            await previous.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Current);
+            if (slot.Admission is null && unreadIfNew)
+            {
+                slot.Admission = slot.AssumeNew();
+                try
+                {
+                    return await body(slot.Admission, slot);
+                }
+                catch (CallRecordExistsException exists)
+                {
+                    slot.Admission = await slot.LoadAsync();
+                    var result = await body(slot.Admission, slot);
+                    await slot.Admission.ReleaseNotHeldAsync(exists.Taken, CancellationToken.None);
+                    return result;
+                }
+            }
+
+            slot.Admission ??= await slot.LoadAsync();
+            return await body(slot.Admission, slot);
+        }
+        catch (Exception ex)
+        {
+            slot.Admission = null;
+            var failure = GrainStorageException.ForCaller(ex);
+            if (ReferenceEquals(failure, ex))
+            {
+                throw;
+            }
+
+            throw failure;
+        }
+        finally
+        {
+            if (--slot.Pending == 0 && (slot.Admission is null || slot.State.Phase is CallPhase.New or CallPhase.Rejected or CallPhase.Ended))
+            {
+                // Settled (everything is durable, and the due scan finds a stored record when it is due) or failed (the
+                // next operation reloads it): nothing to keep in memory.
+                _calls.Remove(slot.CallKey);
+            }
+        }
+    }
+
+    // The limits, reached through Orleans wherever they are activated.
+    Task<ReserveOutcome> ILimitGrainClient.TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken) =>
+        Limit(key).TryReserveAsync(callKey, direction, lease, perCallMax).WaitAsync(cancellationToken);
+
+    Task<bool> ILimitGrainClient.ConfirmAsync(LimitKey key, string callKey, TimeSpan lease, CancellationToken cancellationToken) =>
+        Limit(key).ConfirmAsync(callKey, lease).WaitAsync(cancellationToken);
+
+    Task<bool> ILimitGrainClient.RenewAsync(LimitKey key, string callKey, TimeSpan lease, CancellationToken cancellationToken) =>
+        Limit(key).RenewAsync(callKey, lease).WaitAsync(cancellationToken);
+
+    Task<bool> ILimitGrainClient.ReleaseAsync(LimitKey key, string callKey, CancellationToken cancellationToken) =>
+        Limit(key).ReleaseAsync(callKey).WaitAsync(cancellationToken);
+
+    private ILimitGrain Limit(LimitKey key) => GrainFactory.GetGrain<ILimitGrain>(key.ToString());
+
+    /// <summary>One call of the shard: its record as loaded and written, and the chain of its operations.</summary>
+    private sealed class CallSlot(CallShardGrain shard, string callKey) : IDurableState<CallGrainState>
+    {
+        private readonly StateId _id = new(GrainTypes.Call, callKey);
+        private long _version;
+
+        public string CallKey => callKey;
+
+        public CallAdmission? Admission { get; set; }
+
+        /// <summary>The last operation queued on this call; the next one runs after it.</summary>
+        public Task Tail { get; set; } = Task.CompletedTask;
+
+        /// <summary>Operations queued or running.</summary>
+        public int Pending { get; set; }
+
+        /// <summary>When this call next has work of its own; a wake before it is ignored (a live admission is stored as due for recovery).</summary>
+        public DateTimeOffset? DueAt { get; private set; }
+
+        public CallGrainState State { get; private set; } = new();
+
+        /// <summary>A call taken to be new: no record read; its first write is an insert.</summary>
+        public CallAdmission AssumeNew()
+        {
+            State = new CallGrainState();
+            _version = 0;
+            DueAt = null;
+            return new CallAdmission(callKey, this, shard, shard._options.Leases, shard._time, unread: true);
+        }
+
+        public async Task<CallAdmission> LoadAsync()
+        {
+            var stored = await shard._store.ReadAsync(_id, CancellationToken.None);
+            State = stored is null ? new CallGrainState() : StateSerializer.DeserializeCall(stored.Data);
+            _version = stored?.Version ?? 0;
+            DueAt = stored?.DueAt;
+            return new CallAdmission(callKey, this, shard, shard._options.Leases, shard._time);
+        }
+
+        public async Task WriteAsync(DateTimeOffset? dueAt, DateTimeOffset? recoverAt, CancellationToken cancellationToken)
+        {
+            // A record stored as due earlier than the call's own due time (an admission in progress) is recovered only
+            // after the recovery delay: live admissions are not woken by every due scan.
+            var stored = recoverAt is { } recover && recover != dueAt ? Earliest(dueAt, recover + shard._options.RecoveryDelay) : dueAt;
+            var write = new StateWrite(_id, _version, StateSerializer.Serialize(State), stored);
+            if (!await shard._store.WriteAsync(write, cancellationToken))
+            {
+                shard._metrics.StaleWrite(GrainTypes.Call);
+                throw new StaleGrainStateException($"call {callKey} was written by another activation");
+            }
+
+            _version++;
+            DueAt = dueAt;
+        }
+
+        public async Task ClearAsync(CancellationToken cancellationToken)
+        {
+            if (_version == 0)
+            {
+                return;
+            }
+
+            if (!await shard._store.WriteAsync(new StateWrite(_id, _version, null, null), cancellationToken))
+            {
+                shard._metrics.StaleWrite(GrainTypes.Call);
+                throw new StaleGrainStateException($"call {callKey} was written by another activation");
+            }
+
+            // The in-memory record keeps its phase (Ended, Rejected) while operations on it are queued.
+            _version = 0;
+            DueAt = null;
+        }
+
+        private static DateTimeOffset? Earliest(DateTimeOffset? a, DateTimeOffset b) => a is { } value && value < b ? value : b;
+    }
+}
