@@ -5,13 +5,14 @@ using CallState.Grains;
 namespace CallState.Benchmarks;
 
 /// <summary>
-/// Durable admissions through the call grains of one in-process Orleans silo: a fixed number of calls from a fixed
+/// Durable admissions through the call-shard grains of one in-process Orleans silo: a fixed number of calls from a fixed
 /// number of concurrent callers, each call admitted (<see cref="ICallShardGrain.AdmitAsync"/>) on a user and a trunk limit
 /// and then ended (<see cref="ICallShardGrain.EndAsync"/>). Prints calls admitted per second, slot reservations per second,
-/// admission latency percentiles and the rows written per call. Bounded in count; every call ends, so the run stops by
-/// itself.
+/// admission latency percentiles, the rows written per call, and this process's CPU, allocation and GC per call. With
+/// <c>--direct</c> the two limits are reserved and released straight from the callers, without the call's shard and
+/// record: the difference is what they cost. Bounded in count; every call ends, so the run stops by itself.
 /// <code>
-/// admission [--storage sqlite|postgres|memory] [--postgres CONN] [--calls 20000] [--concurrency 64] [--users 1000] [--set key=value]...
+/// admission [--storage sqlite|postgres|memory] [--postgres CONN] [--calls 20000] [--concurrency 64] [--users 1000] [--direct] [--set key=value]...
 /// </code>
 /// </summary>
 internal static class AdmissionLoad
@@ -51,7 +52,7 @@ internal static class AdmissionLoad
                 var started = Stopwatch.GetTimestamp();
                 if (direct)
                 {
-                    // The limit grains alone, without the call grain: what the call grain costs is the difference.
+                    // The limit grains alone, without the call's shard and record: what those cost is the difference.
                     var callKey = "bench-" + n.ToString(CultureInfo.InvariantCulture);
                     var reserved = await Task.WhenAll(limits.Select(l => silo.Grains.GetGrain<ILimitGrain>(l.Key).TryReserveAsync(callKey, l.Direction, TimeSpan.FromMinutes(3), null))).ConfigureAwait(false);
                     latencies[n] = Stopwatch.GetElapsedTime(started).TotalMilliseconds;

@@ -49,7 +49,7 @@ public sealed class CallLimit
     public int? PerCallMax { get; set; }
 }
 
-/// <summary>The persisted state of one call grain.</summary>
+/// <summary>The persisted record of one call (a row of its own, written by its shard grain).</summary>
 public sealed class CallGrainState
 {
     public CallPhase Phase { get; set; }

@@ -23,7 +23,7 @@ public sealed class LeaseOptions
     }
 }
 
-/// <summary>The limits a call grain talks to. The hosting runtime routes each call to the limit's activation.</summary>
+/// <summary>The limits a call's admission talks to. The hosting runtime routes each call to the limit's activation.</summary>
 public interface ILimitGrainClient
 {
     Task<ReserveOutcome> TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken);

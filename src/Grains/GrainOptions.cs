@@ -1,6 +1,6 @@
 namespace CallState.Grains;
 
-/// <summary>Settings of the limit and call grains (configuration section <c>CallState:Grains</c>).</summary>
+/// <summary>Settings of the limit and call-shard grains (configuration section <c>CallState:Grains</c>).</summary>
 public sealed class GrainOptions
 {
     public const string SectionName = "CallState:Grains";

@@ -15,7 +15,7 @@ namespace CallState.Silo;
 public static class SiloServiceCollectionExtensions
 {
     /// <summary>
-    /// The silo: options validated at start, the state store, an Orleans silo hosting the limit and call grains
+    /// The silo: options validated at start, the state store, an Orleans silo hosting the limit and call-shard grains
     /// (<c>CallState:Orleans</c>: alone with localhost clustering, or joined through the membership table in storage),
     /// the due scan, health checks and telemetry. Throws <see cref="OptionsValidationException"/> when
     /// <c>CallState:Orleans</c> is invalid (the silo's shape is decided here, before the host is built).

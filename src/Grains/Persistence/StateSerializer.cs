@@ -25,7 +25,7 @@ internal sealed class LimitRow
 internal sealed partial class StateJsonContext : JsonSerializerContext;
 
 /// <summary>
-/// How grain state is stored. A call grain: one JSON row. A limit grain: a JSON row (<see cref="LimitRow"/>)
+/// How grain state is stored. A call: one JSON row. A limit grain: a JSON row (<see cref="LimitRow"/>)
 /// plus one item per held call, keyed by the call key, in a fixed binary layout of <see cref="HeldCallSize"/> bytes:
 /// <code>
 /// [0]      format, 1

@@ -2,7 +2,7 @@ using CallState.Grains;
 
 namespace CallState.SipEdge.Admission;
 
-/// <summary>How the edge reaches the call grains.</summary>
+/// <summary>How the edge reaches the calls (in their shard grains).</summary>
 public interface IAdmissionClient
 {
     Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken);

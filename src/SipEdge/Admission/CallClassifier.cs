@@ -50,7 +50,7 @@ public enum CallDestination
     LocalUser = 2,
 }
 
-/// <summary>The call key the call grain is addressed by: Call-ID and From-tag (docs/architecture.md, "Grains").</summary>
+/// <summary>The call key a call is addressed by (and sharded on): Call-ID and From-tag (docs/architecture.md, "Grains").</summary>
 public static class CallKeys
 {
     /// <summary>Separates the two parts; neither a Call-ID (RFC 3261 <c>word</c>) nor a tag (<c>token</c>) can contain it.</summary>
@@ -114,7 +114,7 @@ public sealed class CallClassification
     /// <summary>Call-ID and From-tag (<see cref="CallKeys.Create"/>).</summary>
     public string CallKey { get; }
 
-    /// <summary>The limits to reserve, in classification order (the call grain sorts them), each key once.</summary>
+    /// <summary>The limits to reserve, in classification order (the admission sorts them), each key once.</summary>
     public IReadOnlyList<LimitRequest> Limits { get; }
 
     /// <summary>Where to forward: the trunk's next hop or the route's upstream; null means the proxy's default routing.</summary>

@@ -1,7 +1,7 @@
 namespace CallState.Grains.Tests.Infrastructure;
 
 /// <summary>
-/// Routes a call grain's requests to real <see cref="LimitLedger"/> instances, one per key, as the runtime
+/// Routes a call admission's requests to real <see cref="LimitLedger"/> instances, one per key, as the runtime
 /// would (one turn at a time, here simply synchronous). Keys without configured limits are unlimited.
 /// </summary>
 public sealed class InMemoryLimitClient : ILimitGrainClient
@@ -21,7 +21,7 @@ public sealed class InMemoryLimitClient : ILimitGrainClient
     /// <summary>Every request, in order: <c>reserve:trunk/a</c>, <c>release:user/b</c>, ...</summary>
     public List<string> Events => _events;
 
-    /// <summary>When set, every request throws: the process hosting the call grain has died.</summary>
+    /// <summary>When set, every request throws: the process hosting the call's shard has died.</summary>
     public bool Dead { get; set; }
 
     /// <summary>After this many more successful reservations, every request throws (<see cref="Dead"/>).</summary>

@@ -4,7 +4,7 @@ using CallState.Storage.Tests.Infrastructure;
 
 namespace CallState.Grains.Tests.Orleans;
 
-/// <summary>The limit and call grains on real Orleans silos (TestingHost) over real storage (a SQLite file, a PostgreSQL schema).</summary>
+/// <summary>The limit and call-shard grains on real Orleans silos (TestingHost) over real storage (a SQLite file, a PostgreSQL schema).</summary>
 public sealed class GrainClusterTests
 {
     public static TheoryData<string> Storages => new() { "sqlite", "postgres" };
