@@ -49,6 +49,9 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 dotnet build Cluster.sln -c Release --disable-build-servers
 
 export CALLSTATE_PG_BIN=$pg_bin
+# Every test project must run tests: one that discovers none (a broken reference, a filter gone wrong) fails the run.
+CALLSTATE_TEST_PROJECTS=$(find tests -mindepth 2 -maxdepth 2 -name '*.csproj' | wc -l)
+export CALLSTATE_TEST_PROJECTS
 # shellcheck disable=SC2016 # expanded by the inner shell
 unshare -n bash -c '
 set -euo pipefail
@@ -102,6 +105,12 @@ if ((skipped > 0)); then summary+=", $skipped skipped"; fi
 echo "$summary"
 if ((status == 0 && total == 0)); then
     echo "scripts/test.sh: no test ran" >&2
+    status=1
+fi
+# A filtered run (arguments given) may leave projects without tests; a full run may not.
+ran=$(grep -cE "^Total tests: [1-9]" "$log" || true)
+if ((status == 0 && $# == 0 && ran < CALLSTATE_TEST_PROJECTS)); then
+    echo "scripts/test.sh: only $ran of $CALLSTATE_TEST_PROJECTS test projects ran tests" >&2
     status=1
 fi
 exit "$status"

@@ -99,6 +99,7 @@ public static class SiloServiceCollectionExtensions
             o.ProbeTimeout = cluster.ProbeTimeout;
             o.NumMissedProbesLimit = cluster.MissedProbesLimit;
             o.IAmAliveTablePublishTimeout = cluster.IAmAliveInterval;
+            o.TableRefreshTimeout = cluster.TableRefreshInterval;
         });
         if (cluster.Clustering == ClusteringMode.Storage)
         {

@@ -118,10 +118,21 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
             "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "3", "-r", "10", "-l", "3",
             "-timeout", "30s", "-trace_msg"]);
         var stats = await uac.WaitAsync(TimeSpan.FromSeconds(45));
-        output.WriteLine($"{ending}: uac {stats}; uas {uas.Stop()}");
+
+        // sipp writes its statistics every second: wait (bounded) until the callee's show the three calls.
+        await uas.WaitForStatsAsync(callee => callee.Created >= 3, TimeSpan.FromSeconds(5));
+        var callee = uas.Stop();
+        output.WriteLine($"{ending}: uac {stats}; uas {callee}");
+
+        // Judged at the callee: every INVITE reached it (the caller's scenario would also end "successfully" on a refusal).
+        Assert.True(callee.Created == 3, $"{ending}: the callee saw {callee.Created} of 3 calls\n{uas.Describe()}");
         if (ending != "INVITE timeout")
         {
             Assert.True(stats.Successful == 3 && stats.Failed == 0, $"{ending}: {stats}\n{uac.Describe()}");
+        }
+        else
+        {
+            Assert.True(stats.Successful == 0, $"{ending}: a call to a silent callee connected: {stats}\n{uac.Describe()}");
         }
 
         using var limits = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/limits?kind=user"));

@@ -61,6 +61,13 @@ public sealed class OrleansClusterOptions
     /// <summary>How often a silo writes its I-am-alive time to the membership table.</summary>
     public TimeSpan IAmAliveInterval { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// How often a silo reads the membership table (Orleans' default is a minute). A silo that was paused until the others
+    /// declared it dead learns it from this read and stops; until then it still serves the activations it holds beside
+    /// their new ones elsewhere, so the read comes every few seconds (one small query per silo).
+    /// </summary>
+    public TimeSpan TableRefreshInterval { get; set; } = TimeSpan.FromSeconds(5);
+
     /// <summary>Mutual TLS on every silo-to-silo and edge-to-gateway connection (<c>CallState:Orleans:Tls</c>).</summary>
     public OrleansTlsOptions Tls { get; set; } = new();
 
@@ -139,6 +146,11 @@ public sealed class OrleansClusterOptions
         if (IAmAliveInterval <= TimeSpan.Zero)
         {
             yield return $"{path}:IAmAliveInterval must be positive (was {IAmAliveInterval}).";
+        }
+
+        if (TableRefreshInterval <= TimeSpan.Zero)
+        {
+            yield return $"{path}:TableRefreshInterval must be positive (was {TableRefreshInterval}).";
         }
 
         foreach (var error in KubernetesHosting.Validate(this, silo, path, environment ?? Environment.GetEnvironmentVariable))

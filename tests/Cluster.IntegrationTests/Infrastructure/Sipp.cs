@@ -86,6 +86,27 @@ public sealed class Sipp : IAsyncDisposable
         return ReadStats();
     }
 
+    /// <summary>
+    /// Waits (bounded) until this sipp's statistics, written every second, satisfy <paramref name="done"/>; returns the
+    /// last statistics either way. A callee counts a call as created when its INVITE arrives and as successful once its
+    /// scenario ends, which includes the scenario's closing wait for retransmissions.
+    /// </summary>
+    public async Task<SippStats> WaitForStatsAsync(Func<SippStats, bool> done, TimeSpan timeout)
+    {
+        ArgumentNullException.ThrowIfNull(done);
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            var stats = ReadStats();
+            if (done(stats) || DateTime.UtcNow > deadline || _process.HasExited)
+            {
+                return stats;
+            }
+
+            await Task.Delay(250);
+        }
+    }
+
     /// <summary>Stops a server-side sipp (SIGKILL by its id) and returns what it counted.</summary>
     public SippStats Stop()
     {
