@@ -178,8 +178,8 @@ public sealed class CallAdmission
             {
                 // Not new after all: a record exists that was not read. What was reserved may be that call's own slots
                 // (reserving is idempotent), so nothing is given back here; the caller reads the record, asks again,
-                // and then gives back what this attempt took and the call does not hold.
-                await ObserveAllAsync(reservations);
+                // and then gives back what this attempt took and the call does not hold. (Every reservation has
+                // completed: Task.WhenAll above was awaited before the record.)
                 throw new CallRecordExistsException(_callKey, MayHold(limits, reservations).ConvertAll(static l => l.Key));
             }
 
@@ -465,14 +465,6 @@ public sealed class CallAdmission
         }
 
         return held;
-    }
-
-    private static async Task ObserveAllAsync(Task[] tasks)
-    {
-        foreach (var task in tasks)
-        {
-            await ObserveAsync(task);
-        }
     }
 
     /// <summary>

@@ -188,21 +188,16 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
         public CallGrainState State { get; private set; } = new();
 
         /// <summary>A call taken to be new: no record read; its first write is an insert.</summary>
-        public CallAdmission AssumeNew()
-        {
-            State = new CallGrainState();
-            _version = 0;
-            DueAt = null;
-            return new CallAdmission(callKey, this, shard, shard._options.Leases, shard._time, unread: true);
-        }
+        public CallAdmission AssumeNew() => Start(null, unread: true);
 
-        public async Task<CallAdmission> LoadAsync()
+        public async Task<CallAdmission> LoadAsync() => Start(await shard._store.ReadAsync(_id, CancellationToken.None), unread: false);
+
+        private CallAdmission Start(StoredState? stored, bool unread)
         {
-            var stored = await shard._store.ReadAsync(_id, CancellationToken.None);
             State = stored is null ? new CallGrainState() : StateSerializer.DeserializeCall(stored.Data);
             _version = stored?.Version ?? 0;
             DueAt = stored?.DueAt;
-            return new CallAdmission(callKey, this, shard, shard._options.Leases, shard._time);
+            return new CallAdmission(callKey, this, shard, shard._options.Leases, shard._time, unread);
         }
 
         public async Task WriteAsync(DateTimeOffset? dueAt, DateTimeOffset? recoverAt, CancellationToken cancellationToken)
@@ -213,8 +208,7 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
             var write = new StateWrite(_id, _version, StateSerializer.Serialize(State), stored);
             if (!await shard._store.WriteAsync(write, cancellationToken))
             {
-                shard._metrics.StaleWrite(GrainTypes.Call);
-                throw new StaleGrainStateException($"call {callKey} was written by another activation");
+                throw Stale();
             }
 
             _version++;
@@ -230,13 +224,19 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
 
             if (!await shard._store.WriteAsync(new StateWrite(_id, _version, null, null), cancellationToken))
             {
-                shard._metrics.StaleWrite(GrainTypes.Call);
-                throw new StaleGrainStateException($"call {callKey} was written by another activation");
+                throw Stale();
             }
 
             // The in-memory record keeps its phase (Ended, Rejected) while operations on it are queued.
             _version = 0;
             DueAt = null;
+        }
+
+        /// <summary>Another activation wrote the record first: counted, and thrown to the operation's caller.</summary>
+        private StaleGrainStateException Stale()
+        {
+            shard._metrics.StaleWrite(GrainTypes.Call);
+            return new StaleGrainStateException($"call {callKey} was written by another activation");
         }
 
         private static DateTimeOffset? Earliest(DateTimeOffset? a, DateTimeOffset b) => a is { } value && value < b ? value : b;

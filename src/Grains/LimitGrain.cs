@@ -179,14 +179,15 @@ public sealed class LimitGrain : Grain, ILimitGrain
                 }
 
                 var due = ledger.NextDue;
-                if (changed || due != dueBefore || ledger.ChangedCalls.Count > 0 || DueMustMove(due, now))
+                var dueMustMove = DueMustMove(due, now);
+                if (changed || due != dueBefore || ledger.ChangedCalls.Count > 0 || dueMustMove)
                 {
                     // Serialized before the first await: what is written is exactly what this turn decided. The row is
                     // written only when its own data changed, the due time must move earlier (or off a time already past),
                     // or it does not exist yet; otherwise only the changed calls' items are, checked against the fence.
                     var row = StateSerializer.SerializeLimitRow(ledger.State);
                     var items = ItemChanges(ledger);
-                    var writeRow = _version == 0 || items is null || !row.AsSpan().SequenceEqual(_storedRow) || DueMustMove(due, now);
+                    var writeRow = _version == 0 || items is null || !row.AsSpan().SequenceEqual(_storedRow) || dueMustMove;
                     var write = writeRow ? new StateWrite(_id, _version, row, due, items) : StateWrite.ItemsOnly(_id, _version, items!);
                     if (!await _store.WriteAsync(write, CancellationToken.None))
                     {

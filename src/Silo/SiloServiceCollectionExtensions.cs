@@ -31,7 +31,7 @@ public static class SiloServiceCollectionExtensions
         }
 
         services.AddCallStateGrainServices(configuration);
-        services.AddOrleans(silo => ConfigureSilo(silo, cluster, SiloTelemetry.Exports(configuration)));
+        services.AddOrleans(silo => ConfigureSilo(silo, cluster, OtlpExport.IsOn(configuration)));
         services.AddHealthChecks().AddCheck<SiloReadyCheck>("silo", tags: ["ready"]);
         services.AddHostedService<SiloTelemetry>();
         services.ConfigureHttpJsonOptions(o =>

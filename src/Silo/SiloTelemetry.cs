@@ -18,12 +18,9 @@ internal sealed class SiloTelemetry(IConfiguration configuration) : IHostedServi
     private MeterProvider? _meters;
     private TracerProvider? _tracer;
 
-    /// <summary>Whether telemetry is exported (<c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is set).</summary>
-    public static bool Exports(IConfiguration configuration) => !string.IsNullOrEmpty(configuration?["OTEL_EXPORTER_OTLP_ENDPOINT"]);
-
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        if (!Exports(configuration))
+        if (!Hosting.OtlpExport.IsOn(configuration))
         {
             return Task.CompletedTask;
         }

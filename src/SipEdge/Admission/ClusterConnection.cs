@@ -43,7 +43,7 @@ public static class ClusterAdmissionServiceCollectionExtensions
             });
             client.AddClusterConnectionStatusObserver<ClusterConnectionStatus>();
             client.Services.AddSingleton<ILifecycleParticipant<IClusterClientLifecycle>>(sp => sp.GetRequiredService<ClusterConnectionStatus>());
-            if (!string.IsNullOrEmpty(configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+            if (OtlpExport.IsOn(configuration))
             {
                 // Only when traces are exported: propagation costs an activity and request-context copies per call.
                 client.AddActivityPropagation();
