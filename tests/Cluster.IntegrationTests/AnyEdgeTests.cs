@@ -43,13 +43,13 @@ public sealed class AnyEdgeTests(ITestOutputHelper output)
         await edge1.WaitReadyAsync(TimeSpan.FromSeconds(60));
         await edge2.WaitReadyAsync(TimeSpan.FromSeconds(60));
 
-        var users = Path.Combine(Path.GetTempPath(), $"callstate-anyedge-{Guid.NewGuid():N}.csv");
-        await File.WriteAllTextAsync(users, "SEQUENTIAL\nerin\n");
+        var data = Directory.CreateTempSubdirectory("callstate-anyedge-").FullName;
+        var users = StandaloneEdge.UsersFile(data, "erin");
         try
         {
             await using var uac = Sipp.Start("uac", [
                 $"127.0.0.1:{edge1.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", users, "-s", "frank", "-i", "127.0.0.1",
-                "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "1", "-d", "3000", "-timeout", "30s", "-timeout_error"]);
+                "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "1", "-d", "3000", "-timeout", "30s", "-timeout_error"], refusalsFail: true);
 
             // While the call is up the silo counts it on both users.
             Assert.True(await WaitForAsync(silo, total: 1, TimeSpan.FromSeconds(10)), "the call was never counted");
@@ -60,7 +60,7 @@ public sealed class AnyEdgeTests(ITestOutputHelper output)
         }
         finally
         {
-            File.Delete(users);
+            Directory.Delete(data, recursive: true);
         }
     }
 

@@ -27,6 +27,9 @@ public sealed class SiloCrashTests(ITestOutputHelper output)
         var attempted = new ConcurrentDictionary<string, int>();
         var acknowledged = new ConcurrentDictionary<string, int>();
         Exception? firstFailure = null;
+        var inFlight = 0;
+        var cut = 0;
+        int inFlightAtKill;
         string siloOutput;
 
         await using (var silo = SiloProcess.Start(db.Settings))
@@ -48,6 +51,7 @@ public sealed class SiloCrashTests(ITestOutputHelper output)
                     var callKey = $"crash-{n}";
                     var user = n % Users;
                     attempted[callKey] = user;
+                    Interlocked.Increment(ref inFlight);
                     try
                     {
                         var (status, result) = await silo.PostAsync<AdmitResult>("/api/calls/admit", Admit(callKey, user));
@@ -59,8 +63,14 @@ public sealed class SiloCrashTests(ITestOutputHelper output)
                     catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or IOException)
                     {
                         Interlocked.CompareExchange(ref firstFailure, ex, null);
+                        Interlocked.Increment(ref cut);
+
                         // The silo died under this request: its outcome is unknown to us.
                         return;
+                    }
+                    finally
+                    {
+                        Interlocked.Decrement(ref inFlight);
                     }
                 }
             })).ToArray();
@@ -71,12 +81,17 @@ public sealed class SiloCrashTests(ITestOutputHelper output)
                 await Task.Delay(5);
             }
 
+            inFlightAtKill = Volatile.Read(ref inFlight);
             silo.Kill();
             siloOutput = silo.Output;
             await stop.CancelAsync();
             await Task.WhenAll(workers);
         }
 
+        // The kill cut admissions under way: their requests failed without an answer, so their outcome is what
+        // recovery decides below (all of the call's limits, or none).
+        output.WriteLine($"{kind}: {inFlightAtKill} admissions in flight at the kill, {cut} cut by it");
+        Assert.True(cut > 0, $"no admission was in flight at the kill ({inFlightAtKill} counted just before it)");
         Assert.True(acknowledged.Count >= 150, $"only {acknowledged.Count} admissions acknowledged before the kill; first failure: {firstFailure}\nsilo output:\n{siloOutput}");
 
         await using var restarted = SiloProcess.Start(db.Settings);

@@ -1,6 +1,6 @@
-using System.Globalization;
 using System.Text.Json;
 using CallState.Cluster.IntegrationTests.Infrastructure;
+using static CallState.Cluster.IntegrationTests.Infrastructure.StandaloneEdge;
 using Xunit.Abstractions;
 
 namespace CallState.Cluster.IntegrationTests;
@@ -30,7 +30,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StartStandaloneAsync(uasPort);
+        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort);
 
         var users = Path.Combine(_data, "alice.csv");
         await File.WriteAllTextAsync(users, "SEQUENTIAL\nalice\n");
@@ -99,24 +99,24 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
     }
 
     [Theory]
-    [InlineData("uac_rr.xml", "uas_rr.xml", "caller BYE")]
-    [InlineData("uac_answered.xml", "uas_hangup.xml", "callee BYE")]
-    [InlineData("uac_cancel.xml", "uas_ringing.xml", "CANCEL")]
-    [InlineData("uac_rr.xml", "uas_reject.xml", "486 from the callee")]
-    [InlineData("uac_rr.xml", "uas_silent.xml", "INVITE timeout")]
-    public async Task Every_way_a_call_ends_gives_its_slots_back(string callerScenario, string calleeScenario, string ending)
+    [InlineData("uac_rr.xml", "uas_rr.xml", "caller BYE", null)]
+    [InlineData("uac_answered.xml", "uas_hangup.xml", "callee BYE", null)]
+    [InlineData("uac_cancel.xml", "uas_ringing.xml", "CANCEL", null)]
+    [InlineData("uac_rr.xml", "uas_reject.xml", "486 from the callee", "SIP/2.0 486 Busy Here")]
+    [InlineData("uac_rr.xml", "uas_silent.xml", "INVITE timeout", "SIP/2.0 408 Request Timeout")]
+    public async Task Every_way_a_call_ends_gives_its_slots_back(string callerScenario, string calleeScenario, string ending, string? refusal)
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario(calleeScenario), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
 
         // T1 of 50 ms: a silent callee times out (Timer B, 64*T1) in 3.2 s.
-        await using var edge = await StartStandaloneAsync(uasPort, extra: ["--CallState:Sip:T1=00:00:00.050", "--CallState:Sip:T2=00:00:00.400"]);
-        var users = Path.Combine(_data, "carol.csv");
-        await File.WriteAllTextAsync(users, "SEQUENTIAL\ncarol\n");
+        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort, extra: ["--CallState:Sip:T1=00:00:00.050", "--CallState:Sip:T2=00:00:00.400"]);
+
+        // Only the refusal this ending expects ends a call normally; any other (a 503 from the edge) fails it.
         await using var uac = Sipp.Start("uac", [
-            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario(callerScenario), "-inf", users, "-s", "dave", "-i", "127.0.0.1",
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario(callerScenario), "-inf", UsersFile(_data, "carol"), "-s", "dave", "-i", "127.0.0.1",
             "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "3", "-r", "10", "-l", "3",
-            "-timeout", "30s", "-trace_msg"]);
+            "-timeout", "30s", "-trace_msg"], refusalsFail: refusal is null && callerScenario == "uac_rr.xml");
         var stats = await uac.WaitAsync(TimeSpan.FromSeconds(45));
 
         // sipp writes its statistics every second: wait (bounded) until the callee's show the three calls.
@@ -124,15 +124,14 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         var callee = uas.Stop();
         output.WriteLine($"{ending}: uac {stats}; uas {callee}");
 
-        // Judged at the callee: every INVITE reached it (the caller's scenario would also end "successfully" on a refusal).
+        // Judged at the callee: every INVITE reached it.
         Assert.True(callee.Created == 3, $"{ending}: the callee saw {callee.Created} of 3 calls\n{uas.Describe()}");
-        if (ending != "INVITE timeout")
+        Assert.True(stats.Successful == 3 && stats.Failed == 0, $"{ending}: {stats}\n{uac.Describe()}");
+        if (refusal is not null)
         {
-            Assert.True(stats.Successful == 3 && stats.Failed == 0, $"{ending}: {stats}\n{uac.Describe()}");
-        }
-        else
-        {
-            Assert.True(stats.Successful == 0, $"{ending}: a call to a silent callee connected: {stats}\n{uac.Describe()}");
+            var messages = uac.Messages();
+            Assert.Equal(3, Count(messages, refusal));
+            Assert.Equal(0, Count(messages, "SIP/2.0 200 OK"));
         }
 
         using var limits = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/limits?kind=user"));
@@ -150,7 +149,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         // Confirmed: the caller holds the call 20 s without a BYE; Early: the callee rings with no final answer.
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario(calleeScenario), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StartStandaloneAsync(uasPort, extra: [$"--CallState:Grains:Leases:{lease}=00:00:02"]);
+        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort, extra: [$"--CallState:Grains:Leases:{lease}=00:00:02"]);
         var users = Path.Combine(_data, "gina.csv");
         await File.WriteAllTextAsync(users, "SEQUENTIAL\ngina\n");
         await using var uac = Sipp.Start("uac", [
@@ -184,7 +183,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1",
             "-lost", "10", "-default_behaviors", "all,-abortunexp",
             "-max_invite_retrans", "10", "-max_non_invite_retrans", "10"]);
-        await using var edge = await StartStandaloneAsync(uasPort, extra: [
+        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort, extra: [
             "--CallState:Limits:Users:ivan:Total=20", "--CallState:Limits:DefaultUser:Total=20",
             "--CallState:Limits:DefaultUser:Outbound=20", "--CallState:Limits:DefaultUser:Inbound=20"]);
         var users = Path.Combine(_data, "many.csv");
@@ -192,7 +191,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         await using var uac = Sipp.Start("uac", [
             $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", users, "-s", "ivan", "-i", "127.0.0.1",
             "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "100", "-r", "50", "-l", "10", "-lost", "10",
-            "-max_invite_retrans", "10", "-max_non_invite_retrans", "10", "-timeout", "60s", "-timeout_error"]);
+            "-max_invite_retrans", "10", "-max_non_invite_retrans", "10", "-timeout", "60s", "-timeout_error"], refusalsFail: true);
         var stats = await uac.WaitAsync(TimeSpan.FromSeconds(70));
         output.WriteLine($"uac {stats}");
 
@@ -211,7 +210,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
     public async Task An_invite_without_a_from_tag_gets_400_and_reserves_nothing()
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
-        await using var edge = await StartStandaloneAsync(uasPort);
+        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort);
         using var client = new System.Net.Sockets.UdpClient(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
         var local = (System.Net.IPEndPoint)client.Client.LocalEndPoint!;
         var invite = $"INVITE sip:bob@127.0.0.1:{edge.SipPort} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKnotag1\r\n" +
@@ -239,7 +238,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StartStandaloneAsync(uasPort);
+        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort);
         await using var outbound = StartCaller(edge, "alice", "bob", calls: 1, local: "127.0.0.1", holdMs: 10_000);
         await WaitForCountAsync(edge, "user/alice", 1);
 
@@ -274,7 +273,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StartStandaloneAsync(uasPort, trunkNextHop: $"127.0.0.1:{uasPort}");
+        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort, trunkNextHop: $"127.0.0.1:{uasPort}");
 
         // Two calls out through the carrier stay up; then three come in from it: inbound 3 would allow them, total 4 does not.
         await using var outbound = StartCaller(edge, "bob", "+4930777", calls: 2, local: "127.0.0.1", holdMs: 10_000);
@@ -330,27 +329,12 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
             "-timeout", "60s", "-timeout_error", "-trace_msg"]);
     }
 
-    private static async Task WaitForCountAsync(SipEdgeProcess edge, string key, int total)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
-        while (DateTime.UtcNow < deadline)
-        {
-            using var limits = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/limits"));
-            if (limits.RootElement.EnumerateArray().Any(e => e.GetProperty("key").GetString() == key && e.GetProperty("total").GetInt32() == total))
-            {
-                return;
-            }
-            await Task.Delay(100);
-        }
-        Assert.Fail($"{key} never reached {total}");
-    }
-
     private async Task<(SippStats Caller, string Messages, SippStats Callee, SipEdgeProcess Edge)> RunCallsAsync(
         string caller, string called, int calls, string local, string[]? extra = null)
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        var edge = await StartStandaloneAsync(uasPort, trunkNextHop: $"127.0.0.1:{uasPort}", extra: extra);
+        var edge = await StandaloneEdge.StartAsync(_data, uasPort, trunkNextHop: $"127.0.0.1:{uasPort}", extra: extra);
         var users = Path.Combine(_data, "callers.csv");
         await File.WriteAllTextAsync(users, $"SEQUENTIAL\n{caller}\n");
         await using var uac = Sipp.Start("uac", [
@@ -371,54 +355,5 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
             Assert.NotEmpty(limits.RootElement.EnumerateArray());
         }
         await WaitForZeroAsync(edge, TimeSpan.FromSeconds(10), "the calls ended");
-    }
-
-    /// <summary>Every limit's count reaches 0 (BYE, CANCEL and failures release in the background).</summary>
-    private static async Task WaitForZeroAsync(SipEdgeProcess edge, TimeSpan timeout, string what)
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        string last;
-        do
-        {
-            last = await edge.Http.GetStringAsync("/api/limits");
-            using var limits = JsonDocument.Parse(last);
-            if (limits.RootElement.EnumerateArray().All(e => e.GetProperty("total").GetInt32() == 0))
-            {
-                return;
-            }
-            await Task.Delay(200);
-        }
-        while (DateTime.UtcNow < deadline);
-        Assert.Fail($"after {what}, counts are not back to 0: {last}");
-    }
-
-    private async Task<SipEdgeProcess> StartStandaloneAsync(int upstreamPort, string? trunkNextHop = null, string[]? extra = null)
-    {
-        var upstream = $"127.0.0.1:{upstreamPort}";
-        var edge = SipEdgeProcess.Start([
-            .. extra ?? [],
-            "--standalone",
-
-            // The 200 ms default deadline fails calls closed while the whole suite competes for two cores.
-            "--CallState:Admission:Deadline=00:00:05",
-            $"--CallState:Storage:ConnectionString=Data Source={Path.Combine(_data, "callstate.db")}",
-            $"--CallState:Admission:Routes:1:Upstream={upstream}",
-            $"--CallState:Admission:Routes:2:Upstream={upstream}",
-            $"--CallState:Admission:Trunks:carrier:NextHop={trunkNextHop ?? "127.0.0.2:5090"}",
-        ]);
-        await edge.WaitReadyAsync(TimeSpan.FromSeconds(30));
-        return edge;
-    }
-
-    private static string Port(int port) => port.ToString(CultureInfo.InvariantCulture);
-
-    private static int Count(string text, string what)
-    {
-        var count = 0;
-        for (var at = text.IndexOf(what, StringComparison.Ordinal); at >= 0; at = text.IndexOf(what, at + what.Length, StringComparison.Ordinal))
-        {
-            count++;
-        }
-        return count;
     }
 }

@@ -519,6 +519,14 @@ public sealed partial class SipProxy : IDisposable
                 client.TimeoutTimer.Cancel();
                 client.TimeoutTimer = Schedule(_options.TimerC, _onTimerC, client);
             }
+            else if (status > 100 && client.State == ClientState.Proceeding && !client.CancelSent)
+            {
+                // RFC 3261 16.7 step 2: every provisional from 101 to 199 resets Timer C, so a call kept ringing or
+                // playing early media past 3 minutes is not cut while the callee keeps saying so. Once a CANCEL is out,
+                // the timeout timer is its 64*T1 wait for the 487 and stays.
+                client.TimeoutTimer.Cancel();
+                client.TimeoutTimer = Schedule(_options.TimerC, _onTimerC, client);
+            }
             if (status > 100 && server.State == ServerState.Proceeding && client.State == ClientState.Proceeding)
             {
                 SendProvisional(server, BuildForwardedResponse(m), status);

@@ -253,6 +253,31 @@ public sealed class ClusterRig : IAsyncDisposable
             "-l", Port(limit), "-d", Port(holdMs), "-timeout", "120s", "-timeout_error", "-recv_timeout", "40s", "-trace_msg", "-default_behaviors", "all,-abortunexp"]);
     }
 
+    /// <summary>
+    /// Waits until what the callee saw satisfies <paramref name="done"/> and returns it; past <paramref name="timeout"/>
+    /// the test fails, naming <paramref name="what"/>. Faults are injected at a state of the load, not after a fixed delay.
+    /// </summary>
+    public async Task<CallOracle> WaitForCallsAsync(Func<CallOracle, bool> done, TimeSpan timeout, string what)
+    {
+        ArgumentNullException.ThrowIfNull(done);
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            var oracle = CallOracle.From(Uas.LogLines());
+            if (done(oracle))
+            {
+                return oracle;
+            }
+
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"not within {timeout}: {what}; the callee saw {oracle}\n{Describe()}");
+            }
+
+            await Task.Delay(250);
+        }
+    }
+
     /// <summary>Every stored limit's total, read through a live silo's admin API (committed state).</summary>
     public async Task<Dictionary<string, int>> TotalsAsync()
     {

@@ -1,14 +1,10 @@
 using System.Net;
-using System.Net.Sockets;
 
 namespace CallState.Cluster.IntegrationTests.Infrastructure;
 
 /// <summary>A real SIP edge process (the built CallState.SipEdge.dll) on loopback ports.</summary>
 public sealed class SipEdgeProcess : IAsyncDisposable
 {
-    /// <summary>Every port <see cref="FreeUdpAndTcpPort"/> returned in this test run.</summary>
-    private static readonly HashSet<int> HandedOut = [];
-
     private readonly HostProcess _host;
     private readonly HttpClient _http;
 
@@ -86,38 +82,6 @@ public sealed class SipEdgeProcess : IAsyncDisposable
         return ValueTask.CompletedTask;
     }
 
-    /// <summary>
-    /// A loopback port free for both UDP and TCP (the edge listens on both), drawn below the kernel's ephemeral
-    /// range (32768 and up) so a socket some other test binds to port 0 cannot take it between the pick and the bind,
-    /// and never handed out twice in this test run: a rig picks its ports before it starts its processes, and tests of
-    /// other classes run meanwhile.
-    /// </summary>
-    public static int FreeUdpAndTcpPort()
-    {
-        for (var attempt = 0; attempt < 200; attempt++)
-        {
-            var port = Random.Shared.Next(20_000, 32_000);
-            lock (HandedOut)
-            {
-                if (HandedOut.Contains(port))
-                {
-                    continue;
-                }
-
-                try
-                {
-                    using var tcp = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                    tcp.Bind(new IPEndPoint(IPAddress.Loopback, port));
-                    using var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-                    udp.Bind(new IPEndPoint(IPAddress.Loopback, port));
-                    HandedOut.Add(port);
-                    return port;
-                }
-                catch (SocketException)
-                {
-                }
-            }
-        }
-        throw new InvalidOperationException("no port free for both UDP and TCP on 127.0.0.1");
-    }
+    /// <summary>A loopback port free for both UDP and TCP (the edge listens on both), from the test run's allocator.</summary>
+    public static int FreeUdpAndTcpPort() => CallState.Testing.TestPorts.FreeUdpAndTcp();
 }

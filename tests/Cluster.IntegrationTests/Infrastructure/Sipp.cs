@@ -37,12 +37,30 @@ public sealed class Sipp : IAsyncDisposable
         }
     }
 
-    /// <summary>Starts sipp with <paramref name="args"/> in a fresh directory, writing its statistics and errors there.</summary>
-    public static Sipp Start(string name, IEnumerable<string> args)
+    /// <summary>
+    /// Starts sipp with <paramref name="args"/> in a fresh directory, writing its statistics and errors there. With
+    /// <paramref name="refusalsFail"/>, the scenario given with <c>-sf</c> runs without its optional receives that go to
+    /// <c>next="rejected"</c> (a copy in that directory), so a refusal the caller did not expect is an unexpected
+    /// message and fails the call instead of ending it normally.
+    /// </summary>
+    public static Sipp Start(string name, IEnumerable<string> args, bool refusalsFail = false)
     {
+        ArgumentNullException.ThrowIfNull(args);
         var sipp = Which("sipp") ?? throw new InvalidOperationException(
             "sipp is not installed (Debian package sip-tester); scripts/test.sh installs it");
         var dir = Directory.CreateTempSubdirectory("callstate-sipp-").FullName;
+        var list = args.ToList();
+        if (refusalsFail)
+        {
+            var at = list.IndexOf("-sf") + 1;
+            Assert.True(at > 0 && at < list.Count, "refusalsFail needs a scenario given with -sf");
+            var strict = Path.Combine(dir, "strict-" + Path.GetFileName(list[at]));
+            var lines = File.ReadAllLines(list[at]);
+            var kept = lines.Where(l => !l.Contains("next=\"rejected\"", StringComparison.Ordinal)).ToArray();
+            Assert.True(kept.Length < lines.Length, $"{list[at]} has no receive that goes to \"rejected\"");
+            File.WriteAllLines(strict, kept);
+            list[at] = strict;
+        }
         var info = new ProcessStartInfo(sipp)
         {
             WorkingDirectory = dir,
@@ -51,7 +69,7 @@ public sealed class Sipp : IAsyncDisposable
             RedirectStandardInput = false,
             UseShellExecute = false,
         };
-        foreach (var arg in args)
+        foreach (var arg in list)
         {
             info.ArgumentList.Add(arg);
         }

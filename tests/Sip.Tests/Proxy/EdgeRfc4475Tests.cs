@@ -19,13 +19,17 @@ public sealed class RunningEdge : IAsyncLifetime, IAsyncDisposable
 
     public Task InitializeAsync()
     {
-        var port = Ports.FreeUdpAndTcp();
+        var port = CallState.Testing.TestPorts.FreeUdpAndTcp();
         Endpoint = new SipEndpoint(new SipProxyOptions
         {
             ListenAddress = "127.0.0.1",
             Port = port,
             DefaultUpstream = Upstream.EndPoint.ToString(),
             SymmetricResponses = true,
+
+            // One receive loop handles datagrams in the order they arrive, so a later message's outcome shows that an
+            // earlier one's is complete (see EdgeRfc4475Tests.AssertQuiet).
+            UdpReceiveLoops = 1,
         });
         Endpoint.Start();
         Address = new IPEndPoint(IPAddress.Loopback, port);
@@ -49,8 +53,6 @@ public sealed class RunningEdge : IAsyncLifetime, IAsyncDisposable
 /// </summary>
 public sealed class EdgeRfc4475Tests
 {
-    private static readonly TimeSpan Quiet = TimeSpan.FromMilliseconds(300);
-
     private static readonly Dictionary<string, int> Answers = new()
     {
         ["badinv01"] = 400, ["clerr"] = 400, ["ncl"] = 400, ["scalar02"] = 400, ["quotbal"] = 400, ["ltgtruri"] = 400,
@@ -78,15 +80,14 @@ public sealed class EdgeRfc4475Tests
 
         if (Responses.Contains(name))
         {
-            Assert.Null(edge.Upstream.Receive(marker, Quiet));
-            Assert.Null(edge.Client.Receive(marker, TimeSpan.Zero));
+            AssertQuiet(edge, marker, toClient: true);
         }
         else if (Answers.TryGetValue(name, out var status))
         {
             // The answer copies the request's fields, so it may be as malformed as they are: only its status line is read.
             using var answer = ExpectFinal(edge.Client, marker, name);
             Assert.Equal(status, answer.StatusCode);
-            Assert.Null(edge.Upstream.Receive(marker, Quiet));
+            AssertQuiet(edge, marker, toClient: false);
             if (name == "bext01")
             {
                 var unsupported = answer.Fields.ToArray().Single(f => Encoding.ASCII.GetString(answer[f.Name]) == "Unsupported");
@@ -130,8 +131,34 @@ public sealed class EdgeRfc4475Tests
             edge.Address);
         using var answer = edge.Client.Expect(callId);
         Assert.Equal(200, answer.StatusCode);
-        Assert.Null(edge.Upstream.Receive(callId, Quiet));
+        AssertQuiet(edge, callId, toClient: false);
     }
+
+    /// <summary>
+    /// Nothing containing <paramref name="marker"/> was forwarded to the next hop (nor, with <paramref name="toClient"/>,
+    /// answered to the client): decided by barriers, not by a quiet time. The edge handles one datagram at a time in
+    /// order, so once its answers to two later probes have arrived (an OPTIONS for a user, forwarded to the next hop,
+    /// and an OPTIONS for the edge itself, answered to the client), whatever it did with the earlier message is in.
+    /// </summary>
+    private static void AssertQuiet(RunningEdge edge, string marker, bool toClient)
+    {
+        var probe = "probe-" + Guid.NewGuid().ToString("N");
+        edge.Client.Send(Options(edge, $"sip:probe@{edge.Address}", probe + "-hop"), edge.Address);
+        edge.Client.Send(Options(edge, $"sip:{edge.Address}", probe + "-self"), edge.Address);
+        var upstream = edge.Upstream.ReceiveThrough(probe + "-hop", TimeSpan.FromSeconds(5));
+        Assert.DoesNotContain(upstream, d => Contains(d, marker));
+        var client = edge.Client.ReceiveThrough(probe + "-self", TimeSpan.FromSeconds(5));
+        if (toClient)
+        {
+            Assert.DoesNotContain(client, d => Contains(d, marker));
+        }
+    }
+
+    private static string Options(RunningEdge edge, string uri, string callId) =>
+        $"OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {edge.Client.EndPoint};branch=z9hG4bK{callId}\r\n" +
+        $"From: <sip:lb@127.0.0.1>;tag=1\r\nTo: <{uri}>\r\nCall-ID: {callId}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+
+    private static bool Contains(byte[] datagram, string marker) => datagram.AsSpan().IndexOf(Encoding.UTF8.GetBytes(marker)) >= 0;
 
     private static SipMessage ExpectFinal(UdpPeer peer, string marker, string what)
     {

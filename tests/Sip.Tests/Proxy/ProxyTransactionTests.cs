@@ -372,6 +372,312 @@ public sealed class ProxyTransactionTests : IDisposable
     }
 
     [Fact]
+    public void Timer_C_cancels_an_admitted_call_ringing_too_long_answers_408_and_reports_it_failed_once()
+    {
+        var policy = new RecordingPolicy();
+        using var proxy = PolicyProxy(policy);
+        Deliver(proxy, Invite("tc1"), Caller);
+        Assert.Equal(100, _sent.Take(Caller).StatusCode);
+        var forwarded = _sent.Take(Upstream);
+        Deliver(proxy, Response(forwarded, 180, "Ringing", "callee"), Upstream);
+        Assert.Equal(180, _sent.Take(Caller).StatusCode);
+
+        // The 180 replaced Timer B with Timer C (3 minutes by default): nothing happens at 64*T1 nor until then.
+        _clock.Advance(new SipProxyOptions().TimerC - TimeSpan.FromMilliseconds(100));
+        Assert.Empty(_sent.All);
+        Assert.Empty(policy.Events);
+
+        // RFC 3261 16.6 step 11 / 16.8: Timer C cancels the branch and the proxy answers the caller 408 itself.
+        _clock.Advance(TimeSpan.FromMilliseconds(100));
+        var cancel = _sent.Take(Upstream);
+        Assert.Equal(SipMethod.Cancel, cancel.Method);
+        Assert.Equal(Text(forwarded, forwarded.TopVia.Branch), Text(cancel, cancel.TopVia.Branch));
+        Assert.Equal(forwarded.CSeq, cancel.CSeq);
+        var timeout = _sent.Take(Caller);
+        Assert.Equal(408, timeout.StatusCode);
+        Assert.False(timeout.ToTag.IsEmpty);
+        Assert.Empty(_sent.All);
+        Assert.Equal(["failed tc1/atc1 408"], policy.Events);
+
+        // The callee's 487 that follows is ACKed hop by hop but never reaches the caller, who already has its 408,
+        // and the call is not reported a second time.
+        Deliver(proxy, Response(cancel, 200, "OK", "callee"), Upstream);
+        Deliver(proxy, Response(forwarded, 487, "Request Terminated", "callee"), Upstream);
+        var ack = _sent.Take(Upstream);
+        Assert.Equal(SipMethod.Ack, ack.Method);
+        Assert.Equal(Text(forwarded, forwarded.TopVia.Branch), Text(ack, ack.TopVia.Branch));
+        Deliver(proxy, Ack("tc1", Text(timeout, timeout.ToTag)), Caller);
+        Assert.Empty(_sent.All);
+        _clock.Advance(TimeSpan.FromSeconds(40));
+        Assert.Empty(_sent.All);
+        Assert.Equal(["failed tc1/atc1 408"], policy.Events);
+        Assert.Equal(0, proxy.ServerTransactionCount + proxy.ClientTransactionCount);
+        Assert.Equal(0, _wheel.CallbackErrors);
+    }
+
+    [Fact]
+    public void A_later_provisional_restarts_Timer_C()
+    {
+        var policy = new RecordingPolicy();
+        using var proxy = PolicyProxy(policy);
+        Deliver(proxy, Invite("tc2"), Caller);
+        _sent.Take(Caller);
+        var forwarded = _sent.Take(Upstream);
+        Deliver(proxy, Response(forwarded, 180, "Ringing", "callee"), Upstream);
+        Assert.Equal(180, _sent.Take(Caller).StatusCode);
+        _clock.Advance(TimeSpan.FromMinutes(2));
+        Deliver(proxy, Response(forwarded, 183, "Session Progress", "callee"), Upstream);
+        Assert.Equal(183, _sent.Take(Caller).StatusCode);
+
+        // RFC 3261 16.7 step 2: a provisional other than 100 MUST reset Timer C, so the call rings on for Timer C
+        // after the 183, not after the 180.
+        _clock.Advance(new SipProxyOptions().TimerC - TimeSpan.FromMilliseconds(100));
+        Assert.True(_sent.All.Count == 0, "sent before Timer C ran out after the 183: " + _sent.Describe());
+        Assert.Empty(policy.Events);
+        _clock.Advance(TimeSpan.FromMilliseconds(100));
+        Assert.Equal(SipMethod.Cancel, _sent.Take(Upstream).Method);
+        Assert.Equal(408, _sent.Take(Caller).StatusCode);
+        Assert.Equal(["failed tc2/atc2 408"], policy.Events);
+    }
+
+    [Fact]
+    public void A_forwarded_cancel_the_next_hop_never_answers_gets_the_caller_487_after_64_T1_and_the_call_reported_failed_once()
+    {
+        var policy = new RecordingPolicy();
+        using var proxy = PolicyProxy(policy);
+        Deliver(proxy, Invite("cn1"), Caller);
+        _sent.Take(Caller);
+        var forwarded = _sent.Take(Upstream);
+        Deliver(proxy, Response(forwarded, 180, "Ringing", "callee"), Upstream);
+        Assert.Equal(180, _sent.Take(Caller).StatusCode);
+        Deliver(proxy, Request("CANCEL", "sip:service@127.0.0.1:5060", "cn1", "z9hG4bKcn1", cseq: "1 CANCEL"), Caller);
+        Assert.Equal(200, _sent.Take(Caller).StatusCode);
+        Assert.Equal(SipMethod.Cancel, _sent.Take(Upstream).Method);
+
+        // Silence downstream: the CANCEL is retransmitted by Timer E (the INVITE, proceeding, is not), the caller hears
+        // nothing until 64*T1 after the CANCEL went.
+        var cancelsAt = new List<double>();
+        for (var i = 0; i < 319; i++)
+        {
+            _clock.Advance(TimeSpan.FromMilliseconds(100));
+            while (_sent.TryTake(Upstream, out var m))
+            {
+                Assert.Equal(SipMethod.Cancel, m.Method);
+                cancelsAt.Add(Math.Round(_clock.Elapsed().TotalSeconds * 10) / 10);
+            }
+        }
+        Assert.Equal([0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5], cancelsAt);
+        Assert.Equal(0, _sent.Count(Caller));
+        Assert.Empty(policy.Events);
+
+        _clock.Advance(TimeSpan.FromMilliseconds(200));
+        var terminated = _sent.Take(Caller);
+        Assert.Equal(487, terminated.StatusCode);
+        Assert.Empty(_sent.All);
+        Assert.Equal(["failed cn1/acn1 487"], policy.Events);
+
+        // A 487 arriving after that has no transaction left: dropped, not forwarded, not reported again.
+        Deliver(proxy, Ack("cn1", Text(terminated, terminated.ToTag)), Caller);
+        Deliver(proxy, Response(forwarded, 487, "Request Terminated", "callee"), Upstream);
+        Assert.Empty(_sent.All);
+        _clock.Advance(TimeSpan.FromSeconds(40));
+        Assert.Empty(_sent.All);
+        Assert.Equal(["failed cn1/acn1 487"], policy.Events);
+        Assert.Equal(0, proxy.ServerTransactionCount + proxy.ClientTransactionCount);
+    }
+
+    [Fact]
+    public void A_cancel_before_any_provisional_never_goes_downstream_and_Timer_B_answers_the_caller_487()
+    {
+        var policy = new RecordingPolicy();
+        using var proxy = PolicyProxy(policy);
+        Deliver(proxy, Invite("cn2"), Caller);
+        _sent.Take(Caller);
+        _sent.Take(Upstream);
+        Deliver(proxy, Request("CANCEL", "sip:service@127.0.0.1:5060", "cn2", "z9hG4bKcn2", cseq: "1 CANCEL"), Caller);
+        Assert.Equal(200, _sent.Take(Caller).StatusCode);
+
+        // RFC 3261 9.1: no CANCEL before a provisional; the INVITE goes on being retransmitted (Timer A).
+        var upstream = new List<SipMethod>();
+        for (var i = 0; i < 319; i++)
+        {
+            _clock.Advance(TimeSpan.FromMilliseconds(100));
+            while (_sent.TryTake(Upstream, out var m))
+            {
+                upstream.Add(m.Method);
+            }
+        }
+        Assert.Equal(Enumerable.Repeat(SipMethod.Invite, 6), upstream);
+        Assert.Equal(0, _sent.Count(Caller));
+
+        // Timer B: the cancelled INVITE is answered 487, not 408.
+        _clock.Advance(TimeSpan.FromMilliseconds(200));
+        Assert.Equal(487, _sent.Take(Caller).StatusCode);
+        Assert.Empty(_sent.All);
+        Assert.Equal(["failed cn2/acn2 487"], policy.Events);
+    }
+
+    [Fact]
+    public void An_invite_whose_next_hop_is_unreachable_gets_503_without_Retry_After_and_the_call_reported_failed()
+    {
+        var policy = new RecordingPolicy();
+        using var proxy = PolicyProxy(policy);
+        _sent.Unreachable(Upstream);
+        Deliver(proxy, Invite("te1"), Caller);
+        Assert.Equal(100, _sent.Take(Caller).StatusCode);
+        _sent.WaitForFailureCallbacks();
+
+        // RFC 3261 16.9: a transport error counts as a 503 from that branch.
+        var unavailable = _sent.Take(Caller);
+        Assert.Equal(503, unavailable.StatusCode);
+        Assert.Equal("Service Unavailable (next hop unreachable)", Text(unavailable, unavailable.ReasonPhrase));
+        Assert.False(unavailable.Has(SipHeaderKind.RetryAfter));
+        Assert.Empty(_sent.All);
+        Assert.Equal(["failed te1/ate1 503"], policy.Events);
+
+        // The failed branch is given up: no Timer A retransmission to the dead hop, no Timer B 408 after the 503.
+        Deliver(proxy, Ack("te1", Text(unavailable, unavailable.ToTag)), Caller);
+        _clock.Advance(TimeSpan.FromSeconds(40));
+        Assert.Empty(_sent.All);
+        var attempt = Assert.Single(_sent.Failed);
+        Assert.Equal(SipMethod.Invite, Parse(attempt.Bytes).Method);
+        Assert.Equal(["failed te1/ate1 503"], policy.Events);
+        Assert.Equal(0, proxy.ServerTransactionCount + proxy.ClientTransactionCount);
+    }
+
+    [Theory]
+    [InlineData("OPTIONS")]
+    [InlineData("MESSAGE")]
+    public void A_non_invite_whose_next_hop_is_unreachable_gets_503_and_its_retransmission_the_same(string method)
+    {
+        var callee = new IPEndPoint(IPAddress.Loopback, 5092);
+        _sent.Unreachable(callee);
+        var request = Request(method, "sip:bob@127.0.0.1:5092;transport=tcp", "te2", "z9hG4bKte2", cseq: "1 " + method);
+        Receive(request, Caller);
+        _sent.WaitForFailureCallbacks();
+        var unavailable = _sent.Take(Caller);
+        Assert.Equal(503, unavailable.StatusCode);
+        Assert.Equal("Service Unavailable (next hop unreachable)", Text(unavailable, unavailable.ReasonPhrase));
+        Assert.Equal(method, Text(unavailable, unavailable.CSeqMethodToken));
+        Assert.Empty(_sent.All);
+
+        // The retransmitted request meets the completed transaction: the 503 again, no second try of the dead hop.
+        Receive(request, Caller);
+        Assert.Equal(503, _sent.Take(Caller).StatusCode);
+        _clock.Advance(TimeSpan.FromSeconds(40));
+        Assert.Empty(_sent.All);
+        var attempt = Assert.Single(_sent.Failed);
+        Assert.Equal(SipTransportKind.Tcp, attempt.Target.Transport);
+        Assert.Equal(0, _proxy.ServerTransactionCount + _proxy.ClientTransactionCount);
+    }
+
+    /// <summary>How a policy fails to decide.</summary>
+    public enum PolicyFault
+    {
+        ThrowsSynchronously,
+        ReturnsFaultedTask,
+        FaultsLater,
+    }
+
+    [Theory]
+    [InlineData(PolicyFault.ThrowsSynchronously)]
+    [InlineData(PolicyFault.ReturnsFaultedTask)]
+    [InlineData(PolicyFault.FaultsLater)]
+    public void A_failing_policy_gets_the_caller_503_with_Retry_After_forwards_nothing_and_the_next_invite_still_goes(PolicyFault fault)
+    {
+        var later = new TaskCompletionSource<CallDecision>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var policy = new RecordingPolicy();
+        switch (fault)
+        {
+            case PolicyFault.ThrowsSynchronously:
+                policy.Decide = _ => throw new InvalidOperationException("grains unreachable");
+                break;
+            case PolicyFault.ReturnsFaultedTask:
+                policy.Pending = Task.FromException<CallDecision>(new TimeoutException("grains unreachable"));
+                break;
+            default:
+                policy.Pending = later.Task;
+                break;
+        }
+        using var proxy = PolicyProxy(policy);
+        Deliver(proxy, Invite("pf1"), Caller);
+        Assert.Equal(100, _sent.Take(Caller).StatusCode);
+        later.TrySetException(new TimeoutException("grains unreachable"));
+        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Caller) > 0, TimeSpan.FromSeconds(5)), "the caller got no final answer");
+
+        var refused = _sent.Take(Caller);
+        Assert.Equal(503, refused.StatusCode);
+        Assert.Equal("Service Unavailable", Text(refused, refused.ReasonPhrase));
+        Assert.Equal("5", Header(refused, SipHeaderKind.RetryAfter));
+        Assert.Empty(_sent.All);
+        Assert.Empty(policy.Events);
+
+        // A retransmission gets the 503 again; the policy is not asked twice.
+        Deliver(proxy, Invite("pf1"), Caller);
+        Assert.Equal(503, _sent.Take(Caller).StatusCode);
+        Assert.Empty(_sent.All);
+        Assert.Equal(1, policy.Asked);
+
+        // The proxy goes on: with the policy deciding again, the next INVITE is admitted and forwarded.
+        policy.Decide = null;
+        policy.Pending = null;
+        Deliver(proxy, Invite("pf2"), Caller);
+        Assert.Equal(100, _sent.Take(Caller).StatusCode);
+        var forwarded = _sent.Take(Upstream);
+        Assert.Equal("pf2", Text(forwarded, forwarded.CallId));
+        Assert.Equal(2, policy.Asked);
+        Deliver(proxy, Response(forwarded, 200, "OK", "callee"), Upstream);
+        Assert.Equal(200, _sent.Take(Caller).StatusCode);
+        Assert.Equal(["answered pf2/apf2"], policy.Events);
+        Assert.Equal(0, _wheel.CallbackErrors);
+    }
+
+    [Theory]
+    [InlineData("INVITE", false, 200)]
+    [InlineData("INVITE", true, 200)]
+    [InlineData("UPDATE", false, 200)]
+    [InlineData("UPDATE", true, 200)]
+    [InlineData("INVITE", false, 491)]
+    [InlineData("UPDATE", true, 500)]
+    public void An_in_dialog_refresh_is_forwarded_and_reported_on_the_request_naming_the_caller(string method, bool fromCallee, int status)
+    {
+        var policy = new RecordingPolicy();
+        using var proxy = PolicyProxy(policy);
+        Deliver(proxy, Invite("rf1"), Caller);
+        _sent.Take(Caller);
+        var invite = _sent.Take(Upstream);
+        var recordRoute = Header(invite, SipHeaderKind.RecordRoute);
+        Assert.Equal("<sip:192.0.2.80:5060;lr;cs-tag=arf1>", recordRoute);
+        Deliver(proxy, Response(invite, 200, "OK", "callee"), Upstream);
+        Assert.Equal(200, _sent.Take(Caller).StatusCode);
+        Assert.Equal(["answered rf1/arf1"], policy.Events);
+
+        var (sender, receiver) = fromCallee ? (Upstream, Caller) : (Caller, Upstream);
+        Deliver(proxy, InDialog(method, "rf1", fromCallee, recordRoute), sender);
+        if (method == "INVITE")
+        {
+            Assert.Equal(100, _sent.Take(sender).StatusCode);
+        }
+        var forwarded = _sent.Take(receiver);
+        Assert.Equal(method, Text(forwarded, forwarded.MethodToken));
+        Assert.Equal(2, forwarded.ViaCount);
+        Assert.False(forwarded.Has(SipHeaderKind.Route));
+        Assert.False(forwarded.Has(SipHeaderKind.RecordRoute));
+        Assert.Empty(_sent.All);
+
+        // Reported as the request passes, before any answer, with the caller's tag whichever side sent it.
+        Assert.Equal(["answered rf1/arf1", "refresh rf1/arf1"], policy.Events);
+
+        // Its answer, 2xx or not, reports nothing more: no second refresh, no answer, and a refused refresh does
+        // not end the call.
+        Deliver(proxy, Response(forwarded, status, status == 200 ? "OK" : "Refused", "unused"), receiver);
+        var answer = _sent.Take(sender);
+        Assert.Equal(status, answer.StatusCode);
+        Assert.Equal(method, Text(answer, answer.CSeqMethodToken));
+        Assert.Equal(["answered rf1/arf1", "refresh rf1/arf1"], policy.Events);
+    }
+
+    [Fact]
     public void Mutated_messages_never_throw_out_of_the_proxy()
     {
         var random = new Random(4475);
@@ -399,6 +705,28 @@ public sealed class ProxyTransactionTests : IDisposable
     }
 
     private void Receive(byte[] bytes, IPEndPoint from) => Deliver(_proxy, bytes, from);
+
+    /// <summary>A proxy on this test's clock and sender that asks <paramref name="policy"/> about each initial INVITE.</summary>
+    private SipProxy PolicyProxy(RecordingPolicy policy) =>
+        new(new SipProxyOptions { DefaultUpstream = Upstream.ToString(), AdvertisedHost = "192.0.2.80" }, _sent, _wheel, policy: policy);
+
+    /// <summary>
+    /// A request inside the dialog of call <paramref name="callId"/> (caller tag <c>a{callId}</c>, callee tag <c>callee</c>),
+    /// from the caller or the callee, with the Route the proxy's Record-Route taught both.
+    /// </summary>
+    private static byte[] InDialog(string method, string callId, bool fromCallee, string route)
+    {
+        var caller = $"<sip:alice@127.0.0.1:5061>;tag=a{callId}";
+        const string Callee = "<sip:service@127.0.0.1:5060>;tag=callee";
+        var (uri, via, from, to, contact) = fromCallee
+            ? ("sip:alice@127.0.0.1:5061", "127.0.0.1:5090", Callee, caller, "sip:callee@127.0.0.1:5090")
+            : ("sip:callee@127.0.0.1:5090", "127.0.0.1:5061", caller, Callee, "sip:alice@127.0.0.1:5061");
+        var body = method == "INVITE" ? "v=0\r\n" : "";
+        return Encoding.ASCII.GetBytes(
+            $"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK{method}{fromCallee}\r\nRoute: {route}\r\n" +
+            $"From: {from}\r\nTo: {to}\r\nCall-ID: {callId}\r\nCSeq: 2 {method}\r\nContact: <{contact}>\r\nMax-Forwards: 70\r\n" +
+            $"Content-Length: {body.Length}\r\n\r\n{body}");
+    }
 
     private static void Deliver(SipProxy proxy, byte[] bytes, IPEndPoint from)
     {
@@ -493,13 +821,70 @@ public sealed class ProxyTransactionTests : IDisposable
 
     private sealed class CapturingSender : ISipSender
     {
+        private readonly HashSet<IPEndPoint> _unreachable = [];
+        private readonly List<Task> _failures = [];
+
         public List<(SipTarget Target, byte[] Bytes)> All { get; } = [];
+
+        /// <summary>Sends to an unreachable address: never in <see cref="All"/>.</summary>
+        public List<(SipTarget Target, byte[] Bytes)> Failed { get; } = [];
+
+        /// <summary>
+        /// Every later send to <paramref name="to"/> fails: it goes to <see cref="Failed"/> and its onFailure runs once
+        /// on another thread, as <see cref="ISipSender.Send"/> says a failed TCP connect does.
+        /// </summary>
+        public void Unreachable(IPEndPoint to)
+        {
+            lock (All)
+            {
+                _unreachable.Add(to);
+            }
+        }
 
         public void Send(in SipTarget target, byte[] message, Action? onFailure = null)
         {
             lock (All)
             {
-                All.Add((target, message));
+                if (!_unreachable.Contains(target.EndPoint))
+                {
+                    All.Add((target, message));
+                    return;
+                }
+                Failed.Add((target, message));
+                if (onFailure is not null)
+                {
+                    _failures.Add(Task.Run(onFailure));
+                }
+            }
+        }
+
+        /// <summary>Waits (bounded) until every onFailure called so far has returned; one that threw fails the test.</summary>
+        public void WaitForFailureCallbacks()
+        {
+            Task[] failures;
+            lock (All)
+            {
+                failures = [.. _failures];
+            }
+            Assert.NotEmpty(failures);
+            Assert.True(SpinWait.SpinUntil(() => failures.All(t => t.IsCompleted), TimeSpan.FromSeconds(5)), "a failure callback did not return");
+            Assert.All(failures, t => Assert.Null(t.Exception));
+        }
+
+        /// <summary>Each message not taken yet: where to and its start line.</summary>
+        public string Describe()
+        {
+            lock (All)
+            {
+                return string.Join("; ", All.Select(x => $"{x.Target} {Encoding.ASCII.GetString(x.Bytes.AsSpan(0, x.Bytes.AsSpan().IndexOf((byte)'\r')))}"));
+            }
+        }
+
+        public int Count(IPEndPoint to)
+        {
+            lock (All)
+            {
+                return All.Count(x => x.Target.EndPoint.Equals(to));
             }
         }
 

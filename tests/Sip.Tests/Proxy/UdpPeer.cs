@@ -46,6 +46,28 @@ internal sealed class UdpPeer : IDisposable
         }
     }
 
+    /// <summary>
+    /// Every datagram received up to and including the first containing <paramref name="marker"/>; fails the test if
+    /// that one does not come within <paramref name="timeout"/>. What a barrier message proves arrived before it.
+    /// </summary>
+    public List<byte[]> ReceiveThrough(string marker, TimeSpan timeout)
+    {
+        var needle = Encoding.UTF8.GetBytes(marker);
+        var deadline = DateTime.UtcNow + timeout;
+        var seen = new List<byte[]>();
+        while (true)
+        {
+            var left = deadline - DateTime.UtcNow;
+            byte[]? datagram = null;
+            Assert.True(left > TimeSpan.Zero && _received.TryTake(out datagram, left), $"no message containing '{marker}' arrived at {EndPoint}");
+            seen.Add(datagram!);
+            if (datagram.AsSpan().IndexOf(needle) >= 0)
+            {
+                return seen;
+            }
+        }
+    }
+
     /// <summary>Receives and parses the next message containing <paramref name="marker"/>; fails the test if none comes.</summary>
     public SipMessage Expect(string marker, TimeSpan? timeout = null, string? what = null)
     {
@@ -90,29 +112,5 @@ internal sealed class UdpPeer : IDisposable
                 return;
             }
         }
-    }
-}
-
-internal static class Ports
-{
-    /// <summary>A loopback port free for both UDP and TCP.</summary>
-    public static int FreeUdpAndTcp()
-    {
-        for (var attempt = 0; attempt < 50; attempt++)
-        {
-            using var tcp = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            tcp.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            var port = ((IPEndPoint)tcp.LocalEndPoint!).Port;
-            try
-            {
-                using var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-                udp.Bind(new IPEndPoint(IPAddress.Loopback, port));
-                return port;
-            }
-            catch (SocketException)
-            {
-            }
-        }
-        throw new InvalidOperationException("no port free for both UDP and TCP on 127.0.0.1");
     }
 }
