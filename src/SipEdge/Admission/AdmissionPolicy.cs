@@ -62,12 +62,13 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
         var options = classifier.Options;
         var started = _time.GetTimestamp();
         AdmitResult result;
-        using (var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+        // The deadline runs on the injected clock; the proxy's token (the call cancelled while deciding) cancels too.
+        using (var deadline = new CancellationTokenSource(options.Deadline, _time))
+        using (var linked = cancellationToken.CanBeCanceled ? CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, deadline.Token) : null)
         {
-            deadline.CancelAfter(options.Deadline);
             try
             {
-                result = await _client.AdmitAsync(call.CallKey, call.Limits, deadline.Token).ConfigureAwait(false);
+                result = await _client.AdmitAsync(call.CallKey, call.Limits, linked?.Token ?? deadline.Token).ConfigureAwait(false);
             }
 #pragma warning disable CA1031 // no answer of any kind (deadline, no gateway, a silo or the storage failing) is the tier unavailable
             catch (Exception ex)

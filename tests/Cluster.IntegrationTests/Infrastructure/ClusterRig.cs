@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using CallState.Storage;
@@ -317,7 +318,39 @@ public sealed class ClusterRig : IAsyncDisposable
             await Task.Delay(250);
         }
 
-        return last.Length == 0 ? "no limit stored" : last;
+        return last.Length == 0 ? "no limit stored" : last + "\n" + await DescribeHeldAsync(last);
+    }
+
+    /// <summary>For a failure message: each busy limit's held calls (lease, phase) and each of those calls as its shard sees it.</summary>
+    private async Task<string> DescribeHeldAsync(string busy)
+    {
+        var text = new StringBuilder();
+        var silo = Silos.FirstOrDefault(s => !s.HasExited);
+        if (silo is null)
+        {
+            return "no silo left to ask";
+        }
+
+        try
+        {
+            foreach (var key in busy.Split(", ").Select(b => b[..b.LastIndexOf('=')]))
+            {
+                var limit = await silo.Http.GetStringAsync("/api/limits/" + key);
+                text.Append(key).Append(": ").AppendLine(limit);
+                using var snapshot = JsonDocument.Parse(limit);
+                foreach (var call in snapshot.RootElement.GetProperty("calls").EnumerateArray())
+                {
+                    var callKey = call.GetProperty("callKey").GetString()!;
+                    text.Append("  ").Append(callKey).Append(": ").AppendLine(await silo.Http.GetStringAsync("/api/calls?key=" + Uri.EscapeDataString(callKey)));
+                }
+            }
+        }
+        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or JsonException or KeyNotFoundException)
+        {
+            text.Append("(could not describe: ").Append(ex.Message).Append(')');
+        }
+
+        return text.ToString();
     }
 
     /// <summary>The end of every process's output: silos (those that exited too), then edges.</summary>

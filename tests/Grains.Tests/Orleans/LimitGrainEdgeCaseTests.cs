@@ -1,0 +1,141 @@
+using CallState.Grains.Tests.Infrastructure;
+using CallState.Storage.Tests.Infrastructure;
+
+namespace CallState.Grains.Tests.Orleans;
+
+/// <summary>
+/// Edges of the limit grain's turn (docs/architecture.md, "Grains"): its bounded inbox while a write is in flight, and an
+/// operation on a call that another activation of the same row admitted. Real silos (TestingHost) over real storage, with
+/// <see cref="InterceptedStateStore"/> between the grains and the store to hold writes and count reads.
+/// </summary>
+public sealed class LimitGrainEdgeCaseTests
+{
+    /// <summary>How long a test waits for something that must happen; reaching it fails the test, it never decides it.</summary>
+    private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(30);
+
+    public static TheoryData<string> Storages => new() { "sqlite", "postgres" };
+
+    [Theory]
+    [MemberData(nameof(Storages))]
+    public async Task An_admission_past_a_full_limit_inbox_is_refused_as_overloaded_holds_nothing_and_the_queued_ones_are_admitted(string kind)
+    {
+        // QueueCapacity 2: while a turn of the limit is stuck in its write, two operations may wait for the next turn; a
+        // third is turned away (the edge answers 503) instead of growing the queue.
+        const string Key = "user/busy";
+        LimitRequest[] busy = [new(Key, Direction.Inbound)];
+        await using var db = TestStorage.Create(kind);
+        await using var cluster = await GrainTestCluster.StartAsync(
+            db,
+            Settings(("CallState:Grains:QueueCapacity", "2"), ("CallState:Limits:Users:busy:Total", "10")),
+            services: InterceptedStateStore.Install);
+        var store = (InterceptedStateStore)cluster.Service<IStateStore>();
+
+        // Loaded, fenced and holding one call before the gate: every write held below is a turn's own.
+        Assert.Equal(AdmitStatus.Admitted, (await cluster.Call("before").AdmitAsync(busy)).Status);
+        // Opened below, and at the latest when the test ends (a failing test must not leave the limit's turn stuck).
+        using var gate = store.HoldWrites(LimitId(Key));
+        var stuck = cluster.Call("stuck").AdmitAsync(busy);
+        await Within(gate.FirstHeld, "the limit's turn to reach its write");
+
+        // Three more admissions, as an edge sends them (GrainAdmissionClient: the call handle). Nothing can be admitted
+        // while the write is held, so the first to finish is the one that found the inbox full, whichever order they came in.
+        var waiting = new[] { "q-1", "q-2", "q-3" }.ToDictionary(key => key, key => cluster.Call(key).AdmitAsync(busy));
+        var first = await Within(Task.WhenAny(waiting.Values), "a refusal while three admissions wait behind a held write");
+        await Assert.ThrowsAsync<GrainOverloadedException>(() => first);
+        var refused = waiting.Single(w => w.Value == first).Key;
+        var queued = waiting.Keys.Where(key => key != refused).Order(StringComparer.Ordinal).ToArray();
+        Assert.False(stuck.IsCompleted);
+        Assert.All(queued, key => Assert.False(waiting[key].IsCompleted));
+
+        // The limit itself, asked directly while its inbox is still full: the same refusal, and no cleanup follows it.
+        await Assert.ThrowsAsync<GrainOverloadedException>(() => cluster.Limit(Key).TryReserveAsync("direct", Direction.Inbound, TimeSpan.FromMinutes(3), null));
+        Assert.Equal(1, gate.Held);
+
+        gate.Open();
+        Assert.Equal(AdmitStatus.Admitted, (await stuck.WaitAsync(Deadline)).Status);
+        foreach (var key in queued)
+        {
+            Assert.Equal(AdmitStatus.Admitted, (await waiting[key].WaitAsync(Deadline)).Status);
+        }
+
+        // Counted exactly: the calls admitted, not the refused ones, in the activation and in storage.
+        var admitted = new[] { "before", "stuck" }.Concat(queued).Order(StringComparer.Ordinal).ToArray();
+        Assert.Equal(admitted, HeldCalls(await cluster.Limit(Key).GetSnapshotAsync()));
+        Assert.Equal(admitted, HeldCalls(await StoredAsync(cluster, Key)));
+
+        // What the edge does after an admission that failed (AdmissionPolicy): it ends the call. Its record goes, and
+        // ending it takes no slot from a call that holds one.
+        await cluster.Call(refused).EndAsync();
+        Assert.Null(await store.ReadAsync(new StateId(GrainTypes.Call, refused), CancellationToken.None));
+        Assert.Equal(admitted, HeldCalls(await StoredAsync(cluster, Key)));
+        Assert.Equal(admitted.Length, (await cluster.Limit(Key).GetSnapshotAsync()).Total);
+    }
+
+    [Theory]
+    [MemberData(nameof(Storages))]
+    public async Task A_release_sent_to_a_stale_activation_reloads_and_frees_the_slot_another_activation_took(string kind)
+    {
+        // Two clusters (different ClusterIds) on one storage: each activates its own copy of the limit, as two silos do for
+        // a moment during a membership change. A loads the limit first; B then takes the fence and admits calls A has
+        // never seen. A call's end can reach either (any edge ends a call knowing only its key).
+        const string Key = "user/shared";
+        LimitRequest[] shared = [new(Key, Direction.Outbound)];
+        await using var db = TestStorage.Create(kind);
+        var settings = Settings(("CallState:Limits:Users:shared:Total", "5"));
+        await using var a = await GrainTestCluster.StartAsync(db, settings, clusterId: "stale-a-" + Guid.NewGuid().ToString("N")[..8], services: InterceptedStateStore.Install);
+        await using var b = await GrainTestCluster.StartAsync(db, settings, clusterId: "stale-b-" + Guid.NewGuid().ToString("N")[..8]);
+        var store = (InterceptedStateStore)a.Service<IStateStore>();
+        var id = LimitId(Key);
+
+        Assert.Equal(AdmitStatus.Admitted, (await a.Call("a-1").AdmitAsync(shared)).Status);
+        Assert.Equal(AdmitStatus.Admitted, (await b.Call("x").AdmitAsync(shared)).Status);
+        Assert.Equal(AdmitStatus.Admitted, (await b.Call("y").AdmitAsync(shared)).Status);
+        Assert.Equal(["a-1"], HeldCalls(await a.Limit(Key).GetSnapshotAsync()));
+
+        // The end of x reaches A, whose activation does not hold x: it must not answer "not held" from its stale state
+        // (x's slot would stay taken in storage until its lease ran out). The row's version moved, so A reloads first.
+        var readsBefore = store.Reads(id);
+        Assert.True(await a.Call("x").EndAsync());
+        Assert.Equal(["a-1", "y"], HeldCalls(await StoredAsync(a, Key)));
+        Assert.Equal(["a-1", "y"], HeldCalls(await a.Limit(Key).GetSnapshotAsync()));
+        Assert.True(store.Reads(id) > readsBefore, "the activation must have reloaded the limit");
+
+        // Nobody has written since that reload: a release of a call A does not hold costs one version check, no reload.
+        readsBefore = store.Reads(id);
+        var checksBefore = store.VersionReads(id);
+        Assert.False(await a.Limit(Key).ReleaseAsync("never-held"));
+        Assert.Equal(checksBefore + 1, store.VersionReads(id));
+        Assert.Equal(readsBefore, store.Reads(id));
+        Assert.Equal(["a-1", "y"], HeldCalls(await StoredAsync(a, Key)));
+    }
+
+    /// <summary>Waits for <paramref name="task"/> up to <see cref="Deadline"/>; past it, fails naming what did not happen.</summary>
+    private static async Task<T> Within<T>(Task<T> task, string what)
+    {
+        await Within((Task)task, what);
+        return await task;
+    }
+
+    private static async Task Within(Task task, string what)
+    {
+        try
+        {
+            await task.WaitAsync(Deadline);
+        }
+        catch (TimeoutException e)
+        {
+            throw new TimeoutException($"waited {Deadline.TotalSeconds} s for {what}", e);
+        }
+    }
+
+    private static Dictionary<string, string?> Settings(params (string Key, string Value)[] settings) =>
+        settings.ToDictionary(s => s.Key, s => (string?)s.Value);
+
+    private static StateId LimitId(string key) => new(GrainTypes.Limit, key);
+
+    private static string[] HeldCalls(LimitSnapshot limit) => [.. limit.Calls.Select(c => c.CallKey).Order(StringComparer.Ordinal)];
+
+    /// <summary>The limit as committed to storage (not any activation's memory).</summary>
+    private static async Task<LimitSnapshot> StoredAsync(GrainTestCluster cluster, string key) =>
+        (await cluster.Access().ListLimitsAsync(LimitKey.Parse(key).Kind, CancellationToken.None)).Single(l => l.Key == key);
+}
