@@ -253,6 +253,10 @@ public sealed class LimitGrain : Grain, ILimitGrain
             case LimitOp.Release:
                 return Found(ledger.Release(work.CallKey!), ref changed, ref missed);
             case LimitOp.Timer:
+                // The due scan woke this limit because the stored row is due. If another activation wrote the row
+                // (a paused silo's, before it learned it was dead), this one's memory is stale and would never look
+                // again: check the version first, as for an operation on a call it does not hold.
+                missed = true;
                 var reclaimed = ledger.ExpireLeases(now);
                 if (reclaimed > 0)
                 {

@@ -335,13 +335,15 @@ public sealed class ClusterRig : IAsyncDisposable
         {
             foreach (var key in busy.Split(", ").Select(b => b[..b.LastIndexOf('=')]))
             {
-                var limit = await silo.Http.GetStringAsync("/api/limits/" + key);
-                text.Append(key).Append(": ").AppendLine(limit);
-                using var snapshot = JsonDocument.Parse(limit);
-                foreach (var call in snapshot.RootElement.GetProperty("calls").EnumerateArray())
+                using var snapshot = JsonDocument.Parse(await silo.Http.GetStringAsync("/api/limits/" + key));
+                var calls = snapshot.RootElement.GetProperty("calls").EnumerateArray().ToList();
+                text.Append(key).Append(" at ").Append(DateTimeOffset.UtcNow.ToString("HH:mm:ss.fff", CultureInfo.InvariantCulture))
+                    .Append(": ").Append(calls.Count.ToString(CultureInfo.InvariantCulture)).AppendLine(" calls held, the first 8:");
+                foreach (var call in calls.Take(8))
                 {
                     var callKey = call.GetProperty("callKey").GetString()!;
-                    text.Append("  ").Append(callKey).Append(": ").AppendLine(await silo.Http.GetStringAsync("/api/calls?key=" + Uri.EscapeDataString(callKey)));
+                    text.Append("  ").Append(call.ToString()).Append(" -> ")
+                        .AppendLine(await silo.Http.GetStringAsync("/api/calls?key=" + Uri.EscapeDataString(callKey)));
                 }
             }
         }

@@ -109,6 +109,50 @@ public sealed class LimitGrainEdgeCaseTests
         Assert.Equal(["a-1", "y"], HeldCalls(await StoredAsync(a, Key)));
     }
 
+    [Theory]
+    [MemberData(nameof(Storages))]
+    public async Task A_stale_activation_woken_by_the_due_scan_reloads_and_reclaims_what_another_activation_left(string kind)
+    {
+        // A paused silo resumed before it learns it is dead: its activation B writes reservations behind the back of the live
+        // activation A, then goes. A holds nothing in memory and writes nothing, so only the due scan can make it look: the
+        // row's due time passing must make A reload and reclaim, not answer from its memory and leave the slots for ever.
+        const string Key = "user/orphan";
+        LimitRequest[] orphan = [new(Key, Direction.Outbound)];
+        await using var db = TestStorage.Create(kind);
+        var settings = Settings(("CallState:Limits:Users:orphan:Total", "5"));
+        await using var a = await GrainTestCluster.StartAsync(db, settings, clusterId: "orphan-a-" + Guid.NewGuid().ToString("N")[..8]);
+        Assert.Equal(AdmitStatus.Admitted, (await a.Call("a-1").AdmitAsync(orphan)).Status);
+        Assert.True(await a.Call("a-1").EndAsync());
+        Assert.Empty((await a.Limit(Key).GetSnapshotAsync()).Calls);
+
+        // B reserves x on the limit and is gone before any call record of x exists (its shard's write was lost with it):
+        // nothing but the limit row itself remembers x.
+        await using (var b = await GrainTestCluster.StartAsync(db, settings, clusterId: "orphan-b-" + Guid.NewGuid().ToString("N")[..8]))
+        {
+            Assert.True((await b.Limit(Key).TryReserveAsync("x", Direction.Outbound, TimeSpan.FromSeconds(1), null)).Admitted);
+        }
+
+        var stored = await StoredAsync(a, Key);
+        Assert.Equal(["x"], HeldCalls(stored));
+        var leaseEnd = stored.Calls.Single().LeaseEnd;
+        await Within(WaitUntilPastAsync(leaseEnd), "x's early lease to end");
+
+        await a.ScanAsync();
+        stored = await StoredAsync(a, Key);
+        Assert.Empty(stored.Calls);
+        Assert.Equal(1, stored.Reclaimed);
+        Assert.Empty((await a.Limit(Key).GetSnapshotAsync()).Calls);
+    }
+
+    /// <summary>Completes once the system clock (the silos') is past <paramref name="time"/>.</summary>
+    private static async Task WaitUntilPastAsync(DateTimeOffset time)
+    {
+        while (DateTimeOffset.UtcNow <= time)
+        {
+            await Task.Delay(50);
+        }
+    }
+
     /// <summary>Waits for <paramref name="task"/> up to <see cref="Deadline"/>; past it, fails naming what did not happen.</summary>
     private static async Task<T> Within<T>(Task<T> task, string what)
     {
