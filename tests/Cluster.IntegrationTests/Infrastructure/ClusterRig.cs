@@ -300,14 +300,31 @@ public sealed class ClusterRig : IAsyncDisposable
         throw new InvalidOperationException("no silo answered the admin API");
     }
 
-    /// <summary>Waits until every stored limit is back to 0; returns the ones that are not.</summary>
-    public async Task<string> WaitAllZeroAsync(TimeSpan timeout)
+    /// <summary>Every stored limit's total as its activation counts it (<c>GET /api/limits/{key}</c>).</summary>
+    public async Task<Dictionary<string, int>> LiveTotalsAsync()
+    {
+        var silo = Silos.First(s => !s.HasExited);
+        var live = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var key in (await TotalsAsync()).Keys)
+        {
+            using var snapshot = JsonDocument.Parse(await silo.Http.GetStringAsync("/api/limits/" + key));
+            live[key] = snapshot.RootElement.GetProperty("total").GetInt32();
+        }
+
+        return live;
+    }
+
+    /// <summary>
+    /// Waits until every stored limit is back to 0; returns the ones that are not. With <paramref name="live"/>, each
+    /// listed limit's count is asked of its activation (what admission decides on) instead of read from storage.
+    /// </summary>
+    public async Task<string> WaitAllZeroAsync(TimeSpan timeout, bool live = false)
     {
         var deadline = DateTime.UtcNow + timeout;
         var last = "";
         while (DateTime.UtcNow < deadline)
         {
-            var totals = await TotalsAsync();
+            var totals = live ? await LiveTotalsAsync() : await TotalsAsync();
             var busy = totals.Where(t => t.Value != 0).Select(t => $"{t.Key}={t.Value}").ToList();
             if (busy.Count == 0 && totals.Count > 0)
             {
@@ -333,8 +350,11 @@ public sealed class ClusterRig : IAsyncDisposable
 
         try
         {
+            using var stored = JsonDocument.Parse(await silo.Http.GetStringAsync("/api/limits"));
             foreach (var key in busy.Split(", ").Select(b => b[..b.LastIndexOf('=')]))
             {
+                var row = stored.RootElement.EnumerateArray().FirstOrDefault(e => e.GetProperty("key").GetString() == key);
+                text.Append(key).Append(" stored: ").AppendLine(row.ValueKind == JsonValueKind.Undefined ? "(none)" : row.ToString());
                 using var snapshot = JsonDocument.Parse(await silo.Http.GetStringAsync("/api/limits/" + key));
                 var calls = snapshot.RootElement.GetProperty("calls").EnumerateArray().ToList();
                 text.Append(key).Append(" at ").Append(DateTimeOffset.UtcNow.ToString("HH:mm:ss.fff", CultureInfo.InvariantCulture))
