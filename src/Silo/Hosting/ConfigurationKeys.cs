@@ -19,6 +19,7 @@ public static class ConfigurationKeys
         ("CallState:Cluster", "CallState:Orleans (Clustering, ClusterId, AdvertisedAddress, SiloPort, GatewayPort; edges: Gateways)"),
         ("CallState:Grains:Leases:EndedRetention", "nothing: a call's record is deleted as soon as the call ends or is refused"),
         ("CallState:Admission:SiloUrl", "CallState:Orleans:Gateways (edges are Orleans clients of the silos' gateways)"),
+        ("CallState:Admission:EmergencyPrefixes", "CallState:Admission:EmergencyNumbers (exact numbers: a prefix made 1123 an emergency call)"),
     ];
 
     /// <summary>

@@ -24,6 +24,9 @@ public sealed class LimitsOptions
 
     public Dictionary<string, LimitValues> Users { get; set; } = new(StringComparer.Ordinal);
 
+    /// <summary>Whether <c>Alice</c> and <c>alice</c> are one user (<see cref="UserName"/>); one user by default.</summary>
+    public UserNameMatching UserNames { get; set; } = UserNameMatching.CaseInsensitive;
+
     public Dictionary<string, LimitValues> Trunks { get; set; } = new(StringComparer.Ordinal);
 
     /// <summary>
@@ -33,6 +36,7 @@ public sealed class LimitsOptions
     /// </summary>
     public string? UsersFile { get; set; }
 
+    private Dictionary<string, LimitValues>? _usersByName;
     private string? _loadedUsersFile;
     private IReadOnlyList<string> _usersFileErrors = [];
 
@@ -58,6 +62,31 @@ public sealed class LimitsOptions
         return errors;
     }
 
+    /// <summary>The user name in the form limits are keyed by (<see cref="UserName.Normalize"/> with <see cref="UserNames"/>).</summary>
+    public string? Normalize(string? name) => UserName.Normalize(name, UserNames);
+
+    /// <summary>
+    /// The configured limits of user <paramref name="name"/> (already normalized: <see cref="Normalize"/>), whatever form
+    /// its entry in <see cref="Users"/> or the users file is written in; null when not listed.
+    /// </summary>
+    public LimitValues? FindUser(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        var byName = _usersByName;
+        if (byName is null || byName.Count != Users.Count)
+        {
+            byName = new Dictionary<string, LimitValues>(StringComparer.Ordinal);
+            foreach (var (configured, values) in Users)
+            {
+                byName.TryAdd(Normalize(configured)!, values ?? new());
+            }
+
+            _usersByName = byName;
+        }
+
+        return byName.GetValueOrDefault(name);
+    }
+
     /// <summary>Every configuration error, each naming its field. Loads <see cref="UsersFile"/> first if not yet loaded.</summary>
     public IEnumerable<string> Validate(string path = SectionName)
     {
@@ -75,11 +104,18 @@ public sealed class LimitsOptions
             }
         }
 
+        var seen = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (name, values) in Users)
         {
             foreach (var error in (values ?? new()).ToSettings().Validate(LimitKind.User, $"{path}:Users:{name}"))
             {
                 yield return error;
+            }
+
+            var normalized = Normalize(name)!;
+            if (!seen.TryAdd(normalized, name))
+            {
+                yield return $"{path}:Users:{name}: the same user as {path}:Users:{seen[normalized]} ('{normalized}' with {path}:UserNames={UserNames}); keep one";
             }
         }
 
@@ -112,7 +148,7 @@ public sealed class ConfiguredLimits : ILimitSettingsSource
         var options = _options();
         return key.Kind switch
         {
-            LimitKind.User => options.Users.TryGetValue(key.Value, out var user) && user is not null
+            LimitKind.User => options.FindUser(key.Value) is { } user
                 ? user.ToSettings()
                 : options.DefaultUser?.ToSettings() ?? LimitSettings.Unlimited,
             LimitKind.Trunk => options.Trunks.TryGetValue(key.Value, out var trunk) && trunk is not null

@@ -317,6 +317,43 @@ public sealed partial class SipProxy
     /// <summary>URI parameter of our Record-Route entry carrying the caller's From tag, so any edge can name the call of an in-dialog request.</summary>
     private static ReadOnlySpan<byte> CallerTagParameter => "cs-tag"u8;
 
+    /// <summary>
+    /// The caller's tag of an in-dialog request: from our Record-Route entry, with the escapes
+    /// <see cref="WriteRecordRoute"/> wrote decoded (a From tag <c>a+b</c> travels as <c>a%2Bb</c>), or else its From tag.
+    /// </summary>
+    private static string CallerTagOf(SipMessage m, TextRange routeCallerTag)
+    {
+        if (routeCallerTag.IsEmpty)
+        {
+            return Encoding.UTF8.GetString(m[m.FromTag]);
+        }
+
+        var raw = m[routeCallerTag];
+        if (raw.IndexOf((byte)'%') < 0)
+        {
+            return Encoding.UTF8.GetString(raw);
+        }
+
+        Span<byte> decoded = raw.Length <= 256 ? stackalloc byte[raw.Length] : new byte[raw.Length];
+        var n = 0;
+        for (var i = 0; i < raw.Length; i++)
+        {
+            if (raw[i] == (byte)'%' && i + 2 < raw.Length && char.IsAsciiHexDigit((char)raw[i + 1]) && char.IsAsciiHexDigit((char)raw[i + 2]))
+            {
+                decoded[n++] = (byte)((HexValue(raw[i + 1]) << 4) | HexValue(raw[i + 2]));
+                i += 2;
+            }
+            else
+            {
+                decoded[n++] = raw[i];
+            }
+        }
+
+        return Encoding.UTF8.GetString(decoded[..n]);
+
+        static int HexValue(byte b) => b <= (byte)'9' ? b - '0' : (b | 0x20) - 'a' + 10;
+    }
+
     private void WriteRecordRoute(PooledBufferWriter w, SipTransportKind transport, ReadOnlySpan<byte> callerTag)
     {
         w.Write(_recordRoute);

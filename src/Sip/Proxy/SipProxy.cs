@@ -270,8 +270,7 @@ public sealed partial class SipProxy : IDisposable
             if (m.Method is SipMethod.Bye or SipMethod.Invite or SipMethod.Update)
             {
                 // In-dialog: the caller's tag travels in our Record-Route entry; without it, the From tag.
-                var call = new SipCallId(Encoding.UTF8.GetString(m[m.CallId]),
-                    Encoding.UTF8.GetString(routeCallerTag.IsEmpty ? m[m.FromTag] : m[routeCallerTag]));
+                var call = new SipCallId(Encoding.UTF8.GetString(m[m.CallId]), CallerTagOf(m, routeCallerTag));
                 var bye = m.Method == SipMethod.Bye;
 
                 // The BYE leaves before its slot is released, so the callee always hears of the end before it can

@@ -29,8 +29,11 @@ public sealed class AdmissionOptions
     /// <summary>Rules that add per-key limits (<c>key/&lt;value&gt;</c>) to a call (AudioCodes call setup rules); every matching rule applies.</summary>
     public List<SetupRule> SetupRules { get; set; } = [];
 
-    /// <summary>Called-number prefixes always admitted (still counted and logged), such as <c>112</c> or <c>911</c>.</summary>
-    public List<string> EmergencyPrefixes { get; set; } = [];
+    /// <summary>
+    /// Called numbers always connected (a refusal is still counted and logged), such as <c>112</c> or <c>911</c>: exact
+    /// numbers after normalization (<c>1123</c> is not <c>112</c>), never prefixes.
+    /// </summary>
+    public List<string> EmergencyNumbers { get; set; } = [];
 
     /// <summary>How long the edge waits for the admission answer before failing closed (or open).</summary>
     public TimeSpan Deadline { get; set; } = TimeSpan.FromMilliseconds(200);
@@ -69,11 +72,11 @@ public sealed class AdmissionOptions
         var tagsByName = ValidateDialPlan(errors);
         ValidateSetupRules(errors, tagsByName);
 
-        for (var i = 0; i < EmergencyPrefixes.Count; i++)
+        for (var i = 0; i < EmergencyNumbers.Count; i++)
         {
-            if (string.IsNullOrWhiteSpace(EmergencyPrefixes[i]))
+            if (string.IsNullOrWhiteSpace(EmergencyNumbers[i]))
             {
-                errors.Add($"{p}{nameof(EmergencyPrefixes)}:{i}: an empty prefix would make every call an emergency call");
+                errors.Add($"{p}{nameof(EmergencyNumbers)}:{i}: empty; write the number, such as 112");
             }
         }
 

@@ -237,7 +237,7 @@ public sealed class CallClassification
 public sealed class CallClassifier
 {
     private readonly HashSet<string> _localHosts;
-    private readonly Dictionary<string, LimitValues> _users;
+    private readonly LimitsOptions _limits;
     private readonly bool _hasDefaultUser;
     private readonly (IPNetwork Network, string Trunk)[] _trunkSources;
     private readonly Dictionary<string, CompiledRoute> _routes;
@@ -245,7 +245,7 @@ public sealed class CallClassifier
     private readonly Dictionary<string, Dictionary<string, string>> _dialPlan;
     private readonly int _longestDialPlan;
     private readonly CompiledRule[] _rules;
-    private readonly string[] _emergencyPrefixes;
+    private readonly HashSet<string> _emergencyNumbers;
     private readonly RejectCodesOptions _rejectCodes;
     private readonly Dictionary<string, RejectCodesOptions?> _trunkRejectCodes;
 
@@ -266,7 +266,7 @@ public sealed class CallClassifier
 
         // Every parse below was checked by Validate, so the results are not checked again.
         Options = admission;
-        _users = limits.Users;
+        _limits = limits;
         _hasDefaultUser = limits.DefaultUser is not null;
         _localHosts = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         foreach (var host in admission.LocalDomains.Concat(ownHosts ?? []))
@@ -325,7 +325,7 @@ public sealed class CallClassifier
             _ = SetupRule.TryParseMax(r.Max, out var tag, out var constant);
             return new CompiledRule(r.Prefix ?? "", key, direction, tag, constant);
         })];
-        _emergencyPrefixes = [.. admission.EmergencyPrefixes];
+        _emergencyNumbers = new HashSet<string>(admission.EmergencyNumbers.Select(n => limits.Normalize(n)!), StringComparer.Ordinal);
         _rejectCodes = admission.RejectCodes ?? new();
     }
 
@@ -370,9 +370,13 @@ public sealed class CallClassifier
             return CallClassification.Failed($"Call-ID and From tag are longer than {GrainTypes.MaxCallKeyLength} characters together");
         }
 
+        // Every user part in its one form: %61lice is alice, +1-234 is +1234, Alice is alice unless case-sensitive.
+        var fromUser = _limits.Normalize(input.FromUser);
+        var toUser = _limits.Normalize(input.ToUser);
+        var requestUser = _limits.Normalize(input.RequestUser);
         var source = input.Source is null ? null : AddressText.Canonical(input.Source);
-        var useTo = string.IsNullOrEmpty(input.RequestUser);
-        var called = (useTo ? input.ToUser : input.RequestUser) ?? "";
+        var useTo = string.IsNullOrEmpty(requestUser);
+        var called = (useTo ? toUser : requestUser) ?? "";
         var calledHost = useTo ? input.ToHost : input.RequestHost;
         var limits = new List<LimitRequest>(4);
         string? error = null;
@@ -386,10 +390,10 @@ public sealed class CallClassifier
             origin = CallOrigin.Trunk;
             Add(LimitKind.Trunk, sourceTrunk, Direction.Inbound, null);
         }
-        else if (IsLocalUser(input.FromUser, input.FromHost))
+        else if (IsLocalUser(fromUser, input.FromHost))
         {
             origin = CallOrigin.LocalUser;
-            caller = input.FromUser!;
+            caller = fromUser!;
             Add(LimitKind.User, caller, Direction.Outbound, null);
         }
         else
@@ -446,8 +450,8 @@ public sealed class CallClassifier
 
                 var value = rule.Key switch
                 {
-                    SetupRuleKey.FromUser => input.FromUser,
-                    SetupRuleKey.ToUser => input.ToUser,
+                    SetupRuleKey.FromUser => fromUser,
+                    SetupRuleKey.ToUser => toUser,
                     _ => source?.ToString(),
                 };
                 if (!string.IsNullOrEmpty(value))
@@ -462,15 +466,8 @@ public sealed class CallClassifier
             return CallClassification.Failed(error);
         }
 
-        var isEmergency = false;
-        foreach (var prefix in _emergencyPrefixes)
-        {
-            if (called.StartsWith(prefix, StringComparison.Ordinal))
-            {
-                isEmergency = true;
-                break;
-            }
-        }
+        // Emergency numbers are exact: 1123 is not 112.
+        var isEmergency = _emergencyNumbers.Contains(called);
 
         return new CallClassification(callKey, limits, nextHop, origin, destination, sourceTrunk, destinationTrunk, caller, calledUser, route?.Prefix, isEmergency, source);
 
@@ -534,7 +531,7 @@ public sealed class CallClassifier
 
     private bool IsLocalUser(string? user, string? host) =>
         !string.IsNullOrEmpty(user)
-        && (_users.ContainsKey(user) || (_hasDefaultUser && AddressText.NormalizeHost(host) is { } h && _localHosts.Contains(h)));
+        && (_limits.FindUser(user) is not null || (_hasDefaultUser && AddressText.NormalizeHost(host) is { } h && _localHosts.Contains(h)));
 
     private string? TrunkOf(IPAddress source)
     {

@@ -341,6 +341,27 @@ public sealed class ProxyTransactionTests : IDisposable
     }
 
     [Fact]
+    public void A_caller_tag_escaped_in_our_record_route_names_the_same_call_on_the_bye()
+    {
+        // A From tag of a+b travels as cs-tag=a%2Bb; the BYE must name the call a+b, or its slot is never released.
+        var policy = new RecordingPolicy();
+        using var proxy = new SipProxy(new SipProxyOptions { DefaultUpstream = Upstream.ToString(), AdvertisedHost = "192.0.2.80" }, _sent, _wheel, policy: policy);
+        Deliver(proxy, Invite("q+1"), Caller);
+        _sent.Take(Caller);
+        var forwarded = _sent.Take(Upstream);
+        var recordRoute = Header(forwarded, SipHeaderKind.RecordRoute);
+        Assert.Equal("<sip:192.0.2.80:5060;lr;cs-tag=aq%2B1>", recordRoute);
+        Deliver(proxy, Response(forwarded, 200, "OK", "callee"), Upstream);
+        Assert.Equal(200, _sent.Take(Caller).StatusCode);
+
+        Deliver(proxy, Encoding.ASCII.GetBytes(
+            $"BYE sip:alice@127.0.0.1:5061 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKbyeq1\r\nRoute: {recordRoute}\r\n" +
+            "From: <sip:service@127.0.0.1:5060>;tag=callee\r\nTo: <sip:alice@127.0.0.1:5061>;tag=aq+1\r\nCall-ID: q+1\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"), Upstream);
+        Assert.Equal(SipMethod.Bye, _sent.Take(Caller).Method);
+        Assert.Equal(["answered q+1/aq+1", "bye q+1/aq+1"], policy.Events);
+    }
+
+    [Fact]
     public void A_call_cancelled_while_the_policy_decides_is_answered_487_and_reported_failed()
     {
         var decision = new TaskCompletionSource<CallDecision>(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -26,7 +26,7 @@ public sealed class AdmissionOptionsTests
               ],
               "DialPlan": [ { "Prefix": "+123", "Tags": "cacMax=3;class=gold" } ],
               "SetupRules": [ { "Prefix": "+123", "Key": "FromUser", "Max": "tag:cacMax", "Direction": "In" } ],
-              "EmergencyPrefixes": [ "112" ],
+              "EmergencyNumbers": [ "112" ],
               "Deadline": "00:00:00.150",
               "FailOpen": true,
               "RetryAfterSeconds": 30,
@@ -64,7 +64,7 @@ public sealed class AdmissionOptionsTests
         Assert.Equal(("+123", "cacMax=3;class=gold"), (options.DialPlan[0].Prefix, options.DialPlan[0].Tags));
         var rule = Assert.Single(options.SetupRules);
         Assert.Equal(("+123", "FromUser", "tag:cacMax", "In"), (rule.Prefix, rule.Key, rule.Max, rule.Direction));
-        Assert.Equal(["112"], options.EmergencyPrefixes);
+        Assert.Equal(["112"], options.EmergencyNumbers);
         Assert.Equal(TimeSpan.FromMilliseconds(150), options.Deadline);
         Assert.True(options.FailOpen);
         Assert.Equal(30, options.RetryAfterSeconds);
@@ -88,7 +88,7 @@ public sealed class AdmissionOptionsTests
             "--CallState:Admission:SetupRules:0:Key=SourceIp",
             "--CallState:Admission:SetupRules:0:Max=tag:cacMax",
             "--CallState:Admission:SetupRules:0:Direction=Out",
-            "--CallState:Admission:EmergencyPrefixes:0=911",
+            "--CallState:Admission:EmergencyNumbers:0=911",
             "--CallState:Admission:FailOpen=true",
         ]).Build();
 
@@ -99,7 +99,7 @@ public sealed class AdmissionOptionsTests
         Assert.Equal("carrier", options.Routes[0].Trunk);
         Assert.Equal("cacMax=3", options.DialPlan[0].Tags);
         Assert.Equal(("SourceIp", "tag:cacMax", "Out"), (options.SetupRules[0].Key, options.SetupRules[0].Max, options.SetupRules[0].Direction));
-        Assert.Equal(["911"], options.EmergencyPrefixes);
+        Assert.Equal(["911"], options.EmergencyNumbers);
         Assert.True(options.FailOpen);
         Assert.Empty(options.Validate());
     }
@@ -153,7 +153,7 @@ public sealed class AdmissionOptionsTests
         { "--CallState:Admission:SetupRules:0:Direction=Both", "CallState:Admission:SetupRules:0:Direction: 'Both' is not In or Out" },
         { "--CallState:Admission:SetupRules:0:Max=-1", "CallState:Admission:SetupRules:0:Max: '-1' is not tag:<name> or a whole number 0 or more" },
         { "--CallState:Admission:SetupRules:0:Max=tag:cacMx", "CallState:Admission:SetupRules:0:Max: no CallState:Admission:DialPlan entry sets tag 'cacMx', so this rule never applies" },
-        { "--CallState:Admission:EmergencyPrefixes:0= ", "CallState:Admission:EmergencyPrefixes:0: an empty prefix would make every call an emergency call" },
+        { "--CallState:Admission:EmergencyNumbers:0= ", "CallState:Admission:EmergencyNumbers:0: empty; write the number, such as 112" },
         { "--CallState:Admission:Deadline=00:00:00", "CallState:Admission:Deadline: must be positive (was 00:00:00)" },
         { "--CallState:Admission:RetryAfterSeconds=0", "CallState:Admission:RetryAfterSeconds: must be between 1 and 86400 (was 0)" },
         { "--CallState:Admission:RejectCodes:UserLimit:Status=503", "CallState:Admission:RejectCodes:UserLimit:Status: 503 would make the caller avoid this whole edge for Retry-After (RFC 3261 21.5.4); a user or per-key limit must not use it" },

@@ -1,5 +1,6 @@
 using System.Net;
 using CallState.Grains;
+using CallState.Silo.Limits;
 using CallState.SipEdge.Admission;
 using static CallState.SipEdge.Tests.Admission.Fixtures;
 
@@ -239,7 +240,6 @@ public sealed class CallClassifierTests
     [Theory]
     [InlineData("112")]
     [InlineData("911")]
-    [InlineData("1120")]
     public void An_emergency_number_is_marked_and_still_counted(string number)
     {
         var call = _classifier.Classify(Invite("alice@127.0.0.1", number + "@127.0.0.1", "127.0.0.1"));
@@ -249,10 +249,66 @@ public sealed class CallClassifierTests
         Assert.Contains("EMERGENCY", call.Description, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public void A_number_that_only_contains_an_emergency_prefix_is_not_an_emergency()
+    [Theory]
+    [InlineData("0112")]
+    [InlineData("1123")]
+    [InlineData("9110")]
+    public void Only_the_exact_emergency_numbers_are_emergencies_not_numbers_that_start_or_end_with_them(string number)
     {
-        Assert.False(_classifier.Classify(Invite("alice@127.0.0.1", "0112@127.0.0.1", "127.0.0.1")).IsEmergency);
+        Assert.False(_classifier.Classify(Invite("alice@127.0.0.1", number + "@127.0.0.1", "127.0.0.1")).IsEmergency);
+    }
+
+    [Fact]
+    public void An_emergency_number_written_with_visual_separators_or_escapes_is_still_an_emergency()
+    {
+        Assert.True(_classifier.Classify(Invite("alice@127.0.0.1", "1-1-2@127.0.0.1", "127.0.0.1")).IsEmergency);
+        Assert.True(_classifier.Classify(Invite("alice@127.0.0.1", "%39%311@127.0.0.1", "127.0.0.1")).IsEmergency);
+    }
+
+    [Theory]
+    [InlineData("alice")]
+    [InlineData("Alice")]
+    [InlineData("ALICE")]
+    [InlineData("%61lice")]
+    [InlineData("%41LiCe")]
+    public void Every_spelling_of_alice_is_counted_as_alice(string spelling)
+    {
+        var call = _classifier.Classify(Invite(spelling + "@example.com", "bob@example.com", "127.0.0.1"));
+
+        Assert.Equal(["user/alice out", "user/bob in"], Requests(call));
+    }
+
+    [Fact]
+    public void With_case_sensitive_user_names_Alice_is_not_alice()
+    {
+        var limits = SampleLimits();
+        limits.UserNames = UserNameMatching.CaseSensitive;
+        var classifier = Classifier(limits: limits);
+
+        Assert.Equal(["user/Alice out", "user/bob in"], Requests(classifier.Classify(Invite("Alice@example.com", "bob@example.com", "127.0.0.1"))));
+        Assert.Equal(["user/alice out", "user/bob in"], Requests(classifier.Classify(Invite("%61lice@example.com", "bob@example.com", "127.0.0.1"))));
+    }
+
+    [Theory]
+    [InlineData("+123-456")]
+    [InlineData("+1.23.456")]
+    [InlineData("+1(23)4-56")]
+    [InlineData("+%31%323456")]
+    public void A_called_number_with_visual_separators_meets_the_per_key_rule_of_its_digits(string called)
+    {
+        var call = _classifier.Classify(Invite("bob@example.com", called + "@example.com", "127.0.0.1"));
+
+        // The +123 rule keys by the caller with the dial plan's cacMax=3.
+        Assert.Contains("key/bob in max 3", Requests(call));
+        Assert.Equal("+123", call.RoutePrefix);
+    }
+
+    [Fact]
+    public void A_user_name_that_is_not_a_number_keeps_its_dots_and_dashes()
+    {
+        var call = _classifier.Classify(Invite("bob@example.com", "carol.smith-jones@example.com", "127.0.0.1"));
+
+        Assert.Equal(["user/bob out", "user/carol.smith-jones in"], Requests(call));
     }
 
     [Fact]
@@ -340,18 +396,6 @@ public sealed class CallClassifierTests
         var call = _classifier.Classify(Invite("alice@192.168.1.20", "+4420123@127.0.0.1", "192.168.1.20"));
 
         Assert.Equal(["user/alice out", "trunk/carrier out"], Requests(call));
-    }
-
-    [Fact]
-    public void User_parts_are_case_sensitive()
-    {
-        // RFC 3261 19.1.4: the user part compares case-sensitively; 'Alice' is not the listed 'alice'.
-        var limits = SampleLimits();
-        limits.DefaultUser = null;
-
-        var call = Classifier(limits: limits).Classify(Invite("Alice@127.0.0.1", "bob@127.0.0.1", "127.0.0.1"));
-
-        Assert.Empty(call.Limits);
     }
 
     [Fact]

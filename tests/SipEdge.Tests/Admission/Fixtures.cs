@@ -22,7 +22,7 @@ internal static class Fixtures
         ],
         DialPlan = [new DialPlanEntry { Prefix = "+123", Tags = "cacMax=3" }],
         SetupRules = [new SetupRule { Prefix = "+123", Key = "FromUser", Max = "tag:cacMax", Direction = "In" }],
-        EmergencyPrefixes = ["112", "911"],
+        EmergencyNumbers = ["112", "911"],
     };
 
     public static LimitsOptions SampleLimits() => new()
