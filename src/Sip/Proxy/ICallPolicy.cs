@@ -1,3 +1,4 @@
+using System.Net;
 using CallState.Sip.Messages;
 
 namespace CallState.Sip.Proxy;
@@ -46,9 +47,22 @@ public sealed class CallDecision
 public readonly record struct SipCallId(string CallId, string CallerTag);
 
 /// <summary>
-/// The proxy's transaction user for calls: decides on each initial INVITE before it is forwarded, and hears how
-/// each call it admitted ends. Callbacks other than <see cref="AdmitAsync"/> run on the proxy's threads and must
-/// return quickly (queue the work).
+/// Who asks for an admission: the INVITE transaction (<paramref name="Attempt"/>, its top Via's sent-by and branch, so
+/// another INVITE reusing the call's Call-ID and From tag is told apart from a retry) and where in-dialog requests toward
+/// the caller may be sent (<see cref="SipTarget.ToString"/> form: the INVITE's source, its Contact, the proxy above).
+/// </summary>
+public sealed record CallOrigin(string Attempt, IReadOnlyList<string> CallerTargets);
+
+/// <summary>What the 2xx of an admitted INVITE taught: the callee's tag and where requests toward the callee may go.</summary>
+public sealed record DialogAnswer(string CalleeTag, IReadOnlyList<string> CalleeTargets);
+
+/// <summary>An admitted call's dialog, as any edge checks an in-dialog request against it.</summary>
+public sealed record DialogRecord(string? CalleeTag, IReadOnlyList<string> CallerTargets, IReadOnlyList<string> CalleeTargets, bool Confirmed);
+
+/// <summary>
+/// The admission side of the call tracker: decides on each initial INVITE before it is forwarded, hears how each call
+/// it admitted ends, and knows the admitted dialogs (whichever edge admitted them). Callbacks other than the async ones
+/// run on the proxy's threads and must return quickly (queue the work).
 /// </summary>
 public interface ICallPolicy
 {
@@ -56,17 +70,23 @@ public interface ICallPolicy
     /// Decides on an initial INVITE (no To tag) that passed validation. <paramref name="invite"/> is a private copy
     /// the policy may keep until the task completes. <paramref name="route"/> is where the proxy would send it.
     /// </summary>
-    ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, CancellationToken cancellationToken);
+    ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, CallOrigin origin, CancellationToken cancellationToken);
 
     /// <summary>An admitted INVITE got its first 2xx.</summary>
-    void OnAnswered(SipCallId sipCall);
+    void OnAnswered(SipCallId sipCall, DialogAnswer answer);
 
     /// <summary>An admitted INVITE ended without a 2xx: a final non-2xx from the next hop, CANCEL/487, timeout or transport error.</summary>
     void OnFailed(SipCallId sipCall, int status);
 
-    /// <summary>A BYE of the call passed through this edge (from either side).</summary>
+    /// <summary>A BYE of the call was answered by the far end, or timed out: the call is over.</summary>
     void OnBye(SipCallId sipCall);
 
-    /// <summary>An in-dialog refresh (re-INVITE, UPDATE) of the call passed through this edge.</summary>
+    /// <summary>An in-dialog refresh (re-INVITE, UPDATE) of the call was accepted (2xx).</summary>
     void OnRefresh(SipCallId sipCall);
+
+    /// <summary>The admitted call's dialog, or null when no such call is admitted (a forged or ended dialog).</summary>
+    ValueTask<DialogRecord?> FindDialogAsync(SipCallId sipCall, CancellationToken cancellationToken);
+
+    /// <summary>A destination the policy routes calls to (a trunk's next hop, a route's upstream), so any request may go there.</summary>
+    bool AllowsDestination(IPEndPoint endPoint) => false;
 }

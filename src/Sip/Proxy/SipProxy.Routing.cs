@@ -508,17 +508,137 @@ public sealed partial class SipProxy
             _metrics.Drop("stateless_unroutable");
             return;
         }
-        if (!TryRoute(m, source, out var target, out var popRoutes, out _))
+        if (!TryRoute(m, source, out var target, out var popRoutes, out var routeCallerTag))
         {
             _metrics.Drop("stateless_no_route");
+            return;
+        }
+        var request = new ProxyRequest(m, source, target, IsConfigured(target), routeCallerTag.IsEmpty ? null : CallerTagOf(m, routeCallerTag),
+            IsSpiral(m), stateless: true);
+        if (_user is null)
+        {
+            SendStateless(m, source, popRoutes, request.RouteConfigured ? ForwardDecision.Forward(target) : NotConfigured);
+            return;
+        }
+        if (TryDecide(request, out var decision))
+        {
+            SendStateless(m, source, popRoutes, decision);
+            return;
+        }
+        _ = DecideLaterAsync(request, tx: null, popRoutes);
+    }
+
+    private void SendStateless(SipMessage m, in SipTarget source, int popRoutes, ForwardDecision decision)
+    {
+        if (!decision.Forwards)
+        {
+            // An ACK is never answered: one no dialog accounts for is dropped.
+            _metrics.Drop("stateless_refused");
             return;
         }
         var key = Scratch.Key();
         TransactionKeys.ServerKey(m, key, ackAsInvite: false);
         var branch = Scratch.Small();
         TransactionKeys.Branch(key.WrittenSpan, TransactionKeys.LoopHash(m), branch);
-        var bytes = BuildForwardedRequest(m, source, target, branch.ToArray(), popRoutes, recordRoute: false, default, out _);
+        var bytes = BuildForwardedRequest(m, source, decision.Target, branch.ToArray(), popRoutes, recordRoute: false, default, out _);
         _metrics.ForwardedRequest();
-        _sender.Send(target, bytes);
+        _sender.Send(decision.Target, bytes);
     }
+
+    /// <summary>
+    /// A destination this edge is configured to send to: the default upstream, a static next hop, a listed destination,
+    /// or one the call policy routes to (docs/security.md, "Forwarding only to configured destinations").
+    /// </summary>
+    private bool IsConfigured(in SipTarget target)
+    {
+        var endPoint = target.EndPoint.Address.IsIPv4MappedToIPv6
+            ? new IPEndPoint(target.EndPoint.Address.MapToIPv4(), target.EndPoint.Port)
+            : target.EndPoint;
+        return _configured.Contains(endPoint) || _policy?.AllowsDestination(endPoint) == true;
+    }
+
+    /// <summary>One of the request's Via entries is ours: it passed this edge before (a spiral once <see cref="IsLoop"/> said no).</summary>
+    private bool IsSpiral(SipMessage m)
+    {
+        var s = m.Span;
+        foreach (var field in m.Fields)
+        {
+            if (field.Kind != SipHeaderKind.Via)
+            {
+                continue;
+            }
+            foreach (var entry in new SipListEnumerator(s, field.Value))
+            {
+                if (ViaValue.TryParse(s, entry.Start, entry.End, out var via)
+                    && Ascii.EqualsIgnoreCase(via.Host.Of(s), _viaHost)
+                    && (via.Port > 0 ? via.Port : 5060) == _viaPort)
+                {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+
+    /// <summary>A target as dialogs record it: <c>udp:192.0.2.1:5060</c> (IPv4-mapped addresses as IPv4).</summary>
+    internal static string Describe(in SipTarget target)
+    {
+        var endPoint = target.EndPoint.Address.IsIPv4MappedToIPv6
+            ? new IPEndPoint(target.EndPoint.Address.MapToIPv4(), target.EndPoint.Port)
+            : target.EndPoint;
+        return new SipTarget(target.Transport, endPoint).ToString();
+    }
+
+    /// <summary>Where the URI of the first entry of <paramref name="kind"/> (Contact, Record-Route) leads, when it names an address; else null.</summary>
+    internal string? TargetOfFirst(SipMessage m, SipHeaderKind kind, SipTransportKind transport)
+    {
+        var index = m.IndexOf(kind);
+        if (index < 0)
+        {
+            return null;
+        }
+        var s = m.Span;
+        foreach (var entry in new SipListEnumerator(s, m.Fields[index].Value))
+        {
+            return NameAddress.TryParse(s, entry.Start, entry.End, out var value) ? TargetOf(s, value.Uri, transport) : null;
+        }
+        return null;
+    }
+
+    /// <summary>In a response's Record-Route, the entry just above our own: the next proxy toward the callee; null if none.</summary>
+    internal string? TargetBelowSelf(SipMessage response, SipTransportKind transport)
+    {
+        var s = response.Span;
+        SipUri? previous = null;
+        foreach (var field in response.Fields)
+        {
+            if (field.Kind != SipHeaderKind.RecordRoute)
+            {
+                continue;
+            }
+            foreach (var entry in new SipListEnumerator(s, field.Value))
+            {
+                if (!NameAddress.TryParse(s, entry.Start, entry.End, out var value))
+                {
+                    return null;
+                }
+                if (IsSelf(s, value.Uri))
+                {
+                    return previous is { } below ? TargetOf(s, below, transport) : null;
+                }
+                previous = value.Uri;
+            }
+        }
+        return null;
+    }
+
+    private string? TargetOf(ReadOnlySpan<byte> s, in SipUri uri, SipTransportKind transport) =>
+        TryResolve(s, uri, new SipTarget(transport, _anyEndPoint), allowDefault: false, out var target) ? Describe(target) : null;
+
+    private static readonly IPEndPoint _anyEndPoint = new(IPAddress.Any, 0);
+
+    /// <summary>How long a transaction may live (64*T1): how long the call tracker keeps a dialog it learned.</summary>
+    internal TimeSpan TransactionLifetime => _timeout64T1;
+
+    internal void ScheduleOnce(TimeSpan delay, Action<object?> callback, object state) => Schedule(delay, callback, state);
 }

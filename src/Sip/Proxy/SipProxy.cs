@@ -30,7 +30,9 @@ public sealed partial class SipProxy : IDisposable
     private readonly Action<object?> _terminateClient;
     private readonly Action<object?> _terminateServer;
     private readonly SipProxyMetrics _metrics;
+    private readonly CallTracker? _user;
     private readonly ICallPolicy? _policy;
+    private readonly HashSet<IPEndPoint> _configured = [];
     private readonly ConcurrentDictionary<byte[], ServerTransaction> _servers = new(ByteKeyComparer.Instance);
     private readonly ConcurrentDictionary<byte[], ServerTransaction>.AlternateLookup<ReadOnlySpan<byte>> _serverLookup;
     private readonly ConcurrentDictionary<byte[], ClientTransaction> _clients = new(ByteKeyComparer.Instance);
@@ -61,6 +63,7 @@ public sealed partial class SipProxy : IDisposable
         _wheel = wheel ?? throw new ArgumentNullException(nameof(wheel));
         _metrics = metrics ?? new SipProxyMetrics();
         _policy = policy;
+        _user = policy is null ? null : new CallTracker(policy, this);
         _metrics.ObserveTransactions(() => _servers.Count + _clients.Count);
         _serverLookup = _servers.GetAlternateLookup<ReadOnlySpan<byte>>();
         _onRetransmitTimer = o => OnRetransmitTimer((ClientTransaction)o!);
@@ -86,6 +89,18 @@ public sealed partial class SipProxy : IDisposable
             if (SipProxyOptions.TryParseHostPort(hop, out var ep))
             {
                 _nextHops[host] = ep;
+                _configured.Add(ep);
+            }
+        }
+        if (_defaultUpstream is not null)
+        {
+            _configured.Add(_defaultUpstream);
+        }
+        foreach (var destination in options.AllowedDestinations)
+        {
+            if (SipProxyOptions.TryParseHostPort(destination, out var ep))
+            {
+                _configured.Add(ep);
             }
         }
         _retryAfterLine = Encoding.ASCII.GetBytes($"Retry-After: {options.OverloadRetryAfterSeconds}\r\n");
@@ -260,118 +275,94 @@ public sealed partial class SipProxy : IDisposable
             Respond(tx, 404, "Not Found (no route)"u8);
             return;
         }
-        if (_policy is not null)
+        var request = new ProxyRequest(m, source, target, IsConfigured(target), routeCallerTag.IsEmpty ? null : CallerTagOf(m, routeCallerTag),
+            IsSpiral(m), stateless: false);
+        if (_user is null)
         {
-            if (m.Method == SipMethod.Invite && m.ToTag.IsEmpty)
-            {
-                StartAdmission(m, source, tx, target, popRoutes);
-                return;
-            }
-            if (m.Method is SipMethod.Bye or SipMethod.Invite or SipMethod.Update)
-            {
-                // In-dialog: the caller's tag travels in our Record-Route entry; without it, the From tag.
-                var call = new SipCallId(Encoding.UTF8.GetString(m[m.CallId]), CallerTagOf(m, routeCallerTag));
-                var bye = m.Method == SipMethod.Bye;
-
-                // The BYE leaves before its slot is released, so the callee always hears of the end before it can
-                // hear of a call admitted into the freed slot.
-                Forward(m, source, tx, target, popRoutes, admitted: null);
-                if (bye)
-                {
-                    _policy.OnBye(call);
-                }
-                else
-                {
-                    _policy.OnRefresh(call);
-                }
-
-                return;
-            }
-        }
-        Forward(m, source, tx, target, popRoutes, admitted: null);
-    }
-
-    /// <summary>Asks the policy about an initial INVITE; the transaction answers its retransmissions meanwhile.</summary>
-    private void StartAdmission(SipMessage m, SipTarget source, ServerTransaction tx, SipTarget route, int popRoutes)
-    {
-        var copy = new SipMessage();
-        copy.Parse(m.Span);
-        var call = new SipCallId(Encoding.UTF8.GetString(m[m.CallId]), Encoding.UTF8.GetString(m[m.FromTag]));
-        ValueTask<CallDecision> pending;
-        try
-        {
-            pending = _policy!.AdmitAsync(copy, source, route, CancellationToken.None);
-        }
-        catch (Exception ex) when (ex is not OutOfMemoryException)
-        {
-            pending = ValueTask.FromResult(PolicyFailed);
-        }
-        if (pending.IsCompleted)
-        {
-            CompleteAdmission(copy, source, tx, route, popRoutes, call, Result(pending));
+            Apply(m, source, tx, popRoutes, request.RouteConfigured ? ForwardDecision.Forward(target) : NotConfigured);
             return;
         }
-        _ = AwaitAdmissionAsync(pending, copy, source, tx, route, popRoutes, call);
+        if (TryDecide(request, out var decision))
+        {
+            Apply(m, source, tx, popRoutes, decision);
+            return;
+        }
+        _ = DecideLaterAsync(request, tx, popRoutes);
     }
 
-    private static readonly CallDecision PolicyFailed = CallDecision.Reject(503, "Service Unavailable", "Retry-After: 5\r\n");
+    private static readonly ForwardDecision NotConfigured = ForwardDecision.Reject(403, "Forbidden (destination not allowed)");
 
-    private static CallDecision Result(ValueTask<CallDecision> completed)
+    private static readonly ForwardDecision DecisionFailed = ForwardDecision.Reject(503, "Service Unavailable", "Retry-After: 5\r\n");
+
+    /// <summary>The transaction user's decision when it has one at once; a user that throws refuses the request (503).</summary>
+    private bool TryDecide(in ProxyRequest request, out ForwardDecision decision)
     {
         try
         {
-            return completed.Result;
+            return _user!.TryDecide(request, out decision);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
-            return PolicyFailed;
+            decision = DecisionFailed;
+            return true;
         }
     }
 
-    private async Task AwaitAdmissionAsync(ValueTask<CallDecision> pending, SipMessage copy, SipTarget source, ServerTransaction tx,
-        SipTarget route, int popRoutes, SipCallId call)
+    /// <summary>Asks the transaction user on a private copy of the request; the transaction answers its retransmissions meanwhile.</summary>
+    private async Task DecideLaterAsync(ProxyRequest request, ServerTransaction? tx, int popRoutes)
     {
-        CallDecision decision;
+        var copy = new SipMessage();
+        copy.Parse(request.Message.Span);
+        request = request.With(copy);
+        ForwardDecision decision;
         try
         {
-            decision = await pending.ConfigureAwait(false);
+            decision = await _user!.DecideAsync(request, CancellationToken.None).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
-            decision = PolicyFailed;
+            decision = DecisionFailed;
         }
-        lock (tx.Sync)
-        {
-            CompleteAdmission(copy, source, tx, route, popRoutes, call, decision);
-        }
-    }
-
-    private void CompleteAdmission(SipMessage copy, SipTarget source, ServerTransaction tx, SipTarget route, int popRoutes,
-        SipCallId call, CallDecision decision)
-    {
         using (copy)
         {
-            if (!decision.Admitted)
+            if (tx is null)
             {
-                if (tx.State == ServerState.Proceeding)
-                {
-                    Respond(tx, decision.Status, Encoding.UTF8.GetBytes(decision.ReasonPhrase), Encoding.UTF8.GetBytes(decision.ExtraHeaders));
-                }
+                SendStateless(copy, request.Source, popRoutes, decision);
                 return;
             }
-            tx.AdmittedCall = call;
-            if (tx.State != ServerState.Proceeding)
+            lock (tx.Sync)
             {
-                // Cancelled (and answered 487) while the policy decided: the slot goes back at once.
-                tx.CallReported = true;
-                _policy!.OnFailed(call, tx.LastStatus);
-                return;
+                Apply(copy, request.Source, tx, popRoutes, decision);
             }
-            Forward(copy, source, tx, decision.NextHop ?? route, popRoutes, call);
         }
     }
 
-    private void Forward(SipMessage m, in SipTarget source, ServerTransaction tx, SipTarget target, int popRoutes, SipCallId? admitted)
+    /// <summary>Forwards the request as decided, or answers it; an INVITE cancelled meanwhile is not forwarded.</summary>
+    private void Apply(SipMessage m, in SipTarget source, ServerTransaction tx, int popRoutes, ForwardDecision decision)
+    {
+        if (!decision.Forwards)
+        {
+            if (tx.State == ServerState.Proceeding)
+            {
+                Respond(tx, decision.Status, Encoding.UTF8.GetBytes(decision.Reason), Encoding.UTF8.GetBytes(decision.ExtraHeaders));
+            }
+            return;
+        }
+        tx.Outcome = decision.Outcome;
+        if (tx.State != ServerState.Proceeding)
+        {
+            // Cancelled (and answered 487) while the decision was made: the outcome is that final status.
+            if (decision.Outcome is { } outcome)
+            {
+                tx.OutcomeReported = true;
+                _user!.OnFinal(outcome, tx.LastStatus, null);
+            }
+            return;
+        }
+        Forward(m, source, tx, decision.Target, popRoutes, decision.RecordCallerTag);
+    }
+
+    private void Forward(SipMessage m, in SipTarget source, ServerTransaction tx, SipTarget target, int popRoutes, bool recordCallerTag)
     {
         var s = m.Span;
         var branchWriter = Scratch.Small();
@@ -379,7 +370,7 @@ public sealed partial class SipProxy : IDisposable
         var branch = branchWriter.ToArray();
         var recordRoute = m.ToTag.IsEmpty && m.Method is SipMethod.Invite or SipMethod.Subscribe or SipMethod.Refer;
         var request = BuildForwardedRequest(m, source, target, branch, popRoutes, recordRoute,
-            admitted is null ? default : m.FromTag, out var cancelInfo);
+            recordCallerTag ? m.FromTag : default, out var cancelInfo);
         var clientKey = Scratch.Key();
         TransactionKeys.ClientKey(branch, m.CSeqMethodToken.Of(s), clientKey);
         var client = new ClientTransaction(clientKey.ToArray(), tx.IsInvite, target, request, tx, tx.IsInvite ? cancelInfo : null);
@@ -550,7 +541,7 @@ public sealed partial class SipProxy : IDisposable
             if (client.State == ClientState.Accepted && server.State is ServerState.Proceeding or ServerState.Accepted)
             {
                 // Every 2xx goes upstream, retransmissions included (RFC 6026 7.2).
-                SendFinal(server, BuildForwardedResponse(m), status);
+                SendFinal(server, BuildForwardedResponse(m), status, m);
                 _metrics.ForwardedResponse();
             }
             return;
@@ -567,7 +558,7 @@ public sealed partial class SipProxy : IDisposable
                 _terminateClient, client);
             if (server.State == ServerState.Proceeding)
             {
-                SendFinal(server, BuildForwardedResponse(m), status);
+                SendFinal(server, BuildForwardedResponse(m), status, m);
                 _metrics.ForwardedResponse();
             }
         }
@@ -603,7 +594,7 @@ public sealed partial class SipProxy : IDisposable
         client.EndTimer = Schedule(client.Target.IsReliable ? TimeSpan.Zero : _t4, _terminateClient, client);
         if (server is { State: ServerState.Proceeding })
         {
-            SendFinal(server, BuildForwardedResponse(m), status);
+            SendFinal(server, BuildForwardedResponse(m), status, m);
             _metrics.ForwardedResponse();
         }
     }
@@ -785,22 +776,15 @@ public sealed partial class SipProxy : IDisposable
     }
 
     /// <summary>Sends a final response and moves the server transaction on (RFC 3261 17.2.1, 17.2.2; RFC 6026).</summary>
-    private void SendFinal(ServerTransaction tx, byte[] response, int status)
+    private void SendFinal(ServerTransaction tx, byte[] response, int status, SipMessage? from = null)
     {
         tx.LastResponse = response;
         tx.LastStatus = status;
         _sender.Send(tx.Source, response);
-        if (tx.AdmittedCall is { } call && !tx.CallReported)
+        if (tx.Outcome is { } outcome && !tx.OutcomeReported)
         {
-            tx.CallReported = true;
-            if (status < 300)
-            {
-                _policy!.OnAnswered(call);
-            }
-            else
-            {
-                _policy!.OnFailed(call, status);
-            }
+            tx.OutcomeReported = true;
+            _user!.OnFinal(outcome, status, from);
         }
         if (tx.IsInvite && status < 300)
         {

@@ -47,6 +47,13 @@ public sealed class SipProxyOptions
     public Dictionary<string, string> NextHops { get; set; } = new(StringComparer.OrdinalIgnoreCase);
 
     /// <summary>
+    /// Further destinations (<c>ip:port</c>) any request may be forwarded to besides <see cref="DefaultUpstream"/> and
+    /// <see cref="NextHops"/> (and, in the edge, trunks' next hops and routes' upstreams). A request whose next hop is none
+    /// of these, nor a target recorded for its admitted dialog, is answered 403 (docs/security.md).
+    /// </summary>
+    public List<string> AllowedDestinations { get; set; } = [];
+
+    /// <summary>
     /// Answer UDP requests to the address and port they came from, as if every Via had <c>rport</c> (RFC 3581);
     /// needed behind NAT and in tests whose clients name other hosts in Via.
     /// </summary>
@@ -119,6 +126,13 @@ public sealed class SipProxyOptions
             if (!TryParseHostPort(hop, out _))
             {
                 errors.Add($"{prefix}{nameof(NextHops)}:{host}: '{hop}' is not ip:port");
+            }
+        }
+        for (var i = 0; i < AllowedDestinations.Count; i++)
+        {
+            if (!TryParseHostPort(AllowedDestinations[i], out _))
+            {
+                errors.Add($"{prefix}{nameof(AllowedDestinations)}:{i}: '{AllowedDestinations[i]}' is not ip:port");
             }
         }
         CheckPositive(errors, prefix + nameof(T1), T1);

@@ -77,10 +77,10 @@ internal sealed class ServerTransaction
 
     public TimerHandle EndTimer { get; set; }
 
-    /// <summary>The call the policy admitted on this INVITE, told how it ends once (<see cref="CallReported"/>).</summary>
-    public SipCallId? AdmittedCall { get; set; }
+    /// <summary>What the transaction user wants to hear this transaction's final status with, once (<see cref="OutcomeReported"/>).</summary>
+    public object? Outcome { get; set; }
 
-    public bool CallReported { get; set; }
+    public bool OutcomeReported { get; set; }
 
     /// <summary>
     /// A final response went: what only a transaction in progress needs is let go, so a transaction lingering for its

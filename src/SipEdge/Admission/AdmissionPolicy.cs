@@ -41,9 +41,10 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
         _latency = _meter.CreateHistogram<double>("callstate.sipedge.admission.duration", "ms", "Time the grains took to decide an admission");
     }
 
-    public async ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, CancellationToken cancellationToken)
+    public async ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, CallOrigin origin, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(invite);
+        ArgumentNullException.ThrowIfNull(origin);
         var classifier = _classifiers.Current;
         var call = classifier.Classify(Input(invite, source));
         if (!call.Succeeded)
@@ -53,11 +54,9 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
             return CallDecision.Reject(400, "Bad Request (" + call.Error + ")");
         }
         var target = call.NextHop is { } hop ? route with { EndPoint = hop, Connection = null } : route;
-        if (call.Limits.Count == 0)
-        {
-            Count("unlimited", "NONE");
-            return CallDecision.AdmitTo(target);
-        }
+
+        // A call no limit applies to is recorded all the same: its dialog is what lets its in-dialog requests through.
+        var leg = new CallLeg(origin.Attempt, origin.CallerTargets);
 
         var options = classifier.Options;
         var started = _time.GetTimestamp();
@@ -68,7 +67,7 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
         {
             try
             {
-                result = await _client.AdmitAsync(call.CallKey, call.Limits, linked?.Token ?? deadline.Token).ConfigureAwait(false);
+                result = await _client.AdmitAsync(call.CallKey, call.Limits, leg, linked?.Token ?? deadline.Token).ConfigureAwait(false);
             }
 #pragma warning disable CA1031 // no answer of any kind (deadline, no gateway, a silo or the storage failing) is the tier unavailable
             catch (Exception ex)
@@ -95,8 +94,14 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
         switch (result.Status)
         {
             case AdmitStatus.Admitted:
-                Count("admitted", "NONE");
+                Count(call.Limits.Count == 0 ? "unlimited" : "admitted", "NONE");
                 return CallDecision.AdmitTo(target);
+            case AdmitStatus.Duplicate:
+                // Another INVITE with an admitted call's Call-ID and From tag (RFC 3261 8.2.2.2, a merged request): it is
+                // neither admitted for free nor allowed to end the call it copies.
+                Count("duplicate", "CALL_IN_USE");
+                LogDuplicate(_logger, call.CallKey, call.Description);
+                return CallDecision.Reject(482, "Loop Detected (call already admitted)");
             case AdmitStatus.Rejected when call.IsEmergency:
                 // Emergency numbers are always connected; the refusal is logged and counted, the call goes on.
                 Count("emergency_over_limit", result.ReasonCode);
@@ -122,13 +127,37 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
         Latency.Record(duration);
     }
 
-    public void OnAnswered(SipCallId sipCall) => Fire("confirm", sipCall, static (c, key) => c.ConfirmAsync(key, CancellationToken.None));
+    public void OnAnswered(SipCallId sipCall, DialogAnswer answer)
+    {
+        ArgumentNullException.ThrowIfNull(answer);
+        var learned = new CallAnswer(answer.CalleeTag, answer.CalleeTargets);
+        Fire("confirm", sipCall, (c, key) => c.ConfirmAsync(key, learned, CancellationToken.None));
+    }
 
     public void OnFailed(SipCallId sipCall, int status) => Fire("end", sipCall, static (c, key) => c.EndAsync(key, CancellationToken.None));
 
     public void OnBye(SipCallId sipCall) => Fire("end", sipCall, static (c, key) => c.EndAsync(key, CancellationToken.None));
 
     public void OnRefresh(SipCallId sipCall) => Fire("renew", sipCall, static (c, key) => c.RenewAsync(key, CancellationToken.None));
+
+    public async ValueTask<DialogRecord?> FindDialogAsync(SipCallId sipCall, CancellationToken cancellationToken)
+    {
+        if (string.IsNullOrEmpty(sipCall.CallId) || string.IsNullOrEmpty(sipCall.CallerTag))
+        {
+            return null;
+        }
+        var key = CallKeys.Create(sipCall.CallId, sipCall.CallerTag);
+        if (GrainTypes.ValidateCallKey(key) is not null)
+        {
+            return null;
+        }
+        using var deadline = new CancellationTokenSource(_classifiers.Current.Options.Deadline, _time);
+        using var linked = cancellationToken.CanBeCanceled ? CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, deadline.Token) : null;
+        var dialog = await _client.GetDialogAsync(key, linked?.Token ?? deadline.Token).ConfigureAwait(false);
+        return dialog is null ? null : new DialogRecord(dialog.CalleeTag, dialog.CallerTargets, dialog.CalleeTargets, dialog.Confirmed);
+    }
+
+    public bool AllowsDestination(System.Net.IPEndPoint endPoint) => _classifiers.Current.IsDestination(endPoint);
 
     public void Dispose() => _meter.Dispose();
 
@@ -220,6 +249,9 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
     [LoggerMessage(EventId = 3203, Level = LogLevel.Warning,
         Message = "Emergency call {CallKey} connected over {LimitKey}: {Current} of {Maximum} in use, reason {Reason}")]
     private static partial void LogEmergency(ILogger logger, string callKey, string limitKey, int current, int? maximum, string reason);
+
+    [LoggerMessage(EventId = 3207, Level = LogLevel.Warning, Message = "Call {CallKey} refused with 482: an INVITE reused an admitted call's Call-ID and From tag ({Call})")]
+    private static partial void LogDuplicate(ILogger logger, string callKey, string call);
 
     [LoggerMessage(EventId = 3204, Level = LogLevel.Warning, Message = "INVITE refused: {Error}")]
     private static partial void LogInvalid(ILogger logger, string error);

@@ -237,6 +237,7 @@ public sealed class CallClassification
 public sealed class CallClassifier
 {
     private readonly HashSet<string> _localHosts;
+    private readonly HashSet<IPEndPoint> _destinations;
     private readonly LimitsOptions _limits;
     private readonly bool _hasDefaultUser;
     private readonly (IPNetwork Network, string Trunk)[] _trunkSources;
@@ -254,6 +255,9 @@ public sealed class CallClassifier
     /// with the users of <paramref name="limits"/>. <paramref name="ownHosts"/> are the edge's own addresses and
     /// names (<see cref="OwnHostsOf"/>), which count as local domains.
     /// </summary>
+    /// <summary>A trunk's next hop or a route's upstream: where this configuration sends calls.</summary>
+    public bool IsDestination(IPEndPoint endPoint) => _destinations.Contains(endPoint);
+
     public CallClassifier(AdmissionOptions admission, LimitsOptions limits, IEnumerable<string>? ownHosts = null)
     {
         ArgumentNullException.ThrowIfNull(admission);
@@ -308,6 +312,8 @@ public sealed class CallClassifier
                 : new CompiledRoute(prefix, route.Trunk, nextHops[route.Trunk]);
             _longestRoute = Math.Max(_longestRoute, prefix.Length);
         }
+
+        _destinations = [.. nextHops.Values, .. _routes.Values.Where(r => r.NextHop is not null).Select(r => r.NextHop!)];
 
         _dialPlan = new Dictionary<string, Dictionary<string, string>>(StringComparer.Ordinal);
         foreach (var entry in admission.DialPlan)

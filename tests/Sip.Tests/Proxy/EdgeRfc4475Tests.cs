@@ -25,6 +25,9 @@ public sealed class RunningEdge : IAsyncLifetime, IAsyncDisposable
             ListenAddress = "127.0.0.1",
             Port = port,
             DefaultUpstream = Upstream.EndPoint.ToString(),
+
+            // mpart01's Route names 127.0.0.1:5080: a destination this edge must be configured to send to.
+            AllowedDestinations = ["127.0.0.1:5080"],
             SymmetricResponses = true,
 
             // One receive loop handles datagrams in the order they arrive, so a later message's outcome shows that an

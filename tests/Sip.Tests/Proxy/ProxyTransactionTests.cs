@@ -26,7 +26,13 @@ public sealed class ProxyTransactionTests : IDisposable
     public ProxyTransactionTests()
     {
         _wheel = new TimerWheel(_clock);
-        _proxy = new SipProxy(new SipProxyOptions { Port = 5060, DefaultUpstream = Upstream.ToString(), AdvertisedHost = "192.0.2.80" }, _sent, _wheel);
+        _proxy = new SipProxy(new SipProxyOptions
+        {
+            Port = 5060,
+            DefaultUpstream = Upstream.ToString(),
+            AdvertisedHost = "192.0.2.80",
+            AllowedDestinations = ["127.0.0.1:5092", "127.0.0.9:5099", "127.0.0.1:5071"],
+        }, _sent, _wheel);
     }
 
     public void Dispose()
@@ -336,7 +342,13 @@ public sealed class ProxyTransactionTests : IDisposable
         Deliver(proxy, Encoding.ASCII.GetBytes(
             $"BYE sip:alice@127.0.0.1:5061 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKbye2\r\nRoute: {recordRoute}\r\n" +
             "From: <sip:service@127.0.0.1:5060>;tag=callee\r\nTo: <sip:alice@127.0.0.1:5061>;tag=ap2\r\nCall-ID: p2\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"), Upstream);
-        Assert.Equal(SipMethod.Bye, _sent.Take(Caller).Method);
+        var bye = _sent.Take(Caller);
+        Assert.Equal(SipMethod.Bye, bye.Method);
+
+        // The call ends when the far end answers the BYE, not when it is forwarded.
+        Assert.Equal(["answered p2/ap2"], policy.Events);
+        Deliver(proxy, Response(bye, 200, "OK", "ap2"), Caller);
+        Assert.Equal(200, _sent.Take(Upstream).StatusCode);
         Assert.Equal(["answered p2/ap2", "bye p2/ap2"], policy.Events);
     }
 
@@ -357,7 +369,9 @@ public sealed class ProxyTransactionTests : IDisposable
         Deliver(proxy, Encoding.ASCII.GetBytes(
             $"BYE sip:alice@127.0.0.1:5061 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKbyeq1\r\nRoute: {recordRoute}\r\n" +
             "From: <sip:service@127.0.0.1:5060>;tag=callee\r\nTo: <sip:alice@127.0.0.1:5061>;tag=aq+1\r\nCall-ID: q+1\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"), Upstream);
-        Assert.Equal(SipMethod.Bye, _sent.Take(Caller).Method);
+        var bye = _sent.Take(Caller);
+        Assert.Equal(SipMethod.Bye, bye.Method);
+        Deliver(proxy, Response(bye, 200, "OK", "aq+1"), Caller);
         Assert.Equal(["answered q+1/aq+1", "bye q+1/aq+1"], policy.Events);
     }
 
@@ -686,16 +700,152 @@ public sealed class ProxyTransactionTests : IDisposable
         Assert.False(forwarded.Has(SipHeaderKind.RecordRoute));
         Assert.Empty(_sent.All);
 
-        // Reported as the request passes, before any answer, with the caller's tag whichever side sent it.
-        Assert.Equal(["answered rf1/arf1", "refresh rf1/arf1"], policy.Events);
+        // Nothing is reported while the request is on its way.
+        Assert.Equal(["answered rf1/arf1"], policy.Events);
 
-        // Its answer, 2xx or not, reports nothing more: no second refresh, no answer, and a refused refresh does
-        // not end the call.
+        // A 2xx renews the call, named by the caller's tag whichever side sent it; a refused refresh neither renews
+        // nor ends it.
         Deliver(proxy, Response(forwarded, status, status == 200 ? "OK" : "Refused", "unused"), receiver);
         var answer = _sent.Take(sender);
         Assert.Equal(status, answer.StatusCode);
         Assert.Equal(method, Text(answer, answer.CSeqMethodToken));
-        Assert.Equal(["answered rf1/arf1", "refresh rf1/arf1"], policy.Events);
+        Assert.Equal(status == 200 ? ["answered rf1/arf1", "refresh rf1/arf1"] : ["answered rf1/arf1"], policy.Events);
+    }
+
+    [Fact]
+    public void Without_a_policy_a_request_to_an_unconfigured_address_gets_403_and_nothing_is_sent()
+    {
+        Receive(Request("MESSAGE", "sip:bob@203.0.113.9:5060;transport=tcp", "or1", "z9hG4bKor1", cseq: "1 MESSAGE"), Caller);
+        var refused = _sent.Take(Caller);
+        Assert.Equal(403, refused.StatusCode);
+        Assert.Empty(_sent.All);
+        Assert.Empty(_sent.Failed);
+    }
+
+    [Theory]
+    [InlineData("MESSAGE", null)]
+    [InlineData("OPTIONS", null)]
+    [InlineData("SUBSCRIBE", null)]
+    [InlineData("BYE", "t")]
+    [InlineData("INFO", "t")]
+    public void A_request_for_an_address_no_call_accounts_for_is_refused_and_never_sent(string method, string? toTag)
+    {
+        var policy = new RecordingPolicy();
+        using var proxy = PolicyProxy(policy);
+        Deliver(proxy, Request(method, "sip:bob@203.0.113.9:5070", "or2", "z9hG4bKor2" + method, cseq: "1 " + method, toTag: toTag), Caller);
+        var refused = _sent.Take(Caller);
+        Assert.Equal(toTag is null ? 403 : 481, refused.StatusCode);
+        Assert.Empty(_sent.All);
+        Assert.Empty(policy.Events);
+    }
+
+    [Fact]
+    public void An_invite_with_a_to_tag_of_no_admitted_dialog_gets_481_and_is_not_forwarded()
+    {
+        var policy = new RecordingPolicy();
+        using var proxy = PolicyProxy(policy);
+        Deliver(proxy, Request("INVITE", "sip:service@127.0.0.1:5060", "tt1", "z9hG4bKtt1", cseq: "1 INVITE", toTag: "forged"), Caller);
+        Assert.Equal(100, _sent.Take(Caller).StatusCode);
+        Assert.Equal(481, _sent.Take(Caller).StatusCode);
+        Assert.Empty(_sent.All);
+        Assert.Equal(0, policy.Asked);
+    }
+
+    [Fact]
+    public void In_dialog_requests_need_both_tags_of_the_admitted_dialog_and_a_destination_it_recorded()
+    {
+        var policy = new RecordingPolicy();
+        using var proxy = PolicyProxy(policy);
+        Deliver(proxy, Invite("bd1"), Caller);
+        _sent.Take(Caller);
+        var invite = _sent.Take(Upstream);
+        var recordRoute = Header(invite, SipHeaderKind.RecordRoute);
+        Deliver(proxy, Response(invite, 200, "OK", "callee"), Upstream);
+        _sent.Take(Caller);
+
+        // A wrong callee tag: no such dialog.
+        Deliver(proxy, Request("BYE", "sip:callee@127.0.0.1:5090", "bd1", "z9hG4bKbd1a", cseq: "2 BYE", toTag: "other",
+            extra: $"Route: {recordRoute}\r\n"), Caller);
+        Assert.Equal(481, _sent.Take(Caller).StatusCode);
+
+        // The right tags, but a Request-URI the dialog never recorded: nothing goes there.
+        Deliver(proxy, Request("BYE", "sip:callee@203.0.113.9:5090", "bd1", "z9hG4bKbd1b", cseq: "2 BYE", toTag: "callee",
+            extra: $"Route: {recordRoute}\r\n"), Caller);
+        Assert.Equal(403, _sent.Take(Caller).StatusCode);
+        Assert.Empty(_sent.All);
+        Assert.Equal(["answered bd1/abd1"], policy.Events);
+
+        // The callee's Contact from its 2xx is where the caller's requests may go.
+        Deliver(proxy, Request("BYE", "sip:callee@127.0.0.1:5090", "bd1", "z9hG4bKbd1c", cseq: "2 BYE", toTag: "callee",
+            extra: $"Route: {recordRoute}\r\n"), Caller);
+        var bye = _sent.Take(Upstream);
+        Assert.Equal(SipMethod.Bye, bye.Method);
+
+        // A BYE the far end refuses (here: asking for credentials) does not end the call.
+        Deliver(proxy, Response(bye, 407, "Proxy Authentication Required", "callee"), Upstream);
+        Assert.Equal(407, _sent.Take(Caller).StatusCode);
+        Assert.Equal(["answered bd1/abd1"], policy.Events);
+    }
+
+    [Fact]
+    public void A_bye_nobody_answers_ends_the_call_when_its_transaction_times_out()
+    {
+        var policy = new RecordingPolicy();
+        using var proxy = PolicyProxy(policy);
+        Deliver(proxy, Invite("bt1"), Caller);
+        _sent.Take(Caller);
+        var invite = _sent.Take(Upstream);
+        var recordRoute = Header(invite, SipHeaderKind.RecordRoute);
+        Deliver(proxy, Response(invite, 200, "OK", "callee"), Upstream);
+        _sent.Take(Caller);
+        Deliver(proxy, Request("BYE", "sip:callee@127.0.0.1:5090", "bt1", "z9hG4bKbt1", cseq: "2 BYE", toTag: "callee",
+            extra: $"Route: {recordRoute}\r\n"), Caller);
+        Assert.Equal(SipMethod.Bye, _sent.Take(Upstream).Method);
+        Assert.Equal(["answered bt1/abt1"], policy.Events);
+
+        _clock.Advance(TimeSpan.FromSeconds(33));
+        Assert.Equal(["answered bt1/abt1", "bye bt1/abt1"], policy.Events);
+    }
+
+    [Fact]
+    public void An_ack_of_no_admitted_dialog_is_dropped_and_the_admitted_one_goes_through()
+    {
+        var policy = new RecordingPolicy();
+        using var proxy = PolicyProxy(policy);
+        Deliver(proxy, Request("ACK", "sip:bob@127.0.0.1:5090", "ak1", "z9hG4bKak1", cseq: "1 ACK", toTag: "forged"), Caller);
+        Assert.Empty(_sent.All);
+
+        Deliver(proxy, Invite("ak2"), Caller);
+        _sent.Take(Caller);
+        var invite = _sent.Take(Upstream);
+        Deliver(proxy, Response(invite, 200, "OK", "callee"), Upstream);
+        _sent.Take(Caller);
+        Deliver(proxy, Request("ACK", "sip:callee@127.0.0.1:5090", "ak2", "z9hG4bKak2ack", cseq: "1 ACK", toTag: "callee",
+            extra: $"Route: {Header(invite, SipHeaderKind.RecordRoute)}\r\n"), Caller);
+        Assert.Equal(SipMethod.Ack, _sent.Take(Upstream).Method);
+    }
+
+    [Fact]
+    public void A_spiral_of_an_admitted_call_is_forwarded_without_a_second_admission_and_the_attempt_names_the_transaction()
+    {
+        var policy = new RecordingPolicy();
+        using var proxy = PolicyProxy(policy);
+        Deliver(proxy, Invite("sp1"), Caller);
+        _sent.Take(Caller);
+        var invite = _sent.Take(Upstream);
+        Assert.Equal(1, policy.Asked);
+        var origin = Assert.Single(policy.Origins);
+        Assert.Equal("127.0.0.1:5061;z9hG4bKsp1@udp:127.0.0.1:5061", origin.Attempt);
+        Assert.Contains("udp:127.0.0.1:5061", origin.CallerTargets);
+
+        // The upstream sends it back to us with another Request-URI (RFC 3261 16.3 step 4: a spiral, not a loop).
+        var text = Encoding.ASCII.GetString(invite.Span).Replace("INVITE sip:service@127.0.0.1:5060", "INVITE sip:other@127.0.0.1:5060", StringComparison.Ordinal);
+        var back = "Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKsp1back\r\n";
+        text = text.Insert(text.IndexOf("Via:", StringComparison.Ordinal), back);
+        Deliver(proxy, Encoding.ASCII.GetBytes(text), Upstream);
+        Assert.Equal(100, _sent.Take(Upstream).StatusCode);
+        Assert.Equal(SipMethod.Invite, _sent.Take(Upstream).Method);
+        Assert.Equal(1, policy.Asked);
     }
 
     [Fact]
@@ -817,19 +967,68 @@ public sealed class ProxyTransactionTests : IDisposable
 
         public int Asked => _asked;
 
-        public ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, CancellationToken cancellationToken)
+        /// <summary>The dialogs as the grains would keep them: recorded on admission, taught by the 2xx, gone at the end.</summary>
+        public Dictionary<SipCallId, DialogRecord> Dialogs { get; } = [];
+
+        public List<CallOrigin> Origins { get; } = [];
+
+        public async ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, CallOrigin origin, CancellationToken cancellationToken)
         {
             Interlocked.Increment(ref _asked);
-            return Pending is { } pending ? new ValueTask<CallDecision>(pending) : ValueTask.FromResult(Decide?.Invoke(invite) ?? CallDecision.Admit);
+            var call = new SipCallId(Encoding.UTF8.GetString(invite[invite.CallId]), Encoding.UTF8.GetString(invite[invite.FromTag]));
+            var decision = Pending is { } pending ? await pending : Decide?.Invoke(invite) ?? CallDecision.Admit;
+            lock (Events)
+            {
+                Origins.Add(origin);
+                if (decision.Admitted)
+                {
+                    Dialogs[call] = new DialogRecord(null, origin.CallerTargets, [], Confirmed: false);
+                }
+            }
+            return decision;
         }
 
-        public void OnAnswered(SipCallId sipCall) => Add($"answered {sipCall.CallId}/{sipCall.CallerTag}");
+        public void OnAnswered(SipCallId sipCall, DialogAnswer answer)
+        {
+            lock (Events)
+            {
+                if (Dialogs.TryGetValue(sipCall, out var dialog))
+                {
+                    Dialogs[sipCall] = dialog with { CalleeTag = answer.CalleeTag, CalleeTargets = answer.CalleeTargets, Confirmed = true };
+                }
+            }
+            Add($"answered {sipCall.CallId}/{sipCall.CallerTag}");
+        }
 
-        public void OnFailed(SipCallId sipCall, int status) => Add($"failed {sipCall.CallId}/{sipCall.CallerTag} {status}");
+        public void OnFailed(SipCallId sipCall, int status)
+        {
+            Forget(sipCall);
+            Add($"failed {sipCall.CallId}/{sipCall.CallerTag} {status}");
+        }
 
-        public void OnBye(SipCallId sipCall) => Add($"bye {sipCall.CallId}/{sipCall.CallerTag}");
+        public void OnBye(SipCallId sipCall)
+        {
+            Forget(sipCall);
+            Add($"bye {sipCall.CallId}/{sipCall.CallerTag}");
+        }
 
         public void OnRefresh(SipCallId sipCall) => Add($"refresh {sipCall.CallId}/{sipCall.CallerTag}");
+
+        public ValueTask<DialogRecord?> FindDialogAsync(SipCallId sipCall, CancellationToken cancellationToken)
+        {
+            lock (Events)
+            {
+                return ValueTask.FromResult(Dialogs.GetValueOrDefault(sipCall));
+            }
+        }
+
+        private void Forget(SipCallId sipCall)
+        {
+            lock (Events)
+            {
+                Dialogs.Remove(sipCall);
+            }
+        }
 
         private void Add(string e)
         {
