@@ -4,6 +4,7 @@ using CallState.Storage;
 using CallState.Silo;
 using CallState.Sip.Proxy;
 using CallState.SipEdge.Admission;
+using CallState.SipEdge.Trust;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
@@ -48,6 +49,7 @@ public static partial class EdgeHost
     {
         ["Sip"] = typeof(SipProxyOptions),
         ["Admission"] = typeof(AdmissionOptions),
+        ["Trust"] = typeof(TrustOptions),
     };
 
     /// <summary>The command-line switch that runs an edge and a silo in one process.</summary>

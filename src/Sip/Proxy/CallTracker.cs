@@ -126,7 +126,7 @@ internal sealed class CallTracker
     {
         var m = request.Message;
         var call = new SipCallId(Encoding.UTF8.GetString(m[m.CallId]), Encoding.UTF8.GetString(m[m.FromTag]));
-        var origin = new CallOrigin(Attempt(m, request.Source), CallerTargets(m, request.Source));
+        var origin = new InviteOrigin(Attempt(m, request.Source), CallerTargets(m, request.Source));
         var decision = await _policy.AdmitAsync(m, request.Source, request.Route, origin, cancellationToken).ConfigureAwait(false);
         if (!decision.Admitted)
         {

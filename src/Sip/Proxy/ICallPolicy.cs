@@ -51,7 +51,7 @@ public readonly record struct SipCallId(string CallId, string CallerTag);
 /// another INVITE reusing the call's Call-ID and From tag is told apart from a retry) and where in-dialog requests toward
 /// the caller may be sent (<see cref="SipTarget.ToString"/> form: the INVITE's source, its Contact, the proxy above).
 /// </summary>
-public sealed record CallOrigin(string Attempt, IReadOnlyList<string> CallerTargets);
+public sealed record InviteOrigin(string Attempt, IReadOnlyList<string> CallerTargets);
 
 /// <summary>What the 2xx of an admitted INVITE taught: the callee's tag and where requests toward the callee may go.</summary>
 public sealed record DialogAnswer(string CalleeTag, IReadOnlyList<string> CalleeTargets);
@@ -70,7 +70,7 @@ public interface ICallPolicy
     /// Decides on an initial INVITE (no To tag) that passed validation. <paramref name="invite"/> is a private copy
     /// the policy may keep until the task completes. <paramref name="route"/> is where the proxy would send it.
     /// </summary>
-    ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, CallOrigin origin, CancellationToken cancellationToken);
+    ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, InviteOrigin origin, CancellationToken cancellationToken);
 
     /// <summary>An admitted INVITE got its first 2xx.</summary>
     void OnAnswered(SipCallId sipCall, DialogAnswer answer);

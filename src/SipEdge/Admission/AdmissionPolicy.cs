@@ -5,6 +5,7 @@ using CallState.Grains;
 using CallState.Sip.Messages;
 using CallState.Storage;
 using CallState.Sip.Proxy;
+using CallState.SipEdge.Trust;
 
 namespace CallState.SipEdge.Admission;
 
@@ -18,6 +19,7 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
 {
     private readonly CallClassifierSource _classifiers;
     private readonly IAdmissionClient _client;
+    private readonly CallerTrust _trust;
     private readonly ILogger<AdmissionPolicy> _logger;
     private readonly Meter _meter;
     private readonly Counter<long> _decisions;
@@ -28,10 +30,11 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
     public LatencyHistogram Latency { get; } = new();
     private readonly TimeProvider _time;
 
-    public AdmissionPolicy(CallClassifierSource classifiers, IAdmissionClient client, ILogger<AdmissionPolicy> logger,
+    public AdmissionPolicy(CallClassifierSource classifiers, IAdmissionClient client, CallerTrust trust, ILogger<AdmissionPolicy> logger,
         TimeProvider timeProvider, IMeterFactory? meterFactory = null)
     {
         _classifiers = classifiers;
+        _trust = trust;
         _client = client;
         _logger = logger;
         _time = timeProvider;
@@ -41,12 +44,24 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
         _latency = _meter.CreateHistogram<double>("callstate.sipedge.admission.duration", "ms", "Time the grains took to decide an admission");
     }
 
-    public async ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, CallOrigin origin, CancellationToken cancellationToken)
+    public async ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, InviteOrigin origin, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(invite);
         ArgumentNullException.ThrowIfNull(origin);
         var classifier = _classifiers.Current;
-        var call = classifier.Classify(Input(invite, source));
+        var address = source.EndPoint.Address;
+        var trust = _trust.Check(invite, address, classifier.IsTrunkSource(address));
+        if (trust.Kind == TrustKind.Refused)
+        {
+            // Nothing is reserved for a caller the edge does not believe (docs/security.md, "Who may call as whom").
+            Count(trust.Status == 407 ? "challenged" : "untrusted", trust.Status == 407 ? "AUTH_REQUIRED" : "FORBIDDEN");
+            if (trust.Log is { } why)
+            {
+                LogUntrusted(_logger, trust.Status, AddressText.Canonical(address).ToString(), why);
+            }
+            return CallDecision.Reject(trust.Status, trust.Reason!, trust.Headers ?? "");
+        }
+        var call = classifier.Classify(Input(invite, source, trust.User));
         if (!call.Succeeded)
         {
             Count("invalid", "BAD_REQUEST");
@@ -219,7 +234,7 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
     private void Count(string result, string reason) =>
         _decisions.Add(1, new KeyValuePair<string, object?>("result", result), new KeyValuePair<string, object?>("reason", reason));
 
-    private static ClassificationInput Input(SipMessage m, SipTarget source)
+    private static ClassificationInput Input(SipMessage m, SipTarget source, string? verifiedCaller)
     {
         string? Text(TextRange range) => range.IsEmpty ? null : Encoding.UTF8.GetString(m[range]);
         return new ClassificationInput
@@ -233,6 +248,7 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
             RequestUser = Text(m.RequestUri.User),
             RequestHost = Text(m.RequestUri.Host),
             Source = source.EndPoint.Address.IsIPv4MappedToIPv6 ? source.EndPoint.Address.MapToIPv4() : source.EndPoint.Address,
+            VerifiedCaller = verifiedCaller,
         };
     }
 
@@ -252,6 +268,9 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
 
     [LoggerMessage(EventId = 3207, Level = LogLevel.Warning, Message = "Call {CallKey} refused with 482: an INVITE reused an admitted call's Call-ID and From tag ({Call})")]
     private static partial void LogDuplicate(ILogger logger, string callKey, string call);
+
+    [LoggerMessage(EventId = 3208, Level = LogLevel.Warning, Message = "INVITE from {Source} refused with {Status}: {Why}")]
+    private static partial void LogUntrusted(ILogger logger, int status, string source, string why);
 
     [LoggerMessage(EventId = 3204, Level = LogLevel.Warning, Message = "INVITE refused: {Error}")]
     private static partial void LogInvalid(ILogger logger, string error);

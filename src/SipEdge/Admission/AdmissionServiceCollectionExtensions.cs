@@ -1,5 +1,6 @@
 using CallState.Silo.Limits;
 using CallState.Sip.Proxy;
+using CallState.SipEdge.Trust;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Primitives;
@@ -34,6 +35,12 @@ public static class AdmissionServiceCollectionExtensions
         }
 
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<AdmissionOptions>>(new AdmissionOptionsValidator(configuration)));
+        services.AddOptions<TrustOptions>().Bind(configuration.GetSection(TrustOptions.SectionName)).ValidateOnStart();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<TrustOptions>, TrustOptionsValidator>());
+        services.TryAddSingleton(sp => new CallerTrust(
+            sp.GetRequiredService<IOptions<TrustOptions>>().Value,
+            sp.GetRequiredService<IOptions<LimitsOptions>>().Value,
+            sp.GetRequiredService<TimeProvider>()));
         services.TryAddSingleton(sp => new CallClassifierSource(
             configuration,
             sp.GetRequiredService<IOptions<AdmissionOptions>>(),
@@ -41,6 +48,16 @@ public static class AdmissionServiceCollectionExtensions
             sp.GetRequiredService<IOptions<SipProxyOptions>>(),
             sp.GetRequiredService<ILogger<CallClassifierSource>>()));
         return services;
+    }
+}
+
+/// <summary>Turns <see cref="TrustOptions.Validate"/> into options validation.</summary>
+internal sealed class TrustOptionsValidator : IValidateOptions<TrustOptions>
+{
+    public ValidateOptionsResult Validate(string? name, TrustOptions options)
+    {
+        var errors = options.Validate();
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }
 

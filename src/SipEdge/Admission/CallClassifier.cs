@@ -30,6 +30,12 @@ public readonly struct ClassificationInput
 
     /// <summary>Where the packet came from (an IPv4-mapped IPv6 address is treated as the IPv4 address).</summary>
     public IPAddress? Source { get; init; }
+
+    /// <summary>
+    /// The caller as authenticated (digest) or asserted by a trusted peer (docs/security.md): one of ours whatever the From
+    /// header says, and the From user is not used for the caller's limits. Null: the From decides.
+    /// </summary>
+    public string? VerifiedCaller { get; init; }
 }
 
 /// <summary>Where a call comes from.</summary>
@@ -377,7 +383,7 @@ public sealed class CallClassifier
         }
 
         // Every user part in its one form: %61lice is alice, +1-234 is +1234, Alice is alice unless case-sensitive.
-        var fromUser = _limits.Normalize(input.FromUser);
+        var fromUser = _limits.Normalize(input.VerifiedCaller ?? input.FromUser);
         var toUser = _limits.Normalize(input.ToUser);
         var requestUser = _limits.Normalize(input.RequestUser);
         var source = input.Source is null ? null : AddressText.Canonical(input.Source);
@@ -396,7 +402,8 @@ public sealed class CallClassifier
             origin = CallOrigin.Trunk;
             Add(LimitKind.Trunk, sourceTrunk, Direction.Inbound, null);
         }
-        else if (IsLocalUser(fromUser, input.FromHost))
+        else if (input.VerifiedCaller is not null ? !string.IsNullOrEmpty(fromUser) && (_hasDefaultUser || _limits.FindUser(fromUser) is not null)
+                 : IsLocalUser(fromUser, input.FromHost))
         {
             origin = CallOrigin.LocalUser;
             caller = fromUser!;
@@ -538,6 +545,9 @@ public sealed class CallClassifier
     private bool IsLocalUser(string? user, string? host) =>
         !string.IsNullOrEmpty(user)
         && (_limits.FindUser(user) is not null || (_hasDefaultUser && AddressText.NormalizeHost(host) is { } h && _localHosts.Contains(h)));
+
+    /// <summary>A trunk's source address (<c>CallState:Admission:Trunks:*:Sources</c>).</summary>
+    public bool IsTrunkSource(IPAddress source) => TrunkOf(AddressText.Canonical(source)) is not null;
 
     private string? TrunkOf(IPAddress source)
     {

@@ -970,9 +970,9 @@ public sealed class ProxyTransactionTests : IDisposable
         /// <summary>The dialogs as the grains would keep them: recorded on admission, taught by the 2xx, gone at the end.</summary>
         public Dictionary<SipCallId, DialogRecord> Dialogs { get; } = [];
 
-        public List<CallOrigin> Origins { get; } = [];
+        public List<InviteOrigin> Origins { get; } = [];
 
-        public async ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, CallOrigin origin, CancellationToken cancellationToken)
+        public async ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, InviteOrigin origin, CancellationToken cancellationToken)
         {
             Interlocked.Increment(ref _asked);
             var call = new SipCallId(Encoding.UTF8.GetString(invite[invite.CallId]), Encoding.UTF8.GetString(invite[invite.FromTag]));
