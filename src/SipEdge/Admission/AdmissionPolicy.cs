@@ -68,7 +68,7 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
         {
             try
             {
-                result = await _client.AdmitAsync(call.CallKey, call.Limits, linked?.Token ?? deadline.Token).ConfigureAwait(false);
+                result = await _client.AdmitAsync(call.CallKey, call.Limits, null, linked?.Token ?? deadline.Token).ConfigureAwait(false);
             }
 #pragma warning disable CA1031 // no answer of any kind (deadline, no gateway, a silo or the storage failing) is the tier unavailable
             catch (Exception ex)
@@ -122,7 +122,7 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
         Latency.Record(duration);
     }
 
-    public void OnAnswered(SipCallId sipCall) => Fire("confirm", sipCall, static (c, key) => c.ConfirmAsync(key, CancellationToken.None));
+    public void OnAnswered(SipCallId sipCall) => Fire("confirm", sipCall, static (c, key) => c.ConfirmAsync(key, null, CancellationToken.None));
 
     public void OnFailed(SipCallId sipCall, int status) => Fire("end", sipCall, static (c, key) => c.EndAsync(key, CancellationToken.None));
 
