@@ -23,8 +23,14 @@ public enum AdmitStatus : byte
     Admitted = 1,
     Rejected = 2,
 
-    /// <summary>The request itself is wrong (unknown key prefix, duplicate key, negative maximum, ended call).</summary>
+    /// <summary>The request itself is wrong (unknown key prefix, duplicate key, negative maximum, ended call, a malformed leg).</summary>
     Invalid = 3,
+
+    /// <summary>
+    /// Another attempt (another INVITE transaction) admitted this call, which is being admitted or is up: this one was
+    /// not counted, and nothing of the call was changed or released.
+    /// </summary>
+    Duplicate = 4,
 }
 
 /// <summary>The answer to an admission: admitted, or which limit refused and why.</summary>
@@ -37,6 +43,9 @@ public sealed record AdmitResult([property: Id(0)] AdmitStatus Status, [property
     public string ReasonCode => Reason.ToCode();
 
     public static AdmitResult Invalid(string error) => new(AdmitStatus.Invalid, null, RejectReason.None, null, 0, error);
+
+    /// <summary>See <see cref="AdmitStatus.Duplicate"/>.</summary>
+    public static AdmitResult Duplicate() => new(AdmitStatus.Duplicate, null, RejectReason.None, null, 0, null);
 }
 
 /// <summary>A requested limit as persisted with the call.</summary>
@@ -70,11 +79,23 @@ public sealed class CallGrainState
     public long StartedMs { get; set; }
 
     public long LeaseEndMs { get; set; }
+
+    /// <summary>The attempt (<see cref="CallLeg.Attempt"/>) that admitted the call; null when it was admitted without a leg.</summary>
+    public string? Attempt { get; set; }
+
+    /// <summary>Where requests toward the caller may go (<see cref="CallLeg.CallerTargets"/>); null when none were given.</summary>
+    public List<string>? CallerTargets { get; set; }
+
+    /// <summary>The callee's tag from the first answer that carried one (<see cref="CallAnswer.CalleeTag"/>).</summary>
+    public string? CalleeTag { get; set; }
+
+    /// <summary>Where requests toward the callee may go, from the same answer as <see cref="CalleeTag"/>.</summary>
+    public List<string>? CalleeTargets { get; set; }
 }
 
 /// <summary>A call as the admin API shows it.</summary>
 [GenerateSerializer, Immutable]
-public sealed record CallSnapshot([property: Id(0)] string CallKey, [property: Id(1)] CallPhase Phase, [property: Id(2)] bool Confirmed, [property: Id(3)] IReadOnlyList<LimitRequest> Limits, [property: Id(4)] string? RejectedKey, [property: Id(5)] RejectReason Reason, [property: Id(6)] DateTimeOffset? LeaseEnd);
+public sealed record CallSnapshot([property: Id(0)] string CallKey, [property: Id(1)] CallPhase Phase, [property: Id(2)] bool Confirmed, [property: Id(3)] IReadOnlyList<LimitRequest> Limits, [property: Id(4)] string? RejectedKey, [property: Id(5)] RejectReason Reason, [property: Id(6)] DateTimeOffset? LeaseEnd, [property: Id(7)] string? CalleeTag);
 
 /// <summary>
 /// One call (key: Call-ID and From-tag). Reserves its limits in a fixed order, all or nothing, records the
@@ -102,7 +123,7 @@ public sealed class CallAdmission
     /// <param name="time">The clock.</param>
     /// <param name="unread">
     /// The record was not read: the call is taken to be new (the usual case for an admission), so its first write is an
-    /// insert, which fails when a record exists; <see cref="AdmitAsync"/> then throws <see cref="CallRecordExistsException"/>.
+    /// insert, which fails when a record exists; <see cref="AdmitAsync(IReadOnlyList{LimitRequest}, CallLeg, CancellationToken)"/> then throws <see cref="CallRecordExistsException"/>.
     /// </param>
     public CallAdmission(string callKey, IDurableState<CallGrainState> state, ILimitGrainClient limits, LeaseOptions leases, TimeProvider time, bool unread = false)
     {
@@ -133,10 +154,28 @@ public sealed class CallAdmission
     /// time in key order (so two calls racing for the last slot of two shared limits do not refuse each other); a refusal
     /// then is recorded. No call is ever admitted past a limit.
     /// </summary>
-    public async Task<AdmitResult> AdmitAsync(IReadOnlyList<LimitRequest> requests, CancellationToken cancellationToken)
+    public Task<AdmitResult> AdmitAsync(IReadOnlyList<LimitRequest> requests, CancellationToken cancellationToken) =>
+        AdmitAsync(requests, null, cancellationToken);
+
+    /// <summary>
+    /// Like <see cref="AdmitAsync(IReadOnlyList{LimitRequest}, CancellationToken)"/>, for the attempt <paramref name="leg"/>
+    /// names: its attempt id and caller targets are stored with the call's record, in the same write. A call being
+    /// admitted or up that another attempt admitted answers <see cref="AdmitStatus.Duplicate"/> and is left as it is; the
+    /// same attempt again (a retry) answers as the call stands. A null leg is not compared with anything.
+    /// </summary>
+    public async Task<AdmitResult> AdmitAsync(IReadOnlyList<LimitRequest> requests, CallLeg? leg, CancellationToken cancellationToken)
     {
+        if (leg is not null && CallDialogs.Validate(leg) is { } legError)
+        {
+            return AdmitResult.Invalid(legError);
+        }
+
         switch (S.Phase)
         {
+            case CallPhase.Admitting or CallPhase.Admitted when leg is not null && !string.Equals(leg.Attempt, S.Attempt, StringComparison.Ordinal):
+                // Another INVITE with this call's Call-ID and From tag (a retransmission reaching another edge, a merged
+                // request, a forgery): counting or failing it must not touch the call that holds the slots.
+                return AdmitResult.Duplicate();
             case CallPhase.Admitted:
                 return AdmitResult.Admitted();
             case CallPhase.Rejected:
@@ -161,6 +200,11 @@ public sealed class CallAdmission
         S.Limits = limits;
         S.StartedMs = now.ToUnixTimeMilliseconds();
         S.LeaseEndMs = (now + _leases.Early).ToUnixTimeMilliseconds();
+        if (leg is not null)
+        {
+            S.Attempt = leg.Attempt;
+            S.CallerTargets = CallDialogs.Keep(leg.CallerTargets);
+        }
 
         // The record is serialized now, so the reservations below may run while it is being written. This activation
         // wakes at the lease end; a runtime that loads the record after a crash wakes it at once to finish it.
@@ -217,7 +261,15 @@ public sealed class CallAdmission
     /// The call was answered (2xx): every limit moves to the confirmed lease. False when the call is not
     /// admitted, or a limit had already reclaimed its slot (the call is then ended and must be torn down).
     /// </summary>
-    public async Task<bool> ConfirmAsync(CancellationToken cancellationToken)
+    public Task<bool> ConfirmAsync(CancellationToken cancellationToken) => ConfirmAsync(null, cancellationToken);
+
+    /// <summary>
+    /// Like <see cref="ConfirmAsync(CancellationToken)"/>; the call also learns its dialog from <paramref name="answer"/>,
+    /// in the same write. The first answer with a storable tag is kept: a later 2xx (another fork's, RFC 3261 13.2.2.4)
+    /// does not replace it. Targets past <see cref="CallDialogs.MaxTargets"/>, empty or over-long ones are not stored;
+    /// the leases are confirmed whatever the answer holds.
+    /// </summary>
+    public async Task<bool> ConfirmAsync(CallAnswer? answer, CancellationToken cancellationToken)
     {
         if (S.Phase is not (CallPhase.Admitted or CallPhase.Admitting))
         {
@@ -234,6 +286,12 @@ public sealed class CallAdmission
         S.Phase = CallPhase.Admitted;
         S.Confirmed = true;
         S.LeaseEndMs = (_time.GetUtcNow() + _leases.Confirmed).ToUnixTimeMilliseconds();
+        if (answer is not null && S.CalleeTag is null && CallDialogs.IsStorableTag(answer.CalleeTag))
+        {
+            S.CalleeTag = answer.CalleeTag;
+            S.CalleeTargets = CallDialogs.Keep(answer.CalleeTargets);
+        }
+
         var record = _state.WriteAsync(LeaseDue, cancellationToken);
         try
         {
@@ -323,7 +381,19 @@ public sealed class CallAdmission
         S.Limits.ConvertAll(static l => new LimitRequest(l.Key, l.Direction, l.PerCallMax)),
         S.RejectedKey,
         S.Reason,
-        S.Phase == CallPhase.Admitted ? DateTimeOffset.FromUnixTimeMilliseconds(S.LeaseEndMs) : null);
+        S.Phase == CallPhase.Admitted ? DateTimeOffset.FromUnixTimeMilliseconds(S.LeaseEndMs) : null,
+        S.CalleeTag);
+
+    /// <summary>
+    /// The dialog an edge checks an in-dialog request against: null unless the call is being admitted or is up. Before
+    /// the answer its callee tag is null and it is not confirmed.
+    /// </summary>
+    public CallDialog? Dialog() => S.Phase is CallPhase.Admitting or CallPhase.Admitted
+        ? new CallDialog(S.CalleeTag, S.CallerTargets is { } caller ? [.. caller] : [], S.CalleeTargets is { } callee ? [.. callee] : [], S.Confirmed)
+        : null;
+
+    /// <summary>The attempt that admitted the call, as stored (null when none).</summary>
+    public string? Attempt => S.Attempt;
 
     /// <summary>
     /// Recovery of a call stored as <see cref="CallPhase.Admitting"/> (a crash came before or after its answer): every

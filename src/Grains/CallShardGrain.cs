@@ -32,7 +32,7 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
         _logger = logger;
     }
 
-    public async Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken = default)
+    public async Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CallLeg? leg, CancellationToken cancellationToken = default)
     {
         if (GrainTypes.ValidateCallKey(callKey) is { } error)
         {
@@ -41,7 +41,8 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
         }
 
         var started = _time.GetTimestamp();
-        var result = await RunAsync(callKey, (admission, _) => admission.AdmitAsync(limits, cancellationToken), unreadIfNew: true);
+        // The re-run after CallRecordExistsException (RunAfterAsync) carries the same leg: it is the same attempt.
+        var result = await RunAsync(callKey, (admission, _) => admission.AdmitAsync(limits, leg, cancellationToken), unreadIfNew: true);
         _metrics.Admission(result.Status, result.Reason, _time.GetElapsedTime(started));
         if (result.Status == AdmitStatus.Rejected && _logger.IsEnabled(LogLevel.Information))
         {
@@ -49,11 +50,16 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
             Log.Rejected(_logger, callKey, result.LimitKey, result.Reason.ToCode(), result.Current, result.Limit);
 #pragma warning restore CA1873
         }
+        else if (result.Status == AdmitStatus.Duplicate)
+        {
+            // A duplicate leaves the call up, so it is still in memory (unless an end came in between: then no attempt).
+            Log.Duplicate(_logger, callKey, leg?.Attempt, _calls.TryGetValue(callKey, out var call) ? call.Admission?.Attempt : null);
+        }
 
         return result;
     }
 
-    public Task<bool> ConfirmAsync(string callKey) => Valid(callKey) ? RunAsync(callKey, static admission => admission.ConfirmAsync(CancellationToken.None)) : Task.FromResult(false);
+    public Task<bool> ConfirmAsync(string callKey, CallAnswer? answer) => Valid(callKey) ? RunAsync(callKey, admission => admission.ConfirmAsync(answer, CancellationToken.None)) : Task.FromResult(false);
 
     public Task<bool> RenewAsync(string callKey) => Valid(callKey) ? RunAsync(callKey, static admission => admission.RenewAsync(CancellationToken.None)) : Task.FromResult(false);
 
@@ -68,6 +74,10 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
 
         return RunAsync(callKey, static admission => Task.FromResult(admission.Snapshot()));
     }
+
+    /// <summary>In the call's order like every operation, so a dialog asked for after a confirm shows it.</summary>
+    public Task<CallDialog?> GetDialogAsync(string callKey) =>
+        Valid(callKey) ? RunAsync(callKey, static admission => Task.FromResult(admission.Dialog())) : Task.FromResult<CallDialog?>(null);
 
     public Task WakeAsync(string callKey) => !Valid(callKey) ? Task.CompletedTask : RunAsync(callKey, async (admission, slot) =>
     {

@@ -47,14 +47,19 @@ public interface ICallShardGrain : IGrainWithIntegerKey
 {
     /// <summary>
     /// Admits the call on every limit it asks for, all or nothing; answers once durable. A caller that cancels stops
-    /// waiting: what was reserved is released, or the caller ends the call.
+    /// waiting: what was reserved is released, or the caller ends the call. <paramref name="leg"/> (the INVITE
+    /// transaction and the caller's targets) is stored with the call; another attempt at a call being admitted or up is
+    /// answered <see cref="AdmitStatus.Duplicate"/> without touching it. A null leg is not compared with anything.
     /// </summary>
     [Alias("Admit")]
-    Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken = default);
+    Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CallLeg? leg, CancellationToken cancellationToken = default);
 
-    /// <summary>The call was answered: confirmed leases on all its limits. False for an unknown or ended call.</summary>
+    /// <summary>
+    /// The call was answered: confirmed leases on all its limits, and the dialog <paramref name="answer"/> names (the
+    /// first answer's tag is kept). False for an unknown or ended call.
+    /// </summary>
     [Alias("Confirm")]
-    Task<bool> ConfirmAsync(string callKey);
+    Task<bool> ConfirmAsync(string callKey, CallAnswer? answer);
 
     /// <summary>An in-dialog refresh extends the call's leases.</summary>
     [Alias("Renew")]
@@ -66,6 +71,10 @@ public interface ICallShardGrain : IGrainWithIntegerKey
 
     [Alias("Snapshot")]
     Task<CallSnapshot> GetSnapshotAsync(string callKey);
+
+    /// <summary>The dialog of a call being admitted or up, to check in-dialog requests against; null for any other call.</summary>
+    [Alias("GetDialog")]
+    Task<CallDialog?> GetDialogAsync(string callKey);
 
     /// <summary>The call's due time passed (the due scan): finishes an interrupted admission or ends a call whose lease ran out.</summary>
     [Alias("Wake")]
@@ -99,15 +108,22 @@ public readonly struct CallHandle(IGrainFactory grains, string callKey)
 
     public string CallKey => callKey;
 
-    public Task<AdmitResult> AdmitAsync(IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken = default) => Shard.AdmitAsync(callKey, limits, cancellationToken);
+    /// <summary>An admission without a leg (tests, admin tools): never a duplicate of another attempt.</summary>
+    public Task<AdmitResult> AdmitAsync(IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken = default) => Shard.AdmitAsync(callKey, limits, null, cancellationToken);
 
-    public Task<bool> ConfirmAsync() => Shard.ConfirmAsync(callKey);
+    public Task<AdmitResult> AdmitAsync(IReadOnlyList<LimitRequest> limits, CallLeg? leg, CancellationToken cancellationToken = default) => Shard.AdmitAsync(callKey, limits, leg, cancellationToken);
+
+    public Task<bool> ConfirmAsync() => Shard.ConfirmAsync(callKey, null);
+
+    public Task<bool> ConfirmAsync(CallAnswer? answer) => Shard.ConfirmAsync(callKey, answer);
 
     public Task<bool> RenewAsync() => Shard.RenewAsync(callKey);
 
     public Task<bool> EndAsync() => Shard.EndAsync(callKey);
 
     public Task<CallSnapshot> GetSnapshotAsync() => Shard.GetSnapshotAsync(callKey);
+
+    public Task<CallDialog?> GetDialogAsync() => Shard.GetDialogAsync(callKey);
 
     public Task WakeAsync() => Shard.WakeAsync(callKey);
 }

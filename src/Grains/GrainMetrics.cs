@@ -38,6 +38,7 @@ public sealed class GrainMetrics : IDisposable
         {
             AdmitStatus.Admitted => "admitted",
             AdmitStatus.Rejected => "rejected",
+            AdmitStatus.Duplicate => "duplicate",
             _ => "invalid",
         });
         _admissions.Add(1, result, new KeyValuePair<string, object?>("callstate.reason", reason.ToCode()));

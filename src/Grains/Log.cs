@@ -9,4 +9,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 1002, Level = LogLevel.Information, Message = "Limit {LimitKey}: {Count} slots reclaimed after their lease ended")]
     public static partial void LeasesReclaimed(ILogger logger, string limitKey, int count);
+
+    [LoggerMessage(EventId = 1003, Level = LogLevel.Information, Message = "Call {CallKey}: attempt {Attempt} refused as a duplicate of attempt {StoredAttempt}, which admitted it")]
+    public static partial void Duplicate(ILogger logger, string callKey, string? attempt, string? storedAttempt);
 }

@@ -5,13 +5,18 @@ namespace CallState.SipEdge.Admission;
 /// <summary>How the edge reaches the calls (in their shard grains).</summary>
 public interface IAdmissionClient
 {
-    Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken);
+    /// <summary>Admits the call; <paramref name="leg"/> names the INVITE transaction, so another one is answered <see cref="AdmitStatus.Duplicate"/>.</summary>
+    Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CallLeg? leg, CancellationToken cancellationToken);
 
-    Task ConfirmAsync(string callKey, CancellationToken cancellationToken);
+    /// <summary>The call was answered; <paramref name="answer"/> is the dialog the 2xx set up.</summary>
+    Task ConfirmAsync(string callKey, CallAnswer? answer, CancellationToken cancellationToken);
 
     Task RenewAsync(string callKey, CancellationToken cancellationToken);
 
     Task EndAsync(string callKey, CancellationToken cancellationToken);
+
+    /// <summary>The dialog of a call being admitted or up, to check an in-dialog request against; null for any other call key.</summary>
+    Task<CallDialog?> GetDialogAsync(string callKey, CancellationToken cancellationToken);
 }
 
 /// <summary>
@@ -21,16 +26,22 @@ public interface IAdmissionClient
 /// </summary>
 public sealed class GrainAdmissionClient(IGrainFactory grains) : IAdmissionClient
 {
-    public Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken) =>
+    public Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CallLeg? leg, CancellationToken cancellationToken) =>
         GrainTypes.ValidateCallKey(callKey) is { } error
             ? Task.FromResult(AdmitResult.Invalid(error))
-            : grains.GetCall(callKey).AdmitAsync(limits, cancellationToken);
+            : grains.GetCall(callKey).AdmitAsync(limits, leg, cancellationToken);
 
-    public Task ConfirmAsync(string callKey, CancellationToken cancellationToken) => Call(callKey).ConfirmAsync().WaitAsync(cancellationToken);
+    public Task ConfirmAsync(string callKey, CallAnswer? answer, CancellationToken cancellationToken) => Call(callKey).ConfirmAsync(answer).WaitAsync(cancellationToken);
 
     public Task RenewAsync(string callKey, CancellationToken cancellationToken) => Call(callKey).RenewAsync().WaitAsync(cancellationToken);
 
     public Task EndAsync(string callKey, CancellationToken cancellationToken) => Call(callKey).EndAsync().WaitAsync(cancellationToken);
+
+    /// <summary>A key no call can have (empty, too long) has no dialog: null, not an error, since it comes from a request.</summary>
+    public Task<CallDialog?> GetDialogAsync(string callKey, CancellationToken cancellationToken) =>
+        GrainTypes.ValidateCallKey(callKey) is null
+            ? grains.GetCall(callKey).GetDialogAsync().WaitAsync(cancellationToken)
+            : Task.FromResult<CallDialog?>(null);
 
     private CallHandle Call(string callKey) =>
         GrainTypes.ValidateCallKey(callKey) is { } error ? throw new ArgumentException(error, nameof(callKey)) : grains.GetCall(callKey);

@@ -511,8 +511,8 @@ public sealed class AdmissionPolicyTests : IDisposable
         return message;
     }
 
-    /// <summary>One call the policy made to the grains, with the fake clock's time it was made at.</summary>
-    private sealed record ClientCall(string Operation, string CallKey, string[] Limits, DateTimeOffset At, CancellationToken Token)
+    /// <summary>One call the policy made to the grains, with the fake clock's time it was made at (and the leg or answer it passed).</summary>
+    private sealed record ClientCall(string Operation, string CallKey, string[] Limits, DateTimeOffset At, CancellationToken Token, CallLeg? Leg = null, CallAnswer? Answer = null)
     {
         public override string ToString() => Limits.Length == 0 ? $"{Operation} {CallKey}" : $"{Operation} {CallKey} {string.Join(", ", Limits)}";
     }
@@ -595,7 +595,7 @@ public sealed class AdmissionPolicyTests : IDisposable
             }
         }
 
-        public Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken)
+        public Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CallLeg? leg, CancellationToken cancellationToken)
         {
             Func<CancellationToken, Task<AdmitResult>>? next;
             lock (_gate)
@@ -603,18 +603,25 @@ public sealed class AdmissionPolicyTests : IDisposable
                 _admissions.TryDequeue(out next);
             }
 
-            Record(new ClientCall("admit", callKey, [.. limits.Select(Describe)], time.GetUtcNow(), cancellationToken));
+            Record(new ClientCall("admit", callKey, [.. limits.Select(Describe)], time.GetUtcNow(), cancellationToken, Leg: leg));
             Assert.NotNull(next);
             return next(cancellationToken);
         }
 
-        public Task ConfirmAsync(string callKey, CancellationToken cancellationToken) => Lifecycle("confirm", callKey, cancellationToken);
+        public Task ConfirmAsync(string callKey, CallAnswer? answer, CancellationToken cancellationToken) => Lifecycle("confirm", callKey, cancellationToken, answer);
 
         public Task RenewAsync(string callKey, CancellationToken cancellationToken) => Lifecycle("renew", callKey, cancellationToken);
 
         public Task EndAsync(string callKey, CancellationToken cancellationToken) => Lifecycle("end", callKey, cancellationToken);
 
-        private Task Lifecycle(string operation, string callKey, CancellationToken cancellationToken)
+        /// <summary>Recorded; no call has a dialog here.</summary>
+        public Task<CallDialog?> GetDialogAsync(string callKey, CancellationToken cancellationToken)
+        {
+            Record(new ClientCall("dialog", callKey, [], time.GetUtcNow(), cancellationToken));
+            return Task.FromResult<CallDialog?>(null);
+        }
+
+        private Task Lifecycle(string operation, string callKey, CancellationToken cancellationToken, CallAnswer? answer = null)
         {
             bool fail;
             lock (_gate)
@@ -626,7 +633,7 @@ public sealed class AdmissionPolicyTests : IDisposable
                 }
             }
 
-            Record(new ClientCall(operation, callKey, [], time.GetUtcNow(), cancellationToken));
+            Record(new ClientCall(operation, callKey, [], time.GetUtcNow(), cancellationToken, Answer: answer));
             return fail ? Task.FromException(new GrainStorageException($"{operation} failed (scripted)")) : Task.CompletedTask;
         }
 
