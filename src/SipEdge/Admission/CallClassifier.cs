@@ -256,14 +256,14 @@ public sealed class CallClassifier
     private readonly RejectCodesOptions _rejectCodes;
     private readonly Dictionary<string, RejectCodesOptions?> _trunkRejectCodes;
 
+    /// <summary>A trunk's next hop or a route's upstream: where this configuration sends calls.</summary>
+    public bool IsDestination(IPEndPoint endPoint) => _destinations.Contains(endPoint);
+
     /// <summary>
     /// Compiles <paramref name="admission"/> (which must be valid: <see cref="AdmissionOptions.Validate(LimitsOptions)"/>)
     /// with the users of <paramref name="limits"/>. <paramref name="ownHosts"/> are the edge's own addresses and
     /// names (<see cref="OwnHostsOf"/>), which count as local domains.
     /// </summary>
-    /// <summary>A trunk's next hop or a route's upstream: where this configuration sends calls.</summary>
-    public bool IsDestination(IPEndPoint endPoint) => _destinations.Contains(endPoint);
-
     public CallClassifier(AdmissionOptions admission, LimitsOptions limits, IEnumerable<string>? ownHosts = null)
     {
         ArgumentNullException.ThrowIfNull(admission);

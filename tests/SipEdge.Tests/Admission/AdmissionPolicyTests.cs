@@ -7,6 +7,7 @@ using CallState.Grains;
 using CallState.Sip.Messages;
 using CallState.Sip.Proxy;
 using CallState.SipEdge.Admission;
+using CallState.SipEdge.Trust;
 using CallState.Storage;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Logging;
@@ -40,6 +41,7 @@ public sealed class AdmissionPolicyTests : IDisposable
     private static readonly SipTarget CarrierPeer = new(SipTransportKind.Udp, IPEndPoint.Parse("[::ffff:127.0.0.2]:5060"));
     private static readonly SipTarget ProxyRoute = new(SipTransportKind.Udp, IPEndPoint.Parse("192.0.2.99:5060"));
     private static readonly SipTarget Upstream = new(SipTransportKind.Udp, IPEndPoint.Parse("127.0.0.1:5090"));
+    private static readonly InviteOrigin Origin = new("127.0.0.1:5061;z9hG4bK1@udp:127.0.0.1:5061", ["udp:127.0.0.1:5061"]);
     private static readonly SipTarget CarrierNextHop = new(SipTransportKind.Udp, IPEndPoint.Parse("127.0.0.2:5090"));
 
     private const string CallId = "a84b4c76e66710@pc33.example.com";
@@ -279,16 +281,20 @@ public sealed class AdmissionPolicyTests : IDisposable
     }
 
     [Fact]
-    public async Task A_call_no_limit_applies_to_is_admitted_without_asking_the_grains()
+    public async Task A_call_no_limit_applies_to_is_recorded_with_no_limits_so_its_dialog_is_bound()
     {
         var policy = Policy();
         using var invite = Invite("stranger@198.51.100.7", "service@198.51.100.8");
+        _client.Answer(AdmitResult.Admitted());
 
         var decision = await AdmitAsync(policy, invite, Caller);
 
         Assert.True(decision.Admitted);
         Assert.Equal(Upstream, decision.NextHop);
-        Assert.Empty(_client.Calls);
+        var admit = Assert.Single(_client.Calls);
+        Assert.Empty(admit.Limits);
+        Assert.Equal(Origin.Attempt, admit.Leg!.Attempt);
+        Assert.Equal(Origin.CallerTargets, admit.Leg.CallerTargets);
         Assert.Equal(["unlimited/NONE"], _metrics.Decisions());
     }
 
@@ -300,7 +306,7 @@ public sealed class AdmissionPolicyTests : IDisposable
         var answer = _client.Hold();
         using var invite = Invite("alice@example.com", "bob@example.com");
 
-        var pending = policy.AdmitAsync(invite, Caller, ProxyRoute, CancellationToken.None).AsTask();
+        var pending = policy.AdmitAsync(invite, Caller, ProxyRoute, Origin, CancellationToken.None).AsTask();
         await _client.WaitForAsync(c => c.Count == 1, "the admission");
         _time.Advance(TimeSpan.FromMilliseconds(30));
         answer.SetResult(AdmitResult.Admitted());
@@ -452,7 +458,7 @@ public sealed class AdmissionPolicyTests : IDisposable
         switch (callEvent)
         {
             case "answered":
-                policy.OnAnswered(sipCall);
+                policy.OnAnswered(sipCall, new DialogAnswer("callee", ["udp:127.0.0.1:5090"]));
                 break;
             case "refresh":
                 policy.OnRefresh(sipCall);
@@ -477,7 +483,9 @@ public sealed class AdmissionPolicyTests : IDisposable
             Options.Create(new SipProxyOptions()),
             NullLogger<CallClassifierSource>.Instance);
         _owned.Add(classifiers);
-        var policy = new AdmissionPolicy(classifiers, _client, _log, _time, _metrics);
+        // The caller's address is a trusted PBX, as in the sample; who may call as whom has tests of its own.
+        var trust = new TrustOptions { Peers = { ["pbx"] = new TrustedPeerOptions { Sources = ["127.0.0.1"] } } };
+        var policy = new AdmissionPolicy(classifiers, _client, new CallerTrust(trust, Fixtures.SampleLimits(), _time), _log, _time, _metrics);
         _owned.Add(policy);
         return policy;
     }
@@ -488,7 +496,7 @@ public sealed class AdmissionPolicyTests : IDisposable
     /// </summary>
     private async Task<CallDecision> AdmitPastDeadlineAsync(AdmissionPolicy policy, SipMessage invite, CancellationToken cancellationToken = default)
     {
-        var pending = policy.AdmitAsync(invite, Caller, ProxyRoute, cancellationToken).AsTask();
+        var pending = policy.AdmitAsync(invite, Caller, ProxyRoute, Origin, cancellationToken).AsTask();
         await _client.WaitForAsync(c => c.Count == 1, "the admission to reach the grains");
         _time.Advance(Deadline - TimeSpan.FromMilliseconds(1));
         Assert.False(pending.IsCompleted, "decided before the deadline");
@@ -497,7 +505,7 @@ public sealed class AdmissionPolicyTests : IDisposable
     }
 
     private static async Task<CallDecision> AdmitAsync(AdmissionPolicy policy, SipMessage invite, SipTarget source, CancellationToken cancellationToken = default) =>
-        await policy.AdmitAsync(invite, source, ProxyRoute, cancellationToken).AsTask().WaitAsync(Bound, CancellationToken.None);
+        await policy.AdmitAsync(invite, source, ProxyRoute, Origin, cancellationToken).AsTask().WaitAsync(Bound, CancellationToken.None);
 
     /// <summary>An initial INVITE (no To tag) from <paramref name="from"/> to <paramref name="to"/> (user@host), parsed by the proxy's parser.</summary>
     private static SipMessage Invite(string from, string to, string? fromTag = FromTag)
