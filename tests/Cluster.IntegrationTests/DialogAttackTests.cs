@@ -66,7 +66,7 @@ public sealed class DialogAttackTests(ITestOutputHelper output) : IDisposable
     public async Task A_forged_or_copied_dialog_neither_takes_nor_frees_a_slot_and_a_bye_to_a_dead_address_keeps_the_call()
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
-        await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
+        await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1", "-m", "1"]);
         await using var edge = await StandaloneEdge.StartAsync(_data, uasPort);
         using var dead = new CountingListener(IPAddress.Parse("127.0.0.9"), SipEdgeProcess.FreeUdpAndTcpPort());
         using var caller = new RawSipCaller(IPAddress.Loopback, edge.SipPort);

@@ -156,6 +156,24 @@ public sealed class DigestVerifier
             : new DigestResult(DigestOutcome.WrongRealm, parsed.GetUser(credentials));
     }
 
+    /// <summary>
+    /// The credentials' uri is the Request-URI, or the Request-URI without its user part (<c>sip:host:port</c> for
+    /// <c>sip:bob@host:port</c>), which some clients send (sipp among them); the response is computed over it either way.
+    /// </summary>
+    public static bool UriMatches(ReadOnlySpan<byte> uri, ReadOnlySpan<byte> requestUri)
+    {
+        if (uri.SequenceEqual(requestUri))
+        {
+            return true;
+        }
+        var colon = requestUri.IndexOf((byte)':');
+        var at = requestUri.IndexOf((byte)'@');
+        return colon > 0 && at > colon
+            && uri.Length == requestUri.Length - (at - colon)
+            && uri[..(colon + 1)].SequenceEqual(requestUri[..(colon + 1)])
+            && uri[(colon + 1)..].SequenceEqual(requestUri[(at + 1)..]);
+    }
+
     private DigestResult Verify(ReadOnlySpan<byte> method, ReadOnlySpan<byte> requestUri, ReadOnlySpan<byte> s, in DigestCredentials c)
     {
         var user = c.GetUser(s);
@@ -173,7 +191,8 @@ public sealed class DigestVerifier
 
             // RFC 3261 22.4 and RFC 7616 3.4.6: the digest covers the uri parameter, which must be the Request-URI, or credentials
             // captured for one request would authorise another.
-            if (!DigestCredentials.Value(s, c.Uri, scratch, ref used).SequenceEqual(requestUri))
+            var uri = DigestCredentials.Value(s, c.Uri, scratch, ref used);
+            if (!UriMatches(uri, requestUri))
             {
                 return new DigestResult(DigestOutcome.Malformed, user);
             }
@@ -195,7 +214,7 @@ public sealed class DigestVerifier
 
             Span<byte> expected = stackalloc byte[64];
             expected = expected[..hexLength];
-            DigestHash.Response(c.Algorithm, ha1, method, requestUri, nonce, c.NonceCountText.Of(s),
+            DigestHash.Response(c.Algorithm, ha1, method, uri, nonce, c.NonceCountText.Of(s),
                 DigestCredentials.Value(s, c.Cnonce, scratch, ref used), DigestCredentials.Value(s, c.Qop, scratch, ref used), expected);
 
             Span<byte> received = stackalloc byte[64];

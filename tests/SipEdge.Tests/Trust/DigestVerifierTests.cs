@@ -155,6 +155,17 @@ public sealed class DigestVerifierTests
         Assert.Equal(DigestOutcome.Malformed, edge.Verifier.Verify(invite, DigestRole.Proxy, out _).Outcome);
     }
 
+    [Theory]
+    [InlineData("sip:bob@callstate.example", "sip:callstate.example", true)]
+    [InlineData("sip:bob@callstate.example:5060", "sip:callstate.example:5060", true)]
+    [InlineData("sip:bob@callstate.example", "sip:bob@callstate.example", true)]
+    [InlineData("sip:bob@callstate.example", "sip:other.example", false)]
+    [InlineData("sip:bob@callstate.example", "sip:callstate.example:5060", false)]
+    [InlineData("sip:callstate.example", "sip:callstate.example:5", false)]
+    [InlineData("sip:bob@callstate.example", "sips:callstate.example", false)]
+    public void The_uri_is_the_request_uri_or_it_without_its_user_part(string requestUri, string uri, bool matches) =>
+        Assert.Equal(matches, DigestVerifier.UriMatches(Encoding.ASCII.GetBytes(uri), Encoding.ASCII.GetBytes(requestUri)));
+
     [Fact]
     public void The_method_is_covered_by_the_response()
     {
