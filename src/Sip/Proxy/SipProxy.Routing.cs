@@ -68,7 +68,10 @@ public sealed partial class SipProxy
         {
             return false;
         }
-        var port = uri.Port > 0 ? uri.Port : uri.Scheme == SipUriScheme.Sips ? 5061 : 5060;
+        // RFC 3263 4.2: without a port, a sips URI or transport=tls means 5061, anything else 5060.
+        var port = uri.Port > 0 ? uri.Port
+            : uri.Scheme == SipUriScheme.Sips || (SipParameters.TryFindUriParameter(s, uri.Parameters, "transport"u8, out var t) && Ascii.EqualsIgnoreCase(t.Of(s), "tls"u8)) ? 5061
+            : 5060;
         if (Array.IndexOf(_selfPorts, port) < 0 && (_tls is null || Array.IndexOf(_tls.Ports, port) < 0))
         {
             return false;
