@@ -6,6 +6,7 @@ using CallState.Sip.Messages;
 using CallState.Sip.Proxy;
 using CallState.Sip.Tests.Transport;
 using CallState.Sip.Transport;
+using CallState.Testing;
 
 namespace CallState.Sip.Tests.Proxy;
 

@@ -1,7 +1,7 @@
 using System.Security.Cryptography.X509Certificates;
 using CallState.Sip.Proxy;
-using CallState.Sip.Tests.Transport;
 using CallState.Sip.Transport;
+using CallState.Testing;
 
 namespace CallState.Sip.Tests.Proxy;
 

@@ -2,8 +2,8 @@ using System.Net;
 using System.Text;
 using CallState.Sip.Messages;
 using CallState.Sip.Proxy;
-using CallState.Sip.Tests.Transport;
 using CallState.Sip.Timers;
+using CallState.Testing;
 
 namespace CallState.Sip.Tests.Proxy;
 

@@ -8,6 +8,7 @@ using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Threading.Channels;
 using CallState.Sip.Transport;
+using CallState.Testing;
 
 namespace CallState.Sip.Tests.Transport;
 

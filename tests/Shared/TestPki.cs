@@ -2,13 +2,13 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 
-namespace CallState.Sip.Tests.Transport;
+namespace CallState.Testing;
 
 /// <summary>
 /// Certificates made for one test: a CA, a second CA nobody trusts, and leaf certificates each signs (server ones for
 /// 127.0.0.1 by IP subject alternative name, client ones for a trunk's DNS name), written as PEM files when asked.
 /// </summary>
-internal sealed class TestPki : IDisposable
+public sealed class TestPki : IDisposable
 {
     private const string ServerAuthentication = "1.3.6.1.5.5.7.3.1";
     private const string ClientAuthentication = "1.3.6.1.5.5.7.3.2";
