@@ -30,13 +30,16 @@ public sealed class TestPki : IDisposable
     /// <summary>A CA that none of the tests' trust lists hold.</summary>
     public X509Certificate2 OtherCa { get; }
 
-    /// <summary>A server certificate for 127.0.0.1 (and <paramref name="dns"/>), signed by <paramref name="issuer"/> (the CA by default).</summary>
-    public X509Certificate2 Server(string commonName = "edge.example.test", X509Certificate2? issuer = null, IPAddress? ip = null, string? dns = null) =>
-        Issue(commonName, issuer ?? Ca, ServerAuthentication, ip ?? IPAddress.Loopback, dns);
+    /// <summary>
+    /// A server certificate for 127.0.0.1 (and <paramref name="dns"/>), signed by <paramref name="issuer"/> (the CA by
+    /// default); with <paramref name="alsoClient"/> it allows client authentication too.
+    /// </summary>
+    public X509Certificate2 Server(string commonName = "edge.example.test", X509Certificate2? issuer = null, IPAddress? ip = null, string? dns = null, bool alsoClient = false) =>
+        Issue(commonName, issuer ?? Ca, alsoClient ? [ServerAuthentication, ClientAuthentication] : [ServerAuthentication], ip ?? IPAddress.Loopback, dns);
 
     /// <summary>A client certificate naming <paramref name="dns"/>, signed by <paramref name="issuer"/> (the CA by default).</summary>
     public X509Certificate2 Client(string dns = "trunk.example.test", X509Certificate2? issuer = null) =>
-        Issue(dns, issuer ?? Ca, ClientAuthentication, ip: null, dns);
+        Issue(dns, issuer ?? Ca, [ClientAuthentication], ip: null, dns);
 
     /// <summary>Writes the certificate and its key as PEM files; returns their paths.</summary>
     public (string Certificate, string Key) WritePem(X509Certificate2 certificate, string name)
@@ -84,13 +87,18 @@ public sealed class TestPki : IDisposable
         return ca;
     }
 
-    private X509Certificate2 Issue(string commonName, X509Certificate2 issuer, string usage, IPAddress? ip, string? dns)
+    private X509Certificate2 Issue(string commonName, X509Certificate2 issuer, string[] usages, IPAddress? ip, string? dns)
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = new CertificateRequest("CN=" + commonName, key, HashAlgorithmName.SHA256);
         request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, critical: true));
         request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, critical: true));
-        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid(usage)], critical: false));
+        var oids = new OidCollection();
+        foreach (var usage in usages)
+        {
+            oids.Add(new Oid(usage));
+        }
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension(oids, critical: false));
         request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(issuer, includeKeyIdentifier: true, includeIssuerAndSerial: false));
         var names = new SubjectAlternativeNameBuilder();
         if (ip is not null)

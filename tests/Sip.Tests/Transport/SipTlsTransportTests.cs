@@ -193,6 +193,38 @@ public sealed class SipTlsTransportTests : IDisposable
         Assert.Equal(1, edge.TlsHandshakes);
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Outbound_presents_the_edge_certificate_to_a_next_hop_that_requires_one(bool allowsClientAuthentication)
+    {
+        var edgeCertificate = _pki.Server("edge.example.test", alsoClient: allowsClientAuthentication);
+        var serverHandler = new RecordingHandler();
+        await using var nextHop = Start(serverHandler, TlsOptions(_pki.Server("next-hop.example.test"), SipClientCertificateMode.Required, trustedClientCa: _pki.Ca, name: "next-hop"));
+        await using var edge = Start(new RecordingHandler(), TlsOptions(edgeCertificate, serverCa: _pki.Ca, name: "edge"));
+
+        var send = edge.SendAsync(nextHop.LocalEndPoint, TestFramer.Message("mutual")).AsTask();
+        if (allowsClientAuthentication)
+        {
+            await send.WaitAsync(Loopback.Timeout);
+            var request = await serverHandler.NextAsync();
+            Assert.Equal(Sha256(edgeCertificate), request.Connection.RemoteCertificateSha256);
+            return;
+        }
+        // A server certificate without client authentication in its extended key usage is refused by such a next hop.
+        // With TLS 1.3 the edge's side of the handshake may complete first: the refusal then closes the connection.
+        try
+        {
+            await send.WaitAsync(Loopback.Timeout);
+        }
+        catch (IOException)
+        {
+        }
+        await Loopback.WaitUntilAsync(() => nextHop.TlsHandshakeFailures == 1, "the next hop refuses the certificate");
+        await Loopback.WaitUntilAsync(() => edge.ConnectionCount == 0, "the refused connection is closed");
+        Assert.Equal(0, nextHop.MessagesReceived);
+    }
+
     [Fact]
     public async Task Outbound_to_a_server_whose_certificate_is_not_trusted_fails_and_sends_nothing()
     {
