@@ -1,8 +1,11 @@
 using System.Diagnostics.Metrics;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using CallState.Silo.Hosting;
 using CallState.Storage;
 using CallState.Silo;
 using CallState.Sip.Proxy;
+using CallState.Sip.Transport;
 using CallState.SipEdge.Admission;
 using CallState.SipEdge.Trust;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -169,9 +172,24 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
     public Task StartAsync(CancellationToken cancellationToken)
     {
         _endpoint = new SipEndpoint(_options, _timeProvider, _meterFactory, OnTransportError, _policy);
+        if (_endpoint.TlsCertificate is { } source)
+        {
+            source.Reloaded += OnCertificateReloaded;
+            source.ReloadFailed += OnCertificateReloadFailed;
+        }
         _endpoint.Start();
         var advertised = $"{_options.AdvertisedHost ?? _options.ViaHost ?? _options.ListenAddress}:{_options.AdvertisedPort ?? _options.Port}";
         LogListening(_logger, _options.ListenAddress, _options.Port, _options.Udp, _options.Tcp, _options.DefaultUpstream ?? "(none)", advertised);
+        if (_endpoint.TlsCertificate is { } presented)
+        {
+            var tls = _options.Tls;
+            var certificate = presented.Certificate;
+            var thumbprint = Sha256(certificate);
+            var notAfter = certificate.NotAfter.ToUniversalTime();
+            var clientCertificates = tls.ClientCertificates.ToString();
+            var serverCas = string.IsNullOrWhiteSpace(tls.ServerCaFile) ? "the machine's trust store" : tls.ServerCaFile;
+            LogTlsListening(_logger, _options.ListenAddress, tls.Port, certificate.Subject, thumbprint, notAfter, clientCertificates, serverCas);
+        }
         return Task.CompletedTask;
     }
 
@@ -186,8 +204,26 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
 
     private void OnTransportError(Exception ex)
     {
+        if (ex is SipTlsHandshakeException { RefusedSubject: { } subject } refused)
+        {
+            // A certificate this edge refused is worth an operator's attention (a trunk whose certificate changed);
+            // other failed handshakes (scanners, timeouts) stay at debug level like other transport errors.
+            LogPeerCertificateRefused(_logger, refused.RemoteEndPoint.ToString(), subject, refused.RefusedSha256 ?? "", refused.Reason);
+            return;
+        }
         LogTransportError(_logger, ex);
     }
+
+    private void OnCertificateReloaded(X509Certificate2 certificate)
+    {
+        var thumbprint = Sha256(certificate);
+        var notAfter = certificate.NotAfter.ToUniversalTime();
+        LogCertificateReloaded(_logger, certificate.Subject, thumbprint, notAfter);
+    }
+
+    private void OnCertificateReloadFailed(Exception ex) => LogCertificateReloadFailed(_logger, ex);
+
+    private static string Sha256(X509Certificate2 certificate) => certificate.GetCertHashString(HashAlgorithmName.SHA256);
 
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
         Task.FromResult(_endpoint is null ? HealthCheckResult.Unhealthy("SIP listeners not started") : HealthCheckResult.Healthy());
@@ -199,4 +235,17 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
 
     [LoggerMessage(EventId = 3002, Level = LogLevel.Debug, Message = "SIP transport error")]
     private static partial void LogTransportError(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 3003, Level = LogLevel.Information,
+        Message = "SIP over TLS listening on {Address}:{Port}: presenting {Subject} (SHA-256 {Thumbprint}, valid until {NotAfter:u}); client certificates {ClientCertificates}; next hops checked against {ServerCas}")]
+    private static partial void LogTlsListening(ILogger logger, string address, int port, string subject, string thumbprint, DateTime notAfter, string clientCertificates, string serverCas);
+
+    [LoggerMessage(EventId = 3004, Level = LogLevel.Information, Message = "SIP TLS certificate files changed: now presenting {Subject} (SHA-256 {Thumbprint}, valid until {NotAfter:u})")]
+    private static partial void LogCertificateReloaded(ILogger logger, string subject, string thumbprint, DateTime notAfter);
+
+    [LoggerMessage(EventId = 3005, Level = LogLevel.Error, Message = "SIP TLS certificate files changed but could not be loaded; the previous certificate stays in use")]
+    private static partial void LogCertificateReloadFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 3006, Level = LogLevel.Warning, Message = "Refused the TLS certificate of {Remote}: {Subject} (SHA-256 {Thumbprint}): {Reason}")]
+    private static partial void LogPeerCertificateRefused(ILogger logger, string remote, string subject, string thumbprint, string reason);
 }

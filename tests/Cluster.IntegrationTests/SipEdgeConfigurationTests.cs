@@ -13,4 +13,14 @@ public sealed class SipEdgeConfigurationTests
         Assert.Contains("CallState:Sip:DefaultUpstream", edge.Output, StringComparison.Ordinal);
         Assert.Contains("CallState:Sip:T2", edge.Output, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task A_missing_tls_certificate_stops_the_edge_with_exit_code_2_naming_the_field()
+    {
+        await using var edge = SipEdgeProcess.Start(["--CallState:Sip:Tls:Enabled=true", "--CallState:Sip:Tls:Port=" + SipEdgeProcess.FreeUdpAndTcpPort(),
+            "--CallState:Sip:Tls:CertificateFile=/nonexistent/edge.crt", "--CallState:Sip:Tls:KeyFile=/nonexistent/edge.key"]);
+        var exit = await edge.WaitForExitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(2, exit);
+        Assert.Contains("CallState:Sip:Tls:CertificateFile: file '/nonexistent/edge.crt' not found", edge.Output, StringComparison.Ordinal);
+    }
 }

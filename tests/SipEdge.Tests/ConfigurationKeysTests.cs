@@ -31,6 +31,8 @@ public sealed class ConfigurationKeysTests
             ("CallState:Limits:DefaultUser:outbound", "1"),
             ("CallState:Orleans:Gateways:0", "127.0.0.1:30000"),
             ("CallState:Sip:NextHops:example.com", "127.0.0.1:5090"),
+            ("CallState:Sip:Tls:CertificateFile", "/etc/callstate/tls.crt"),
+            ("CallState:Sip:Tls:ClientCertificates", "Required"),
             ("CallState:Admission:Routes:0:Prefix", "+"),
             ("CallState:Admission:Trunks:carrier:Sources:0", "127.0.0.2"),
             ("Logging:LogLevel:Default", "Information")));
@@ -43,12 +45,14 @@ public sealed class ConfigurationKeysTests
             ("CallState:Limits:Users:bob:Outbnd", "3"),
             ("CallState:Admission:Routes:0:Prefx", "+"),
             ("CallState:Sip:Port:Extra", "1"),
+            ("CallState:Sip:Tls:CertificatePath", "/etc/callstate/tls.crt"),
             ("CallState:Limit:Users:bob:Total", "3"));
 
-        Assert.Equal(4, errors.Count);
+        Assert.Equal(5, errors.Count);
         Assert.Contains(errors, e => e.StartsWith("CallState:Limits:Users:bob:Outbnd ", StringComparison.Ordinal));
         Assert.Contains(errors, e => e.StartsWith("CallState:Admission:Routes:0:Prefx ", StringComparison.Ordinal));
         Assert.Contains(errors, e => e.StartsWith("CallState:Sip:Port:Extra ", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.StartsWith("CallState:Sip:Tls:CertificatePath ", StringComparison.Ordinal));
         Assert.Contains(errors, e => e.StartsWith("CallState:Limit ", StringComparison.Ordinal));
     }
 

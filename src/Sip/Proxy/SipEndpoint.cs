@@ -9,8 +9,9 @@ using CallState.Sip.Transport;
 namespace CallState.Sip.Proxy;
 
 /// <summary>
-/// The edge's SIP stack: UDP and TCP listeners on one address and port, the parser, the timer wheel and the proxy
-/// core. Each receive loop parses into its own reused <see cref="SipMessage"/>.
+/// The edge's SIP stack: UDP and TCP listeners on one address and port, a TLS listener on its own port when
+/// <see cref="SipTlsOptions.Enabled"/>, the parser, the timer wheel and the proxy core. Each receive loop parses into
+/// its own reused <see cref="SipMessage"/>.
 /// </summary>
 public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSender, IAsyncDisposable
 {
@@ -20,6 +21,7 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
     private readonly SipUdpTransport? _udp;
     private readonly UdpPeerCache _peers = new();
     private readonly SipTcpTransport? _tcp;
+    private readonly SipTcpTransport? _tls;
     private readonly TimerWheel _wheel;
     private long _transportErrors;
 
@@ -62,6 +64,31 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
                 OnError = Report,
             });
         }
+        if (options.Tls.Enabled)
+        {
+            var tls = options.Tls.CreateTransportOptions(timeProvider);
+            try
+            {
+                // The same connection limit and idle timeout as TCP: TLS is TCP underneath (RFC 3261 26.2).
+                _tls = new SipTcpTransport(new IPEndPoint(local.Address, options.Tls.Port), SipStreamFramer.Frame, this, new SipTcpTransportOptions
+                {
+                    MaxConnections = options.TcpMaxConnections,
+                    IdleTimeout = options.TcpIdleTimeout,
+                    MaxMessageSize = SipLimits.MaxMessageSize,
+                    TimeProvider = timeProvider,
+                    OnError = Report,
+                    Tls = tls,
+                });
+            }
+            catch
+            {
+                tls.Certificate.Certificate.Dispose();
+                throw;
+            }
+            TlsCertificate = tls.Certificate;
+            var tlsTransport = _tls;
+            Proxy.Metrics.ObserveTlsHandshakeFailures(() => tlsTransport.TlsHandshakeFailures);
+        }
     }
 
     public SipProxy Proxy { get; }
@@ -70,6 +97,12 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
 
     public SipTcpTransport? Tcp => _tcp;
 
+    /// <summary>The TLS listener and connections; null when TLS is off.</summary>
+    public SipTcpTransport? Tls => _tls;
+
+    /// <summary>The certificate the TLS listener presents, read again when its files change; null when TLS is off.</summary>
+    public SipTlsCertificateSource? TlsCertificate { get; }
+
     /// <summary>Socket and handler errors reported by the transports.</summary>
     public long TransportErrors => Interlocked.Read(ref _transportErrors);
 
@@ -77,6 +110,7 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
     {
         _udp?.Start();
         _tcp?.Start();
+        _tls?.Start();
     }
 
     void ISipDatagramHandler.OnDatagram(ReadOnlySpan<byte> datagram, SocketAddress remote, SipUdpTransport transport)
@@ -90,7 +124,7 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
     {
         var parsed = t_message ??= new SipMessage();
         parsed.Parse(message);
-        Proxy.OnMessage(parsed, new SipTarget(SipTransportKind.Tcp, connection.RemoteEndPoint, connection));
+        Proxy.OnMessage(parsed, new SipTarget(connection.IsTls ? SipTransportKind.Tls : SipTransportKind.Tcp, connection.RemoteEndPoint, connection));
     }
 
     void ISipSender.Send(in SipTarget target, byte[] message, Action? onFailure)
@@ -103,14 +137,15 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
             }
             return;
         }
-        if (_tcp is null)
+        var transport = target.Transport == SipTransportKind.Tls ? _tls : _tcp;
+        if (transport is null)
         {
             onFailure?.Invoke();
             return;
         }
         var send = target.Connection is { IsClosed: false } connection
             ? connection.SendAsync(message)
-            : _tcp.SendAsync(target.EndPoint, message);
+            : transport.SendAsync(target.EndPoint, target.ServerName, message);
         if (send.IsCompletedSuccessfully)
         {
             return;
@@ -140,6 +175,10 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
         if (_tcp is not null)
         {
             await _tcp.DisposeAsync().ConfigureAwait(false);
+        }
+        if (_tls is not null)
+        {
+            await _tls.DisposeAsync().ConfigureAwait(false);
         }
         _wheel.Dispose();
         Proxy.Dispose();

@@ -6,6 +6,9 @@ namespace CallState.Sip.Proxy;
 
 public sealed partial class SipProxy
 {
+    /// <summary>This edge's TLS listener as routing sees it (Via and Record-Route ports, self checks); null when TLS is off.</summary>
+    private readonly TlsAddressing? _tls;
+
     /// <summary>
     /// Where responses to this request go (RFC 3261 18.2.2, RFC 3581): over TCP back on the connection; over UDP to
     /// the source address, at the source port when the Via asks for rport (or <see cref="SipProxyOptions.SymmetricResponses"/>),
@@ -13,7 +16,7 @@ public sealed partial class SipProxy
     /// </summary>
     private SipTarget ResponseTarget(SipMessage m, in SipTarget source)
     {
-        if (source.Transport == SipTransportKind.Tcp || _options.SymmetricResponses || m.TopVia.HasRport)
+        if (source.IsReliable || _options.SymmetricResponses || m.TopVia.HasRport)
         {
             return source;
         }
@@ -65,8 +68,11 @@ public sealed partial class SipProxy
         {
             return false;
         }
-        var port = uri.Port > 0 ? uri.Port : uri.Scheme == SipUriScheme.Sips ? 5061 : 5060;
-        if (Array.IndexOf(_selfPorts, port) < 0)
+        // RFC 3263 4.2: without a port, a sips URI or transport=tls means 5061, anything else 5060.
+        var port = uri.Port > 0 ? uri.Port
+            : uri.Scheme == SipUriScheme.Sips || (SipParameters.TryFindUriParameter(s, uri.Parameters, "transport"u8, out var t) && Ascii.EqualsIgnoreCase(t.Of(s), "tls"u8)) ? 5061
+            : 5060;
+        if (Array.IndexOf(_selfPorts, port) < 0 && (_tls is null || Array.IndexOf(_tls.Ports, port) < 0))
         {
             return false;
         }
@@ -98,7 +104,7 @@ public sealed partial class SipProxy
             {
                 if (ViaValue.TryParse(s, entry.Start, entry.End, out var via)
                     && Ascii.EqualsIgnoreCase(via.Host.Of(s), _viaHost)
-                    && (via.Port > 0 ? via.Port : 5060) == _viaPort
+                    && ((via.Port > 0 ? via.Port : 5060) == _viaPort || (_tls is not null && via.Port == _tls.ViaPort))
                     && TransactionKeys.BranchEndsWithLoopHash(via.Branch.Of(s), loopHash))
                 {
                     return true;
@@ -148,7 +154,9 @@ public sealed partial class SipProxy
     private bool TryResolve(ReadOnlySpan<byte> s, in SipUri uri, in SipTarget source, bool allowDefault, out SipTarget target)
     {
         target = default;
-        var transport = source.Transport;
+        // A request that came over TLS goes on over TCP unless its next hop asks for TLS: the next hop's listener for
+        // a plain URI is its UDP/TCP port, where TLS would not be answered.
+        var transport = source.Transport == SipTransportKind.Tls ? SipTransportKind.Tcp : source.Transport;
         if (SipParameters.TryFindUriParameter(s, uri.Parameters, "transport"u8, out var t))
         {
             var value = t.Of(s);
@@ -160,7 +168,17 @@ public sealed partial class SipProxy
             {
                 transport = SipTransportKind.Udp;
             }
+            else if (Ascii.EqualsIgnoreCase(value, "tls"u8))
+            {
+                transport = SipTransportKind.Tls;
+            }
         }
+        if (uri.Scheme == SipUriScheme.Sips)
+        {
+            // RFC 3261 26.2.2: a sips URI is reached over TLS on every hop, whatever transport parameter it carries.
+            transport = SipTransportKind.Tls;
+        }
+        string? serverName = null;
         IPEndPoint? endPoint = null;
         if (uri.Scheme is SipUriScheme.Sip or SipUriScheme.Sips && !IsSelf(s, uri))
         {
@@ -175,11 +193,17 @@ public sealed partial class SipProxy
                 var n = Encoding.ASCII.GetChars(host, chars);
                 if (IPAddress.TryParse(chars[..n], out var address))
                 {
-                    endPoint = new IPEndPoint(address, uri.Port > 0 ? uri.Port : uri.Scheme == SipUriScheme.Sips ? 5061 : 5060);
+                    // RFC 3263 4.2: 5061 is the default port of TLS, 5060 of UDP and TCP.
+                    endPoint = new IPEndPoint(address, uri.Port > 0 ? uri.Port : transport == SipTransportKind.Tls ? 5061 : 5060);
                 }
                 else if (_nextHops.Count > 0 && _nextHops.TryGetValue(new string(chars[..n]), out var hop))
                 {
                     endPoint = hop;
+                    if (transport == SipTransportKind.Tls)
+                    {
+                        // The next hop's certificate must name the host the URI names (RFC 5922), not the address it maps to.
+                        serverName = new string(chars[..n]);
+                    }
                 }
             }
         }
@@ -191,7 +215,7 @@ public sealed partial class SipProxy
         {
             return false;
         }
-        target = new SipTarget(transport, endPoint);
+        target = new SipTarget(transport, endPoint, ServerName: serverName);
         return true;
     }
 
@@ -210,10 +234,16 @@ public sealed partial class SipProxy
         w.Write(m.RequestUriText.Of(s));
         w.Write(" SIP/2.0\r\n"u8);
         var viaStart = w.WrittenCount;
-        w.Write(target.Transport == SipTransportKind.Tcp ? "Via: SIP/2.0/TCP "u8 : "Via: SIP/2.0/UDP "u8);
+        w.Write(target.Transport switch
+        {
+            SipTransportKind.Tcp => "Via: SIP/2.0/TCP "u8,
+            SipTransportKind.Tls => "Via: SIP/2.0/TLS "u8,
+            _ => "Via: SIP/2.0/UDP "u8,
+        });
         w.Write(_viaHost);
         w.Write(":"u8);
-        w.WriteNumber(_viaPort);
+        // RFC 3261 18.2.2: a response that cannot go back on the connection is sent to the Via's port, which for TLS is the TLS listener's.
+        w.WriteNumber(target.Transport == SipTransportKind.Tls && _tls is not null ? _tls.ViaPort : _viaPort);
         w.Write(";branch="u8);
         w.Write(branch);
         w.WriteCrlf();
@@ -356,10 +386,22 @@ public sealed partial class SipProxy
 
     private void WriteRecordRoute(PooledBufferWriter w, SipTransportKind transport, ReadOnlySpan<byte> callerTag)
     {
-        w.Write(_recordRoute);
+        if (transport == SipTransportKind.Tls && _tls is not null)
+        {
+            // The TLS side of the call comes back to the TLS listener's advertised port (RFC 3261 16.6 step 4).
+            w.Write(_tls.RecordRoute);
+        }
+        else
+        {
+            w.Write(_recordRoute);
+        }
         if (transport == SipTransportKind.Tcp)
         {
             w.Write(";transport=tcp"u8);
+        }
+        else if (transport == SipTransportKind.Tls)
+        {
+            w.Write(";transport=tls"u8);
         }
         if (!callerTag.IsEmpty)
         {
@@ -641,4 +683,31 @@ public sealed partial class SipProxy
     internal TimeSpan TransactionLifetime => _timeout64T1;
 
     internal void ScheduleOnce(TimeSpan delay, Action<object?> callback, object state) => Schedule(delay, callback, state);
+}
+
+/// <summary>The TLS listener's ports and Record-Route entry as the proxy writes and recognizes them (RFC 3261 26.2).</summary>
+internal sealed class TlsAddressing
+{
+    private TlsAddressing(SipProxyOptions options)
+    {
+        var tls = options.Tls;
+        ViaPort = tls.EffectiveViaPort;
+        Ports = [tls.Port, tls.EffectiveViaPort, tls.EffectiveAdvertisedPort];
+        var host = IPAddress.TryParse(options.EffectiveAdvertisedHost, out var address) && address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6
+            ? $"[{options.EffectiveAdvertisedHost}]"
+            : options.EffectiveAdvertisedHost;
+        RecordRoute = Encoding.ASCII.GetBytes($"Record-Route: <sip:{host}:{tls.EffectiveAdvertisedPort};lr");
+    }
+
+    /// <summary>The port in our Via on requests sent over TLS.</summary>
+    public int ViaPort { get; }
+
+    /// <summary>Ports that name this edge's TLS listener in a Route or Request-URI.</summary>
+    public int[] Ports { get; }
+
+    /// <summary>The start of our Record-Route entry for the TLS side (the caller tag and <c>;transport=tls</c> follow).</summary>
+    public byte[] RecordRoute { get; }
+
+    /// <summary>Null when TLS is off.</summary>
+    public static TlsAddressing? From(SipProxyOptions options) => options.Tls.Enabled ? new TlsAddressing(options) : null;
 }

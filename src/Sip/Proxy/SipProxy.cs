@@ -108,6 +108,7 @@ public sealed partial class SipProxy : IDisposable
         _t2 = options.T2;
         _t4 = options.T4;
         _timeout64T1 = options.T1 * 64;
+        _tls = TlsAddressing.From(options);
     }
 
     public SipProxyMetrics Metrics => _metrics;

@@ -45,6 +45,10 @@ public sealed class SipProxyMetrics : IDisposable
 
     public long RetransmissionsAbsorbed => Interlocked.Read(ref _absorbed);
 
+    /// <summary>Registers the counter of failed TLS handshakes (refused certificates, old protocol versions, timeouts).</summary>
+    public void ObserveTlsHandshakeFailures(Func<long> count) =>
+        _meter.CreateObservableCounter("callstate.sip.tls.handshake.failures", count, "{handshake}", "TLS handshakes that failed, inbound and outbound");
+
     /// <summary>Registers the gauge of open transactions.</summary>
     public void ObserveTransactions(Func<int> count) =>
         _meter.CreateObservableGauge("callstate.sip.transactions.active", count, "{transaction}", "Open server and client transactions");

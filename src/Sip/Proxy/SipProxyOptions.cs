@@ -87,6 +87,9 @@ public sealed class SipProxyOptions
 
     public TimeSpan TcpIdleTimeout { get; set; } = TimeSpan.FromMinutes(2);
 
+    /// <summary>SIP over TLS (section <c>CallState:Sip:Tls</c>): its listener takes the TCP connection limit and idle timeout too.</summary>
+    public SipTlsOptions Tls { get; set; } = new();
+
     internal string EffectiveViaHost => string.IsNullOrEmpty(ViaHost) ? ListenAddress : ViaHost;
 
     internal int EffectiveViaPort => ViaPort ?? Port;
@@ -113,9 +116,9 @@ public sealed class SipProxyOptions
         {
             CheckPort(errors, prefix + nameof(AdvertisedPort), ap);
         }
-        if (!Udp && !Tcp)
+        if (!Udp && !Tcp && !Tls.Enabled)
         {
-            errors.Add($"{prefix}{nameof(Udp)}/{nameof(Tcp)}: at least one transport must be enabled");
+            errors.Add($"{prefix}{nameof(Udp)}/{nameof(Tcp)}/{nameof(Tls)}:{nameof(SipTlsOptions.Enabled)}: at least one transport must be enabled");
         }
         if (!string.IsNullOrEmpty(DefaultUpstream) && !TryParseHostPort(DefaultUpstream, out _))
         {
@@ -163,6 +166,7 @@ public sealed class SipProxyOptions
         {
             errors.Add($"{prefix}{nameof(TcpMaxConnections)}: must be at least 1");
         }
+        Tls.Validate($"{prefix}{nameof(Tls)}:", errors, Tcp ? Port : null);
         return errors;
     }
 

@@ -8,15 +8,27 @@ public enum SipTransportKind : byte
 {
     Udp,
     Tcp,
+
+    /// <summary>TLS over TCP (RFC 3261 26.2), on its own listener and port.</summary>
+    Tls,
 }
 
-/// <summary>Where a message came from or goes to: transport, address, and for TCP the connection when there is one.</summary>
-public readonly record struct SipTarget(SipTransportKind Transport, IPEndPoint EndPoint, SipTcpConnection? Connection = null)
+/// <summary>
+/// Where a message came from or goes to: transport, address, and for TCP and TLS the connection when there is one.
+/// <paramref name="ServerName"/> is the name a TLS next hop's certificate must carry when it was reached through a
+/// host name (null: its IP address).
+/// </summary>
+public readonly record struct SipTarget(SipTransportKind Transport, IPEndPoint EndPoint, SipTcpConnection? Connection = null, string? ServerName = null)
 {
     /// <summary>Reliable transports need no retransmission timers (RFC 3261 17.1.1.2, 17.1.2.2).</summary>
-    public bool IsReliable => Transport == SipTransportKind.Tcp;
+    public bool IsReliable => Transport is SipTransportKind.Tcp or SipTransportKind.Tls;
 
-    public override string ToString() => $"{(Transport == SipTransportKind.Udp ? "udp" : "tcp")}:{EndPoint}";
+    public override string ToString() => $"{Transport switch
+    {
+        SipTransportKind.Udp => "udp",
+        SipTransportKind.Tcp => "tcp",
+        _ => "tls",
+    }}:{EndPoint}";
 }
 
 /// <summary>Sends messages on behalf of the proxy core.</summary>
@@ -24,7 +36,7 @@ public interface ISipSender
 {
     /// <summary>
     /// Sends <paramref name="message"/> (which the sender may keep until the send completes). A failure to deliver
-    /// (a TCP connect that fails) calls <paramref name="onFailure"/> once, on some other thread.
+    /// (a TCP connect or a TLS handshake that fails) calls <paramref name="onFailure"/> once, on some other thread.
     /// </summary>
     void Send(in SipTarget target, byte[] message, Action? onFailure = null);
 }

@@ -73,6 +73,9 @@ public sealed class SipTcpTransportOptions
     /// <summary>Told of each handler exception and socket error; counters record them whether or not it is set.</summary>
     public Action<Exception>? OnError { get; set; }
 
+    /// <summary>Makes every connection a TLS connection (SIP over TLS, RFC 3261 26.2); null: plain TCP.</summary>
+    public SipTlsTransportOptions? Tls { get; set; }
+
     internal void Validate()
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxConnections, 1, nameof(MaxConnections));
@@ -84,5 +87,6 @@ public sealed class SipTcpTransportOptions
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ConnectTimeout, TimeSpan.Zero, nameof(ConnectTimeout));
         ArgumentOutOfRangeException.ThrowIfLessThan(ListenBacklog, 1, nameof(ListenBacklog));
         ArgumentNullException.ThrowIfNull(TimeProvider, nameof(TimeProvider));
+        Tls?.Validate();
     }
 }

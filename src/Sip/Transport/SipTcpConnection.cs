@@ -1,19 +1,25 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 
 namespace CallState.Sip.Transport;
 
 /// <summary>
-/// One TCP connection of a <see cref="SipTcpTransport"/>, inbound or outbound. Its read loop frames messages for
-/// the handler; writes from any thread are serialized so two messages never interleave on the stream.
+/// One TCP connection of a <see cref="SipTcpTransport"/>, inbound or outbound, in plain text or, on a TLS transport,
+/// inside a TLS session (RFC 3261 26.2). Its read loop frames messages for the handler; writes from any thread are
+/// serialized so two messages never interleave on the stream.
 /// </summary>
 public sealed class SipTcpConnection : IDisposable
 {
     private readonly SipTcpTransport _transport;
     private readonly Socket _socket;
-    private readonly NetworkStream _stream;
+    private readonly Stream _stream;
+    private readonly SslStream? _tls;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly CancellationTokenSource _closing = new();
     private readonly TimeProvider _timeProvider;
@@ -24,11 +30,20 @@ public sealed class SipTcpConnection : IDisposable
     private long _messagesReceived;
     private long _messagesSent;
 
-    internal SipTcpConnection(SipTcpTransport transport, Socket socket, long id, bool isInbound, TimeProvider timeProvider, TimeSpan idleTimeout)
+    internal SipTcpConnection(SipTcpTransport transport, Socket socket, long id, bool isInbound, bool tls, TimeProvider timeProvider, TimeSpan idleTimeout)
     {
         _transport = transport;
         _socket = socket;
-        _stream = new NetworkStream(socket, ownsSocket: true);
+        var network = new NetworkStream(socket, ownsSocket: true);
+        if (tls)
+        {
+            _tls = new SslStream(network, leaveInnerStreamOpen: false);
+            _stream = _tls;
+        }
+        else
+        {
+            _stream = network;
+        }
         Id = id;
         IsInbound = isInbound;
         RemoteEndPoint = SipTcpTransport.Normalize((IPEndPoint)socket.RemoteEndPoint!);
@@ -64,6 +79,29 @@ public sealed class SipTcpConnection : IDisposable
 
     /// <summary>Messages written to this connection.</summary>
     public long MessagesSent => Interlocked.Read(ref _messagesSent);
+
+    /// <summary>True for a connection inside a TLS session (SIP transport TLS).</summary>
+    public bool IsTls => _tls is not null;
+
+    /// <summary>The TLS version agreed on; <see cref="SslProtocols.None"/> for plain TCP or before the handshake.</summary>
+    public SslProtocols TlsProtocol { get; private set; }
+
+    /// <summary>
+    /// The peer's certificate, validated during the handshake: a client certificate checked against the trusted client
+    /// CAs on an inbound connection, the next hop's certificate on an outbound one. Null on plain TCP and when an inbound
+    /// peer presented none (client certificates not asked for, or optional).
+    /// </summary>
+    public X509Certificate2? RemoteCertificate { get; private set; }
+
+    /// <summary>SHA-256 thumbprint of <see cref="RemoteCertificate"/>, upper-case hex: a stable key to identify a trunk by.</summary>
+    public string? RemoteCertificateSha256 { get; private set; }
+
+    /// <summary>The DNS names in the subject alternative names of <see cref="RemoteCertificate"/>; empty without one.</summary>
+    public IReadOnlyList<string> RemoteCertificateDnsNames { get; private set; } = [];
+
+    internal SslStream? Tls => _tls;
+
+    internal CancellationToken Closing => _closing.Token;
 
     internal Task Completion { get; private set; } = Task.CompletedTask;
 
@@ -127,9 +165,45 @@ public sealed class SipTcpConnection : IDisposable
     /// <summary>Same as <see cref="Close"/>.</summary>
     public void Dispose() => Close();
 
-    public override string ToString() => $"tcp#{Id} {RemoteEndPoint}";
+    public override string ToString() => $"{(IsTls ? "tls" : "tcp")}#{Id} {RemoteEndPoint}";
 
-    internal void Start() => Completion = Task.Run(ReadLoopAsync);
+    /// <summary>Starts the read loop, after <paramref name="handshake"/> when there is one; a failed handshake closes the connection.</summary>
+    internal void Start(Func<SipTcpConnection, Task<bool>>? handshake = null) =>
+        Completion = Task.Run(handshake is null ? ReadLoopAsync : () => HandshakeThenReadAsync(handshake));
+
+    /// <summary>Takes what the completed handshake established: the TLS version and the peer's validated certificate.</summary>
+    internal void OnAuthenticated()
+    {
+        var tls = _tls!;
+        TlsProtocol = tls.SslProtocol;
+        if (tls.RemoteCertificate is not { } remote)
+        {
+            return;
+        }
+        // A copy: the stream's own instance goes when the connection closes, and a policy may keep this one longer.
+        var certificate = X509CertificateLoader.LoadCertificate(remote.GetRawCertData());
+        RemoteCertificateSha256 = certificate.GetCertHashString(HashAlgorithmName.SHA256);
+        var names = new List<string>();
+        foreach (var extension in certificate.Extensions)
+        {
+            if (extension.Oid?.Value == "2.5.29.17")
+            {
+                names.AddRange(new X509SubjectAlternativeNameExtension(extension.RawData, extension.Critical).EnumerateDnsNames());
+            }
+        }
+        RemoteCertificateDnsNames = names;
+        RemoteCertificate = certificate;
+    }
+
+    private async Task HandshakeThenReadAsync(Func<SipTcpConnection, Task<bool>> handshake)
+    {
+        if (!await handshake(this).ConfigureAwait(false))
+        {
+            Close();
+            return;
+        }
+        await ReadLoopAsync().ConfigureAwait(false);
+    }
 
     private async Task ReadLoopAsync()
     {

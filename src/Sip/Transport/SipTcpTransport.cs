@@ -9,7 +9,9 @@ namespace CallState.Sip.Transport;
 /// <summary>
 /// SIP over TCP (RFC 3261 18): a listener whose connections are read through System.IO.Pipelines and framed by a
 /// <see cref="SipFramer"/>, plus outbound connections. Open connections are kept by remote endpoint and reused for
-/// responses and later requests to the same peer (RFC 3261 18.2.2, 18.3), whichever side opened them.
+/// responses and later requests to the same peer (RFC 3261 18.2.2, 18.3), whichever side opened them. With
+/// <see cref="SipTcpTransportOptions.Tls"/> it is SIP over TLS (RFC 3261 26.2): every connection does its handshake on
+/// its own task (never on the accept loop), bounded by the handshake timeout, and is used only once it succeeded.
 /// </summary>
 public sealed class SipTcpTransport : IAsyncDisposable
 {
@@ -18,6 +20,7 @@ public sealed class SipTcpTransport : IAsyncDisposable
     private readonly ISipStreamHandler _handler;
     private readonly SipTcpTransportOptions _options;
     private readonly TimeProvider _timeProvider;
+    private readonly SipTlsHandshake? _tls;
     private readonly CancellationTokenSource _shutdown = new();
     private readonly ConcurrentDictionary<long, SipTcpConnection> _open = new();
     private readonly ConcurrentDictionary<IPEndPoint, SipTcpConnection> _byRemote = new();
@@ -40,6 +43,8 @@ public sealed class SipTcpTransport : IAsyncDisposable
     private long _oversizedMessages;
     private long _idleTimeouts;
     private long _handlerErrors;
+    private long _tlsHandshakes;
+    private long _tlsHandshakeFailures;
 
     /// <summary>Binds and listens; call <see cref="Start"/> to begin accepting.</summary>
     public SipTcpTransport(IPEndPoint localEndPoint, SipFramer framer, ISipStreamHandler handler, SipTcpTransportOptions? options = null)
@@ -53,6 +58,7 @@ public sealed class SipTcpTransport : IAsyncDisposable
         _handler = handler;
         _options = options;
         _timeProvider = options.TimeProvider;
+        _tls = options.Tls is { } tls ? new SipTlsHandshake(tls) : null;
 
         _listener = new Socket(localEndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
@@ -110,6 +116,18 @@ public sealed class SipTcpTransport : IAsyncDisposable
     /// <summary>Exceptions thrown by the handler.</summary>
     public long HandlerErrors => Interlocked.Read(ref _handlerErrors);
 
+    /// <summary>True when every connection of this transport is a TLS connection.</summary>
+    public bool IsTls => _tls is not null;
+
+    /// <summary>TLS handshakes completed, inbound and outbound.</summary>
+    public long TlsHandshakes => Interlocked.Read(ref _tlsHandshakes);
+
+    /// <summary>
+    /// TLS handshakes that failed, inbound and outbound: refused or missing certificates, protocol versions or errors,
+    /// timeouts. Each closed its connection and was reported as a <see cref="SipTlsHandshakeException"/>.
+    /// </summary>
+    public long TlsHandshakeFailures => Interlocked.Read(ref _tlsHandshakeFailures);
+
     internal SipFramer Framer => _framer;
 
     internal int MaxMessageSize => _options.MaxMessageSize;
@@ -144,9 +162,19 @@ public sealed class SipTcpTransport : IAsyncDisposable
     /// </summary>
     /// <exception cref="SocketException">The connect failed, timed out, or the connection limit is reached.</exception>
     /// <exception cref="IOException">The write failed; the connection is closed.</exception>
-    public async ValueTask SendAsync(IPEndPoint remote, ReadOnlyMemory<byte> message, CancellationToken cancellationToken = default)
+    public ValueTask SendAsync(IPEndPoint remote, ReadOnlyMemory<byte> message, CancellationToken cancellationToken = default) =>
+        SendAsync(remote, serverName: null, message, cancellationToken);
+
+    /// <summary>
+    /// Same as <see cref="SendAsync(IPEndPoint, ReadOnlyMemory{byte}, CancellationToken)"/>; on a TLS transport a new
+    /// connection's peer must present a certificate naming <paramref name="serverName"/> (null: the IP address of
+    /// <paramref name="remote"/>).
+    /// </summary>
+    /// <exception cref="SocketException">The connect failed, timed out, or the connection limit is reached.</exception>
+    /// <exception cref="IOException">The write failed, or the TLS handshake did (<see cref="SipTlsHandshakeException"/>).</exception>
+    public async ValueTask SendAsync(IPEndPoint remote, string? serverName, ReadOnlyMemory<byte> message, CancellationToken cancellationToken = default)
     {
-        var connection = await GetOrConnectAsync(remote, cancellationToken).ConfigureAwait(false);
+        var connection = await GetOrConnectAsync(remote, serverName, cancellationToken).ConfigureAwait(false);
         await connection.SendAsync(message, cancellationToken).ConfigureAwait(false);
     }
 
@@ -154,7 +182,15 @@ public sealed class SipTcpTransport : IAsyncDisposable
     /// The open connection to <paramref name="remote"/>, or a new one. Concurrent callers for the same peer share one
     /// connect attempt, bounded by <see cref="SipTcpTransportOptions.ConnectTimeout"/>.
     /// </summary>
-    public async ValueTask<SipTcpConnection> GetOrConnectAsync(IPEndPoint remote, CancellationToken cancellationToken = default)
+    public ValueTask<SipTcpConnection> GetOrConnectAsync(IPEndPoint remote, CancellationToken cancellationToken = default) =>
+        GetOrConnectAsync(remote, serverName: null, cancellationToken);
+
+    /// <summary>
+    /// Same as <see cref="GetOrConnectAsync(IPEndPoint, CancellationToken)"/>; on a TLS transport a new connection's peer
+    /// must present a certificate naming <paramref name="serverName"/> (null: the IP address of <paramref name="remote"/>).
+    /// An open connection to <paramref name="remote"/> is reused whatever name it was opened for.
+    /// </summary>
+    public async ValueTask<SipTcpConnection> GetOrConnectAsync(IPEndPoint remote, string? serverName, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(remote);
         remote = Normalize(remote);
@@ -168,12 +204,12 @@ public sealed class SipTcpTransport : IAsyncDisposable
         var pending = _connecting.GetOrAdd(remote, attempt.Task);
         if (pending == attempt.Task)
         {
-            _ = ConnectAsync(remote, attempt);
+            _ = ConnectAsync(remote, serverName, attempt);
         }
         return await pending.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    private async Task ConnectAsync(IPEndPoint remote, TaskCompletionSource<SipTcpConnection> attempt)
+    private async Task ConnectAsync(IPEndPoint remote, string? serverName, TaskCompletionSource<SipTcpConnection> attempt)
     {
         try
         {
@@ -209,6 +245,11 @@ public sealed class SipTcpTransport : IAsyncDisposable
                 throw;
             }
             var connection = Register(socket, isInbound: false);
+            if (_tls is not null)
+            {
+                await AuthenticateOutboundAsync(connection, serverName ?? remote.Address.ToString()).ConfigureAwait(false);
+            }
+            Run(connection, handshake: null);
             Interlocked.Increment(ref _connectionsOpened);
             attempt.SetResult(connection);
         }
@@ -267,7 +308,9 @@ public sealed class SipTcpTransport : IAsyncDisposable
             try
             {
                 socket.NoDelay = _options.NoDelay;
-                Register(socket, isInbound: true);
+                var connection = Register(socket, isInbound: true);
+                // The handshake runs on the connection's task: a slow or silent peer never holds up the next accept.
+                Run(connection, _tls is null ? null : AuthenticateInboundAsync);
             }
             catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
             {
@@ -287,13 +330,16 @@ public sealed class SipTcpTransport : IAsyncDisposable
         return true;
     }
 
-    /// <summary>Wraps a connected socket holding a reserved slot; on failure releases both and rethrows.</summary>
+    /// <summary>
+    /// Wraps a connected socket holding a reserved slot and counts it as open (closing it releases the slot); on failure
+    /// releases both and rethrows. It is not yet used for sending: see <see cref="Publish"/>.
+    /// </summary>
     private SipTcpConnection Register(Socket socket, bool isInbound)
     {
         SipTcpConnection connection;
         try
         {
-            connection = new SipTcpConnection(this, socket, Interlocked.Increment(ref _nextId), isInbound, _timeProvider, _options.IdleTimeout);
+            connection = new SipTcpConnection(this, socket, Interlocked.Increment(ref _nextId), isInbound, _tls is not null, _timeProvider, _options.IdleTimeout);
         }
         catch
         {
@@ -302,15 +348,87 @@ public sealed class SipTcpTransport : IAsyncDisposable
             throw;
         }
         _open[connection.Id] = connection;
-        // The newest connection to a peer wins: it is the one the peer is most likely to keep open.
-        _byRemote[connection.RemoteEndPoint] = connection;
-        connection.Start();
         if (Volatile.Read(ref _disposed) != 0)
         {
             // Raced with DisposeAsync, which may already have taken its list of connections to close.
             connection.Close();
         }
         return connection;
+    }
+
+    /// <summary>Starts reading (after the handshake, when there is one); a connection with no handshake to do is usable at once.</summary>
+    private void Run(SipTcpConnection connection, Func<SipTcpConnection, Task<bool>>? handshake)
+    {
+        if (handshake is null)
+        {
+            Publish(connection);
+        }
+        connection.Start(handshake);
+    }
+
+    /// <summary>Makes a connection the one sends to its peer go over (on TLS, only once its handshake succeeded).</summary>
+    private void Publish(SipTcpConnection connection)
+    {
+        // The newest connection to a peer wins: it is the one the peer is most likely to keep open.
+        _byRemote[connection.RemoteEndPoint] = connection;
+        if (connection.IsClosed)
+        {
+            // Closed meanwhile (a limit, the peer, DisposeAsync): OnClosed may already have run, so take it out again.
+            _byRemote.TryRemove(KeyValuePair.Create(connection.RemoteEndPoint, connection));
+        }
+    }
+
+    private async Task<bool> AuthenticateInboundAsync(SipTcpConnection connection)
+    {
+        using var timeout = new CancellationTokenSource(_tls!.Timeout, _timeProvider);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, connection.Closing);
+        try
+        {
+            await _tls.AcceptAsync(connection.Tls!, connection.RemoteEndPoint, linked.Token).ConfigureAwait(false);
+        }
+        catch (SipTlsHandshakeException ex)
+        {
+            CountHandshakeFailure(ex);
+            return false;
+        }
+#pragma warning disable CA1031 // Anything else failing here ends this connection alone, counted like a failed handshake.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            CountHandshakeFailure(new SipTlsHandshakeException(connection.RemoteEndPoint, inbound: true, ex.Message, innerException: ex));
+            return false;
+        }
+        connection.OnAuthenticated();
+        Interlocked.Increment(ref _tlsHandshakes);
+        Publish(connection);
+        return true;
+    }
+
+    /// <summary>The client side of the handshake of a new outbound connection; on failure closes it and throws.</summary>
+    /// <exception cref="SipTlsHandshakeException">The handshake failed, timed out, or the next hop's certificate was refused.</exception>
+    private async Task AuthenticateOutboundAsync(SipTcpConnection connection, string serverName)
+    {
+        using var timeout = new CancellationTokenSource(_tls!.Timeout, _timeProvider);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, connection.Closing, _shutdown.Token);
+        try
+        {
+            await _tls.ConnectAsync(connection.Tls!, connection.RemoteEndPoint, serverName, linked.Token).ConfigureAwait(false);
+        }
+        catch (SipTlsHandshakeException ex)
+        {
+            connection.Close();
+            Interlocked.Increment(ref _connectErrors);
+            CountHandshakeFailure(ex);
+            throw;
+        }
+        connection.OnAuthenticated();
+        Interlocked.Increment(ref _tlsHandshakes);
+    }
+
+    private void CountHandshakeFailure(SipTlsHandshakeException ex)
+    {
+        Interlocked.Increment(ref _tlsHandshakeFailures);
+        ReportError(ex);
     }
 
     internal void OnClosed(SipTcpConnection connection)
