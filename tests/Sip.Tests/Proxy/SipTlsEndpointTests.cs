@@ -94,10 +94,11 @@ public sealed class SipTlsEndpointTests : IAsyncDisposable
     public async Task A_request_for_a_transport_tls_uri_goes_to_the_next_hop_over_tls_with_a_tls_via_and_a_record_route_per_side()
     {
         var options = Options();
-        Start(options);
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
         var nextHopPort = ((IPEndPoint)listener.LocalEndpoint).Port;
+        options.AllowedDestinations.Add($"127.0.0.1:{nextHopPort}");
+        Start(options);
         var accepting = TlsTestClient.AcceptAsync(listener, _pki.Server("carrier.example.test"));
 
         _caller.Send(Request("INVITE", $"sip:bob@127.0.0.1:{nextHopPort};transport=tls", "to-tls", "v=0\r\n", udpCaller: _caller.EndPoint), new IPEndPoint(IPAddress.Loopback, options.Port));
@@ -116,10 +117,11 @@ public sealed class SipTlsEndpointTests : IAsyncDisposable
     public async Task A_tls_next_hop_with_an_untrusted_certificate_fails_its_branch_with_503()
     {
         var options = Options();
-        var endpoint = Start(options);
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
         var nextHopPort = ((IPEndPoint)listener.LocalEndpoint).Port;
+        options.AllowedDestinations.Add($"127.0.0.1:{nextHopPort}");
+        var endpoint = Start(options);
         var accepting = TlsTestClient.AcceptAsync(listener, _pki.Server("impostor.example.test", issuer: _pki.OtherCa));
 
         _caller.Send(Request("INVITE", $"sip:bob@127.0.0.1:{nextHopPort};transport=tls", "untrusted-hop", "v=0\r\n", udpCaller: _caller.EndPoint), new IPEndPoint(IPAddress.Loopback, options.Port));
@@ -166,13 +168,13 @@ public sealed class SipTlsEndpointTests : IAsyncDisposable
     {
         public TaskCompletionSource<SipTarget> Source { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        public ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, CancellationToken cancellationToken)
+        public ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, InviteOrigin origin, CancellationToken cancellationToken)
         {
             Source.TrySetResult(source);
             return ValueTask.FromResult(CallDecision.Reject(403, "Trunk not allowed"));
         }
 
-        public void OnAnswered(SipCallId sipCall)
+        public void OnAnswered(SipCallId sipCall, DialogAnswer answer)
         {
         }
 
@@ -187,5 +189,7 @@ public sealed class SipTlsEndpointTests : IAsyncDisposable
         public void OnRefresh(SipCallId sipCall)
         {
         }
+
+        public ValueTask<DialogRecord?> FindDialogAsync(SipCallId sipCall, CancellationToken cancellationToken) => ValueTask.FromResult<DialogRecord?>(null);
     }
 }

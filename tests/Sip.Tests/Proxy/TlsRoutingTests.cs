@@ -33,6 +33,7 @@ public sealed class TlsRoutingTests : IDisposable
             DefaultUpstream = Upstream.ToString(),
             AdvertisedHost = "192.0.2.80",
             NextHops = { ["carrier.example.test"] = "127.0.0.3:5081" },
+            AllowedDestinations = ["127.0.0.1:5061", "127.0.0.1:5070"],
             Tls = new SipTlsOptions { Enabled = true, Port = TlsPort, CertificateFile = certificate, KeyFile = key },
         }, _sent, _wheel);
     }
