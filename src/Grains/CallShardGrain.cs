@@ -65,6 +65,13 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
 
     public Task<bool> EndAsync(string callKey) => Valid(callKey) ? RunAsync(callKey, static admission => admission.EndAsync(CancellationToken.None)) : Task.FromResult(false);
 
+    public Task<bool> AbandonAsync(string callKey, string attempt) =>
+        Valid(callKey)
+            ? RunAsync(callKey, admission => admission.Attempt is { } admitted && string.Equals(admitted, attempt, StringComparison.Ordinal)
+                ? admission.EndAsync(CancellationToken.None)
+                : Task.FromResult(false))
+            : Task.FromResult(false);
+
     public Task<CallSnapshot> GetSnapshotAsync(string callKey)
     {
         if (GrainTypes.ValidateCallKey(callKey) is { } error)

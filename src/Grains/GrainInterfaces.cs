@@ -69,6 +69,13 @@ public interface ICallShardGrain : IGrainWithIntegerKey
     [Alias("End")]
     Task<bool> EndAsync(string callKey);
 
+    /// <summary>
+    /// An admission whose answer never reached its edge is given up: the call ends only when that attempt is the one
+    /// that admitted it (an attempt answered Duplicate never ends the call it copied). False when nothing was ended.
+    /// </summary>
+    [Alias("Abandon")]
+    Task<bool> AbandonAsync(string callKey, string attempt);
+
     [Alias("Snapshot")]
     Task<CallSnapshot> GetSnapshotAsync(string callKey);
 
@@ -120,6 +127,8 @@ public readonly struct CallHandle(IGrainFactory grains, string callKey)
     public Task<bool> RenewAsync() => Shard.RenewAsync(callKey);
 
     public Task<bool> EndAsync() => Shard.EndAsync(callKey);
+
+    public Task<bool> AbandonAsync(string attempt) => Shard.AbandonAsync(callKey, attempt);
 
     public Task<CallSnapshot> GetSnapshotAsync() => Shard.GetSnapshotAsync(callKey);
 

@@ -173,9 +173,10 @@ internal sealed class CallTracker
                 return NoDialog;
             }
         }
-        else if (m.Method is SipMethod.Bye or SipMethod.Ack)
+        else if (m.Method == SipMethod.Bye || (m.Method == SipMethod.Ack && !(towardCallee && request.RouteConfigured)))
         {
-            // Not answered yet: a BYE or an ACK for a 2xx cannot belong to it (the caller CANCELs an unanswered call).
+            // Not answered yet: a BYE cannot belong to it (the caller CANCELs an unanswered call). An ACK toward the
+            // callee's configured hop may overtake the confirm of its 2xx on its way to the grains: it changes nothing.
             return NoDialog;
         }
         if (!request.RouteConfigured && !(towardCallee ? dialog.CalleeTargets : dialog.CallerTargets).Contains(SipProxy.Describe(request.Route)))

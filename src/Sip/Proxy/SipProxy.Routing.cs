@@ -310,7 +310,7 @@ public sealed partial class SipProxy
         }
         if (m.MaxForwards < 0)
         {
-            w.Write("Max-Forwards: 70\r\n"u8);
+            w.Write(_maxForwardsLine);
         }
         if (m.ContentLength < 0)
         {

@@ -45,6 +45,8 @@ public sealed partial class SipProxy : IDisposable
     private readonly IPEndPoint? _defaultUpstream;
     private readonly Dictionary<string, IPEndPoint> _nextHops = new(StringComparer.OrdinalIgnoreCase);
     private readonly byte[] _retryAfterLine;
+    private readonly byte[] _maxForwardsLine;
+    private readonly ForwardDecision _decisionFailed;
     private readonly TimeSpan _t1;
     private readonly TimeSpan _t2;
     private readonly TimeSpan _t4;
@@ -104,6 +106,10 @@ public sealed partial class SipProxy : IDisposable
             }
         }
         _retryAfterLine = Encoding.ASCII.GetBytes($"Retry-After: {options.OverloadRetryAfterSeconds}\r\n");
+        _maxForwardsLine = Encoding.ASCII.GetBytes($"Max-Forwards: {options.MaxForwards}\r\n");
+
+        // A transaction user that fails to decide refuses the request as an overload would (RFC 3261 21.5.4).
+        _decisionFailed = ForwardDecision.Reject(503, "Service Unavailable", $"Retry-After: {options.OverloadRetryAfterSeconds}\r\n");
         _t1 = options.T1;
         _t2 = options.T2;
         _t4 = options.T4;
@@ -293,7 +299,6 @@ public sealed partial class SipProxy : IDisposable
 
     private static readonly ForwardDecision NotConfigured = ForwardDecision.Reject(403, "Forbidden (destination not allowed)");
 
-    private static readonly ForwardDecision DecisionFailed = ForwardDecision.Reject(503, "Service Unavailable", "Retry-After: 5\r\n");
 
     /// <summary>The transaction user's decision when it has one at once; a user that throws refuses the request (503).</summary>
     private bool TryDecide(in ProxyRequest request, out ForwardDecision decision)
@@ -304,7 +309,7 @@ public sealed partial class SipProxy : IDisposable
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
-            decision = DecisionFailed;
+            decision = _decisionFailed;
             return true;
         }
     }
@@ -322,7 +327,7 @@ public sealed partial class SipProxy : IDisposable
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
-            decision = DecisionFailed;
+            decision = _decisionFailed;
         }
         using (copy)
         {
@@ -555,7 +560,7 @@ public sealed partial class SipProxy : IDisposable
             client.AckForFinal = BuildAck(client, m);
             client.Settle();
             _sender.Send(client.Target, client.AckForFinal);
-            client.EndTimer = Schedule(client.Target.IsReliable ? TimeSpan.Zero : TimeSpan.FromSeconds(32),
+            client.EndTimer = Schedule(client.Target.IsReliable ? TimeSpan.Zero : _options.TimerD,
                 _terminateClient, client);
             if (server.State == ServerState.Proceeding)
             {
@@ -719,7 +724,9 @@ public sealed partial class SipProxy : IDisposable
         w.Write(info.CallId);
         w.Write("CSeq: "u8);
         w.WriteNumber(info.CSeq);
-        w.Write(" CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"u8);
+        w.Write(" CANCEL\r\n"u8);
+        w.Write(_maxForwardsLine);
+        w.Write("Content-Length: 0\r\n\r\n"u8);
         var bytes = w.ToArray();
         var branchStart = invite.Key.AsSpan().LastIndexOf((byte)'|');
         var key = Scratch.Key();
@@ -735,7 +742,7 @@ public sealed partial class SipProxy : IDisposable
         invite.TimeoutTimer = Schedule(_timeout64T1, _onTimeoutTimer, invite);
     }
 
-    private static byte[] BuildAck(ClientTransaction invite, SipMessage response)
+    private byte[] BuildAck(ClientTransaction invite, SipMessage response)
     {
         var info = invite.CancelInfo!;
         var s = response.Span;
@@ -752,7 +759,9 @@ public sealed partial class SipProxy : IDisposable
         w.Write(info.CallId);
         w.Write("CSeq: "u8);
         w.WriteNumber(info.CSeq);
-        w.Write(" ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"u8);
+        w.Write(" ACK\r\n"u8);
+        w.Write(_maxForwardsLine);
+        w.Write("Content-Length: 0\r\n\r\n"u8);
         return w.ToArray();
     }
 
@@ -781,12 +790,14 @@ public sealed partial class SipProxy : IDisposable
     {
         tx.LastResponse = response;
         tx.LastStatus = status;
-        _sender.Send(tx.Source, response);
         if (tx.Outcome is { } outcome && !tx.OutcomeReported)
         {
+            // Before the response leaves: the ACK of a 2xx may come back on another thread at once, and it must find
+            // the dialog the 2xx set up.
             tx.OutcomeReported = true;
             _user!.OnFinal(outcome, status, from);
         }
+        _sender.Send(tx.Source, response);
         if (tx.IsInvite && status < 300)
         {
             if (tx.State != ServerState.Accepted)

@@ -71,6 +71,12 @@ public sealed class SipProxyOptions
     /// <summary>RFC 3261 16.6 Timer C: an INVITE ringing longer than this is cancelled and answered 408.</summary>
     public TimeSpan TimerC { get; set; } = TimeSpan.FromMinutes(3);
 
+    /// <summary>RFC 3261 17.1.1.2 Timer D: how long a client INVITE transaction over UDP absorbs retransmitted finals after ACKing one.</summary>
+    public TimeSpan TimerD { get; set; } = TimeSpan.FromSeconds(32);
+
+    /// <summary>Max-Forwards of requests this edge originates (CANCEL, the ACK of a non-2xx) and added to a forwarded request that has none (RFC 3261 16.6 step 3).</summary>
+    public int MaxForwards { get; set; } = 70;
+
     /// <summary>Open transactions at most; a request past it is answered 503 with Retry-After instead of stored.</summary>
     public int MaxTransactions { get; set; } = 200_000;
 
@@ -142,6 +148,11 @@ public sealed class SipProxyOptions
         CheckPositive(errors, prefix + nameof(T2), T2);
         CheckPositive(errors, prefix + nameof(T4), T4);
         CheckPositive(errors, prefix + nameof(TimerC), TimerC);
+        CheckPositive(errors, prefix + nameof(TimerD), TimerD);
+        if (MaxForwards is < 1 or > 255)
+        {
+            errors.Add($"{prefix}{nameof(MaxForwards)}: must be between 1 and 255 (was {MaxForwards})");
+        }
         if (T2 < T1)
         {
             errors.Add($"{prefix}{nameof(T2)}: must not be shorter than T1");

@@ -15,6 +15,9 @@ public interface IAdmissionClient
 
     Task EndAsync(string callKey, CancellationToken cancellationToken);
 
+    /// <summary>Gives up an admission whose answer never came: ends the call only if <paramref name="attempt"/> admitted it.</summary>
+    Task AbandonAsync(string callKey, string attempt, CancellationToken cancellationToken);
+
     /// <summary>The dialog of a call being admitted or up, to check an in-dialog request against; null for any other call key.</summary>
     Task<CallDialog?> GetDialogAsync(string callKey, CancellationToken cancellationToken);
 }
@@ -36,6 +39,8 @@ public sealed class GrainAdmissionClient(IGrainFactory grains) : IAdmissionClien
     public Task RenewAsync(string callKey, CancellationToken cancellationToken) => Call(callKey).RenewAsync().WaitAsync(cancellationToken);
 
     public Task EndAsync(string callKey, CancellationToken cancellationToken) => Call(callKey).EndAsync().WaitAsync(cancellationToken);
+
+    public Task AbandonAsync(string callKey, string attempt, CancellationToken cancellationToken) => Call(callKey).AbandonAsync(attempt).WaitAsync(cancellationToken);
 
     /// <summary>A key no call can have (empty, too long) has no dialog: null, not an error, since it comes from a request.</summary>
     public Task<CallDialog?> GetDialogAsync(string callKey, CancellationToken cancellationToken) =>

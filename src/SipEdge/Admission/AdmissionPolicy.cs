@@ -91,8 +91,9 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
                 RecordDuration(started);
 
                 // The admission may still commit after the deadline (a slow or paused silo): release it, so a call
-                // this edge did not count as admitted never holds a slot.
-                _ = RunAsync("end", call.CallKey, static (c, key) => c.EndAsync(key, CancellationToken.None));
+                // this edge did not count as admitted never holds a slot; only if this attempt admitted it (another
+                // INVITE with the same Call-ID and From tag never ends the call it copies).
+                _ = RunAsync("end", call.CallKey, (c, key) => c.AbandonAsync(key, leg.Attempt, CancellationToken.None));
                 if (options.FailOpen || call.IsEmergency)
                 {
                     Count("fail_open", "SILO_UNAVAILABLE");

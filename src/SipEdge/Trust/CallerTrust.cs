@@ -89,7 +89,7 @@ public sealed class CallerTrust : IDigestCredentialStore
         {
             if (network.Contains(source))
             {
-                return new TrustVerdict(TrustKind.Peer, peer.AssertedIdentity ? AssertedUser(invite) : null);
+                return new TrustVerdict(TrustKind.Peer, peer.AssertedIdentity ? _limits.Normalize(AssertedUser(invite)) : null);
             }
         }
         if (_verifier is null)

@@ -47,6 +47,27 @@ public sealed class CallDialogClusterTests
 
     [Theory]
     [MemberData(nameof(Storages))]
+    public async Task Abandoning_an_attempt_ends_the_call_only_when_that_attempt_admitted_it(string kind)
+    {
+        LimitRequest[] alice = [new("user/alice", Direction.Outbound)];
+        await using var db = TestStorage.Create(kind);
+        await using var cluster = await GrainTestCluster.StartAsync(db);
+        var call = cluster.Call("abandoned");
+        Assert.Equal(AdmitStatus.Admitted, (await call.AdmitAsync(alice, LegA)).Status);
+
+        // A duplicate whose edge gave up waiting abandons its own attempt: the call it copied keeps its slot.
+        Assert.Equal(AdmitStatus.Duplicate, (await call.AdmitAsync(alice, LegB)).Status);
+        Assert.False(await call.AbandonAsync(LegB.Attempt));
+        Assert.Equal(1, (await cluster.Limit("user/alice").GetSnapshotAsync()).Total);
+
+        Assert.True(await call.AbandonAsync(LegA.Attempt));
+        Assert.Equal(0, (await cluster.Limit("user/alice").GetSnapshotAsync()).Total);
+        Assert.Null(await call.GetDialogAsync());
+        Assert.False(await cluster.Call("never-admitted").AbandonAsync(LegA.Attempt));
+    }
+
+    [Theory]
+    [MemberData(nameof(Storages))]
     public async Task The_dialog_and_the_attempt_survive_a_new_cluster_on_the_same_storage(string kind)
     {
         await using var db = TestStorage.Create(kind);

@@ -171,9 +171,11 @@ public sealed class GrainClusterTests
         await using var second = await GrainTestCluster.StartAsync(db, settings);
         await second.ScanAsync();
 
+        // The limit reclaims the slot at its lease end, or the call record (due a second later) ends the call first when
+        // both are due by the time the scan runs (the real clock decides which): either way the slot is free, once.
         var stored = (await second.Access().ListLimitsAsync(LimitKind.User, CancellationToken.None)).Single(l => l.Key == "user/carol");
         Assert.Equal(0, stored.Total);
-        Assert.Equal(1, stored.Reclaimed);
+        Assert.InRange(stored.Reclaimed, 0, 1);
     }
 
     [Fact]

@@ -162,8 +162,8 @@ public sealed class AdmissionPolicyTests : IDisposable
         Assert.Equal(503, decision.Status);
         Assert.Equal("Service Unavailable", decision.ReasonPhrase);
         Assert.Equal("Reason: Q.850;cause=42\r\nRetry-After: 7\r\n", decision.ExtraHeaders);
-        var calls = await _client.WaitForAsync(c => c.Any(x => x.Operation == "end"), "the end of the timed-out admission");
-        Assert.Equal([$"admit {Key} user/alice out, user/bob in", $"end {Key}"], calls.Select(c => c.ToString()));
+        var calls = await _client.WaitForAsync(c => c.Any(x => x.Operation == "abandon"), "the end of the timed-out admission");
+        Assert.Equal([$"admit {Key} user/alice out, user/bob in", $"abandon {Key} {Origin.Attempt}"], calls.Select(c => c.ToString()));
         Assert.True(calls[0].Token.IsCancellationRequested, "the grain call is cancelled at the deadline");
         Assert.False(proxy.IsCancellationRequested);
         Assert.False(calls[1].Token.CanBeCanceled, "the end must not share the expired deadline");
@@ -187,8 +187,8 @@ public sealed class AdmissionPolicyTests : IDisposable
 
         Assert.True(decision.Admitted);
         Assert.Equal(Upstream, decision.NextHop);
-        var calls = await _client.WaitForAsync(c => c.Any(x => x.Operation == "end"), "the end of the timed-out admission");
-        Assert.Equal([$"admit {Key} user/alice out, user/bob in", $"end {Key}"], calls.Select(c => c.ToString()));
+        var calls = await _client.WaitForAsync(c => c.Any(x => x.Operation == "abandon"), "the end of the timed-out admission");
+        Assert.Equal([$"admit {Key} user/alice out, user/bob in", $"abandon {Key} {Origin.Attempt}"], calls.Select(c => c.ToString()));
         Assert.Equal(["fail_open/SILO_UNAVAILABLE"], _metrics.Decisions());
         Assert.Single(_log.Entries, e => e.EventId == 3202);
     }
@@ -204,8 +204,8 @@ public sealed class AdmissionPolicyTests : IDisposable
 
         Assert.True(decision.Admitted);
         Assert.Equal(Upstream, decision.NextHop);
-        var calls = await _client.WaitForAsync(c => c.Any(x => x.Operation == "end"), "the end of the timed-out admission");
-        Assert.Equal([$"admit {Key} user/alice out, user/112 in", $"end {Key}"], calls.Select(c => c.ToString()));
+        var calls = await _client.WaitForAsync(c => c.Any(x => x.Operation == "abandon"), "the end of the timed-out admission");
+        Assert.Equal([$"admit {Key} user/alice out, user/112 in", $"abandon {Key} {Origin.Attempt}"], calls.Select(c => c.ToString()));
         Assert.Equal(["fail_open/SILO_UNAVAILABLE"], _metrics.Decisions());
     }
 
@@ -240,8 +240,8 @@ public sealed class AdmissionPolicyTests : IDisposable
         Assert.Equal(503, decision.Status);
         Assert.Equal("Service Unavailable", decision.ReasonPhrase);
         Assert.Equal("Reason: Q.850;cause=42\r\nRetry-After: 7\r\n", decision.ExtraHeaders);
-        var calls = await _client.WaitForAsync(c => c.Any(x => x.Operation == "end"), "the end of the failed admission");
-        Assert.Equal([$"admit {Key} user/alice out, user/bob in", $"end {Key}"], calls.Select(c => c.ToString()));
+        var calls = await _client.WaitForAsync(c => c.Any(x => x.Operation == "abandon"), "the end of the failed admission");
+        Assert.Equal([$"admit {Key} user/alice out, user/bob in", $"abandon {Key} {Origin.Attempt}"], calls.Select(c => c.ToString()));
         Assert.Equal(["unavailable/SILO_UNAVAILABLE"], _metrics.Decisions());
         var line = Assert.Single(_log.Entries, e => e.EventId == 3201);
         Assert.Contains($"({error.GetType().Name})", line.Message, StringComparison.Ordinal);
@@ -621,6 +621,13 @@ public sealed class AdmissionPolicyTests : IDisposable
         public Task RenewAsync(string callKey, CancellationToken cancellationToken) => Lifecycle("renew", callKey, cancellationToken);
 
         public Task EndAsync(string callKey, CancellationToken cancellationToken) => Lifecycle("end", callKey, cancellationToken);
+
+        /// <summary>Recorded as <c>abandon {key} {attempt}</c>.</summary>
+        public Task AbandonAsync(string callKey, string attempt, CancellationToken cancellationToken)
+        {
+            Record(new ClientCall("abandon", callKey, [attempt], time.GetUtcNow(), cancellationToken));
+            return Task.CompletedTask;
+        }
 
         /// <summary>Recorded; no call has a dialog here.</summary>
         public Task<CallDialog?> GetDialogAsync(string callKey, CancellationToken cancellationToken)
