@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the solution and runs every test against real peers (a throwaway PostgreSQL, sipp, sipsak), all on
+# Builds the solution and runs every test against real peers (a throwaway PostgreSQL, sipp, sipsak, openssl), all on
 # loopback inside a private network namespace. Extra arguments go to `dotnet test`:
 #   scripts/test.sh --filter FullyQualifiedName~Storage
 # Runs as root on Debian 12; installs the Debian packages it needs when they are missing.
@@ -23,6 +23,8 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 command -v sipp >/dev/null || missing+=(sip-tester)
 # The TLS peer of the SIP-over-TLS test (Debian's sipp is built without TLS; sipsak has it, through GnuTLS).
 command -v sipsak >/dev/null || missing+=(sipsak)
+# The TLS client that presents a trunk's client certificate (sipsak 0.9.8.1 never sends one).
+command -v openssl >/dev/null || missing+=(openssl)
 command -v ip >/dev/null || missing+=(iproute2)
 { command -v unshare && command -v runuser; } >/dev/null || missing+=(util-linux)
 if ((${#missing[@]} > 0)); then

@@ -35,6 +35,9 @@ public sealed class ConfigurationKeysTests
             ("CallState:Sip:Tls:ClientCertificates", "Required"),
             ("CallState:Admission:Routes:0:Prefix", "+"),
             ("CallState:Admission:Trunks:carrier:Sources:0", "127.0.0.2"),
+            ("CallState:Admission:Trunks:carrier:CertificateThumbprints:0", "3F2A9C0B7D41E5A8C6F1023B4D5E6F708192A3B4C5D6E7F8091A2B3C4D5E6F70"),
+            ("CallState:Admission:Trunks:carrier:CertificateNames:0", "sbc.carrier.example.net"),
+            ("CallState:Admission:Trunks:carrier:RequireCertificate", "true"),
             ("Logging:LogLevel:Default", "Information")));
     }
 

@@ -220,6 +220,14 @@ public sealed partial class SipProxy
     }
 
     /// <summary>
+    /// RFC 3261 26.2.2: a request whose Request-URI is a sips URI is carried over TLS on every hop. <see cref="TryResolve"/>
+    /// reaches a sips URI over TLS, but a Route entry with a sip URI (a preloaded route, a next proxy's Record-Route)
+    /// resolves to UDP or TCP: such a request is refused rather than sent in the clear.
+    /// </summary>
+    private static bool IsPlainHopForSips(SipMessage m, in SipTarget target) =>
+        m.RequestUri.Scheme == SipUriScheme.Sips && target.Transport != SipTransportKind.Tls;
+
+    /// <summary>
     /// RFC 3261 16.6: the request as forwarded. Our Via on top (branch derived from the request's own), Record-Route
     /// with the advertised address for dialog-creating requests, Max-Forwards decremented (or 70 added), our Route
     /// entries removed, received/rport filled in the sender's Via (RFC 3261 18.2.1, RFC 3581); every other field verbatim.
@@ -576,6 +584,11 @@ public sealed partial class SipProxy
         {
             // An ACK is never answered: one no dialog accounts for is dropped.
             _metrics.Drop("stateless_refused");
+            return;
+        }
+        if (IsPlainHopForSips(m, decision.Target))
+        {
+            _metrics.Drop("sips_over_plain_hop");
             return;
         }
         var key = Scratch.Key();

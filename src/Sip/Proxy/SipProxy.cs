@@ -370,6 +370,12 @@ public sealed partial class SipProxy : IDisposable
 
     private void Forward(SipMessage m, in SipTarget source, ServerTransaction tx, SipTarget target, int popRoutes, bool recordCallerTag)
     {
+        if (IsPlainHopForSips(m, target))
+        {
+            // RFC 3261 26.2.2: never sent in the clear; 480, as for a callee this edge has no secure way to reach.
+            Respond(tx, 480, "Temporarily Unavailable (no TLS next hop for a sips URI)"u8);
+            return;
+        }
         var s = m.Span;
         var branchWriter = Scratch.Small();
         TransactionKeys.Branch(tx.Key, tx.LoopHash, branchWriter);

@@ -109,6 +109,8 @@ public sealed class AdmissionOptions
     private void ValidateTrunks(List<string> errors)
     {
         var owners = new Dictionary<(string Network, int Length), string>();
+        var thumbprintOwners = new Dictionary<string, string>(StringComparer.Ordinal);
+        var nameOwners = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
         foreach (var (id, trunk) in Trunks)
         {
             var path = $"{SectionName}:{nameof(Trunks)}:{id}";
@@ -119,7 +121,7 @@ public sealed class AdmissionOptions
 
             if (trunk is null)
             {
-                errors.Add($"{path}: the trunk has no Sources and no NextHop, so no call can use it");
+                errors.Add($"{path}: the trunk has no Sources, CertificateThumbprints, CertificateNames or NextHop, so no call can use it");
                 continue;
             }
 
@@ -143,17 +145,60 @@ public sealed class AdmissionOptions
                 }
             }
 
+            ValidateCertificates(errors, path, id, trunk, thumbprintOwners, nameOwners);
+
             if (!string.IsNullOrEmpty(trunk.NextHop) && !SipProxyOptions.TryParseHostPort(trunk.NextHop, out _))
             {
                 errors.Add($"{path}:{nameof(AdmissionTrunkOptions.NextHop)}: '{trunk.NextHop}' is not ip:port");
             }
 
-            if (trunk.Sources.Count == 0 && string.IsNullOrEmpty(trunk.NextHop))
+            // A trunk only calls go to (NextHop alone) is valid; one that neither sends nor receives calls is a mistake.
+            if (trunk.Sources.Count == 0 && trunk.CertificateThumbprints.Count == 0 && trunk.CertificateNames.Count == 0 && string.IsNullOrEmpty(trunk.NextHop))
             {
-                errors.Add($"{path}: the trunk has no Sources and no NextHop, so no call can use it");
+                errors.Add($"{path}: the trunk has no Sources, CertificateThumbprints, CertificateNames or NextHop, so no call can use it");
             }
 
             trunk.RejectCodes?.Validate(path + ":" + nameof(AdmissionTrunkOptions.RejectCodes), errors);
+        }
+    }
+
+    /// <summary>A trunk's certificate entries: well formed, each naming one trunk, and present when the trunk requires a certificate.</summary>
+    private static void ValidateCertificates(List<string> errors, string path, string id, AdmissionTrunkOptions trunk,
+        Dictionary<string, string> thumbprintOwners, Dictionary<string, string> nameOwners)
+    {
+        for (var i = 0; i < trunk.CertificateThumbprints.Count; i++)
+        {
+            var text = trunk.CertificateThumbprints[i];
+            var field = $"{path}:{nameof(AdmissionTrunkOptions.CertificateThumbprints)}:{i}";
+            if (AdmissionTrunkOptions.NormalizeThumbprint(text) is not { } thumbprint)
+            {
+                var digits = (text ?? "").Trim().Replace(":", "", StringComparison.Ordinal);
+                var hint = digits.Length == 40 && digits.All(char.IsAsciiHexDigit) ? " (this looks like a SHA-1 thumbprint; give the SHA-256 one)" : "";
+                errors.Add($"{field}: '{text}' is not a SHA-256 thumbprint: 64 hex digits, colons allowed{hint}");
+            }
+            else if (!thumbprintOwners.TryAdd(thumbprint, id) && !string.Equals(thumbprintOwners[thumbprint], id, StringComparison.Ordinal))
+            {
+                errors.Add($"{field}: this certificate is also trunk '{thumbprintOwners[thumbprint]}''s; a certificate must name one trunk");
+            }
+        }
+
+        for (var i = 0; i < trunk.CertificateNames.Count; i++)
+        {
+            var name = trunk.CertificateNames[i];
+            var field = $"{path}:{nameof(AdmissionTrunkOptions.CertificateNames)}:{i}";
+            if (string.IsNullOrWhiteSpace(name) || name.Length > 253 || name.Any(c => char.IsWhiteSpace(c) || char.IsControl(c)))
+            {
+                errors.Add($"{field}: '{name}' is not a DNS name (as in a certificate's subject alternative names, such as carrier.example.net)");
+            }
+            else if (!nameOwners.TryAdd(name, id) && !string.Equals(nameOwners[name], id, StringComparison.Ordinal))
+            {
+                errors.Add($"{field}: '{name}' is also a certificate name of trunk '{nameOwners[name]}'; a certificate name must name one trunk");
+            }
+        }
+
+        if (trunk.RequireCertificate && trunk.CertificateThumbprints.Count == 0 && trunk.CertificateNames.Count == 0)
+        {
+            errors.Add($"{path}:{nameof(AdmissionTrunkOptions.RequireCertificate)}: true, but the trunk has no CertificateThumbprints or CertificateNames, so every call from it would be refused");
         }
     }
 
@@ -306,11 +351,41 @@ public sealed class AdmissionTrunkOptions
     /// <summary>IP addresses or CIDRs (IPv4 or IPv6): a call whose packets come from one of them comes from this trunk.</summary>
     public List<string> Sources { get; set; } = [];
 
+    /// <summary>
+    /// SHA-256 thumbprints (64 hex digits, any case, colons ignored) of TLS client certificates: a call over a connection
+    /// whose validated client certificate has one of them comes from this trunk, whatever its address.
+    /// </summary>
+    public List<string> CertificateThumbprints { get; set; } = [];
+
+    /// <summary>DNS names (subject alternative names, compared whole and case-insensitively) of TLS client certificates that identify this trunk.</summary>
+    public List<string> CertificateNames { get; set; } = [];
+
+    /// <summary>
+    /// A call from one of <see cref="Sources"/> is this trunk's only with a client certificate matching
+    /// <see cref="CertificateThumbprints"/> or <see cref="CertificateNames"/>; without one it is refused with 403.
+    /// </summary>
+    public bool RequireCertificate { get; set; }
+
     /// <summary>Where calls routed to this trunk are sent (<c>ip:port</c>).</summary>
     public string? NextHop { get; set; }
 
     /// <summary>Rejection codes for calls from this trunk and for refusals by its limits; unset fields fall back to <see cref="AdmissionOptions.RejectCodes"/>.</summary>
     public RejectCodesOptions? RejectCodes { get; set; }
+
+    /// <summary>
+    /// A configured thumbprint as the edge compares it (upper-case hex, colons removed, as
+    /// <c>SipTcpConnection.RemoteCertificateSha256</c> gives it); null when it is not 64 hex digits.
+    /// </summary>
+    public static string? NormalizeThumbprint(string? text)
+    {
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            return null;
+        }
+
+        var hex = text.Trim().Replace(":", "", StringComparison.Ordinal);
+        return hex.Length == 64 && hex.All(char.IsAsciiHexDigit) ? hex.ToUpperInvariant() : null;
+    }
 }
 
 /// <summary>A route: calls whose Request-URI user starts with <see cref="Prefix"/> go to a trunk or to an upstream.</summary>

@@ -50,7 +50,18 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
         ArgumentNullException.ThrowIfNull(origin);
         var classifier = _classifiers.Current;
         var address = source.EndPoint.Address;
-        var trust = _trust.Check(invite, address, classifier.IsTrunkSource(address));
+        var certificate = source.Connection;
+        var trunk = classifier.SourceTrunkOf(address, certificate?.RemoteCertificateSha256, certificate?.RemoteCertificateDnsNames);
+        if (trunk.Match == TrunkMatch.CertificateRequired)
+        {
+            // A trunk that requires a certificate is never recognised by its address alone, nor does its address fall
+            // through to a trusted peer or digest (docs/security.md, "SIP over TLS"); nothing is reserved.
+            Count("untrusted", "CERTIFICATE_REQUIRED");
+            var presented = certificate?.RemoteCertificateSha256 is { } sha256 ? $"its certificate (SHA-256 {sha256}) names no trunk" : "it presented no client certificate";
+            LogUntrusted(_logger, 403, AddressText.Canonical(address).ToString(), $"the address is trunk '{trunk.Trunk}''s, which requires a client certificate, and {presented}");
+            return CallDecision.Reject(403, "Forbidden (trunk certificate required)");
+        }
+        var trust = _trust.Check(invite, address, trunk.IsTrunk);
         if (trust.Kind == TrustKind.Refused)
         {
             // Nothing is reserved for a caller the edge does not believe (docs/security.md, "Who may call as whom").
@@ -249,6 +260,8 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
             RequestUser = Text(m.RequestUri.User),
             RequestHost = Text(m.RequestUri.Host),
             Source = source.EndPoint.Address.IsIPv4MappedToIPv6 ? source.EndPoint.Address.MapToIPv4() : source.EndPoint.Address,
+            CertificateSha256 = source.Connection?.RemoteCertificateSha256,
+            CertificateNames = source.Connection?.RemoteCertificateDnsNames,
             VerifiedCaller = verifiedCaller,
         };
     }

@@ -31,6 +31,12 @@ public readonly struct ClassificationInput
     /// <summary>Where the packet came from (an IPv4-mapped IPv6 address is treated as the IPv4 address).</summary>
     public IPAddress? Source { get; init; }
 
+    /// <summary>SHA-256 thumbprint (hex) of the validated TLS client certificate the INVITE came with; null without one.</summary>
+    public string? CertificateSha256 { get; init; }
+
+    /// <summary>The DNS names in that certificate's subject alternative names; null or empty without one.</summary>
+    public IReadOnlyList<string>? CertificateNames { get; init; }
+
     /// <summary>
     /// The caller as authenticated (digest) or asserted by a trusted peer (docs/security.md): one of ours whatever the From
     /// header says, and the From user is not used for the caller's limits. Null: the From decides.
@@ -45,6 +51,29 @@ public enum CallOrigin
     Unknown = 0,
     Trunk = 1,
     LocalUser = 2,
+}
+
+/// <summary>How a call's peer names a trunk (<see cref="CallClassifier.SourceTrunkOf"/>).</summary>
+public enum TrunkMatch
+{
+    /// <summary>No trunk: neither the certificate nor the source address is a trunk's.</summary>
+    None = 0,
+
+    /// <summary>The source address is in the trunk's <c>Sources</c> (and the trunk does not require a certificate).</summary>
+    Address = 1,
+
+    /// <summary>The client certificate is in the trunk's <c>CertificateThumbprints</c> or <c>CertificateNames</c>.</summary>
+    Certificate = 2,
+
+    /// <summary>The source address is a <c>RequireCertificate</c> trunk's, without a certificate that names a trunk: refused.</summary>
+    CertificateRequired = 3,
+}
+
+/// <summary>The trunk a call comes from, and how it was told; <see cref="Trunk"/> is null for <see cref="TrunkMatch.None"/>.</summary>
+public readonly record struct TrunkSource(TrunkMatch Match, string? Trunk)
+{
+    /// <summary>The call is the trunk's (by address or by certificate).</summary>
+    public bool IsTrunk => Match is TrunkMatch.Address or TrunkMatch.Certificate;
 }
 
 /// <summary>Where a call goes.</summary>
@@ -226,8 +255,10 @@ public sealed class CallClassification
 /// <summary>
 /// Classifies initial INVITEs (issue 4, Build 2) from immutable, validated configuration; thread-safe.
 /// <list type="number">
-/// <item>Origin: a source address inside a trunk's <c>Sources</c> (most specific network wins) is that trunk,
-/// counted <c>trunk/&lt;id&gt;</c> inbound. Otherwise a local From user is counted <c>user/&lt;name&gt;</c> outbound.
+/// <item>Origin: a TLS client certificate in a trunk's <c>CertificateThumbprints</c> or <c>CertificateNames</c>, else a
+/// source address inside a trunk's <c>Sources</c> (most specific network wins; not for a trunk with
+/// <c>RequireCertificate</c>, whose calls then fail) is that trunk, counted <c>trunk/&lt;id&gt;</c> inbound
+/// (<see cref="SourceTrunkOf"/>). Otherwise a local From user is counted <c>user/&lt;name&gt;</c> outbound.
 /// Otherwise the caller is unknown and nothing is counted for the caller.</item>
 /// <item>Destination: the longest route prefix of the called number (Request-URI user; the To user when the
 /// Request-URI has none). A route to a trunk counts <c>trunk/&lt;id&gt;</c> outbound (not when it is the trunk the
@@ -247,6 +278,9 @@ public sealed class CallClassifier
     private readonly LimitsOptions _limits;
     private readonly bool _hasDefaultUser;
     private readonly (IPNetwork Network, string Trunk)[] _trunkSources;
+    private readonly Dictionary<string, string> _trunkThumbprints;
+    private readonly Dictionary<string, string> _trunkCertificateNames;
+    private readonly HashSet<string> _certificateRequired;
     private readonly Dictionary<string, CompiledRoute> _routes;
     private readonly int _longestRoute;
     private readonly Dictionary<string, Dictionary<string, string>> _dialPlan;
@@ -290,12 +324,30 @@ public sealed class CallClassifier
         var sources = new List<(IPNetwork, string)>();
         var nextHops = new Dictionary<string, IPEndPoint>(StringComparer.Ordinal);
         _trunkRejectCodes = new Dictionary<string, RejectCodesOptions?>(StringComparer.Ordinal);
+        _trunkThumbprints = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        _trunkCertificateNames = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        _certificateRequired = new HashSet<string>(StringComparer.Ordinal);
         foreach (var (id, trunk) in admission.Trunks)
         {
             foreach (var source in trunk.Sources)
             {
                 _ = AddressText.TryParseNetwork(source, out var network, out _);
                 sources.Add((network, id));
+            }
+
+            foreach (var thumbprint in trunk.CertificateThumbprints)
+            {
+                _trunkThumbprints[AdmissionTrunkOptions.NormalizeThumbprint(thumbprint)!] = id;
+            }
+
+            foreach (var name in trunk.CertificateNames)
+            {
+                _trunkCertificateNames[name] = id;
+            }
+
+            if (trunk.RequireCertificate)
+            {
+                _certificateRequired.Add(id);
             }
 
             if (SipProxyOptions.TryParseHostPort(trunk.NextHop, out var hop))
@@ -394,7 +446,13 @@ public sealed class CallClassifier
         string? error = null;
 
         // Origin.
-        var sourceTrunk = source is null ? null : TrunkOf(source);
+        var trunkSource = SourceTrunkOf(source, input.CertificateSha256, input.CertificateNames);
+        if (trunkSource.Match == TrunkMatch.CertificateRequired)
+        {
+            return CallClassification.Failed($"the source address is trunk '{trunkSource.Trunk}''s, which requires a client certificate, and no certificate of a trunk came with the call");
+        }
+
+        var sourceTrunk = trunkSource.Trunk;
         string? caller = null;
         CallOrigin origin;
         if (sourceTrunk is not null)
@@ -546,8 +604,45 @@ public sealed class CallClassifier
         !string.IsNullOrEmpty(user)
         && (_limits.FindUser(user) is not null || (_hasDefaultUser && AddressText.NormalizeHost(host) is { } h && _localHosts.Contains(h)));
 
-    /// <summary>A trunk's source address (<c>CallState:Admission:Trunks:*:Sources</c>).</summary>
-    public bool IsTrunkSource(IPAddress source) => TrunkOf(AddressText.Canonical(source)) is not null;
+    /// <summary>
+    /// Whether a call from <paramref name="source"/>, with the given client certificate if any, is a trunk's: see
+    /// <see cref="SourceTrunkOf"/>. False for a <c>RequireCertificate</c> trunk's address without a matching certificate.
+    /// </summary>
+    public bool IsTrunkSource(IPAddress source, string? certificateSha256 = null, IReadOnlyList<string>? certificateNames = null) =>
+        SourceTrunkOf(source, certificateSha256, certificateNames).IsTrunk;
+
+    /// <summary>
+    /// The trunk a call comes from (docs/security.md, "SIP over TLS"): the trunk whose <c>CertificateThumbprints</c> hold
+    /// the client certificate's SHA-256, else the one whose <c>CertificateNames</c> hold the first of its DNS names that
+    /// any trunk lists; else the trunk whose <c>Sources</c> hold <paramref name="source"/> (most specific network first),
+    /// unless that trunk requires a certificate (<see cref="TrunkMatch.CertificateRequired"/>). A certificate names its
+    /// trunk whatever the address, so it wins over an address match.
+    /// </summary>
+    public TrunkSource SourceTrunkOf(IPAddress? source, string? certificateSha256 = null, IReadOnlyList<string>? certificateNames = null)
+    {
+        if (!string.IsNullOrEmpty(certificateSha256) && _trunkThumbprints.TryGetValue(certificateSha256, out var byThumbprint))
+        {
+            return new TrunkSource(TrunkMatch.Certificate, byThumbprint);
+        }
+
+        if (certificateNames is not null && _trunkCertificateNames.Count > 0)
+        {
+            foreach (var name in certificateNames)
+            {
+                if (_trunkCertificateNames.TryGetValue(name, out var byName))
+                {
+                    return new TrunkSource(TrunkMatch.Certificate, byName);
+                }
+            }
+        }
+
+        if (source is null || TrunkOf(AddressText.Canonical(source)) is not { } byAddress)
+        {
+            return default;
+        }
+
+        return new TrunkSource(_certificateRequired.Contains(byAddress) ? TrunkMatch.CertificateRequired : TrunkMatch.Address, byAddress);
+    }
 
     private string? TrunkOf(IPAddress source)
     {

@@ -9,7 +9,7 @@ namespace CallState.SipEdge.Trust;
 /// <summary>How the edge came to believe who is calling.</summary>
 public enum TrustKind
 {
-    /// <summary>A trunk's source: the call is counted on the trunk; its From names nobody of ours.</summary>
+    /// <summary>A trunk (by source address or TLS client certificate): the call is counted on the trunk; its From names nobody of ours.</summary>
     Trunk,
 
     /// <summary>A trusted peer: its P-Asserted-Identity (or From) is believed.</summary>
@@ -27,8 +27,9 @@ public readonly record struct TrustVerdict(TrustKind Kind, string? User, int Sta
 
 /// <summary>
 /// Decides who an initial INVITE is from before any limit is asked (docs/security.md, "Who may call as whom"): a trunk by
-/// its source, a trusted peer by its source (believing its asserted identity), anyone else by digest credentials
-/// (RFC 3261 22, RFC 7616; 407 challenge, 403 after a failure, a source with too many failures refused for a while).
+/// its source or its TLS client certificate (as the call classifier tells), a trusted peer by its source (believing its
+/// asserted identity), anyone else by digest credentials (RFC 3261 22, RFC 7616; 407 challenge, 403 after a failure, a
+/// source with too many failures refused for a while).
 /// The caller used for limits is the authenticated or asserted one, never a bare From from an untrusted source.
 /// </summary>
 public sealed class CallerTrust : IDigestCredentialStore
@@ -75,7 +76,7 @@ public sealed class CallerTrust : IDigestCredentialStore
         }
     }
 
-    /// <summary>Who <paramref name="invite"/> (from <paramref name="source"/>, a trunk's address or not) is counted as.</summary>
+    /// <summary>Who <paramref name="invite"/> (from <paramref name="source"/>, a trunk's call or not) is counted as.</summary>
     public TrustVerdict Check(SipMessage invite, IPAddress source, bool trunkSource)
     {
         ArgumentNullException.ThrowIfNull(invite);

@@ -106,6 +106,61 @@ public sealed class TlsRoutingTests : IDisposable
         Assert.StartsWith("SIP/2.0 200 ", Encoding.ASCII.GetString(bytes), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void A_sips_uri_naming_this_edge_goes_to_the_default_upstream_over_tls()
+    {
+        // The Request-URI names the edge's TLS listener, so the next hop is the (plain, configured) default upstream.
+        Receive(Request("OPTIONS", $"sips:bob@192.0.2.80:{TlsPort}", "r6"), SipTransportKind.Tls);
+
+        var (target, bytes) = _sent.Single();
+        Assert.Equal(Upstream, target.EndPoint);
+        Assert.Equal(SipTransportKind.Tls, target.Transport);
+        Assert.StartsWith($"Via: SIP/2.0/TLS 127.0.0.1:{TlsPort};branch=", Line(bytes, "Via:"), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("<sip:127.0.0.1:5070;lr>")]
+    [InlineData("<sip:127.0.0.1:5070;lr;transport=tcp>")]
+    [InlineData("<sip:127.0.0.1:5070;lr;transport=udp>")]
+    public void A_sips_request_whose_route_is_a_plain_hop_is_refused_with_480_and_not_forwarded(string route)
+    {
+        Receive(Request("OPTIONS", "sips:bob@127.0.0.1:5061", "r7", route: route), SipTransportKind.Tls);
+
+        var (target, bytes) = _sent.Single();
+        Assert.Equal(Caller, target.EndPoint);
+        Assert.StartsWith("SIP/2.0 480 Temporarily Unavailable (no TLS next hop for a sips URI)\r\n", Encoding.ASCII.GetString(bytes), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_sips_request_whose_route_asks_for_tls_is_forwarded_over_tls()
+    {
+        Receive(Request("OPTIONS", "sips:bob@127.0.0.1:5061", "r8", route: "<sip:127.0.0.1:5070;lr;transport=tls>"), SipTransportKind.Tls);
+
+        var (target, bytes) = _sent.Single();
+        Assert.Equal(new IPEndPoint(IPAddress.Loopback, 5070), target.EndPoint);
+        Assert.Equal(SipTransportKind.Tls, target.Transport);
+        Assert.StartsWith("OPTIONS sips:bob@127.0.0.1:5061 SIP/2.0\r\n", Encoding.ASCII.GetString(bytes), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("<sip:127.0.0.1:5070;lr>", false)]
+    [InlineData("<sip:127.0.0.1:5070;lr;transport=tls>", true)]
+    public void An_ack_with_a_sips_uri_goes_on_only_over_tls(string route, bool forwarded)
+    {
+        // The ACK of a 2xx is forwarded without a transaction, so nothing answers it: a plain hop drops it.
+        Receive(Request("ACK", "sips:bob@127.0.0.1:5061", "r9", route: route), SipTransportKind.Tls);
+
+        if (forwarded)
+        {
+            var (target, _) = _sent.Single();
+            Assert.Equal(SipTransportKind.Tls, target.Transport);
+        }
+        else
+        {
+            Assert.Empty(_sent.All);
+        }
+    }
+
     private void Receive(string request, SipTransportKind transport)
     {
         using var message = new SipMessage();
@@ -116,7 +171,7 @@ public sealed class TlsRoutingTests : IDisposable
     private static string Request(string method, string uri, string callId, string? route = null, string body = "") =>
         $"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.2:40000;branch=z9hG4bK{callId}\r\n" +
         (route is null ? "" : $"Route: {route}\r\n") +
-        $"Max-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag=a{callId}\r\nTo: <sip:bob@example.test>{(method == "BYE" ? ";tag=b" : "")}\r\n" +
+        $"Max-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag=a{callId}\r\nTo: <sip:bob@example.test>{(method is "BYE" or "ACK" ? ";tag=b" : "")}\r\n" +
         $"Call-ID: {callId}\r\nCSeq: 1 {method}\r\nContact: <sip:alice@127.0.0.2:40000;transport=tls>\r\n" +
         $"Content-Length: {body.Length}\r\n\r\n{body}";
 

@@ -16,6 +16,8 @@ public sealed class AdmissionOptionsTests
               "Trunks": {
                 "carrier": {
                   "Sources": [ "127.0.0.2", "198.51.100.0/24", "2001:db8::/32" ],
+                  "CertificateThumbprints": [ "3f:2a:9c:0b:7d:41:e5:a8:c6:f1:02:3b:4d:5e:6f:70:81:92:a3:b4:c5:d6:e7:f8:09:1a:2b:3c:4d:5e:6f:70" ],
+                  "CertificateNames": [ "sbc.carrier.example.net" ],
                   "NextHop": "127.0.0.2:5090",
                   "RejectCodes": { "TrunkLimit": { "Status": 503 } }
                 }
@@ -58,6 +60,9 @@ public sealed class AdmissionOptionsTests
         var carrier = Assert.Single(options.Trunks);
         Assert.Equal("carrier", carrier.Key);
         Assert.Equal(["127.0.0.2", "198.51.100.0/24", "2001:db8::/32"], carrier.Value.Sources);
+        Assert.Equal([Sha256Colons], carrier.Value.CertificateThumbprints);
+        Assert.Equal(["sbc.carrier.example.net"], carrier.Value.CertificateNames);
+        Assert.False(carrier.Value.RequireCertificate);
         Assert.Equal("127.0.0.2:5090", carrier.Value.NextHop);
         Assert.Equal(503, carrier.Value.RejectCodes?.TrunkLimit?.Status);
         Assert.Equal([("+", "carrier", null), ("", null, "127.0.0.1:5090")], options.Routes.Select(r => (r.Prefix ?? "", r.Trunk, r.Upstream)));
@@ -132,6 +137,28 @@ public sealed class AdmissionOptionsTests
         Assert.Empty(SampleAdmission().Validate(SampleLimits()));
     }
 
+    private const string Sha256 = "3F2A9C0B7D41E5A8C6F1023B4D5E6F708192A3B4C5D6E7F8091A2B3C4D5E6F70";
+
+    private const string Sha256Colons = "3f:2a:9c:0b:7d:41:e5:a8:c6:f1:02:3b:4d:5e:6f:70:81:92:a3:b4:c5:d6:e7:f8:09:1a:2b:3c:4d:5e:6f:70";
+
+    private const string Sha1 = "A94A8FE5CCB19BA61C4C0873D391E987982FBBD3";
+
+    [Fact]
+    public void A_trunk_known_by_its_certificate_alone_may_require_it_and_thumbprints_compare_without_colons_or_case()
+    {
+        var options = Bind(FromJson(Json,
+            "--CallState:Admission:Trunks:carrier:RequireCertificate=true",
+            "--CallState:Admission:Trunks:tls-only:CertificateThumbprints:0=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+            "--CallState:Admission:Trunks:tls-only:RequireCertificate=true"));
+
+        Assert.True(options.Trunks["carrier"].RequireCertificate);
+        Assert.Empty(options.Trunks["tls-only"].Sources);
+        Assert.Empty(options.Validate());
+        Assert.Equal(Sha256, AdmissionTrunkOptions.NormalizeThumbprint(Sha256Colons));
+        Assert.Equal(Sha256, AdmissionTrunkOptions.NormalizeThumbprint(" " + Sha256.ToLowerInvariant() + " "));
+        Assert.Null(AdmissionTrunkOptions.NormalizeThumbprint(Sha256 + "00"));
+    }
+
     public static TheoryData<string, string> InvalidCases => new()
     {
         { "--CallState:Admission:Trunks:carrier:Sources:0=300.1.1.1", "CallState:Admission:Trunks:carrier:Sources:0: '300.1.1.1' is not an IP address or CIDR" },
@@ -141,7 +168,14 @@ public sealed class AdmissionOptionsTests
         { "--CallState:Admission:Trunks:carrier:Sources:0=carrier.example.net", "CallState:Admission:Trunks:carrier:Sources:0: 'carrier.example.net' is not an IP address or CIDR" },
         { "--CallState:Admission:Trunks:carrier:NextHop=127.0.0.2", "CallState:Admission:Trunks:carrier:NextHop: '127.0.0.2' is not ip:port" },
         { "--CallState:Admission:Trunks:other:Sources:0=127.0.0.2", "CallState:Admission:Trunks:other:Sources:0: '127.0.0.2' is also a source of trunk 'carrier'; a source address must name one trunk" },
-        { "--CallState:Admission:Trunks:idle:RejectCodes:TrunkLimit:Status=480", "CallState:Admission:Trunks:idle: the trunk has no Sources and no NextHop, so no call can use it" },
+        { "--CallState:Admission:Trunks:idle:RejectCodes:TrunkLimit:Status=480", "CallState:Admission:Trunks:idle: the trunk has no Sources, CertificateThumbprints, CertificateNames or NextHop, so no call can use it" },
+        { "--CallState:Admission:Trunks:carrier:CertificateThumbprints:0=3F2A9C0B7D41E5A8", "CallState:Admission:Trunks:carrier:CertificateThumbprints:0: '3F2A9C0B7D41E5A8' is not a SHA-256 thumbprint: 64 hex digits, colons allowed" },
+        { "--CallState:Admission:Trunks:carrier:CertificateThumbprints:0=" + new string('g', 64), "CallState:Admission:Trunks:carrier:CertificateThumbprints:0: '" + new string('g', 64) + "' is not a SHA-256 thumbprint: 64 hex digits, colons allowed" },
+        { "--CallState:Admission:Trunks:carrier:CertificateThumbprints:0=" + Sha1, "CallState:Admission:Trunks:carrier:CertificateThumbprints:0: '" + Sha1 + "' is not a SHA-256 thumbprint: 64 hex digits, colons allowed (this looks like a SHA-1 thumbprint; give the SHA-256 one)" },
+        { "--CallState:Admission:Trunks:other:CertificateThumbprints:0=" + Sha256, "CallState:Admission:Trunks:other:CertificateThumbprints:0: this certificate is also trunk 'carrier''s; a certificate must name one trunk" },
+        { "--CallState:Admission:Trunks:carrier:CertificateNames:1=sbc carrier", "CallState:Admission:Trunks:carrier:CertificateNames:1: 'sbc carrier' is not a DNS name (as in a certificate's subject alternative names, such as carrier.example.net)" },
+        { "--CallState:Admission:Trunks:other:CertificateNames:0=SBC.carrier.example.net", "CallState:Admission:Trunks:other:CertificateNames:0: 'SBC.carrier.example.net' is also a certificate name of trunk 'carrier'; a certificate name must name one trunk" },
+        { "--CallState:Admission:Trunks:pbx:RequireCertificate=true", "CallState:Admission:Trunks:pbx:RequireCertificate: true, but the trunk has no CertificateThumbprints or CertificateNames, so every call from it would be refused" },
         { "--CallState:Admission:LocalDomains:0=example.com:5060", "CallState:Admission:LocalDomains:0: 'example.com:5060' is not a host name or IP address (without port)" },
         { "--CallState:Admission:Routes:0:Upstream=127.0.0.1:5090", "CallState:Admission:Routes:0: set exactly one of Trunk and Upstream" },
         { "--CallState:Admission:Routes:0:Trunk=carier", "CallState:Admission:Routes:0:Trunk: no trunk 'carier' in CallState:Admission:Trunks" },

@@ -265,6 +265,46 @@ public sealed class AdmissionPolicyTests : IDisposable
         Assert.Equal("INVITE refused: duplicate limit key user/alice", Assert.Single(_log.Entries, e => e.EventId == 3204).Message);
     }
 
+    [Theory]
+    [InlineData("[::ffff:127.0.0.2]:5060", "127.0.0.2")]
+    [InlineData("127.0.0.1:5061", "127.0.0.1")]
+    public async Task A_call_from_the_address_of_a_trunk_that_requires_a_certificate_is_403_without_one_and_nothing_is_reserved(string peer, string logged)
+    {
+        // The second source is also the trusted PBX's address: a trunk that requires a certificate is checked first and
+        // its address does not fall through to the PBX's trust.
+        var policy = Policy(o =>
+        {
+            o.Trunks["carrier"].Sources.Add("127.0.0.1");
+            o.Trunks["carrier"].RequireCertificate = true;
+            o.Trunks["carrier"].CertificateNames = ["sbc.carrier.example.net"];
+        });
+        using var invite = Invite("+4420123@carrier.net", "bob@example.com");
+
+        var decision = await AdmitAsync(policy, invite, new SipTarget(SipTransportKind.Udp, IPEndPoint.Parse(peer)));
+
+        Assert.False(decision.Admitted);
+        Assert.Equal(403, decision.Status);
+        Assert.Equal("Forbidden (trunk certificate required)", decision.ReasonPhrase);
+        Assert.Empty(_client.Calls);
+        Assert.Equal(["untrusted/CERTIFICATE_REQUIRED"], _metrics.Decisions());
+        var line = Assert.Single(_log.Entries, e => e.EventId == 3208);
+        Assert.Equal(LogLevel.Warning, line.Level);
+        Assert.Equal($"INVITE from {logged} refused with 403: the address is trunk 'carrier''s, which requires a client certificate, and it presented no client certificate", line.Message);
+    }
+
+    [Fact]
+    public async Task Without_require_certificate_a_trunk_with_certificate_entries_is_still_known_by_its_address()
+    {
+        var policy = Policy(o => o.Trunks["carrier"].CertificateNames = ["sbc.carrier.example.net"]);
+        _client.Answer(AdmitResult.Admitted());
+        using var invite = Invite("+4420123@carrier.net", "bob@example.com");
+
+        var decision = await AdmitAsync(policy, invite, CarrierPeer);
+
+        Assert.True(decision.Admitted);
+        Assert.Equal([$"admit {Key} trunk/carrier in, user/bob in"], _client.Calls.Select(c => c.ToString()));
+    }
+
     [Fact]
     public async Task An_invite_without_a_from_tag_is_400_and_the_grains_are_never_asked()
     {

@@ -81,6 +81,103 @@ public sealed class CallClassifierTests
         Assert.Equal(["trunk/carrier in", "user/bob in"], Requests(call));
     }
 
+    /// <summary>A client certificate's SHA-256 as the TLS connection reports it: upper-case hex, no colons.</summary>
+    private const string CarrierSha256 = "3F2A9C0B7D41E5A8C6F1023B4D5E6F708192A3B4C5D6E7F8091A2B3C4D5E6F70";
+
+    private const string OtherSha256 = "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF";
+
+    /// <summary>A configured form: hex pairs with colons as <c>openssl x509 -fingerprint -sha256</c> prints them, here in lower case.</summary>
+    private static string WithColons(string hex) => string.Join(':', hex.Chunk(2).Select(c => new string(c))).ToLowerInvariant();
+
+    [Fact]
+    public void A_client_certificate_thumbprint_names_its_trunk_from_any_address()
+    {
+        var admission = SampleAdmission();
+        admission.Trunks["carrier"].CertificateThumbprints = [WithColons(CarrierSha256)];
+        var classifier = Classifier(admission);
+        var input = Invite("+4420123@carrier.net", "alice@127.0.0.1", "198.51.100.7") with { CertificateSha256 = CarrierSha256 };
+
+        var call = classifier.Classify(input);
+
+        Assert.Equal(["trunk/carrier in", "user/alice in"], Requests(call));
+        Assert.Equal(CallOrigin.Trunk, call.Origin);
+        Assert.Equal(new TrunkSource(TrunkMatch.Certificate, "carrier"), classifier.SourceTrunkOf(IPAddress.Parse("198.51.100.7"), CarrierSha256));
+        Assert.True(classifier.IsTrunkSource(IPAddress.Parse("198.51.100.7"), CarrierSha256));
+
+        // Another certificate from the same address names nothing: that address is nobody's.
+        Assert.Null(classifier.Classify(input with { CertificateSha256 = OtherSha256 }).SourceTrunk);
+        Assert.False(classifier.IsTrunkSource(IPAddress.Parse("198.51.100.7"), OtherSha256));
+    }
+
+    [Fact]
+    public void A_client_certificate_dns_name_names_its_trunk_whatever_its_case()
+    {
+        var admission = SampleAdmission();
+        admission.Trunks["carrier"].CertificateNames = ["sbc.carrier.example.net"];
+        var classifier = Classifier(admission);
+        var input = Invite("+4420123@carrier.net", "alice@127.0.0.1", "198.51.100.7") with
+        {
+            CertificateSha256 = OtherSha256,
+            CertificateNames = ["www.carrier.example.net", "SBC.Carrier.Example.NET"],
+        };
+
+        Assert.Equal("carrier", classifier.Classify(input).SourceTrunk);
+
+        // Exact names only: a name under the listed one is not it.
+        Assert.Null(classifier.Classify(input with { CertificateNames = ["a.sbc.carrier.example.net"] }).SourceTrunk);
+    }
+
+    [Fact]
+    public void A_certificate_match_wins_over_an_address_match()
+    {
+        var admission = SampleAdmission();
+        admission.Trunks["wholesale"] = new AdmissionTrunkOptions { Sources = ["198.51.100.0/24"], CertificateThumbprints = [CarrierSha256] };
+        var classifier = Classifier(admission);
+
+        // From carrier's address, with wholesale's certificate.
+        var call = classifier.Classify(Invite("+4420123@carrier.net", "alice@127.0.0.1", "127.0.0.2") with { CertificateSha256 = CarrierSha256 });
+
+        Assert.Equal("wholesale", call.SourceTrunk);
+        Assert.Equal(["trunk/wholesale in", "user/alice in"], Requests(call));
+    }
+
+    [Fact]
+    public void A_call_from_the_address_of_a_trunk_that_requires_a_certificate_is_refused_without_one()
+    {
+        var admission = SampleAdmission();
+        admission.Trunks["carrier"].RequireCertificate = true;
+        admission.Trunks["carrier"].CertificateThumbprints = [CarrierSha256];
+        var classifier = Classifier(admission);
+        var carrierAddress = IPAddress.Parse("127.0.0.2");
+        var input = Invite("+4420123@carrier.net", "alice@127.0.0.1", "127.0.0.2");
+
+        var withoutCertificate = classifier.Classify(input);
+        var withAnother = classifier.Classify(input with { CertificateSha256 = OtherSha256, CertificateNames = ["sbc.carrier.example.net"] });
+        var withItsOwn = classifier.Classify(input with { CertificateSha256 = CarrierSha256 });
+
+        Assert.False(withoutCertificate.Succeeded);
+        Assert.Equal("the source address is trunk 'carrier''s, which requires a client certificate, and no certificate of a trunk came with the call", withoutCertificate.Error);
+        Assert.Empty(withoutCertificate.Limits);
+        Assert.False(withAnother.Succeeded);
+        Assert.Equal(new TrunkSource(TrunkMatch.CertificateRequired, "carrier"), classifier.SourceTrunkOf(carrierAddress));
+        Assert.False(classifier.IsTrunkSource(carrierAddress));
+        Assert.Equal(["trunk/carrier in", "user/alice in"], Requests(withItsOwn));
+        Assert.True(classifier.IsTrunkSource(carrierAddress, CarrierSha256));
+    }
+
+    [Fact]
+    public void Without_require_certificate_the_address_still_names_the_trunk_when_no_certificate_matches()
+    {
+        var admission = SampleAdmission();
+        admission.Trunks["carrier"].CertificateThumbprints = [CarrierSha256];
+        var classifier = Classifier(admission);
+
+        var call = classifier.Classify(Invite("+4420123@carrier.net", "alice@127.0.0.1", "127.0.0.2") with { CertificateSha256 = OtherSha256 });
+
+        Assert.Equal("carrier", call.SourceTrunk);
+        Assert.Equal(new TrunkSource(TrunkMatch.Address, "carrier"), classifier.SourceTrunkOf(IPAddress.Parse("127.0.0.2"), OtherSha256));
+    }
+
     [Fact]
     public void An_ipv4_mapped_source_from_a_dual_stack_socket_matches_the_ipv4_trunk_source()
     {
