@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the solution and runs every test against real peers (a throwaway PostgreSQL, sipp, sipsak), all on
+# Builds the solution and runs every test against real peers (a throwaway PostgreSQL, sipp, sipsak, Kamailio), all on
 # loopback inside a private network namespace. Extra arguments go to `dotnet test`:
 #   scripts/test.sh --filter FullyQualifiedName~Storage
 # Runs as root on Debian 12; installs the Debian packages it needs when they are missing.
@@ -23,6 +23,9 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 command -v sipp >/dev/null || missing+=(sip-tester)
 # The TLS peer of the SIP-over-TLS test (Debian's sipp is built without TLS; sipsak has it, through GnuTLS).
 command -v sipsak >/dev/null || missing+=(sipsak)
+# The TLS next hop of the TLS next-hop test: Kamailio with its TLS module (a separate Debian package).
+command -v kamailio >/dev/null || missing+=(kamailio)
+compgen -G '/usr/lib/*/kamailio/modules/tls.so' >/dev/null || missing+=(kamailio-tls-modules)
 command -v ip >/dev/null || missing+=(iproute2)
 { command -v unshare && command -v runuser; } >/dev/null || missing+=(util-linux)
 if ((${#missing[@]} > 0)); then
