@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the solution and runs every test against real peers (a throwaway PostgreSQL, sipp, sipsak, openssl), all on
+# Builds the solution and runs every test against real peers (a throwaway PostgreSQL, sipp, sipsak, openssl, Kamailio), all on
 # loopback inside a private network namespace. Extra arguments go to `dotnet test`:
 #   scripts/test.sh --filter FullyQualifiedName~Storage
 # Runs as root on Debian 12; installs the Debian packages it needs when they are missing.
@@ -25,6 +25,9 @@ command -v sipp >/dev/null || missing+=(sip-tester)
 command -v sipsak >/dev/null || missing+=(sipsak)
 # The TLS client that presents a trunk's client certificate (sipsak 0.9.8.1 never sends one).
 command -v openssl >/dev/null || missing+=(openssl)
+# The TLS next hop of the TLS next-hop test: Kamailio with its TLS module (a separate Debian package).
+command -v kamailio >/dev/null || missing+=(kamailio)
+compgen -G '/usr/lib/*/kamailio/modules/tls.so' >/dev/null || missing+=(kamailio-tls-modules)
 command -v ip >/dev/null || missing+=(iproute2)
 { command -v unshare && command -v runuser; } >/dev/null || missing+=(util-linux)
 if ((${#missing[@]} > 0)); then
