@@ -21,18 +21,11 @@ public sealed partial class CallerTrustTests(ITestOutputHelper output) : IDispos
 {
     private static readonly IPAddress Untrusted = IPAddress.Parse("127.0.0.5");
 
-    private readonly string _data = Directory.CreateTempSubdirectory("callstate-trust-").FullName;
+    private readonly TempDirectory _temp = new("callstate-trust-");
 
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(_data, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
-    }
+    private string Data => _temp.Path;
+
+    public void Dispose() => _temp.Dispose();
 
     [Theory]
     [InlineData("SHA-256")]
@@ -41,7 +34,7 @@ public sealed partial class CallerTrustTests(ITestOutputHelper output) : IDispos
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort);
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort);
         using var caller = new RawSipCaller(Untrusted, edge.SipPort);
         var uri = $"sip:bob@127.0.0.1:{edge.SipPort}";
 
@@ -80,8 +73,8 @@ public sealed partial class CallerTrustTests(ITestOutputHelper output) : IDispos
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1", "-m", "1"]);
         string[] shortNonces = ["--CallState:Trust:Digest:NonceLifetime=00:00:04"];
-        await using var first = await StandaloneEdge.StartAsync(Directory.CreateDirectory(Path.Combine(_data, "a")).FullName, uasPort, extra: shortNonces);
-        await using var second = await StandaloneEdge.StartAsync(Directory.CreateDirectory(Path.Combine(_data, "b")).FullName, uasPort, extra: shortNonces);
+        await using var first = await StandaloneEdge.StartAsync(Directory.CreateDirectory(Path.Combine(Data, "a")).FullName, uasPort, extra: shortNonces);
+        await using var second = await StandaloneEdge.StartAsync(Directory.CreateDirectory(Path.Combine(Data, "b")).FullName, uasPort, extra: shortNonces);
         using var caller = new RawSipCaller(Untrusted, first.SipPort);
         using var toSecond = new RawSipCaller(Untrusted, second.SipPort);
 
@@ -121,7 +114,7 @@ public sealed partial class CallerTrustTests(ITestOutputHelper output) : IDispos
     [Fact]
     public async Task A_source_guessing_passwords_is_refused_even_with_the_right_one()
     {
-        await using var edge = await StandaloneEdge.StartAsync(_data, SipEdgeProcess.FreeUdpAndTcpPort(), extra: ["--CallState:Trust:Digest:MaxFailures=3"]);
+        await using var edge = await StandaloneEdge.StartAsync(Data, SipEdgeProcess.FreeUdpAndTcpPort(), extra: ["--CallState:Trust:Digest:MaxFailures=3"]);
         using var caller = new RawSipCaller(Untrusted, edge.SipPort);
         var uri = $"sip:bob@127.0.0.1:{edge.SipPort}";
         var statuses = new List<int>();
@@ -154,9 +147,9 @@ public sealed partial class CallerTrustTests(ITestOutputHelper output) : IDispos
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1", "-m", "1"]);
         // Debian's sipp answers only the first challenge and only with MD5: the edge offers MD5 alone.
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort, extra: ["--CallState:Trust:Digest:Algorithms:0=MD5"]);
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort, extra: ["--CallState:Trust:Digest:Algorithms:0=MD5"]);
         await using var uac = Sipp.Start("uac", [
-            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_auth.xml"), "-inf", UsersFile(_data, "alice"), "-s", "bob",
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_auth.xml"), "-inf", UsersFile(Data, "alice"), "-s", "bob",
             "-au", "alice", "-ap", "alice-password",
             "-i", "127.0.0.5", "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "1", "-d", "4000",
             "-timeout", "40s", "-timeout_error", "-trace_msg"]);

@@ -15,24 +15,17 @@ namespace CallState.Cluster.IntegrationTests;
 [Collection(LoadTests.Name)]
 public sealed class DialogAttackTests(ITestOutputHelper output) : IDisposable
 {
-    private readonly string _data = Directory.CreateTempSubdirectory("callstate-attacks-").FullName;
+    private readonly TempDirectory _temp = new("callstate-attacks-");
 
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(_data, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
-    }
+    private string Data => _temp.Path;
+
+    public void Dispose() => _temp.Dispose();
 
     [Fact]
     public async Task Requests_naming_an_unconfigured_address_are_refused_and_nothing_reaches_it()
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort);
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort);
         using var victim = new CountingListener(IPAddress.Parse("127.0.0.9"), SipEdgeProcess.FreeUdpAndTcpPort());
         using var caller = new RawSipCaller(IPAddress.Loopback, edge.SipPort);
         var at = $"127.0.0.9:{victim.Port}";
@@ -67,7 +60,7 @@ public sealed class DialogAttackTests(ITestOutputHelper output) : IDisposable
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1", "-m", "1"]);
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort);
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort);
         using var dead = new CountingListener(IPAddress.Parse("127.0.0.9"), SipEdgeProcess.FreeUdpAndTcpPort());
         using var caller = new RawSipCaller(IPAddress.Loopback, edge.SipPort);
 

@@ -16,18 +16,11 @@ public sealed class EdgeCallPathTests(ITestOutputHelper output) : IDisposable
     /// <summary>T1 of 50 ms: 64*T1 (Timer B, a CANCEL's wait for the 487) is 3.2 s.</summary>
     private static readonly string[] ShortTimers = ["--CallState:Sip:T1=00:00:00.050", "--CallState:Sip:T2=00:00:00.400"];
 
-    private readonly string _data = Directory.CreateTempSubdirectory("callstate-callpath-").FullName;
+    private readonly TempDirectory _temp = new("callstate-callpath-");
 
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(_data, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
-    }
+    private string Data => _temp.Path;
+
+    public void Dispose() => _temp.Dispose();
 
     [Fact]
     public async Task A_call_refreshed_by_re_INVITEs_then_UPDATEs_outlives_its_lease_and_is_released_by_its_BYE()
@@ -36,9 +29,9 @@ public sealed class EdgeCallPathTests(ITestOutputHelper output) : IDisposable
         // hangs up at 10.5 s. Without renewal by re-INVITE the lease ends at 4 s; without renewal by UPDATE, at 8.5 s.
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_refresh.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort, extra: ["--CallState:Grains:Leases:Confirmed=00:00:04"]);
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort, extra: ["--CallState:Grains:Leases:Confirmed=00:00:04"]);
         await using var uac = Sipp.Start("uac", [
-            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_refresh.xml"), "-inf", UsersFile(_data, "erin"), "-s", "bob",
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_refresh.xml"), "-inf", UsersFile(Data, "erin"), "-s", "bob",
             "-i", "127.0.0.1", "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "1", "-timeout", "40s", "-timeout_error"]);
         await WaitForCountAsync(edge, "user/erin", 1);
 
@@ -62,9 +55,9 @@ public sealed class EdgeCallPathTests(ITestOutputHelper output) : IDisposable
         // The callee rings until cancelled; Timer C (5 s here, 3 minutes by default) makes the edge cancel it.
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_ringing.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort, extra: [.. ShortTimers, "--CallState:Sip:TimerC=00:00:05"]);
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort, extra: [.. ShortTimers, "--CallState:Sip:TimerC=00:00:05"]);
         await using var uac = Sipp.Start("uac", [
-            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", UsersFile(_data, "gina"), "-s", "hank",
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", UsersFile(Data, "gina"), "-s", "hank",
             "-i", "127.0.0.1", "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "2", "-r", "10", "-l", "2",
             "-timeout", "30s", "-timeout_error", "-trace_msg"]);
         await WaitForCountAsync(edge, "user/gina", 2);
@@ -86,9 +79,9 @@ public sealed class EdgeCallPathTests(ITestOutputHelper output) : IDisposable
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_deaf_to_cancel.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort, extra: ShortTimers);
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort, extra: ShortTimers);
         await using var uac = Sipp.Start("uac", [
-            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_cancel.xml"), "-inf", UsersFile(_data, "ivan"), "-s", "judy",
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_cancel.xml"), "-inf", UsersFile(Data, "ivan"), "-s", "judy",
             "-i", "127.0.0.1", "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "2", "-r", "10", "-l", "2",
             "-timeout", "30s", "-timeout_error", "-trace_msg"]);
 
@@ -108,9 +101,9 @@ public sealed class EdgeCallPathTests(ITestOutputHelper output) : IDisposable
     {
         // Over TCP the edge forwards over TCP; nothing listens on the upstream port, so the connect is refused.
         var deadPort = SipEdgeProcess.FreeUdpAndTcpPort();
-        await using var edge = await StandaloneEdge.StartAsync(_data, deadPort);
+        await using var edge = await StandaloneEdge.StartAsync(Data, deadPort);
         await using var uac = Sipp.Start("uac", [
-            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", UsersFile(_data, "kate"), "-s", "leo",
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", UsersFile(Data, "kate"), "-s", "leo",
             "-i", "127.0.0.1", "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "t1", "-m", "2", "-r", "10", "-l", "2",
             "-timeout", "30s", "-timeout_error", "-trace_msg"]);
 
@@ -132,15 +125,15 @@ public sealed class EdgeCallPathTests(ITestOutputHelper output) : IDisposable
         // alice may have one outbound call (the sample); 112 is an emergency prefix.
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort);
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort);
         await using var held = Sipp.Start("uac", [
-            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", UsersFile(_data, "alice"), "-s", "bob",
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", UsersFile(Data, "alice"), "-s", "bob",
             "-i", "127.0.0.1", "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "1", "-d", "15000",
             "-timeout", "40s", "-timeout_error"], refusalsFail: true);
         await WaitForCountAsync(edge, "user/alice", 1);
 
         await using var ordinary = Sipp.Start("uac", [
-            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", UsersFile(_data, "alice"), "-s", "carol",
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", UsersFile(Data, "alice"), "-s", "carol",
             "-i", "127.0.0.1", "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "1",
             "-timeout", "20s", "-timeout_error", "-trace_msg"]);
         var refused = await ordinary.WaitAsync(TimeSpan.FromSeconds(20));
@@ -148,7 +141,7 @@ public sealed class EdgeCallPathTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(1, Count(ordinary.Messages(), "SIP/2.0 486 Busy Here"));
 
         await using var emergency = Sipp.Start("uac", [
-            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", UsersFile(_data, "alice"), "-s", "112",
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", UsersFile(Data, "alice"), "-s", "112",
             "-i", "127.0.0.1", "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "1", "-d", "1000",
             "-timeout", "20s", "-timeout_error"], refusalsFail: true);
         var connected = await emergency.WaitAsync(TimeSpan.FromSeconds(20));

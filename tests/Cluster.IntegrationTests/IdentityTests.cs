@@ -14,18 +14,11 @@ namespace CallState.Cluster.IntegrationTests;
 [Collection(LoadTests.Name)]
 public sealed class IdentityTests(ITestOutputHelper output) : IDisposable
 {
-    private readonly string _data = Directory.CreateTempSubdirectory("callstate-identity-").FullName;
+    private readonly TempDirectory _temp = new("callstate-identity-");
 
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(_data, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
-    }
+    private string Data => _temp.Path;
+
+    public void Dispose() => _temp.Dispose();
 
     [Theory]
     [InlineData("%61lice")]
@@ -34,7 +27,7 @@ public sealed class IdentityTests(ITestOutputHelper output) : IDisposable
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort);
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort);
         await using var held = Caller(edge, "alice", "bob", holdMs: 10_000, refusalsFail: true);
         await WaitForCountAsync(edge, "user/alice", 1);
 
@@ -56,9 +49,9 @@ public sealed class IdentityTests(ITestOutputHelper output) : IDisposable
         // +1-23-45 is +12345: the +123 rule allows 3 calls per caller, so the 4th is refused as for the plain number.
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort);
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort);
         await using var uac = Sipp.Start("uac", [
-            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", UsersFile(_data, "bob"), "-s", "+1-23-45",
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", UsersFile(Data, "bob"), "-s", "+1-23-45",
             "-i", "127.0.0.1", "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "4", "-r", "20", "-l", "4", "-d", "3000",
             "-timeout", "60s", "-timeout_error", "-trace_msg"]);
         var stats = await uac.WaitAsync(TimeSpan.FromSeconds(60));
@@ -74,7 +67,7 @@ public sealed class IdentityTests(ITestOutputHelper output) : IDisposable
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort);
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort);
         await using var held = Caller(edge, "alice", "bob", holdMs: 10_000, refusalsFail: true);
         await WaitForCountAsync(edge, "user/alice", 1);
 
@@ -95,11 +88,11 @@ public sealed class IdentityTests(ITestOutputHelper output) : IDisposable
         // The caller's tag a+b travels in Record-Route as cs-tag=a%2Bb; the BYE must name the call a+b again.
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort);
-        var scenario = Path.Combine(_data, "uac_tag_from_field1.xml");
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort);
+        var scenario = Path.Combine(Data, "uac_tag_from_field1.xml");
         await File.WriteAllTextAsync(scenario, (await File.ReadAllTextAsync(RepoPaths.Scenario("uac_rr.xml")))
             .Replace("tag=[pid]SIPpTag00[call_number]", "tag=[field1]", StringComparison.Ordinal));
-        var users = Path.Combine(_data, "tagged.csv");
+        var users = Path.Combine(Data, "tagged.csv");
         await File.WriteAllTextAsync(users, "SEQUENTIAL\ncarol;a+b\n");
         await using var uac = Sipp.Start("uac", [
             $"127.0.0.1:{edge.SipPort}", "-sf", scenario, "-inf", users, "-s", "dave", "-i", "127.0.0.1",
@@ -113,7 +106,7 @@ public sealed class IdentityTests(ITestOutputHelper output) : IDisposable
 
     private Sipp Caller(SipEdgeProcess edge, string caller, string called, int holdMs, bool refusalsFail) =>
         Sipp.Start("uac", [
-            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", UsersFile(_data, caller), "-s", called,
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", UsersFile(Data, caller), "-s", called,
             "-i", "127.0.0.1", "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "1", "-d", Port(holdMs),
             "-timeout", "40s", "-timeout_error", "-trace_msg"], refusalsFail);
 }

@@ -19,18 +19,11 @@ public sealed class SipProxyInteropTests(ITestOutputHelper output) : IDisposable
 {
     private static readonly TimeSpan RunLimit = TimeSpan.FromSeconds(90);
 
-    private readonly string _data = Directory.CreateTempSubdirectory("callstate-interop-").FullName;
+    private readonly TempDirectory _temp = new("callstate-interop-");
 
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(_data, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
-    }
+    private string Data => _temp.Path;
+
+    public void Dispose() => _temp.Dispose();
 
     [Theory]
     [InlineData("u1")]
@@ -123,7 +116,7 @@ public sealed class SipProxyInteropTests(ITestOutputHelper output) : IDisposable
     {
         var args = new List<string>
         {
-            $"127.0.0.1:{remotePort}", "-sf", RepoPaths.Scenario(scenario), "-inf", StandaloneEdge.UsersFile(_data, "alice", "bob", "carol"), "-i", "127.0.0.1",
+            $"127.0.0.1:{remotePort}", "-sf", RepoPaths.Scenario(scenario), "-inf", StandaloneEdge.UsersFile(Data, "alice", "bob", "carol"), "-i", "127.0.0.1",
             "-p", SipEdgeProcess.FreeUdpAndTcpPort().ToString(System.Globalization.CultureInfo.InvariantCulture),
             "-t", transport, "-m", calls.ToString(System.Globalization.CultureInfo.InvariantCulture),
             "-r", rate.ToString(System.Globalization.CultureInfo.InvariantCulture), "-l", "100",

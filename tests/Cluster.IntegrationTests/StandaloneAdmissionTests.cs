@@ -12,27 +12,20 @@ namespace CallState.Cluster.IntegrationTests;
 [Collection(LoadTests.Name)]
 public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDisposable
 {
-    private readonly string _data = Directory.CreateTempSubdirectory("callstate-standalone-").FullName;
+    private readonly TempDirectory _temp = new("callstate-standalone-");
 
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(_data, recursive: true);
-        }
-        catch (IOException)
-        {
-        }
-    }
+    private string Data => _temp.Path;
+
+    public void Dispose() => _temp.Dispose();
 
     [Fact]
     public async Task Alice_with_outbound_1_gets_one_call_connected_and_one_486_with_cause_17_then_counts_return_to_zero()
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort);
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort);
 
-        var users = Path.Combine(_data, "alice.csv");
+        var users = Path.Combine(Data, "alice.csv");
         await File.WriteAllTextAsync(users, "SEQUENTIAL\nalice\n");
         await using var uac = Sipp.Start("uac", [
             $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", users, "-s", "bob", "-i", "127.0.0.1",
@@ -110,11 +103,11 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario(calleeScenario), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
 
         // T1 of 50 ms: a silent callee times out (Timer B, 64*T1) in 3.2 s.
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort, extra: ["--CallState:Sip:T1=00:00:00.050", "--CallState:Sip:T2=00:00:00.400"]);
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort, extra: ["--CallState:Sip:T1=00:00:00.050", "--CallState:Sip:T2=00:00:00.400"]);
 
         // Only the refusal this ending expects ends a call normally; any other (a 503 from the edge) fails it.
         await using var uac = Sipp.Start("uac", [
-            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario(callerScenario), "-inf", UsersFile(_data, "carol"), "-s", "dave", "-i", "127.0.0.1",
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario(callerScenario), "-inf", UsersFile(Data, "carol"), "-s", "dave", "-i", "127.0.0.1",
             "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "3", "-r", "10", "-l", "3",
             "-timeout", "30s", "-trace_msg"], refusalsFail: refusal is null && callerScenario == "uac_rr.xml");
         var stats = await uac.WaitAsync(TimeSpan.FromSeconds(45));
@@ -149,8 +142,8 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         // Confirmed: the caller holds the call 20 s without a BYE; Early: the callee rings with no final answer.
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario(calleeScenario), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort, extra: [$"--CallState:Grains:Leases:{lease}=00:00:02"]);
-        var users = Path.Combine(_data, "gina.csv");
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort, extra: [$"--CallState:Grains:Leases:{lease}=00:00:02"]);
+        var users = Path.Combine(Data, "gina.csv");
         await File.WriteAllTextAsync(users, "SEQUENTIAL\ngina\n");
         await using var uac = Sipp.Start("uac", [
             $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario(callerScenario), "-inf", users, "-s", "hank", "-i", "127.0.0.1",
@@ -183,10 +176,10 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1",
             "-lost", "10", "-default_behaviors", "all,-abortunexp",
             "-max_invite_retrans", "10", "-max_non_invite_retrans", "10"]);
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort, extra: [
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort, extra: [
             "--CallState:Limits:Users:ivan:Total=20", "--CallState:Limits:DefaultUser:Total=20",
             "--CallState:Limits:DefaultUser:Outbound=20", "--CallState:Limits:DefaultUser:Inbound=20"]);
-        var users = Path.Combine(_data, "many.csv");
+        var users = Path.Combine(Data, "many.csv");
         await File.WriteAllTextAsync(users, "SEQUENTIAL\n" + string.Join("\n", Enumerable.Range(1, 20).Select(i => "caller" + i)) + "\n");
         await using var uac = Sipp.Start("uac", [
             $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", users, "-s", "ivan", "-i", "127.0.0.1",
@@ -210,7 +203,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
     public async Task An_invite_without_a_from_tag_gets_400_and_reserves_nothing()
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort);
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort);
         using var client = new System.Net.Sockets.UdpClient(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
         var local = (System.Net.IPEndPoint)client.Client.LocalEndPoint!;
         var invite = $"INVITE sip:bob@127.0.0.1:{edge.SipPort} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKnotag1\r\n" +
@@ -238,7 +231,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort);
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort);
         await using var outbound = StartCaller(edge, "alice", "bob", calls: 1, local: "127.0.0.1", holdMs: 10_000);
         await WaitForCountAsync(edge, "user/alice", 1);
 
@@ -273,7 +266,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StandaloneEdge.StartAsync(_data, uasPort, trunkNextHop: $"127.0.0.1:{uasPort}");
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort, trunkNextHop: $"127.0.0.1:{uasPort}");
 
         // Two calls out through the carrier stay up; then three come in from it: inbound 3 would allow them, total 4 does not.
         await using var outbound = StartCaller(edge, "bob", "+4930777", calls: 2, local: "127.0.0.1", holdMs: 10_000);
@@ -321,7 +314,7 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
 
     private Sipp StartCaller(SipEdgeProcess edge, string caller, string called, int calls, string local, int holdMs)
     {
-        var users = Path.Combine(_data, $"{caller}-{Guid.NewGuid():N}.csv");
+        var users = Path.Combine(Data, $"{caller}-{Guid.NewGuid():N}.csv");
         File.WriteAllText(users, $"SEQUENTIAL\n{caller}\n");
         return Sipp.Start("uac", [
             $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", users, "-s", called, "-i", local,
@@ -334,8 +327,8 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
     {
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        var edge = await StandaloneEdge.StartAsync(_data, uasPort, trunkNextHop: $"127.0.0.1:{uasPort}", extra: extra);
-        var users = Path.Combine(_data, "callers.csv");
+        var edge = await StandaloneEdge.StartAsync(Data, uasPort, trunkNextHop: $"127.0.0.1:{uasPort}", extra: extra);
+        var users = Path.Combine(Data, "callers.csv");
         await File.WriteAllTextAsync(users, $"SEQUENTIAL\n{caller}\n");
         await using var uac = Sipp.Start("uac", [
             $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", users, "-s", called, "-i", local,

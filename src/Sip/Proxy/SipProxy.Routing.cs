@@ -91,7 +91,13 @@ public sealed partial class SipProxy
     /// RFC 3261 16.3 step 4: the request already passed here unchanged when one of its Via entries is ours and its
     /// branch ends with the loop hash this request has now (a spiral, with a changed Request-URI, does not).
     /// </summary>
-    private bool IsLoop(SipMessage m, ulong loopHash)
+    private bool IsLoop(SipMessage m, ulong loopHash) => HasOurVia(m, loopHash);
+
+    /// <summary>One of the request's Via entries is ours: it passed this edge before (a spiral once <see cref="IsLoop"/> said no).</summary>
+    private bool IsSpiral(SipMessage m) => HasOurVia(m, loopHash: null);
+
+    /// <summary>A Via entry of this edge (any of its transports' ports), whose branch ends with <paramref name="loopHash"/> when one is given.</summary>
+    private bool HasOurVia(SipMessage m, ulong? loopHash)
     {
         var s = m.Span;
         foreach (var field in m.Fields)
@@ -105,7 +111,7 @@ public sealed partial class SipProxy
                 if (ViaValue.TryParse(s, entry.Start, entry.End, out var via)
                     && Ascii.EqualsIgnoreCase(via.Host.Of(s), _viaHost)
                     && ((via.Port > 0 ? via.Port : 5060) == _viaPort || (_tls is not null && via.Port == _tls.ViaPort))
-                    && TransactionKeys.BranchEndsWithLoopHash(via.Branch.Of(s), loopHash))
+                    && (loopHash is not { } hash || TransactionKeys.BranchEndsWithLoopHash(via.Branch.Of(s), hash)))
                 {
                     return true;
                 }
@@ -610,29 +616,6 @@ public sealed partial class SipProxy
             ? new IPEndPoint(target.EndPoint.Address.MapToIPv4(), target.EndPoint.Port)
             : target.EndPoint;
         return _configured.Contains(endPoint) || _policy?.AllowsDestination(endPoint) == true;
-    }
-
-    /// <summary>One of the request's Via entries is ours: it passed this edge before (a spiral once <see cref="IsLoop"/> said no).</summary>
-    private bool IsSpiral(SipMessage m)
-    {
-        var s = m.Span;
-        foreach (var field in m.Fields)
-        {
-            if (field.Kind != SipHeaderKind.Via)
-            {
-                continue;
-            }
-            foreach (var entry in new SipListEnumerator(s, field.Value))
-            {
-                if (ViaValue.TryParse(s, entry.Start, entry.End, out var via)
-                    && Ascii.EqualsIgnoreCase(via.Host.Of(s), _viaHost)
-                    && (via.Port > 0 ? via.Port : 5060) == _viaPort)
-                {
-                    return true;
-                }
-            }
-        }
-        return false;
     }
 
     /// <summary>A target as dialogs record it: <c>udp:192.0.2.1:5060</c> (IPv4-mapped addresses as IPv4).</summary>

@@ -50,7 +50,7 @@ public sealed class Kamailio : IAsyncDisposable
     /// </summary>
     public static async Task<Kamailio> StartTlsAsync(string directory, int port, string certificateFile, string keyFile, X509Certificate2 ca)
     {
-        var executable = Which("kamailio") ?? throw new InvalidOperationException(
+        var executable = Executables.Find("kamailio") ?? throw new InvalidOperationException(
             "kamailio is not installed (Debian packages kamailio and kamailio-tls-modules); scripts/test.sh installs them");
         var tlsConfig = Path.Combine(directory, "tls.cfg");
         await File.WriteAllTextAsync(tlsConfig, $"""
@@ -290,11 +290,4 @@ public sealed class Kamailio : IAsyncDisposable
             _output.AppendLine(line);
         }
     }
-
-    private static string? Which(string command) =>
-        (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin")
-        .Split(':', StringSplitOptions.RemoveEmptyEntries)
-        .Append("/usr/sbin")
-        .Select(d => Path.Combine(d, command))
-        .FirstOrDefault(File.Exists);
 }

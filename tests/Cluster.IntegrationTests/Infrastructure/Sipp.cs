@@ -46,7 +46,7 @@ public sealed class Sipp : IAsyncDisposable
     public static Sipp Start(string name, IEnumerable<string> args, bool refusalsFail = false)
     {
         ArgumentNullException.ThrowIfNull(args);
-        var sipp = Which("sipp") ?? throw new InvalidOperationException(
+        var sipp = Executables.Find("sipp") ?? throw new InvalidOperationException(
             "sipp is not installed (Debian package sip-tester); scripts/test.sh installs it");
         var dir = Directory.CreateTempSubdirectory("callstate-sipp-").FullName;
         var list = args.ToList();
@@ -220,10 +220,4 @@ public sealed class Sipp : IAsyncDisposable
             _output.AppendLine(line);
         }
     }
-
-    private static string? Which(string command) =>
-        (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin:/bin")
-        .Split(':', StringSplitOptions.RemoveEmptyEntries)
-        .Select(d => Path.Combine(d, command))
-        .FirstOrDefault(File.Exists);
 }
