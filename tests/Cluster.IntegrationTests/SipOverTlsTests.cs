@@ -9,6 +9,7 @@ namespace CallState.Cluster.IntegrationTests;
 /// SIP over TLS (RFC 3261 26.2) between a real third-party client, sipsak (Debian's build, GnuTLS), and a running
 /// standalone edge whose certificate the test makes.
 /// </summary>
+[Collection(LoadTests.Name)]
 public sealed class SipOverTlsTests : IDisposable
 {
     private readonly TestPki _pki = new();

@@ -9,6 +9,7 @@ namespace CallState.Cluster.IntegrationTests;
 /// A call through a running standalone edge to a next hop reached over TLS (RFC 3261 26.2): a real Kamailio with its TLS
 /// module, listening on TLS only, whose certificate the test makes and the edge checks.
 /// </summary>
+[Collection(LoadTests.Name)]
 public sealed class TlsNextHopTests(ITestOutputHelper output) : IDisposable
 {
     private readonly TestPki _pki = new();
