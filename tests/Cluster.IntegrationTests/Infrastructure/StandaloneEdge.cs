@@ -17,7 +17,6 @@ public static class StandaloneEdge
     {
         var upstream = $"127.0.0.1:{upstreamPort}";
         var edge = SipEdgeProcess.Start([
-            .. extra ?? [],
             "--standalone",
 
             // The 200 ms default deadline fails calls closed while the whole suite competes for two cores.
@@ -26,6 +25,9 @@ public static class StandaloneEdge
             $"--CallState:Admission:Routes:1:Upstream={upstream}",
             $"--CallState:Admission:Routes:2:Upstream={upstream}",
             $"--CallState:Admission:Trunks:carrier:NextHop={trunkNextHop ?? "127.0.0.2:5090"}",
+
+            // Last, so a test's own settings win over the ones above (the last value of a key counts).
+            .. extra ?? [],
         ]);
         await edge.WaitReadyAsync(TimeSpan.FromSeconds(30));
         return edge;
