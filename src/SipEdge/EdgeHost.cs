@@ -171,7 +171,7 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        _endpoint = new SipEndpoint(_options, _timeProvider, _meterFactory, OnTransportError, _policy);
+        _endpoint = new SipEndpoint(_options, _timeProvider, _meterFactory, OnTransportError, _policy, OnHandlerError);
         if (_endpoint.TlsCertificate is { } source)
         {
             source.Reloaded += OnCertificateReloaded;
@@ -214,6 +214,18 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
         LogTransportError(_logger, ex);
     }
 
+    private void OnHandlerError(SipHandlerError error)
+    {
+        // A bug, not a bad packet (those are answered 400 or dropped and counted): always worth an operator's attention.
+        // The message's first line is the context; the whole message and the exception's text never go to the peer.
+        if (error.Kind == SipHandlerErrorKind.Timer)
+        {
+            LogTimerError(_logger, error.Detail ?? "(wheel)", error.Peer?.ToString() ?? "(none)", error.Exception);
+            return;
+        }
+        LogMessageHandlerError(_logger, error.Peer?.ToString() ?? "(unknown)", error.Detail ?? "", error.Exception);
+    }
+
     private void OnCertificateReloaded(X509Certificate2 certificate)
     {
         var thumbprint = Sha256(certificate);
@@ -245,6 +257,12 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
 
     [LoggerMessage(EventId = 3005, Level = LogLevel.Error, Message = "SIP TLS certificate files changed but could not be loaded; the previous certificate stays in use")]
     private static partial void LogCertificateReloadFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 3007, Level = LogLevel.Error, Message = "SIP message from {Source} could not be handled: {FirstLine}")]
+    private static partial void LogMessageHandlerError(ILogger logger, string source, string firstLine, Exception exception);
+
+    [LoggerMessage(EventId = 3008, Level = LogLevel.Error, Message = "SIP {Timer} callback failed (peer {Peer}); its transaction is made to end rather than left open")]
+    private static partial void LogTimerError(ILogger logger, string timer, string peer, Exception exception);
 
     [LoggerMessage(EventId = 3006, Level = LogLevel.Warning, Message = "Refused the TLS certificate of {Remote}: {Subject} (SHA-256 {Thumbprint}): {Reason}")]
     private static partial void LogPeerCertificateRefused(ILogger logger, string remote, string subject, string thumbprint, string reason);

@@ -25,8 +25,12 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
     private readonly TimerWheel _wheel;
     private long _transportErrors;
 
+    /// <summary>
+    /// <c>onError</c> is told of socket and connection errors (see <see cref="TransportErrors"/>); <c>onHandlerError</c> of
+    /// each exception caught while handling a received message or running a timer (counted in the proxy's metrics).
+    /// </summary>
     public SipEndpoint(SipProxyOptions options, TimeProvider? timeProvider = null, IMeterFactory? meterFactory = null, Action<Exception>? onError = null,
-        ICallPolicy? policy = null)
+        ICallPolicy? policy = null, Action<SipHandlerError>? onHandlerError = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         timeProvider ??= TimeProvider.System;
@@ -35,8 +39,10 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
         {
             throw new ArgumentException(string.Join("; ", errors), nameof(options));
         }
-        _wheel = new TimerWheel(timeProvider);
-        Proxy = new SipProxy(options, this, _wheel, new SipProxyMetrics(meterFactory), policy);
+        // The proxy's own timer callbacks catch and report their exceptions; this is for any other callback.
+        _wheel = new TimerWheel(timeProvider, TimerWheel.DefaultResolution,
+            onCallbackError: ex => Proxy!.ReportHandlerError(new SipHandlerError(SipHandlerErrorKind.Timer, ex)));
+        Proxy = new SipProxy(options, this, _wheel, new SipProxyMetrics(meterFactory), policy, onHandlerError);
         var local = new IPEndPoint(IPAddress.Parse(options.ListenAddress), options.Port);
         void Report(Exception ex)
         {
@@ -103,7 +109,7 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
     /// <summary>The certificate the TLS listener presents, read again when its files change; null when TLS is off.</summary>
     public SipTlsCertificateSource? TlsCertificate { get; }
 
-    /// <summary>Socket and handler errors reported by the transports.</summary>
+    /// <summary>Socket and connection errors reported by the transports; handler exceptions are counted in <see cref="SipProxyMetrics"/>.</summary>
     public long TransportErrors => Interlocked.Read(ref _transportErrors);
 
     public void Start()
@@ -115,16 +121,48 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
 
     void ISipDatagramHandler.OnDatagram(ReadOnlySpan<byte> datagram, SocketAddress remote, SipUdpTransport transport)
     {
-        var message = t_message ??= new SipMessage();
-        message.Parse(datagram);
-        Proxy.OnMessage(message, new SipTarget(SipTransportKind.Udp, _peers.EndPointOf(remote)));
+        SipTarget? source = null;
+        try
+        {
+            var message = t_message ??= new SipMessage();
+            source = new SipTarget(SipTransportKind.Udp, _peers.EndPointOf(remote));
+            message.Parse(datagram);
+            Proxy.OnMessage(message, source.Value);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // Caught per message, so the receive loop goes on; the peer hears nothing of it (the proxy answered 500 if
+            // it could), and the log gets the first line only.
+            Proxy.ReportHandlerError(new SipHandlerError(SipHandlerErrorKind.Message, ex, source, SipHandlerError.FirstLineOf(datagram)));
+        }
     }
 
     void ISipStreamHandler.OnMessage(in ReadOnlySequence<byte> message, SipTcpConnection connection)
     {
-        var parsed = t_message ??= new SipMessage();
-        parsed.Parse(message);
-        Proxy.OnMessage(parsed, new SipTarget(connection.IsTls ? SipTransportKind.Tls : SipTransportKind.Tcp, connection.RemoteEndPoint, connection));
+        var source = new SipTarget(connection.IsTls ? SipTransportKind.Tls : SipTransportKind.Tcp, connection.RemoteEndPoint, connection);
+        try
+        {
+            var parsed = t_message ??= new SipMessage();
+            parsed.Parse(message);
+            Proxy.OnMessage(parsed, source);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // As for a datagram: the connection and its other messages go on.
+            Proxy.ReportHandlerError(new SipHandlerError(SipHandlerErrorKind.Message, ex, source, FirstLineOf(message)));
+        }
+    }
+
+    private static string FirstLineOf(in ReadOnlySequence<byte> message)
+    {
+        if (message.FirstSpan.Length >= SipHandlerError.MaxDetailLength || message.IsSingleSegment)
+        {
+            return SipHandlerError.FirstLineOf(message.FirstSpan);
+        }
+        Span<byte> head = stackalloc byte[SipHandlerError.MaxDetailLength];
+        var length = (int)Math.Min(message.Length, head.Length);
+        message.Slice(0, length).CopyTo(head);
+        return SipHandlerError.FirstLineOf(head[..length]);
     }
 
     void ISipSender.Send(in SipTarget target, byte[] message, Action? onFailure)

@@ -30,6 +30,7 @@ public sealed partial class SipProxy : IDisposable
     private readonly Action<object?> _terminateClient;
     private readonly Action<object?> _terminateServer;
     private readonly SipProxyMetrics _metrics;
+    private readonly Action<SipHandlerError>? _onHandlerError;
     private readonly CallTracker? _user;
     private readonly ICallPolicy? _policy;
     private readonly HashSet<IPEndPoint> _configured = [];
@@ -52,7 +53,9 @@ public sealed partial class SipProxy : IDisposable
     private readonly TimeSpan _t4;
     private readonly TimeSpan _timeout64T1;
 
-    public SipProxy(SipProxyOptions options, ISipSender sender, TimerWheel wheel, SipProxyMetrics? metrics = null, ICallPolicy? policy = null)
+    /// <summary>Creates the proxy core; <c>onHandlerError</c> is told of each exception it catches (already counted).</summary>
+    public SipProxy(SipProxyOptions options, ISipSender sender, TimerWheel wheel, SipProxyMetrics? metrics = null, ICallPolicy? policy = null,
+        Action<SipHandlerError>? onHandlerError = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         var errors = options.Validate();
@@ -65,16 +68,17 @@ public sealed partial class SipProxy : IDisposable
         _wheel = wheel ?? throw new ArgumentNullException(nameof(wheel));
         _metrics = metrics ?? new SipProxyMetrics();
         _policy = policy;
+        _onHandlerError = onHandlerError;
         _user = policy is null ? null : new CallTracker(policy, this);
         _metrics.ObserveTransactions(() => _servers.Count + _clients.Count);
         _serverLookup = _servers.GetAlternateLookup<ReadOnlySpan<byte>>();
-        _onRetransmitTimer = o => OnRetransmitTimer((ClientTransaction)o!);
-        _onTimeoutTimer = o => OnTimeoutTimer((ClientTransaction)o!);
-        _onTimerC = o => OnTimerC((ClientTransaction)o!);
-        _onTimerG = o => OnTimerG((ServerTransaction)o!);
-        _onTimerH = o => OnTimerH((ServerTransaction)o!);
-        _terminateClient = o => TerminateClient((ClientTransaction)o!);
-        _terminateServer = o => TerminateServer((ServerTransaction)o!);
+        _onRetransmitTimer = ClientTimer(OnRetransmitTimer, "Timer A/E");
+        _onTimeoutTimer = ClientTimer(OnTimeoutTimer, "Timer B/F");
+        _onTimerC = ClientTimer(OnTimerC, "Timer C");
+        _onTimerG = ServerTimer(OnTimerG, "Timer G");
+        _onTimerH = ServerTimer(OnTimerH, "Timer H");
+        _terminateClient = ClientTimer(TerminateClient, "Timer D/K");
+        _terminateServer = ServerTimer(TerminateServer, "Timer I/J");
         _clientLookup = _clients.GetAlternateLookup<ReadOnlySpan<byte>>();
         _viaHost = Encoding.ASCII.GetBytes(BracketIfIPv6(options.EffectiveViaHost));
         _viaPort = options.EffectiveViaPort;
@@ -206,7 +210,17 @@ public sealed partial class SipProxy : IDisposable
         }
         lock (tx.Sync)
         {
-            ProcessNewRequest(m, source, tx);
+            try
+            {
+                ProcessNewRequest(m, source, tx);
+            }
+            catch (Exception ex) when (ex is not OutOfMemoryException)
+            {
+                // The caller gets a bare 500 (never the exception's text) and the transaction still ends; the
+                // receive loop that called us counts and logs the exception with the message's context.
+                Recover(tx);
+                throw;
+            }
         }
     }
 
@@ -338,7 +352,16 @@ public sealed partial class SipProxy : IDisposable
             }
             lock (tx.Sync)
             {
-                Apply(copy, request.Source, tx, popRoutes, decision);
+                try
+                {
+                    Apply(copy, request.Source, tx, popRoutes, decision);
+                }
+                catch (Exception ex) when (ex is not OutOfMemoryException)
+                {
+                    // Nobody awaits this task: report here, or the exception would vanish with it.
+                    Recover(tx);
+                    ReportHandlerError(new SipHandlerError(SipHandlerErrorKind.Message, ex, request.Source, SipHandlerError.FirstLineOf(copy.Span)));
+                }
             }
         }
     }
@@ -499,13 +522,21 @@ public sealed partial class SipProxy : IDisposable
         lock (server?.Sync ?? client)
         {
             var status = m.StatusCode;
-            if (client.IsInvite)
+            try
             {
-                OnInviteResponse(m, client, server!, status);
+                if (client.IsInvite)
+                {
+                    OnInviteResponse(m, client, server!, status);
+                }
+                else
+                {
+                    OnNonInviteResponse(m, client, server, status);
+                }
             }
-            else
+            catch (Exception ex) when (ex is not OutOfMemoryException)
             {
-                OnNonInviteResponse(m, client, server, status);
+                Recover(client);
+                throw;
             }
         }
     }
@@ -871,6 +902,111 @@ public sealed partial class SipProxy : IDisposable
     {
         client.State = ClientState.Terminated;
         _clients.TryRemove(new KeyValuePair<byte[], ClientTransaction>(client.Key, client));
+    }
+
+    /// <summary>Counts an exception caught while handling a message or a timer and hands it to the host to log.</summary>
+    public void ReportHandlerError(in SipHandlerError error)
+    {
+        _metrics.HandlerError(error.Kind);
+        if (_onHandlerError is null)
+        {
+            return;
+        }
+        try
+        {
+            _onHandlerError(error);
+        }
+#pragma warning disable CA1031 // The error sink is the last resort; its own failure has nowhere left to go.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+    }
+
+    // A timer callback that throws must not leave its transaction in the tables for ever: the exception is counted and
+    // reported, and the transaction is made to end (see Recover). The try/catch costs nothing on the normal path.
+    private Action<object?> ClientTimer(Action<ClientTransaction> run, string name) => o =>
+    {
+        var client = (ClientTransaction)o!;
+        try
+        {
+            run(client);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            Recover(client);
+            ReportHandlerError(new SipHandlerError(SipHandlerErrorKind.Timer, ex, client.Target, name));
+        }
+    };
+
+    private Action<object?> ServerTimer(Action<ServerTransaction> run, string name) => o =>
+    {
+        var tx = (ServerTransaction)o!;
+        try
+        {
+            run(tx);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            Recover(tx);
+            ReportHandlerError(new SipHandlerError(SipHandlerErrorKind.Timer, ex, tx.Source, name));
+        }
+    };
+
+    /// <summary>
+    /// After an exception: a client transaction no pending timer will end is ended now, and if that leaves its server
+    /// transaction without anyone to answer it, the server transaction is recovered too.
+    /// </summary>
+    private void Recover(ClientTransaction client)
+    {
+        var server = client.Server;
+        lock (server?.Sync ?? client)
+        {
+            if (client.State != ClientState.Terminated && !client.TimeoutTimer.IsPending && !client.EndTimer.IsPending)
+            {
+                client.RetransmitTimer.Cancel();
+                TerminateClient(client);
+            }
+            if (server is { State: ServerState.Proceeding } && client.State is not (ClientState.Calling or ClientState.Proceeding))
+            {
+                // No final response will come from this branch any more (RFC 3261 16.7 step 10: the proxy answers itself).
+                Recover(server);
+            }
+        }
+    }
+
+    /// <summary>
+    /// After an exception: a server transaction still waiting for its final response is answered 500 with no detail
+    /// (the exception stays in the log); one that no pending timer will end, because the answer failed too or because
+    /// its end timer is the one that threw, is removed now.
+    /// </summary>
+    private void Recover(ServerTransaction tx)
+    {
+        lock (tx.Sync)
+        {
+            if (tx.Client is { State: not ClientState.Terminated } client && !client.TimeoutTimer.IsPending && !client.EndTimer.IsPending)
+            {
+                // Its request may have failed before the client's timers were set: nothing else would end it.
+                client.RetransmitTimer.Cancel();
+                TerminateClient(client);
+            }
+            if (tx.State == ServerState.Proceeding && tx.Template is not null)
+            {
+                try
+                {
+                    Respond(tx, 500, "Server Internal Error"u8);
+                }
+                catch (Exception ex) when (ex is not OutOfMemoryException)
+                {
+                    // The answer failed as well (a broken sender): the transaction is removed below.
+                }
+            }
+            if (tx.State != ServerState.Terminated && !tx.EndTimer.IsPending)
+            {
+                tx.RetransmitTimer.Cancel();
+                TerminateServer(tx);
+            }
+        }
     }
 
     private TimerHandle Schedule(TimeSpan delay, Action<object?> callback, object state)

@@ -17,11 +17,14 @@ public sealed class SipProxyMetrics : IDisposable
     private readonly Counter<long> _forwarded;
     private readonly Counter<long> _retransmissions;
     private readonly Counter<long> _timeouts;
+    private readonly Counter<long> _handlerErrors;
     private long _requestsForwarded;
     private long _responsesForwarded;
     private long _droppedTotal;
     private long _badRequests;
     private long _absorbed;
+    private long _messageHandlerErrors;
+    private long _timerHandlerErrors;
 
     public SipProxyMetrics(IMeterFactory? meterFactory = null)
     {
@@ -32,6 +35,8 @@ public sealed class SipProxyMetrics : IDisposable
         _forwarded = _meter.CreateCounter<long>("callstate.sip.messages.forwarded", "{message}", "Requests and responses forwarded, by kind");
         _retransmissions = _meter.CreateCounter<long>("callstate.sip.retransmissions", "{message}", "Retransmissions absorbed (received) and sent, by direction");
         _timeouts = _meter.CreateCounter<long>("callstate.sip.transaction.timeouts", "{transaction}", "Client transactions that timed out, by timer");
+        _handlerErrors = _meter.CreateCounter<long>("callstate.sip.handler.errors", "{error}",
+            "Exceptions caught while handling a received message or running a transaction timer, by kind (message, timer)");
     }
 
     public long RequestsForwarded => Interlocked.Read(ref _requestsForwarded);
@@ -44,6 +49,12 @@ public sealed class SipProxyMetrics : IDisposable
     public long BadRequests => Interlocked.Read(ref _badRequests);
 
     public long RetransmissionsAbsorbed => Interlocked.Read(ref _absorbed);
+
+    /// <summary>Exceptions caught while handling a received message (see <see cref="SipHandlerError"/>).</summary>
+    public long MessageHandlerErrors => Interlocked.Read(ref _messageHandlerErrors);
+
+    /// <summary>Exceptions caught in a transaction timer's callback (see <see cref="SipHandlerError"/>).</summary>
+    public long TimerHandlerErrors => Interlocked.Read(ref _timerHandlerErrors);
 
     /// <summary>Registers the counter of failed TLS handshakes (refused certificates, old protocol versions, timeouts).</summary>
     public void ObserveTlsHandshakeFailures(Func<long> count) =>
@@ -91,6 +102,18 @@ public sealed class SipProxyMetrics : IDisposable
     internal void Retransmitted() => _retransmissions.Add(1, new KeyValuePair<string, object?>("direction", "sent"));
 
     internal void TimedOut(string timer) => _timeouts.Add(1, new KeyValuePair<string, object?>("timer", timer));
+
+    internal void HandlerError(SipHandlerErrorKind kind)
+    {
+        if (kind == SipHandlerErrorKind.Timer)
+        {
+            Interlocked.Increment(ref _timerHandlerErrors);
+            _handlerErrors.Add(1, new KeyValuePair<string, object?>("kind", "timer"));
+            return;
+        }
+        Interlocked.Increment(ref _messageHandlerErrors);
+        _handlerErrors.Add(1, new KeyValuePair<string, object?>("kind", "message"));
+    }
 
     public void Dispose() => _meter.Dispose();
 }
