@@ -11,13 +11,14 @@ public static class StandaloneEdge
 {
     /// <summary>
     /// Starts a standalone edge whose routes send calls to <paramref name="upstreamPort"/> on loopback, with its SQLite
-    /// file in <paramref name="dataDirectory"/>, and waits until it is ready.
+    /// file in <paramref name="dataDirectory"/>, and waits until it is ready. <paramref name="extra"/> arguments override
+    /// these (the 5 s admission deadline among them).
     /// </summary>
     public static async Task<SipEdgeProcess> StartAsync(string dataDirectory, int upstreamPort, string? trunkNextHop = null, string[]? extra = null)
     {
         var upstream = $"127.0.0.1:{upstreamPort}";
+        // The extra arguments come last: for a key given twice the later value wins, so they override the ones here.
         var edge = SipEdgeProcess.Start([
-            .. extra ?? [],
             "--standalone",
 
             // The 200 ms default deadline fails calls closed while the whole suite competes for two cores.
@@ -26,6 +27,7 @@ public static class StandaloneEdge
             $"--CallState:Admission:Routes:1:Upstream={upstream}",
             $"--CallState:Admission:Routes:2:Upstream={upstream}",
             $"--CallState:Admission:Trunks:carrier:NextHop={trunkNextHop ?? "127.0.0.2:5090"}",
+            .. extra ?? [],
         ]);
         await edge.WaitReadyAsync(TimeSpan.FromSeconds(30));
         return edge;
