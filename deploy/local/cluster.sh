@@ -126,7 +126,7 @@ start() {
             --CallState:Admission:Deadline=00:00:01 \
             "${gateways[@]}" "${common[@]}"
     done
-    # An edge is ready once it is connected to the cluster.
+    # An edge is ready once one admission round trip through the cluster has succeeded.
     for i in $(seq 0 $((edges - 1))); do wait_ready "$(edge_http "$i")" "edge$i"; done
     status
     local scenarios=$repo/tests/Cluster.IntegrationTests/sipp

@@ -77,7 +77,7 @@ public static partial class EdgeHost
         var app = builder.Build();
         if (standalone)
         {
-            // The silo's admin API with its probes; readiness covers storage and the SIP listeners ("ready" checks).
+            // The silo's admin API with its probes; readiness covers storage, the SIP listeners and the admission warm-up ("ready" checks).
             app.MapCallStateAdminApi();
         }
         else
@@ -122,6 +122,11 @@ public static partial class EdgeHost
 
             services.AddSingleton<AdmissionPolicy>();
             services.AddSingleton<ICallPolicy>(sp => sp.GetRequiredService<AdmissionPolicy>());
+
+            // Ready only after one admission round trip succeeded, and ready from then on (a later outage is answered with 503).
+            services.AddSingleton<AdmissionWarmup>();
+            services.AddHostedService(sp => sp.GetRequiredService<AdmissionWarmup>());
+            services.AddHealthChecks().AddCheck<AdmissionWarmup>("admission-warmup", tags: ["ready"]);
         }
         services.AddSingleton<SipListenerService>();
         services.AddHostedService(sp => sp.GetRequiredService<SipListenerService>());

@@ -91,6 +91,33 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
         }
     }
 
+    [Fact]
+    public async Task With_the_real_200_ms_deadline_the_first_calls_right_after_readiness_are_admitted_not_refused()
+    {
+        var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
+        await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
+
+        // The default deadline instead of the suite's 5 s (a later argument wins): readiness waits for the warm-up.
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort, extra: [
+            "--CallState:Admission:Deadline=00:00:00.200", "--Logging:LogLevel:CallState.SipEdge.Admission.AdmissionWarmup=Information"]);
+        Assert.True(await edge.OutputContainsAsync("deadline 200 ms): ready"), edge.Output);
+
+        // Any refusal (a 503 because the admission missed its deadline) fails its call.
+        await using var uac = Sipp.Start("uac", [
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", UsersFile(Data, "erin", "frank", "grace"), "-s", "heidi",
+            "-i", "127.0.0.1", "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "3", "-r", "10", "-l", "3",
+            "-timeout", "30s", "-trace_msg"], refusalsFail: true);
+        var stats = await uac.WaitAsync(TimeSpan.FromSeconds(45));
+        await uas.WaitForStatsAsync(callee => callee.Created >= 3, TimeSpan.FromSeconds(5));
+        var callee = uas.Stop();
+        output.WriteLine($"first calls: uac {stats}; uas {callee}");
+
+        Assert.True(stats.Successful == 3 && stats.Failed == 0, $"{stats}\n{uac.Describe()}\n{edge.Output}");
+        Assert.Equal(0, Count(uac.Messages(), "SIP/2.0 503"));
+        Assert.Equal(3, callee.Created);
+        await WaitForZeroAsync(edge, TimeSpan.FromSeconds(10), "the first calls ended");
+    }
+
     [Theory]
     [InlineData("uac_rr.xml", "uas_rr.xml", "caller BYE", null)]
     [InlineData("uac_answered.xml", "uas_hangup.xml", "callee BYE", null)]

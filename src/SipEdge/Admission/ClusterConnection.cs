@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
 using CallState.Silo.Hosting;
-using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
 using Orleans.Configuration;
 using Orleans.Messaging;
@@ -12,7 +11,8 @@ public static class ClusterAdmissionServiceCollectionExtensions
 {
     /// <summary>
     /// The edge as an Orleans client (<c>CallState:Orleans:Gateways</c>): no database access; it keeps trying while no
-    /// gateway answers (admission fails closed meanwhile and readiness stays false). Throws
+    /// gateway answers (admission fails closed meanwhile, and readiness stays false until <see cref="AdmissionWarmup"/>
+    /// completes a round trip). Throws
     /// <see cref="OptionsValidationException"/> when <c>CallState:Orleans</c> is invalid.
     /// </summary>
     public static IServiceCollection AddCallStateClusterClient(this IServiceCollection services, IConfiguration configuration)
@@ -52,7 +52,6 @@ public static class ClusterAdmissionServiceCollectionExtensions
             client.UseCallStateTls(cluster.Tls);
         });
         services.AddSingleton<IAdmissionClient>(sp => new GrainAdmissionClient(sp.GetRequiredService<IClusterClient>()));
-        services.AddHealthChecks().AddCheck<ClusterConnectionStatus>("cluster", tags: ["ready"]);
         return services;
     }
 }
@@ -107,34 +106,29 @@ internal sealed class DnsGatewayListProvider(IReadOnlyList<string> gateways, Tim
     }
 }
 
-/// <summary>Whether the edge is connected to the cluster: readiness, and a log line per change.</summary>
-internal sealed partial class ClusterConnectionStatus(ILogger<ClusterConnectionStatus> logger) : IClusterConnectionStatusObserver, ILifecycleParticipant<IClusterClientLifecycle>, IHealthCheck
+/// <summary>
+/// A log line per change of the edge's connection to the cluster. Not a readiness check: readiness is the admission
+/// warm-up (<see cref="AdmissionWarmup"/>), which a lost connection does not undo (the edge answers 503 itself meanwhile).
+/// </summary>
+internal sealed partial class ClusterConnectionStatus(ILogger<ClusterConnectionStatus> logger) : IClusterConnectionStatusObserver, ILifecycleParticipant<IClusterClientLifecycle>
 {
-    private volatile bool _connected;
-
     public void Participate(IClusterClientLifecycle lifecycle) =>
         lifecycle.Subscribe(nameof(ClusterConnectionStatus), ServiceLifecycleStage.Active, _ =>
         {
             // The client finished connecting (its start waits for a gateway).
-            _connected = true;
             LogConnected(logger);
             return Task.CompletedTask;
         });
 
     public void NotifyGatewayCountChanged(int currentNumberOfGateways, int previousNumberOfGateways, bool connectionRecovered)
     {
-        _connected = currentNumberOfGateways > 0;
         LogGateways(logger, currentNumberOfGateways, previousNumberOfGateways);
     }
 
     public void NotifyClusterConnectionLost()
     {
-        _connected = false;
         LogLost(logger);
     }
-
-    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
-        Task.FromResult(_connected ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("not connected to a silo gateway"));
 
     [LoggerMessage(EventId = 3302, Level = LogLevel.Information, Message = "Connected to the cluster")]
     private static partial void LogConnected(ILogger logger);

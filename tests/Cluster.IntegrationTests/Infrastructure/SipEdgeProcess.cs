@@ -43,7 +43,7 @@ public sealed class SipEdgeProcess : IAsyncDisposable
         return new SipEdgeProcess(host, port, httpPort);
     }
 
-    /// <summary>Waits until /health/ready answers 200 (the SIP listeners are bound; an edge of a cluster is connected to it).</summary>
+    /// <summary>Waits until /health/ready answers 200 (the SIP listeners are bound; an edge that admits calls has completed an admission warm-up round trip).</summary>
     public Task WaitReadyAsync(TimeSpan timeout) => _host.WaitReadyAsync(_http, timeout);
 
     /// <summary>

@@ -11,11 +11,13 @@ public static class StandaloneEdge
 {
     /// <summary>
     /// Starts a standalone edge whose routes send calls to <paramref name="upstreamPort"/> on loopback, with its SQLite
-    /// file in <paramref name="dataDirectory"/>, and waits until it is ready.
+    /// file in <paramref name="dataDirectory"/>, and waits until it is ready. <paramref name="extra"/> arguments override
+    /// these (the 5 s admission deadline among them).
     /// </summary>
     public static async Task<SipEdgeProcess> StartAsync(string dataDirectory, int upstreamPort, string? trunkNextHop = null, string[]? extra = null)
     {
         var upstream = $"127.0.0.1:{upstreamPort}";
+        // The extra arguments come last: for a key given twice the later value wins, so they override the ones here.
         var edge = SipEdgeProcess.Start([
             "--standalone",
 
