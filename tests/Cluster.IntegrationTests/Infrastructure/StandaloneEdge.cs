@@ -17,7 +17,6 @@ public static class StandaloneEdge
     public static async Task<SipEdgeProcess> StartAsync(string dataDirectory, int upstreamPort, string? trunkNextHop = null, string[]? extra = null)
     {
         var upstream = $"127.0.0.1:{upstreamPort}";
-        // The extra arguments come last: for a key given twice the later value wins, so they override the ones here.
         var edge = SipEdgeProcess.Start([
             "--standalone",
 
