@@ -227,30 +227,23 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
     }
 
     [Fact]
-    public async Task An_invite_without_a_from_tag_gets_400_and_reserves_nothing()
+    public async Task A_call_from_an_rfc_2543_caller_without_from_tag_is_counted_by_its_call_id_and_released_by_its_bye()
     {
+        // RFC 4475 3.4.1 (inv2543): a proxy keys such a call by its Call-ID alone instead of refusing it.
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
+        await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1", "-m", "1"]);
         await using var edge = await StandaloneEdge.StartAsync(Data, uasPort);
-        using var client = new System.Net.Sockets.UdpClient(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
-        var local = (System.Net.IPEndPoint)client.Client.LocalEndPoint!;
-        var invite = $"INVITE sip:bob@127.0.0.1:{edge.SipPort} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKnotag1\r\n" +
-            $"From: <sip:alice@127.0.0.1>\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: notag-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
-        var bytes = System.Text.Encoding.ASCII.GetBytes(invite);
-        await client.SendAsync(bytes, bytes.Length, new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, edge.SipPort));
-        string? final = null;
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-        while (final is null)
-        {
-            var received = await client.ReceiveAsync(timeout.Token);
-            var text = System.Text.Encoding.ASCII.GetString(received.Buffer);
-            if (!text.StartsWith("SIP/2.0 100", StringComparison.Ordinal))
-            {
-                final = text;
-            }
-        }
-        Assert.StartsWith("SIP/2.0 400 Bad Request", final, StringComparison.Ordinal);
-        using var limits = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/limits"));
-        Assert.Empty(limits.RootElement.EnumerateArray());
+        using var caller = new RawSipCaller(System.Net.IPAddress.Loopback, edge.SipPort);
+
+        var ok = await caller.SendAsync(caller.Request("INVITE", $"sip:bob@127.0.0.1:{edge.SipPort}", "notag-1", null, sdp: true, fromTag: false), final: true);
+        Assert.StartsWith("SIP/2.0 200", ok, StringComparison.Ordinal);
+        await caller.SendOnlyAsync(caller.Request("ACK", SipText.ContactUri(ok), "notag-1", SipText.ToTag(ok), route: SipText.RecordRoute(ok), fromTag: false));
+        await WaitForCountAsync(edge, "user/alice", 1);
+
+        var bye = await caller.SendAsync(caller.Request("BYE", SipText.ContactUri(ok), "notag-1", SipText.ToTag(ok), route: SipText.RecordRoute(ok), cseq: 2, fromTag: false), final: true);
+        Assert.StartsWith("SIP/2.0 200", bye, StringComparison.Ordinal);
+        await WaitForZeroAsync(edge, TimeSpan.FromSeconds(10), "the RFC 2543 caller's BYE");
+        await uas.WaitAsync(TimeSpan.FromSeconds(30));
     }
 
     [Fact]

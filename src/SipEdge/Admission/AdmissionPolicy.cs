@@ -169,7 +169,7 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
 
     public async ValueTask<DialogRecord?> FindDialogAsync(SipCallId sipCall, CancellationToken cancellationToken)
     {
-        if (string.IsNullOrEmpty(sipCall.CallId) || string.IsNullOrEmpty(sipCall.CallerTag))
+        if (string.IsNullOrEmpty(sipCall.CallId))
         {
             return null;
         }
@@ -204,7 +204,7 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
 
     private void Fire(string operation, SipCallId sipCall, Func<IAdmissionClient, string, Task> action)
     {
-        if (string.IsNullOrEmpty(sipCall.CallId) || string.IsNullOrEmpty(sipCall.CallerTag))
+        if (string.IsNullOrEmpty(sipCall.CallId))
         {
             return;
         }

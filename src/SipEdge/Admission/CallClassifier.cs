@@ -91,11 +91,14 @@ public static class CallKeys
     /// <summary>Separates the two parts; neither a Call-ID (RFC 3261 <c>word</c>) nor a tag (<c>token</c>) can contain it.</summary>
     public const char Separator = ';';
 
-    /// <summary><c>&lt;Call-ID&gt;;&lt;From-tag&gt;</c>. A BYE from the callee carries the caller's tag as its To-tag.</summary>
-    public static string Create(string callId, string fromTag)
+    /// <summary>
+    /// <c>&lt;Call-ID&gt;;&lt;From-tag&gt;</c>. A BYE from the callee carries the caller's tag as its To-tag. A caller
+    /// following RFC 2543 sends no From tag: its calls are named by the Call-ID alone (<c>&lt;Call-ID&gt;;</c>), as RFC 3261
+    /// 12.2.1.1 lets a dialog's remote tag be empty for such peers.
+    /// </summary>
+    public static string Create(string callId, string? fromTag)
     {
         ArgumentException.ThrowIfNullOrEmpty(callId);
-        ArgumentException.ThrowIfNullOrEmpty(fromTag);
         return string.Concat(callId, ";", fromTag);
     }
 }
@@ -421,11 +424,6 @@ public sealed class CallClassifier
         if (string.IsNullOrEmpty(input.CallId))
         {
             return CallClassification.Failed("the INVITE has no Call-ID");
-        }
-
-        if (string.IsNullOrEmpty(input.FromTag))
-        {
-            return CallClassification.Failed("the INVITE's From header has no tag");
         }
 
         var callKey = CallKeys.Create(input.CallId, input.FromTag);

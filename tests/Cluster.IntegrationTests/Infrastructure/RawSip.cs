@@ -78,7 +78,7 @@ public sealed class RawSipCaller(IPAddress address, int edgePort) : IDisposable
     private IPEndPoint Local => (IPEndPoint)_socket.Client.LocalEndPoint!;
 
     public string Request(string method, string uri, string callId, string? toTag, string? route = null, int cseq = 1,
-        string? branch = null, bool sdp = false, string user = "alice", string? headers = null)
+        string? branch = null, bool sdp = false, string user = "alice", string? headers = null, bool fromTag = true)
     {
         var body = sdp ? "v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n" : "";
         var cseqMethod = method == "ACK" ? "ACK" : method;
@@ -86,7 +86,7 @@ public sealed class RawSipCaller(IPAddress address, int edgePort) : IDisposable
             $"Via: SIP/2.0/UDP {Local};rport;branch={branch ?? "z9hG4bK" + callId + method + cseq}\r\n" +
             (route is null ? "" : $"Route: {route}\r\n") +
             "Max-Forwards: 70\r\n" +
-            $"From: <sip:{user}@127.0.0.1>;tag=from-{callId}\r\n" +
+            $"From: <sip:{user}@127.0.0.1>{(fromTag ? ";tag=from-" + callId : "")}\r\n" +
             $"To: <{uri}>{(toTag is null ? "" : ";tag=" + toTag)}\r\n" +
             $"Call-ID: {callId}\r\nCSeq: {cseq} {cseqMethod}\r\n" +
             $"Contact: <sip:{user}@{Local}>\r\n" +

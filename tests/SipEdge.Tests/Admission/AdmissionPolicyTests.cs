@@ -306,18 +306,19 @@ public sealed class AdmissionPolicyTests : IDisposable
     }
 
     [Fact]
-    public async Task An_invite_without_a_from_tag_is_400_and_the_grains_are_never_asked()
+    public async Task An_invite_without_a_from_tag_is_admitted_under_its_call_id_alone()
     {
+        // RFC 4475 3.4.1: an RFC 2543 caller sends no From tag; its call is named by the Call-ID.
         var policy = Policy();
+        _client.Answer(AdmitResult.Admitted());
         using var invite = Invite("alice@example.com", "bob@example.com", fromTag: null);
 
         var decision = await AdmitAsync(policy, invite, Caller);
 
-        Assert.False(decision.Admitted);
-        Assert.Equal(400, decision.Status);
-        Assert.Equal("Bad Request (the INVITE's From header has no tag)", decision.ReasonPhrase);
-        Assert.Empty(_client.Calls);
-        Assert.Equal(["invalid/BAD_REQUEST"], _metrics.Decisions());
+        Assert.True(decision.Admitted);
+        Assert.Equal([$"admit {CallId}; user/alice out, user/bob in"], _client.Calls.Select(c => c.ToString()));
+        policy.OnAnswered(new SipCallId(CallId, ""), new DialogAnswer("callee", ["udp:127.0.0.1:5090"]));
+        await _client.WaitForAsync(c => c.Any(x => x.Operation == "confirm"), "the confirm of the call without a From tag");
     }
 
     [Fact]
@@ -379,9 +380,8 @@ public sealed class AdmissionPolicyTests : IDisposable
 
     [Theory]
     [InlineData("", FromTag)]
-    [InlineData(CallId, "")]
     [InlineData(null, null)]
-    public void A_call_event_without_call_id_or_caller_tag_does_nothing(string? callId, string? callerTag)
+    public void A_call_event_without_call_id_does_nothing(string? callId, string? callerTag)
     {
         var policy = Policy();
         var sipCall = new SipCallId(callId!, callerTag!);

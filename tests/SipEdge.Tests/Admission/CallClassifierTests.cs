@@ -10,6 +10,18 @@ public sealed class CallClassifierTests
 {
     private readonly CallClassifier _classifier = Classifier();
 
+    [Theory]
+    [InlineData("")]
+    [InlineData(null)]
+    public void Without_a_from_tag_the_call_is_named_by_its_call_id_alone(string? fromTag)
+    {
+        // RFC 4475 3.4.1: a caller following RFC 2543 sends no From tag.
+        var call = _classifier.Classify(Invite("alice@127.0.0.1", "bob@127.0.0.1", "127.0.0.1") with { CallId = "call@host", FromTag = fromTag });
+
+        Assert.True(call.Succeeded);
+        Assert.Equal("call@host;", call.CallKey);
+    }
+
     [Fact]
     public void Call_key_is_call_id_and_from_tag()
     {
@@ -23,9 +35,7 @@ public sealed class CallClassifierTests
     [Theory]
     [InlineData("", "tag", "Call-ID")]
     [InlineData(null, "tag", "Call-ID")]
-    [InlineData("call@host", "", "tag")]
-    [InlineData("call@host", null, "tag")]
-    public void Missing_call_id_or_from_tag_is_a_failure_that_reserves_nothing(string? callId, string? fromTag, string named)
+    public void A_missing_call_id_is_a_failure_that_reserves_nothing(string? callId, string? fromTag, string named)
     {
         var input = Invite("alice@127.0.0.1", "bob@127.0.0.1", "127.0.0.1") with { CallId = callId, FromTag = fromTag };
 
