@@ -65,7 +65,8 @@ public sealed partial class Rfc4475InARowTests(ITestOutputHelper output) : IDisp
         ["transports"] = Forward,
 
         // Deviation (configured destinations): mpart01's Route names 127.0.0.1:5080, which this edge is not configured to
-        // send to: 403, and nothing reaches 127.0.0.1:5080 (the per-file test configures it as an allowed destination).
+        // send to: 403 (the per-file test configures it as an allowed destination and binds 5080, so this test does not:
+        // DialogAttackTests listens at such an address and shows nothing reaches it).
         ["mpart01"] = Answer(403),
         ["unreason"] = Drop,
         ["noreason"] = Drop,
@@ -135,7 +136,6 @@ public sealed partial class Rfc4475InARowTests(ITestOutputHelper output) : IDisp
         Assert.Equal(names.Order(StringComparer.Ordinal), Expected.Keys.Order(StringComparer.Ordinal));
 
         using var upstream = new AnsweringUpstream();
-        using var unconfigured = new CountingListener(IPAddress.Loopback, 5080);
         await using var edge = await StandaloneEdge.StartAsync(_temp.Path, upstream.Port, extra: [
             "--CallState:Sip:SymmetricResponses=true",
 
@@ -219,7 +219,6 @@ public sealed partial class Rfc4475InARowTests(ITestOutputHelper output) : IDisp
             output.WriteLine($"{name}: {expected.Outcome} {(finals.TryGetValue(name, out var s) ? s : expected.Status)}");
         }
 
-        Assert.Equal(0, unconfigured.Datagrams);
         Assert.False(edge.HasExited);
         var self = "self-" + Guid.NewGuid().ToString("N");
         await client.SendAsync(Encoding.ASCII.GetBytes(Options($"sip:127.0.0.1:{edge.SipPort}", self, (IPEndPoint)client.Client.LocalEndPoint!)), edgeAddress);
