@@ -153,7 +153,7 @@ public sealed partial class Rfc4475InARowTests(ITestOutputHelper output) : IDisp
         foreach (var name in names)
         {
             var bytes = TortureCorpus.Read(name);
-            var marker = Marker(bytes);
+            var marker = TortureCorpus.Marker(bytes);
             var expected = Expected[name];
             var upstreamBefore = upstream.Count;
             var inboxBefore = inbox.Count;
@@ -197,7 +197,7 @@ public sealed partial class Rfc4475InARowTests(ITestOutputHelper output) : IDisp
                 }
                 case Outcome.Retransmission:
                 {
-                    var earlier = Marker(TortureCorpus.Read(expected.Of!));
+                    var earlier = TortureCorpus.Marker(TortureCorpus.Read(expected.Of!));
                     var answer = await ReceiveFinalAsync(client, inbox, earlier, name, from: inboxBefore);
                     Assert.Equal(expected.Status, Status(answer));
                     Assert.Equal(finals[expected.Of!], Status(answer));
@@ -287,26 +287,6 @@ public sealed partial class Rfc4475InARowTests(ITestOutputHelper output) : IDisp
         response.StartsWith("SIP/2.0 ", StringComparison.Ordinal) && response.Length > 11 && int.TryParse(response.AsSpan(8, 3), CultureInfo.InvariantCulture, out var status) ? status : 0;
 
     private static string FirstLine(string message) => message.Split("\r\n")[0];
-
-    /// <summary>Something unique to a file found in what the edge sends about it: its Call-ID, or its top Via branch.</summary>
-    private static string Marker(byte[] bytes)
-    {
-        var text = Encoding.UTF8.GetString(bytes);
-        var first = new[] { "\r\nCall-ID:", "\r\ni:", "\r\nI:" }
-            .Select(prefix => (Prefix: prefix, At: text.IndexOf(prefix, StringComparison.Ordinal)))
-            .Where(p => p.At >= 0)
-            .OrderBy(p => p.At)
-            .FirstOrDefault();
-        if (first.Prefix is not null)
-        {
-            var start = first.At + first.Prefix.Length;
-            var end = text.IndexOf("\r\n", start, StringComparison.Ordinal);
-            return text[start..end].Trim();
-        }
-        var branch = text.IndexOf("branch=", StringComparison.Ordinal);
-        var stop = text.IndexOfAny(['\r', ';', ','], branch + 7);
-        return text[(branch + 7)..stop];
-    }
 
     [GeneratedRegex(@"\r\nMax-Forwards *: *(\d+)", RegexOptions.IgnoreCase)]
     private static partial Regex MaxForwardsPattern();

@@ -1,3 +1,5 @@
+using System.Text;
+
 namespace CallState.Sip.Tests.Messages;
 
 /// <summary>
@@ -39,5 +41,25 @@ public static class TortureCorpus
         }
         throw new InvalidOperationException(
             $"shared/conformance/rfc4475/MANIFEST.md was not found in any folder above {AppContext.BaseDirectory}; the tests read the RFC 4475 corpus from the shared folder beside the repository");
+    }
+
+    /// <summary>Something unique to a file found in what an edge sends about it: its Call-ID, or its top Via branch.</summary>
+    public static string Marker(byte[] bytes)
+    {
+        var text = Encoding.UTF8.GetString(bytes);
+        var first = new[] { "\r\nCall-ID:", "\r\ni:", "\r\nI:" }
+            .Select(prefix => (Prefix: prefix, At: text.IndexOf(prefix, StringComparison.Ordinal)))
+            .Where(p => p.At >= 0)
+            .OrderBy(p => p.At)
+            .FirstOrDefault();
+        if (first.Prefix is not null)
+        {
+            var start = first.At + first.Prefix.Length;
+            var end = text.IndexOf("\r\n", start, StringComparison.Ordinal);
+            return text[start..end].Trim();
+        }
+        var branch = text.IndexOf("branch=", StringComparison.Ordinal);
+        var stop = text.IndexOfAny(['\r', ';', ','], branch + 7);
+        return text[(branch + 7)..stop];
     }
 }

@@ -78,7 +78,7 @@ public sealed class EdgeRfc4475Tests
         await using var edge = new RunningEdge();
         await edge.InitializeAsync();
         var bytes = TortureCorpus.Read(name);
-        var marker = Marker(bytes);
+        var marker = TortureCorpus.Marker(bytes);
         edge.Client.Send(bytes, edge.Address);
 
         if (Responses.Contains(name))
@@ -179,25 +179,5 @@ public sealed class EdgeRfc4475Tests
             }
             message.Dispose();
         }
-    }
-
-    /// <summary>Something unique to this file found in what the edge sends about it: its Call-ID, or its top Via branch.</summary>
-    private static string Marker(byte[] bytes)
-    {
-        var text = Encoding.UTF8.GetString(bytes);
-        var first = new[] { "\r\nCall-ID:", "\r\ni:", "\r\nI:" }
-            .Select(prefix => (Prefix: prefix, At: text.IndexOf(prefix, StringComparison.Ordinal)))
-            .Where(p => p.At >= 0)
-            .OrderBy(p => p.At)
-            .FirstOrDefault();
-        if (first.Prefix is not null)
-        {
-            var start = first.At + first.Prefix.Length;
-            var end = text.IndexOf("\r\n", start, StringComparison.Ordinal);
-            return text[start..end].Trim();
-        }
-        var branch = text.IndexOf("branch=", StringComparison.Ordinal);
-        var stop = text.IndexOfAny(['\r', ';', ','], branch + 7);
-        return text[(branch + 7)..stop];
     }
 }
