@@ -41,6 +41,60 @@ public sealed class SqliteGrainStorageTests : GrainStorageContractTests
     }
 
     [Fact]
+    public async Task Under_steady_writes_the_WAL_is_emptied_instead_of_growing()
+    {
+        // Concurrent writers keep the commit loop busy with item writes (a call's hold each, as limit grains write
+        // them), batch after batch, so a PASSIVE checkpoint never finds the WAL fully copied when a batch starts (the
+        // WAL reached 115 MB here without the TRUNCATE checkpoint). Each item carries a page of data, so the writes add
+        // up to at least three times the WAL size at which the checkpointer empties it.
+        const int pageSize = 4096;
+        const int writes = 3 * SqliteStateStore.WalRestartFrames;
+        var wal = FilePath + "-wal";
+        var data = new byte[pageSize];
+        var next = 0;
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(90);
+        var largest = 0L;
+        var writers = Enumerable.Range(0, 32).Select(async writer =>
+        {
+            var id = new StateId("limit", $"user/wal-{writer}");
+            var version = 0L;
+            while (Interlocked.Increment(ref next) <= writes && DateTime.UtcNow < deadline)
+            {
+                if (version == 0)
+                {
+                    Assert.True(await Storage.WriteAsync(new StateWrite(id, 0, data, null), Ct));
+                    version++;
+                }
+                else
+                {
+                    Assert.True(await Storage.WriteAsync(StateWrite.ItemsOnly(id, version, [new StateItemWrite($"call-{next}", data)]), Ct));
+                }
+            }
+        }).ToList();
+        writers.Add(Task.Run(async () =>
+        {
+            // Activations read while the writes go on, as grains do under load.
+            while (Volatile.Read(ref next) <= writes && DateTime.UtcNow < deadline)
+            {
+                await Storage.ReadAsync(new StateId("limit", "user/wal-0"), Ct);
+                await Storage.ReadDueAsync(DateTimeOffset.UtcNow, 100, Ct);
+            }
+        }));
+        var all = Task.WhenAll(writers);
+        while (!all.IsCompleted)
+        {
+            largest = Math.Max(largest, File.Exists(wal) ? new FileInfo(wal).Length : 0);
+            await Task.WhenAny(all, Task.Delay(20, Ct));
+        }
+
+        await all;
+        Assert.True(Volatile.Read(ref next) > writes, $"only {next} of {writes} writes were made before the deadline");
+        // Without the restart the WAL holds every frame written: more than 3 x WalRestartFrames pages.
+        var bound = 2L * SqliteStateStore.WalRestartFrames * pageSize;
+        Assert.True(largest < bound, $"the WAL reached {largest} bytes (bound {bound})");
+    }
+
+    [Fact]
     public async Task The_file_is_in_WAL_mode_with_a_schema_version_recorded()
     {
         await using var connection = new SqliteConnection($"Data Source={Path.Combine(_directory, "nested", "grains.db")};Pooling=False");
