@@ -113,7 +113,7 @@ public sealed class SipProxyOptions
     /// <summary>Bytes waiting to be written on one connection, at most; a send past it closes the connection and fails.</summary>
     public int TcpMaxSendQueueBytes { get; set; } = SipTcpTransportOptions.DefaultMaxSendQueueBytes;
 
-    /// <summary>SIP over TLS (section <c>CallState:Sip:Tls</c>): its listener takes the TCP connection limit and idle timeout too.</summary>
+    /// <summary>SIP over TLS (section <c>CallState:Sip:Tls</c>): its listener takes the TCP limits and timeouts too.</summary>
     public SipTlsOptions Tls { get; set; } = new();
 
     internal string EffectiveViaHost => string.IsNullOrEmpty(ViaHost) ? ListenAddress : ViaHost;
