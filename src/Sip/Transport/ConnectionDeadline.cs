@@ -42,7 +42,7 @@ internal sealed class ConnectionDeadline : IDisposable
     {
         if (Interlocked.CompareExchange(ref _armed, 1, 0) == 0)
         {
-            _timer.Change(due > TimeSpan.Zero ? due : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
+            Change(_timer, due > TimeSpan.Zero ? due : TimeSpan.Zero);
         }
     }
 
@@ -66,7 +66,22 @@ internal sealed class ConnectionDeadline : IDisposable
             _onExpired();
             return;
         }
-        _timer.Change(remaining, Timeout.InfiniteTimeSpan);
+        Change(_timer, remaining);
+    }
+
+    /// <summary>
+    /// Re-arms <paramref name="timer"/> once; a timer disposed meanwhile (its connection closed on another thread) is left
+    /// alone, since the system timer throws for it and a timer callback has no one to throw to.
+    /// </summary>
+    internal static void Change(ITimer timer, TimeSpan due)
+    {
+        try
+        {
+            timer.Change(due, Timeout.InfiniteTimeSpan);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
     }
 
     private TimeSpan Remaining(long since) => _timeout - _timeProvider.GetElapsedTime(since);

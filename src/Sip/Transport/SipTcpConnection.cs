@@ -377,7 +377,7 @@ public sealed class SipTcpConnection : IDisposable
             Close();
             return;
         }
-        _idleTimer!.Change(_idleTimeout - idle, Timeout.InfiniteTimeSpan);
+        ConnectionDeadline.Change(_idleTimer!, _idleTimeout - idle);
     }
 
     private void OnMessageTimeout()
