@@ -143,11 +143,7 @@ public sealed class SipTcpConnection : IDisposable
         var locked = false;
         try
         {
-            // Uncontended, the lock is taken without allocating.
-            if (!_writeLock.Wait(0, CancellationToken.None))
-            {
-                await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
-            }
+            await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
             locked = true;
             ThrowIfClosed();
             _sendDeadline.Start();

@@ -358,13 +358,26 @@ public sealed class SipTcpTransport : IAsyncDisposable
             try
             {
                 socket.NoDelay = _options.NoDelay;
-                var connection = Register(socket, source);
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+                // The peer reset between accept and set-up; there is nothing to serve.
+                ReleaseInbound(source);
+                socket.Dispose();
+                ReportError(ex);
+                continue;
+            }
+            SipTcpConnection? connection = null;
+            try
+            {
+                // Register gives the slots back itself if it fails; once it succeeded, closing does.
+                connection = Register(socket, source);
                 // The handshake runs on the connection's task: a slow or silent peer never holds up the next accept.
                 Run(connection, _tls is null ? null : AuthenticateInboundAsync);
             }
             catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
             {
-                // The peer reset between accept and set-up; there is nothing to serve.
+                connection?.Close();
                 ReportError(ex);
             }
         }
