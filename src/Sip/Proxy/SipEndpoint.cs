@@ -23,6 +23,7 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
     private readonly SipTcpTransport? _tcp;
     private readonly SipTcpTransport? _tls;
     private readonly TimerWheel _wheel;
+    private readonly SipTcpTransportMetrics _streamMetrics;
     private long _transportErrors;
 
     /// <summary>
@@ -61,30 +62,15 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
         }
         if (options.Tcp)
         {
-            _tcp = new SipTcpTransport(local, SipStreamFramer.Frame, this, new SipTcpTransportOptions
-            {
-                MaxConnections = options.TcpMaxConnections,
-                IdleTimeout = options.TcpIdleTimeout,
-                MaxMessageSize = SipLimits.MaxMessageSize,
-                TimeProvider = timeProvider,
-                OnError = Report,
-            });
+            _tcp = new SipTcpTransport(local, SipStreamFramer.Frame, this, StreamOptions(options, timeProvider, Report, tls: null));
         }
         if (options.Tls.Enabled)
         {
             var tls = options.Tls.CreateTransportOptions(timeProvider);
             try
             {
-                // The same connection limit and idle timeout as TCP: TLS is TCP underneath (RFC 3261 26.2).
-                _tls = new SipTcpTransport(new IPEndPoint(local.Address, options.Tls.Port), SipStreamFramer.Frame, this, new SipTcpTransportOptions
-                {
-                    MaxConnections = options.TcpMaxConnections,
-                    IdleTimeout = options.TcpIdleTimeout,
-                    MaxMessageSize = SipLimits.MaxMessageSize,
-                    TimeProvider = timeProvider,
-                    OnError = Report,
-                    Tls = tls,
-                });
+                // The same connection limits and timeouts as TCP: TLS is TCP underneath (RFC 3261 26.2).
+                _tls = new SipTcpTransport(new IPEndPoint(local.Address, options.Tls.Port), SipStreamFramer.Frame, this, StreamOptions(options, timeProvider, Report, tls));
             }
             catch
             {
@@ -95,7 +81,23 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
             var tlsTransport = _tls;
             Proxy.Metrics.ObserveTlsHandshakeFailures(() => tlsTransport.TlsHandshakeFailures);
         }
+        _streamMetrics = new SipTcpTransportMetrics(meterFactory, _tcp, _tls);
     }
+
+    private static SipTcpTransportOptions StreamOptions(SipProxyOptions options, TimeProvider timeProvider, Action<Exception> onError, SipTlsTransportOptions? tls) => new()
+    {
+        MaxInboundConnections = options.TcpMaxConnections,
+        MaxOutboundConnections = options.TcpMaxOutboundConnections,
+        MaxInboundConnectionsPerSource = options.TcpMaxConnectionsPerSource,
+        IdleTimeout = options.TcpIdleTimeout,
+        MessageTimeout = options.TcpMessageTimeout,
+        SendTimeout = options.TcpSendTimeout,
+        MaxSendQueueBytes = options.TcpMaxSendQueueBytes,
+        MaxMessageSize = SipLimits.MaxMessageSize,
+        TimeProvider = timeProvider,
+        OnError = onError,
+        Tls = tls,
+    };
 
     public SipProxy Proxy { get; }
 
@@ -219,6 +221,7 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
             await _tls.DisposeAsync().ConfigureAwait(false);
         }
         _wheel.Dispose();
+        _streamMetrics.Dispose();
         Proxy.Dispose();
     }
 }

@@ -1,4 +1,5 @@
 using System.Net;
+using CallState.Sip.Transport;
 
 namespace CallState.Sip.Proxy;
 
@@ -89,11 +90,30 @@ public sealed class SipProxyOptions
     /// <summary>UDP socket receive buffer in bytes (null: the OS default).</summary>
     public int? UdpReceiveBufferSize { get; set; } = 4 * 1024 * 1024;
 
+    /// <summary>Inbound TCP connections at most (and as many TLS ones); outbound ones have their own cap, <see cref="TcpMaxOutboundConnections"/>.</summary>
     public int TcpMaxConnections { get; set; } = 10_000;
 
+    /// <summary>A TCP or TLS connection with no complete message for this long is closed (bytes of an unfinished message do not count).</summary>
     public TimeSpan TcpIdleTimeout { get; set; } = TimeSpan.FromMinutes(2);
 
-    /// <summary>SIP over TLS (section <c>CallState:Sip:Tls</c>): its listener takes the TCP connection limit and idle timeout too.</summary>
+    // TCP and TLS overload limits (docs/architecture.md, "TCP and TLS limits").
+
+    /// <summary>Connections this edge dials to next hops, at most, per transport: inbound floods never take their room.</summary>
+    public int TcpMaxOutboundConnections { get; set; } = 1_000;
+
+    /// <summary>Inbound connections from one IP address, at most, per transport.</summary>
+    public int TcpMaxConnectionsPerSource { get; set; } = 64;
+
+    /// <summary>A message whose first byte arrived must be complete (headers and body) within this, else its connection is closed.</summary>
+    public TimeSpan TcpMessageTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>A write the peer does not take within this closes the connection, and the sends waiting on it fail.</summary>
+    public TimeSpan TcpSendTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Bytes waiting to be written on one connection, at most; a send past it closes the connection and fails.</summary>
+    public int TcpMaxSendQueueBytes { get; set; } = SipTcpTransportOptions.DefaultMaxSendQueueBytes;
+
+    /// <summary>SIP over TLS (section <c>CallState:Sip:Tls</c>): its listener takes the TCP limits and timeouts too.</summary>
     public SipTlsOptions Tls { get; set; } = new();
 
     internal string EffectiveViaHost => string.IsNullOrEmpty(ViaHost) ? ListenAddress : ViaHost;
@@ -176,6 +196,24 @@ public sealed class SipProxyOptions
         if (TcpMaxConnections < 1)
         {
             errors.Add($"{prefix}{nameof(TcpMaxConnections)}: must be at least 1");
+        }
+        if (TcpIdleTimeout != Timeout.InfiniteTimeSpan)
+        {
+            CheckPositive(errors, prefix + nameof(TcpIdleTimeout), TcpIdleTimeout);
+        }
+        if (TcpMaxOutboundConnections < 1)
+        {
+            errors.Add($"{prefix}{nameof(TcpMaxOutboundConnections)}: must be at least 1");
+        }
+        if (TcpMaxConnectionsPerSource < 1)
+        {
+            errors.Add($"{prefix}{nameof(TcpMaxConnectionsPerSource)}: must be at least 1");
+        }
+        CheckPositive(errors, prefix + nameof(TcpMessageTimeout), TcpMessageTimeout);
+        CheckPositive(errors, prefix + nameof(TcpSendTimeout), TcpSendTimeout);
+        if (TcpMaxSendQueueBytes < 1)
+        {
+            errors.Add($"{prefix}{nameof(TcpMaxSendQueueBytes)}: must be at least 1");
         }
         Tls.Validate($"{prefix}{nameof(Tls)}:", errors, Tcp ? Port : null);
         return errors;

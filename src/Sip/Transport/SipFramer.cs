@@ -43,14 +43,51 @@ public sealed class SipTcpTransportOptions
     /// <summary>64 KiB: a SIP message larger than this is not one a proxy should be asked to carry.</summary>
     public const int DefaultMaxMessageSize = 64 * 1024;
 
-    /// <summary>Open connections at most, inbound and outbound together. Inbound ones past it are closed at once and counted.</summary>
-    public int MaxConnections { get; set; } = 10_000;
+    /// <summary>256 KiB: a few hundred SIP messages waiting for one peer that does not read.</summary>
+    public const int DefaultMaxSendQueueBytes = 256 * 1024;
 
     /// <summary>
-    /// A connection with no bytes read or written for this long is closed. Two minutes outlasts Timer B/F
-    /// (64*T1 = 32 s), so no transaction still waiting on the connection loses it; <see cref="Timeout.InfiniteTimeSpan"/> disables it.
+    /// Connections peers opened to this transport, at most. One past it is closed at once and counted; it never takes
+    /// the room of an outbound connection (<see cref="MaxOutboundConnections"/>), so an inbound flood does not stop
+    /// this side from reaching its next hops.
+    /// </summary>
+    public int MaxInboundConnections { get; set; } = 10_000;
+
+    /// <summary>Connections this transport dialled, at most; a send needing one more fails with <see cref="System.Net.Sockets.SocketError.TooManyOpenSockets"/>.</summary>
+    public int MaxOutboundConnections { get; set; } = 1_000;
+
+    /// <summary>
+    /// Inbound connections from one IP address, at most: one host cannot take the whole of
+    /// <see cref="MaxInboundConnections"/>. One past it is closed at once and counted.
+    /// </summary>
+    public int MaxInboundConnectionsPerSource { get; set; } = 64;
+
+    /// <summary>
+    /// A connection with no complete message (or CR LF keep-alive) received or sent for this long is closed. Bytes of a
+    /// message not yet complete do not count, so trickling a message never keeps a connection open. Two minutes
+    /// outlasts Timer B/F (64*T1 = 32 s), so no transaction still waiting on the connection loses it;
+    /// <see cref="Timeout.InfiniteTimeSpan"/> disables it.
     /// </summary>
     public TimeSpan IdleTimeout { get; set; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>
+    /// Once the first byte of a message has arrived, its headers and body (by Content-Length) must all arrive within this
+    /// time, else the connection is closed and counted (a slow sender holding a connection open byte by byte).
+    /// </summary>
+    public TimeSpan MessageTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// A write the peer does not take (its TCP window stays shut) for this long closes the connection; the sends
+    /// waiting on it fail (RFC 3261 18.4: the transaction user sees a transport error).
+    /// </summary>
+    public TimeSpan SendTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// Bytes of messages accepted for one connection and not yet written, at most. A send that would pass it closes the
+    /// connection and fails with the others waiting, so a peer that does not read cannot grow this side's memory.
+    /// A single message is always taken when nothing else waits.
+    /// </summary>
+    public int MaxSendQueueBytes { get; set; } = DefaultMaxSendQueueBytes;
 
     /// <summary>
     /// Bytes a peer may send before completing a message. A peer past it is disconnected, so a stream that never
@@ -78,11 +115,16 @@ public sealed class SipTcpTransportOptions
 
     internal void Validate()
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(MaxConnections, 1, nameof(MaxConnections));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxInboundConnections, 1, nameof(MaxInboundConnections));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxOutboundConnections, 1, nameof(MaxOutboundConnections));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxInboundConnectionsPerSource, 1, nameof(MaxInboundConnectionsPerSource));
         if (IdleTimeout != Timeout.InfiniteTimeSpan)
         {
             ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(IdleTimeout, TimeSpan.Zero, nameof(IdleTimeout));
         }
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(MessageTimeout, TimeSpan.Zero, nameof(MessageTimeout));
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(SendTimeout, TimeSpan.Zero, nameof(SendTimeout));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxSendQueueBytes, 1, nameof(MaxSendQueueBytes));
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxMessageSize, 64, nameof(MaxMessageSize));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ConnectTimeout, TimeSpan.Zero, nameof(ConnectTimeout));
         ArgumentOutOfRangeException.ThrowIfLessThan(ListenBacklog, 1, nameof(ListenBacklog));

@@ -12,7 +12,11 @@ namespace CallState.Sip.Transport;
 /// <summary>
 /// One TCP connection of a <see cref="SipTcpTransport"/>, inbound or outbound, in plain text or, on a TLS transport,
 /// inside a TLS session (RFC 3261 26.2). Its read loop frames messages for the handler; writes from any thread are
-/// serialized so two messages never interleave on the stream.
+/// serialized so two messages never interleave on the stream. Three deadlines bound what a peer can hold: a message
+/// begun must complete (<see cref="SipTcpTransportOptions.MessageTimeout"/>), a write must be taken
+/// (<see cref="SipTcpTransportOptions.SendTimeout"/>), and a connection with no complete message closes
+/// (<see cref="SipTcpTransportOptions.IdleTimeout"/>); the bytes waiting to be written are capped
+/// (<see cref="SipTcpTransportOptions.MaxSendQueueBytes"/>).
 /// </summary>
 public sealed class SipTcpConnection : IDisposable
 {
@@ -25,12 +29,16 @@ public sealed class SipTcpConnection : IDisposable
     private readonly TimeProvider _timeProvider;
     private readonly TimeSpan _idleTimeout;
     private readonly ITimer? _idleTimer;
+    private readonly ConnectionDeadline _messageDeadline;
+    private readonly ConnectionDeadline _sendDeadline;
+    private readonly int _maxSendQueueBytes;
     private long _lastActivity;
     private int _closed;
     private long _messagesReceived;
     private long _messagesSent;
+    private long _queuedSendBytes;
 
-    internal SipTcpConnection(SipTcpTransport transport, Socket socket, long id, bool isInbound, bool tls, TimeProvider timeProvider, TimeSpan idleTimeout)
+    internal SipTcpConnection(SipTcpTransport transport, Socket socket, long id, bool isInbound, bool tls, SipTcpTransportOptions options)
     {
         _transport = transport;
         _socket = socket;
@@ -48,14 +56,18 @@ public sealed class SipTcpConnection : IDisposable
         IsInbound = isInbound;
         RemoteEndPoint = SipTcpTransport.Normalize((IPEndPoint)socket.RemoteEndPoint!);
         LocalEndPoint = (IPEndPoint)socket.LocalEndPoint!;
+        var timeProvider = options.TimeProvider;
         _timeProvider = timeProvider;
-        _idleTimeout = idleTimeout;
+        _idleTimeout = options.IdleTimeout;
+        _maxSendQueueBytes = options.MaxSendQueueBytes;
         _lastActivity = timeProvider.GetTimestamp();
-        if (idleTimeout != Timeout.InfiniteTimeSpan)
+        _messageDeadline = new ConnectionDeadline(timeProvider, options.MessageTimeout, OnMessageTimeout);
+        _sendDeadline = new ConnectionDeadline(timeProvider, options.SendTimeout, OnSendTimeout);
+        if (_idleTimeout != Timeout.InfiniteTimeSpan)
         {
             // One timer per connection, re-armed only when it fires: activity just stamps a time, so a busy
             // connection costs no timer operation per message.
-            _idleTimer = timeProvider.CreateTimer(static s => ((SipTcpConnection)s!).OnIdleTimer(), this, idleTimeout, Timeout.InfiniteTimeSpan);
+            _idleTimer = timeProvider.CreateTimer(static s => ((SipTcpConnection)s!).OnIdleTimer(), this, _idleTimeout, Timeout.InfiniteTimeSpan);
         }
     }
 
@@ -79,6 +91,9 @@ public sealed class SipTcpConnection : IDisposable
 
     /// <summary>Messages written to this connection.</summary>
     public long MessagesSent => Interlocked.Read(ref _messagesSent);
+
+    /// <summary>Bytes of the messages accepted by <see cref="SendAsync"/> and not yet written (the one being written included).</summary>
+    public long QueuedSendBytes => Interlocked.Read(ref _queuedSendBytes);
 
     /// <summary>True for a connection inside a TLS session (SIP transport TLS).</summary>
     public bool IsTls => _tls is not null;
@@ -106,21 +121,48 @@ public sealed class SipTcpConnection : IDisposable
     internal Task Completion { get; private set; } = Task.CompletedTask;
 
     /// <summary>
-    /// Writes one whole message, waiting for writes already under way. A failed or cancelled write closes the
-    /// connection, since the peer may have seen part of a message and the stream can no longer be framed.
+    /// Writes one whole message, after the writes already under way. A failed, timed-out or cancelled write closes the
+    /// connection, since the peer may have seen part of a message and the stream can no longer be framed; so does a
+    /// message that would take the bytes waiting past <see cref="SipTcpTransportOptions.MaxSendQueueBytes"/>.
     /// </summary>
-    /// <exception cref="IOException">The connection is closed or the write failed.</exception>
+    /// <exception cref="IOException">The connection is closed, the write failed or timed out, or the send queue is full.</exception>
     public async ValueTask SendAsync(ReadOnlyMemory<byte> message, CancellationToken cancellationToken = default)
     {
         ThrowIfClosed();
-        await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        var length = message.Length;
+        var queued = Interlocked.Add(ref _queuedSendBytes, length);
+        if (queued > _maxSendQueueBytes && queued != length)
+        {
+            // The peer is not taking what it was sent: holding more would grow this side's memory without bound.
+            Interlocked.Add(ref _queuedSendBytes, -length);
+            _transport.CountSendQueueFull();
+            Close();
+            throw new IOException($"Sending to {RemoteEndPoint} failed: {queued - length} bytes were already waiting; the connection is closed.");
+        }
+        _transport.AddQueuedSendBytes(length);
+        var locked = false;
         try
         {
+            await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+            locked = true;
             ThrowIfClosed();
-            await _stream.WriteAsync(message, cancellationToken).ConfigureAwait(false);
+            _sendDeadline.Start();
+            try
+            {
+                await _stream.WriteAsync(message, cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                _sendDeadline.Stop();
+            }
             Touch();
             Interlocked.Increment(ref _messagesSent);
             _transport.CountSent();
+        }
+        catch (OperationCanceledException) when (!locked)
+        {
+            // Cancelled while waiting its turn: nothing of it was written, the connection goes on.
+            throw;
         }
         catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
         {
@@ -134,7 +176,12 @@ public sealed class SipTcpConnection : IDisposable
         }
         finally
         {
-            _writeLock.Release();
+            if (locked)
+            {
+                _writeLock.Release();
+            }
+            Interlocked.Add(ref _queuedSendBytes, -length);
+            _transport.AddQueuedSendBytes(-length);
         }
     }
 
@@ -147,6 +194,8 @@ public sealed class SipTcpConnection : IDisposable
         }
         _closing.Cancel();
         _idleTimer?.Dispose();
+        _messageDeadline.Dispose();
+        _sendDeadline.Dispose();
         try
         {
             _socket.Shutdown(SocketShutdown.Both);
@@ -214,10 +263,26 @@ public sealed class SipTcpConnection : IDisposable
             while (true)
             {
                 var result = await reader.ReadAsync(token).ConfigureAwait(false);
-                Touch();
                 if (!FrameAll(result, out var consumed, out var examined))
                 {
                     break;
+                }
+                var buffer = result.Buffer;
+                var pending = buffer.Slice(consumed).Length;
+                var completed = pending != buffer.Length;
+                if (completed)
+                {
+                    // A message or a CR LF keep-alive: only whole ones keep the connection from idling out.
+                    Touch();
+                }
+                if (pending == 0)
+                {
+                    _messageDeadline.Stop();
+                }
+                else if (completed || !_messageDeadline.IsRunning)
+                {
+                    // The first bytes of a message: it has until the message timeout to complete, however it trickles.
+                    _messageDeadline.Start();
                 }
                 reader.AdvanceTo(consumed, examined);
                 if (result.IsCompleted || result.IsCanceled)
@@ -308,7 +373,28 @@ public sealed class SipTcpConnection : IDisposable
             Close();
             return;
         }
-        _idleTimer!.Change(_idleTimeout - idle, Timeout.InfiniteTimeSpan);
+        ConnectionDeadline.Change(_idleTimer!, _idleTimeout - idle);
+    }
+
+    private void OnMessageTimeout()
+    {
+        if (IsClosed)
+        {
+            return;
+        }
+        _transport.CountMessageTimeout();
+        Close();
+    }
+
+    private void OnSendTimeout()
+    {
+        if (IsClosed)
+        {
+            return;
+        }
+        // Closing fails the write under way, and with it every send waiting behind it.
+        _transport.CountSendTimeout();
+        Close();
     }
 
     private void ThrowIfClosed()

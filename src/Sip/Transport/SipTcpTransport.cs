@@ -12,6 +12,8 @@ namespace CallState.Sip.Transport;
 /// responses and later requests to the same peer (RFC 3261 18.2.2, 18.3), whichever side opened them. With
 /// <see cref="SipTcpTransportOptions.Tls"/> it is SIP over TLS (RFC 3261 26.2): every connection does its handshake on
 /// its own task (never on the accept loop), bounded by the handshake timeout, and is used only once it succeeded.
+/// Inbound and outbound connections have separate caps, and inbound ones a cap per source address, so a flood of
+/// inbound connections never stops this side from dialling its next hops (docs/architecture.md, "TCP and TLS limits").
 /// </summary>
 public sealed class SipTcpTransport : IAsyncDisposable
 {
@@ -25,14 +27,20 @@ public sealed class SipTcpTransport : IAsyncDisposable
     private readonly ConcurrentDictionary<long, SipTcpConnection> _open = new();
     private readonly ConcurrentDictionary<IPEndPoint, SipTcpConnection> _byRemote = new();
     private readonly ConcurrentDictionary<IPEndPoint, Task<SipTcpConnection>> _connecting = new();
+    private readonly Lock _sourcesLock = new();
+    private readonly Dictionary<IPAddress, int> _inboundBySource = [];
     private Task _acceptLoop = Task.CompletedTask;
     private long _nextId;
-    private int _connectionCount;
+    private int _inboundCount;
+    private int _outboundCount;
+    private long _queuedSendBytes;
     private int _started;
     private int _disposed;
 
     private long _connectionsAccepted;
     private long _connectionsRejected;
+    private long _connectionsRejectedPerSource;
+    private long _outboundRefused;
     private long _connectionsOpened;
     private long _connectErrors;
     private long _acceptErrors;
@@ -42,6 +50,9 @@ public sealed class SipTcpTransport : IAsyncDisposable
     private long _invalidFrames;
     private long _oversizedMessages;
     private long _idleTimeouts;
+    private long _messageTimeouts;
+    private long _sendTimeouts;
+    private long _sendQueueOverflows;
     private long _handlerErrors;
     private long _tlsHandshakes;
     private long _tlsHandshakeFailures;
@@ -78,13 +89,31 @@ public sealed class SipTcpTransport : IAsyncDisposable
     public IPEndPoint LocalEndPoint { get; }
 
     /// <summary>Open connections, inbound and outbound.</summary>
-    public int ConnectionCount => Volatile.Read(ref _connectionCount);
+    public int ConnectionCount => InboundConnectionCount + OutboundConnectionCount;
+
+    /// <summary>Open connections peers opened.</summary>
+    public int InboundConnectionCount => Volatile.Read(ref _inboundCount);
+
+    /// <summary>Open connections this transport dialled.</summary>
+    public int OutboundConnectionCount => Volatile.Read(ref _outboundCount);
+
+    /// <summary>Bytes accepted for sending on every open connection and not yet written.</summary>
+    public long QueuedSendBytes => Interlocked.Read(ref _queuedSendBytes);
 
     /// <summary>Inbound connections accepted.</summary>
     public long ConnectionsAccepted => Interlocked.Read(ref _connectionsAccepted);
 
-    /// <summary>Inbound connections closed at once because <see cref="SipTcpTransportOptions.MaxConnections"/> were open.</summary>
+    /// <summary>Inbound connections closed at once because <see cref="SipTcpTransportOptions.MaxInboundConnections"/> were open.</summary>
     public long ConnectionsRejected => Interlocked.Read(ref _connectionsRejected);
+
+    /// <summary>
+    /// Inbound connections closed at once because their source address had
+    /// <see cref="SipTcpTransportOptions.MaxInboundConnectionsPerSource"/> open.
+    /// </summary>
+    public long ConnectionsRejectedPerSource => Interlocked.Read(ref _connectionsRejectedPerSource);
+
+    /// <summary>Outbound connects not tried because <see cref="SipTcpTransportOptions.MaxOutboundConnections"/> were open (also in <see cref="ConnectErrors"/>).</summary>
+    public long OutboundConnectionsRefused => Interlocked.Read(ref _outboundRefused);
 
     /// <summary>Outbound connections established.</summary>
     public long ConnectionsOpened => Interlocked.Read(ref _connectionsOpened);
@@ -112,6 +141,15 @@ public sealed class SipTcpTransport : IAsyncDisposable
 
     /// <summary>Connections closed for idling past <see cref="SipTcpTransportOptions.IdleTimeout"/>.</summary>
     public long IdleTimeouts => Interlocked.Read(ref _idleTimeouts);
+
+    /// <summary>Connections closed because a message begun was not complete within <see cref="SipTcpTransportOptions.MessageTimeout"/>.</summary>
+    public long MessageTimeouts => Interlocked.Read(ref _messageTimeouts);
+
+    /// <summary>Connections closed because a write was not taken within <see cref="SipTcpTransportOptions.SendTimeout"/>.</summary>
+    public long SendTimeouts => Interlocked.Read(ref _sendTimeouts);
+
+    /// <summary>Connections closed because a send would have passed <see cref="SipTcpTransportOptions.MaxSendQueueBytes"/>.</summary>
+    public long SendQueueOverflows => Interlocked.Read(ref _sendQueueOverflows);
 
     /// <summary>Exceptions thrown by the handler.</summary>
     public long HandlerErrors => Interlocked.Read(ref _handlerErrors);
@@ -219,10 +257,11 @@ public sealed class SipTcpTransport : IAsyncDisposable
                 attempt.SetResult(existing);
                 return;
             }
-            if (!TryReserveSlot())
+            if (!TryReserveOutbound())
             {
+                Interlocked.Increment(ref _outboundRefused);
                 Interlocked.Increment(ref _connectErrors);
-                throw new SocketException((int)SocketError.TooManyOpenSockets, $"Not connecting to {remote}: {_options.MaxConnections} connections are open.");
+                throw new SocketException((int)SocketError.TooManyOpenSockets, $"Not connecting to {remote}: {_options.MaxOutboundConnections} outbound connections are open.");
             }
             var socket = new Socket(remote.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
             using var timeout = new CancellationTokenSource(_options.ConnectTimeout, _timeProvider);
@@ -235,7 +274,7 @@ public sealed class SipTcpTransport : IAsyncDisposable
             catch (Exception ex)
             {
                 socket.Dispose();
-                Interlocked.Decrement(ref _connectionCount);
+                Interlocked.Decrement(ref _outboundCount);
                 Interlocked.Increment(ref _connectErrors);
                 ReportError(ex);
                 if (ex is OperationCanceledException && timeout.IsCancellationRequested)
@@ -244,7 +283,7 @@ public sealed class SipTcpTransport : IAsyncDisposable
                 }
                 throw;
             }
-            var connection = Register(socket, isInbound: false);
+            var connection = Register(socket, source: null);
             if (_tls is not null)
             {
                 await AuthenticateOutboundAsync(connection, serverName ?? remote.Address.ToString()).ConfigureAwait(false);
@@ -298,9 +337,20 @@ public sealed class SipTcpTransport : IAsyncDisposable
                 continue;
             }
 
-            if (!TryReserveSlot())
+            IPAddress source;
+            try
             {
-                Interlocked.Increment(ref _connectionsRejected);
+                source = Normalize((IPEndPoint)socket.RemoteEndPoint!).Address;
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+                // The peer reset before it could be looked at; there is nothing to serve.
+                socket.Dispose();
+                ReportError(ex);
+                continue;
+            }
+            if (!TryReserveInbound(source))
+            {
                 socket.Dispose();
                 continue;
             }
@@ -308,42 +358,117 @@ public sealed class SipTcpTransport : IAsyncDisposable
             try
             {
                 socket.NoDelay = _options.NoDelay;
-                var connection = Register(socket, isInbound: true);
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+                // The peer reset between accept and set-up; there is nothing to serve.
+                ReleaseInbound(source);
+                socket.Dispose();
+                ReportError(ex);
+                continue;
+            }
+            SipTcpConnection? connection = null;
+            try
+            {
+                // Register gives the slots back itself if it fails; once it succeeded, closing does.
+                connection = Register(socket, source);
                 // The handshake runs on the connection's task: a slow or silent peer never holds up the next accept.
                 Run(connection, _tls is null ? null : AuthenticateInboundAsync);
             }
             catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
             {
-                // The peer reset between accept and set-up; there is nothing to serve.
+                connection?.Close();
                 ReportError(ex);
             }
         }
     }
 
-    private bool TryReserveSlot()
+    private bool TryReserveOutbound()
     {
-        if (Interlocked.Increment(ref _connectionCount) > _options.MaxConnections)
+        if (Interlocked.Increment(ref _outboundCount) > _options.MaxOutboundConnections)
         {
-            Interlocked.Decrement(ref _connectionCount);
+            Interlocked.Decrement(ref _outboundCount);
             return false;
         }
         return true;
     }
 
+    /// <summary>Takes a slot of the inbound cap and one of <paramref name="source"/>'s; counts a refusal.</summary>
+    private bool TryReserveInbound(IPAddress source)
+    {
+        if (Interlocked.Increment(ref _inboundCount) > _options.MaxInboundConnections)
+        {
+            Interlocked.Decrement(ref _inboundCount);
+            Interlocked.Increment(ref _connectionsRejected);
+            return false;
+        }
+        lock (_sourcesLock)
+        {
+            _inboundBySource.TryGetValue(source, out var open);
+            if (open >= _options.MaxInboundConnectionsPerSource)
+            {
+                Interlocked.Decrement(ref _inboundCount);
+                Interlocked.Increment(ref _connectionsRejectedPerSource);
+                return false;
+            }
+            _inboundBySource[source] = open + 1;
+        }
+        return true;
+    }
+
+    private void ReleaseInbound(IPAddress source)
+    {
+        lock (_sourcesLock)
+        {
+            // A source with nothing open leaves the table, so scans from many addresses do not grow it.
+            if (_inboundBySource.TryGetValue(source, out var open) && open > 1)
+            {
+                _inboundBySource[source] = open - 1;
+            }
+            else
+            {
+                _inboundBySource.Remove(source);
+            }
+        }
+        Interlocked.Decrement(ref _inboundCount);
+    }
+
+    /// <summary>Open inbound connections from <paramref name="source"/>.</summary>
+    public int InboundConnectionsFrom(IPAddress source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        if (source.IsIPv4MappedToIPv6)
+        {
+            source = source.MapToIPv4();
+        }
+        lock (_sourcesLock)
+        {
+            return _inboundBySource.GetValueOrDefault(source);
+        }
+    }
+
     /// <summary>
-    /// Wraps a connected socket holding a reserved slot and counts it as open (closing it releases the slot); on failure
-    /// releases both and rethrows. It is not yet used for sending: see <see cref="Publish"/>.
+    /// Wraps a connected socket holding a reserved slot (inbound from <paramref name="source"/>, or outbound when it is
+    /// null) and counts it as open (closing it releases the slot); on failure releases both and rethrows. It is not yet
+    /// used for sending: see <see cref="Publish"/>.
     /// </summary>
-    private SipTcpConnection Register(Socket socket, bool isInbound)
+    private SipTcpConnection Register(Socket socket, IPAddress? source)
     {
         SipTcpConnection connection;
         try
         {
-            connection = new SipTcpConnection(this, socket, Interlocked.Increment(ref _nextId), isInbound, _tls is not null, _timeProvider, _options.IdleTimeout);
+            connection = new SipTcpConnection(this, socket, Interlocked.Increment(ref _nextId), isInbound: source is not null, _tls is not null, _options);
         }
         catch
         {
-            Interlocked.Decrement(ref _connectionCount);
+            if (source is null)
+            {
+                Interlocked.Decrement(ref _outboundCount);
+            }
+            else
+            {
+                ReleaseInbound(source);
+            }
             socket.Dispose();
             throw;
         }
@@ -435,7 +560,14 @@ public sealed class SipTcpTransport : IAsyncDisposable
     {
         if (_open.TryRemove(connection.Id, out _))
         {
-            Interlocked.Decrement(ref _connectionCount);
+            if (connection.IsInbound)
+            {
+                ReleaseInbound(connection.RemoteEndPoint.Address);
+            }
+            else
+            {
+                Interlocked.Decrement(ref _outboundCount);
+            }
         }
         _byRemote.TryRemove(KeyValuePair.Create(connection.RemoteEndPoint, connection));
         try
@@ -480,6 +612,14 @@ public sealed class SipTcpTransport : IAsyncDisposable
     internal void CountOversized() => Interlocked.Increment(ref _oversizedMessages);
 
     internal void CountIdleTimeout() => Interlocked.Increment(ref _idleTimeouts);
+
+    internal void CountMessageTimeout() => Interlocked.Increment(ref _messageTimeouts);
+
+    internal void CountSendTimeout() => Interlocked.Increment(ref _sendTimeouts);
+
+    internal void CountSendQueueFull() => Interlocked.Increment(ref _sendQueueOverflows);
+
+    internal void AddQueuedSendBytes(long bytes) => Interlocked.Add(ref _queuedSendBytes, bytes);
 
     /// <summary>IPv4 peers seen through a dual-mode socket are keyed as IPv4, so both paths find the same connection.</summary>
     internal static IPEndPoint Normalize(IPEndPoint endPoint) =>

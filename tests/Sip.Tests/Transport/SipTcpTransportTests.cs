@@ -208,7 +208,7 @@ public sealed class SipTcpTransportTests
     public async Task Connections_over_the_limit_are_closed_and_counted_while_the_others_keep_working()
     {
         var handler = new RecordingHandler();
-        await using var server = Start(handler, new SipTcpTransportOptions { MaxConnections = 2 });
+        await using var server = Start(handler, new SipTcpTransportOptions { MaxInboundConnections = 2 });
         using var first = await ConnectAsync(server.LocalEndPoint);
         using var second = await ConnectAsync(server.LocalEndPoint);
         await Loopback.WaitUntilAsync(() => server.ConnectionCount == 2, "two connections are open");
@@ -349,9 +349,9 @@ public sealed class SipTcpTransportTests
     }
 
     [Fact]
-    public async Task Outbound_connects_count_against_the_connection_limit()
+    public async Task Outbound_connects_count_against_the_outbound_connection_limit()
     {
-        await using var client = Start(new RecordingHandler(), new SipTcpTransportOptions { MaxConnections = 1 });
+        await using var client = Start(new RecordingHandler(), new SipTcpTransportOptions { MaxOutboundConnections = 1 });
         await using var first = Start(new RecordingHandler());
         await using var second = Start(new RecordingHandler());
 
@@ -360,6 +360,7 @@ public sealed class SipTcpTransportTests
 
         Assert.Equal(SocketError.TooManyOpenSockets, error.SocketErrorCode);
         Assert.Equal(1, client.ConnectionCount);
+        Assert.Equal(1, client.OutboundConnectionsRefused);
     }
 
     [Fact]

@@ -66,6 +66,44 @@ public sealed class SipTlsTransportTests : IDisposable
     private static string Sha256(X509Certificate2 certificate) => certificate.GetCertHashString(HashAlgorithmName.SHA256);
 
     [Fact]
+    public async Task A_TLS_peer_trickling_a_message_is_closed_at_the_message_timeout_while_another_is_served()
+    {
+        var handler = new RecordingHandler();
+        await using var server = new SipTcpTransport(new IPEndPoint(IPAddress.Loopback, 0), TestFramer.Frame, handler, new SipTcpTransportOptions
+        {
+            Tls = TlsOptions(_pki.Server()),
+            MessageTimeout = TimeSpan.FromSeconds(1),
+            OnError = _errors.Enqueue,
+        });
+        server.Start();
+        await using var slow = await TlsTestClient.ConnectAsync(server.LocalEndPoint, _pki.Ca);
+        await using var normal = await TlsTestClient.ConnectAsync(server.LocalEndPoint, _pki.Ca);
+        // One TLS record per byte, one every 100 ms: about 10 s for the whole message, against a 1 s timeout.
+        var trickled = TestFramer.Message("tls-slowloris", new string('s', 40));
+
+        var sent = 0;
+        for (; sent < trickled.Length && server.MessageTimeouts == 0; sent++)
+        {
+            try
+            {
+                await slow.SendAsync(trickled[sent..(sent + 1)]);
+            }
+            catch (IOException)
+            {
+                break;
+            }
+            await Task.Delay(TimeSpan.FromMilliseconds(100));
+        }
+
+        Assert.True(await slow.ClosedByPeerAsync());
+        Assert.True(sent < trickled.Length, "the connection was closed before the message could complete");
+        Assert.Equal(1, server.MessageTimeouts);
+        await normal.SendAsync(TestFramer.Message("tls-served"));
+        Assert.Contains("Call-ID: tls-served", (await handler.NextAsync()).Text, StringComparison.Ordinal);
+        Assert.Equal(1, server.MessagesReceived);
+    }
+
+    [Fact]
     public async Task Tls_message_arrives_with_the_validated_client_certificate_and_the_answer_goes_back_on_the_same_connection()
     {
         var handler = new RecordingHandler();
