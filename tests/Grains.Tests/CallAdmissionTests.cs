@@ -38,7 +38,7 @@ public sealed class CallAdmissionTests
 
         var result = await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
 
-        Assert.Equal(AdmitResult.Admitted(), result);
+        Assert.Equal(AdmitResult.Admitted(_leases.Early), result);
         Assert.Equal(CallPhase.Admitted, state.State.Phase);
         Assert.Equal(1, _limits.Held("user/alice"));
         Assert.Equal(1, _limits.Held("trunk/carrier"));
@@ -123,14 +123,14 @@ public sealed class CallAdmissionTests
         _events.Clear();
         var again = await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
 
-        Assert.Equal(AdmitResult.Admitted(), again);
+        Assert.Equal(AdmitResult.Admitted(_leases.Early), again);
         Assert.Empty(_events);
         Assert.Equal(writes, state.Writes.Count);
         Assert.Equal(1, _limits.Held("user/alice"));
 
         // The same INVITE landing on another edge: a new activation over the persisted record.
         var elsewhere = NewCall(state.Reload());
-        Assert.Equal(AdmitResult.Admitted(), await elsewhere.AdmitAsync(UserTrunkKey(), CancellationToken.None));
+        Assert.Equal(AdmitResult.Admitted(_leases.Early), await elsewhere.AdmitAsync(UserTrunkKey(), CancellationToken.None));
         Assert.Equal(1, _limits.Held("user/alice"));
     }
 
