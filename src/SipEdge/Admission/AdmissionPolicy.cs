@@ -373,7 +373,12 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             // Past the window (or a request that can never succeed): the lease reclaims the slot if the grains never heard.
-            _lifecycleErrors.Add(1, new KeyValuePair<string, object?>("operation", operation));
+            // A failed attempt that was retried is counted already; the window ending (cancellation) is not a failure of its own.
+            if (ex is not OperationCanceledException)
+            {
+                _lifecycleErrors.Add(1, new KeyValuePair<string, object?>("operation", operation));
+            }
+
             LogLifecycleFailed(_logger, operation, callKey, ex);
             return null;
         }
@@ -390,7 +395,7 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
         _lifecycleErrors.Add(1, new KeyValuePair<string, object?>("operation", operation));
         var callKey = context.Properties.GetValue(LifecycleRetry.CallKey, "");
         var why = error?.Message ?? "";
-        LogRetry(_logger, operation, callKey, delay.TotalSeconds, why);
+        LogRetry(_logger, operation, callKey, delay, why);
     }
 
     private void Count(string result, string reason) =>
@@ -439,8 +444,8 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
     [LoggerMessage(EventId = 3204, Level = LogLevel.Warning, Message = "INVITE refused: {Error}")]
     private static partial void LogInvalid(ILogger logger, string error);
 
-    [LoggerMessage(EventId = 3206, Level = LogLevel.Information, Message = "Could not {Operation} call {CallKey} ({Error}); retrying in {Seconds:F1} s")]
-    private static partial void LogRetry(ILogger logger, string operation, string callKey, double seconds, string error);
+    [LoggerMessage(EventId = 3206, Level = LogLevel.Information, Message = "Could not {Operation} call {CallKey} ({Error}); retrying in {Delay}")]
+    private static partial void LogRetry(ILogger logger, string operation, string callKey, TimeSpan delay, string error);
 
     [LoggerMessage(EventId = 3209, Level = LogLevel.Warning,
         Message = "Call {CallKey} was answered after its slot was reclaimed (its early lease lapsed): ended with a BYE to the caller ({Caller}) and to the callee ({Callee})")]
