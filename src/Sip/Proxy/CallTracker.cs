@@ -27,11 +27,22 @@ internal sealed class CallTracker
     private readonly ConcurrentDictionary<SipCallId, DialogRecord> _recent = new();
     private readonly Action<object?> _forget;
 
+    // Teardowns of counted calls whose 2xx passed and whose ACK has not yet: the ACK (or 64*T1 without it) lets them go.
+    private readonly ConcurrentDictionary<SipCallId, CallTeardown> _unacknowledged = new();
+    private readonly Action<object?> _acknowledge;
+
     public CallTracker(ICallPolicy policy, SipProxy proxy)
     {
         _policy = policy;
         _proxy = proxy;
         _forget = o => _recent.TryRemove((SipCallId)o!, out _);
+        _acknowledge = o =>
+        {
+            if (_unacknowledged.TryRemove((SipCallId)o!, out var teardown))
+            {
+                teardown.OnAcknowledged();
+            }
+        };
     }
 
     /// <summary>
@@ -120,9 +131,12 @@ internal sealed class CallTracker
         {
             case Admitted admitted when status is >= 200 and < 300 && response is not null:
                 var answer = Answer(response, admitted.Target);
-                if (admitted.CallerContact is { } callerContact)
+                if (admitted.CallerContact is { } callerContact && !_unacknowledged.ContainsKey(admitted.Call))
                 {
-                    answer = answer with { Teardown = _proxy.TeardownOf(response, admitted.Target, admitted.Source, callerContact) };
+                    var teardown = _proxy.TeardownOf(response, admitted.Target, admitted.Source, callerContact);
+                    _unacknowledged[admitted.Call] = teardown;
+                    _proxy.ScheduleOnce(_proxy.TransactionLifetime, _acknowledge, admitted.Call);
+                    answer = answer with { Teardown = teardown };
                 }
 
                 var dialog = new DialogRecord(answer.CalleeTag, admitted.CallerTargets, answer.CalleeTargets, Confirmed: true);
@@ -220,7 +234,7 @@ internal sealed class CallTracker
         return preferTo ? (new SipCallId(callId, Encoding.UTF8.GetString(m[m.ToTag])), false) : (new SipCallId(callId, from), true);
     }
 
-    private static ForwardDecision Check(in ProxyRequest request, SipCallId call, bool towardCallee, DialogRecord dialog)
+    private ForwardDecision Check(in ProxyRequest request, SipCallId call, bool towardCallee, DialogRecord dialog)
     {
         var m = request.Message;
         var from = m[m.FromTag];
@@ -247,6 +261,11 @@ internal sealed class CallTracker
         if (!request.RouteConfigured && !(towardCallee ? dialog.CalleeTargets : dialog.CallerTargets).Contains(SipProxy.Describe(request.Route)))
         {
             return Forbidden;
+        }
+        if (m.Method == SipMethod.Ack && towardCallee && !_unacknowledged.IsEmpty && _unacknowledged.ContainsKey(call))
+        {
+            // On the next tick, once this ACK has been forwarded: a teardown's BYE never overtakes it.
+            _proxy.ScheduleOnce(TimeSpan.Zero, _acknowledge, call);
         }
         object? outcome = m.Method switch
         {

@@ -458,8 +458,10 @@ public sealed class ProxyTransactionTests : IDisposable
         Assert.Null(Assert.Single(policy.Answers).Teardown);
     }
 
-    [Fact]
-    public void A_teardown_sends_each_side_an_in_dialog_BYE_along_its_half_of_the_route_set()
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void A_teardown_sends_each_side_an_in_dialog_BYE_along_its_half_of_the_route_set_once_the_ACK_passed(bool acked)
     {
         var policy = new RecordingPolicy
         {
@@ -479,8 +481,25 @@ public sealed class ProxyTransactionTests : IDisposable
         Assert.Equal(200, _sent.Take(Caller).StatusCode);
         var teardown = Assert.Single(policy.Answers).Teardown!;
 
+        // Asked for before the caller's ACK: nothing goes until it has passed (or 64*T1 without it), so a BYE never
+        // overtakes the ACK to the callee, nor reaches the caller before its 2xx could be acknowledged (RFC 3261 15).
         Assert.True(teardown.Send());
         Assert.False(teardown.Send());
+        _clock.Advance(TimeSpan.FromSeconds(1));
+        Assert.Empty(_sent.All);
+        if (acked)
+        {
+            var route = Header(forwarded, SipHeaderKind.RecordRoute).Split(',')[0];
+            Deliver(proxy, Request("ACK", "sip:callee@127.0.0.1:5090", "td1", "z9hG4bKtd1ack", cseq: "7 ACK", toTag: "callee",
+                extra: $"Route: {route}\r\n"), Caller);
+            Assert.Equal(SipMethod.Ack, _sent.Take(Upstream).Method);
+            _clock.Advance(TimeSpan.FromMilliseconds(20));
+        }
+        else
+        {
+            _clock.Advance(TimeSpan.FromSeconds(32));
+        }
+
         var toCallee = _sent.Take(Upstream);
         Assert.Equal(SipMethod.Bye, toCallee.Method);
         Assert.Equal("sip:callee@127.0.0.1:5090", Text(toCallee, toCallee.RequestUriText));
