@@ -34,10 +34,18 @@ public enum AdmitStatus : byte
 }
 
 /// <summary>The answer to an admission: admitted, or which limit refused and why.</summary>
+/// <remarks>
+/// <see cref="EarlyLease"/> is the early lease the admitted call holds (null in other answers and from silos before it
+/// existed): an edge cannot see the silos' configuration, so it learns the lease here to renew it in time while the call
+/// rings and to check it against its own Timer C (docs/architecture.md, "Leases that fit SIP").
+/// </remarks>
 [GenerateSerializer, Immutable]
-public sealed record AdmitResult([property: Id(0)] AdmitStatus Status, [property: Id(1)] string? LimitKey, [property: Id(2)] RejectReason Reason, [property: Id(3)] int? Limit, [property: Id(4)] int Current, [property: Id(5)] string? Error)
+public sealed record AdmitResult([property: Id(0)] AdmitStatus Status, [property: Id(1)] string? LimitKey, [property: Id(2)] RejectReason Reason, [property: Id(3)] int? Limit, [property: Id(4)] int Current, [property: Id(5)] string? Error, [property: Id(6)] TimeSpan? EarlyLease = null)
 {
     public static AdmitResult Admitted() => new(AdmitStatus.Admitted, null, RejectReason.None, null, 0, null);
+
+    /// <summary>Admitted, holding an early lease of <paramref name="earlyLease"/> until the call is answered.</summary>
+    public static AdmitResult Admitted(TimeSpan earlyLease) => new(AdmitStatus.Admitted, null, RejectReason.None, null, 0, null, earlyLease);
 
     /// <summary>The reason as logs and metrics spell it (<c>USER_TOTAL_LIMIT_REACHED</c>).</summary>
     public string ReasonCode => Reason.ToCode();
@@ -177,7 +185,7 @@ public sealed class CallAdmission
                 // request, a forgery): counting or failing it must not touch the call that holds the slots.
                 return AdmitResult.Duplicate();
             case CallPhase.Admitted:
-                return AdmitResult.Admitted();
+                return AdmitResult.Admitted(_leases.Early);
             case CallPhase.Rejected:
                 return StoredRejection();
             case CallPhase.Ended:
@@ -254,7 +262,7 @@ public sealed class CallAdmission
 
         // Durable as Admitting with every limit held: that is what an admitted, unconfirmed call is on recovery.
         S.Phase = CallPhase.Admitted;
-        return AdmitResult.Admitted();
+        return AdmitResult.Admitted(_leases.Early);
     }
 
     /// <summary>

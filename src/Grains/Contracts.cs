@@ -3,8 +3,12 @@ namespace CallState.Grains;
 /// <summary>How long slots are held without news of the call (DESIGN 3).</summary>
 public sealed class LeaseOptions
 {
-    /// <summary>Reserved, no final response yet: about SIP Timer C (RFC 3261 16.6, more than 3 minutes).</summary>
-    public TimeSpan Early { get; set; } = TimeSpan.FromSeconds(180);
+    /// <summary>
+    /// Reserved, no final response yet. Must exceed the edges' Timer C plus 64*T1 (RFC 3261 16.6 step 11, 16.7 step 2:
+    /// Timer C restarts at every provisional, and a 2xx may still come while the CANCEL it sent waits 64*T1): 3 min + 32 s
+    /// with the RFC's timers. The edges renew it while the call rings (docs/architecture.md, "Leases that fit SIP").
+    /// </summary>
+    public TimeSpan Early { get; set; } = TimeSpan.FromMinutes(5);
 
     /// <summary>After the 2xx: the maximum call duration unless refreshed.</summary>
     public TimeSpan Confirmed { get; set; } = TimeSpan.FromHours(12);

@@ -114,6 +114,9 @@ public static partial class EdgeHost
             {
                 // The silo's grain factory: admission stays in this process.
                 services.AddSingleton<IAdmissionClient>(sp => new GrainAdmissionClient(sp.GetRequiredService<IGrainFactory>()));
+
+                // Both sides of the lease are in this process: a lease shorter than Timer C stops start-up.
+                services.AddSingleton<IValidateOptions<SipProxyOptions>, EarlyLeaseValidator>();
             }
             else
             {
@@ -148,6 +151,24 @@ internal sealed class SipProxyOptionsValidator : IValidateOptions<SipProxyOption
     {
         var errors = options.Validate();
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+}
+
+/// <summary>
+/// A standalone edge's early lease (<c>CallState:Grains:Leases:Early</c>) must exceed its Timer C plus 64*T1: Timer C
+/// restarts at every provisional and a 2xx may still cross the CANCEL it sends for 64*T1 (RFC 3261 16.6 step 11, 16.7
+/// step 2), and a lease that lapses first leaves the answered call uncounted (docs/architecture.md, "Leases that fit SIP").
+/// </summary>
+internal sealed class EarlyLeaseValidator(IOptions<Grains.GrainOptions> grains) : IValidateOptions<SipProxyOptions>
+{
+    public ValidateOptionsResult Validate(string? name, SipProxyOptions options)
+    {
+        var early = grains.Value.Leases.Early;
+        var window = options.TimerC + options.T1 * 64;
+        return early > window
+            ? ValidateOptionsResult.Success
+            : ValidateOptionsResult.Fail(
+                $"{Grains.GrainOptions.SectionName}:Leases:Early: must be longer than {SipProxyOptions.SectionName}:TimerC + 64*{SipProxyOptions.SectionName}:T1 ({window:c}); was {early:c}");
     }
 }
 

@@ -38,7 +38,7 @@ public sealed class CallAdmissionTests
 
         var result = await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
 
-        Assert.Equal(AdmitResult.Admitted(), result);
+        Assert.Equal(AdmitResult.Admitted(_leases.Early), result);
         Assert.Equal(CallPhase.Admitted, state.State.Phase);
         Assert.Equal(1, _limits.Held("user/alice"));
         Assert.Equal(1, _limits.Held("trunk/carrier"));
@@ -123,14 +123,14 @@ public sealed class CallAdmissionTests
         _events.Clear();
         var again = await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
 
-        Assert.Equal(AdmitResult.Admitted(), again);
+        Assert.Equal(AdmitResult.Admitted(_leases.Early), again);
         Assert.Empty(_events);
         Assert.Equal(writes, state.Writes.Count);
         Assert.Equal(1, _limits.Held("user/alice"));
 
         // The same INVITE landing on another edge: a new activation over the persisted record.
         var elsewhere = NewCall(state.Reload());
-        Assert.Equal(AdmitResult.Admitted(), await elsewhere.AdmitAsync(UserTrunkKey(), CancellationToken.None));
+        Assert.Equal(AdmitResult.Admitted(_leases.Early), await elsewhere.AdmitAsync(UserTrunkKey(), CancellationToken.None));
         Assert.Equal(1, _limits.Held("user/alice"));
     }
 
@@ -400,6 +400,40 @@ public sealed class CallAdmissionTests
         Assert.Equal(0, _limits.Held("user/alice"));
         Assert.Equal(1, _limits.Grain("user/alice").State.Reclaimed);
         Assert.Equal(CallPhase.Ended, state.State.Phase);
+    }
+
+    [Fact]
+    public async Task A_repeated_early_renewal_and_confirm_are_harmless_and_a_confirm_after_the_lease_lapsed_ends_the_call()
+    {
+        // What the edge relies on when it retries: a renewal or confirm whose answer was lost may arrive twice.
+        var (call, state) = NewCall();
+        await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+        _time.Advance(_leases.Early - TimeSpan.FromSeconds(10));
+        Assert.True(await call.RenewAsync(CancellationToken.None));
+        Assert.True(await call.RenewAsync(CancellationToken.None));
+        Assert.Equal(_time.GetUtcNow() + _leases.Early + CallAdmission.LeaseGrace, state.LastDueAt);
+
+        // Past the first early lease's end the renewed call still holds every slot, once.
+        _time.Advance(TimeSpan.FromSeconds(20));
+        _limits.ExpireAll();
+        Assert.Equal(1, _limits.Held("user/alice"));
+        Assert.True(await call.ConfirmAsync(new CallAnswer("callee", ["udp:127.0.0.1:5090"]), CancellationToken.None));
+        Assert.True(await call.ConfirmAsync(new CallAnswer("other", []), CancellationToken.None));
+        Assert.Equal(1, _limits.Held("user/alice"));
+        Assert.Equal(1, _limits.Held("trunk/carrier"));
+        Assert.Equal("callee", call.Dialog()!.CalleeTag);
+        Assert.All(_limits.Grain("user/alice").Snapshot().Calls, c => Assert.Equal(HoldPhase.Confirmed, c.Phase));
+
+        // Another call whose early lease lapsed unrenewed: its limits reclaim it, and its confirm ends it (false).
+        var (late, lateState) = NewCall("call-2");
+        await late.AdmitAsync([new LimitRequest("user/bob", Direction.Inbound)], CancellationToken.None);
+        _time.Advance(_leases.Early + TimeSpan.FromSeconds(1));
+        _limits.ExpireAll();
+        Assert.False(await late.ConfirmAsync(CancellationToken.None));
+        Assert.False(await late.ConfirmAsync(CancellationToken.None));
+        Assert.Equal(0, _limits.Held("user/bob"));
+        Assert.Equal(CallPhase.Ended, lateState.State.Phase);
+        Assert.Null(late.Dialog());
     }
 
     [Fact]

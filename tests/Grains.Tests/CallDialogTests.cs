@@ -35,7 +35,7 @@ public sealed class CallDialogTests
     {
         _limits.Configure("user/alice", new LimitSettings(Total: 1));
         var (call, state) = NewCall();
-        Assert.Equal(AdmitResult.Admitted(), await call.AdmitAsync(Alice, LegA, CancellationToken.None));
+        Assert.Equal(AdmitResult.Admitted(_leases.Early), await call.AdmitAsync(Alice, LegA, CancellationToken.None));
         Assert.Equal(1, _limits.Held("user/alice"));
         _events.Clear();
 
@@ -49,7 +49,7 @@ public sealed class CallDialogTests
         Assert.Equal("z9hG4bK-a", state.Persisted!.Attempt);
 
         // The first attempt again (a retry): admitted, counted once.
-        Assert.Equal(AdmitResult.Admitted(), await call.AdmitAsync(Alice, LegA, CancellationToken.None));
+        Assert.Equal(AdmitResult.Admitted(_leases.Early), await call.AdmitAsync(Alice, LegA, CancellationToken.None));
         Assert.Empty(_events);
         Assert.Equal(1, _limits.Held("user/alice"));
     }
@@ -90,7 +90,7 @@ public sealed class CallDialogTests
         // The record is gone: an activation that loads it finds nothing, and any attempt is a new call.
         var loaded = state.Reload();
         Assert.Equal(CallPhase.New, loaded.State.Phase);
-        Assert.Equal(AdmitResult.Admitted(), await NewCall(loaded).AdmitAsync(Alice, LegB, CancellationToken.None));
+        Assert.Equal(AdmitResult.Admitted(_leases.Early), await NewCall(loaded).AdmitAsync(Alice, LegB, CancellationToken.None));
         Assert.Equal(1, _limits.Held("user/alice"));
         Assert.Equal("z9hG4bK-b", loaded.Persisted!.Attempt);
     }
@@ -100,12 +100,12 @@ public sealed class CallDialogTests
     {
         var (withLeg, _) = NewCall("with-leg");
         Assert.Equal(AdmitStatus.Admitted, (await withLeg.AdmitAsync(Alice, LegA, CancellationToken.None)).Status);
-        Assert.Equal(AdmitResult.Admitted(), await withLeg.AdmitAsync(Alice, CancellationToken.None));
+        Assert.Equal(AdmitResult.Admitted(_leases.Early), await withLeg.AdmitAsync(Alice, CancellationToken.None));
 
         var (withoutLeg, state) = NewCall("without-leg");
         Assert.Equal(AdmitStatus.Admitted, (await withoutLeg.AdmitAsync(Alice, CancellationToken.None)).Status);
         Assert.Null(state.Persisted!.Attempt);
-        Assert.Equal(AdmitResult.Admitted(), await withoutLeg.AdmitAsync(Alice, CancellationToken.None));
+        Assert.Equal(AdmitResult.Admitted(_leases.Early), await withoutLeg.AdmitAsync(Alice, CancellationToken.None));
         // Admitted by someone who named no attempt (an admin tool): an INVITE cannot show it is that one.
         Assert.Equal(AdmitStatus.Duplicate, (await withoutLeg.AdmitAsync(Alice, LegA, CancellationToken.None)).Status);
         // Two calls, each counted once.

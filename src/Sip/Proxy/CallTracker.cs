@@ -27,15 +27,46 @@ internal sealed class CallTracker
     private readonly ConcurrentDictionary<SipCallId, DialogRecord> _recent = new();
     private readonly Action<object?> _forget;
 
+    // Teardowns of counted calls whose 2xx passed and whose ACK has not yet: the ACK (or 64*T1 without it) lets them go.
+    private readonly ConcurrentDictionary<SipCallId, CallTeardown> _unacknowledged = new();
+    private readonly Action<object?> _acknowledge;
+
     public CallTracker(ICallPolicy policy, SipProxy proxy)
     {
         _policy = policy;
         _proxy = proxy;
         _forget = o => _recent.TryRemove((SipCallId)o!, out _);
+        _acknowledge = o =>
+        {
+            if (_unacknowledged.TryRemove((SipCallId)o!, out var teardown))
+            {
+                teardown.OnAcknowledged();
+            }
+        };
     }
 
-    /// <summary>An admitted INVITE in flight: its call and where it went.</summary>
-    private sealed record Admitted(SipCallId Call, SipTarget Target, IReadOnlyList<string> CallerTargets);
+    /// <summary>
+    /// An admitted INVITE in flight: its call, where it came from and went, and for a counted call its early lease, the
+    /// caller's Contact (for a BYE toward the caller) and when a provisional next renews the lease. Changed only under
+    /// its server transaction's lock.
+    /// </summary>
+    private sealed class Admitted(SipCallId call, SipTarget source, SipTarget target, IReadOnlyList<string> callerTargets, TimeSpan? earlyLease, byte[]? callerContact)
+    {
+        public SipCallId Call { get; } = call;
+
+        public SipTarget Source { get; } = source;
+
+        public SipTarget Target { get; } = target;
+
+        public IReadOnlyList<string> CallerTargets { get; } = callerTargets;
+
+        public TimeSpan? EarlyLease { get; } = earlyLease;
+
+        public byte[]? CallerContact { get; } = callerContact;
+
+        /// <summary>UTC ticks from which the next provisional renews the early lease.</summary>
+        public long RenewAt { get; set; }
+    }
 
     /// <summary>An in-dialog request whose final status matters to the call.</summary>
     private sealed record InDialog(SipCallId Call, bool Bye);
@@ -100,6 +131,14 @@ internal sealed class CallTracker
         {
             case Admitted admitted when status is >= 200 and < 300 && response is not null:
                 var answer = Answer(response, admitted.Target);
+                if (admitted.CallerContact is { } callerContact && !_unacknowledged.ContainsKey(admitted.Call))
+                {
+                    var teardown = _proxy.TeardownOf(response, admitted.Target, admitted.Source, callerContact);
+                    _unacknowledged[admitted.Call] = teardown;
+                    _proxy.ScheduleOnce(_proxy.TransactionLifetime, _acknowledge, admitted.Call);
+                    answer = answer with { Teardown = teardown };
+                }
+
                 var dialog = new DialogRecord(answer.CalleeTag, admitted.CallerTargets, answer.CalleeTargets, Confirmed: true);
                 Remember(admitted.Call, dialog);
                 _policy.OnAnswered(admitted.Call, answer);
@@ -118,6 +157,37 @@ internal sealed class CallTracker
         }
     }
 
+    /// <summary>
+    /// A provisional (re)started Timer C of a forwarded INVITE: from now the call may be answered as late as
+    /// <see cref="SipProxy.AnswerWindow"/> from now. A counted call's early lease is renewed when it would not outlast
+    /// that window by half its spare time (early lease minus the window); so it is renewed at most once per half its
+    /// spare time, however many 180s come, and a provisional that is let pass leaves the lease at least half its spare
+    /// time beyond the latest answer, for the confirm to land. With no spare time every such provisional renews.
+    /// </summary>
+    public void OnProvisional(object outcome)
+    {
+        if (outcome is not Admitted { EarlyLease: { } lease } admitted)
+        {
+            return;
+        }
+
+        var now = _proxy.Time.GetUtcNow().UtcTicks;
+        if (now < admitted.RenewAt)
+        {
+            return;
+        }
+
+        admitted.RenewAt = now + RenewEvery(lease).Ticks;
+        _policy.OnProvisional(admitted.Call);
+    }
+
+    /// <summary>How long after an early lease starts (or is renewed) a provisional needs to renew it: half its spare time over the answer window.</summary>
+    internal TimeSpan RenewEvery(TimeSpan earlyLease)
+    {
+        var spare = earlyLease - _proxy.AnswerWindow;
+        return spare > TimeSpan.Zero ? spare / 2 : TimeSpan.Zero;
+    }
+
     private static readonly ForwardDecision Forbidden = ForwardDecision.Reject(403, "Forbidden (destination not allowed)");
 
     private static readonly ForwardDecision NoDialog = ForwardDecision.Reject(481, "Call/Transaction Does Not Exist");
@@ -127,6 +197,9 @@ internal sealed class CallTracker
         var m = request.Message;
         var call = new SipCallId(Encoding.UTF8.GetString(m[m.CallId]), Encoding.UTF8.GetString(m[m.FromTag]));
         var origin = new InviteOrigin(Attempt(m, request.Source), CallerTargets(m, request.Source));
+
+        // The grains start the early lease after this; counting from here errs on the early side.
+        var asked = _proxy.Time.GetUtcNow().UtcTicks;
         var decision = await _policy.AdmitAsync(m, request.Source, request.Route, origin, cancellationToken).ConfigureAwait(false);
         if (!decision.Admitted)
         {
@@ -139,7 +212,13 @@ internal sealed class CallTracker
             _policy.OnFailed(call, 403);
             return Forbidden;
         }
-        return ForwardDecision.Forward(target, new Admitted(call, target, origin.CallerTargets), recordCallerTag: true);
+        var admitted = new Admitted(call, request.Source, target, origin.CallerTargets, decision.EarlyLease,
+            decision.EarlyLease is null ? null : SipProxy.ContactUriOf(m, m.From));
+        if (decision.EarlyLease is { } lease)
+        {
+            admitted.RenewAt = asked + RenewEvery(lease).Ticks;
+        }
+        return ForwardDecision.Forward(target, admitted, recordCallerTag: true);
     }
 
     /// <summary>The call an in-dialog request names, and whether it goes toward the callee.</summary>
@@ -155,7 +234,7 @@ internal sealed class CallTracker
         return preferTo ? (new SipCallId(callId, Encoding.UTF8.GetString(m[m.ToTag])), false) : (new SipCallId(callId, from), true);
     }
 
-    private static ForwardDecision Check(in ProxyRequest request, SipCallId call, bool towardCallee, DialogRecord dialog)
+    private ForwardDecision Check(in ProxyRequest request, SipCallId call, bool towardCallee, DialogRecord dialog)
     {
         var m = request.Message;
         var from = m[m.FromTag];
@@ -182,6 +261,11 @@ internal sealed class CallTracker
         if (!request.RouteConfigured && !(towardCallee ? dialog.CalleeTargets : dialog.CallerTargets).Contains(SipProxy.Describe(request.Route)))
         {
             return Forbidden;
+        }
+        if (m.Method == SipMethod.Ack && towardCallee && !_unacknowledged.IsEmpty && _unacknowledged.ContainsKey(call))
+        {
+            // On the next tick, once this ACK has been forwarded: a teardown's BYE never overtakes it.
+            _proxy.ScheduleOnce(TimeSpan.Zero, _acknowledge, call);
         }
         object? outcome = m.Method switch
         {

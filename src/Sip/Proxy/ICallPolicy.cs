@@ -6,13 +6,14 @@ namespace CallState.Sip.Proxy;
 /// <summary>What the call policy decided for an initial INVITE.</summary>
 public sealed class CallDecision
 {
-    private CallDecision(bool admitted, int status, string reasonPhrase, string extraHeaders, SipTarget? nextHop)
+    private CallDecision(bool admitted, int status, string reasonPhrase, string extraHeaders, SipTarget? nextHop, TimeSpan? earlyLease = null)
     {
         Admitted = admitted;
         Status = status;
         ReasonPhrase = reasonPhrase;
         ExtraHeaders = extraHeaders;
         NextHop = nextHop;
+        EarlyLease = earlyLease;
     }
 
     /// <summary>Forward the INVITE (to the proxy's own route).</summary>
@@ -31,8 +32,22 @@ public sealed class CallDecision
     /// <summary>Where an admitted call goes instead of the proxy's own route (a trunk's next hop), or null.</summary>
     public SipTarget? NextHop { get; }
 
+    /// <summary>
+    /// The early lease a counted call holds until it is answered, or null for a call nothing counts (let through with
+    /// fail-open, an emergency call over its limit). A counted call's provisionals renew it (<see cref="ICallPolicy.OnProvisional"/>),
+    /// and its answer carries a <see cref="CallTeardown"/>.
+    /// </summary>
+    public TimeSpan? EarlyLease { get; }
+
     /// <summary>Forward the INVITE to <paramref name="nextHop"/>.</summary>
     public static CallDecision AdmitTo(SipTarget nextHop) => new(true, 0, "", "", nextHop);
+
+    /// <summary>Forward the INVITE to <paramref name="nextHop"/> as a counted call holding <paramref name="earlyLease"/> until its answer.</summary>
+    public static CallDecision AdmitCounted(SipTarget nextHop, TimeSpan earlyLease)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(earlyLease, TimeSpan.Zero);
+        return new(true, 0, "", "", nextHop, earlyLease);
+    }
 
     /// <summary>Answer the INVITE with a final response; it never reaches a next hop.</summary>
     public static CallDecision Reject(int status, string reasonPhrase, string extraHeaders = "")
@@ -54,7 +69,11 @@ public readonly record struct SipCallId(string CallId, string CallerTag);
 public sealed record InviteOrigin(string Attempt, IReadOnlyList<string> CallerTargets);
 
 /// <summary>What the 2xx of an admitted INVITE taught: the callee's tag and where requests toward the callee may go.</summary>
-public sealed record DialogAnswer(string CalleeTag, IReadOnlyList<string> CalleeTargets);
+public sealed record DialogAnswer(string CalleeTag, IReadOnlyList<string> CalleeTargets)
+{
+    /// <summary>Ends the call with a BYE to each side, should its confirm find it no longer counted; null for a call nothing counts.</summary>
+    public CallTeardown? Teardown { get; init; }
+}
 
 /// <summary>An admitted call's dialog, as any edge checks an in-dialog request against it.</summary>
 public sealed record DialogRecord(string? CalleeTag, IReadOnlyList<string> CallerTargets, IReadOnlyList<string> CalleeTargets, bool Confirmed);
@@ -72,7 +91,19 @@ public interface ICallPolicy
     /// </summary>
     ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, InviteOrigin origin, CancellationToken cancellationToken);
 
-    /// <summary>An admitted INVITE got its first 2xx.</summary>
+    /// <summary>
+    /// A counted INVITE got a provisional response that (re)started Timer C (RFC 3261 16.7 step 2), and its early lease
+    /// would no longer outlast Timer C and a CANCEL's 64*T1 from now: renew it. The call tracker asks at most once per
+    /// half of the lease's spare time (early lease minus Timer C and 64*T1), not on every 180 (docs/architecture.md, "Leases that fit SIP").
+    /// </summary>
+    void OnProvisional(SipCallId sipCall)
+    {
+    }
+
+    /// <summary>
+    /// An admitted INVITE got its first 2xx. When the confirm finds the call no longer counted (its lease lapsed and the
+    /// slot was reclaimed), the policy ends it with <see cref="DialogAnswer.Teardown"/>.
+    /// </summary>
     void OnAnswered(SipCallId sipCall, DialogAnswer answer);
 
     /// <summary>An admitted INVITE ended without a 2xx: a final non-2xx from the next hop, CANCEL/487, timeout or transport error.</summary>

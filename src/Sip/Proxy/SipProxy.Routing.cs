@@ -679,6 +679,15 @@ public sealed partial class SipProxy
     internal TimeSpan TransactionLifetime => _timeout64T1;
 
     internal void ScheduleOnce(TimeSpan delay, Action<object?> callback, object state) => Schedule(delay, callback, state);
+
+    /// <summary>The clock the proxy's timers run on.</summary>
+    internal TimeProvider Time => _wheel.TimeProvider;
+
+    /// <summary>
+    /// The longest a call may still be answered after a provisional that (re)started Timer C: Timer C, then the 64*T1 its
+    /// CANCEL waits for the 487 while a 2xx may still cross it (RFC 3261 16.7 step 2, 16.6 step 11).
+    /// </summary>
+    internal TimeSpan AnswerWindow => _options.TimerC + _timeout64T1;
 }
 
 /// <summary>The TLS listener's ports and Record-Route entry as the proxy writes and recognizes them (RFC 3261 26.2).</summary>

@@ -551,6 +551,10 @@ public sealed partial class SipProxy : IDisposable
                 client.RetransmitTimer.Cancel();
                 client.TimeoutTimer.Cancel();
                 client.TimeoutTimer = Schedule(_options.TimerC, _onTimerC, client);
+                if (server.Outcome is { } outcome)
+                {
+                    _user!.OnProvisional(outcome);
+                }
             }
             else if (status > 100 && client.State == ClientState.Proceeding && !client.CancelSent)
             {
@@ -559,6 +563,11 @@ public sealed partial class SipProxy : IDisposable
                 // the timeout timer is its 64*T1 wait for the 487 and stays.
                 client.TimeoutTimer.Cancel();
                 client.TimeoutTimer = Schedule(_options.TimerC, _onTimerC, client);
+                if (server.Outcome is { } outcome)
+                {
+                    // The call may now be answered that much later: its early lease is renewed in time (docs/architecture.md, "Leases that fit SIP").
+                    _user!.OnProvisional(outcome);
+                }
             }
             if (status > 100 && server.State == ServerState.Proceeding && client.State == ClientState.Proceeding)
             {

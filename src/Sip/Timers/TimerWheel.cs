@@ -99,6 +99,9 @@ public sealed class TimerWheel : IDisposable
     /// <summary>Tick length.</summary>
     public TimeSpan Resolution => _resolution;
 
+    /// <summary>The clock the wheel runs on.</summary>
+    public TimeProvider TimeProvider => _timeProvider;
+
     /// <summary>Timers scheduled and neither fired nor cancelled.</summary>
     public int Count
     {

@@ -8,10 +8,14 @@ public interface IAdmissionClient
     /// <summary>Admits the call; <paramref name="leg"/> names the INVITE transaction, so another one is answered <see cref="AdmitStatus.Duplicate"/>.</summary>
     Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CallLeg? leg, CancellationToken cancellationToken);
 
-    /// <summary>The call was answered; <paramref name="answer"/> is the dialog the 2xx set up.</summary>
-    Task ConfirmAsync(string callKey, CallAnswer? answer, CancellationToken cancellationToken);
+    /// <summary>
+    /// The call was answered; <paramref name="answer"/> is the dialog the 2xx set up. False when the call is no longer
+    /// counted (its lease lapsed and a limit reclaimed its slot, or it ended): the grains ended it. Repeating it is harmless.
+    /// </summary>
+    Task<bool> ConfirmAsync(string callKey, CallAnswer? answer, CancellationToken cancellationToken);
 
-    Task RenewAsync(string callKey, CancellationToken cancellationToken);
+    /// <summary>Extends the call's leases (early or confirmed, as it stands); false when it is no longer counted. Repeating it is harmless.</summary>
+    Task<bool> RenewAsync(string callKey, CancellationToken cancellationToken);
 
     Task EndAsync(string callKey, CancellationToken cancellationToken);
 
@@ -34,9 +38,9 @@ public sealed class GrainAdmissionClient(IGrainFactory grains) : IAdmissionClien
             ? Task.FromResult(AdmitResult.Invalid(error))
             : grains.GetCall(callKey).AdmitAsync(limits, leg, cancellationToken);
 
-    public Task ConfirmAsync(string callKey, CallAnswer? answer, CancellationToken cancellationToken) => Call(callKey).ConfirmAsync(answer).WaitAsync(cancellationToken);
+    public Task<bool> ConfirmAsync(string callKey, CallAnswer? answer, CancellationToken cancellationToken) => Call(callKey).ConfirmAsync(answer).WaitAsync(cancellationToken);
 
-    public Task RenewAsync(string callKey, CancellationToken cancellationToken) => Call(callKey).RenewAsync().WaitAsync(cancellationToken);
+    public Task<bool> RenewAsync(string callKey, CancellationToken cancellationToken) => Call(callKey).RenewAsync().WaitAsync(cancellationToken);
 
     public Task EndAsync(string callKey, CancellationToken cancellationToken) => Call(callKey).EndAsync().WaitAsync(cancellationToken);
 

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Text;
@@ -6,6 +7,8 @@ using CallState.Sip.Messages;
 using CallState.Storage;
 using CallState.Sip.Proxy;
 using CallState.SipEdge.Trust;
+using Microsoft.Extensions.Options;
+using Polly;
 
 namespace CallState.SipEdge.Admission;
 
@@ -24,14 +27,28 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
     private readonly Meter _meter;
     private readonly Counter<long> _decisions;
     private readonly Counter<long> _lifecycleErrors;
+    private readonly Counter<long> _tornDown;
     private readonly Histogram<double> _latency;
+    private readonly ResiliencePipeline _retry;
+
+    /// <summary>Timer C plus 64*T1 of this edge: how late a call may be answered after its last provisional.</summary>
+    private readonly TimeSpan _answerWindow;
+
+    /// <summary>The early lease the grains last reported (ticks; 0 before the first admission).</summary>
+    private long _earlyLeaseTicks;
+
+    /// <summary>The shortest early lease already reported as too short (ticks), so each is logged once.</summary>
+    private long _shortLeaseReported = long.MaxValue;
+
+    /// <summary>Calls whose confirm is in flight or being retried; their end cancels it (and so any teardown).</summary>
+    private readonly ConcurrentDictionary<string, CancellationTokenSource> _confirming = new(StringComparer.Ordinal);
 
     /// <summary>Every admission's duration (the same as the OTLP histogram), for <c>GET /api/admission/latency</c>.</summary>
     public LatencyHistogram Latency { get; } = new();
     private readonly TimeProvider _time;
 
     public AdmissionPolicy(CallClassifierSource classifiers, IAdmissionClient client, CallerTrust trust, ILogger<AdmissionPolicy> logger,
-        TimeProvider timeProvider, IMeterFactory? meterFactory = null)
+        TimeProvider timeProvider, IMeterFactory? meterFactory = null, IOptions<SipProxyOptions>? sipOptions = null)
     {
         _classifiers = classifiers;
         _trust = trust;
@@ -41,6 +58,10 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
         _meter = meterFactory?.Create("CallState.SipEdge") ?? new Meter("CallState.SipEdge");
         _decisions = _meter.CreateCounter<long>("callstate.sipedge.admissions", "{call}", "Admission decisions on initial INVITEs, by result and reason");
         _lifecycleErrors = _meter.CreateCounter<long>("callstate.sipedge.lifecycle.errors", "{operation}", "Confirm, renew or end calls that failed, by operation");
+        _tornDown = _meter.CreateCounter<long>("callstate.sipedge.calls.torn_down", "{call}", "Answered calls ended with BYEs because their confirm found them no longer counted");
+        var sip = sipOptions?.Value ?? new SipProxyOptions();
+        _answerWindow = sip.TimerC + sip.T1 * 64;
+        _retry = LifecycleRetry.Build(timeProvider, OnRetry);
         _latency = _meter.CreateHistogram<double>("callstate.sipedge.admission.duration", "ms", "Time the grains took to decide an admission");
     }
 
@@ -104,7 +125,11 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
                 // The admission may still commit after the deadline (a slow or paused silo): release it, so a call
                 // this edge did not count as admitted never holds a slot; only if this attempt admitted it (another
                 // INVITE with the same Call-ID and From tag never ends the call it copies).
-                _ = RunAsync("end", call.CallKey, (c, key) => c.AbandonAsync(key, leg.Attempt, CancellationToken.None));
+                _ = RunAsync("end", call.CallKey, LifecycleRetry.LongestRetry, async (policy, key, ct) =>
+                {
+                    await policy._client.AbandonAsync(key, leg.Attempt, ct).ConfigureAwait(false);
+                    return true;
+                }, CancellationToken.None);
                 if (options.FailOpen || call.IsEmergency)
                 {
                     Count("fail_open", "SILO_UNAVAILABLE");
@@ -122,7 +147,13 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
         {
             case AdmitStatus.Admitted:
                 Count(call.Limits.Count == 0 ? "unlimited" : "admitted", "NONE");
-                return CallDecision.AdmitTo(target);
+                if (result.EarlyLease is not { } lease || lease <= TimeSpan.Zero)
+                {
+                    // A silo of a version before leases were reported: nothing to renew by or check against.
+                    return CallDecision.AdmitTo(target);
+                }
+                Learn(lease);
+                return CallDecision.AdmitCounted(target, lease);
             case AdmitStatus.Duplicate:
                 // Another INVITE with an admitted call's Call-ID and From tag (RFC 3261 8.2.2.2, a merged request): it is
                 // neither admitted for free nor allowed to end the call it copies.
@@ -157,15 +188,112 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
     public void OnAnswered(SipCallId sipCall, DialogAnswer answer)
     {
         ArgumentNullException.ThrowIfNull(answer);
-        var learned = new CallAnswer(answer.CalleeTag, answer.CalleeTargets);
-        Fire("confirm", sipCall, (c, key) => c.ConfirmAsync(key, learned, CancellationToken.None));
+        if (string.IsNullOrEmpty(sipCall.CallId))
+        {
+            return;
+        }
+
+        var key = CallKeys.Create(sipCall.CallId, sipCall.CallerTag);
+        var ended = new CancellationTokenSource();
+        if (_confirming.TryRemove(key, out var earlier))
+        {
+            // Another 2xx of the call (a fork's): one confirm is enough; the first stops where it is.
+            earlier.Cancel();
+        }
+        _confirming[key] = ended;
+        _ = ConfirmAsync(key, new CallAnswer(answer.CalleeTag, answer.CalleeTargets), answer.Teardown, ended);
     }
 
-    public void OnFailed(SipCallId sipCall, int status) => Fire("end", sipCall, static (c, key) => c.EndAsync(key, CancellationToken.None));
+    public void OnProvisional(SipCallId sipCall) =>
+        Fire("renew", sipCall, EarlyWindow, async (policy, key, ct) =>
+        {
+            if (!await policy._client.RenewAsync(key, ct).ConfigureAwait(false))
+            {
+                // Reclaimed while ringing (its lease lapsed before this renewal got through): if it is answered, the
+                // confirm finds it so and ends it.
+                LogRenewLost(policy._logger, key);
+            }
+        });
 
-    public void OnBye(SipCallId sipCall) => Fire("end", sipCall, static (c, key) => c.EndAsync(key, CancellationToken.None));
+    public void OnFailed(SipCallId sipCall, int status) => End(sipCall);
 
-    public void OnRefresh(SipCallId sipCall) => Fire("renew", sipCall, static (c, key) => c.RenewAsync(key, CancellationToken.None));
+    public void OnBye(SipCallId sipCall) => End(sipCall);
+
+    public void OnRefresh(SipCallId sipCall) =>
+        Fire("renew", sipCall, LifecycleRetry.LongestRetry, static (policy, key, ct) => policy._client.RenewAsync(key, ct));
+
+    private void End(SipCallId sipCall)
+    {
+        if (string.IsNullOrEmpty(sipCall.CallId))
+        {
+            return;
+        }
+
+        var key = CallKeys.Create(sipCall.CallId, sipCall.CallerTag);
+        if (_confirming.TryRemove(key, out var confirming))
+        {
+            // The call is over: a confirm still being retried stops, and never tears down a call that already ended.
+            confirming.Cancel();
+        }
+        _ = RunAsync("end", key, LifecycleRetry.LongestRetry, static async (policy, key, ct) =>
+        {
+            await policy._client.EndAsync(key, ct).ConfigureAwait(false);
+            return true;
+        }, CancellationToken.None);
+    }
+
+    /// <summary>
+    /// Confirms an answered call, retried until its early lease would have lapsed anyway. When the grains answer that the
+    /// call is no longer counted (its lease lapsed and its slot was reclaimed), a counted call is ended with a BYE to each
+    /// side rather than left up uncounted.
+    /// </summary>
+    private async Task ConfirmAsync(string key, CallAnswer learned, CallTeardown? teardown, CancellationTokenSource ended)
+    {
+        bool? confirmed;
+        try
+        {
+            confirmed = await RunAsync("confirm", key, EarlyWindow, (policy, k, ct) => policy._client.ConfirmAsync(k, learned, ct), ended.Token).ConfigureAwait(false);
+        }
+        finally
+        {
+            _confirming.TryRemove(new KeyValuePair<string, CancellationTokenSource>(key, ended));
+        }
+
+        if (confirmed == false && teardown is not null && !ended.IsCancellationRequested && teardown.Send())
+        {
+            _tornDown.Add(1);
+            LogTornDown(_logger, key, teardown.CallerTarget.ToString(), teardown.CalleeTarget.ToString());
+        }
+
+        ended.Dispose();
+    }
+
+    /// <summary>How long a confirm or an early renewal is retried: the early lease, past which it has lapsed anyway.</summary>
+    private TimeSpan EarlyWindow
+    {
+        get
+        {
+            var ticks = Interlocked.Read(ref _earlyLeaseTicks);
+            var lease = ticks > 0 ? TimeSpan.FromTicks(ticks) : new LeaseOptions().Early;
+            return lease < LifecycleRetry.LongestRetry ? lease : LifecycleRetry.LongestRetry;
+        }
+    }
+
+    /// <summary>Keeps the grains' early lease and reports, once per value, one too short for this edge's Timer C.</summary>
+    private void Learn(TimeSpan lease)
+    {
+        Interlocked.Exchange(ref _earlyLeaseTicks, lease.Ticks);
+        if (lease > _answerWindow)
+        {
+            return;
+        }
+
+        var reported = Interlocked.Read(ref _shortLeaseReported);
+        if (lease.Ticks < reported && Interlocked.CompareExchange(ref _shortLeaseReported, lease.Ticks, reported) == reported)
+        {
+            LogLeaseTooShort(_logger, lease, _answerWindow);
+        }
+    }
 
     public async ValueTask<DialogRecord?> FindDialogAsync(SipCallId sipCall, CancellationToken cancellationToken)
     {
@@ -202,45 +330,72 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
         return CallDecision.Reject(rejection.Status, rejection.ReasonPhrase, headers.ToString());
     }
 
-    private void Fire(string operation, SipCallId sipCall, Func<IAdmissionClient, string, Task> action)
+    private void Fire(string operation, SipCallId sipCall, TimeSpan window, Func<AdmissionPolicy, string, CancellationToken, Task> action)
     {
         if (string.IsNullOrEmpty(sipCall.CallId))
         {
             return;
         }
-        _ = RunAsync(operation, CallKeys.Create(sipCall.CallId, sipCall.CallerTag), action);
+        _ = RunAsync(operation, CallKeys.Create(sipCall.CallId, sipCall.CallerTag), window, async (policy, key, ct) =>
+        {
+            await action(policy, key, ct).ConfigureAwait(false);
+            return true;
+        }, CancellationToken.None);
     }
 
     /// <summary>
-    /// How long the end of a call is retried while the grains cannot be reached (a silo failing over, the database
-    /// restarting): the slot comes back as soon as they answer again instead of when the lease runs out.
+    /// Runs a confirm, renew or end through the retry pipeline (<see cref="LifecycleRetry"/>) for at most
+    /// <paramref name="window"/>: while the grains cannot be reached (a silo failing over, the database restarting) the
+    /// operation is tried again with backoff, and given up once the lease would have lapsed anyway. Every operation is
+    /// idempotent at the grain, so an attempt that did reach it and whose answer was lost is harmless to repeat. Null
+    /// when it never got through or <paramref name="stop"/> fired.
     /// </summary>
-    internal static readonly TimeSpan[] EndRetryDelays =
-        [TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(4), TimeSpan.FromSeconds(8), TimeSpan.FromSeconds(15), TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(60)];
-
-    private async Task RunAsync(string operation, string callKey, Func<IAdmissionClient, string, Task> action)
+    private async Task<bool?> RunAsync(string operation, string callKey, TimeSpan window,
+        Func<AdmissionPolicy, string, CancellationToken, Task<bool>> action, CancellationToken stop)
     {
-        for (var attempt = 0; ; attempt++)
+        using var deadline = new CancellationTokenSource(window, _time);
+        using var linked = stop.CanBeCanceled ? CancellationTokenSource.CreateLinkedTokenSource(stop, deadline.Token) : null;
+        var context = ResilienceContextPool.Shared.Get(linked?.Token ?? deadline.Token);
+        context.Properties.Set(LifecycleRetry.Operation, operation);
+        context.Properties.Set(LifecycleRetry.CallKey, callKey);
+        try
         {
-            try
-            {
-                await action(_client, callKey).ConfigureAwait(false);
-                return;
-            }
-            catch (Exception ex) when (ex is not OutOfMemoryException)
+            return await _retry.ExecuteAsync(
+                static async (ctx, state) => await state.action(state.policy, state.callKey, ctx.CancellationToken).ConfigureAwait(false),
+                context,
+                (policy: this, action, callKey)).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+            // The call ended meanwhile (a confirm overtaken by the call's end): nothing more to do for it.
+            return null;
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // Past the window (or a request that can never succeed): the lease reclaims the slot if the grains never heard.
+            // A failed attempt that was retried is counted already; the window ending (cancellation) is not a failure of its own.
+            if (ex is not OperationCanceledException)
             {
                 _lifecycleErrors.Add(1, new KeyValuePair<string, object?>("operation", operation));
-                if (operation != "end" || attempt >= EndRetryDelays.Length)
-                {
-                    // The lease reclaims the slot if the call's end never reaches the grains.
-                    LogLifecycleFailed(_logger, operation, callKey, ex);
-                    return;
-                }
-
-                LogEndRetry(_logger, callKey, EndRetryDelays[attempt].TotalSeconds, ex.Message);
-                await Task.Delay(EndRetryDelays[attempt], _time).ConfigureAwait(false);
             }
+
+            LogLifecycleFailed(_logger, operation, callKey, ex);
+            return null;
         }
+        finally
+        {
+            ResilienceContextPool.Shared.Return(context);
+        }
+    }
+
+    /// <summary>One failed attempt that will be retried: counted, and logged with its delay.</summary>
+    private void OnRetry(ResilienceContext context, Exception? error, TimeSpan delay)
+    {
+        var operation = context.Properties.GetValue(LifecycleRetry.Operation, "");
+        _lifecycleErrors.Add(1, new KeyValuePair<string, object?>("operation", operation));
+        var callKey = context.Properties.GetValue(LifecycleRetry.CallKey, "");
+        var why = error?.Message ?? "";
+        LogRetry(_logger, operation, callKey, delay, why);
     }
 
     private void Count(string result, string reason) =>
@@ -289,8 +444,19 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
     [LoggerMessage(EventId = 3204, Level = LogLevel.Warning, Message = "INVITE refused: {Error}")]
     private static partial void LogInvalid(ILogger logger, string error);
 
-    [LoggerMessage(EventId = 3206, Level = LogLevel.Information, Message = "Could not end call {CallKey} ({Error}); retrying in {Seconds} s")]
-    private static partial void LogEndRetry(ILogger logger, string callKey, double seconds, string error);
+    [LoggerMessage(EventId = 3206, Level = LogLevel.Information, Message = "Could not {Operation} call {CallKey} ({Error}); retrying in {Delay}")]
+    private static partial void LogRetry(ILogger logger, string operation, string callKey, TimeSpan delay, string error);
+
+    [LoggerMessage(EventId = 3209, Level = LogLevel.Warning,
+        Message = "Call {CallKey} was answered after its slot was reclaimed (its early lease lapsed): ended with a BYE to the caller ({Caller}) and to the callee ({Callee})")]
+    private static partial void LogTornDown(ILogger logger, string callKey, string caller, string callee);
+
+    [LoggerMessage(EventId = 3210, Level = LogLevel.Warning, Message = "Call {CallKey} was no longer counted when a provisional renewed its early lease; its answer will end it")]
+    private static partial void LogRenewLost(ILogger logger, string callKey);
+
+    [LoggerMessage(EventId = 3211, Level = LogLevel.Error,
+        Message = "The grains' early lease ({Lease}) does not exceed this edge's Timer C + 64*T1 ({Window}): a call answered late may find its slot reclaimed. Set CallState:Grains:Leases:Early on the silos above it (docs/architecture.md, \"Leases that fit SIP\")")]
+    private static partial void LogLeaseTooShort(ILogger logger, TimeSpan lease, TimeSpan window);
 
     [LoggerMessage(EventId = 3205, Level = LogLevel.Warning, Message = "Could not {Operation} call {CallKey}; its lease will reclaim the slot")]
     private static partial void LogLifecycleFailed(ILogger logger, string operation, string callKey, Exception exception);

@@ -1,4 +1,5 @@
 using CallState.Grains;
+using CallState.Sip.Proxy;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
 
@@ -34,6 +35,10 @@ public sealed partial class AdmissionWarmup : IHostedService, IHealthCheck, IDis
     public const string CallKeyPrefix = "callstate-warmup/";
 
     private readonly IAdmissionClient _client;
+
+    /// <summary>This edge's Timer C plus 64*T1, which the grains' early lease must exceed.</summary>
+    private readonly TimeSpan _answerWindow;
+    private bool _leaseChecked;
     private readonly TimeSpan _deadline;
     private readonly TimeProvider _time;
     private readonly ILogger<AdmissionWarmup> _logger;
@@ -41,9 +46,12 @@ public sealed partial class AdmissionWarmup : IHostedService, IHealthCheck, IDis
     private Task? _run;
     private volatile bool _ready;
 
-    public AdmissionWarmup(IAdmissionClient client, IOptions<AdmissionOptions> options, TimeProvider time, ILogger<AdmissionWarmup> logger)
+    public AdmissionWarmup(IAdmissionClient client, IOptions<AdmissionOptions> options, TimeProvider time, ILogger<AdmissionWarmup> logger,
+        IOptions<SipProxyOptions>? sipOptions = null)
     {
         ArgumentNullException.ThrowIfNull(options);
+        var sip = sipOptions?.Value ?? new SipProxyOptions();
+        _answerWindow = sip.TimerC + sip.T1 * 64;
         _client = client;
         _deadline = options.Value.Deadline;
         _time = time;
@@ -145,11 +153,26 @@ public sealed partial class AdmissionWarmup : IHostedService, IHealthCheck, IDis
             throw new InvalidOperationException($"warm-up call answered {result.Status} {result.Error}".TrimEnd());
         }
 
+        if (!_leaseChecked && result.EarlyLease is { } lease)
+        {
+            // An edge of a cluster cannot see the silos' configuration; the answer names their early lease. A short one
+            // is reported, not refused: the silos' setting would otherwise take every edge out of rotation.
+            _leaseChecked = true;
+            if (lease <= _answerWindow)
+            {
+                LogLeaseTooShort(_logger, lease, _answerWindow);
+            }
+        }
+
         // A failure below leaves a call that holds no limit; its early lease ends it.
         await _client.GetDialogAsync(callKey, bound.Token).ConfigureAwait(false);
         await _client.EndAsync(callKey, bound.Token).ConfigureAwait(false);
         return admitted;
     }
+
+    [LoggerMessage(EventId = 3403, Level = LogLevel.Error,
+        Message = "The grains' early lease ({Lease}) does not exceed this edge's Timer C + 64*T1 ({Window}): set CallState:Grains:Leases:Early on the silos above it, or a call answered late may find its slot reclaimed (docs/architecture.md, \"Leases that fit SIP\")")]
+    private static partial void LogLeaseTooShort(ILogger logger, TimeSpan lease, TimeSpan window);
 
     [LoggerMessage(EventId = 3400, Level = LogLevel.Information,
         Message = "Admission warm-up done in {ElapsedMs:F0} ms ({Succeeded} round trips, {Failed} failed attempts; last admission {AdmittedMs:F1} ms, deadline {DeadlineMs:F0} ms): ready")]

@@ -406,6 +406,130 @@ public sealed class ProxyTransactionTests : IDisposable
         Assert.Equal(["failed p4/ap4 486"], policy.Events);
     }
 
+    [Theory]
+    [InlineData(300, new[] { 50, 100, 150, 200 })]
+    [InlineData(200, new[] { 0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150, 160, 170, 180, 190, 200 })]
+    public void Provisionals_renew_a_counted_calls_early_lease_at_most_once_per_half_its_spare_time(int leaseSeconds, int[] renewedAt)
+    {
+        // Timer C (3 min) + 64*T1 (32 s) is 212 s. A 300 s lease has 88 s spare: a 180 renews it once 44 s have passed
+        // since the admission or the last renewal. A 200 s lease has none: every provisional renews it.
+        var policy = new RecordingPolicy
+        {
+            Clock = _clock,
+            Decide = _ => CallDecision.AdmitCounted(new SipTarget(SipTransportKind.Udp, Upstream), TimeSpan.FromSeconds(leaseSeconds)),
+        };
+        using var proxy = PolicyProxy(policy);
+        var admitted = _clock.GetUtcNow();
+        Deliver(proxy, Invite("r1"), Caller);
+        _sent.Take(Caller);
+        var forwarded = _sent.Take(Upstream);
+
+        // The callee rings for 200 s, a 180 every 10 s (each one resets Timer C); the call stays up all along.
+        for (var t = 0; t <= 200; t += 10)
+        {
+            Deliver(proxy, Response(forwarded, 180, "Ringing", "callee"), Upstream);
+            Assert.Equal(180, _sent.Take(Caller).StatusCode);
+            _clock.Advance(TimeSpan.FromSeconds(t == 200 ? 0 : 10));
+        }
+
+        Assert.Equal(renewedAt.Select(t => TimeSpan.FromSeconds(t)), policy.Provisionals.Select(p => p - admitted));
+        Deliver(proxy, Response(forwarded, 200, "OK", "callee"), Upstream);
+        Assert.Equal(200, _sent.Take(Caller).StatusCode);
+        Assert.Equal(["answered r1/ar1"], policy.Events);
+        Assert.NotNull(Assert.Single(policy.Answers).Teardown);
+    }
+
+    [Fact]
+    public void Provisionals_of_a_call_nothing_counts_renew_nothing_and_its_answer_has_no_teardown()
+    {
+        var policy = new RecordingPolicy { Clock = _clock };
+        using var proxy = PolicyProxy(policy);
+        Deliver(proxy, Invite("r2"), Caller);
+        _sent.Take(Caller);
+        var forwarded = _sent.Take(Upstream);
+        for (var i = 0; i < 10; i++)
+        {
+            Deliver(proxy, Response(forwarded, 180, "Ringing", "callee"), Upstream);
+            _clock.Advance(TimeSpan.FromSeconds(60));
+        }
+
+        Deliver(proxy, Response(forwarded, 200, "OK", "callee"), Upstream);
+        Assert.Empty(policy.Provisionals);
+        Assert.Null(Assert.Single(policy.Answers).Teardown);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void A_teardown_sends_each_side_an_in_dialog_BYE_along_its_half_of_the_route_set_once_the_ACK_passed(bool acked)
+    {
+        var policy = new RecordingPolicy
+        {
+            Clock = _clock,
+            Decide = _ => CallDecision.AdmitCounted(new SipTarget(SipTransportKind.Udp, Upstream), TimeSpan.FromMinutes(5)),
+        };
+        using var proxy = PolicyProxy(policy);
+
+        // A proxy above us (toward the caller) and one below (toward the callee) record-route too.
+        Deliver(proxy, Request("INVITE", "sip:service@127.0.0.1:5060", "td1", "z9hG4bKtd1", cseq: "7 INVITE",
+            extra: "Record-Route: <sip:127.0.0.7:5070;lr>\r\n"), Caller);
+        _sent.Take(Caller);
+        var forwarded = _sent.Take(Upstream);
+        var ok = Encoding.ASCII.GetString(Response(forwarded, 200, "OK", "callee"));
+        ok = ok.Insert(ok.IndexOf("Record-Route: ", StringComparison.Ordinal), "Record-Route: <sip:127.0.0.9:5090;lr>\r\n");
+        Deliver(proxy, Encoding.ASCII.GetBytes(ok), Upstream);
+        Assert.Equal(200, _sent.Take(Caller).StatusCode);
+        var teardown = Assert.Single(policy.Answers).Teardown!;
+
+        // Asked for before the caller's ACK: nothing goes until it has passed (or 64*T1 without it), so a BYE never
+        // overtakes the ACK to the callee, nor reaches the caller before its 2xx could be acknowledged (RFC 3261 15).
+        Assert.True(teardown.Send());
+        Assert.False(teardown.Send());
+        _clock.Advance(TimeSpan.FromSeconds(1));
+        Assert.Empty(_sent.All);
+        if (acked)
+        {
+            var route = Header(forwarded, SipHeaderKind.RecordRoute).Split(',')[0];
+            Deliver(proxy, Request("ACK", "sip:callee@127.0.0.1:5090", "td1", "z9hG4bKtd1ack", cseq: "7 ACK", toTag: "callee",
+                extra: $"Route: {route}\r\n"), Caller);
+            Assert.Equal(SipMethod.Ack, _sent.Take(Upstream).Method);
+            _clock.Advance(TimeSpan.FromMilliseconds(20));
+        }
+        else
+        {
+            _clock.Advance(TimeSpan.FromSeconds(32));
+        }
+
+        var toCallee = _sent.Take(Upstream);
+        Assert.Equal(SipMethod.Bye, toCallee.Method);
+        Assert.Equal("sip:callee@127.0.0.1:5090", Text(toCallee, toCallee.RequestUriText));
+        Assert.Equal("<sip:127.0.0.9:5090;lr>", Header(toCallee, SipHeaderKind.Route));
+        Assert.Equal("<sip:alice@127.0.0.1:5061>;tag=atd1", Header(toCallee, SipHeaderKind.From));
+        Assert.Equal("<sip:service@127.0.0.1:5060>;tag=callee", Header(toCallee, SipHeaderKind.To));
+        Assert.Equal("td1", Header(toCallee, SipHeaderKind.CallId));
+        Assert.Equal("100007 BYE", Header(toCallee, SipHeaderKind.CSeq));
+        Assert.Equal(1, toCallee.ViaCount);
+
+        var toCaller = _sent.Take(Caller);
+        Assert.Equal(SipMethod.Bye, toCaller.Method);
+        Assert.Equal("sip:alice@127.0.0.1:5061", Text(toCaller, toCaller.RequestUriText));
+        Assert.Equal("<sip:127.0.0.7:5070;lr>", Header(toCaller, SipHeaderKind.Route));
+        Assert.Equal("<sip:service@127.0.0.1:5060>;tag=callee", Header(toCaller, SipHeaderKind.From));
+        Assert.Equal("<sip:alice@127.0.0.1:5061>;tag=atd1", Header(toCaller, SipHeaderKind.To));
+        Assert.Equal("2147483647 BYE", Header(toCaller, SipHeaderKind.CSeq));
+        Assert.Empty(_sent.All);
+
+        // Each BYE is a client transaction: retransmitted over UDP until answered, and its 200 goes nowhere.
+        Deliver(proxy, Response(toCallee, 200, "OK", "callee"), Upstream);
+        _clock.Advance(TimeSpan.FromMilliseconds(500));
+        Assert.Equal(SipMethod.Bye, _sent.Take(Caller).Method);
+        Assert.Empty(_sent.All);
+        Deliver(proxy, Response(toCaller, 200, "OK", "atd1"), Caller);
+        _clock.Advance(TimeSpan.FromSeconds(40));
+        Assert.Empty(_sent.All);
+        Assert.Equal(["answered td1/atd1"], policy.Events);
+    }
+
     [Fact]
     public void Timer_C_cancels_an_admitted_call_ringing_too_long_answers_408_and_reports_it_failed_once()
     {
@@ -997,6 +1121,10 @@ public sealed class ProxyTransactionTests : IDisposable
                     Dialogs[sipCall] = dialog with { CalleeTag = answer.CalleeTag, CalleeTargets = answer.CalleeTargets, Confirmed = true };
                 }
             }
+            lock (Events)
+            {
+                Answers.Add(answer);
+            }
             Add($"answered {sipCall.CallId}/{sipCall.CallerTag}");
         }
 
@@ -1013,6 +1141,21 @@ public sealed class ProxyTransactionTests : IDisposable
         }
 
         public void OnRefresh(SipCallId sipCall) => Add($"refresh {sipCall.CallId}/{sipCall.CallerTag}");
+
+        /// <summary>When (on <see cref="Clock"/>) each renewal by a provisional was asked for.</summary>
+        public List<DateTimeOffset> Provisionals { get; } = [];
+
+        public TimeProvider Clock { get; init; } = TimeProvider.System;
+
+        public List<DialogAnswer> Answers { get; } = [];
+
+        public void OnProvisional(SipCallId sipCall)
+        {
+            lock (Events)
+            {
+                Provisionals.Add(Clock.GetUtcNow());
+            }
+        }
 
         public ValueTask<DialogRecord?> FindDialogAsync(SipCallId sipCall, CancellationToken cancellationToken)
         {

@@ -33,10 +33,6 @@ public sealed class AdmissionPolicyTests : IDisposable
     /// </summary>
     private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(10);
 
-    /// <summary><c>AdmissionPolicy.EndRetryDelays</c> (internal, and SipEdge has no InternalsVisibleTo for this project).</summary>
-    private static readonly TimeSpan[] EndRetrySchedule =
-        [.. new[] { 1, 2, 4, 8, 15, 30, 60 }.Select(s => TimeSpan.FromSeconds(s))];
-
     private static readonly SipTarget Caller = new(SipTransportKind.Udp, IPEndPoint.Parse("127.0.0.1:5061"));
     private static readonly SipTarget CarrierPeer = new(SipTransportKind.Udp, IPEndPoint.Parse("[::ffff:127.0.0.2]:5060"));
     private static readonly SipTarget ProxyRoute = new(SipTransportKind.Udp, IPEndPoint.Parse("192.0.2.99:5060"));
@@ -166,7 +162,7 @@ public sealed class AdmissionPolicyTests : IDisposable
         Assert.Equal([$"admit {Key} user/alice out, user/bob in", $"abandon {Key} {Origin.Attempt}"], calls.Select(c => c.ToString()));
         Assert.True(calls[0].Token.IsCancellationRequested, "the grain call is cancelled at the deadline");
         Assert.False(proxy.IsCancellationRequested);
-        Assert.False(calls[1].Token.CanBeCanceled, "the end must not share the expired deadline");
+        Assert.False(calls[1].Token.IsCancellationRequested, "the end must not share the expired deadline");
         Assert.Equal(["unavailable/SILO_UNAVAILABLE"], _metrics.Decisions());
         var line = Assert.Single(_log.Entries, e => e.EventId == 3201);
         Assert.Equal(LogLevel.Error, line.Level);
@@ -372,7 +368,7 @@ public sealed class AdmissionPolicyTests : IDisposable
 
         var call = Assert.Single(await _client.WaitForAsync(c => c.Count > 0, operation));
         Assert.Equal($"{operation} {Key}", call.ToString());
-        Assert.False(call.Token.CanBeCanceled);
+        Assert.False(call.Token.IsCancellationRequested);
         _time.Advance(TimeSpan.FromHours(1));
         Assert.Single(_client.Calls);
         Assert.Empty(_metrics.LifecycleErrors());
@@ -397,88 +393,132 @@ public sealed class AdmissionPolicyTests : IDisposable
     }
 
     [Theory]
-    [InlineData(1)]
-    [InlineData(3)]
-    [InlineData(7)]
-    public async Task A_failed_end_is_retried_after_each_backoff_delay_until_it_succeeds(int failures)
+    [InlineData("bye", "end", 1)]
+    [InlineData("bye", "end", 3)]
+    [InlineData("bye", "end", 7)]
+    [InlineData("answered", "confirm", 3)]
+    [InlineData("refresh", "renew", 3)]
+    public async Task A_failed_lifecycle_call_is_retried_after_each_logged_backoff_until_it_succeeds(string callEvent, string operation, int failures)
     {
         var policy = Policy();
-        _client.FailNext("end", failures);
+        _client.FailNext(operation, failures);
+        var timers = _time.TimersCreated;
 
-        policy.OnBye(new SipCallId(CallId, FromTag));
+        Report(policy, callEvent, new SipCallId(CallId, FromTag));
 
-        Assert.Equal(1, _client.Count("end"));
-        await DriveEndRetriesAsync(failures);
+        var delays = await DriveRetriesAsync(operation, failures, timers);
         _time.Advance(TimeSpan.FromDays(1));
-        var ends = _client.Calls;
-        Assert.Equal(failures + 1, ends.Count);
-        Assert.All(ends, c => Assert.Equal($"end {Key}", c.ToString()));
-        Assert.Equal(EndRetrySchedule[..failures], Gaps(ends));
-        Assert.Equal(Enumerable.Repeat("end", failures), _metrics.LifecycleErrors());
+        var attempts = _client.Calls.Where(c => c.Operation == operation).ToList();
+        Assert.Equal(failures + 1, attempts.Count);
+        Assert.All(attempts, c => Assert.Equal($"{operation} {Key}", c.ToString()));
+
+        // Each attempt came exactly when its retry's logged delay ended; the delays back off but never past the cap.
+        Assert.Equal(delays, Gaps(attempts));
+        Assert.All(delays, d => Assert.InRange(d, TimeSpan.FromMilliseconds(1), TimeSpan.FromSeconds(30)));
+        Assert.Equal(Enumerable.Repeat(operation, failures), _metrics.LifecycleErrors());
+        Assert.DoesNotContain(_log.Entries, e => e.EventId == 3205);
+    }
+
+    [Theory]
+    [InlineData("bye", "end", 10)]
+    [InlineData("answered", "confirm", 5)]
+    public async Task A_lifecycle_call_that_always_fails_is_retried_until_its_window_ends_then_left_to_the_lease(string callEvent, string operation, int windowMinutes)
+    {
+        // No admission was answered here, so the confirm's window is the default early lease (5 minutes); an end's is
+        // the longest any operation is retried (10 minutes).
+        var policy = Policy();
+        _client.FailAlways(operation);
+        var timers = _time.TimersCreated;
+
+        Report(policy, callEvent, new SipCallId(CallId, FromTag));
+
+        var started = _time.GetUtcNow();
+
+        // The window's own timer, then one per retry's wait: each wait is armed before the clock moves past it.
+        for (var i = 0; i < 1000 && !_log.Entries.Any(e => e.EventId == 3205); i++)
+        {
+            var armed = timers + 2 + i;
+            await EventuallyAsync(() => _time.TimersCreated >= armed || _log.Entries.Any(e => e.EventId == 3205), "another retry or giving up");
+            _time.Advance(TimeSpan.FromSeconds(31));
+        }
+
+        await EventuallyAsync(() => _log.Entries.Any(e => e.EventId == 3205), "the policy giving up");
+        var attempts = _client.Calls.Where(c => c.Operation == operation).ToList();
+        Assert.All(attempts, c => Assert.True(c.At - started <= TimeSpan.FromMinutes(windowMinutes), $"{operation} tried at {c.At - started}, past its window"));
+        Assert.True(attempts.Count >= windowMinutes, $"only {attempts.Count} attempts in {windowMinutes} minutes");
+        var count = attempts.Count;
+        _time.Advance(TimeSpan.FromDays(1));
+        Assert.Equal(count, _client.Count(operation));
+        Assert.Equal(Enumerable.Repeat(operation, count), _metrics.LifecycleErrors());
+        var gaveUp = Assert.Single(_log.Entries, e => e.EventId == 3205);
+        Assert.Equal($"Could not {operation} call {Key}; its lease will reclaim the slot", gaveUp.Message);
+    }
+
+    [Fact]
+    public async Task A_confirm_still_being_retried_stops_when_the_call_ends()
+    {
+        var policy = Policy();
+        _client.FailAlways("confirm");
+        var call = new SipCallId(CallId, FromTag);
+        var timers = _time.TimersCreated;
+        policy.OnAnswered(call, new DialogAnswer("callee", ["udp:127.0.0.1:5090"]));
+        await DriveRetriesAsync("confirm", 2, timers);
+
+        policy.OnBye(call);
+        await _client.WaitForAsync(c => c.Any(x => x.Operation == "end"), "the end");
+        _time.Advance(TimeSpan.FromDays(1));
+        Assert.Equal(3, _client.Count("confirm"));
         Assert.DoesNotContain(_log.Entries, e => e.EventId == 3205);
     }
 
     [Fact]
-    public async Task An_end_that_always_fails_is_tried_once_per_delay_and_then_left_to_the_lease()
+    public async Task An_admitted_call_carries_the_grains_early_lease_and_a_short_one_is_reported_once()
     {
         var policy = Policy();
-        _client.FailAlways("end");
+        _client.Answer(AdmitResult.Admitted(TimeSpan.FromMinutes(5)));
+        _client.Answer(AdmitResult.Admitted(TimeSpan.FromMinutes(3)));
+        _client.Answer(AdmitResult.Admitted(TimeSpan.FromMinutes(3)));
+        using var invite = Invite("alice@example.com", "bob@example.com");
 
-        policy.OnFailed(new SipCallId(CallId, FromTag), 408);
+        Assert.Equal(TimeSpan.FromMinutes(5), (await AdmitAsync(policy, invite, Caller)).EarlyLease);
+        Assert.DoesNotContain(_log.Entries, e => e.EventId == 3211);
 
-        await DriveEndRetriesAsync(EndRetrySchedule.Length);
-        await EventuallyAsync(() => _log.Entries.Any(e => e.EventId == 3205), "the policy giving the end up");
-        _time.Advance(TimeSpan.FromDays(1));
-        var ends = _client.Calls;
-        Assert.Equal(EndRetrySchedule.Length + 1, ends.Count);
-        Assert.Equal(EndRetrySchedule, Gaps(ends));
-        Assert.Equal(Enumerable.Repeat("end", EndRetrySchedule.Length + 1), _metrics.LifecycleErrors());
-        Assert.Equal(
-            EndRetrySchedule.Select(d => $"retrying in {d.TotalSeconds.ToString(CultureInfo.InvariantCulture)} s"),
-            _log.Entries.Where(e => e.EventId == 3206).Select(e => e.Message[e.Message.IndexOf("retrying", StringComparison.Ordinal)..]));
-        var gaveUp = Assert.Single(_log.Entries, e => e.EventId == 3205);
-        Assert.Equal($"Could not end call {Key}; its lease will reclaim the slot", gaveUp.Message);
-        Assert.IsType<GrainStorageException>(gaveUp.Exception);
-    }
-
-    [Theory]
-    [InlineData("answered", "confirm")]
-    [InlineData("refresh", "renew")]
-    public void A_failed_confirm_or_renew_is_not_retried(string callEvent, string operation)
-    {
-        var policy = Policy();
-        _client.FailAlways(operation);
-
-        Report(policy, callEvent, new SipCallId(CallId, FromTag));
-        foreach (var delay in EndRetrySchedule)
-        {
-            _time.Advance(delay);
-        }
-
-        _time.Advance(TimeSpan.FromDays(1));
-        Assert.Equal([$"{operation} {Key}"], _client.Calls.Select(c => c.ToString()));
-        Assert.Equal([operation], _metrics.LifecycleErrors());
-        Assert.Equal($"Could not {operation} call {Key}; its lease will reclaim the slot", Assert.Single(_log.Entries, e => e.EventId == 3205).Message);
-        Assert.DoesNotContain(_log.Entries, e => e.EventId == 3206);
+        // 3 minutes does not exceed Timer C (3 minutes) + 64*T1 (32 s): logged at Error, once.
+        Assert.Equal(TimeSpan.FromMinutes(3), (await AdmitAsync(policy, invite, Caller)).EarlyLease);
+        Assert.Equal(TimeSpan.FromMinutes(3), (await AdmitAsync(policy, invite, Caller)).EarlyLease);
+        var line = Assert.Single(_log.Entries, e => e.EventId == 3211);
+        Assert.Equal(LogLevel.Error, line.Level);
+        Assert.Contains("CallState:Grains:Leases:Early", line.Message, StringComparison.Ordinal);
     }
 
     /// <summary>
-    /// Moves the clock through the first <paramref name="retries"/> delays of the schedule: to just before each retry
-    /// (no attempt yet), then onto it (one more attempt).
+    /// Moves the clock through <paramref name="retries"/> retries of <paramref name="operation"/>: once each retry's
+    /// wait is armed, to 1 ms before the delay its log line names (no attempt yet), then onto it (one more attempt).
+    /// Answers the delays.
     /// </summary>
-    private async Task DriveEndRetriesAsync(int retries)
+    private async Task<List<TimeSpan>> DriveRetriesAsync(string operation, int retries, int timersBefore)
     {
+        var delays = new List<TimeSpan>();
         for (var i = 0; i < retries; i++)
         {
-            // The failed attempt's wait is armed on the clock before it moves (a continuation may arm it on another thread).
-            var armed = i + 1;
-            await EventuallyAsync(() => _time.TimersCreated >= armed, $"the wait before end attempt {i + 2}");
-            _time.Advance(EndRetrySchedule[i] - TimeSpan.FromMilliseconds(1));
-            Assert.Equal(i + 1, _client.Count("end"));
+            var logged = i + 1;
+            await EventuallyAsync(() => _log.Entries.Count(e => e.EventId == 3206) >= logged, $"the retry {logged} of {operation}");
+
+            // The window's own timer, then one per retry's wait, armed right after its log line (a continuation may arm
+            // it on another thread).
+            var armed = timersBefore + 2 + i;
+            await EventuallyAsync(() => _time.TimersCreated >= armed, $"the wait before {operation} attempt {i + 2}");
+            var line = _log.Entries.Where(e => e.EventId == 3206).ElementAt(i).Message;
+            var delay = TimeSpan.Parse(line[(line.LastIndexOf("retrying in ", StringComparison.Ordinal) + 12)..], CultureInfo.InvariantCulture);
+            delays.Add(delay);
+            _time.Advance(delay - TimeSpan.FromMilliseconds(1));
+            Assert.Equal(i + 1, _client.Count(operation));
             _time.Advance(TimeSpan.FromMilliseconds(1));
             var attempts = i + 2;
-            await _client.WaitForAsync(c => c.Count(x => x.Operation == "end") == attempts, $"end attempt {attempts}");
+            await _client.WaitForAsync(c => c.Count(x => x.Operation == operation) == attempts, $"{operation} attempt {attempts}");
         }
+
+        return delays;
     }
 
     private static async Task EventuallyAsync(Func<bool> condition, string what)
@@ -656,9 +696,9 @@ public sealed class AdmissionPolicyTests : IDisposable
             return next(cancellationToken);
         }
 
-        public Task ConfirmAsync(string callKey, CallAnswer? answer, CancellationToken cancellationToken) => Lifecycle("confirm", callKey, cancellationToken, answer);
+        public Task<bool> ConfirmAsync(string callKey, CallAnswer? answer, CancellationToken cancellationToken) => Lifecycle("confirm", callKey, cancellationToken, answer);
 
-        public Task RenewAsync(string callKey, CancellationToken cancellationToken) => Lifecycle("renew", callKey, cancellationToken);
+        public Task<bool> RenewAsync(string callKey, CancellationToken cancellationToken) => Lifecycle("renew", callKey, cancellationToken);
 
         public Task EndAsync(string callKey, CancellationToken cancellationToken) => Lifecycle("end", callKey, cancellationToken);
 
@@ -676,7 +716,7 @@ public sealed class AdmissionPolicyTests : IDisposable
             return Task.FromResult<CallDialog?>(null);
         }
 
-        private Task Lifecycle(string operation, string callKey, CancellationToken cancellationToken, CallAnswer? answer = null)
+        private Task<bool> Lifecycle(string operation, string callKey, CancellationToken cancellationToken, CallAnswer? answer = null)
         {
             bool fail;
             lock (_gate)
@@ -689,7 +729,7 @@ public sealed class AdmissionPolicyTests : IDisposable
             }
 
             Record(new ClientCall(operation, callKey, [], time.GetUtcNow(), cancellationToken, Answer: answer));
-            return fail ? Task.FromException(new GrainStorageException($"{operation} failed (scripted)")) : Task.CompletedTask;
+            return fail ? Task.FromException<bool>(new GrainStorageException($"{operation} failed (scripted)")) : Task.FromResult(true);
         }
 
         private void Script(Func<CancellationToken, Task<AdmitResult>> admission)

@@ -181,9 +181,9 @@ public sealed class AdmissionWarmupTests : IDisposable
             return Task.FromResult(Answer);
         }
 
-        public Task ConfirmAsync(string callKey, CallAnswer? answer, CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task<bool> ConfirmAsync(string callKey, CallAnswer? answer, CancellationToken cancellationToken) => Task.FromResult(true);
 
-        public Task RenewAsync(string callKey, CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task<bool> RenewAsync(string callKey, CancellationToken cancellationToken) => Task.FromResult(true);
 
         public Task EndAsync(string callKey, CancellationToken cancellationToken)
         {
