@@ -172,6 +172,9 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
     Task<ReserveOutcome> ILimitGrainClient.TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken) =>
         Limit(key).TryReserveAsync(callKey, direction, lease, perCallMax).WaitAsync(cancellationToken);
 
+    Task<ReserveOutcome> ILimitGrainClient.CheckAsync(LimitKey key, string callKey, Direction direction, int? perCallMax, CancellationToken cancellationToken) =>
+        Limit(key).CheckAsync(callKey, direction, perCallMax).WaitAsync(cancellationToken);
+
     Task<bool> ILimitGrainClient.ConfirmAsync(LimitKey key, string callKey, TimeSpan lease, CancellationToken cancellationToken) =>
         Limit(key).ConfirmAsync(callKey, lease).WaitAsync(cancellationToken);
 
