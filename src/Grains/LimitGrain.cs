@@ -46,6 +46,9 @@ public sealed class LimitGrain : Grain, ILimitGrain
     /// <summary>The key has limits of its own in configuration: its row stays while it holds nothing.</summary>
     private bool _keepsRow;
 
+    /// <summary>The lowest version a limit's inserted row gets: far above what a row's own writes ever count up to.</summary>
+    private const long FirstInsertVersion = 1L << 32;
+
     public LimitGrain(IStateStore store, ILimitSettingsSource settings, IOptions<GrainOptions> options, TimeProvider time, GrainMetrics metrics, ILogger<LimitGrain> logger)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -235,7 +238,7 @@ public sealed class LimitGrain : Grain, ILimitGrain
                     }
                     else if (!write.RowUnchanged)
                     {
-                        _version++;
+                        _version = write.ExpectedVersion == 0 ? write.InsertVersion : _version + 1;
                         _storedRow = row;
                         _storedDue = write.DueAt;
                     }
@@ -290,7 +293,16 @@ public sealed class LimitGrain : Grain, ILimitGrain
         row = StateSerializer.SerializeLimitRow(ledger.State);
         var items = ItemChanges(ledger);
         var writeRow = _version == 0 || items is null || !row.AsSpan().SequenceEqual(_storedRow) || dueMustMove;
-        return writeRow ? new StateWrite(_id, _version, row, due, items) : StateWrite.ItemsOnly(_id, _version, items!);
+        if (!writeRow)
+        {
+            return StateWrite.ItemsOnly(_id, _version, items!);
+        }
+
+        // A row may be deleted when idle and inserted again: the new row starts at an unpredictable version, so an
+        // activation that still holds a version of the deleted row (a duplicate, a paused silo) cannot match it.
+        return _version == 0
+            ? new StateWrite(_id, 0, row, due, items) { InsertVersion = Random.Shared.NextInt64(FirstInsertVersion, long.MaxValue / 2) }
+            : new StateWrite(_id, _version, row, due, items);
     }
 
     /// <summary>A compare-and-set lost to another activation: counted, the state dropped; thrown after too many in a row.</summary>
