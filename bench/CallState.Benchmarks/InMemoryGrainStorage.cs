@@ -47,7 +47,7 @@ internal sealed class InMemoryGrainStorage : IStateStore
             {
                 row ??= _rows[write.Id] = new Row();
                 row.Data = write.Data;
-                row.Version = current + 1;
+                row.Version = write.ExpectedVersion == 0 ? write.InsertVersion : current + 1;
                 row.DueAt = write.DueAt;
             }
 

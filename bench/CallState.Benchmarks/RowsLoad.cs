@@ -11,9 +11,12 @@ namespace CallState.Benchmarks;
 /// record). Counts the rows committed through the store
 /// in each phase (<see cref="CountingStateStore"/>: a write is one grain row plus one row per item, a delete one row).
 /// With <c>--concurrency 1</c> no two operations share a limit's turn, so it shows the rows of one call alone; with more
-/// callers the hot callee limit decides several operations per write.
+/// callers the hot callee limit decides several operations per write. With <c>--refused N</c> (and <c>user/service</c> given
+/// a total of <c>--calls</c>, <c>--set CallState:Limits:Users:service:Total=1000</c>), N more calls on the same limits are
+/// refused after the admit phase: what a flood past a limit costs storage, per refused call. At the end it prints how many
+/// limit rows are still stored once every call has ended.
 /// <code>
-/// rows [--storage sqlite|postgres|memory] [--postgres CONN] [--calls 1000] [--concurrency 1] [--users 100] [--set key=value]...
+/// rows [--storage sqlite|postgres|memory] [--postgres CONN] [--calls 1000] [--concurrency 1] [--users 100] [--refused 0] [--set key=value]...
 /// </code>
 /// </summary>
 internal static class RowsLoad
@@ -25,6 +28,7 @@ internal static class RowsLoad
         var calls = a.Int("--calls", 1000);
         var concurrency = a.Int("--concurrency", 1);
         var users = a.Int("--users", 100);
+        var refused = a.Int("--refused", 0);
         var settings = new Dictionary<string, string?>(StringComparer.Ordinal);
         foreach (var (key, value) in a.Settings())
         {
@@ -52,6 +56,23 @@ internal static class RowsLoad
             }
         }).ConfigureAwait(false);
 
+        if (refused > 0)
+        {
+            // Not in the total (that is per admitted call): printed per refused call.
+            await PhaseAsync("refused", silo, refused, concurrency, async n =>
+            {
+                LimitRequest[] limits =
+                [
+                    new("user/u" + (n % users).ToString(CultureInfo.InvariantCulture), Direction.Outbound),
+                    new("user/service", Direction.Inbound),
+                ];
+                if ((await silo.Grains.GetCall("refused-" + n.ToString(CultureInfo.InvariantCulture)).AdmitAsync(limits).ConfigureAwait(false)).Status != AdmitStatus.Rejected)
+                {
+                    Interlocked.Increment(ref failures);
+                }
+            }).ConfigureAwait(false);
+        }
+
         total += await PhaseAsync("confirm", silo, calls, concurrency, async n =>
         {
             if (!await callGrains[n].ConfirmAsync().ConfigureAwait(false))
@@ -70,7 +91,9 @@ internal static class RowsLoad
 
         // A call's record is deleted when it ends: none may be left.
         var left = (await silo.Store.ReadAllAsync(GrainTypes.Call, CancellationToken.None).ConfigureAwait(false)).Count;
+        var limitRows = (await silo.Store.ReadAllAsync(GrainTypes.Limit, CancellationToken.None).ConfigureAwait(false)).Count;
         Print("total", calls, total, double.NaN);
+        Console.WriteLine(Invariant($"limit rows still stored after every call ended: {limitRows}"));
         if (left > 0)
         {
             Console.WriteLine(Invariant($"{left} call records were still stored after every call ended"));

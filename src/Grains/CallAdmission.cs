@@ -197,6 +197,19 @@ public sealed class CallAdmission
             return AdmitResult.Invalid(error);
         }
 
+        if (S.Phase == CallPhase.New && limits.Count > 0 && await FirstCheckedRefusalAsync(limits, cancellationToken) is { } refusal)
+        {
+            // A limit would refuse the call as it stands: refused without reserving or writing anything, so a flood of
+            // calls past a limit costs no storage (docs/architecture.md, "Refusals write nothing").
+            S.Phase = CallPhase.Rejected;
+            S.Limits = limits;
+            S.RejectedKey = limits[refusal.Index].Key;
+            S.Reason = refusal.Outcome.Reason;
+            S.Limit = refusal.Outcome.Limit;
+            S.Current = refusal.Outcome.Current;
+            return StoredRejection();
+        }
+
         if (S.Phase == CallPhase.Admitting && !SameLimits(S.Limits, limits))
         {
             // A crash cut an admission of other limits: give those back first (releasing is idempotent).
@@ -422,6 +435,42 @@ public sealed class CallAdmission
 
         S.Phase = CallPhase.Admitted;
         await _state.WriteAsync(LeaseDue, cancellationToken);
+    }
+
+    /// <summary>
+    /// Asks every limit at once what a reservation would answer (from memory, no write) and returns the first refusal in
+    /// key order, or null. Advice only: a limit that cannot answer (or a silo of a version without the question, during a
+    /// rolling upgrade) leaves the decision to the reservations, and a limit that would admit is still asked for the slot.
+    /// </summary>
+    private async Task<(int Index, ReserveOutcome Outcome)?> FirstCheckedRefusalAsync(List<CallLimit> limits, CancellationToken cancellationToken)
+    {
+        var checks = StartEach(
+            limits,
+            static (grain, limit, ct) => grain._limits.CheckAsync(LimitKey.Parse(limit.Key), grain._callKey, limit.Direction, limit.PerCallMax, ct),
+            cancellationToken);
+        try
+        {
+            await Task.WhenAll(checks);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            throw;
+        }
+#pragma warning disable CA1031 // advice only (see the summary): the reservations report a limit that cannot answer
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+
+        for (var i = 0; i < checks.Length; i++)
+        {
+            if (checks[i].IsCompletedSuccessfully && !checks[i].Result.Admitted)
+            {
+                return (i, checks[i].Result);
+            }
+        }
+
+        return null;
     }
 
     /// <summary>Asks every limit for a slot at once (one group commit).</summary>

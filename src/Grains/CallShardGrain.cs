@@ -22,6 +22,20 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
     private readonly ILogger<CallShardGrain> _logger;
     private readonly Dictionary<string, CallSlot> _calls = new(StringComparer.Ordinal);
 
+    /// <summary>
+    /// Limits whose last reservation from this shard left room for at least one more call (or that set no maximum), and
+    /// until when that is believed: a check of such a limit is answered "admit" here, without a message to the limit, so
+    /// the check that spares refusals their writes costs nothing on limits with room. A refusal (of a check or a
+    /// reservation) forgets the limit. docs/architecture.md, "Refusals write nothing".
+    /// </summary>
+    private readonly Dictionary<LimitKey, DateTimeOffset> _roomy = [];
+
+    /// <summary>How long a limit seen with room is believed to have it (<see cref="_roomy"/>).</summary>
+    private static readonly TimeSpan RoomyFor = TimeSpan.FromSeconds(1);
+
+    /// <summary>Most limits <see cref="_roomy"/> remembers; past it, it starts again (a flood of fresh keys must not grow it).</summary>
+    private const int MaxRoomy = 4096;
+
     public CallShardGrain(IStateStore store, IOptions<GrainOptions> options, TimeProvider time, GrainMetrics metrics, ILogger<CallShardGrain> logger)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -169,8 +183,41 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
     }
 
     // The limits, reached through Orleans wherever they are activated.
-    Task<ReserveOutcome> ILimitGrainClient.TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken) =>
-        Limit(key).TryReserveAsync(callKey, direction, lease, perCallMax).WaitAsync(cancellationToken);
+    async Task<ReserveOutcome> ILimitGrainClient.TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken)
+    {
+        var outcome = await Limit(key).TryReserveAsync(callKey, direction, lease, perCallMax).WaitAsync(cancellationToken);
+        if (outcome.Admitted && (outcome.Limit is not { } max || outcome.Current + 1 < max))
+        {
+            if (_roomy.Count >= MaxRoomy && !_roomy.ContainsKey(key))
+            {
+                _roomy.Clear();
+            }
+
+            _roomy[key] = _time.GetUtcNow() + RoomyFor;
+        }
+        else
+        {
+            _roomy.Remove(key);
+        }
+
+        return outcome;
+    }
+
+    Task<ReserveOutcome> ILimitGrainClient.CheckAsync(LimitKey key, string callKey, Direction direction, int? perCallMax, CancellationToken cancellationToken) =>
+        _roomy.TryGetValue(key, out var until) && until > _time.GetUtcNow()
+            ? Task.FromResult(ReserveOutcome.Admit(null, 0))
+            : CheckLimitAsync(key, callKey, direction, perCallMax, cancellationToken);
+
+    private async Task<ReserveOutcome> CheckLimitAsync(LimitKey key, string callKey, Direction direction, int? perCallMax, CancellationToken cancellationToken)
+    {
+        var outcome = await Limit(key).CheckAsync(callKey, direction, perCallMax).WaitAsync(cancellationToken);
+        if (!outcome.Admitted)
+        {
+            _roomy.Remove(key);
+        }
+
+        return outcome;
+    }
 
     Task<bool> ILimitGrainClient.ConfirmAsync(LimitKey key, string callKey, TimeSpan lease, CancellationToken cancellationToken) =>
         Limit(key).ConfirmAsync(callKey, lease).WaitAsync(cancellationToken);

@@ -32,6 +32,9 @@ public interface ILimitGrainClient
 {
     Task<ReserveOutcome> TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken);
 
+    /// <summary>What <see cref="TryReserveAsync"/> would answer now, writing nothing (<see cref="ILimitGrain.CheckAsync"/>).</summary>
+    Task<ReserveOutcome> CheckAsync(LimitKey key, string callKey, Direction direction, int? perCallMax, CancellationToken cancellationToken);
+
     Task<bool> ConfirmAsync(LimitKey key, string callKey, TimeSpan lease, CancellationToken cancellationToken);
 
     Task<bool> RenewAsync(LimitKey key, string callKey, TimeSpan lease, CancellationToken cancellationToken);

@@ -11,6 +11,13 @@ public interface ILimitGrain : IGrainWithStringKey
     [Alias("TryReserve")]
     Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax);
 
+    /// <summary>
+    /// What a reservation would answer now, from the activation's memory, writing nothing: advice that lets a call a limit
+    /// would refuse be refused without a durable write (docs/architecture.md, "Refusals write nothing").
+    /// </summary>
+    [Alias("Check")]
+    Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax);
+
     /// <summary>The call was answered: the confirmed lease. False when the call holds no slot here.</summary>
     [Alias("Confirm")]
     Task<bool> ConfirmAsync(string callKey, TimeSpan lease);

@@ -16,6 +16,7 @@ public sealed class GrainMetrics : IDisposable
     private readonly Histogram<double> _admissionDuration;
     private readonly Counter<long> _reclaimed;
     private readonly Counter<long> _staleWrites;
+    private readonly Counter<long> _idleRowsDeleted;
 
     /// <summary>Creates the instruments from <paramref name="meterFactory"/>, or on a private meter when null.</summary>
     public GrainMetrics(IMeterFactory? meterFactory)
@@ -30,6 +31,7 @@ public sealed class GrainMetrics : IDisposable
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1] });
         _reclaimed = _meter.CreateCounter<long>("callstate.slots.reclaimed", "{slot}", "Slots released because their lease ran out.");
         _staleWrites = _meter.CreateCounter<long>("callstate.storage.stale_writes", "{write}", "Compare-and-set writes lost to another activation of the same grain (a duplicate or stale activation), by grain type.");
+        _idleRowsDeleted = _meter.CreateCounter<long>("callstate.limits.idle_rows_deleted", "{row}", "Stored rows of limits deleted because they held nothing and had nothing of their own to keep.");
     }
 
     internal void Admission(AdmitStatus status, RejectReason reason, TimeSpan duration)
@@ -52,6 +54,8 @@ public sealed class GrainMetrics : IDisposable
         _reclaimed.Add(count, new KeyValuePair<string, object?>("callstate.limit.kind", LimitKey.Prefix(kind)));
 
     internal void StaleWrite(string grainType) => _staleWrites.Add(1, new KeyValuePair<string, object?>("callstate.grain.type", grainType));
+
+    internal void IdleRowDeleted() => _idleRowsDeleted.Add(1);
 
     public void Dispose()
     {

@@ -4,4 +4,11 @@ namespace CallState.Grains;
 public interface ILimitSettingsSource
 {
     LimitSettings GetLimits(LimitKey key);
+
+    /// <summary>
+    /// Whether <paramref name="key"/> has limits of its own in configuration, other than what any unlisted user or trunk
+    /// gets: its stored row is then kept while it holds nothing (a listing shows it); the row of any other key is deleted
+    /// once it holds nothing and has no run-time override (docs/architecture.md, "Rows of idle limits").
+    /// </summary>
+    bool HasOwnLimits(LimitKey key) => true;
 }

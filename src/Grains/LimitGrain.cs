@@ -37,6 +37,18 @@ public sealed class LimitGrain : Grain, ILimitGrain
     /// <summary>The row's stored due time: never later than the earliest lease end (a wake before it finds nothing to do).</summary>
     private DateTimeOffset? _storedDue;
 
+    /// <summary>
+    /// Whether this activation holds the fence of an existing row (see <see cref="TakeFenceAsync"/>): taken before its
+    /// first write, not at load, so an activation that only reads, checks or refuses writes nothing.
+    /// </summary>
+    private bool _fenced;
+
+    /// <summary>The key has limits of its own in configuration: its row stays while it holds nothing.</summary>
+    private bool _keepsRow;
+
+    /// <summary>The lowest version a limit's inserted row gets: far above what a row's own writes ever count up to.</summary>
+    private const long FirstInsertVersion = 1L << 32;
+
     public LimitGrain(IStateStore store, ILimitSettingsSource settings, IOptions<GrainOptions> options, TimeProvider time, GrainMetrics metrics, ILogger<LimitGrain> logger)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -57,11 +69,22 @@ public sealed class LimitGrain : Grain, ILimitGrain
         }
 
         _id = new StateId(GrainTypes.Limit, _key.ToString());
+        _keepsRow = _settings.HasOwnLimits(_key);
         return Task.CompletedTask;
     }
 
     public async Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax) =>
         (await Post(new LimitWork(LimitOp.Reserve, callKey) { Direction = direction, Lease = lease, PerCallMax = perCallMax })).Outcome;
+
+    public Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax) =>
+        _ledger is { } ledger
+            // Answered from memory, between the turns' awaits: it may count holds whose write is still in flight, which
+            // can only make it refuse more, never admit a call past the limit (a reservation decides that).
+            ? Task.FromResult(ledger.Check(callKey, direction, perCallMax, _time.GetUtcNow()))
+            : CheckLoadingAsync(callKey, direction, perCallMax);
+
+    private async Task<ReserveOutcome> CheckLoadingAsync(string callKey, Direction direction, int? perCallMax) =>
+        (await Post(new LimitWork(LimitOp.Check, callKey) { Direction = direction, PerCallMax = perCallMax })).Outcome;
 
     public async Task<bool> ConfirmAsync(string callKey, TimeSpan lease) => (await Post(new LimitWork(LimitOp.Confirm, callKey) { Lease = lease })).Found;
 
@@ -148,13 +171,14 @@ public sealed class LimitGrain : Grain, ILimitGrain
         var results = new LimitWorkResult[batch.Count];
         try
         {
-            for (var attempt = 0; ; attempt++)
+            var attempt = 0;
+            var loadedThisTurn = false;
+            while (true)
             {
-                var loadedNow = false;
                 if (_ledger is null)
                 {
                     await LoadAsync();
-                    loadedNow = true;
+                    loadedThisTurn = true;
                 }
 
                 var ledger = _ledger!;
@@ -171,48 +195,56 @@ public sealed class LimitGrain : Grain, ILimitGrain
                 // admitted it). Check against storage once before answering "not held": the row's version moves only when
                 // another activation takes the fence, so an unchanged version means nothing was missed, and the hot key's
                 // items are not read again for every end of a call it never held.
-                if (missed && !loadedNow && attempt < _options.MaxStaleRetries
+                if (missed && !loadedThisTurn && attempt < _options.MaxStaleRetries
                     && await _store.ReadVersionAsync(_id, CancellationToken.None) != _version)
                 {
                     _ledger = null;
+                    attempt++;
                     continue;
                 }
 
-                var due = ledger.NextDue;
-                var dueMustMove = DueMustMove(due, now);
-                if (changed || due != dueBefore || ledger.ChangedCalls.Count > 0 || dueMustMove)
+                var write = WriteFor(ledger, changed, dueBefore, now, out var row);
+                if (write is not null && _version > 0 && !_fenced)
                 {
-                    // Serialized before the first await: what is written is exactly what this turn decided. The row is
-                    // written only when its own data changed, the due time must move earlier (or off a time already past),
-                    // or it does not exist yet; otherwise only the changed calls' items are, checked against the fence.
-                    var row = StateSerializer.SerializeLimitRow(ledger.State);
-                    var items = ItemChanges(ledger);
-                    var writeRow = _version == 0 || items is null || !row.AsSpan().SequenceEqual(_storedRow) || dueMustMove;
-                    var write = writeRow ? new StateWrite(_id, _version, row, due, items) : StateWrite.ItemsOnly(_id, _version, items!);
+                    // This activation's first write to an existing row: take the fence, then decide the turn again on what
+                    // the fence read (an older activation may have written items since the load).
+                    if (!await TakeFenceAsync())
+                    {
+                        LostWrite(ref attempt, "while taking the fence");
+                    }
+
+                    loadedThisTurn = true;
+                    continue;
+                }
+
+                if (write is not null)
+                {
                     if (!await _store.WriteAsync(write, CancellationToken.None))
                     {
                         // Lost to another activation: the unsaved changes go with the dropped state, the reload starts
                         // from storage, and the whole turn is decided again.
-                        _ledger = null;
-                        _metrics.StaleWrite(GrainTypes.Limit);
-                        if (attempt + 1 >= _options.MaxStaleRetries)
-                        {
-                            throw new StaleGrainStateException($"limit {_key} lost {attempt + 1} compare-and-set writes in a row");
-                        }
-
+                        LostWrite(ref attempt, "");
                         continue;
                     }
 
-                    if (writeRow)
+                    _fenced = true;
+                    if (write.Data is null && !write.RowUnchanged)
                     {
-                        _version++;
-                        _storedRow = row;
-                        _storedDue = due;
+                        // Deleted: the next write is an insert, which fails if another activation has written a row since.
+                        _version = 0;
+                        _storedRow = null;
+                        _storedDue = null;
+                        _metrics.IdleRowDeleted();
                     }
-
-                    ledger.AcceptChanges();
+                    else if (!write.RowUnchanged)
+                    {
+                        _version = write.ExpectedVersion == 0 ? write.InsertVersion : _version + 1;
+                        _storedRow = row;
+                        _storedDue = write.DueAt;
+                    }
                 }
 
+                ledger.AcceptChanges();
                 break;
             }
         }
@@ -233,6 +265,55 @@ public sealed class LimitGrain : Grain, ILimitGrain
         for (var i = 0; i < batch.Count; i++)
         {
             batch[i].Completion.TrySetResult(results[i]);
+        }
+    }
+
+    /// <summary>
+    /// What the turn must write, or null: serialized before the first await, so what is written is exactly what the turn
+    /// decided. A key with nothing to keep (<see cref="LimitLedger.IsIdle"/>, no limits of its own in configuration) has
+    /// its row deleted, or, when it has none, nothing is written: a call admitted and released within one turn was never
+    /// answered as held. Otherwise the row is written only when its own data changed, the due time must move earlier (or
+    /// off a time already past), or it does not exist yet; else only the changed calls' items, checked against the fence.
+    /// </summary>
+    private StateWrite? WriteFor(LimitLedger ledger, bool changed, DateTimeOffset? dueBefore, DateTimeOffset now, out byte[]? row)
+    {
+        row = null;
+        if (ledger.IsIdle && !_keepsRow)
+        {
+            return _version == 0 ? null : new StateWrite(_id, _version, null, null);
+        }
+
+        var due = ledger.NextDue;
+        var dueMustMove = DueMustMove(due, now);
+        if (!changed && due == dueBefore && ledger.ChangedCalls.Count == 0 && !dueMustMove)
+        {
+            return null;
+        }
+
+        row = StateSerializer.SerializeLimitRow(ledger.State);
+        var items = ItemChanges(ledger);
+        var writeRow = _version == 0 || items is null || !row.AsSpan().SequenceEqual(_storedRow) || dueMustMove;
+        if (!writeRow)
+        {
+            return StateWrite.ItemsOnly(_id, _version, items!);
+        }
+
+        // A row may be deleted when idle and inserted again: the new row starts at an unpredictable version, so an
+        // activation that still holds a version of the deleted row (a duplicate, a paused silo) cannot match it.
+        return _version == 0
+            ? new StateWrite(_id, 0, row, due, items) { InsertVersion = Random.Shared.NextInt64(FirstInsertVersion, long.MaxValue / 2) }
+            : new StateWrite(_id, _version, row, due, items);
+    }
+
+    /// <summary>A compare-and-set lost to another activation: counted, the state dropped; thrown after too many in a row.</summary>
+    private void LostWrite(ref int attempt, string when)
+    {
+        _ledger = null;
+        _metrics.StaleWrite(GrainTypes.Limit);
+        attempt++;
+        if (attempt >= _options.MaxStaleRetries)
+        {
+            throw new StaleGrainStateException($"limit {_key} lost {attempt} compare-and-set writes in a row{(when.Length > 0 ? " " + when : "")}");
         }
     }
 
@@ -271,6 +352,8 @@ public sealed class LimitGrain : Grain, ILimitGrain
                 }
 
                 return default;
+            case LimitOp.Check:
+                return new LimitWorkResult(ledger.Check(work.CallKey!, work.Direction, work.PerCallMax, now), true, null);
             case LimitOp.Snapshot:
                 return new LimitWorkResult(default, true, ledger.Snapshot());
             case LimitOp.SetLimits:
@@ -315,36 +398,40 @@ public sealed class LimitGrain : Grain, ILimitGrain
     private bool DueMustMove(DateTimeOffset? due, DateTimeOffset now) =>
         due != _storedDue && (_storedDue is not { } stored || (due is { } next && next < stored) || stored <= now);
 
-    /// <summary>
-    /// Loads the state and takes the fence: when the row exists, it is rewritten as it is (compare-and-set on the version
-    /// read, so the version moves on) and then read again. From then on an older activation's writes, which name the
-    /// older version, fail, and what it wrote before is in the second read: items-only writes cannot slip in between.
-    /// </summary>
+    /// <summary>Loads the state (one read); the fence is taken before the first write (<see cref="TakeFenceAsync"/>).</summary>
     private async Task LoadAsync()
     {
         var stored = await _store.ReadAsync(_id, CancellationToken.None);
-        for (var attempt = 0; stored is not null; attempt++)
+
+        // No row: the first write is an insert, which fails when another activation has written one since: a fence of its own.
+        Start(stored, fenced: stored is null);
+    }
+
+    /// <summary>
+    /// Takes the fence of the row this activation loaded: rewrites it as it was read (compare-and-set on that version, so
+    /// the version moves on) and reads it again. From then on an older activation's writes, which name the older version,
+    /// fail, and what it wrote before is in the second read: items-only writes cannot slip in between. False when another
+    /// activation wrote first.
+    /// </summary>
+    private async Task<bool> TakeFenceAsync()
+    {
+        if (!await _store.WriteAsync(new StateWrite(_id, _version, _storedRow, _storedDue), CancellationToken.None))
         {
-            if (await _store.WriteAsync(new StateWrite(_id, stored.Version, stored.Data, stored.DueAt), CancellationToken.None))
-            {
-                stored = await _store.ReadAsync(_id, CancellationToken.None);
-                break;
-            }
-
-            _metrics.StaleWrite(GrainTypes.Limit);
-            if (attempt + 1 >= _options.MaxStaleRetries)
-            {
-                throw new StaleGrainStateException($"limit {_key} lost {attempt + 1} compare-and-set writes in a row while loading");
-            }
-
-            stored = await _store.ReadAsync(_id, CancellationToken.None);
+            return false;
         }
 
+        Start(await _store.ReadAsync(_id, CancellationToken.None), fenced: true);
+        return true;
+    }
+
+    private void Start(StoredState? stored, bool fenced)
+    {
         var callsInRow = false;
         var state = stored is null ? new LimitGrainState() : StateSerializer.DeserializeLimit(stored, out callsInRow);
         _version = stored?.Version ?? 0;
         _storedRow = stored?.Data;
         _storedDue = stored?.DueAt;
+        _fenced = fenced;
         var ledger = new LimitLedger(_key, state, _settings.GetLimits(_key));
         if (callsInRow)
         {
@@ -362,6 +449,7 @@ public sealed class LimitGrain : Grain, ILimitGrain
         Renew,
         Release,
         Timer,
+        Check,
         Snapshot,
         SetLimits,
     }

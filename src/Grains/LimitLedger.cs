@@ -107,6 +107,50 @@ public sealed class LimitLedger
     }
 
     /// <summary>
+    /// What <see cref="TryReserve"/> would answer now, without changing anything (leases that have ended are not
+    /// counted, as a reservation would reclaim them first). The answer is advice: only a reservation holds a slot.
+    /// </summary>
+    public ReserveOutcome Check(string callKey, Direction direction, int? perCallMax, DateTimeOffset now)
+    {
+        var nowMs = now.ToUnixTimeMilliseconds();
+        var (inbound, outbound) = (_inbound, _outbound);
+        var ownLeaseEnded = false;
+        foreach (var entry in _leases)
+        {
+            if (entry.LeaseEndMs > nowMs)
+            {
+                break;
+            }
+
+            if (State.Calls[entry.CallKey].Direction == Direction.Inbound)
+            {
+                inbound--;
+            }
+            else
+            {
+                outbound--;
+            }
+
+            ownLeaseEnded |= entry.CallKey == callKey;
+        }
+
+        if (!ownLeaseEnded && State.Calls.ContainsKey(callKey))
+        {
+            return ReserveOutcome.Admit(Effective.Total, inbound + outbound);
+        }
+
+        return Key.Kind == LimitKind.Key
+            ? DecidePerKey(direction, perCallMax ?? State.LastPerCallMax, inbound + outbound)
+            : Decide(Effective, direction, inbound, outbound);
+    }
+
+    /// <summary>
+    /// Nothing here needs storing: no call is held and no run-time override is set (the configured limits live in
+    /// configuration; the reclaimed count and a per-key limit's last maximum are only shown in listings).
+    /// </summary>
+    public bool IsIdle => State.Calls.Count == 0 && State.Override is null;
+
+    /// <summary>
     /// Marks the call answered (2xx) and gives it the confirmed lease. False when the call holds no slot
     /// here (never did, released, or its lease ended: the caller must then end the call).
     /// </summary>

@@ -16,6 +16,11 @@ internal static class GrainWrites
             throw new ArgumentOutOfRangeException(nameof(write), write.ExpectedVersion, "ExpectedVersion must be 0 (insert) or a stored version.");
         }
 
+        if (write.ExpectedVersion == 0 && write.InsertVersion < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(write), write.InsertVersion, "InsertVersion must be 1 or more.");
+        }
+
         if (write.RowUnchanged)
         {
             if (write.Data is not null || write.DueAt is not null || write.ExpectedVersion == 0 || write.Items is not { Count: > 0 })

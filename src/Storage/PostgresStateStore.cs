@@ -88,7 +88,7 @@ public sealed class PostgresStateStore : IGroupCommitStore
         // batch reader reads that per statement (RecordsAffected of a statement ending in SELECT counts rows
         // selected, not rows the compare-and-set changed).
         var insertCas = $"""
-            INSERT INTO {table} (grain_type, grain_key, version, data, due_at) VALUES ($1, $2, 1, $3, $4)
+            INSERT INTO {table} (grain_type, grain_key, version, data, due_at) VALUES ($1, $2, $5, $3, $4)
             ON CONFLICT (grain_type, grain_key) DO NOTHING RETURNING 1
             """;
         var updateCas = $"UPDATE {table} SET version = $3 + 1, data = $4, due_at = $5 WHERE grain_type = $1 AND grain_key = $2 AND version = $3 RETURNING 1";
@@ -102,7 +102,7 @@ public sealed class PostgresStateStore : IGroupCommitStore
         // Items only: the row is not written, but its version is checked and the row share-locked until commit, so a
         // writer that takes the grain over (an update of the row, which waits for that lock) and this write exclude each other.
         _itemsOnlySql = WithItems($"SELECT 1 FROM {table} WHERE grain_type = $1 AND grain_key = $2 AND version = $3 FOR SHARE", items, deletesParameter: 4);
-        _insertWithItemsSql = WithItems(insertCas, items, deletesParameter: 5);
+        _insertWithItemsSql = WithItems(insertCas, items, deletesParameter: 6);
         _updateWithItemsSql = WithItems(updateCas, items, deletesParameter: 6);
         _deleteSql = $"""
             WITH cas AS (DELETE FROM {table} WHERE grain_type = $1 AND grain_key = $2 AND version = $3 RETURNING 1),
@@ -384,6 +384,7 @@ public sealed class PostgresStateStore : IGroupCommitStore
             AddKey(command, write.Id);
             command.Parameters.Add(new NpgsqlParameter<byte[]> { TypedValue = write.Data });
             command.Parameters.Add(DueAtParameter(write.DueAt));
+            command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = write.InsertVersion });
             AddItems(command, write.Items);
         }
         else

@@ -329,6 +329,10 @@ public sealed class SqliteStateStore : IGroupCommitStore
                 {
                     command.Parameters["$v"].Value = write.ExpectedVersion;
                 }
+                else
+                {
+                    command.Parameters["$nv"].Value = write.InsertVersion;
+                }
 
                 // Each statement is conditional; exactly one changed row means the version condition held.
                 results[i] = command.ExecuteNonQuery() == 1;
@@ -502,10 +506,10 @@ public sealed class SqliteStateStore : IGroupCommitStore
         _insert = CreatePrepared(
             connection,
             """
-            INSERT INTO callstate_grains (grain_type, grain_key, version, data, due_at) VALUES ($t, $k, 1, $d, $due)
+            INSERT INTO callstate_grains (grain_type, grain_key, version, data, due_at) VALUES ($t, $k, $nv, $d, $due)
             ON CONFLICT (grain_type, grain_key) DO NOTHING
             """,
-            ("$t", SqliteType.Text), ("$k", SqliteType.Text), ("$d", SqliteType.Blob), ("$due", SqliteType.Integer));
+            ("$t", SqliteType.Text), ("$k", SqliteType.Text), ("$nv", SqliteType.Integer), ("$d", SqliteType.Blob), ("$due", SqliteType.Integer));
         _update = CreatePrepared(
             connection,
             """

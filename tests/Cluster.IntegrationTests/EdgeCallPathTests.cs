@@ -29,7 +29,8 @@ public sealed class EdgeCallPathTests(ITestOutputHelper output) : IDisposable
         // hangs up at 10.5 s. Without renewal by re-INVITE the lease ends at 4 s; without renewal by UPDATE, at 8.5 s.
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_refresh.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort, extra: ["--CallState:Grains:Leases:Confirmed=00:00:04"]);
+        // erin has limits of her own, so her row (and its reclaimed count) is still listed after the call ended.
+        await using var edge = await StandaloneEdge.StartAsync(Data, uasPort, extra: ["--CallState:Grains:Leases:Confirmed=00:00:04", "--CallState:Limits:Users:erin:Total=10"]);
         await using var uac = Sipp.Start("uac", [
             $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_refresh.xml"), "-inf", UsersFile(Data, "erin"), "-s", "bob",
             "-i", "127.0.0.1", "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "1", "-timeout", "40s", "-timeout_error"]);
@@ -101,7 +102,8 @@ public sealed class EdgeCallPathTests(ITestOutputHelper output) : IDisposable
     {
         // Over TCP the edge forwards over TCP; nothing listens on the upstream port, so the connect is refused.
         var deadPort = SipEdgeProcess.FreeUdpAndTcpPort();
-        await using var edge = await StandaloneEdge.StartAsync(Data, deadPort);
+        // kate and leo have limits of their own, so their rows are still listed once the slots are given back.
+        await using var edge = await StandaloneEdge.StartAsync(Data, deadPort, extra: ["--CallState:Limits:Users:kate:Total=10", "--CallState:Limits:Users:leo:Total=10"]);
         await using var uac = Sipp.Start("uac", [
             $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", UsersFile(Data, "kate"), "-s", "leo",
             "-i", "127.0.0.1", "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "t1", "-m", "2", "-r", "10", "-l", "2",

@@ -51,11 +51,42 @@ public sealed class CallAdmissionTests
     }
 
     [Fact]
-    public async Task When_the_second_limit_refuses_the_others_are_released_and_the_result_names_the_refusal()
+    public async Task A_call_a_limit_would_refuse_is_refused_without_reserving_or_writing_anything()
     {
         // Sorted order: key/+1..., trunk/carrier, user/alice. The trunk (second) is full.
         _limits.Configure("trunk/carrier", new LimitSettings(Total: 1));
         Assert.Equal(AdmitStatus.Admitted, (await AdmitAsync("other", new LimitRequest("trunk/carrier", Direction.Inbound))).Status);
+        _events.Clear();
+
+        var (call, state) = NewCall();
+        var result = await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
+
+        Assert.Equal(new AdmitResult(AdmitStatus.Rejected, "trunk/carrier", RejectReason.TrunkTotalLimitReached, 1, 1, null), result);
+        // Every limit is asked what it would answer, all at once; the trunk's refusal ends it: no reservation, no release,
+        // no write of the call's record.
+        Assert.Equal(["check:key/+12345678", "check:trunk/carrier", "check:user/alice"], _events);
+        Assert.Empty(state.Writes);
+        Assert.Equal(0, state.Clears);
+        Assert.Equal(0, _limits.Held("key/+12345678"));
+        Assert.Equal(0, _limits.Held("user/alice"));
+        Assert.Equal(1, _limits.Held("trunk/carrier"));
+        Assert.Equal(CallPhase.Rejected, call.Snapshot().Phase);
+        Assert.Equal(RejectReason.TrunkTotalLimitReached, call.Snapshot().Reason);
+
+        // A retransmission to the same activation gets the same refusal from memory, asking nothing.
+        _events.Clear();
+        Assert.Equal(result, await call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
+        Assert.Empty(_events);
+    }
+
+    [Fact]
+    public async Task When_the_second_limit_refuses_the_others_are_released_and_the_result_names_the_refusal()
+    {
+        // Sorted order: key/+1..., trunk/carrier, user/alice. The trunk (second) is full, and its check says otherwise: a
+        // racing call took the slot between the check and the reservation.
+        _limits.Configure("trunk/carrier", new LimitSettings(Total: 1));
+        Assert.Equal(AdmitStatus.Admitted, (await AdmitAsync("other", new LimitRequest("trunk/carrier", Direction.Inbound))).Status);
+        _limits.ChecksAdmit = true;
         _events.Clear();
 
         var (call, state) = NewCall();
@@ -70,7 +101,7 @@ public sealed class CallAdmissionTests
         Assert.Equal(
             ["reserve:key/+12345678", "reserve:trunk/carrier", "reserve:user/alice", "release:key/+12345678", "release:user/alice",
              "reserve:key/+12345678", "reserve:trunk/carrier", "release:key/+12345678"],
-            _events.Where(e => !e.StartsWith("write", StringComparison.Ordinal) && !e.StartsWith("clear", StringComparison.Ordinal)));
+            _events.Where(e => !e.StartsWith("write", StringComparison.Ordinal) && !e.StartsWith("clear", StringComparison.Ordinal) && !e.StartsWith("check", StringComparison.Ordinal)));
         // The refusal holds nothing, so nothing is kept in storage; the activation remembers it until it goes.
         Assert.Null(state.Persisted);
         Assert.Equal(CallPhase.Rejected, call.Snapshot().Phase);
@@ -102,8 +133,11 @@ public sealed class CallAdmissionTests
 
         await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
 
-        Assert.Equal("write", _events[0]);
-        Assert.StartsWith("reserve:", _events[1], StringComparison.Ordinal);
+        // After the checks (which write nothing), the record's write goes out first, then the reservations.
+        var events = _events.SkipWhile(e => e.StartsWith("check:", StringComparison.Ordinal)).ToList();
+        Assert.Equal(3, _events.Count - events.Count);
+        Assert.Equal("write", events[0]);
+        Assert.StartsWith("reserve:", events[1], StringComparison.Ordinal);
         var (first, dueAt) = state.Writes[0];
         Assert.Equal(CallPhase.Admitting, first.Phase);
         Assert.Equal(3, first.Limits.Count);
@@ -458,13 +492,15 @@ public sealed class CallAdmissionTests
         _limits.Configure("user/alice", new LimitSettings(Total: reject ? 0 : 5));
         var (call, state) = NewCall();
         await call.AdmitAsync(UserTrunkKey(), CancellationToken.None);
-        Assert.Single(state.Writes);
+
+        // A refusal a check foresaw writes nothing; an admitted call's record is written, then cleared at its end.
+        Assert.Equal(reject ? 0 : 1, state.Writes.Count);
         if (!reject)
         {
             Assert.True(await call.EndAsync(CancellationToken.None));
         }
 
-        Assert.Equal(1, state.Clears);
+        Assert.Equal(reject ? 0 : 1, state.Clears);
         Assert.Null(state.Persisted);
         Assert.Equal(0, _limits.Held("user/alice"));
 
@@ -492,7 +528,7 @@ public sealed class CallAdmissionTests
 
         await Assert.ThrowsAsync<StaleGrainStateException>(() => call.AdmitAsync(UserTrunkKey(), CancellationToken.None));
 
-        Assert.Empty(_events);
+        Assert.All(_events, e => Assert.StartsWith("check:", e, StringComparison.Ordinal));
     }
 
     [Fact]

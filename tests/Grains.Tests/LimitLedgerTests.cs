@@ -23,6 +23,51 @@ public sealed class LimitLedgerTests
         }
     }
 
+    // ---- Check: what a reservation would answer, changing nothing ----
+
+    [Fact]
+    public void Check_answers_what_a_reservation_would_and_changes_nothing()
+    {
+        var user = NewGrain("user/alice", new LimitSettings(Total: 2, Inbound: 1));
+        AdmitMany(user, "in", Direction.Inbound, 1);
+        Reserve(user, "out-0", Direction.Outbound);
+        user.AcceptChanges();
+        var now = _time.GetUtcNow();
+
+        // Full: a new call is refused with the reason, limit and count a reservation would give; a held call is admitted.
+        Assert.Equal(ReserveOutcome.Reject(RejectReason.UserInLimitReached, 1, 1), user.Check("new", Direction.Inbound, null, now));
+        Assert.Equal(ReserveOutcome.Reject(RejectReason.UserTotalLimitReached, 2, 2), user.Check("new", Direction.Outbound, null, now));
+        Assert.True(user.Check("in-0", Direction.Inbound, null, now).Admitted);
+        Assert.Empty(user.ChangedCalls);
+        Assert.Equal(2, user.Snapshot().Total);
+
+        // Past the leases' end the held calls no longer count, as a reservation would reclaim them first; the check
+        // still reclaims nothing itself.
+        _time.Advance(Early);
+        var checkedOutcome = user.Check("new", Direction.Inbound, null, _time.GetUtcNow());
+        Assert.Equal(ReserveOutcome.Admit(1, 0), checkedOutcome);
+        Assert.Equal(0, user.State.Reclaimed);
+        Assert.Equal(2, user.Snapshot().Total);
+        Assert.Equal(checkedOutcome, Reserve(user, "new", Direction.Inbound));
+        Assert.Equal(2, user.State.Reclaimed);
+    }
+
+    [Fact]
+    public void Check_on_a_per_key_limit_uses_the_maximum_the_call_carries_and_a_barred_direction_is_refused()
+    {
+        var key = NewGrain("key/+1555");
+        AdmitMany(key, "k", Direction.Outbound, 2, perCallMax: 3);
+        var now = _time.GetUtcNow();
+
+        Assert.True(key.Check("k-new", Direction.Inbound, 3, now).Admitted);
+        Assert.Equal(ReserveOutcome.Reject(RejectReason.InPerKeyCacLimitReached, 2, 2), key.Check("k-new", Direction.Inbound, 2, now));
+        Assert.Equal(3, key.State.LastPerCallMax);
+
+        var barred = NewGrain("trunk/t", new LimitSettings(Inbound: 0));
+        Assert.Equal(ReserveOutcome.Reject(RejectReason.DirectionBarred, 0, 0), barred.Check("c", Direction.Inbound, null, now));
+        Assert.True(barred.IsIdle);
+    }
+
     // ---- Per local user (miniSIPServer) ----
 
     [Fact]

@@ -184,6 +184,31 @@ public abstract class GrainStorageContractTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_row_inserted_again_at_a_version_of_its_own_refuses_the_writes_of_a_writer_of_the_deleted_row()
+    {
+        // A limit's idle row is deleted and inserted again later (docs/architecture.md, "Rows of idle limits"). A writer
+        // that still holds version 1 of the deleted row must not match the new one: its insert names a version of its own.
+        var id = Limit("user/idle");
+        Assert.True(await Storage.WriteAsync(new StateWrite(id, 0, Bytes("first"), null, [Put("a", "A")]), Ct));
+        Assert.True(await Storage.WriteAsync(new StateWrite(id, 1, null, null), Ct));
+        const long Chosen = 5_000_000_123;
+        Assert.True(await Storage.WriteAsync(new StateWrite(id, 0, Bytes("again"), null, [Put("b", "B")]) { InsertVersion = Chosen }, Ct));
+        Assert.Equal(Chosen, await Storage.ReadVersionAsync(id, Ct));
+
+        // The old writer's items and row writes fail; the new row's own version works and counts on from it.
+        Assert.False(await Storage.WriteAsync(StateWrite.ItemsOnly(id, 1, [Put("c", "C")]), Ct));
+        Assert.False(await Storage.WriteAsync(new StateWrite(id, 1, Bytes("stale"), null), Ct));
+        Assert.True(await Storage.WriteAsync(StateWrite.ItemsOnly(id, Chosen, [Put("d", "D")]), Ct));
+        Assert.True(await Storage.WriteAsync(new StateWrite(id, Chosen, Bytes("moved"), null), Ct));
+        var stored = await Storage.ReadAsync(id, Ct);
+        Assert.NotNull(stored);
+        Assert.Equal(Chosen + 1, stored.Version);
+        Assert.Equal(new Dictionary<string, string> { ["b"] = "B", ["d"] = "D" }, await ItemsAsync(Storage, id));
+
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => Storage.WriteAsync(new StateWrite(Limit("user/zero"), 0, Bytes("x"), null) { InsertVersion = 0 }, Ct));
+    }
+
+    [Fact]
     public async Task A_delete_without_a_version_is_rejected_before_it_reaches_a_batch()
     {
         await Assert.ThrowsAsync<ArgumentException>(() => Storage.WriteAsync(new StateWrite(Limit("user/x"), 0, null, null), Ct));

@@ -28,7 +28,7 @@ public readonly record struct StateItemWrite(string ItemKey, byte[]? Data);
 /// <summary>
 /// One conditional write. <see cref="ExpectedVersion"/> 0 means "the row must not exist yet" (insert);
 /// otherwise the row must have exactly that version (compare-and-set). On success the row's version
-/// becomes <c>ExpectedVersion + 1</c>. <see cref="Data"/> null deletes the row and every item of the grain.
+/// becomes <c>ExpectedVersion + 1</c> (an insert's, <see cref="InsertVersion"/>). <see cref="Data"/> null deletes the row and every item of the grain.
 /// <see cref="Items"/> are applied in the same transaction, and only when the version condition held;
 /// items not named keep their stored value. Item keys must be distinct within one write.
 /// </summary>
@@ -45,6 +45,13 @@ public sealed record StateWrite(StateId Id, long ExpectedVersion, byte[]? Data, 
 
     /// <summary>See <see cref="ItemsOnly"/>.</summary>
     public bool RowUnchanged { get; init; }
+
+    /// <summary>
+    /// The version an insert (<see cref="ExpectedVersion"/> 0) gives the new row; 1 unless set. A grain whose row may be
+    /// deleted and inserted again picks an unpredictable one, so a writer that still holds a version of the deleted row
+    /// cannot match the new row by chance (docs/architecture.md, "Rows of idle limits").
+    /// </summary>
+    public long InsertVersion { get; init; } = 1;
 }
 
 /// <summary>A grain that asked to be woken at <see cref="DueAt"/>.</summary>

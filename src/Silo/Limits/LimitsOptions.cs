@@ -157,4 +157,18 @@ public sealed class ConfiguredLimits : ILimitSettingsSource
             _ => LimitSettings.Unlimited,
         };
     }
+
+    /// <summary>A user or trunk listed with limits other than the default's (a per-key limit never is).</summary>
+    public bool HasOwnLimits(LimitKey key)
+    {
+        var options = _options();
+        return key.Kind switch
+        {
+            LimitKind.User => options.FindUser(key.Value) is { } user
+                && user.ToSettings() != (options.DefaultUser?.ToSettings() ?? LimitSettings.Unlimited),
+            LimitKind.Trunk => options.Trunks.TryGetValue(key.Value, out var trunk) && trunk is not null
+                && trunk.ToSettings() != LimitSettings.Unlimited,
+            _ => false,
+        };
+    }
 }

@@ -65,6 +65,18 @@ public sealed class InMemoryLimitClient : ILimitGrainClient
         }
     }
 
+    /// <summary>
+    /// When set, every check answers "admit" whatever the limit holds: as if the slots were taken between the check and the
+    /// reservation (a racing call), so the reservations themselves refuse.
+    /// </summary>
+    public bool ChecksAdmit { get; set; }
+
+    public Task<ReserveOutcome> CheckAsync(LimitKey key, string callKey, Direction direction, int? perCallMax, CancellationToken cancellationToken)
+    {
+        Enter("check", key);
+        return Task.FromResult(ChecksAdmit ? ReserveOutcome.Admit(null, 0) : Grain(key).Check(callKey, direction, perCallMax, _time.GetUtcNow()));
+    }
+
     public Task<ReserveOutcome> TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken)
     {
         Enter("reserve", key);

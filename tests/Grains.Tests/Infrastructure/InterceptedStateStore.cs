@@ -5,13 +5,14 @@ namespace CallState.Grains.Tests.Infrastructure;
 
 /// <summary>
 /// The silo's own state store with the test standing between it and the grains: it counts each grain's full reads and
-/// version checks, and can hold one grain's writes (before they reach storage) until the test opens the gate. Everything
+/// version checks and the writes that reached storage per grain type, and can hold one grain's writes (before they reach storage) until the test opens the gate. Everything
 /// else passes through unchanged; the storage underneath is the real one.
 /// </summary>
 public sealed class InterceptedStateStore(IStateStore inner) : IStateStore
 {
     private readonly ConcurrentDictionary<StateId, int> _reads = new();
     private readonly ConcurrentDictionary<StateId, int> _versionReads = new();
+    private readonly ConcurrentDictionary<string, int> _writes = new(StringComparer.Ordinal);
     private volatile WriteGate? _gate;
 
     /// <summary>
@@ -33,6 +34,12 @@ public sealed class InterceptedStateStore(IStateStore inner) : IStateStore
 
     /// <summary>Version checks (<see cref="IStateStore.ReadVersionAsync"/>) of <paramref name="id"/> so far.</summary>
     public int VersionReads(StateId id) => _versionReads.GetValueOrDefault(id);
+
+    /// <summary>
+    /// Writes of grains of <paramref name="type"/> (<see cref="GrainTypes"/>) that reached storage so far, whether they
+    /// committed or lost their compare-and-set: inserts, updates, items-only writes and deletes alike.
+    /// </summary>
+    public int Writes(string type) => _writes.GetValueOrDefault(type);
 
     /// <summary>From now on every write of <paramref name="id"/> waits, before it reaches storage, until the gate is opened.</summary>
     public WriteGate HoldWrites(StateId id)
@@ -58,6 +65,7 @@ public sealed class InterceptedStateStore(IStateStore inner) : IStateStore
             await gate.PassAsync();
         }
 
+        _writes.AddOrUpdate(write.Id.Type, 1, static (_, n) => n + 1);
         return await inner.WriteAsync(write, cancellationToken);
     }
 
