@@ -319,7 +319,8 @@ public sealed class SipMutator
     private static byte[] HugeValue(byte[] input, Random rng, List<string> steps)
     {
         var lines = HeaderLines(input);
-        var to = lines.Count == 0 ? Math.Max(0, input.AsSpan().IndexOf("\r\n"u8) + 2) : lines[rng.Next(lines.Count)].End;
+        var firstLineEnd = input.AsSpan().IndexOf("\r\n"u8);
+        var to = lines.Count > 0 ? lines[rng.Next(lines.Count)].End : firstLineEnd < 0 ? input.Length : firstLineEnd + 2;
         string text;
         switch (rng.Next(8))
         {
