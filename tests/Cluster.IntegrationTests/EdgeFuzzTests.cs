@@ -75,12 +75,28 @@ public sealed class EdgeFuzzTests(ITestOutputHelper output) : IDisposable
                 $"BYE sip:bob@127.0.0.1:{baitPort} SIP/2.0",
             ]);
         var seeds = FuzzPlan.RunSeeds();
-        var udpBudget = FuzzPlan.Budget(TimeSpan.FromSeconds(15), share: 0.3) / seeds.Count;
-        var tcpBudget = FuzzPlan.Budget(TimeSpan.FromSeconds(12), share: 0.3) / seeds.Count;
+        var udpBudget = FuzzPlan.Budget(TimeSpan.FromSeconds(10), share: 0.3) / seeds.Count;
+        var tcpBudget = FuzzPlan.Budget(TimeSpan.FromSeconds(8), share: 0.3) / seeds.Count;
         var edgeAddress = new IPEndPoint(IPAddress.Loopback, edge.SipPort);
         using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         output.WriteLine($"run seeds {string.Join(", ", seeds)} (replay one with CALLSTATE_FUZZ_SEED=n, one case with CALLSTATE_FUZZ_CASE=i too)");
+
+        foreach (var (name, bytes, statusLine) in Regressions())
+        {
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            await socket.SendToAsync(bytes, SocketFlags.None, edgeAddress);
+            using var wait = new CancellationTokenSource(Answer);
+            var buffer = new byte[70_000];
+            string answer;
+            do
+            {
+                answer = Encoding.UTF8.GetString(buffer, 0, await socket.ReceiveAsync(buffer, SocketFlags.None, wait.Token));
+            }
+            while (answer.StartsWith("SIP/2.0 100 ", StringComparison.Ordinal));
+            Assert.True(FirstLine(answer) == statusLine, $"regression {name}: expected '{statusLine}', got '{FirstLine(answer)}'");
+        }
 
         var clock = Stopwatch.StartNew();
         long udpCases = 0, tcpCases = 0;
@@ -95,7 +111,9 @@ public sealed class EdgeFuzzTests(ITestOutputHelper output) : IDisposable
         await ProbeAsync(probe, edgeAddress, edge, "the end of the run");
 
         // Every INVITE the callee saw was answered 486 and every transaction times out within 64*T1: nothing stays held.
+        var settle = Stopwatch.StartNew();
         await StandaloneEdge.WaitForZeroAsync(edge, TimeSpan.FromSeconds(60), "the fuzz run");
+        output.WriteLine($"every count was 0 {settle.Elapsed.TotalSeconds:F1} s after the last input");
         output.WriteLine(
             $"UDP {udpCases} and TCP {tcpCases} inputs in {fuzzTime.TotalSeconds:F1} s; {_expectedAnswers} malformed with a readable Via, " +
             $"{_answered} answered with their parse error; {_silent} dropped unanswered as expected; the callee received {callee.Datagrams} " +
@@ -121,6 +139,19 @@ public sealed class EdgeFuzzTests(ITestOutputHelper output) : IDisposable
         }
         Assert.True(_violations.Count == 0, $"{_violations.Count} violation(s):\n{string.Join("\n", _violations.Take(20))}");
         Assert.True(FuzzPlan.SingleCase is not null || (_expectedAnswers > 0 && udpCases > 0 && tcpCases > 0), "the run sent no malformed request with a readable Via");
+    }
+
+    /// <summary>
+    /// What earlier fuzz runs found, as minimal inputs, each with the answer it must get now. An INVITE whose Via branch
+    /// or sent-by is longer than a call's record keeps was answered 500 (the grains refused it as invalid).
+    /// </summary>
+    private static IEnumerable<(string Name, byte[] Bytes, string StatusLine)> Regressions()
+    {
+        var invite = Encoding.ASCII.GetString(FuzzPlan.Seeds().Single(s => s.Name == "sipp-invite").Bytes);
+        yield return ("long Via branch", Encoding.ASCII.GetBytes(invite.Replace("branch=z9hG4bK-21367-1-0", "branch=z9hG4bK-" + new string('0', 300), StringComparison.Ordinal)),
+            "SIP/2.0 400 Bad Request (value too long)");
+        yield return ("long Via sent-by", Encoding.ASCII.GetBytes(invite.Replace("Via: SIP/2.0/UDP 127.0.0.1:47612;", "Via: SIP/2.0/UDP " + string.Concat(Enumerable.Repeat("h", 300)) + ".example.com;", StringComparison.Ordinal)),
+            "SIP/2.0 400 Bad Request (value too long)");
     }
 
     private async Task<long> RunUdpAsync(SipMutator mutator, int seed, TimeSpan budget, SipEdgeProcess edge, IPEndPoint edgeAddress, Socket probe)

@@ -20,7 +20,7 @@ public sealed class ParserFuzzTests(ITestOutputHelper output)
     {
         var mutator = new SipMutator(FuzzPlan.Seeds());
         var seeds = FuzzPlan.RunSeeds();
-        var budget = FuzzPlan.Budget(TimeSpan.FromSeconds(20), share: 0.35);
+        var budget = FuzzPlan.Budget(TimeSpan.FromSeconds(15), share: 0.35);
         var findings = new Dictionary<string, (FuzzCase Case, FuzzFindingException Finding)>();
         FuzzCase? current = null;
         var report = new StringBuilder();
