@@ -158,15 +158,17 @@ public sealed class EdgeFuzzTests(ITestOutputHelper output) : IDisposable
     {
         var clock = Stopwatch.StartNew();
         using var parsed = new SipMessage();
-        var cases = FuzzPlan.Cases(FuzzPlan.LongRun ? long.MaxValue : CiCases).ToList();
+        using var cases = FuzzPlan.Cases(FuzzPlan.LongRun ? long.MaxValue : CiCases).GetEnumerator();
+        var more = true;
         long sent = 0;
-        for (var at = 0; at < cases.Count && (clock.Elapsed < budget || FuzzPlan.SingleCase is not null); at += UdpBatch)
+        while (more && (clock.Elapsed < budget || FuzzPlan.SingleCase is not null))
         {
             var batch = new List<(FuzzCase Case, Socket Socket, FuzzExpectation? Expect)>();
             try
             {
-                foreach (var index in cases.Skip(at).Take(UdpBatch))
+                while (batch.Count < UdpBatch && (more = cases.MoveNext()))
                 {
+                    var index = cases.Current;
                     var c = mutator.Make(seed, index);
                     var bytes = c.Bytes.Length > MaxUdpPayload ? c.Bytes[..MaxUdpPayload] : c.Bytes;
                     parsed.Parse(bytes);
@@ -175,6 +177,10 @@ public sealed class EdgeFuzzTests(ITestOutputHelper output) : IDisposable
                     socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
                     await socket.SendToAsync(bytes, SocketFlags.None, edgeAddress);
                     sent++;
+                }
+                if (batch.Count == 0)
+                {
+                    break;
                 }
                 await ProbeAsync(probe, edgeAddress, edge, $"UDP cases {batch[0].Case.Index}..{batch[^1].Case.Index} of run seed {seed}");
                 foreach (var (c, socket, expect) in batch)
