@@ -104,6 +104,15 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
 
         // A call no limit applies to is recorded all the same: its dialog is what lets its in-dialog requests through.
         var leg = new CallLeg(origin.Attempt, origin.CallerTargets);
+        if (CallDialogs.Validate(leg) is { } tooLong)
+        {
+            // A Via branch or sent-by or a Contact longer than a call's record keeps (RFC 3261 bounds none of them) is
+            // the request's fault: 400 before any admission work, not the grains' refusal answered 500 (found by the
+            // fuzz run, docs/testing.md "Fuzzing").
+            Count("invalid", "BAD_REQUEST");
+            LogInvalid(_logger, tooLong);
+            return CallDecision.Reject(400, "Bad Request (value too long)");
+        }
 
         var options = classifier.Options;
         var started = _time.GetTimestamp();

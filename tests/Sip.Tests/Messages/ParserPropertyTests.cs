@@ -430,7 +430,7 @@ public sealed class ParserPropertyTests
     /// What must hold after any parse: the error is the returned one and defined; every range lies in the message;
     /// every public property and the readers the proxy runs on fields (list entries, Via, name-addr, URI) do not throw.
     /// </summary>
-    private static void CheckInvariants(SipMessage m, SipParseError returned)
+    internal static void CheckInvariants(SipMessage m, SipParseError returned)
     {
         Assert.Equal(returned, m.Error);
         Assert.True(Enum.IsDefined(returned), $"undefined error {(int)returned}");
@@ -569,7 +569,7 @@ public sealed class ParserPropertyTests
     }
 
     /// <summary>Everything the parser exposes, as text; with <paramref name="offsets"/> the ranges' positions too.</summary>
-    private static string Describe(SipMessage m, bool offsets)
+    internal static string Describe(SipMessage m, bool offsets)
     {
         var sb = new StringBuilder();
         var inv = CultureInfo.InvariantCulture;
@@ -592,7 +592,7 @@ public sealed class ParserPropertyTests
     }
 
     /// <summary>Frames <paramref name="buffer"/>, checks the positions make sense, and describes the outcome by offsets and bytes.</summary>
-    private static string FrameResult(in ReadOnlySequence<byte> buffer)
+    internal static string FrameResult(in ReadOnlySequence<byte> buffer)
     {
         var status = SipStreamFramer.Frame(buffer, out var consumed, out var examined, out var message);
         Assert.True(status is OperationStatus.Done or OperationStatus.NeedMoreData or OperationStatus.InvalidData, $"status {status}");

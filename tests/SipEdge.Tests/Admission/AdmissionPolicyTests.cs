@@ -86,6 +86,33 @@ public sealed class AdmissionPolicyTests : IDisposable
         Assert.Equal($"Emergency call {Key} connected over user/alice: 1 of 1 in use, reason USER_OUT_LIMIT_REACHED", line.Message);
     }
 
+    /// <summary>
+    /// Regression (fuzz run, docs/testing.md "Fuzzing"): an INVITE whose Via branch, Via host or Contact made the attempt
+    /// or a caller target longer than a call's record keeps was sent to the grains, refused as invalid there, and answered 500 Server Internal Error. It is the request's fault: 400, and the
+    /// grains are never asked. The minimal inputs were a sipp INVITE with its branch repeated 93 times and an RFC 4475
+    /// INVITE (sdp01) with its Via host repeated 159 times.
+    /// </summary>
+    [Theory]
+    [InlineData("attempt")]
+    [InlineData("target")]
+    public async Task An_INVITE_with_a_value_too_long_for_the_call_record_gets_400_and_never_reaches_the_grains(string what)
+    {
+        var policy = Policy();
+        var longText = new string('z', 1100);
+        using var invite = Invite("alice@example.com", "bob@example.com");
+        var origin = what == "attempt"
+            ? Origin with { Attempt = "127.0.0.1:5061;z9hG4bK" + longText + "@udp:127.0.0.1:5061" }
+            : Origin with { CallerTargets = ["udp:127.0.0.1:5061", "udp:" + longText + ":5061"] };
+
+        var decision = await policy.AdmitAsync(invite, Caller, ProxyRoute, origin, CancellationToken.None).AsTask().WaitAsync(Bound, CancellationToken.None);
+
+        Assert.False(decision.Admitted);
+        Assert.Equal(400, decision.Status);
+        Assert.Equal("Bad Request (value too long)", decision.ReasonPhrase);
+        Assert.Empty(_client.Calls);
+        Assert.Equal(["invalid/BAD_REQUEST"], _metrics.Decisions());
+    }
+
     [Fact]
     public async Task The_same_call_to_a_non_emergency_number_gets_486_busy_with_cause_17()
     {
