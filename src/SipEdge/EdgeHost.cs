@@ -161,11 +161,15 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
     private SipEndpoint? _endpoint;
 
     private readonly ICallPolicy? _policy;
+    private readonly CallClassifierSource? _classifiers;
+    private readonly CallerTrust? _trust;
 
     public SipListenerService(IOptions<SipProxyOptions> options, TimeProvider timeProvider, IMeterFactory meterFactory, ILogger<SipListenerService> logger,
-        ICallPolicy? policy = null)
+        ICallPolicy? policy = null, CallClassifierSource? classifiers = null, CallerTrust? trust = null)
     {
         _policy = policy;
+        _classifiers = classifiers;
+        _trust = trust;
         _options = options.Value;
         _timeProvider = timeProvider;
         _meterFactory = meterFactory;
@@ -176,7 +180,7 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        _endpoint = new SipEndpoint(_options, _timeProvider, _meterFactory, OnTransportError, _policy, OnHandlerError);
+        _endpoint = new SipEndpoint(_options, _timeProvider, _meterFactory, OnTransportError, _policy, OnHandlerError, ClassifySource, OnShed);
         if (_endpoint.TlsCertificate is { } source)
         {
             source.Reloaded += OnCertificateReloaded;
@@ -218,6 +222,23 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
         }
         LogTransportError(_logger, ex);
     }
+
+    /// <summary>
+    /// The overload budget a source address gets (docs/architecture.md, "Overload control"): a trunk's source (as the call
+    /// classifier tells, certificate or not), else a trusted peer's, else the default. Asked once per budget entry; an edge
+    /// that admits nothing knows neither and gives every source the default budget.
+    /// </summary>
+    private SipSourceKind ClassifySource(System.Net.IPAddress address)
+    {
+        if (_classifiers?.Current.SourceTrunkOf(address, null, null) is { Match: TrunkMatch.Address or TrunkMatch.CertificateRequired })
+        {
+            return SipSourceKind.Trunk;
+        }
+        return _trust?.IsTrustedPeer(address) == true ? SipSourceKind.Peer : SipSourceKind.Default;
+    }
+
+    private void OnShed(SipShedReport report) =>
+        LogShed(_logger, report.Count, report.Reason, report.Source?.ToString() ?? "(unknown)", _options.Overload.ReportInterval.TotalSeconds);
 
     private void OnHandlerError(SipHandlerError error)
     {
@@ -268,6 +289,10 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
 
     [LoggerMessage(EventId = 3008, Level = LogLevel.Error, Message = "SIP {Timer} callback failed (peer {Peer}); its transaction is made to end rather than left open")]
     private static partial void LogTimerError(ILogger logger, string timer, string peer, Exception exception);
+
+    [LoggerMessage(EventId = 3009, Level = LogLevel.Warning,
+        Message = "Overload control refused {Count} request(s) ({Reason}), the last from {Source}; reported at most once every {Seconds} s per reason")]
+    private static partial void LogShed(ILogger logger, long count, SipShedReason reason, string source, double seconds);
 
     [LoggerMessage(EventId = 3006, Level = LogLevel.Warning, Message = "Refused the TLS certificate of {Remote}: {Subject} (SHA-256 {Thumbprint}): {Reason}")]
     private static partial void LogPeerCertificateRefused(ILogger logger, string remote, string subject, string thumbprint, string reason);
