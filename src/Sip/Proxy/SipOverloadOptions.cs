@@ -18,7 +18,7 @@ public sealed class SipOverloadOptions
     /// dialog are shed; in-dialog requests, CANCEL and ACK still get one up to <see cref="SipProxyOptions.MaxTransactions"/>,
     /// so calls in progress can end. Must be below that.
     /// </summary>
-    public int MaxTransactions { get; set; } = 150_000;
+    public int MaxTransactions { get; set; } = 180_000;
 
     /// <summary>Decisions awaiting the transaction user (admissions and dialog look-ups waiting for the grains) past which new INVITEs are shed.</summary>
     public int MaxPendingDecisions { get; set; } = 1_000;
@@ -33,7 +33,7 @@ public sealed class SipOverloadOptions
     public TimeSpan LagProbeInterval { get; set; } = TimeSpan.FromMilliseconds(100);
 
     /// <summary>Budget of a source that is neither a trunk nor a trusted peer.</summary>
-    public SipSourceBudgetOptions Default { get; set; } = new() { RequestsPerSecond = 100, Burst = 200, MaxTransactions = 200 };
+    public SipSourceBudgetOptions Default { get; set; } = new() { RequestsPerSecond = 500, Burst = 1_000, MaxTransactions = 1_000 };
 
     /// <summary>Budget of each trunk's source address (<c>CallState:Admission:Trunks:&lt;id&gt;:Sources</c>).</summary>
     public SipSourceBudgetOptions Trunks { get; set; } = new() { RequestsPerSecond = 20_000, Burst = 20_000, MaxTransactions = 50_000 };

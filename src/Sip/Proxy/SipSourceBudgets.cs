@@ -202,6 +202,7 @@ public sealed class SipSourceBudgets
 
     private SourceBudget Add(UInt128 key, IPAddress address)
     {
+        MaybeSweep();
         var kind = Classify(address);
         var now = _time.GetTimestamp();
         if (Volatile.Read(ref _count) >= _options.MaxSources)
