@@ -46,7 +46,7 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
         // The proxy's own timer callbacks catch and report their exceptions; this is for any other callback.
         _wheel = new TimerWheel(timeProvider, TimerWheel.DefaultResolution,
             onCallbackError: ex => Proxy!.ReportHandlerError(new SipHandlerError(SipHandlerErrorKind.Timer, ex)));
-        _overload = options.Overload.Enabled ? new SipOverloadControl(options.Overload, timeProvider, classifySource, onShed) : null;
+        _overload = options.Overload.Enabled ? new SipOverloadControl(options.Overload, timeProvider, classifySource, onShed, maxTransactions: options.MaxTransactions) : null;
         Proxy = new SipProxy(options, this, _wheel, new SipProxyMetrics(meterFactory), policy, onHandlerError, _overload);
         var local = new IPEndPoint(IPAddress.Parse(options.ListenAddress), options.Port);
         void Report(Exception ex)

@@ -5,7 +5,7 @@ namespace CallState.Sip.Proxy;
 /// <summary>Why a request was shed (the <c>reason</c> attribute of <c>callstate.sip.overload.shed</c>).</summary>
 public enum SipShedReason : byte
 {
-    /// <summary>Open transactions past <see cref="SipOverloadOptions.MaxTransactions"/>.</summary>
+    /// <summary>Open transactions past <see cref="SipOverloadOptions.MaxTransactions"/> (unset: 90% of <see cref="SipProxyOptions.MaxTransactions"/>).</summary>
     Transactions = 0,
 
     /// <summary>Decisions awaiting the transaction user past <see cref="SipOverloadOptions.MaxPendingDecisions"/>.</summary>
@@ -44,6 +44,7 @@ public sealed class SipOverloadControl : IDisposable
     private readonly long[] _sinceReport = new long[ReasonNames.Length];
     private readonly long[] _nextReport = new long[ReasonNames.Length];
     private readonly long[] _totals = new long[ReasonNames.Length];
+    private readonly int _maxTransactions;
     private int _pendingDecisions;
 
     /// <summary>
@@ -51,10 +52,11 @@ public sealed class SipOverloadControl : IDisposable
     /// shed (rate-limited; the host logs it). <paramref name="probeLag"/> false: no lag probe (tests set <see cref="LagProbe"/> values themselves).
     /// </summary>
     public SipOverloadControl(SipOverloadOptions options, TimeProvider? time = null, Func<IPAddress, SipSourceKind>? classify = null,
-        Action<SipShedReport>? report = null, bool probeLag = true)
+        Action<SipShedReport>? report = null, bool probeLag = true, int maxTransactions = 200_000)
     {
         ArgumentNullException.ThrowIfNull(options);
         Options = options;
+        _maxTransactions = options.EffectiveMaxTransactions(maxTransactions);
         _time = time ?? TimeProvider.System;
         _report = report;
         Budgets = new SipSourceBudgets(options, _time, classify);
@@ -96,7 +98,7 @@ public sealed class SipOverloadControl : IDisposable
     /// <summary>The reason to shed a new INVITE (or other request outside a dialog) now, if any, given the open transactions.</summary>
     internal SipShedReason? Overloaded(int transactions)
     {
-        if (transactions >= Options.MaxTransactions)
+        if (transactions >= _maxTransactions)
         {
             return SipShedReason.Transactions;
         }

@@ -16,9 +16,12 @@ public sealed class SipOverloadOptions
     /// <summary>
     /// Open transactions (server and client, lingering ones included) past which new INVITEs and requests outside a
     /// dialog are shed; in-dialog requests, CANCEL and ACK still get one up to <see cref="SipProxyOptions.MaxTransactions"/>,
-    /// so calls in progress can end. Must be below that.
+    /// so calls in progress can end. Must be below that; unset: 90% of it.
     /// </summary>
-    public int MaxTransactions { get; set; } = 180_000;
+    public int? MaxTransactions { get; set; }
+
+    /// <summary><see cref="MaxTransactions"/>, or 90% of <paramref name="maxTransactions"/> when unset.</summary>
+    public int EffectiveMaxTransactions(int maxTransactions) => MaxTransactions ?? Math.Max(1, (int)(maxTransactions * 0.9));
 
     /// <summary>Decisions awaiting the transaction user (admissions and dialog look-ups waiting for the grains) past which new INVITEs are shed.</summary>
     public int MaxPendingDecisions { get; set; } = 1_000;
@@ -64,7 +67,7 @@ public sealed class SipOverloadOptions
     public void Validate(string prefix, List<string> errors, int maxTransactions)
     {
         ArgumentNullException.ThrowIfNull(errors);
-        if (MaxTransactions < 1 || MaxTransactions >= maxTransactions)
+        if (MaxTransactions is { } max && (max < 1 || max >= maxTransactions))
         {
             errors.Add($"{prefix}{nameof(MaxTransactions)}: must be at least 1 and below {SipProxyOptions.SectionName}:{nameof(SipProxyOptions.MaxTransactions)} ({maxTransactions}), so calls in progress can still end (was {MaxTransactions})");
         }

@@ -235,7 +235,7 @@ public sealed class OverloadControlTests : IDisposable
             {
                 _reports.Add(r);
             }
-        }, probeLag: false);
+        }, probeLag: false, maxTransactions: maxTransactions);
         _proxy = new SipProxy(options, _sent, _wheel, policy: policy, overload: _control);
         return _proxy;
     }

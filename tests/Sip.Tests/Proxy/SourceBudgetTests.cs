@@ -188,6 +188,11 @@ public sealed class SourceBudgetTests
         Assert.True(options.Overload.Trunks.RequestsPerSecond > options.Overload.Default.RequestsPerSecond);
         Assert.True(options.Overload.Peers.MaxTransactions > options.Overload.Default.MaxTransactions);
 
+        // Unset, the shedding threshold follows the hard limit.
+        Assert.Equal(180_000, options.Overload.EffectiveMaxTransactions(options.MaxTransactions));
+        options.MaxTransactions = 2;
+        Assert.Empty(options.Validate());
+
         // Off, its values are not checked.
         options.Overload.Enabled = false;
         options.Overload.MaxSources = 0;
