@@ -90,10 +90,10 @@ public sealed class FloodTests(ITestOutputHelper output) : IDisposable
         Assert.True(callee.Successful >= calls * 99 / 100, $"{callee.Successful} of {calls} calls completed at the callee\n{uac.Describe()}");
         Assert.Equal(probed, answered);
 
-        // The flood was refused: its first refusals each second answered 503 (the default RefusalsPerSecond, 10, plus the
-        // sipvicious scans from the same address), the rest dropped; and logged a few times, not per message.
+        // The flood was refused, not answered one for one: over its budget (500 requests a second) only the first 10
+        // refusals a second are answered 503, the rest dropped; and the shedding is logged a few times, not per message.
         Assert.True(flooder.Refusals > 0, "the flooder never got a 503");
-        Assert.True(flooder.Refusals <= 10 * (FloodSeconds + 20), $"{flooder.Refusals} refusals answered to {sent} flood requests");
+        Assert.True(flooder.Refusals <= sent / 10, $"{flooder.Refusals} refusals answered to {sent} flood requests");
         Assert.InRange(shedLogs, 1, 50);
 
         // Nothing reached the address no configuration names, and the flood reserved nothing.
