@@ -142,8 +142,10 @@ public sealed class SipOverloadControl : IDisposable
 }
 
 /// <summary>
-/// Measures how late the thread pool runs work: every interval it queues an item and records how long the item waited.
-/// An item still waiting at the next tick counts as lag up to then, so a stalled pool shows at once.
+/// Measures how late the thread pool runs work: every interval it queues an item and records how long the item waited
+/// (an item still waiting at the next tick counts as late up to then, so a stalled pool shows at once). The lag it
+/// reports is the smaller of the last two samples: a lag must last a whole interval to count, so one collector pause or
+/// a moment off the CPU does not shed calls.
 /// </summary>
 internal sealed class LagProbe : IDisposable
 {
@@ -152,33 +154,42 @@ internal sealed class LagProbe : IDisposable
     private readonly Action<object?> _run;
     private long _queuedAt;
     private int _queued;
-    private long _lagTicks;
+    private long _ranLag;
+    private long _sample;
+    private long _previous;
 
-    public LagProbe(TimeProvider time, TimeSpan interval)
+    private readonly Action<Action<object?>> _dispatch;
+
+    /// <summary><paramref name="dispatch"/> queues the probe's item (tests run it themselves); default: the thread pool.</summary>
+    public LagProbe(TimeProvider time, TimeSpan interval, Action<Action<object?>>? dispatch = null)
     {
         _time = time;
+        _dispatch = dispatch ?? (run => ThreadPool.UnsafeQueueUserWorkItem(run, null, preferLocal: false));
         _run = _ => Ran();
         _timer = time.CreateTimer(_ => Tick(), null, interval, interval);
     }
 
-    public long LagTicks => Interlocked.Read(ref _lagTicks);
+    public long LagTicks => Math.Min(Interlocked.Read(ref _sample), Interlocked.Read(ref _previous));
 
     private void Tick()
     {
         var now = _time.GetTimestamp();
-        if (Interlocked.Exchange(ref _queued, 1) == 1)
+        var stillQueued = Volatile.Read(ref _queued) == 1;
+        var sample = stillQueued ? now - Interlocked.Read(ref _queuedAt) : Interlocked.Read(ref _ranLag);
+        Interlocked.Exchange(ref _previous, Interlocked.Read(ref _sample));
+        Interlocked.Exchange(ref _sample, sample);
+        if (stillQueued)
         {
-            // The last item has not run yet: the pool is at least this late.
-            Interlocked.Exchange(ref _lagTicks, Math.Max(Interlocked.Read(ref _lagTicks), now - Interlocked.Read(ref _queuedAt)));
             return;
         }
         Interlocked.Exchange(ref _queuedAt, now);
-        ThreadPool.UnsafeQueueUserWorkItem(_run, null, preferLocal: false);
+        Volatile.Write(ref _queued, 1);
+        _dispatch(_run);
     }
 
     private void Ran()
     {
-        Interlocked.Exchange(ref _lagTicks, _time.GetTimestamp() - Interlocked.Read(ref _queuedAt));
+        Interlocked.Exchange(ref _ranLag, _time.GetTimestamp() - Interlocked.Read(ref _queuedAt));
         Volatile.Write(ref _queued, 0);
     }
 

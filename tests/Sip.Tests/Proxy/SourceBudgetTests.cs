@@ -215,3 +215,44 @@ public sealed class SourceBudgetTests
         RefusalsPerSecond = refusals,
     };
 }
+
+/// <summary>The thread-pool lag probe on a fake clock, its work items run by the test.</summary>
+public sealed class LagProbeTests
+{
+    [Fact]
+    public void A_lag_counts_once_it_lasts_two_samples_and_a_stalled_pool_shows_before_its_item_runs()
+    {
+        var clock = new FakeTimeProvider();
+        var queued = new Queue<Action<object?>>();
+        using var probe = new LagProbe(clock, TimeSpan.FromMilliseconds(100), queued.Enqueue);
+        TimeSpan Lag() => TimeSpan.FromSeconds((double)probe.LagTicks / clock.TimestampFrequency);
+
+        // Items that run at once: no lag.
+        clock.Advance(TimeSpan.FromMilliseconds(100));
+        queued.Dequeue()(null);
+        clock.Advance(TimeSpan.FromMilliseconds(100));
+        Assert.Equal(TimeSpan.Zero, Lag());
+
+        // One item 80 ms late: one sample, not yet counted.
+        clock.Advance(TimeSpan.FromMilliseconds(80));
+        queued.Dequeue()(null);
+        clock.Advance(TimeSpan.FromMilliseconds(20));
+        Assert.Equal(TimeSpan.Zero, Lag());
+
+        // A stall: the next item does not run; every tick counts it as late up to then.
+        clock.Advance(TimeSpan.FromMilliseconds(100));
+        Assert.Equal(TimeSpan.FromMilliseconds(80), Lag());
+        clock.Advance(TimeSpan.FromMilliseconds(100));
+        Assert.Equal(TimeSpan.FromMilliseconds(100), Lag());
+        clock.Advance(TimeSpan.FromMilliseconds(100));
+        Assert.Equal(TimeSpan.FromMilliseconds(200), Lag());
+        Assert.Single(queued);
+
+        // The pool catches up: the lag falls back once two samples say so.
+        queued.Dequeue()(null);
+        clock.Advance(TimeSpan.FromMilliseconds(100));
+        queued.Dequeue()(null);
+        clock.Advance(TimeSpan.FromMilliseconds(100));
+        Assert.Equal(TimeSpan.Zero, Lag());
+    }
+}
