@@ -164,12 +164,21 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
     private readonly CallClassifierSource? _classifiers;
     private readonly CallerTrust? _trust;
 
+    private readonly System.Net.IPNetwork[] _plainPeers = [];
+
     public SipListenerService(IOptions<SipProxyOptions> options, TimeProvider timeProvider, IMeterFactory meterFactory, ILogger<SipListenerService> logger,
-        ICallPolicy? policy = null, CallClassifierSource? classifiers = null, CallerTrust? trust = null)
+        ICallPolicy? policy = null, CallClassifierSource? classifiers = null, CallerTrust? trust = null, IConfiguration? configuration = null)
     {
         _policy = policy;
         _classifiers = classifiers;
         _trust = trust;
+        if (trust is null && configuration?.GetSection(TrustOptions.SectionName).Get<TrustOptions>() is { } plain)
+        {
+            // A plain proxy (no admission) does not check callers, but its trusted peers still get the peers' budget.
+            _plainPeers = [.. plain.Peers.Values.SelectMany(p => p?.Sources ?? [])
+                .Select(source => AddressText.TryParseNetwork(source, out var network, out _) ? network : (System.Net.IPNetwork?)null)
+                .OfType<System.Net.IPNetwork>()];
+        }
         _options = options.Value;
         _timeProvider = timeProvider;
         _meterFactory = meterFactory;
@@ -226,7 +235,7 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
     /// <summary>
     /// The overload budget a source address gets (docs/architecture.md, "Overload control"): a trunk's source (as the call
     /// classifier tells, certificate or not), else a trusted peer's, else the default. Asked once per budget entry; an edge
-    /// that admits nothing knows neither and gives every source the default budget.
+    /// that admits nothing knows no trunks, and its peers from <c>CallState:Trust:Peers</c> alone.
     /// </summary>
     private SipSourceKind ClassifySource(System.Net.IPAddress address)
     {
@@ -234,7 +243,12 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
         {
             return SipSourceKind.Trunk;
         }
-        return _trust?.IsTrustedPeer(address) == true ? SipSourceKind.Peer : SipSourceKind.Default;
+        if (_trust is not null)
+        {
+            return _trust.IsTrustedPeer(address) ? SipSourceKind.Peer : SipSourceKind.Default;
+        }
+        var canonical = AddressText.Canonical(address);
+        return Array.Exists(_plainPeers, network => network.Contains(canonical)) ? SipSourceKind.Peer : SipSourceKind.Default;
     }
 
     private void OnShed(SipShedReport report) =>
