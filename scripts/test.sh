@@ -23,6 +23,8 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 command -v sipp >/dev/null || missing+=(sip-tester)
 # The TLS peer of the SIP-over-TLS test (Debian's sipp is built without TLS; sipsak has it, through GnuTLS).
 command -v sipsak >/dev/null || missing+=(sipsak)
+# The scanners of the flood test (svmap, svwar).
+command -v svwar >/dev/null || missing+=(sipvicious)
 # The TLS client that presents a trunk's client certificate (sipsak 0.9.8.1 never sends one).
 command -v openssl >/dev/null || missing+=(openssl)
 # The TLS next hop of the TLS next-hop test: Kamailio with its TLS module (a separate Debian package).

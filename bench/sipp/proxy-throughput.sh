@@ -90,7 +90,11 @@ silos_cpu() {
     for pid in "${silo_pids[@]}"; do total=$((total + $(awk '{print $14+$15}' "/proc/$pid/stat"))); done
     echo "$total"
 }
-dotnet "$repo/src/SipEdge/bin/Release/net10.0/CallState.SipEdge.dll" "${admission_args[@]}" --urls="http://127.0.0.1:$http_port" \
+# The one sipp caller is a single source offering thousands of requests a second: unless a configuration names it a
+# trusted peer it gets the default per-source budget (docs/architecture.md, "Overload control").
+budget_args=(--CallState:Sip:Overload:Default:RequestsPerSecond=1000000 --CallState:Sip:Overload:Default:Burst=1000000
+    --CallState:Sip:Overload:Default:MaxTransactions=1000000)
+dotnet "$repo/src/SipEdge/bin/Release/net10.0/CallState.SipEdge.dll" "${admission_args[@]}" "${budget_args[@]}" --urls="http://127.0.0.1:$http_port" \
     --CallState:Sip:Port=$edge_port --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port \
     --Logging:LogLevel:Default=Warning ${EDGE_ARGS:-} >"$work/edge.log" 2>&1 &
 edge_pid=$!

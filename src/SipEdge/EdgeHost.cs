@@ -182,11 +182,24 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
     private SipEndpoint? _endpoint;
 
     private readonly ICallPolicy? _policy;
+    private readonly CallClassifierSource? _classifiers;
+    private readonly CallerTrust? _trust;
+
+    private readonly System.Net.IPNetwork[] _plainPeers = [];
 
     public SipListenerService(IOptions<SipProxyOptions> options, TimeProvider timeProvider, IMeterFactory meterFactory, ILogger<SipListenerService> logger,
-        ICallPolicy? policy = null)
+        ICallPolicy? policy = null, CallClassifierSource? classifiers = null, CallerTrust? trust = null, IConfiguration? configuration = null)
     {
         _policy = policy;
+        _classifiers = classifiers;
+        _trust = trust;
+        if (trust is null && configuration?.GetSection(TrustOptions.SectionName).Get<TrustOptions>() is { } plain)
+        {
+            // A plain proxy (no admission) does not check callers, but its trusted peers still get the peers' budget.
+            _plainPeers = [.. plain.Peers.Values.SelectMany(p => p?.Sources ?? [])
+                .Select(source => AddressText.TryParseNetwork(source, out var network, out _) ? network : (System.Net.IPNetwork?)null)
+                .OfType<System.Net.IPNetwork>()];
+        }
         _options = options.Value;
         _timeProvider = timeProvider;
         _meterFactory = meterFactory;
@@ -197,7 +210,7 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        _endpoint = new SipEndpoint(_options, _timeProvider, _meterFactory, OnTransportError, _policy, OnHandlerError);
+        _endpoint = new SipEndpoint(_options, _timeProvider, _meterFactory, OnTransportError, _policy, OnHandlerError, ClassifySource, OnShed);
         if (_endpoint.TlsCertificate is { } source)
         {
             source.Reloaded += OnCertificateReloaded;
@@ -239,6 +252,28 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
         }
         LogTransportError(_logger, ex);
     }
+
+    /// <summary>
+    /// The overload budget a source address gets (docs/architecture.md, "Overload control"): a trunk's source (as the call
+    /// classifier tells, certificate or not), else a trusted peer's, else the default. Asked once per budget entry; an edge
+    /// that admits nothing knows no trunks, and its peers from <c>CallState:Trust:Peers</c> alone.
+    /// </summary>
+    private SipSourceKind ClassifySource(System.Net.IPAddress address)
+    {
+        if (_classifiers?.Current.SourceTrunkOf(address, null, null) is { Match: TrunkMatch.Address or TrunkMatch.CertificateRequired })
+        {
+            return SipSourceKind.Trunk;
+        }
+        if (_trust is not null)
+        {
+            return _trust.IsTrustedPeer(address) ? SipSourceKind.Peer : SipSourceKind.Default;
+        }
+        var canonical = AddressText.Canonical(address);
+        return Array.Exists(_plainPeers, network => network.Contains(canonical)) ? SipSourceKind.Peer : SipSourceKind.Default;
+    }
+
+    private void OnShed(SipShedReport report) =>
+        LogShed(_logger, report.Count, report.Reason, report.Source?.ToString() ?? "(unknown)", _options.Overload.ReportInterval.TotalSeconds);
 
     private void OnHandlerError(SipHandlerError error)
     {
@@ -289,6 +324,10 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
 
     [LoggerMessage(EventId = 3008, Level = LogLevel.Error, Message = "SIP {Timer} callback failed (peer {Peer}); its transaction is made to end rather than left open")]
     private static partial void LogTimerError(ILogger logger, string timer, string peer, Exception exception);
+
+    [LoggerMessage(EventId = 3009, Level = LogLevel.Warning,
+        Message = "Overload control refused {Count} request(s) ({Reason}), the last from {Source}; reported at most once every {Seconds} s per reason")]
+    private static partial void LogShed(ILogger logger, long count, SipShedReason reason, string source, double seconds);
 
     [LoggerMessage(EventId = 3006, Level = LogLevel.Warning, Message = "Refused the TLS certificate of {Remote}: {Subject} (SHA-256 {Thumbprint}): {Reason}")]
     private static partial void LogPeerCertificateRefused(ILogger logger, string remote, string subject, string thumbprint, string reason);

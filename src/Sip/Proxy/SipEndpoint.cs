@@ -24,14 +24,18 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
     private readonly SipTcpTransport? _tls;
     private readonly TimerWheel _wheel;
     private readonly SipTcpTransportMetrics _streamMetrics;
+    private readonly SipOverloadControl? _overload;
     private long _transportErrors;
 
     /// <summary>
     /// <c>onError</c> is told of socket and connection errors (see <see cref="TransportErrors"/>); <c>onHandlerError</c> of
     /// each exception caught while handling a received message or running a timer (counted in the proxy's metrics).
+    /// With <see cref="SipOverloadOptions.Enabled"/>, <c>classifySource</c> tells which budget a source address gets and
+    /// <c>onShed</c> hears, rate-limited, what overload control refused (docs/architecture.md, "Overload control").
     /// </summary>
     public SipEndpoint(SipProxyOptions options, TimeProvider? timeProvider = null, IMeterFactory? meterFactory = null, Action<Exception>? onError = null,
-        ICallPolicy? policy = null, Action<SipHandlerError>? onHandlerError = null)
+        ICallPolicy? policy = null, Action<SipHandlerError>? onHandlerError = null, Func<IPAddress, SipSourceKind>? classifySource = null,
+        Action<SipShedReport>? onShed = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         timeProvider ??= TimeProvider.System;
@@ -43,7 +47,8 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
         // The proxy's own timer callbacks catch and report their exceptions; this is for any other callback.
         _wheel = new TimerWheel(timeProvider, TimerWheel.DefaultResolution,
             onCallbackError: ex => Proxy!.ReportHandlerError(new SipHandlerError(SipHandlerErrorKind.Timer, ex)));
-        Proxy = new SipProxy(options, this, _wheel, new SipProxyMetrics(meterFactory), policy, onHandlerError);
+        _overload = options.Overload.Enabled ? new SipOverloadControl(options.Overload, timeProvider, classifySource, onShed, maxTransactions: options.MaxTransactions) : null;
+        Proxy = new SipProxy(options, this, _wheel, new SipProxyMetrics(meterFactory), policy, onHandlerError, _overload);
         var local = new IPEndPoint(IPAddress.Parse(options.ListenAddress), options.Port);
         void Report(Exception ex)
         {
@@ -222,6 +227,7 @@ public sealed class SipEndpoint : ISipDatagramHandler, ISipStreamHandler, ISipSe
         }
         _wheel.Dispose();
         _streamMetrics.Dispose();
+        _overload?.Dispose();
         Proxy.Dispose();
     }
 }

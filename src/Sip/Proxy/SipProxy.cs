@@ -52,10 +52,18 @@ public sealed partial class SipProxy : IDisposable
     private readonly TimeSpan _t2;
     private readonly TimeSpan _t4;
     private readonly TimeSpan _timeout64T1;
+    private readonly SipOverloadControl? _overload;
+
+    // Open transactions, counted here: ConcurrentDictionary.Count takes every lock of the table, once per request.
+    private int _open;
 
     /// <summary>Creates the proxy core; <c>onHandlerError</c> is told of each exception it catches (already counted).</summary>
+    /// <remarks>
+    /// With <paramref name="overload"/>, new requests are shed past its thresholds and each source is held to its budget
+    /// (docs/architecture.md, "Overload control"); without it only <see cref="SipProxyOptions.MaxTransactions"/> applies.
+    /// </remarks>
     public SipProxy(SipProxyOptions options, ISipSender sender, TimerWheel wheel, SipProxyMetrics? metrics = null, ICallPolicy? policy = null,
-        Action<SipHandlerError>? onHandlerError = null)
+        Action<SipHandlerError>? onHandlerError = null, SipOverloadControl? overload = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         var errors = options.Validate();
@@ -70,7 +78,12 @@ public sealed partial class SipProxy : IDisposable
         _policy = policy;
         _onHandlerError = onHandlerError;
         _user = policy is null ? null : new CallTracker(policy, this);
-        _metrics.ObserveTransactions(() => _servers.Count + _clients.Count);
+        _metrics.ObserveTransactions(() => Volatile.Read(ref _open));
+        _overload = overload;
+        if (overload is not null)
+        {
+            _metrics.ObserveOverload(overload);
+        }
         _serverLookup = _servers.GetAlternateLookup<ReadOnlySpan<byte>>();
         _onRetransmitTimer = ClientTimer(OnRetransmitTimer, "Timer A/E");
         _onTimeoutTimer = ClientTimer(OnTimeoutTimer, "Timer B/F");
@@ -128,6 +141,9 @@ public sealed partial class SipProxy : IDisposable
             ? $"[{host}]"
             : host;
 
+    /// <summary>The overload control and per-source budgets; null when off.</summary>
+    public SipOverloadControl? Overload => _overload;
+
     /// <summary>Open server transactions.</summary>
     public int ServerTransactionCount => _servers.Count;
 
@@ -169,14 +185,22 @@ public sealed partial class SipProxy : IDisposable
 
     private void OnRequest(SipMessage m, in SipTarget source)
     {
+        // docs/architecture.md, "Overload control": a source's budget is charged before any work for its request (and
+        // a malformed request over budget is not even answered); what is shed allocates nothing but its 503.
+        var budget = _overload?.Budgets.Get(source.EndPoint.Address);
         if (m.Error != SipParseError.None)
         {
+            if (budget is not null && !budget.TryTakeRequest(_overload!.Now))
+            {
+                Shed(SipShedReason.SourceRate, answer: false, m, source);
+                return;
+            }
             RejectMalformed(m, source);
             return;
         }
         if (m.Method == SipMethod.Ack)
         {
-            OnAck(m, source);
+            OnAck(m, source, budget);
             return;
         }
         var keyWriter = Scratch.Key();
@@ -184,7 +208,14 @@ public sealed partial class SipProxy : IDisposable
         var key = keyWriter.WrittenSpan;
         if (_serverLookup.TryGetValue(key, out var existing))
         {
+            // Free: a retransmission costs one resend of what the transaction already holds, and the transactions a
+            // source can open are what its budget bounds.
             OnRetransmission(existing);
+            return;
+        }
+        if (budget is not null && !budget.TryTakeRequest(_overload!.Now))
+        {
+            Refuse(budget, SipShedReason.SourceRate, m, source);
             return;
         }
         if (m.Method == SipMethod.Cancel)
@@ -192,15 +223,35 @@ public sealed partial class SipProxy : IDisposable
             OnCancel(m, source, key);
             return;
         }
-        if (_servers.Count + _clients.Count >= _options.MaxTransactions)
+        var open = Volatile.Read(ref _open);
+        if (_overload is not null && m.ToTag.IsEmpty && !IsProbe(m) && _overload.Overloaded(open) is { } overloaded)
+        {
+            // A new call (or anything else outside a dialog) past the load thresholds: refused at once, before any
+            // admission work, while requests inside dialogs (BYE above all) still get transactions, so calls in
+            // progress end and give their slots back (RFC 3261 21.5.4: 503 with Retry-After).
+            Shed(overloaded, answer: true, m, source);
+            return;
+        }
+        if (open >= _options.MaxTransactions)
         {
             RespondStateless(m, source, 503, "Service Unavailable"u8, RetryAfterLine());
             return;
         }
+        if (budget is not null && !budget.TryEnter())
+        {
+            Refuse(budget, SipShedReason.SourceTransactions, m, source);
+            return;
+        }
         var tx = new ServerTransaction(key.ToArray(), m.Method == SipMethod.Invite, ResponseTarget(m, source),
             ResponseTemplate.From(m, key), TransactionKeys.LoopHash(m));
+        if (budget is not null)
+        {
+            tx.ChargeTo(budget);
+        }
         if (!_servers.TryAdd(tx.Key, tx))
         {
+            tx.ReleaseBudget();
+
             // Another receive loop took the same request's retransmission first.
             if (_serverLookup.TryGetValue(key, out existing))
             {
@@ -208,6 +259,7 @@ public sealed partial class SipProxy : IDisposable
             }
             return;
         }
+        Interlocked.Increment(ref _open);
         lock (tx.Sync)
         {
             try
@@ -313,6 +365,24 @@ public sealed partial class SipProxy : IDisposable
 
     private static readonly ForwardDecision NotConfigured = ForwardDecision.Reject(403, "Forbidden (destination not allowed)");
 
+    /// <summary>An OPTIONS to the edge itself (the load balancer's probe): answered even while new calls are shed.</summary>
+    private bool IsProbe(SipMessage m) => m.Method == SipMethod.Options && m.RequestUri.User.IsEmpty && IsSelf(m.Span, m.RequestUri);
+
+    /// <summary>A request from a source over its budget: the first few a second are answered 503, the rest dropped.</summary>
+    private void Refuse(SourceBudget budget, SipShedReason reason, SipMessage m, in SipTarget source) =>
+        Shed(reason, budget.TryTakeRefusal(_overload!.Now), m, source);
+
+    /// <summary>Counts a shed request (metric with its reason, rate-limited report) and answers it 503 + Retry-After statelessly, or not at all.</summary>
+    private void Shed(SipShedReason reason, bool answer, SipMessage m, in SipTarget source)
+    {
+        _overload!.Count(reason, source);
+        _metrics.Shed(reason, answer);
+        if (answer)
+        {
+            RespondStateless(m, source, 503, "Service Unavailable"u8, RetryAfterLine());
+        }
+    }
+
 
     /// <summary>The transaction user's decision when it has one at once; a user that throws refuses the request (503).</summary>
     private bool TryDecide(in ProxyRequest request, out ForwardDecision decision)
@@ -335,6 +405,7 @@ public sealed partial class SipProxy : IDisposable
         copy.Parse(request.Message.Span);
         request = request.With(copy);
         ForwardDecision decision;
+        _overload?.EnterDecision();
         try
         {
             decision = await _user!.DecideAsync(request, CancellationToken.None).ConfigureAwait(false);
@@ -342,6 +413,10 @@ public sealed partial class SipProxy : IDisposable
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             decision = _decisionFailed;
+        }
+        finally
+        {
+            _overload?.ExitDecision();
         }
         using (copy)
         {
@@ -414,6 +489,7 @@ public sealed partial class SipProxy : IDisposable
             Respond(tx, 500, "Server Internal Error (branch in use)"u8);
             return;
         }
+        Interlocked.Increment(ref _open);
         tx.Client = client;
         _metrics.ForwardedRequest();
         StartClient(client);
@@ -434,7 +510,7 @@ public sealed partial class SipProxy : IDisposable
         }
     }
 
-    private void OnAck(SipMessage m, in SipTarget source)
+    private void OnAck(SipMessage m, in SipTarget source, SourceBudget? budget)
     {
         var keyWriter = Scratch.Key();
         TransactionKeys.ServerKey(m, keyWriter);
@@ -460,7 +536,13 @@ public sealed partial class SipProxy : IDisposable
             }
         }
 
-        // The ACK of a 2xx is a transaction of its own: forward it statelessly along the route (RFC 3261 16.11).
+        // The ACK of a 2xx is a transaction of its own: forward it statelessly along the route (RFC 3261 16.11). It
+        // costs a dialog look-up, so it is charged to its source (and dropped over budget: an ACK is never answered).
+        if (budget is not null && !budget.TryTakeRequest(_overload!.Now))
+        {
+            Shed(SipShedReason.SourceRate, answer: false, m, source);
+            return;
+        }
         ForwardStateless(m, source);
     }
 
@@ -477,6 +559,7 @@ public sealed partial class SipProxy : IDisposable
             ResponseTemplate.From(m, cancelKey), loopHash: 0);
         if (_servers.TryAdd(cancelTx.Key, cancelTx))
         {
+            Interlocked.Increment(ref _open);
             lock (cancelTx.Sync)
             {
                 Respond(cancelTx, 200, "OK"u8);
@@ -780,6 +863,7 @@ public sealed partial class SipProxy : IDisposable
         var cancel = new ClientTransaction(key.ToArray(), isInvite: false, invite.Target, bytes, server: null, cancelInfo: null);
         if (_clients.TryAdd(cancel.Key, cancel))
         {
+            Interlocked.Increment(ref _open);
             StartClient(cancel);
         }
 
@@ -836,6 +920,7 @@ public sealed partial class SipProxy : IDisposable
     {
         tx.LastResponse = response;
         tx.LastStatus = status;
+        tx.ReleaseBudget();
         if (tx.Outcome is { } outcome && !tx.OutcomeReported)
         {
             // Before the response leaves: the ACK of a 2xx may come back on another thread at once, and it must find
@@ -904,13 +989,20 @@ public sealed partial class SipProxy : IDisposable
     private void TerminateServer(ServerTransaction tx)
     {
         tx.State = ServerState.Terminated;
-        _servers.TryRemove(new KeyValuePair<byte[], ServerTransaction>(tx.Key, tx));
+        tx.ReleaseBudget();
+        if (_servers.TryRemove(new KeyValuePair<byte[], ServerTransaction>(tx.Key, tx)))
+        {
+            Interlocked.Decrement(ref _open);
+        }
     }
 
     private void TerminateClient(ClientTransaction client)
     {
         client.State = ClientState.Terminated;
-        _clients.TryRemove(new KeyValuePair<byte[], ClientTransaction>(client.Key, client));
+        if (_clients.TryRemove(new KeyValuePair<byte[], ClientTransaction>(client.Key, client)))
+        {
+            Interlocked.Decrement(ref _open);
+        }
     }
 
     /// <summary>Counts an exception caught while handling a message or a timer and hands it to the host to log.</summary>

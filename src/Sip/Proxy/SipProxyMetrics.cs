@@ -18,6 +18,7 @@ public sealed class SipProxyMetrics : IDisposable
     private readonly Counter<long> _retransmissions;
     private readonly Counter<long> _timeouts;
     private readonly Counter<long> _handlerErrors;
+    private readonly Counter<long> _shed;
     private long _requestsForwarded;
     private long _responsesForwarded;
     private long _droppedTotal;
@@ -37,6 +38,8 @@ public sealed class SipProxyMetrics : IDisposable
         _timeouts = _meter.CreateCounter<long>("callstate.sip.transaction.timeouts", "{transaction}", "Client transactions that timed out, by timer");
         _handlerErrors = _meter.CreateCounter<long>("callstate.sip.handler.errors", "{error}",
             "Exceptions caught while handling a received message or running a transaction timer, by kind (message, timer)");
+        _shed = _meter.CreateCounter<long>("callstate.sip.overload.shed", "{request}",
+            "Requests refused by overload control or a source's budget, by reason and outcome (answered 503, or dropped)");
     }
 
     public long RequestsForwarded => Interlocked.Read(ref _requestsForwarded);
@@ -63,6 +66,20 @@ public sealed class SipProxyMetrics : IDisposable
     /// <summary>Registers the gauge of open transactions.</summary>
     public void ObserveTransactions(Func<int> count) =>
         _meter.CreateObservableGauge("callstate.sip.transactions.active", count, "{transaction}", "Open server and client transactions");
+
+    /// <summary>Registers the gauges of the overload state: decisions pending, thread-pool lag, sources tracked.</summary>
+    public void ObserveOverload(SipOverloadControl overload)
+    {
+        ArgumentNullException.ThrowIfNull(overload);
+        _meter.CreateObservableGauge("callstate.sip.overload.pending_decisions", () => overload.PendingDecisions, "{decision}",
+            "Admissions and dialog look-ups waiting for the transaction user");
+        _meter.CreateObservableGauge("callstate.sip.overload.lag", () => overload.Lag.TotalSeconds, "s", "Thread-pool lag the probe measured last");
+        _meter.CreateObservableGauge("callstate.sip.overload.sources", () => overload.Budgets.Count, "{source}", "Sources with a budget entry");
+    }
+
+    internal void Shed(SipShedReason reason, bool answered) =>
+        _shed.Add(1, new KeyValuePair<string, object?>("reason", SipOverloadControl.NameOf(reason)),
+            new KeyValuePair<string, object?>("outcome", answered ? "answered" : "dropped"));
 
     internal void Received(bool request) => _received.Add(1, new KeyValuePair<string, object?>("kind", request ? "request" : "response"));
 

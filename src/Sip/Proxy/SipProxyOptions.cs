@@ -78,7 +78,10 @@ public sealed class SipProxyOptions
     /// <summary>Max-Forwards of requests this edge originates (CANCEL, the ACK of a non-2xx) and added to a forwarded request that has none (RFC 3261 16.6 step 3).</summary>
     public int MaxForwards { get; set; } = 70;
 
-    /// <summary>Open transactions at most; a request past it is answered 503 with Retry-After instead of stored.</summary>
+    /// <summary>
+    /// Open transactions at most; a request past it is answered 503 with Retry-After instead of stored. New INVITEs are
+    /// shed earlier, at <see cref="SipOverloadOptions.MaxTransactions"/>, so the room between is kept for requests that end calls.
+    /// </summary>
     public int MaxTransactions { get; set; } = 200_000;
 
     /// <summary>Seconds in the Retry-After of an overload 503.</summary>
@@ -115,6 +118,9 @@ public sealed class SipProxyOptions
 
     /// <summary>SIP over TLS (section <c>CallState:Sip:Tls</c>): its listener takes the TCP limits and timeouts too.</summary>
     public SipTlsOptions Tls { get; set; } = new();
+
+    /// <summary>Overload control and per-source budgets (section <c>CallState:Sip:Overload</c>).</summary>
+    public SipOverloadOptions Overload { get; set; } = new();
 
     internal string EffectiveViaHost => string.IsNullOrEmpty(ViaHost) ? ListenAddress : ViaHost;
 
@@ -216,6 +222,14 @@ public sealed class SipProxyOptions
             errors.Add($"{prefix}{nameof(TcpMaxSendQueueBytes)}: must be at least 1");
         }
         Tls.Validate($"{prefix}{nameof(Tls)}:", errors, Tcp ? Port : null);
+        if (Overload is null)
+        {
+            errors.Add($"{prefix}{nameof(Overload)}: missing");
+        }
+        else if (Overload.Enabled)
+        {
+            Overload.Validate($"{prefix}{nameof(Overload)}:", errors, MaxTransactions);
+        }
         return errors;
     }
 

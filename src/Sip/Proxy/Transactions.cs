@@ -82,6 +82,14 @@ internal sealed class ServerTransaction
 
     public bool OutcomeReported { get; set; }
 
+    private SourceBudget? _budget;
+
+    /// <summary>Counts this transaction in flight on its source's budget until <see cref="ReleaseBudget"/>.</summary>
+    public void ChargeTo(SourceBudget budget) => _budget = budget;
+
+    /// <summary>The final response went or the transaction ended: it is no longer in flight for its source (once).</summary>
+    public void ReleaseBudget() => Interlocked.Exchange(ref _budget, null)?.Exit();
+
     /// <summary>
     /// A final response went: what only a transaction in progress needs is let go, so a transaction lingering for its
     /// timers (up to 64*T1) keeps just what absorbs retransmissions. An accepted INVITE never resends its own 2xx

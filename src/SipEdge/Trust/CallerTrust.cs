@@ -76,6 +76,21 @@ public sealed class CallerTrust : IDigestCredentialStore
         }
     }
 
+    /// <summary>True when <paramref name="source"/> is one of a trusted peer's <c>Sources</c> (it gets the peers' overload budget).</summary>
+    public bool IsTrustedPeer(IPAddress source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        source = AddressText.Canonical(source);
+        foreach (var (network, _) in _peers)
+        {
+            if (network.Contains(source))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /// <summary>Who <paramref name="invite"/> (from <paramref name="source"/>, a trunk's call or not) is counted as.</summary>
     public TrustVerdict Check(SipMessage invite, IPAddress source, bool trunkSource)
     {

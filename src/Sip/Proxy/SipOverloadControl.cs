@@ -1,0 +1,197 @@
+using System.Net;
+
+namespace CallState.Sip.Proxy;
+
+/// <summary>Why a request was shed (the <c>reason</c> attribute of <c>callstate.sip.overload.shed</c>).</summary>
+public enum SipShedReason : byte
+{
+    /// <summary>Open transactions past <see cref="SipOverloadOptions.MaxTransactions"/> (unset: 90% of <see cref="SipProxyOptions.MaxTransactions"/>).</summary>
+    Transactions = 0,
+
+    /// <summary>Decisions awaiting the transaction user past <see cref="SipOverloadOptions.MaxPendingDecisions"/>.</summary>
+    PendingDecisions = 1,
+
+    /// <summary>Thread-pool lag past <see cref="SipOverloadOptions.MaxLag"/>.</summary>
+    Lag = 2,
+
+    /// <summary>The source is over its request rate.</summary>
+    SourceRate = 3,
+
+    /// <summary>The source has its maximum of server transactions in flight.</summary>
+    SourceTransactions = 4,
+}
+
+/// <summary>
+/// What was shed for one reason since the last report: at most one a <see cref="SipOverloadOptions.ReportInterval"/> per
+/// reason, so a flood makes a log line every few seconds, not one per message. <paramref name="Source"/> is the source of
+/// the request that triggered the report.
+/// </summary>
+public readonly record struct SipShedReport(SipShedReason Reason, long Count, IPEndPoint? Source);
+
+/// <summary>
+/// The edge's overload state (docs/architecture.md, "Overload control"): the per-source budgets, the decisions pending
+/// with the transaction user, the thread-pool lag, and the rate-limited reports of what was shed. One per proxy.
+/// </summary>
+public sealed class SipOverloadControl : IDisposable
+{
+    private static readonly string[] ReasonNames = ["transactions", "pending_decisions", "lag", "source_rate", "source_transactions"];
+
+    private readonly TimeProvider _time;
+    private readonly Action<SipShedReport>? _report;
+    private readonly LagProbe? _lag;
+    private readonly long _reportTicks;
+    private readonly long _maxLagTicks;
+    private readonly long[] _sinceReport = new long[ReasonNames.Length];
+    private readonly long[] _nextReport = new long[ReasonNames.Length];
+    private readonly long[] _totals = new long[ReasonNames.Length];
+    private readonly int _maxTransactions;
+    private int _pendingDecisions;
+
+    /// <summary>
+    /// <paramref name="classify"/> tells trunks' and trusted peers' addresses; <paramref name="report"/> hears what was
+    /// shed (rate-limited; the host logs it). <paramref name="probeLag"/> false: no lag probe (tests set <see cref="LagProbe"/> values themselves).
+    /// </summary>
+    public SipOverloadControl(SipOverloadOptions options, TimeProvider? time = null, Func<IPAddress, SipSourceKind>? classify = null,
+        Action<SipShedReport>? report = null, bool probeLag = true, int maxTransactions = 200_000)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        Options = options;
+        _maxTransactions = options.EffectiveMaxTransactions(maxTransactions);
+        _time = time ?? TimeProvider.System;
+        _report = report;
+        Budgets = new SipSourceBudgets(options, _time, classify);
+        _reportTicks = (long)(options.ReportInterval.TotalSeconds * _time.TimestampFrequency);
+        _maxLagTicks = (long)(options.MaxLag.TotalSeconds * _time.TimestampFrequency);
+        if (probeLag)
+        {
+            _lag = new LagProbe(_time, options.LagProbeInterval);
+        }
+    }
+
+    public SipOverloadOptions Options { get; }
+
+    public SipSourceBudgets Budgets { get; }
+
+    /// <summary>Decisions (admissions, dialog look-ups) the proxy is waiting for now.</summary>
+    public int PendingDecisions => Volatile.Read(ref _pendingDecisions);
+
+    /// <summary>The last thread-pool lag the probe measured.</summary>
+    public TimeSpan Lag => _lag is null ? _testLag : TimeSpan.FromSeconds((double)_lag.LagTicks / _time.TimestampFrequency);
+
+    private TimeSpan _testLag;
+
+    /// <summary>Sets the lag a control without a probe reports (tests).</summary>
+    internal void SetLag(TimeSpan lag) => _testLag = lag;
+
+    /// <summary>Requests shed for <paramref name="reason"/> since start.</summary>
+    public long Shed(SipShedReason reason) => Interlocked.Read(ref _totals[(int)reason]);
+
+    internal static string NameOf(SipShedReason reason) => ReasonNames[(int)reason];
+
+    /// <summary>The budgets' clock now.</summary>
+    internal long Now => _time.GetTimestamp();
+
+    internal void EnterDecision() => Interlocked.Increment(ref _pendingDecisions);
+
+    internal void ExitDecision() => Interlocked.Decrement(ref _pendingDecisions);
+
+    /// <summary>The reason to shed a new INVITE (or other request outside a dialog) now, if any, given the open transactions.</summary>
+    internal SipShedReason? Overloaded(int transactions)
+    {
+        if (transactions >= _maxTransactions)
+        {
+            return SipShedReason.Transactions;
+        }
+        if (Volatile.Read(ref _pendingDecisions) >= Options.MaxPendingDecisions)
+        {
+            return SipShedReason.PendingDecisions;
+        }
+        var lagTicks = _lag?.LagTicks ?? (long)(_testLag.TotalSeconds * _time.TimestampFrequency);
+        return lagTicks >= _maxLagTicks ? SipShedReason.Lag : null;
+    }
+
+    /// <summary>Counts a shed request and reports the count since the last report once the report interval has passed.</summary>
+    internal void Count(SipShedReason reason, in SipTarget source)
+    {
+        var r = (int)reason;
+        Interlocked.Increment(ref _totals[r]);
+        Interlocked.Increment(ref _sinceReport[r]);
+        if (_report is null)
+        {
+            return;
+        }
+        var now = _time.GetTimestamp();
+        var next = Interlocked.Read(ref _nextReport[r]);
+        if (now < next || Interlocked.CompareExchange(ref _nextReport[r], now + _reportTicks, next) != next)
+        {
+            return;
+        }
+        var count = Interlocked.Exchange(ref _sinceReport[r], 0);
+        try
+        {
+            _report(new SipShedReport(reason, count, source.EndPoint));
+        }
+#pragma warning disable CA1031 // The host's logger failing must not stop the receive loop.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+        }
+    }
+
+    public void Dispose() => _lag?.Dispose();
+}
+
+/// <summary>
+/// Measures how late the thread pool runs work: every interval it queues an item and records how long the item waited
+/// (an item still waiting at the next tick counts as late up to then, so a stalled pool shows at once). The lag it
+/// reports is the smaller of the last two samples: a lag must last a whole interval to count, so one collector pause or
+/// a moment off the CPU does not shed calls.
+/// </summary>
+internal sealed class LagProbe : IDisposable
+{
+    private readonly TimeProvider _time;
+    private readonly ITimer _timer;
+    private readonly Action<object?> _run;
+    private long _queuedAt;
+    private int _queued;
+    private long _ranLag;
+    private long _sample;
+    private long _previous;
+
+    private readonly Action<Action<object?>> _dispatch;
+
+    /// <summary><paramref name="dispatch"/> queues the probe's item (tests run it themselves); default: the thread pool.</summary>
+    public LagProbe(TimeProvider time, TimeSpan interval, Action<Action<object?>>? dispatch = null)
+    {
+        _time = time;
+        _dispatch = dispatch ?? (run => ThreadPool.UnsafeQueueUserWorkItem(run, null, preferLocal: false));
+        _run = _ => Ran();
+        _timer = time.CreateTimer(_ => Tick(), null, interval, interval);
+    }
+
+    public long LagTicks => Math.Min(Interlocked.Read(ref _sample), Interlocked.Read(ref _previous));
+
+    private void Tick()
+    {
+        var now = _time.GetTimestamp();
+        var stillQueued = Volatile.Read(ref _queued) == 1;
+        var sample = stillQueued ? now - Interlocked.Read(ref _queuedAt) : Interlocked.Read(ref _ranLag);
+        Interlocked.Exchange(ref _previous, Interlocked.Read(ref _sample));
+        Interlocked.Exchange(ref _sample, sample);
+        if (stillQueued)
+        {
+            return;
+        }
+        Interlocked.Exchange(ref _queuedAt, now);
+        Volatile.Write(ref _queued, 1);
+        _dispatch(_run);
+    }
+
+    private void Ran()
+    {
+        Interlocked.Exchange(ref _ranLag, _time.GetTimestamp() - Interlocked.Read(ref _queuedAt));
+        Volatile.Write(ref _queued, 0);
+    }
+
+    public void Dispose() => _timer.Dispose();
+}

@@ -1,0 +1,439 @@
+using System.Net;
+using System.Text;
+using CallState.Sip.Messages;
+using CallState.Sip.Proxy;
+using CallState.Sip.Timers;
+
+namespace CallState.Sip.Tests.Proxy;
+
+/// <summary>
+/// Overload control and per-source budgets in the proxy core, message by message on a fake clock (docs/architecture.md,
+/// "Overload control"): what is shed gets 503 + Retry-After (or nothing) before any admission work, and what ends calls
+/// keeps flowing.
+/// </summary>
+public sealed class OverloadControlTests : IDisposable
+{
+    private static readonly IPEndPoint Upstream = new(IPAddress.Parse("127.0.0.1"), 5090);
+    private static readonly IPEndPoint Flooder = new(IPAddress.Parse("192.0.2.66"), 5060);
+    private static readonly IPEndPoint Caller = new(IPAddress.Parse("192.0.2.10"), 5060);
+    private static readonly IPEndPoint Prober = new(IPAddress.Parse("192.0.2.99"), 5060);
+
+    private readonly FakeTimeProvider _clock = new();
+    private readonly TimerWheel _wheel;
+    private readonly Sender _sent = new();
+    private readonly List<SipShedReport> _reports = [];
+    private SipOverloadControl? _control;
+    private SipProxy? _proxy;
+
+    public OverloadControlTests() => _wheel = new TimerWheel(_clock);
+
+    public void Dispose()
+    {
+        _proxy?.Dispose();
+        _control?.Dispose();
+        _wheel.Dispose();
+    }
+
+    [Fact]
+    public void A_flooding_source_gets_its_first_refusals_answered_503_then_nothing_while_another_source_is_served()
+    {
+        var proxy = Proxy(new SipOverloadOptions
+        {
+            Default = new SipSourceBudgetOptions { RequestsPerSecond = 10, Burst = 10, MaxTransactions = 1000 },
+            RefusalsPerSecond = 2,
+        });
+        for (var i = 0; i < 50; i++)
+        {
+            Receive(proxy, Invite($"flood{i}", Flooder), Flooder);
+        }
+        Assert.Equal(10, _sent.Count(Upstream, "INVITE"));
+        Assert.Equal(10, _sent.Count(Flooder, "SIP/2.0 100"));
+        var refusals = _sent.Take(Flooder, "SIP/2.0 503");
+        Assert.Equal(2, refusals.Count);
+        Assert.All(refusals, r => Assert.Contains("\r\nRetry-After: 5\r\n", r, StringComparison.Ordinal));
+        Assert.Equal(40, _control!.Shed(SipShedReason.SourceRate));
+
+        // A malformed request over budget is dropped too (never answered 400).
+        Receive(proxy, Encoding.ASCII.GetBytes("INVITE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.66:5060;branch=z9hG4bKbad\r\nCSeq: x\r\n\r\n"), Flooder);
+        Assert.Equal(0, _sent.Count(Flooder, "SIP/2.0 400"));
+
+        // Logged once for the flood, not per message.
+        Assert.Single(_reports);
+        Assert.Equal(SipShedReason.SourceRate, _reports[0].Reason);
+        Assert.Equal(Flooder.Address, _reports[0].Source!.Address);
+
+        // Another source is untouched by the flooder's budget.
+        Receive(proxy, Invite("legit", Caller), Caller);
+        Assert.Equal(11, _sent.Count(Upstream, "INVITE"));
+
+        // A second later the flooder's bucket has refilled by its rate; the next report carries the count since the last.
+        _clock.Advance(TimeSpan.FromSeconds(1));
+        for (var i = 50; i < 70; i++)
+        {
+            Receive(proxy, Invite($"flood{i}", Flooder), Flooder);
+        }
+        Assert.Equal(21, proxy.Metrics.RequestsForwarded);
+        _clock.Advance(TimeSpan.FromSeconds(10));
+        Receive(proxy, Invite("flood-late", Flooder), Flooder);
+        Receive(proxy, Invite("flood-later", Flooder), Flooder);
+        for (var i = 0; i < 20; i++)
+        {
+            Receive(proxy, Invite($"flood-last{i}", Flooder), Flooder);
+        }
+        Assert.Equal(2, _reports.Count);
+        Assert.True(_reports[1].Count >= 10, $"the second report counts what was shed since the first ({_reports[1].Count})");
+    }
+
+    [Fact]
+    public void Past_the_pending_decisions_threshold_new_calls_are_shed_before_the_policy_is_asked_but_the_balancers_OPTIONS_are_answered()
+    {
+        var policy = new Policy { Hold = new TaskCompletionSource<CallDecision>(TaskCreationOptions.RunContinuationsAsynchronously) };
+        var proxy = Proxy(new SipOverloadOptions { MaxPendingDecisions = 2 }, policy);
+        Receive(proxy, Invite("a", Caller), Caller);
+        Receive(proxy, Invite("b", Caller), Caller);
+        Assert.Equal(2, _control!.PendingDecisions);
+
+        Receive(proxy, Invite("c", Caller), Caller);
+        Assert.Single(_sent.Take(Caller, "SIP/2.0 503"));
+        Assert.Equal(2, policy.Asked);
+        Assert.Equal(1, _control.Shed(SipShedReason.PendingDecisions));
+
+        // The load balancer's probe addresses the edge itself: answered. An OPTIONS for someone else is a new request: shed.
+        Receive(proxy, Options("sip:192.0.2.80:5060", "probe", Prober), Prober);
+        Assert.Single(_sent.Take(Prober, "SIP/2.0 200"));
+        Receive(proxy, Options("sip:bob@127.0.0.1:5090", "other", Prober), Prober);
+        Assert.Single(_sent.Take(Prober, "SIP/2.0 503"));
+
+        // Once the grains answer, the held calls go on and new calls are admitted again.
+        policy.Hold.SetResult(CallDecision.Admit);
+        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "INVITE") == 2, TimeSpan.FromSeconds(5)));
+        Assert.Equal(0, _control.PendingDecisions);
+        Receive(proxy, Invite("d", Caller), Caller);
+        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "INVITE") == 3, TimeSpan.FromSeconds(5)));
+        Assert.Equal(3, policy.Asked);
+    }
+
+    [Fact]
+    public void Under_lag_new_calls_are_shed_while_a_call_in_progress_still_ends_with_its_BYE_and_a_ringing_one_can_be_cancelled()
+    {
+        var policy = new Policy();
+        var proxy = Proxy(new SipOverloadOptions(), policy);
+
+        // One call up (INVITE, 200, ACK) and one ringing, before the edge is overloaded.
+        Receive(proxy, Invite("up", Caller), Caller);
+        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "INVITE") == 1, TimeSpan.FromSeconds(5)));
+        var forwarded = _sent.TakeMessage(Upstream, "INVITE");
+        Receive(proxy, Response(forwarded, 200, "OK", "callee"), Upstream);
+        var ok = _sent.TakeMessage(Caller, "SIP/2.0 200");
+        var route = Header(ok, "Record-Route");
+        Receive(proxy, InDialog("ACK", "up", route, cseq: 1), Caller);
+        Receive(proxy, Invite("ringing", Caller), Caller);
+        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "INVITE") == 1, TimeSpan.FromSeconds(5)));
+        var ringing = _sent.TakeMessage(Upstream, "INVITE");
+        Receive(proxy, Response(ringing, 180, "Ringing", "callee2"), Upstream);
+        _sent.Clear();
+
+        _control!.SetLag(TimeSpan.FromSeconds(2));
+        Receive(proxy, Invite("new", Caller), Caller);
+        Assert.Single(_sent.Take(Caller, "SIP/2.0 503"));
+        Assert.Equal(1, _control.Shed(SipShedReason.Lag));
+
+        // The call that is up ends: its BYE is forwarded and the callee's 200 comes back.
+        Receive(proxy, InDialog("BYE", "up", route, cseq: 2), Caller);
+        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "BYE") == 1, TimeSpan.FromSeconds(5)), _sent.Describe());
+        var bye = _sent.TakeMessage(Upstream, "BYE");
+        Receive(proxy, Response(bye, 200, "OK", "callee"), Upstream);
+        Assert.Single(_sent.Take(Caller, "SIP/2.0 200"));
+        Assert.True(SpinWait.SpinUntil(() => policy.Events.Contains("bye up"), TimeSpan.FromSeconds(5)));
+
+        // The ringing call is cancelled: 200 to the CANCEL and a CANCEL downstream.
+        Receive(proxy, Cancel("ringing", Caller), Caller);
+        Assert.Single(_sent.Take(Caller, "SIP/2.0 200"));
+        Assert.Equal(1, _sent.Count(Upstream, "CANCEL"));
+        Assert.Equal(1, _control.Shed(SipShedReason.Lag));
+    }
+
+    [Fact]
+    public void A_source_with_its_maximum_of_transactions_in_flight_is_refused_until_they_are_answered()
+    {
+        var policy = new Policy { Hold = new TaskCompletionSource<CallDecision>(TaskCreationOptions.RunContinuationsAsynchronously) };
+        var proxy = Proxy(new SipOverloadOptions { Default = new SipSourceBudgetOptions { RequestsPerSecond = 100, Burst = 100, MaxTransactions = 2 } }, policy);
+        Receive(proxy, Invite("x1", Flooder), Flooder);
+        Receive(proxy, Invite("x2", Flooder), Flooder);
+        Receive(proxy, Invite("x3", Flooder), Flooder);
+        Assert.Single(_sent.Take(Flooder, "SIP/2.0 503"));
+        Assert.Equal(1, _control!.Shed(SipShedReason.SourceTransactions));
+        Assert.Equal(2, _control.Budgets.Find(Flooder.Address)!.Value.InFlight);
+
+        // Another source has its own count.
+        Receive(proxy, Invite("y1", Caller), Caller);
+        Assert.Equal(3, policy.Asked);
+
+        // Admitted, forwarded, refused by the callee: answered, so no longer in flight.
+        policy.Hold.SetResult(CallDecision.Admit);
+        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "INVITE") == 3, TimeSpan.FromSeconds(5)));
+        while (_sent.TryTakeMessage(Upstream, "INVITE", out var invite))
+        {
+            Receive(proxy, Response(invite, 486, "Busy Here", "busy"), Upstream);
+        }
+        Assert.Equal(0, _control.Budgets.Find(Flooder.Address)!.Value.InFlight);
+        Assert.Equal(0, _control.Budgets.Find(Caller.Address)!.Value.InFlight);
+        Receive(proxy, Invite("x4", Flooder), Flooder);
+        Assert.Equal(4, policy.Asked);
+    }
+
+    [Fact]
+    public void Past_the_transaction_threshold_new_requests_are_shed_but_requests_inside_dialogs_still_get_transactions()
+    {
+        var proxy = Proxy(new SipOverloadOptions { MaxTransactions = 4 }, maxTransactions: 20);
+
+        // Two OPTIONS forwarded: a server and a client transaction each, lingering after their answers.
+        Receive(proxy, Options("sip:bob@127.0.0.1:5090", "o1", Caller), Caller);
+        Receive(proxy, Options("sip:bob@127.0.0.1:5090", "o2", Caller), Caller);
+        Assert.Equal(4, proxy.ServerTransactionCount + proxy.ClientTransactionCount);
+
+        Receive(proxy, Invite("new", Caller), Caller);
+        Assert.Single(_sent.Take(Caller, "SIP/2.0 503"));
+        Assert.Equal(1, _control!.Shed(SipShedReason.Transactions));
+        Assert.Equal(0, _sent.Count(Upstream, "INVITE"));
+
+        Receive(proxy, InDialog("BYE", "old", "<sip:192.0.2.80:5060;lr>", cseq: 2), Caller);
+        Assert.Equal(1, _sent.Count(Upstream, "BYE"));
+        Assert.Equal(1, _control.Shed(SipShedReason.Transactions));
+    }
+
+    [Fact]
+    public void A_trusted_peer_gets_the_peers_budget()
+    {
+        var proxy = Proxy(new SipOverloadOptions
+        {
+            Default = new SipSourceBudgetOptions { RequestsPerSecond = 1, Burst = 1, MaxTransactions = 10 },
+            Peers = new SipSourceBudgetOptions { RequestsPerSecond = 1000, Burst = 1000, MaxTransactions = 1000 },
+        }, classify: a => a.Equals(Caller.Address) ? SipSourceKind.Peer : SipSourceKind.Default);
+        for (var i = 0; i < 100; i++)
+        {
+            Receive(proxy, Invite($"peer{i}", Caller), Caller);
+            Receive(proxy, Invite($"other{i}", Flooder), Flooder);
+        }
+        Assert.Equal(101, _sent.Count(Upstream, "INVITE"));
+        Assert.Equal(99, _control!.Shed(SipShedReason.SourceRate));
+    }
+
+    private SipProxy Proxy(SipOverloadOptions overload, ICallPolicy? policy = null, Func<IPAddress, SipSourceKind>? classify = null, int maxTransactions = 200_000)
+    {
+        var options = new SipProxyOptions
+        {
+            Port = 5060,
+            DefaultUpstream = Upstream.ToString(),
+            AdvertisedHost = "192.0.2.80",
+            MaxTransactions = maxTransactions,
+            Overload = overload,
+        };
+        _control = new SipOverloadControl(overload, _clock, classify, r =>
+        {
+            lock (_reports)
+            {
+                _reports.Add(r);
+            }
+        }, probeLag: false, maxTransactions: maxTransactions);
+        _proxy = new SipProxy(options, _sent, _wheel, policy: policy, overload: _control);
+        return _proxy;
+    }
+
+    private static void Receive(SipProxy proxy, byte[] bytes, IPEndPoint from)
+    {
+        using var message = new SipMessage();
+        message.Parse(bytes);
+        proxy.OnMessage(message, new SipTarget(SipTransportKind.Udp, from));
+    }
+
+    private static byte[] Invite(string callId, IPEndPoint from) =>
+        Request("INVITE", "sip:service@127.0.0.1:5090", callId, from, "1 INVITE");
+
+    private static byte[] Options(string uri, string callId, IPEndPoint from) => Request("OPTIONS", uri, callId, from, "1 OPTIONS");
+
+    private static byte[] Cancel(string callId, IPEndPoint from) =>
+        Request("CANCEL", "sip:service@127.0.0.1:5090", callId, from, "1 CANCEL");
+
+    private static byte[] Request(string method, string uri, string callId, IPEndPoint from, string cseq) =>
+        Encoding.ASCII.GetBytes(
+            $"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{callId}\r\n" +
+            $"From: <sip:alice@{from}>;tag=a{callId}\r\nTo: <sip:service@127.0.0.1:5090>\r\n" +
+            $"Call-ID: {callId}\r\nCSeq: {cseq}\r\nContact: <sip:alice@{from}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+
+    /// <summary>A request from the caller inside call <paramref name="callId"/>'s dialog (callee tag <c>callee</c>), along <paramref name="route"/>.</summary>
+    private static byte[] InDialog(string method, string callId, string route, int cseq) =>
+        Encoding.ASCII.GetBytes(
+            $"{method} sip:callee@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP {Caller};branch=z9hG4bK{callId}{method}{cseq}\r\n" +
+            $"Route: {route}\r\nFrom: <sip:alice@{Caller}>;tag=a{callId}\r\nTo: <sip:service@127.0.0.1:5090>;tag=callee\r\n" +
+            $"Call-ID: {callId}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+
+    /// <summary>A response from the next hop to a request the proxy sent.</summary>
+    private static byte[] Response(SipMessage request, int status, string reason, string toTag)
+    {
+        var s = new StringBuilder($"SIP/2.0 {status} {reason}\r\n");
+        foreach (var f in request.Fields)
+        {
+            if (f.Kind is SipHeaderKind.Via or SipHeaderKind.From or SipHeaderKind.CallId or SipHeaderKind.CSeq or SipHeaderKind.RecordRoute)
+            {
+                s.Append(Text(request, f.Name)).Append(": ").Append(Text(request, f.Value)).Append("\r\n");
+            }
+            else if (f.Kind == SipHeaderKind.To)
+            {
+                s.Append("To: ").Append(Text(request, f.Value)).Append(request.ToTag.IsEmpty ? ";tag=" + toTag : "").Append("\r\n");
+            }
+        }
+        s.Append("Contact: <sip:callee@127.0.0.1:5090>\r\nContent-Length: 0\r\n\r\n");
+        return Encoding.ASCII.GetBytes(s.ToString());
+    }
+
+    private static string Text(SipMessage m, TextRange r) => Encoding.UTF8.GetString(m[r]);
+
+    private static string Header(SipMessage m, string name)
+    {
+        foreach (var f in m.Fields)
+        {
+            if (Text(m, f.Name).Equals(name, StringComparison.OrdinalIgnoreCase))
+            {
+                return Text(m, f.Value);
+            }
+        }
+        Assert.Fail($"no {name}");
+        return "";
+    }
+
+    /// <summary>Admits every INVITE (after <see cref="Hold"/> when set) and keeps the dialogs as the grains would.</summary>
+    private sealed class Policy : ICallPolicy
+    {
+        private int _asked;
+        private readonly Dictionary<SipCallId, DialogRecord> _dialogs = [];
+
+        public TaskCompletionSource<CallDecision>? Hold { get; init; }
+
+        public int Asked => Volatile.Read(ref _asked);
+
+        public List<string> Events { get; } = [];
+
+        public async ValueTask<CallDecision> AdmitAsync(SipMessage invite, SipTarget source, SipTarget route, InviteOrigin origin, CancellationToken cancellationToken)
+        {
+            Interlocked.Increment(ref _asked);
+            var call = new SipCallId(Encoding.UTF8.GetString(invite[invite.CallId]), Encoding.UTF8.GetString(invite[invite.FromTag]));
+            var decision = Hold is { } hold ? await hold.Task : CallDecision.Admit;
+            lock (Events)
+            {
+                _dialogs[call] = new DialogRecord(null, origin.CallerTargets, [], Confirmed: false);
+            }
+            return decision;
+        }
+
+        public void OnAnswered(SipCallId sipCall, DialogAnswer answer)
+        {
+            lock (Events)
+            {
+                if (_dialogs.TryGetValue(sipCall, out var dialog))
+                {
+                    _dialogs[sipCall] = dialog with { CalleeTag = answer.CalleeTag, CalleeTargets = answer.CalleeTargets, Confirmed = true };
+                }
+            }
+        }
+
+        public void OnFailed(SipCallId sipCall, int status)
+        {
+        }
+
+        public void OnBye(SipCallId sipCall)
+        {
+            lock (Events)
+            {
+                _dialogs.Remove(sipCall);
+                Events.Add($"bye {sipCall.CallId}");
+            }
+        }
+
+        public void OnRefresh(SipCallId sipCall)
+        {
+        }
+
+        public ValueTask<DialogRecord?> FindDialogAsync(SipCallId sipCall, CancellationToken cancellationToken)
+        {
+            lock (Events)
+            {
+                return ValueTask.FromResult(_dialogs.GetValueOrDefault(sipCall));
+            }
+        }
+    }
+
+    private sealed class Sender : ISipSender
+    {
+        private readonly List<(IPEndPoint To, byte[] Bytes)> _all = [];
+
+        public void Send(in SipTarget target, byte[] message, Action? onFailure = null)
+        {
+            lock (_all)
+            {
+                _all.Add((target.EndPoint, message));
+            }
+        }
+
+        public int Count(IPEndPoint to, string start)
+        {
+            lock (_all)
+            {
+                return _all.Count(x => Matches(x, to, start));
+            }
+        }
+
+        /// <summary>Takes every message to <paramref name="to"/> starting with <paramref name="start"/>, as text.</summary>
+        public List<string> Take(IPEndPoint to, string start)
+        {
+            lock (_all)
+            {
+                var taken = _all.Where(x => Matches(x, to, start)).ToList();
+                _all.RemoveAll(x => Matches(x, to, start));
+                return [.. taken.Select(x => Encoding.ASCII.GetString(x.Bytes))];
+            }
+        }
+
+        public SipMessage TakeMessage(IPEndPoint to, string start)
+        {
+            Assert.True(TryTakeMessage(to, start, out var message), $"nothing starting with {start} to {to}: {Describe()}");
+            return message;
+        }
+
+        public bool TryTakeMessage(IPEndPoint to, string start, out SipMessage message)
+        {
+            lock (_all)
+            {
+                var index = _all.FindIndex(x => Matches(x, to, start));
+                if (index < 0)
+                {
+                    message = null!;
+                    return false;
+                }
+                message = new SipMessage();
+                Assert.Equal(SipParseError.None, message.Parse(_all[index].Bytes));
+                _all.RemoveAt(index);
+                return true;
+            }
+        }
+
+        public void Clear()
+        {
+            lock (_all)
+            {
+                _all.Clear();
+            }
+        }
+
+        public string Describe()
+        {
+            lock (_all)
+            {
+                return string.Join("; ", _all.Select(x => $"{x.To} {Encoding.ASCII.GetString(x.Bytes).Split('\r')[0]}"));
+            }
+        }
+
+        private static bool Matches((IPEndPoint To, byte[] Bytes) x, IPEndPoint to, string start) =>
+            x.To.Equals(to) && x.Bytes.AsSpan().StartsWith(Encoding.ASCII.GetBytes(start));
+    }
+}
