@@ -13,7 +13,7 @@ namespace CallState.Cluster.IntegrationTests;
 /// with more calls up than its limit, and once the traffic has ended and the leases have lapsed every limit counts 0.
 /// The traffic lasts <c>CALLSTATE_CHAOS_SECONDS</c> (90 s unless set; bench/chaos/run.sh runs 600 s); the seed is
 /// <c>CALLSTATE_CHAOS_SEED</c> or a fresh one, printed either way; with <c>CALLSTATE_CHAOS_SUMMARY</c> the summary is
-/// also written to that file.
+/// also written to that file, and with <c>CALLSTATE_CHAOS_LOGS</c> every process's output is saved in that directory.
 /// </summary>
 [Collection(LoadTests.Name)]
 public sealed class ChaosSoakTests(ITestOutputHelper output)
@@ -130,7 +130,13 @@ public sealed class ChaosSoakTests(ITestOutputHelper output)
             await File.WriteAllTextAsync(file, summary);
         }
 
-        Assert.True(violations.Count == 0, $"callers over their limit of {Limit} at the callee: {string.Join(", ", violations)}\n{summary}\n{rig.Describe()}");
+        if (Environment.GetEnvironmentVariable("CALLSTATE_CHAOS_LOGS") is { Length: > 0 } logs)
+        {
+            rig.SaveLogs(logs);
+        }
+
+        Assert.True(violations.Count == 0,
+            $"callers over their limit of {Limit} at the callee: {string.Join("\n", CallOracle.Excesses(rig.Uas.LogLines(), Limit))}\n{summary}\n{rig.Describe()}");
         Assert.True(leaked.Length == 0, $"limits still counting calls after the leases lapsed: {leaked}\n{summary}");
 
         // Not vacuous: faults were injected, calls connected, and callers reached their limit.

@@ -421,6 +421,32 @@ public sealed class ClusterRig : IAsyncDisposable
         return text.ToString();
     }
 
+    /// <summary>
+    /// Writes the whole output of every process this rig started (silos and edges, the ones that exited or were replaced
+    /// too) and the callee's log into <paramref name="directory"/>, one file each, for a person to read after a run.
+    /// </summary>
+    public void SaveLogs(string directory)
+    {
+        Directory.CreateDirectory(directory);
+        List<SiloProcess> silos;
+        lock (_lock)
+        {
+            silos = [.. _exited, .. _silos.OfType<SiloProcess>()];
+        }
+
+        foreach (var silo in silos)
+        {
+            File.WriteAllText(Path.Combine(directory, $"silo-{silo.Port}-pid{silo.Id}.log"), silo.Output);
+        }
+
+        foreach (var edge in _retiredEdges.Concat(Edges))
+        {
+            File.WriteAllText(Path.Combine(directory, $"edge-{edge.SipPort}-pid{edge.Id}.log"), edge.Output);
+        }
+
+        File.WriteAllLines(Path.Combine(directory, "callee.log"), Uas.LogLines());
+    }
+
     /// <summary>The end of every process's output: silos (those that exited too), then edges.</summary>
     public string Describe()
     {
@@ -611,6 +637,47 @@ public sealed partial class CallOracle
         }
 
         return new CallOracle(peaks, calls, open.Count, starts);
+    }
+
+    /// <summary>
+    /// For a failure message: each moment the callee's log shows a caller with more than <paramref name="limit"/> calls
+    /// up, with the calls up then (Call-ID and start, in ms on the callee's clock).
+    /// </summary>
+    public static List<string> Excesses(IEnumerable<string> lines, int limit)
+    {
+        ArgumentNullException.ThrowIfNull(lines);
+        var open = new Dictionary<string, (string User, long Tick)>();
+        var excesses = new List<string>();
+        foreach (var line in lines)
+        {
+            var match = LogLine().Match(line);
+            if (!match.Success)
+            {
+                continue;
+            }
+
+            var tick = long.Parse(match.Groups["tick"].Value, CultureInfo.InvariantCulture);
+            var callId = match.Groups["call"].Value;
+            var user = match.Groups["user"].Value;
+            if (match.Groups["what"].Value != "start")
+            {
+                open.Remove(callId);
+                continue;
+            }
+
+            if (!open.TryAdd(callId, (user, tick)))
+            {
+                continue;
+            }
+
+            var up = open.Where(o => o.Value.User == user).ToList();
+            if (up.Count > limit)
+            {
+                excesses.Add($"{user} {up.Count} calls up at {tick} ms: " + string.Join(", ", up.Select(o => $"{o.Key} from {o.Value.Tick}")));
+            }
+        }
+
+        return excesses;
     }
 
     public override string ToString() => $"{Calls} calls, {Unended} without BYE; peaks: {string.Join(", ", Peaks.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => $"{p.Key}={p.Value}"))}";
