@@ -76,7 +76,7 @@ public sealed class ChaosSoakTests(ITestOutputHelper output)
         await using var rig = await ClusterRig.StartAsync(storage, Settings, uasScenario: "chaos_uas.xml");
         rig.MaxRestarts = 10 + (seconds / 10);
         var clock = rig.UasClock;
-        var chaos = new Chaos(rig, postgres, new Random(seed), clock);
+        var chaos = new Chaos(rig, postgres, new Random(seed), clock, output);
 
         var callers = new List<(TrafficKind Kind, int Edge, Sipp Sipp)>();
         var results = new List<CallerResult>();
@@ -116,11 +116,24 @@ public sealed class ChaosSoakTests(ITestOutputHelper output)
             {
                 await sipp.DisposeAsync();
             }
+
+            if (Environment.GetEnvironmentVariable("CALLSTATE_CHAOS_LOGS") is { Length: > 0 } logs)
+            {
+                rig.SaveLogs(logs);
+            }
         }
 
         // Leases lapse: the confirmed lease after the last call, plus the due scan and a restarted silo's start.
         var leaked = await rig.WaitAllZeroAsync(ConfirmedLease + TimeSpan.FromSeconds(45), live: true);
-        var stored = (await rig.TotalsAsync()).Where(t => t.Value != 0).Select(t => $"{t.Key}={t.Value}").ToList();
+
+        // Storage may lag behind the activations for a moment (a reclaim being written); holds still stored after another
+        // lease are the ones no activation knows (docs/architecture.md, "Known gaps"): reported, not judged.
+        if ((await StoredHoldsAsync(rig)).Count > 0)
+        {
+            await rig.WaitAllZeroAsync(ConfirmedLease + TimeSpan.FromSeconds(10));
+        }
+
+        var stored = await StoredHoldsAsync(rig);
         var oracle = CallOracle.From(rig.Uas.LogLines());
         var violations = oracle.Peaks.Where(p => p.Value > Limit).Select(p => $"{p.Key}={p.Value}").ToList();
         var summary = Summarize(seconds, seed, results, oracle, chaos, violations, leaked, stored, rig.SiloExits.Count);
@@ -128,11 +141,6 @@ public sealed class ChaosSoakTests(ITestOutputHelper output)
         if (Environment.GetEnvironmentVariable("CALLSTATE_CHAOS_SUMMARY") is { Length: > 0 } file)
         {
             await File.WriteAllTextAsync(file, summary);
-        }
-
-        if (Environment.GetEnvironmentVariable("CALLSTATE_CHAOS_LOGS") is { Length: > 0 } logs)
-        {
-            rig.SaveLogs(logs);
         }
 
         Assert.True(violations.Count == 0,
@@ -203,11 +211,14 @@ public sealed class ChaosSoakTests(ITestOutputHelper output)
         text.AppendLine("fault log (seconds on the callee's clock):");
         foreach (var fault in chaos.Log)
         {
-            text.AppendLine(CultureInfo.InvariantCulture, $"  {fault.At.TotalSeconds,7:F1} {fault.Kind} {fault.Target}: {fault.Detail}");
+            text.Append("  ").AppendLine(fault.ToString());
         }
 
         return text.ToString();
     }
+
+    private static async Task<List<string>> StoredHoldsAsync(ClusterRig rig) =>
+        (await rig.TotalsAsync()).Where(t => t.Value != 0).Select(t => $"{t.Key}={t.Value}").ToList();
 
     private static long Refusals(Dictionary<string, long> counts, string code) =>
         counts.Where(c => c.Key.EndsWith($"_{code}_Recv", StringComparison.Ordinal)).Sum(c => c.Value);
@@ -224,14 +235,17 @@ public sealed class ChaosSoakTests(ITestOutputHelper output)
     private sealed record CallerResult(TrafficKind Kind, SippStats Stats, Dictionary<string, long> Counts);
 
     /// <summary>A fault as injected: when (on the callee's clock), what, to which process, and how it was healed.</summary>
-    private sealed record Fault(TimeSpan At, string Kind, string Target, string Detail);
+    private sealed record Fault(TimeSpan At, string Kind, string Target, string Detail)
+    {
+        public override string ToString() => $"{At.TotalSeconds.ToString("F1", CultureInfo.InvariantCulture),7} {Kind} {Target}: {Detail}";
+    }
 
     /// <summary>
     /// Injects faults one at a time. The kinds come in a seeded shuffle of all of them, again and again, so every run of a
     /// few faults sees most kinds; targets and durations come from the same source. A fault's duration is a parameter of
     /// the chaos, not a wait for a state: after it is healed the next fault waits until every silo and edge is ready.
     /// </summary>
-    private sealed class Chaos(ClusterRig rig, PostgresServer postgres, Random random, Stopwatch clock)
+    private sealed class Chaos(ClusterRig rig, PostgresServer postgres, Random random, Stopwatch clock, ITestOutputHelper output)
     {
         private static readonly string[] AllKinds = ["silo-kill", "silo-pause", "silo-pause-until-dead", "edge-kill", "edge-pause", "postgres-restart"];
 
@@ -265,7 +279,9 @@ public sealed class ChaosSoakTests(ITestOutputHelper output)
                 "edge-pause" => await PauseEdgeAsync(random.Next(rig.Edges.Count), random.Next(500, MaxEdgePauseMs)),
                 _ => await RestartPostgresAsync(random.Next(1000, 5000)),
             };
-            Log.Add(new Fault(at, next, detail.Target, detail.Detail));
+            var fault = new Fault(at, next, detail.Target, detail.Detail);
+            Log.Add(fault);
+            output.WriteLine(fault.ToString());
         }
 
         /// <summary>A pause between faults, drawn from the seeded source.</summary>
@@ -364,12 +380,29 @@ public sealed class ChaosSoakTests(ITestOutputHelper output)
             return ("postgres", $"stopped (fast) for {Seconds(clock.Elapsed - stopped)} s, started again");
         }
 
-        /// <summary>Every silo and edge answers ready (a silo that ended itself after a pause has been restarted).</summary>
+        /// <summary>
+        /// Every silo and edge answers ready. A silo declared dead during a pause ends itself when resumed, possibly while
+        /// this waits; the rig's supervisor starts it again, and this waits for that one.
+        /// </summary>
         private async Task WaitHealthyAsync()
         {
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(120);
-            while (rig.Silos.Any(s => s.HasExited))
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(150);
+            while (true)
             {
+                var silos = rig.Silos;
+                try
+                {
+                    if (!silos.Any(s => s.HasExited))
+                    {
+                        await Task.WhenAll(silos.Select(s => s.WaitReadyAsync(deadline - DateTime.UtcNow)));
+                        break;
+                    }
+                }
+                catch (InvalidOperationException) when (DateTime.UtcNow < deadline && silos.Any(s => s.HasExited))
+                {
+                    // Exited while starting or serving: the supervisor restarts it.
+                }
+
                 if (DateTime.UtcNow > deadline)
                 {
                     throw new TimeoutException($"a silo stayed down:\n{rig.Describe()}");
@@ -378,7 +411,6 @@ public sealed class ChaosSoakTests(ITestOutputHelper output)
                 await Task.Delay(100);
             }
 
-            await Task.WhenAll(rig.Silos.Select(s => s.WaitReadyAsync(TimeSpan.FromSeconds(90))));
             await rig.WaitEdgesReadyAsync(TimeSpan.FromSeconds(90));
         }
 
