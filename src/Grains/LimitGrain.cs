@@ -325,10 +325,19 @@ public sealed class LimitGrain : Grain, ILimitGrain
         var stored = await _store.ReadAsync(_id, CancellationToken.None);
         for (var attempt = 0; stored is not null; attempt++)
         {
-            if (await _store.WriteAsync(new StateWrite(_id, stored.Version, stored.Data, stored.DueAt), CancellationToken.None))
+            var fence = stored.Version + 1;
+            var written = await _store.WriteAsync(new StateWrite(_id, stored.Version, stored.Data, stored.DueAt), CancellationToken.None);
+            if (written)
             {
                 stored = await _store.ReadAsync(_id, CancellationToken.None);
-                break;
+                if (stored is null || stored.Version == fence)
+                {
+                    break;
+                }
+
+                // Another activation took the fence between this write and this read. Keeping the version read would
+                // share its fence: the items-only writes of both would pass and neither would see the other's holds (two
+                // activations admitting on one limit; holds in storage no activation knows). Take the fence again.
             }
 
             _metrics.StaleWrite(GrainTypes.Limit);
@@ -337,7 +346,10 @@ public sealed class LimitGrain : Grain, ILimitGrain
                 throw new StaleGrainStateException($"limit {_key} lost {attempt + 1} compare-and-set writes in a row while loading");
             }
 
-            stored = await _store.ReadAsync(_id, CancellationToken.None);
+            if (!written)
+            {
+                stored = await _store.ReadAsync(_id, CancellationToken.None);
+            }
         }
 
         var callsInRow = false;
