@@ -420,7 +420,17 @@ public sealed class LimitGrain : Grain, ILimitGrain
             return false;
         }
 
-        Start(await _store.ReadAsync(_id, CancellationToken.None), fenced: true);
+        var fence = _version + 1;
+        var stored = await _store.ReadAsync(_id, CancellationToken.None);
+        if (stored is not null && stored.Version != fence)
+        {
+            // Another activation took the fence between this write and this read. Keeping the version read would share
+            // its fence: the items-only writes of both would pass and neither would see the other's holds (two
+            // activations admitting on one limit; holds in storage no activation knows). Lost: reload and take it again.
+            return false;
+        }
+
+        Start(stored, fenced: true);
         return true;
     }
 

@@ -42,8 +42,6 @@ public sealed class ClusterRig : IAsyncDisposable
     /// </summary>
     public static readonly TimeSpan DeathDeclaration = TimeSpan.FromSeconds(30);
 
-    /// <summary>Most restarts the supervisor makes in one rig: a silo that dies at every start fails the test instead.</summary>
-    private const int MaxRestarts = 6;
 
     private readonly IReadOnlyList<string> _storage;
     private readonly IReadOnlyList<string> _settings;
@@ -56,10 +54,11 @@ public sealed class ClusterRig : IAsyncDisposable
     private readonly int? _advertisedEdgePort;
     private readonly List<SiloProcess> _exited = [];
     private readonly List<SiloExit> _exits = [];
+    private readonly List<SipEdgeProcess> _retiredEdges = [];
     private readonly CancellationTokenSource _stopSupervisor = new();
     private Task _supervisor = Task.CompletedTask;
 
-    private ClusterRig(IReadOnlyList<string> storage, IReadOnlyList<string> settings, int silos, int edges, bool advertiseLast)
+    private ClusterRig(IReadOnlyList<string> storage, IReadOnlyList<string> settings, int silos, int edges, bool advertiseLast, string uasScenario)
     {
         _storage = storage;
         _settings = settings;
@@ -71,9 +70,15 @@ public sealed class ClusterRig : IAsyncDisposable
         _edgePorts = Enumerable.Range(0, edges).Select(_ => SipEdgeProcess.FreeUdpAndTcpPort()).ToArray();
         _advertisedEdgePort = advertiseLast ? _edgePorts[^1] : null;
         UasPort = SipEdgeProcess.FreeUdpAndTcpPort();
-        Uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_oracle.xml"), "-i", "127.0.0.1", "-p", Port(UasPort), "-t", "u1", "-trace_logs",
+        Uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario(uasScenario), "-i", "127.0.0.1", "-p", Port(UasPort), "-t", "u1", "-trace_logs",
             "-default_behaviors", "all,-abortunexp"]);
     }
+
+    /// <summary>
+    /// Most restarts the supervisor makes in one rig (6 unless the test allows more): a silo that dies at every start
+    /// fails the test instead.
+    /// </summary>
+    public int MaxRestarts { get; set; } = 6;
 
     /// <summary>This rig's Orleans cluster: silos of other rigs on the same database never join it.</summary>
     public string ClusterId { get; } = "it-" + Guid.NewGuid().ToString("N")[..12];
@@ -115,11 +120,13 @@ public sealed class ClusterRig : IAsyncDisposable
     /// Starts the callee, <paramref name="silos"/> silos and <paramref name="edges"/> edges on <paramref name="storage"/> with
     /// <paramref name="settings"/> (limits, leases: given to silos and edges), and waits until every silo is ready and every
     /// edge is connected to every silo's gateway. With <paramref name="advertiseLast"/> every edge puts the last edge's address
-    /// in Record-Route (a load balancer's address would be there).
+    /// in Record-Route (a load balancer's address would be there). The callee runs <paramref name="uasScenario"/>, which
+    /// writes the start and end lines <see cref="CallOracle"/> replays.
     /// </summary>
-    public static async Task<ClusterRig> StartAsync(IReadOnlyList<string> storage, IReadOnlyList<string> settings, int silos = 3, int edges = 2, bool advertiseLast = false)
+    public static async Task<ClusterRig> StartAsync(IReadOnlyList<string> storage, IReadOnlyList<string> settings, int silos = 3, int edges = 2, bool advertiseLast = false,
+        string uasScenario = "uas_oracle.xml")
     {
-        var rig = Create(storage, settings, silos, edges, advertiseLast);
+        var rig = Create(storage, settings, silos, edges, advertiseLast, uasScenario);
         try
         {
             await rig.StartSilosAsync();
@@ -136,8 +143,9 @@ public sealed class ClusterRig : IAsyncDisposable
     }
 
     /// <summary>Chooses every port and starts the callee; silos and edges are started by the test, in its own order.</summary>
-    public static ClusterRig Create(IReadOnlyList<string> storage, IReadOnlyList<string> settings, int silos = 3, int edges = 2, bool advertiseLast = false) =>
-        new(storage, settings, silos, edges, advertiseLast);
+    public static ClusterRig Create(IReadOnlyList<string> storage, IReadOnlyList<string> settings, int silos = 3, int edges = 2, bool advertiseLast = false,
+        string uasScenario = "uas_oracle.xml") =>
+        new(storage, settings, silos, edges, advertiseLast, uasScenario);
 
     /// <summary>Starts every silo, waits until each is ready, then supervises them.</summary>
     public async Task StartSilosAsync()
@@ -193,11 +201,49 @@ public sealed class ClusterRig : IAsyncDisposable
         Silos[index].Kill();
     }
 
+    /// <summary>
+    /// Starts silo <paramref name="index"/> again, on its own ports, after <see cref="KillSilo"/>; the supervisor restarts
+    /// it again should it exit by itself.
+    /// </summary>
+    public SiloProcess RestartSilo(int index)
+    {
+        lock (_lock)
+        {
+            if (_silos[index] is { } old)
+            {
+                old.Kill();
+                _exited.Add(old);
+            }
+
+            var silo = StartSilo(index);
+            _silos[index] = silo;
+            _stoppedByTest[index] = false;
+            return silo;
+        }
+    }
+
     /// <summary>SIGSTOP of silo <paramref name="index"/>: frozen with its sockets open, as in a long pause of the machine.</summary>
     public void PauseSilo(int index) => Silos[index].Pause();
 
     /// <summary>SIGCONT of silo <paramref name="index"/>.</summary>
     public void ResumeSilo(int index) => Silos[index].Resume();
+
+    /// <summary>SIGKILL of edge <paramref name="index"/>, then a new edge process on the same SIP port, as a process manager would.</summary>
+    public SipEdgeProcess RestartEdge(int index)
+    {
+        var old = Edges[index];
+        old.Kill();
+        _retiredEdges.Add(old);
+        var edge = SipEdgeProcess.Start(EdgeSettings(), _edgePorts[index]);
+        Edges[index] = edge;
+        return edge;
+    }
+
+    /// <summary>SIGSTOP of edge <paramref name="index"/>: frozen with its sockets open.</summary>
+    public void PauseEdge(int index) => Edges[index].Pause();
+
+    /// <summary>SIGCONT of edge <paramref name="index"/>.</summary>
+    public void ResumeEdge(int index) => Edges[index].Resume();
 
     /// <summary>
     /// The status the membership table gives the newest generation of silo <paramref name="index"/> (by its silo port), read
@@ -375,6 +421,32 @@ public sealed class ClusterRig : IAsyncDisposable
         return text.ToString();
     }
 
+    /// <summary>
+    /// Writes the whole output of every process this rig started (silos and edges, the ones that exited or were replaced
+    /// too) and the callee's log into <paramref name="directory"/>, one file each, for a person to read after a run.
+    /// </summary>
+    public void SaveLogs(string directory)
+    {
+        Directory.CreateDirectory(directory);
+        List<SiloProcess> silos;
+        lock (_lock)
+        {
+            silos = [.. _exited, .. _silos.OfType<SiloProcess>()];
+        }
+
+        foreach (var silo in silos)
+        {
+            File.WriteAllText(Path.Combine(directory, $"silo-{silo.Port}-pid{silo.Id}.log"), silo.Output);
+        }
+
+        foreach (var edge in _retiredEdges.Concat(Edges))
+        {
+            File.WriteAllText(Path.Combine(directory, $"edge-{edge.SipPort}-pid{edge.Id}.log"), edge.Output);
+        }
+
+        File.WriteAllLines(Path.Combine(directory, "callee.log"), Uas.LogLines());
+    }
+
     /// <summary>The end of every process's output: silos (those that exited too), then edges.</summary>
     public string Describe()
     {
@@ -396,8 +468,9 @@ public sealed class ClusterRig : IAsyncDisposable
         await _stopSupervisor.CancelAsync();
         await _supervisor;
         _stopSupervisor.Dispose();
-        foreach (var edge in Edges)
+        foreach (var edge in Edges.Concat(_retiredEdges))
         {
+            edge.Resume();
             await edge.DisposeAsync();
         }
 
@@ -564,6 +637,47 @@ public sealed partial class CallOracle
         }
 
         return new CallOracle(peaks, calls, open.Count, starts);
+    }
+
+    /// <summary>
+    /// For a failure message: each moment the callee's log shows a caller with more than <paramref name="limit"/> calls
+    /// up, with the calls up then (Call-ID and start, in ms on the callee's clock).
+    /// </summary>
+    public static List<string> Excesses(IEnumerable<string> lines, int limit)
+    {
+        ArgumentNullException.ThrowIfNull(lines);
+        var open = new Dictionary<string, (string User, long Tick)>();
+        var excesses = new List<string>();
+        foreach (var line in lines)
+        {
+            var match = LogLine().Match(line);
+            if (!match.Success)
+            {
+                continue;
+            }
+
+            var tick = long.Parse(match.Groups["tick"].Value, CultureInfo.InvariantCulture);
+            var callId = match.Groups["call"].Value;
+            var user = match.Groups["user"].Value;
+            if (match.Groups["what"].Value != "start")
+            {
+                open.Remove(callId);
+                continue;
+            }
+
+            if (!open.TryAdd(callId, (user, tick)))
+            {
+                continue;
+            }
+
+            var up = open.Where(o => o.Value.User == user).ToList();
+            if (up.Count > limit)
+            {
+                excesses.Add($"{user} {up.Count} calls up at {tick} ms: " + string.Join(", ", up.Select(o => $"{o.Key} from {o.Value.Tick}")));
+            }
+        }
+
+        return excesses;
     }
 
     public override string ToString() => $"{Calls} calls, {Unended} without BYE; peaks: {string.Join(", ", Peaks.OrderBy(p => p.Key, StringComparer.Ordinal).Select(p => $"{p.Key}={p.Value}"))}";

@@ -72,8 +72,16 @@ public sealed class SipEdgeProcess : IAsyncDisposable
 
     public Task<int> WaitForExitAsync(TimeSpan timeout) => _host.WaitForExitAsync(timeout);
 
+    public int Id => _host.Id;
+
     /// <summary>SIGKILL, then wait for the process to be gone.</summary>
     public void Kill() => _host.Kill();
+
+    /// <summary>SIGSTOP: the edge freezes with its sockets open.</summary>
+    public void Pause() => _host.Pause();
+
+    /// <summary>SIGCONT after <see cref="Pause"/>.</summary>
+    public void Resume() => _host.Resume();
 
     public ValueTask DisposeAsync()
     {

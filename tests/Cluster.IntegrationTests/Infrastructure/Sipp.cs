@@ -141,6 +141,40 @@ public sealed class Sipp : IAsyncDisposable
             return reader.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries);
         }).ToArray();
 
+    /// <summary>
+    /// The last line of sipp's message counts (run with <c>-trace_counts</c>), by column: <c>4_486_Recv</c> is how many
+    /// 486 the scenario's fifth element received. Empty before sipp has written any.
+    /// </summary>
+    public Dictionary<string, long> Counts()
+    {
+        var counts = new Dictionary<string, long>(StringComparer.Ordinal);
+        var file = Directory.GetFiles(_dir, "*_counts.csv").FirstOrDefault();
+        if (file is null)
+        {
+            return counts;
+        }
+
+        using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        using var reader = new StreamReader(stream);
+        var lines = reader.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        if (lines.Length < 2)
+        {
+            return counts;
+        }
+
+        var header = lines[0].Split(';');
+        var last = lines[^1].Split(';');
+        for (var i = 2; i < Math.Min(header.Length, last.Length); i++)
+        {
+            if (long.TryParse(last[i], NumberStyles.Integer, CultureInfo.InvariantCulture, out var value))
+            {
+                counts[header[i]] = value;
+            }
+        }
+
+        return counts;
+    }
+
     /// <summary>The messages sipp logged (run with <c>-trace_msg</c>).</summary>
     public string Messages() =>
         string.Concat(Directory.GetFiles(_dir, "*_messages.log").Select(File.ReadAllText));

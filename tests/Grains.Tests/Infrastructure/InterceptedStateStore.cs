@@ -14,6 +14,7 @@ public sealed class InterceptedStateStore(IStateStore inner) : IStateStore
     private readonly ConcurrentDictionary<StateId, int> _versionReads = new();
     private readonly ConcurrentDictionary<string, int> _writes = new(StringComparer.Ordinal);
     private volatile WriteGate? _gate;
+    private AfterWrite? _afterWrite;
 
     /// <summary>
     /// Puts an <see cref="InterceptedStateStore"/> around the store the silo registered (pass to
@@ -49,6 +50,12 @@ public sealed class InterceptedStateStore(IStateStore inner) : IStateStore
         return gate;
     }
 
+    /// <summary>
+    /// Runs <paramref name="action"/> once, right after the next successful write of <paramref name="id"/> and before the
+    /// grain that wrote sees its outcome (off the grain's scheduler, so it may call into another cluster).
+    /// </summary>
+    public void AfterNextWrite(StateId id, Func<Task> action) => Volatile.Write(ref _afterWrite, new AfterWrite(id, action));
+
     public Task InitializeAsync(CancellationToken cancellationToken) => inner.InitializeAsync(cancellationToken);
 
     public Task<StoredState?> ReadAsync(StateId id, CancellationToken cancellationToken)
@@ -66,8 +73,17 @@ public sealed class InterceptedStateStore(IStateStore inner) : IStateStore
         }
 
         _writes.AddOrUpdate(write.Id.Type, 1, static (_, n) => n + 1);
-        return await inner.WriteAsync(write, cancellationToken);
+        var written = await inner.WriteAsync(write, cancellationToken);
+        if (written && Volatile.Read(ref _afterWrite) is { } after && after.Id == write.Id
+            && Interlocked.CompareExchange(ref _afterWrite, null, after) == after)
+        {
+            await Task.Run(after.Action, CancellationToken.None);
+        }
+
+        return written;
     }
+
+    private sealed record AfterWrite(StateId Id, Func<Task> Action);
 
     public Task<long> ReadVersionAsync(StateId id, CancellationToken cancellationToken)
     {

@@ -111,6 +111,44 @@ public sealed class LimitGrainEdgeCaseTests
 
     [Theory]
     [MemberData(nameof(Storages))]
+    public async Task A_load_whose_fence_another_activation_takes_before_the_read_back_takes_it_again_so_only_one_admits_the_last_slot(string kind)
+    {
+        // A loads the limit: it rewrites the row (its fence) and reads it back. C, another cluster's activation of the same
+        // row, takes the fence in between, as when a silo resumed from a pause loads a grain another silo is activating.
+        // A must not keep the version it reads back (C's): both would then write their items under one version, each
+        // blind to the other's holds, and both would admit the last slot (the chaos soak saw a caller at 4 of 3).
+        const string Key = "user/fenced";
+        LimitRequest[] fenced = [new(Key, Direction.Outbound)];
+        await using var db = TestStorage.Create(kind);
+        var settings = Settings(("CallState:Limits:Users:fenced:Total", "1"));
+        await using (var seed = await GrainTestCluster.StartAsync(db, settings, clusterId: "fence-s-" + Guid.NewGuid().ToString("N")[..8]))
+        {
+            // The row exists, so a load has a fence to take.
+            Assert.Equal(AdmitStatus.Admitted, (await seed.Call("s-0").AdmitAsync(fenced)).Status);
+            Assert.True(await seed.Call("s-0").EndAsync());
+        }
+
+        await using var a = await GrainTestCluster.StartAsync(db, settings, clusterId: "fence-a-" + Guid.NewGuid().ToString("N")[..8], services: InterceptedStateStore.Install);
+        await using var c = await GrainTestCluster.StartAsync(db, settings, clusterId: "fence-c-" + Guid.NewGuid().ToString("N")[..8]);
+        var store = (InterceptedStateStore)a.Service<IStateStore>();
+        var cLoaded = false;
+        store.AfterNextWrite(LimitId(Key), async () =>
+        {
+            await c.Limit(Key).GetSnapshotAsync();
+            cLoaded = true;
+        });
+
+        Assert.Equal(AdmitStatus.Admitted, (await a.Call("a-1").AdmitAsync(fenced)).Status);
+        Assert.True(cLoaded, "C's activation should have loaded between A's fence and A's read back");
+
+        // C's activation is the stale one now: its write fails, it reloads, finds a-1 and refuses.
+        Assert.Equal(AdmitStatus.Rejected, (await c.Call("c-1").AdmitAsync(fenced)).Status);
+        Assert.Equal(["a-1"], HeldCalls(await StoredAsync(a, Key)));
+        Assert.Equal(["a-1"], HeldCalls(await a.Limit(Key).GetSnapshotAsync()));
+    }
+
+    [Theory]
+    [MemberData(nameof(Storages))]
     public async Task A_stale_activation_woken_by_the_due_scan_reloads_and_reclaims_what_another_activation_left(string kind)
     {
         // A paused silo resumed before it learns it is dead: its activation B writes reservations behind the back of the live
