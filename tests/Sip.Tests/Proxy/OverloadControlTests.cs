@@ -183,23 +183,89 @@ public sealed class OverloadControlTests : IDisposable
     }
 
     [Fact]
-    public void Past_the_transaction_threshold_new_requests_are_shed_but_requests_inside_dialogs_still_get_transactions()
+    public void Many_answered_transactions_lingering_for_their_timers_do_not_shed_a_new_call()
     {
-        var proxy = Proxy(new SipOverloadOptions { MaxTransactions = 4 }, maxTransactions: 20);
+        var proxy = Proxy(new SipOverloadOptions { MaxTransactions = 4 }, maxTransactions: 1_000);
 
-        // Two OPTIONS forwarded: a server and a client transaction each, lingering after their answers.
+        // 100 calls answered busy by the callee: their server and client INVITE transactions linger (Timers I and D,
+        // RFC 3261 17.1.1.2 and 17.2.1) to absorb retransmissions, but wait for nothing.
+        for (var i = 0; i < 100; i++)
+        {
+            Receive(proxy, Invite($"done{i}", Caller), Caller);
+            Assert.True(_sent.TryTakeMessage(Upstream, "INVITE", out var invite));
+            Receive(proxy, Response(invite, 486, "Busy Here", "busy"), Upstream);
+        }
+        Assert.Equal(100, _sent.Count(Caller, "SIP/2.0 486"));
+        Assert.True(proxy.ServerTransactionCount + proxy.ClientTransactionCount >= 200, "the answered transactions still linger");
+        Assert.Equal(0, proxy.InProgressCount);
+
+        Receive(proxy, Invite("new", Caller), Caller);
+        Assert.Equal(1, _sent.Count(Upstream, "INVITE"));
+        Assert.Equal(0, _control!.Shed(SipShedReason.Transactions));
+        Assert.Equal(0, _sent.Count(Caller, "SIP/2.0 503"));
+    }
+
+    [Fact]
+    public void Past_the_threshold_of_transactions_in_progress_new_requests_are_shed_but_requests_inside_dialogs_still_get_transactions()
+    {
+        var proxy = Proxy(new SipOverloadOptions { MaxTransactions = 4 }, maxTransactions: 1_000);
+
+        // Four calls forwarded and not answered yet: in progress.
+        for (var i = 0; i < 4; i++)
+        {
+            Receive(proxy, Invite($"ringing{i}", Caller), Caller);
+        }
+        Assert.Equal(4, proxy.InProgressCount);
+        Assert.Equal(4, _sent.Count(Upstream, "INVITE"));
+
+        Receive(proxy, Invite("new", Caller), Caller);
         Receive(proxy, Options("sip:bob@127.0.0.1:5090", "o1", Caller), Caller);
-        Receive(proxy, Options("sip:bob@127.0.0.1:5090", "o2", Caller), Caller);
-        Assert.Equal(4, proxy.ServerTransactionCount + proxy.ClientTransactionCount);
+        Assert.Equal(2, _sent.Take(Caller, "SIP/2.0 503").Count);
+        Assert.Equal(2, _control!.Shed(SipShedReason.Transactions));
+        Assert.Equal(4, _sent.Count(Upstream, "INVITE"));
+
+        // A BYE of a call already up still gets its transaction.
+        Receive(proxy, InDialog("BYE", "old", "<sip:192.0.2.80:5060;lr>", cseq: 2), Caller);
+        Assert.Equal(1, _sent.Count(Upstream, "BYE"));
+        Assert.Equal(2, _control.Shed(SipShedReason.Transactions));
+
+        // One ringing call is answered busy: below the threshold again, the next call goes through.
+        Assert.True(_sent.TryTakeMessage(Upstream, "INVITE", out var first));
+        Receive(proxy, Response(first, 486, "Busy Here", "busy"), Upstream);
+        Assert.Equal(4, proxy.InProgressCount); // three INVITEs and the BYE
+        Receive(proxy, Response(BusyBye(), 200, "OK", "callee"), Upstream);
+        Assert.Equal(3, proxy.InProgressCount);
+        Receive(proxy, Invite("after", Caller), Caller);
+        Assert.Equal(4, _sent.Count(Upstream, "INVITE"));
+        Assert.Equal(2, _control.Shed(SipShedReason.Transactions));
+
+        SipMessage BusyBye()
+        {
+            Assert.True(_sent.TryTakeMessage(Upstream, "BYE", out var bye));
+            return bye;
+        }
+    }
+
+    [Fact]
+    public void Near_the_hard_cap_lingering_transactions_shed_new_calls_so_BYEs_keep_the_last_transactions()
+    {
+        // Hard cap 100: the last 2% (98 open and up) is kept for requests inside dialogs.
+        var proxy = Proxy(new SipOverloadOptions { MaxTransactions = 50 }, maxTransactions: 100);
+        for (var i = 0; i < 49; i++)
+        {
+            Receive(proxy, Invite($"done{i}", Caller), Caller);
+            Assert.True(_sent.TryTakeMessage(Upstream, "INVITE", out var invite));
+            Receive(proxy, Response(invite, 486, "Busy Here", "busy"), Upstream);
+        }
+        Assert.Equal(98, proxy.ServerTransactionCount + proxy.ClientTransactionCount);
+        Assert.Equal(0, proxy.InProgressCount);
 
         Receive(proxy, Invite("new", Caller), Caller);
         Assert.Single(_sent.Take(Caller, "SIP/2.0 503"));
         Assert.Equal(1, _control!.Shed(SipShedReason.Transactions));
-        Assert.Equal(0, _sent.Count(Upstream, "INVITE"));
 
         Receive(proxy, InDialog("BYE", "old", "<sip:192.0.2.80:5060;lr>", cseq: 2), Caller);
         Assert.Equal(1, _sent.Count(Upstream, "BYE"));
-        Assert.Equal(1, _control.Shed(SipShedReason.Transactions));
     }
 
     [Fact]
