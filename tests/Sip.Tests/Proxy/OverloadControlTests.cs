@@ -269,6 +269,45 @@ public sealed class OverloadControlTests : IDisposable
     }
 
     [Fact]
+    public void A_challenge_counts_in_flight_until_it_is_sent_then_is_resent_until_Timer_H_while_a_source_over_budget_gets_no_new_ones()
+    {
+        var policy = new Policy
+        {
+            Decision = CallDecision.Reject(407, "Proxy Authentication Required", "Proxy-Authenticate: Digest realm=\"example.com\", nonce=\"n\"\r\n"),
+        };
+        var proxy = Proxy(new SipOverloadOptions
+        {
+            Default = new SipSourceBudgetOptions { RequestsPerSecond = 10, Burst = 10, MaxTransactions = 1000 },
+            RefusalsPerSecond = 0,
+        }, policy);
+
+        // A flooder that never acknowledges: its first 10 INVITEs are challenged, the other 40 dropped (no 407 for them).
+        for (var i = 0; i < 50; i++)
+        {
+            Receive(proxy, Invite($"unauth{i}", Flooder), Flooder);
+        }
+        Assert.Equal(10, policy.Asked);
+        Assert.Equal(10, _sent.Count(Flooder, "SIP/2.0 407"));
+        Assert.Equal(40, _control!.Shed(SipShedReason.SourceRate));
+
+        // Answered, so no longer in flight for the source nor in progress; the 407s linger to be resent.
+        Assert.Equal(0, _control.Budgets.Find(Flooder.Address)!.Value.InFlight);
+        Assert.Equal(0, proxy.InProgressCount);
+        Assert.Equal(10, proxy.ServerTransactionCount);
+
+        // RFC 3261 17.2.1: over UDP each 407 is resent (Timer G: T1 doubling up to T2) until an ACK or Timer H
+        // (64*T1 = 32 s): 0.5, 1.5, 3.5, 7.5, 11.5, ..., 31.5 s, 10 copies more, then the transaction ends.
+        for (var i = 0; i < 330; i++)
+        {
+            _clock.Advance(TimeSpan.FromMilliseconds(100));
+        }
+        Assert.Equal(10 * 11, _sent.Count(Flooder, "SIP/2.0 407"));
+        Assert.Equal(10, _sent.Count(Flooder, "SIP/2.0 100"));
+        Assert.Equal(0, proxy.ServerTransactionCount);
+        Assert.Equal(10, policy.Asked);
+    }
+
+    [Fact]
     public void A_trusted_peer_gets_the_peers_budget()
     {
         var proxy = Proxy(new SipOverloadOptions
@@ -376,6 +415,9 @@ public sealed class OverloadControlTests : IDisposable
 
         public TaskCompletionSource<CallDecision>? Hold { get; init; }
 
+        /// <summary>The decision every INVITE gets (unset: admitted).</summary>
+        public CallDecision? Decision { get; init; }
+
         public int Asked => Volatile.Read(ref _asked);
 
         public List<string> Events { get; } = [];
@@ -384,7 +426,7 @@ public sealed class OverloadControlTests : IDisposable
         {
             Interlocked.Increment(ref _asked);
             var call = new SipCallId(Encoding.UTF8.GetString(invite[invite.CallId]), Encoding.UTF8.GetString(invite[invite.FromTag]));
-            var decision = Hold is { } hold ? await hold.Task : CallDecision.Admit;
+            var decision = Hold is { } hold ? await hold.Task : Decision ?? CallDecision.Admit;
             lock (Events)
             {
                 _dialogs[call] = new DialogRecord(null, origin.CallerTargets, [], Confirmed: false);
