@@ -103,6 +103,51 @@ public sealed class FloodTests(ITestOutputHelper output) : IDisposable
         Assert.DoesNotContain(await LimitsAsync(edge), e => e.GetProperty("key").GetString() == "user/bob");
     }
 
+    [Fact]
+    public async Task A_configured_trunk_and_a_trusted_peer_get_their_larger_budgets_while_an_unknown_source_at_the_same_rate_is_refused()
+    {
+        // Small budget for anyone else; the trunk's and the peer's sources keep the defaults of their kinds (20,000/s).
+        // The edge classifies by its own configuration: the trunk's source from CallState:Admission:Trunks, the peer's
+        // from CallState:Trust:Peers (docs/architecture.md, "Overload control").
+        var trunk = IPAddress.Parse("127.0.0.6");
+        await using var edge = await StandaloneEdge.StartAsync(Data, SipEdgeProcess.FreeUdpAndTcpPort(), extra: [
+            $"--CallState:Admission:Trunks:carrier:Sources:0={trunk}",
+            $"--CallState:Trust:Peers:local-pbx:Sources:0={Pbx}",
+            "--CallState:Sip:Overload:Default:RequestsPerSecond=2",
+            "--CallState:Sip:Overload:Default:Burst=5",
+            "--CallState:Sip:Overload:RefusalsPerSecond=1000",
+        ]);
+        const int Requests = 40;
+        using var fromTrunk = new Asker(trunk, edge.SipPort);
+        using var fromPeer = new Asker(Pbx, edge.SipPort);
+        using var fromUnknown = new Asker(FloodSource, edge.SipPort);
+        var clock = Stopwatch.StartNew();
+        for (var i = 0; i < Requests; i++)
+        {
+            fromTrunk.Send(i);
+            fromPeer.Send(i);
+            fromUnknown.Send(i);
+        }
+        var sending = clock.Elapsed;
+
+        // Every request gets an answer (200 within budget, 503 over it: refusals are all answered here).
+        var deadline = Stopwatch.StartNew();
+        while ((fromTrunk.Answers < Requests || fromPeer.Answers < Requests || fromUnknown.Answers < Requests) && deadline.Elapsed < TimeSpan.FromSeconds(15))
+        {
+            await Task.Delay(20);
+        }
+        output.WriteLine($"sent {Requests} OPTIONS from each source in {sending.TotalMilliseconds:F0} ms; trunk {fromTrunk}, peer {fromPeer}, unknown {fromUnknown}");
+        Assert.Equal(Requests, fromTrunk.Ok);
+        Assert.Equal(0, fromTrunk.Refusals);
+        Assert.Equal(Requests, fromPeer.Ok);
+        Assert.Equal(0, fromPeer.Refusals);
+
+        // The unknown source has its burst (5) and what its 2/s refilled while it sent; the rest is refused.
+        Assert.InRange(fromUnknown.Ok, 5, 5 + 2 * ((int)sending.TotalSeconds + 1));
+        Assert.Equal(Requests, fromUnknown.Ok + fromUnknown.Refusals);
+        Assert.False(edge.HasExited, edge.Output);
+    }
+
     private static int Setting(string name, int fallback) =>
         int.TryParse(Environment.GetEnvironmentVariable(name), NumberStyles.None, CultureInfo.InvariantCulture, out var value) && value > 0 ? value : fallback;
 
@@ -182,6 +227,64 @@ public sealed class FloodTests(ITestOutputHelper output) : IDisposable
             {
             }
         }
+
+        public void Dispose() => _socket.Dispose();
+    }
+
+    /// <summary>OPTIONS to the edge itself from one address, each with its own branch; counts the 200s and 503s that come back.</summary>
+    private sealed class Asker : IDisposable
+    {
+        private readonly Socket _socket = new(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        private readonly IPEndPoint _edge;
+        private int _ok;
+        private int _refusals;
+
+        public Asker(IPAddress address, int edgePort)
+        {
+            _socket.Bind(new IPEndPoint(address, 0));
+            _edge = new IPEndPoint(IPAddress.Loopback, edgePort);
+            _ = Task.Factory.StartNew(Receive, TaskCreationOptions.LongRunning);
+        }
+
+        public int Ok => Volatile.Read(ref _ok);
+
+        public int Refusals => Volatile.Read(ref _refusals);
+
+        public int Answers => Ok + Refusals;
+
+        public void Send(int n)
+        {
+            var local = (IPEndPoint)_socket.LocalEndPoint!;
+            _socket.SendTo(Encoding.ASCII.GetBytes(
+                $"OPTIONS sip:127.0.0.1:{_edge.Port} SIP/2.0\r\nVia: SIP/2.0/UDP {local};rport;branch=z9hG4bKask{n}\r\nMax-Forwards: 70\r\n" +
+                $"From: <sip:asker@{local.Address}>;tag=a{n}\r\nTo: <sip:127.0.0.1:{_edge.Port}>\r\nCall-ID: ask-{n}@{local.Address}\r\n" +
+                "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"), _edge);
+        }
+
+        private void Receive()
+        {
+            var buffer = new byte[65536];
+            try
+            {
+                while (true)
+                {
+                    var answer = buffer.AsSpan(0, _socket.Receive(buffer));
+                    if (answer.StartsWith("SIP/2.0 200"u8))
+                    {
+                        Interlocked.Increment(ref _ok);
+                    }
+                    else if (answer.StartsWith("SIP/2.0 503"u8))
+                    {
+                        Interlocked.Increment(ref _refusals);
+                    }
+                }
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+            }
+        }
+
+        public override string ToString() => $"{Ok} answered 200, {Refusals} refused 503";
 
         public void Dispose() => _socket.Dispose();
     }

@@ -5,7 +5,10 @@ namespace CallState.Sip.Proxy;
 /// <summary>Why a request was shed (the <c>reason</c> attribute of <c>callstate.sip.overload.shed</c>).</summary>
 public enum SipShedReason : byte
 {
-    /// <summary>Open transactions past <see cref="SipOverloadOptions.MaxTransactions"/> (unset: 90% of <see cref="SipProxyOptions.MaxTransactions"/>).</summary>
+    /// <summary>
+    /// Server transactions in progress past <see cref="SipOverloadOptions.MaxTransactions"/> (unset: a quarter of
+    /// <see cref="SipProxyOptions.MaxTransactions"/>), or open transactions of any state in the last 2% below that hard cap.
+    /// </summary>
     Transactions = 0,
 
     /// <summary>Decisions awaiting the transaction user past <see cref="SipOverloadOptions.MaxPendingDecisions"/>.</summary>
@@ -44,7 +47,8 @@ public sealed class SipOverloadControl : IDisposable
     private readonly long[] _sinceReport = new long[ReasonNames.Length];
     private readonly long[] _nextReport = new long[ReasonNames.Length];
     private readonly long[] _totals = new long[ReasonNames.Length];
-    private readonly int _maxTransactions;
+    private readonly int _maxInProgress;
+    private readonly int _maxOpen;
     private int _pendingDecisions;
 
     /// <summary>
@@ -56,7 +60,8 @@ public sealed class SipOverloadControl : IDisposable
     {
         ArgumentNullException.ThrowIfNull(options);
         Options = options;
-        _maxTransactions = options.EffectiveMaxTransactions(maxTransactions);
+        _maxInProgress = options.EffectiveMaxTransactions(maxTransactions);
+        _maxOpen = SipOverloadOptions.ReservedFrom(maxTransactions);
         _time = time ?? TimeProvider.System;
         _report = report;
         Budgets = new SipSourceBudgets(options, _time, classify);
@@ -95,10 +100,13 @@ public sealed class SipOverloadControl : IDisposable
 
     internal void ExitDecision() => Interlocked.Decrement(ref _pendingDecisions);
 
-    /// <summary>The reason to shed a new INVITE (or other request outside a dialog) now, if any, given the open transactions.</summary>
-    internal SipShedReason? Overloaded(int transactions)
+    /// <summary>
+    /// The reason to shed a new INVITE (or other request outside a dialog) now, if any, given the server transactions
+    /// in progress and the open transactions of every state.
+    /// </summary>
+    internal SipShedReason? Overloaded(int inProgress, int open)
     {
-        if (transactions >= _maxTransactions)
+        if (inProgress >= _maxInProgress || open >= _maxOpen)
         {
             return SipShedReason.Transactions;
         }

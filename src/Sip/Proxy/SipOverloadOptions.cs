@@ -14,14 +14,24 @@ public sealed class SipOverloadOptions
     public bool Enabled { get; set; } = true;
 
     /// <summary>
-    /// Open transactions (server and client, lingering ones included) past which new INVITEs and requests outside a
-    /// dialog are shed; in-dialog requests, CANCEL and ACK still get one up to <see cref="SipProxyOptions.MaxTransactions"/>,
-    /// so calls in progress can end. Must be below that; unset: 90% of it.
+    /// Server transactions in progress (waiting for their final response: admissions, forwarded requests, ringing
+    /// INVITEs) past which new INVITEs and requests outside a dialog are shed. Answered transactions that only linger
+    /// to absorb retransmissions (Timers D, I, J, K: about 101 transaction-seconds a call) cost memory, not work, so
+    /// they do not count here; <see cref="SipProxyOptions.MaxTransactions"/> bounds them. In-dialog requests, CANCEL and
+    /// ACK still get transactions, so calls in progress can end. Must be below <see cref="SipProxyOptions.MaxTransactions"/>;
+    /// unset: a quarter of it (50,000 by default).
     /// </summary>
     public int? MaxTransactions { get; set; }
 
-    /// <summary><see cref="MaxTransactions"/>, or 90% of <paramref name="maxTransactions"/> when unset.</summary>
-    public int EffectiveMaxTransactions(int maxTransactions) => MaxTransactions ?? Math.Max(1, (int)(maxTransactions * 0.9));
+    /// <summary><see cref="MaxTransactions"/>, or a quarter of <paramref name="maxTransactions"/> when unset.</summary>
+    public int EffectiveMaxTransactions(int maxTransactions) => MaxTransactions ?? Math.Max(1, maxTransactions / 4);
+
+    /// <summary>
+    /// Open transactions of every state (lingering ones included) past which new INVITEs and requests outside a dialog
+    /// are shed as well: the last 2% of <paramref name="maxTransactions"/> is kept for requests inside dialogs, so BYEs
+    /// still get transactions rather than the 503 every request gets at the hard cap.
+    /// </summary>
+    public static int ReservedFrom(int maxTransactions) => Math.Max(1, maxTransactions - (maxTransactions / 50));
 
     /// <summary>Decisions awaiting the transaction user (admissions and dialog look-ups waiting for the grains) past which new INVITEs are shed.</summary>
     public int MaxPendingDecisions { get; set; } = 1_000;

@@ -57,6 +57,10 @@ public sealed partial class SipProxy : IDisposable
     // Open transactions, counted here: ConcurrentDictionary.Count takes every lock of the table, once per request.
     private int _open;
 
+    // Server transactions still waiting for their final response: the work load new calls are shed by (lingering ones
+    // only absorb retransmissions; docs/architecture.md, "Overload control").
+    private int _inProgress;
+
     /// <summary>Creates the proxy core; <c>onHandlerError</c> is told of each exception it catches (already counted).</summary>
     /// <remarks>
     /// With <paramref name="overload"/>, new requests are shed past its thresholds and each source is held to its budget
@@ -79,6 +83,7 @@ public sealed partial class SipProxy : IDisposable
         _onHandlerError = onHandlerError;
         _user = policy is null ? null : new CallTracker(policy, this);
         _metrics.ObserveTransactions(() => Volatile.Read(ref _open));
+        _metrics.ObserveInProgress(() => Volatile.Read(ref _inProgress));
         _overload = overload;
         if (overload is not null)
         {
@@ -146,6 +151,9 @@ public sealed partial class SipProxy : IDisposable
 
     /// <summary>Open server transactions.</summary>
     public int ServerTransactionCount => _servers.Count;
+
+    /// <summary>Server transactions still waiting for their final response.</summary>
+    public int InProgressCount => Volatile.Read(ref _inProgress);
 
     /// <summary>Open client transactions.</summary>
     public int ClientTransactionCount => _clients.Count;
@@ -224,7 +232,7 @@ public sealed partial class SipProxy : IDisposable
             return;
         }
         var open = Volatile.Read(ref _open);
-        if (_overload is not null && m.ToTag.IsEmpty && !IsProbe(m) && _overload.Overloaded(open) is { } overloaded)
+        if (_overload is not null && m.ToTag.IsEmpty && !IsProbe(m) && _overload.Overloaded(Volatile.Read(ref _inProgress), open) is { } overloaded)
         {
             // A new call (or anything else outside a dialog) past the load thresholds: refused at once, before any
             // admission work, while requests inside dialogs (BYE above all) still get transactions, so calls in
@@ -260,6 +268,8 @@ public sealed partial class SipProxy : IDisposable
             return;
         }
         Interlocked.Increment(ref _open);
+        tx.BeginProgress();
+        Interlocked.Increment(ref _inProgress);
         lock (tx.Sync)
         {
             try
@@ -920,7 +930,7 @@ public sealed partial class SipProxy : IDisposable
     {
         tx.LastResponse = response;
         tx.LastStatus = status;
-        tx.ReleaseBudget();
+        EndProgress(tx);
         if (tx.Outcome is { } outcome && !tx.OutcomeReported)
         {
             // Before the response leaves: the ACK of a 2xx may come back on another thread at once, and it must find
@@ -989,10 +999,20 @@ public sealed partial class SipProxy : IDisposable
     private void TerminateServer(ServerTransaction tx)
     {
         tx.State = ServerState.Terminated;
-        tx.ReleaseBudget();
+        EndProgress(tx);
         if (_servers.TryRemove(new KeyValuePair<byte[], ServerTransaction>(tx.Key, tx)))
         {
             Interlocked.Decrement(ref _open);
+        }
+    }
+
+    /// <summary>The final response went or the transaction ended: no longer in flight for its source nor in progress here (once).</summary>
+    private void EndProgress(ServerTransaction tx)
+    {
+        tx.ReleaseBudget();
+        if (tx.EndProgress())
+        {
+            Interlocked.Decrement(ref _inProgress);
         }
     }
 

@@ -67,6 +67,11 @@ public sealed class SipProxyMetrics : IDisposable
     public void ObserveTransactions(Func<int> count) =>
         _meter.CreateObservableGauge("callstate.sip.transactions.active", count, "{transaction}", "Open server and client transactions");
 
+    /// <summary>Registers the gauge of the server transactions waiting for their final response (the load new calls are shed by).</summary>
+    public void ObserveInProgress(Func<int> count) =>
+        _meter.CreateObservableGauge("callstate.sip.transactions.in_progress", count, "{transaction}",
+            "Server transactions waiting for their final response");
+
     /// <summary>Registers the gauges of the overload state: decisions pending, thread-pool lag, sources tracked.</summary>
     public void ObserveOverload(SipOverloadControl overload)
     {

@@ -83,6 +83,13 @@ internal sealed class ServerTransaction
     public bool OutcomeReported { get; set; }
 
     private SourceBudget? _budget;
+    private int _inProgress;
+
+    /// <summary>Counted among the proxy's transactions in progress until <see cref="EndProgress"/>.</summary>
+    public void BeginProgress() => _inProgress = 1;
+
+    /// <summary>True the first time after <see cref="BeginProgress"/>: the final response went or the transaction ended.</summary>
+    public bool EndProgress() => Interlocked.Exchange(ref _inProgress, 0) == 1;
 
     /// <summary>Counts this transaction in flight on its source's budget until <see cref="ReleaseBudget"/>.</summary>
     public void ChargeTo(SourceBudget budget) => _budget = budget;

@@ -183,23 +183,128 @@ public sealed class OverloadControlTests : IDisposable
     }
 
     [Fact]
-    public void Past_the_transaction_threshold_new_requests_are_shed_but_requests_inside_dialogs_still_get_transactions()
+    public void Many_answered_transactions_lingering_for_their_timers_do_not_shed_a_new_call()
     {
-        var proxy = Proxy(new SipOverloadOptions { MaxTransactions = 4 }, maxTransactions: 20);
+        var proxy = Proxy(new SipOverloadOptions { MaxTransactions = 4 }, maxTransactions: 1_000);
 
-        // Two OPTIONS forwarded: a server and a client transaction each, lingering after their answers.
+        // 100 calls answered busy by the callee: their server and client INVITE transactions linger (Timers I and D,
+        // RFC 3261 17.1.1.2 and 17.2.1) to absorb retransmissions, but wait for nothing.
+        for (var i = 0; i < 100; i++)
+        {
+            Receive(proxy, Invite($"done{i}", Caller), Caller);
+            Assert.True(_sent.TryTakeMessage(Upstream, "INVITE", out var invite));
+            Receive(proxy, Response(invite, 486, "Busy Here", "busy"), Upstream);
+        }
+        Assert.Equal(100, _sent.Count(Caller, "SIP/2.0 486"));
+        Assert.True(proxy.ServerTransactionCount + proxy.ClientTransactionCount >= 200, "the answered transactions still linger");
+        Assert.Equal(0, proxy.InProgressCount);
+
+        Receive(proxy, Invite("new", Caller), Caller);
+        Assert.Equal(1, _sent.Count(Upstream, "INVITE"));
+        Assert.Equal(0, _control!.Shed(SipShedReason.Transactions));
+        Assert.Equal(0, _sent.Count(Caller, "SIP/2.0 503"));
+    }
+
+    [Fact]
+    public void Past_the_threshold_of_transactions_in_progress_new_requests_are_shed_but_requests_inside_dialogs_still_get_transactions()
+    {
+        var proxy = Proxy(new SipOverloadOptions { MaxTransactions = 4 }, maxTransactions: 1_000);
+
+        // Four calls forwarded and not answered yet: in progress.
+        for (var i = 0; i < 4; i++)
+        {
+            Receive(proxy, Invite($"ringing{i}", Caller), Caller);
+        }
+        Assert.Equal(4, proxy.InProgressCount);
+        Assert.Equal(4, _sent.Count(Upstream, "INVITE"));
+
+        Receive(proxy, Invite("new", Caller), Caller);
         Receive(proxy, Options("sip:bob@127.0.0.1:5090", "o1", Caller), Caller);
-        Receive(proxy, Options("sip:bob@127.0.0.1:5090", "o2", Caller), Caller);
-        Assert.Equal(4, proxy.ServerTransactionCount + proxy.ClientTransactionCount);
+        Assert.Equal(2, _sent.Take(Caller, "SIP/2.0 503").Count);
+        Assert.Equal(2, _control!.Shed(SipShedReason.Transactions));
+        Assert.Equal(4, _sent.Count(Upstream, "INVITE"));
+
+        // A BYE of a call already up still gets its transaction.
+        Receive(proxy, InDialog("BYE", "old", "<sip:192.0.2.80:5060;lr>", cseq: 2), Caller);
+        Assert.Equal(1, _sent.Count(Upstream, "BYE"));
+        Assert.Equal(2, _control.Shed(SipShedReason.Transactions));
+
+        // One ringing call is answered busy: below the threshold again, the next call goes through.
+        Assert.True(_sent.TryTakeMessage(Upstream, "INVITE", out var first));
+        Receive(proxy, Response(first, 486, "Busy Here", "busy"), Upstream);
+        Assert.Equal(4, proxy.InProgressCount); // three INVITEs and the BYE
+        Receive(proxy, Response(BusyBye(), 200, "OK", "callee"), Upstream);
+        Assert.Equal(3, proxy.InProgressCount);
+        Receive(proxy, Invite("after", Caller), Caller);
+        Assert.Equal(4, _sent.Count(Upstream, "INVITE"));
+        Assert.Equal(2, _control.Shed(SipShedReason.Transactions));
+
+        SipMessage BusyBye()
+        {
+            Assert.True(_sent.TryTakeMessage(Upstream, "BYE", out var bye));
+            return bye;
+        }
+    }
+
+    [Fact]
+    public void Near_the_hard_cap_lingering_transactions_shed_new_calls_so_BYEs_keep_the_last_transactions()
+    {
+        // Hard cap 100: the last 2% (98 open and up) is kept for requests inside dialogs.
+        var proxy = Proxy(new SipOverloadOptions { MaxTransactions = 50 }, maxTransactions: 100);
+        for (var i = 0; i < 49; i++)
+        {
+            Receive(proxy, Invite($"done{i}", Caller), Caller);
+            Assert.True(_sent.TryTakeMessage(Upstream, "INVITE", out var invite));
+            Receive(proxy, Response(invite, 486, "Busy Here", "busy"), Upstream);
+        }
+        Assert.Equal(98, proxy.ServerTransactionCount + proxy.ClientTransactionCount);
+        Assert.Equal(0, proxy.InProgressCount);
 
         Receive(proxy, Invite("new", Caller), Caller);
         Assert.Single(_sent.Take(Caller, "SIP/2.0 503"));
         Assert.Equal(1, _control!.Shed(SipShedReason.Transactions));
-        Assert.Equal(0, _sent.Count(Upstream, "INVITE"));
 
         Receive(proxy, InDialog("BYE", "old", "<sip:192.0.2.80:5060;lr>", cseq: 2), Caller);
         Assert.Equal(1, _sent.Count(Upstream, "BYE"));
-        Assert.Equal(1, _control.Shed(SipShedReason.Transactions));
+    }
+
+    [Fact]
+    public void A_challenge_counts_in_flight_until_it_is_sent_then_is_resent_until_Timer_H_while_a_source_over_budget_gets_no_new_ones()
+    {
+        var policy = new Policy
+        {
+            Decision = CallDecision.Reject(407, "Proxy Authentication Required", "Proxy-Authenticate: Digest realm=\"example.com\", nonce=\"n\"\r\n"),
+        };
+        var proxy = Proxy(new SipOverloadOptions
+        {
+            Default = new SipSourceBudgetOptions { RequestsPerSecond = 10, Burst = 10, MaxTransactions = 1000 },
+            RefusalsPerSecond = 0,
+        }, policy);
+
+        // A flooder that never acknowledges: its first 10 INVITEs are challenged, the other 40 dropped (no 407 for them).
+        for (var i = 0; i < 50; i++)
+        {
+            Receive(proxy, Invite($"unauth{i}", Flooder), Flooder);
+        }
+        Assert.Equal(10, policy.Asked);
+        Assert.Equal(10, _sent.Count(Flooder, "SIP/2.0 407"));
+        Assert.Equal(40, _control!.Shed(SipShedReason.SourceRate));
+
+        // Answered, so no longer in flight for the source nor in progress; the 407s linger to be resent.
+        Assert.Equal(0, _control.Budgets.Find(Flooder.Address)!.Value.InFlight);
+        Assert.Equal(0, proxy.InProgressCount);
+        Assert.Equal(10, proxy.ServerTransactionCount);
+
+        // RFC 3261 17.2.1: over UDP each 407 is resent (Timer G: T1 doubling up to T2) until an ACK or Timer H
+        // (64*T1 = 32 s): 0.5, 1.5, 3.5, 7.5, 11.5, ..., 31.5 s, 10 copies more, then the transaction ends.
+        for (var i = 0; i < 330; i++)
+        {
+            _clock.Advance(TimeSpan.FromMilliseconds(100));
+        }
+        Assert.Equal(10 * 11, _sent.Count(Flooder, "SIP/2.0 407"));
+        Assert.Equal(10, _sent.Count(Flooder, "SIP/2.0 100"));
+        Assert.Equal(0, proxy.ServerTransactionCount);
+        Assert.Equal(10, policy.Asked);
     }
 
     [Fact]
@@ -310,6 +415,9 @@ public sealed class OverloadControlTests : IDisposable
 
         public TaskCompletionSource<CallDecision>? Hold { get; init; }
 
+        /// <summary>The decision every INVITE gets (unset: admitted).</summary>
+        public CallDecision? Decision { get; init; }
+
         public int Asked => Volatile.Read(ref _asked);
 
         public List<string> Events { get; } = [];
@@ -318,7 +426,7 @@ public sealed class OverloadControlTests : IDisposable
         {
             Interlocked.Increment(ref _asked);
             var call = new SipCallId(Encoding.UTF8.GetString(invite[invite.CallId]), Encoding.UTF8.GetString(invite[invite.FromTag]));
-            var decision = Hold is { } hold ? await hold.Task : CallDecision.Admit;
+            var decision = Hold is { } hold ? await hold.Task : Decision ?? CallDecision.Admit;
             lock (Events)
             {
                 _dialogs[call] = new DialogRecord(null, origin.CallerTargets, [], Confirmed: false);

@@ -188,8 +188,8 @@ public sealed class SourceBudgetTests
         Assert.True(options.Overload.Trunks.RequestsPerSecond > options.Overload.Default.RequestsPerSecond);
         Assert.True(options.Overload.Peers.MaxTransactions > options.Overload.Default.MaxTransactions);
 
-        // Unset, the shedding threshold follows the hard limit.
-        Assert.Equal(180_000, options.Overload.EffectiveMaxTransactions(options.MaxTransactions));
+        // Unset, the shedding threshold (transactions in progress) is a quarter of the hard limit.
+        Assert.Equal(50_000, options.Overload.EffectiveMaxTransactions(options.MaxTransactions));
         options.MaxTransactions = 2;
         Assert.Empty(options.Validate());
 
