@@ -45,8 +45,9 @@ public sealed class SqliteGrainStorageTests : GrainStorageContractTests
     {
         // Concurrent writers keep the commit loop busy with item writes (a call's hold each, as limit grains write
         // them), batch after batch, so a PASSIVE checkpoint never finds the WAL fully copied when a batch starts (the
-        // WAL reached 115 MB here without the TRUNCATE checkpoint). Each item carries a page of data, so the writes add
-        // up to at least three times the WAL size at which the checkpointer empties it.
+        // WAL reached 115 MB here without the TRUNCATE checkpoint and never shrank). Each item carries a page of data, so
+        // the writes add up to at least three times the WAL size at which the checkpointer empties it. How large the WAL
+        // gets before it is emptied depends on how busy the machine is, so the test asserts the emptying, not a size.
         const int pageSize = 4096;
         const int writes = 3 * SqliteStateStore.WalRestartFrames;
         var wal = FilePath + "-wal";
@@ -81,17 +82,24 @@ public sealed class SqliteGrainStorageTests : GrainStorageContractTests
             }
         }));
         var all = Task.WhenAll(writers);
+        var emptied = 0;
         while (!all.IsCompleted)
         {
-            largest = Math.Max(largest, File.Exists(wal) ? new FileInfo(wal).Length : 0);
+            var size = File.Exists(wal) ? new FileInfo(wal).Length : 0;
+            if (size < largest / 2 && largest > SqliteStateStore.WalRestartFrames * pageSize)
+            {
+                // The file shrank while the writes went on: a PASSIVE checkpoint never shortens it, only TRUNCATE does.
+                emptied++;
+                largest = size;
+            }
+
+            largest = Math.Max(largest, size);
             await Task.WhenAny(all, Task.Delay(20, Ct));
         }
 
         await all;
         Assert.True(Volatile.Read(ref next) > writes, $"only {next} of {writes} writes were made before the deadline");
-        // Without the restart the WAL holds every frame written: more than 3 x WalRestartFrames pages.
-        var bound = 2L * SqliteStateStore.WalRestartFrames * pageSize;
-        Assert.True(largest < bound, $"the WAL reached {largest} bytes (bound {bound})");
+        Assert.True(emptied > 0, $"the WAL was never emptied while {writes} writes were made (it reached {largest} bytes)");
     }
 
     [Fact]

@@ -248,19 +248,7 @@ public sealed partial class SipProxy
         w.Write(m.RequestUriText.Of(s));
         w.Write(" SIP/2.0\r\n"u8);
         var viaStart = w.WrittenCount;
-        w.Write(target.Transport switch
-        {
-            SipTransportKind.Tcp => "Via: SIP/2.0/TCP "u8,
-            SipTransportKind.Tls => "Via: SIP/2.0/TLS "u8,
-            _ => "Via: SIP/2.0/UDP "u8,
-        });
-        w.Write(_viaHost);
-        w.Write(":"u8);
-        // RFC 3261 18.2.2: a response that cannot go back on the connection is sent to the Via's port, which for TLS is the TLS listener's.
-        w.WriteNumber(target.Transport == SipTransportKind.Tls && _tls is not null ? _tls.ViaPort : _viaPort);
-        w.Write(";branch="u8);
-        w.Write(branch);
-        w.WriteCrlf();
+        WriteOwnVia(w, target.Transport, branch);
         var viaEnd = w.WrittenCount;
         if (recordRoute)
         {
@@ -396,6 +384,24 @@ public sealed partial class SipProxy
         return Encoding.UTF8.GetString(decoded[..n]);
 
         static int HexValue(byte b) => b <= (byte)'9' ? b - '0' : (b | 0x20) - 'a' + 10;
+    }
+
+    /// <summary>This edge's Via for a request it sends over <paramref name="transport"/>, with <paramref name="branch"/>.</summary>
+    private void WriteOwnVia(PooledBufferWriter w, SipTransportKind transport, ReadOnlySpan<byte> branch)
+    {
+        w.Write(transport switch
+        {
+            SipTransportKind.Tcp => "Via: SIP/2.0/TCP "u8,
+            SipTransportKind.Tls => "Via: SIP/2.0/TLS "u8,
+            _ => "Via: SIP/2.0/UDP "u8,
+        });
+        w.Write(_viaHost);
+        w.Write(":"u8);
+        // RFC 3261 18.2.2: a response that cannot go back on the connection is sent to the Via's port, which for TLS is the TLS listener's.
+        w.WriteNumber(transport == SipTransportKind.Tls && _tls is not null ? _tls.ViaPort : _viaPort);
+        w.Write(";branch="u8);
+        w.Write(branch);
+        w.WriteCrlf();
     }
 
     private void WriteRecordRoute(PooledBufferWriter w, SipTransportKind transport, ReadOnlySpan<byte> callerTag)

@@ -125,18 +125,7 @@ public sealed partial class SipProxy
         var target = request.Target;
         var w = Scratch.Message();
         w.Write(request.RequestLine);
-        w.Write(target.Transport switch
-        {
-            SipTransportKind.Tcp => "Via: SIP/2.0/TCP "u8,
-            SipTransportKind.Tls => "Via: SIP/2.0/TLS "u8,
-            _ => "Via: SIP/2.0/UDP "u8,
-        });
-        w.Write(_viaHost);
-        w.Write(":"u8);
-        w.WriteNumber(target.Transport == SipTransportKind.Tls && _tls is not null ? _tls.ViaPort : _viaPort);
-        w.Write(";branch="u8);
-        w.Write(branch);
-        w.WriteCrlf();
+        WriteOwnVia(w, target.Transport, branch);
         w.Write(request.Rest);
         var bytes = w.ToArray();
         var key = Scratch.Key();
