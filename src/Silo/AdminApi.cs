@@ -140,8 +140,7 @@ public static partial class AdminApi
             }
 
             var snapshot = await grains.GetLimitAsync(key).ConfigureAwait(false);
-            var unknown = snapshot.Total == 0 && snapshot.Reclaimed == 0 && snapshot.Overridden == LimitFields.None && !grains.IsConfigured(key)
-                && (key.Kind != LimitKind.Key || snapshot.Limits.Total is null);
+            var unknown = snapshot.Total == 0 && snapshot.Overridden == LimitFields.None && !grains.IsConfigured(key) && !await grains.IsStoredAsync(key).ConfigureAwait(false);
             return unknown
                 ? Problem(StatusCodes.Status404NotFound, $"limit {key} is neither configured nor in use nor changed at run time")
                 : Results.Json(grains.Entry(snapshot, calls == true), AdminJsonContext.Default.LimitEntry);

@@ -20,6 +20,10 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
         return grains.GetGrain<ILimitGrain>(key.ToString()).ChangeLimitsAsync(change);
     }
 
+    /// <summary>Whether <paramref name="key"/> has a stored row.</summary>
+    public async Task<bool> IsStoredAsync(LimitKey key) =>
+        await store.ReadVersionAsync(new StateId(GrainTypes.Limit, key.ToString()), CancellationToken.None).ConfigureAwait(false) > 0;
+
     /// <summary>Whether <paramref name="key"/> is named in configuration (a listed user or trunk, not a default).</summary>
     public bool IsConfigured(LimitKey key)
     {
