@@ -49,6 +49,11 @@ high=1000000
 # Ports (loopback only). Silo i of a cluster: admin API 26100+i, silo-to-silo 26110+i, gateway 26120+i.
 kam_port=26060 uac_port=26061 edge_sip_port=26070 edge_http_port=26082 uas_port=26090
 silo_http_base=26100 silo_port_base=26110 gateway_base=26120 max_silos=10
+# Each process's health probes listen on its admin port + 1000; the admin API needs a token this run makes up
+# (docs/operations.md, "Admin API").
+health_offset=1000
+bench_token="compare-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+admin_auth=("--CallState:Admin:Tokens:bench:Token=$bench_token" --CallState:Admin:Tokens:bench:Role=Read)
 
 uac_xml=$repo/tests/Cluster.IntegrationTests/sipp/uac_rr.xml
 uas_xml=$repo/tests/Cluster.IntegrationTests/sipp/uas_rr.xml
@@ -151,13 +156,13 @@ host_ticks() { echo "$(awk '/^cpu / {print $5 + $6}' /proc/stat) $(date +%s.%N)"
 # alloc_bytes PORT: GC.GetTotalAllocatedBytes of a CallState process from /api/runtime, or n/a.
 alloc_bytes() {
     local body
-    body=$(curl -sf --max-time 2 "http://127.0.0.1:$1/api/runtime" 2>/dev/null) || { echo n/a; return; }
+    body=$(curl -sf --max-time 2 -H "Authorization: Bearer $bench_token" "http://127.0.0.1:$1/api/runtime" 2>/dev/null) || { echo n/a; return; }
     sed -n 's/.*"allocatedBytes"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' <<<"$body" | grep . || echo n/a
 }
-wait_http() {  # wait_http PORT PID NAME
+wait_http() {  # wait_http PORT PID NAME: PORT is the admin port; the probes answer on PORT + health_offset
     local i
     for i in $(seq 1 300); do
-        curl -sf --max-time 1 "http://127.0.0.1:$1/health/ready" >/dev/null 2>&1 && return 0
+        curl -sf --max-time 1 "http://127.0.0.1:$(($1 + health_offset))/health/ready" >/dev/null 2>&1 && return 0
         kill -0 "$2" 2>/dev/null || { tail -20 "$work/$3.log" >&2; die "$3 exited during start-up"; }
         sleep 0.1
     done
@@ -215,7 +220,8 @@ start_standalone() {  # arguments as in bench/sipp/proxy-throughput.sh ADMISSION
     (cd "$work" && exec dotnet "$edge_dll" --standalone "--CallState:Admission:Routes:1:Upstream=127.0.0.1:$uas_port" \
         "--CallState:Admission:Routes:2:Upstream=127.0.0.1:$uas_port" "${limits[@]}" \
         "--CallState:Storage:ConnectionString=Data Source=$work/callstate-$instance.db" \
-        --urls="http://127.0.0.1:$edge_http_port" --CallState:Sip:Port=$edge_sip_port \
+        --urls="http://127.0.0.1:$edge_http_port" "--CallState:Admin:HealthPort=$((edge_http_port + health_offset))" "${admin_auth[@]}" \
+        --CallState:Sip:Port=$edge_sip_port \
         --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port --Logging:LogLevel:Default=Warning) >"$work/edge.log" 2>&1 &
     edge_pid=$!; procs[$edge_pid]=edge
     wait_http $edge_http_port $edge_pid edge
@@ -231,6 +237,7 @@ start_cluster() {  # start_cluster LIMIT SILOS: arguments as in bench/sipp/proxy
     local -a gateways=()
     for ((i = 0; i < silos; i++)); do
         (cd "$work" && exec dotnet "$silo_dll" --urls="http://127.0.0.1:$((silo_http_base + i))" \
+            "--CallState:Admin:HealthPort=$((silo_http_base + i + health_offset))" "${admin_auth[@]}" \
             --CallState:Storage:Provider=PostgreSql "--CallState:Storage:ConnectionString=$pg_conn" \
             "--CallState:Storage:Schema=$schema" --CallState:Orleans:Clustering=Storage "--CallState:Orleans:ClusterId=$cluster_id" \
             --CallState:Orleans:AdvertisedAddress=127.0.0.1 "--CallState:Orleans:SiloPort=$((silo_port_base + i))" \
@@ -245,7 +252,8 @@ start_cluster() {  # start_cluster LIMIT SILOS: arguments as in bench/sipp/proxy
     (cd "$work" && exec dotnet "$edge_dll" --CallState:Admission:LocalDomains:0=127.0.0.1 \
         --CallState:Admission:Routes:0:Prefix= "--CallState:Admission:Routes:0:Upstream=127.0.0.1:$uas_port" \
         "${limits[@]}" "--CallState:Orleans:ClusterId=$cluster_id" "${gateways[@]}" \
-        --urls="http://127.0.0.1:$edge_http_port" --CallState:Sip:Port=$edge_sip_port \
+        --urls="http://127.0.0.1:$edge_http_port" "--CallState:Admin:HealthPort=$((edge_http_port + health_offset))" "${admin_auth[@]}" \
+        --CallState:Sip:Port=$edge_sip_port \
         --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port --Logging:LogLevel:Default=Warning) >"$work/edge.log" 2>&1 &
     edge_pid=$!; procs[$edge_pid]=edge
     wait_http $edge_http_port $edge_pid edge
@@ -361,7 +369,7 @@ snapshot() {  # prints: sut_ticks edge_ticks silo_ticks pg_ticks edge_alloc silo
     echo "$s $e $si $pg $ea $sa $(host_ticks)"
 }
 # latency_snapshot FILE: the edge's admission durations so far (GET /api/admission/latency), for admission p50/p99.
-latency_snapshot() { mkdir -p "$(dirname "$1")"; curl -sf --max-time 2 "http://127.0.0.1:$edge_http_port/api/admission/latency" >"$1" 2>/dev/null || : >"$1"; }
+latency_snapshot() { mkdir -p "$(dirname "$1")"; curl -sf --max-time 2 -H "Authorization: Bearer $bench_token" "http://127.0.0.1:$edge_http_port/api/admission/latency" >"$1" 2>/dev/null || : >"$1"; }
 per_call() {  # per_call BEFORE AFTER CALLS: (AFTER - BEFORE) / CALLS, n/a when either is n/a
     [[ $1 == n/a || $2 == n/a || $3 -eq 0 ]] && { echo n/a; return; }
     awk -v a="$1" -v b="$2" -v c="$3" 'BEGIN {printf "%.0f", (b - a) / c}'

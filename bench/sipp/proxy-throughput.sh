@@ -34,9 +34,13 @@ trap cleanup EXIT
 printf 'SEQUENTIAL\n' >"$work/users.csv"
 for i in $(seq 1 100); do printf 'user%d\n' "$i" >>"$work/users.csv"; done
 
-edge_port=25060; uas_port=25090; uac_port=25061; http_port=25082
+edge_port=25060; uas_port=25090; uac_port=25061; http_port=25082; health_port=25084
+# The admin API needs a token (docs/operations.md, "Admin API"); this run makes one up and gives it to every process.
+bench_token="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+admin_auth=("--CallState:Admin:Tokens:bench:Token=$bench_token" --CallState:Admin:Tokens:bench:Role=Read)
+auth=(-H "Authorization: Bearer $bench_token")
 admission_args=(); silo_urls=()
-# wait_ready URL PID NAME: until URL/health/ready answers (a silo: active in the cluster; an edge: SIP listening and,
+# wait_ready URL PID NAME: until URL/health/ready (the health probes' port) answers (a silo: active in the cluster; an edge: SIP listening and,
 # as a cluster client, connected to a gateway), at most 60 s; stops the run when the process exits or never gets ready.
 wait_ready() {
     local i
@@ -72,6 +76,7 @@ case ${ADMISSION:-} in
         # find each other through the membership table in the same PostgreSQL schema.
         for i in $(seq 0 $((${SILOS:-1} - 1))); do
             dotnet "$repo/src/Silo/bin/Release/net10.0/CallState.Silo.dll" --urls="http://127.0.0.1:$((25100 + i))" \
+                "--CallState:Admin:HealthPort=$((25130 + i))" "${admin_auth[@]}" \
                 --CallState:Storage:Provider=PostgreSql "--CallState:Storage:ConnectionString=${CALLSTATE_BENCH_POSTGRES:?set CALLSTATE_BENCH_POSTGRES}" \
                 "--CallState:Storage:Schema=$schema" --CallState:Orleans:Clustering=Storage "--CallState:Orleans:ClusterId=$cluster_id" \
                 --CallState:Orleans:AdvertisedAddress=127.0.0.1 "--CallState:Orleans:SiloPort=$((25110 + i))" \
@@ -80,7 +85,7 @@ case ${ADMISSION:-} in
             silo_pids+=($!)
             admission_args+=("--CallState:Orleans:Gateways:$i=127.0.0.1:$((25120 + i))")
             silo_urls+=("http://127.0.0.1:$((25100 + i))")
-            wait_ready "http://127.0.0.1:$((25100 + i))" "${silo_pids[-1]}" "silo$i"
+            wait_ready "http://127.0.0.1:$((25130 + i))" "${silo_pids[-1]}" "silo$i"
         done
         ;;
     *) echo "ADMISSION must be sqlite, postgres or cluster" >&2; exit 1 ;;
@@ -95,10 +100,11 @@ silos_cpu() {
 budget_args=(--CallState:Sip:Overload:Default:RequestsPerSecond=1000000 --CallState:Sip:Overload:Default:Burst=1000000
     --CallState:Sip:Overload:Default:MaxTransactions=1000000)
 dotnet "$repo/src/SipEdge/bin/Release/net10.0/CallState.SipEdge.dll" "${admission_args[@]}" "${budget_args[@]}" --urls="http://127.0.0.1:$http_port" \
+    "--CallState:Admin:HealthPort=$health_port" "${admin_auth[@]}" \
     --CallState:Sip:Port=$edge_port --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port \
     --Logging:LogLevel:Default=Warning ${EDGE_ARGS:-} >"$work/edge.log" 2>&1 &
 edge_pid=$!
-wait_ready "http://127.0.0.1:$http_port" "$edge_pid" edge
+wait_ready "http://127.0.0.1:$health_port" "$edge_pid" edge
 nice -n "${SIPP_NICE:-0}" sipp -sf "$repo/tests/Cluster.IntegrationTests/sipp/uas_rr.xml" -i 127.0.0.1 -p $uas_port -t "$transport" \
     -buff_size 4194304 -nostdin -default_behaviors all,-abortunexp >"$work/uas.log" 2>&1 &
 uas_pid=$!
@@ -110,7 +116,7 @@ sleep 0.5
 commits() {  # commits FILE
     local i=0 url
     for url in "${silo_urls[@]}"; do
-        curl -sf "$url/api/storage/commits" >"$1.$i" 2>/dev/null || : >"$1.$i"
+        curl -sf "${auth[@]}" "$url/api/storage/commits" >"$1.$i" 2>/dev/null || : >"$1.$i"
         i=$((i + 1))
     done
     python3 -c 'import json, sys
@@ -130,7 +136,7 @@ json.dump(total, open(sys.argv[1], "w"))' "$1" "$1".[0-9]*
     rm -f "$1".[0-9]*
 }
 # The edge's own runtime counters (GET /api/runtime): cumulative allocated bytes, thread-pool work items, lock contentions, gen0/gen2 GCs.
-counters() { curl -sf "http://127.0.0.1:$http_port/api/runtime" || echo '{}'; }
+counters() { curl -sf "${auth[@]}" "http://127.0.0.1:$http_port/api/runtime" || echo '{}'; }
 field() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
 echo "rate_offered,calls,successful,failed,achieved_cps,rtt_p50_ms,rtt_p99_ms,edge_cpu_s,silos_cpu_s,edge_alloc_b_per_call,edge_workitems_per_call,edge_contentions,edge_gen0,edge_gen2,edge_gc_pause_ms,edge_heap_mb,adm_p50_ms,adm_p99_ms,commit_p50_ms,commit_p99_ms,commit_wait_p99_ms,writes_per_batch,rejected"
 set +e +o pipefail
@@ -139,7 +145,7 @@ for rate in ${rates[*]}; do
     cpu_before=$(awk '{print $14+$15}' "/proc/$edge_pid/stat")
     silos_before=$(silos_cpu)
     rt_before=$(counters)
-    curl -sf "http://127.0.0.1:$http_port/api/admission/latency" >"$work/adm-before.json" 2>/dev/null || : >"$work/adm-before.json"
+    curl -sf "${auth[@]}" "http://127.0.0.1:$http_port/api/admission/latency" >"$work/adm-before.json" 2>/dev/null || : >"$work/adm-before.json"
     : >"$work/commits-before.json"; commits "$work/commits-before.json"
     start=$(date +%s.%N)
     (cd "$work" && timeout $((per_rate * 3 + 60)) nice -n "${SIPP_NICE:-0}" sipp 127.0.0.1:$edge_port -sf "$repo/tests/Cluster.IntegrationTests/sipp/uac_rr.xml" \
@@ -150,7 +156,7 @@ for rate in ${rates[*]}; do
     cpu_after=$(awk '{print $14+$15}' "/proc/$edge_pid/stat")
     silos_after=$(silos_cpu)
     rt_after=$(counters)
-    curl -sf "http://127.0.0.1:$http_port/api/admission/latency" >"$work/adm-after.json" 2>/dev/null || : >"$work/adm-after.json"
+    curl -sf "${auth[@]}" "http://127.0.0.1:$http_port/api/admission/latency" >"$work/adm-after.json" 2>/dev/null || : >"$work/adm-after.json"
     adm=$(python3 "$repo/bench/admission-latency.py" "$work/adm-before.json" "$work/adm-after.json")
     : >"$work/commits-after.json"; commits "$work/commits-after.json"
     commit=$(python3 "$repo/bench/admission-latency.py" "$work/commits-before.json" "$work/commits-after.json" commitDuration)

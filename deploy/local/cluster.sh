@@ -9,7 +9,8 @@
 # The silos form one Orleans cluster (id "local") through the membership table in PostgreSQL (Storage clustering);
 # each edge is an Orleans client of every silo's gateway. State (PIDs, logs, the database) lives in
 # $CALLSTATE_LOCAL_DIR (default .local-cluster under the repo). Ports: PostgreSQL 55440; silo admin HTTP 18081-18083,
-# silo-to-silo 11111-11113, gateway 30000-30002; edge SIP (UDP+TCP) 5060 and 5062, edge HTTP (health) 18091-18092;
+# silo-to-silo 11111-11113, gateway 30000-30002, silo health probes 18181-18183; edge SIP (UDP+TCP) 5060 and 5062,
+# edge admin HTTP 18091-18092, edge health probes 18191-18192; the admin token is in $CALLSTATE_LOCAL_DIR/admin-token;
 # the edges route calls to 127.0.0.1:5070. CALLSTATE_LOCAL_PORT_OFFSET is added to each.
 set -euo pipefail
 
@@ -29,6 +30,9 @@ silo_port() { echo $((11111 + offset + $1)); }
 gateway_port() { echo $((30000 + offset + $1)); }
 edge_sip() { echo $((5060 + offset + 2 * $1)); }
 edge_http() { echo $((18091 + offset + $1)); }
+# Health probes on their own ports (no token): silos 18181.., edges 18191..
+silo_health() { echo $((18181 + offset + $1)); }
+edge_health() { echo $((18191 + offset + $1)); }
 
 pg_bin() {
     local bin
@@ -95,31 +99,36 @@ launch() { # name dll args...
 
 start() {
     mkdir -p "$state/pids" "$state/logs"
+    # The admin API's write token, in a secret file every process reads (CallState:Admin:TokensFile), made once.
+    if [[ ! -s $state/admin-token ]]; then
+        (umask 077; od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$state/admin-token")
+    fi
+    (umask 077; printf 'operator write %s\n' "$(cat "$state/admin-token")" >"$state/admin-tokens")
     echo "building the silo and the edge (Release)..."
-    for project in src/Silo/CallState.Silo.csproj src/SipEdge/CallState.SipEdge.csproj; do
+    for project in src/Silo/CallState.Silo.csproj src/SipEdge/CallState.SipEdge.csproj src/Cli/CallState.Cli.csproj; do
         dotnet build "$repo/$project" -c Release --disable-build-servers -v quiet -nologo >"$state/logs/build.log" 2>&1 \
             || { tail -20 "$state/logs/build.log" >&2; exit 1; }
     done
     start_pg
     local cs="Host=127.0.0.1;Port=$pg_port;Username=callstate;Database=postgres"
     local common=(--CallState:Limits:DefaultUser:Total=2 --CallState:Limits:Users:alice:Total=2 --CallState:Limits:Users:alice:Outbound=1
-        "--CallState:Orleans:ClusterId=$cluster_id" --Logging:LogLevel:Orleans=Warning)
+        "--CallState:Orleans:ClusterId=$cluster_id" --Logging:LogLevel:Orleans=Warning "--CallState:Admin:TokensFile=$state/admin-tokens")
     local gateways=()
     for i in $(seq 0 $((silos - 1))); do
         gateways+=("--CallState:Orleans:Gateways:$i=127.0.0.1:$(gateway_port "$i")")
         launch "silo$i" "$silo_dll" \
-            "--urls=http://127.0.0.1:$(silo_http "$i")" \
+            "--urls=http://127.0.0.1:$(silo_http "$i")" "--CallState:Admin:HealthPort=$(silo_health "$i")" \
             --CallState:Storage:Provider=PostgreSql "--CallState:Storage:ConnectionString=$cs" \
             --CallState:Orleans:Clustering=Storage --CallState:Orleans:AdvertisedAddress=127.0.0.1 \
             "--CallState:Orleans:SiloPort=$(silo_port "$i")" "--CallState:Orleans:GatewayPort=$(gateway_port "$i")" \
             "${common[@]}"
     done
-    for i in $(seq 0 $((silos - 1))); do wait_ready "$(silo_http "$i")" "silo$i"; done
+    for i in $(seq 0 $((silos - 1))); do wait_ready "$(silo_health "$i")" "silo$i"; done
     # The admission deadline is 1 s, not 200 ms: on one machine the first calls meet silos that have not run (JIT,
     # first activations) and would be refused with 503 (fail closed).
     for i in $(seq 0 $((edges - 1))); do
         launch "edge$i" "$edge_dll" \
-            "--urls=http://127.0.0.1:$(edge_http "$i")" \
+            "--urls=http://127.0.0.1:$(edge_http "$i")" "--CallState:Admin:HealthPort=$(edge_health "$i")" \
             --CallState:Sip:ListenAddress=127.0.0.1 "--CallState:Sip:Port=$(edge_sip "$i")" \
             --CallState:Admission:LocalDomains:0=127.0.0.1 --CallState:Admission:Routes:0:Prefix= \
             "--CallState:Admission:Routes:0:Upstream=127.0.0.1:$callee_port" \
@@ -127,7 +136,7 @@ start() {
             "${gateways[@]}" "${common[@]}"
     done
     # An edge is ready once one admission round trip through the cluster has succeeded.
-    for i in $(seq 0 $((edges - 1))); do wait_ready "$(edge_http "$i")" "edge$i"; done
+    for i in $(seq 0 $((edges - 1))); do wait_ready "$(edge_health "$i")" "edge$i"; done
     status
     local scenarios=$repo/tests/Cluster.IntegrationTests/sipp
     printf 'SEQUENTIAL\nalice\n' >"$state/alice.csv"
@@ -137,7 +146,8 @@ Try it: a callee on 127.0.0.1:$callee_port, then alice calling bob twice at once
 is 1: one call connects, one gets 486). The scenarios follow Record-Route, so ACK and BYE cross the edge:
   sipp -sf $scenarios/uas_rr.xml -i 127.0.0.1 -p $callee_port -bg
   sipp 127.0.0.1:$(edge_sip 0) -sf $scenarios/uac_rr.xml -inf $state/alice.csv -s bob -i 127.0.0.1 -p $((5080 + offset)) -m 2 -l 2 -d 5000 -trace_msg
-  curl -s http://127.0.0.1:$(silo_http 0)/api/limits     # counts, from any silo
+  curl -s -H "Authorization: Bearer \$(cat $state/admin-token)" http://127.0.0.1:$(silo_http 0)/api/limits     # counts, from any silo
+  CALLSTATE_URL=http://127.0.0.1:$(silo_http 0) CALLSTATE_TOKEN=\$(cat $state/admin-token) dotnet $repo/src/Cli/bin/Release/net10.0/callstate.dll cac show
 Stop with: $0 stop
 TEXT
 }
@@ -149,17 +159,17 @@ status() {
     printf '  %-8s 127.0.0.1:%d (user callstate, database postgres)  %s\n' postgres "$pg_port" "$pg"
     for i in $(seq 0 $((silos - 1))); do
         printf '  %-8s admin http://127.0.0.1:%d  silo 127.0.0.1:%d  gateway 127.0.0.1:%d  %s\n' "silo$i" \
-            "$(silo_http "$i")" "$(silo_port "$i")" "$(gateway_port "$i")" "$(describe "silo$i" "$(silo_http "$i")")"
+            "$(silo_http "$i")" "$(silo_port "$i")" "$(gateway_port "$i")" "$(describe "silo$i" "$(silo_health "$i")")"
     done
     for i in $(seq 0 $((edges - 1))); do
         printf '  %-8s sip udp/tcp 127.0.0.1:%d  health http://127.0.0.1:%d  %s\n' "edge$i" \
-            "$(edge_sip "$i")" "$(edge_http "$i")" "$(describe "edge$i" "$(edge_http "$i")")"
+            "$(edge_sip "$i")" "$(edge_health "$i")" "$(describe "edge$i" "$(edge_health "$i")")"
     done
     printf '  %-8s calls are routed to 127.0.0.1:%d\n' callee "$callee_port"
     echo "  logs     $state/logs"
 }
 
-describe() { # name http-port
+describe() { # name health-port
     if ! running "$1"; then echo stopped; return; fi
     local text; text="pid $(cat "$state/pids/$1")"
     if ready "$2"; then echo "$text, ready"; else echo "$text, not ready"; fi

@@ -34,9 +34,16 @@ public interface ILimitGrain : IGrainWithStringKey
     [Alias("Snapshot")]
     Task<LimitSnapshot> GetSnapshotAsync();
 
-    /// <summary>Sets (or with null clears) the run-time limits of a user or trunk; persisted.</summary>
+    /// <summary>Sets every field (or with null clears) the run-time limits; persisted.</summary>
     [Alias("SetLimits")]
     Task<LimitSnapshot> SetLimitsAsync(LimitSettings? limits);
+
+    /// <summary>
+    /// Changes the run-time limits field by field (what is not named is kept), persisted before the answer and in force for
+    /// the next call; the limit before and after (without calls). <see cref="ArgumentException"/> for values that may not be set.
+    /// </summary>
+    [Alias("ChangeLimits")]
+    Task<LimitChangeResult> ChangeLimitsAsync(LimitChange change);
 
     /// <summary>Its due time passed (the due scan): reclaims the slots whose lease ended.</summary>
     [Alias("Wake")]

@@ -97,17 +97,34 @@ public sealed class LimitGrain : Grain, ILimitGrain
     public async Task<LimitSnapshot> SetLimitsAsync(LimitSettings? limits)
     {
         ValidateSettable(_key, limits);
-        return (await Post(new LimitWork(LimitOp.SetLimits) { Limits = limits })).Snapshot!;
+        return (await Post(new LimitWork(LimitOp.SetLimits) { Change = limits is null ? LimitChange.Clear : LimitChange.Replace(limits) })).Snapshot!;
+    }
+
+    public async Task<LimitChangeResult> ChangeLimitsAsync(LimitChange change)
+    {
+        ArgumentNullException.ThrowIfNull(change);
+        ValidateChange(_key, change);
+        var result = await Post(new LimitWork(LimitOp.SetLimits) { Change = change });
+        return new LimitChangeResult(result.Before!, result.Snapshot!);
     }
 
     public Task WakeAsync() => Post(new LimitWork(LimitOp.Timer));
 
     /// <summary>Throws <see cref="ArgumentException"/> unless <paramref name="limits"/> may be set on <paramref name="key"/> at run time.</summary>
-    public static void ValidateSettable(LimitKey key, LimitSettings? limits)
+    public static void ValidateSettable(LimitKey key, LimitSettings? limits) =>
+        ValidateChange(key, limits is null ? LimitChange.Clear : LimitChange.Replace(limits));
+
+    /// <summary>
+    /// Throws <see cref="ArgumentException"/> unless <paramref name="change"/> may be applied to <paramref name="key"/>:
+    /// the values it sets are valid, and a per-key limit (one maximum whatever the direction) is given only a total.
+    /// </summary>
+    public static void ValidateChange(LimitKey key, LimitChange change)
     {
-        if (key.Kind == LimitKind.Key)
+        ArgumentNullException.ThrowIfNull(change);
+        var limits = change.Set == LimitFields.None ? null : change.Values;
+        if (key.Kind == LimitKind.Key && limits is not null && (limits.Inbound is not null || limits.Outbound is not null))
         {
-            throw new ArgumentException("per-key limits come with each call and cannot be set", nameof(key));
+            throw new ArgumentException("a per-key limit has one maximum (total) whatever the direction; inbound and outbound cannot be set", nameof(change));
         }
 
         if (limits is not null)
@@ -115,7 +132,7 @@ public sealed class LimitGrain : Grain, ILimitGrain
             var errors = limits.Validate(key.Kind, key.ToString()).ToList();
             if (errors.Count > 0)
             {
-                throw new ArgumentException(string.Join(" ", errors), nameof(limits));
+                throw new ArgumentException(string.Join(" ", errors), nameof(change));
             }
         }
     }
@@ -182,6 +199,9 @@ public sealed class LimitGrain : Grain, ILimitGrain
                 }
 
                 var ledger = _ledger!;
+
+                // Configuration as it is now: a reloaded limit applies to the next call even while this activation is busy.
+                ledger.Configured = _settings.GetLimits(_key);
                 var now = _time.GetUtcNow();
                 var dueBefore = ledger.NextDue;
                 var changed = false;
@@ -357,9 +377,10 @@ public sealed class LimitGrain : Grain, ILimitGrain
             case LimitOp.Snapshot:
                 return new LimitWorkResult(default, true, ledger.Snapshot());
             case LimitOp.SetLimits:
-                ledger.SetOverride(work.Limits);
+                var before = ledger.Snapshot(includeCalls: false);
+                ledger.Change(work.Change!);
                 changed = true;
-                return new LimitWorkResult(default, true, ledger.Snapshot());
+                return new LimitWorkResult(default, true, ledger.Snapshot(includeCalls: false), before);
             default:
                 throw new InvalidOperationException($"unknown limit operation {work.Op}");
         }
@@ -477,10 +498,10 @@ public sealed class LimitGrain : Grain, ILimitGrain
 
         public int? PerCallMax { get; init; }
 
-        public LimitSettings? Limits { get; init; }
+        public LimitChange? Change { get; init; }
 
         public TaskCompletionSource<LimitWorkResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
-    private readonly record struct LimitWorkResult(ReserveOutcome Outcome, bool Found, LimitSnapshot? Snapshot);
+    private readonly record struct LimitWorkResult(ReserveOutcome Outcome, bool Found, LimitSnapshot? Snapshot, LimitSnapshot? Before = null);
 }

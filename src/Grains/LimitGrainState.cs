@@ -26,6 +26,12 @@ public sealed class LimitGrainState
     /// <summary>Limits set at run time through the admin API; when null the configured limits apply.</summary>
     public LimitSettings? Override { get; set; }
 
+    /// <summary>
+    /// Which fields of <see cref="Override"/> are set at run time; the others follow configuration. Null with an
+    /// <see cref="Override"/> (rows written before fields were tracked) means every field.
+    /// </summary>
+    public LimitFields? OverrideFields { get; set; }
+
     /// <summary>For a per-key limit: the maximum carried by the most recent call (what listings show).</summary>
     public int? LastPerCallMax { get; set; }
 
@@ -63,4 +69,5 @@ public sealed record LimitSnapshot(
     [property: Id(4)] int Outbound,
     [property: Id(5)] int Total,
     [property: Id(6)] long Reclaimed,
-    [property: Id(7)] IReadOnlyList<HeldCallSnapshot> Calls);
+    [property: Id(7)] IReadOnlyList<HeldCallSnapshot> Calls,
+    [property: Id(8)] LimitFields Overridden = LimitFields.None);

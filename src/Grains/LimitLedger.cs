@@ -8,8 +8,6 @@ namespace CallState.Grains;
 /// </summary>
 public sealed class LimitLedger
 {
-    private readonly LimitSettings _configured;
-
     // Derived from State.Calls and kept in step by every method that changes it, so a decision does
     // not walk every held call (a busy trunk holds thousands): the counts, and the held calls ordered by
     // lease end (the earliest is the next due time; expiry takes from the front and stops at the first
@@ -23,7 +21,7 @@ public sealed class LimitLedger
     {
         Key = key;
         State = state;
-        _configured = configured;
+        Configured = configured;
         foreach (var (callKey, call) in state.Calls)
         {
             Count(call, +1);
@@ -35,10 +33,41 @@ public sealed class LimitLedger
 
     public LimitGrainState State { get; }
 
-    /// <summary>The limits in force: a run-time override, else configuration; per-key limits come with calls.</summary>
-    public LimitSettings Effective => Key.Kind == LimitKind.Key
-        ? new LimitSettings(Total: State.LastPerCallMax)
-        : State.Override ?? _configured;
+    /// <summary>
+    /// The configured limits. The host sets them again before each turn, so a configuration change applies to the next
+    /// call even on a busy limit whose activation never goes idle.
+    /// </summary>
+    public LimitSettings Configured { get; set; }
+
+    /// <summary>The fields set at run time (<see cref="LimitGrainState.Override"/>); the others follow configuration.</summary>
+    public LimitFields Overridden => State.Override is null ? LimitFields.None : State.OverrideFields ?? LimitFields.All;
+
+    /// <summary>
+    /// The limits in force, field by field: a run-time override, else configuration. A per-key limit's maximum comes with
+    /// each call unless a run-time maximum is set.
+    /// </summary>
+    public LimitSettings Effective
+    {
+        get
+        {
+            var overridden = Overridden;
+            var values = State.Override ?? LimitSettings.Unlimited;
+            if (Key.Kind == LimitKind.Key)
+            {
+                return new LimitSettings(Total: (overridden & LimitFields.Total) != 0 ? values.Total : State.LastPerCallMax);
+            }
+
+            if (overridden == LimitFields.None)
+            {
+                return Configured;
+            }
+
+            return new LimitSettings(
+                (overridden & LimitFields.Total) != 0 ? values.Total : Configured.Total,
+                (overridden & LimitFields.Inbound) != 0 ? values.Inbound : Configured.Inbound,
+                (overridden & LimitFields.Outbound) != 0 ? values.Outbound : Configured.Outbound);
+        }
+    }
 
     /// <summary>The earliest lease end, when the runtime must wake this grain; null when nothing is held.</summary>
     public DateTimeOffset? NextDue => _leases.Count == 0 ? null : DateTimeOffset.FromUnixTimeMilliseconds(_leases.Min.LeaseEndMs);
@@ -76,7 +105,7 @@ public sealed class LimitLedger
         }
 
         var outcome = Key.Kind == LimitKind.Key
-            ? DecidePerKey(direction, perCallMax ?? State.LastPerCallMax, inbound + outbound)
+            ? DecidePerKey(direction, (Overridden & LimitFields.Total) != 0 ? State.Override!.Total : perCallMax ?? State.LastPerCallMax, inbound + outbound)
             : Decide(Effective, direction, inbound, outbound);
 
         if (Key.Kind == LimitKind.Key && perCallMax is { } max && State.LastPerCallMax != max)
@@ -237,23 +266,59 @@ public sealed class LimitLedger
         return expired;
     }
 
-    /// <summary>Sets (or with null clears) the run-time limits of a user or trunk.</summary>
-    public void SetOverride(LimitSettings? limits)
+    /// <summary>Sets every field (or with null clears) the run-time limits.</summary>
+    public void SetOverride(LimitSettings? limits) => Change(limits is null ? LimitChange.Clear : LimitChange.Replace(limits));
+
+    /// <summary>
+    /// Applies a run-time change field by field (<see cref="LimitChange"/>). A per-key limit takes only a total (its
+    /// maximum whatever the direction): <see cref="InvalidOperationException"/> for a direction.
+    /// </summary>
+    public void Change(LimitChange change)
     {
-        if (Key.Kind == LimitKind.Key)
+        ArgumentNullException.ThrowIfNull(change);
+        if (Key.Kind == LimitKind.Key && (change.Set & ~LimitFields.Total) != 0 && (change.Values.Inbound is not null || change.Values.Outbound is not null))
         {
-            throw new InvalidOperationException("per-key limits come with each call and cannot be overridden");
+            throw new InvalidOperationException("a per-key limit has one maximum (total) whatever the direction");
         }
 
-        State.Override = limits;
+        var current = State.Override ?? LimitSettings.Unlimited;
+        var fields = (Overridden | change.Set) & ~(change.Revert & ~change.Set);
+        if (Key.Kind == LimitKind.Key)
+        {
+            fields &= LimitFields.Total;
+        }
+
+        if (fields == LimitFields.None)
+        {
+            State.Override = null;
+            State.OverrideFields = null;
+            return;
+        }
+
+        State.Override = new LimitSettings(
+            Pick(LimitFields.Total, change.Values.Total, current.Total),
+            Pick(LimitFields.Inbound, change.Values.Inbound, current.Inbound),
+            Pick(LimitFields.Outbound, change.Values.Outbound, current.Outbound));
+        State.OverrideFields = fields;
+
+        int? Pick(LimitFields field, int? sent, int? kept) =>
+            (fields & field) == 0 ? null : (change.Set & field) != 0 ? sent : kept;
     }
 
-    public LimitSnapshot Snapshot()
+    public LimitSnapshot Snapshot() => Snapshot(includeCalls: true);
+
+    /// <summary>What the limit holds now; the calls only when <paramref name="includeCalls"/> (a busy trunk holds thousands).</summary>
+    public LimitSnapshot Snapshot(bool includeCalls)
     {
         var (inbound, outbound) = (_inbound, _outbound);
-        var calls = new List<HeldCallSnapshot>(State.Calls.Count);
+        var calls = new List<HeldCallSnapshot>(includeCalls ? State.Calls.Count : 0);
         foreach (var (callKey, call) in State.Calls)
         {
+            if (!includeCalls)
+            {
+                break;
+            }
+
             calls.Add(new HeldCallSnapshot(
                 callKey,
                 call.Direction,
@@ -263,7 +328,7 @@ public sealed class LimitLedger
         }
 
         calls.Sort(static (a, b) => string.CompareOrdinal(a.CallKey, b.CallKey));
-        return new LimitSnapshot(Key.ToString(), Key.Kind, Effective, inbound, outbound, inbound + outbound, State.Reclaimed, calls);
+        return new LimitSnapshot(Key.ToString(), Key.Kind, Effective, inbound, outbound, inbound + outbound, State.Reclaimed, calls, Overridden);
     }
 
     private void Count(HeldCall call, int delta)

@@ -1,8 +1,9 @@
+using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using CallState.Grains;
+using CallState.Silo.Admin;
 using CallState.Storage;
-using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 
 namespace CallState.Silo;
 
@@ -19,6 +20,46 @@ public sealed record ErrorDto(string Error);
 
 public sealed record BoolResultDto(bool Done);
 
+/// <summary>Where a maximum comes from: a run-time change, configuration, the default user, or the calls (per-key).</summary>
+public static class LimitSources
+{
+    public const string Runtime = "runtime";
+    public const string Config = "config";
+    public const string Default = "default";
+    public const string Call = "call";
+}
+
+/// <summary>The source of each maximum of a limit.</summary>
+public sealed record LimitSourcesDto(string Total, string Inbound, string Outbound);
+
+/// <summary>
+/// One limit as the admin API lists it, like <c>show voip tags-cac</c>: the maxima in force with their sources, the
+/// calls counted, the one maximum that bounds the limit (<see cref="Maximum"/>) and how full it is; calls only on request.
+/// </summary>
+public sealed record LimitEntry(
+    string Key,
+    LimitKind Kind,
+    LimitSettings Limits,
+    LimitSourcesDto Sources,
+    int Inbound,
+    int Outbound,
+    int Total,
+    int? Maximum,
+    double? Utilisation,
+    long Reclaimed,
+    IReadOnlyList<HeldCallSnapshot>? Calls);
+
+/// <summary>An audit entry as <c>GET /api/audit</c> lists it (before and after as JSON values).</summary>
+public sealed record AuditEntryDto(long Id, DateTimeOffset At, string Actor, string Action, string Target, JsonElement? Before, JsonElement? After);
+
+/// <summary>What a limit change records: the maxima in force and the fields set at run time.</summary>
+public sealed record AuditLimitDto(int? Total, int? Inbound, int? Outbound, IReadOnlyList<string> Runtime);
+
+/// <summary>One silo of the cluster as <c>GET /api/cluster</c> lists it.</summary>
+public sealed record SiloDto(string Address, string Name, string Status, int? Activations);
+
+public sealed record ClusterDto(IReadOnlyList<SiloDto> Silos, int Active, long? Activations);
+
 /// <summary>The storage's group commit since start: what <c>GET /api/storage/commits</c> answers.</summary>
 public sealed record StorageCommitsDto(long Batches, long Writes, LatencyHistogramDto CommitDuration, LatencyHistogramDto QueueWait);
 
@@ -28,7 +69,12 @@ public sealed record StorageCommitsDto(long Batches, long Writes, LatencyHistogr
 [JsonSerializable(typeof(CallSnapshot))]
 [JsonSerializable(typeof(LimitSnapshot))]
 [JsonSerializable(typeof(IReadOnlyList<LimitSnapshot>))]
+[JsonSerializable(typeof(LimitEntry))]
+[JsonSerializable(typeof(IReadOnlyList<LimitEntry>))]
 [JsonSerializable(typeof(LimitValuesDto))]
+[JsonSerializable(typeof(AuditLimitDto))]
+[JsonSerializable(typeof(IReadOnlyList<AuditEntryDto>))]
+[JsonSerializable(typeof(ClusterDto))]
 [JsonSerializable(typeof(ErrorDto))]
 [JsonSerializable(typeof(BoolResultDto))]
 [JsonSerializable(typeof(RuntimeCountersDto))]
@@ -37,83 +83,105 @@ public sealed record StorageCommitsDto(long Batches, long Writes, LatencyHistogr
 internal sealed partial class AdminJsonContext : JsonSerializerContext;
 
 /// <summary>
-/// The silo's admin API: list limits like <c>show voip tags-cac</c>, inspect and change one limit,
-/// and drive call admission (for tools and tests), plus health probes.
+/// The silo's admin API (docs/operations.md, "Admin API"): list limits like <c>show voip tags-cac</c>, inspect and change
+/// one limit, the audit trail, the cluster's silos, and call admission for tools and tests. Access control, the probes'
+/// own port and ProblemDetails errors come from <see cref="AdminHosting"/>.
 /// </summary>
-public static class AdminApi
+public static partial class AdminApi
 {
+    /// <summary>Page size of a listing when none is asked for.</summary>
+    public const int DefaultPageSize = 100;
+
+    /// <summary>Response header carrying the number of limits a listing matched before paging.</summary>
+    public const string TotalCountHeader = "X-Total-Count";
+
     public static WebApplication MapCallStateAdminApi(this WebApplication app)
     {
-        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
-        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
-
+        ArgumentNullException.ThrowIfNull(app);
+        app.UseCallStateAdmin();
         app.MapRuntimeCounters();
         var api = app.MapGroup("/api");
+
         // Group commit since start; a reader takes two snapshots and compares them (bench/admission-latency.py).
         api.MapGet("/storage/commits", (IStateStore store) => store is IGroupCommitStore { GroupCommit: { } commit }
             ? Results.Json(
                 new StorageCommitsDto(commit.BatchCount, commit.WriteCount, commit.CommitDurations.Snapshot(), commit.QueueWaits.Snapshot()),
                 AdminJsonContext.Default.StorageCommitsDto)
-            : Results.NotFound(new ErrorDto("the storage has not started")));
-        api.MapGet("/limits", async (string? kind, GrainAccess grains, CancellationToken ct) =>
+            : Problem(StatusCodes.Status503ServiceUnavailable, "the storage has not started"));
+
+        api.MapGet("/limits", async (HttpContext http, string? kind, string? prefix, int? top, int? offset, int? limit, bool? calls, GrainAccess grains, CancellationToken ct) =>
         {
             LimitKind? filter = null;
             if (kind is not null)
             {
                 if (!LimitKinds.TryParse(kind, out var k))
                 {
-                    return Results.BadRequest(new ErrorDto($"unknown kind '{kind}' (expected user, trunk or key)"));
+                    return Problem(StatusCodes.Status400BadRequest, $"unknown kind '{kind}' (expected user, trunk or key)");
                 }
 
                 filter = k;
             }
 
-            return Results.Ok(await grains.ListLimitsAsync(filter, ct).ConfigureAwait(false));
+            if (top is < 1 || offset is < 0 || limit is < 1 or > GrainAccess.MaxPageSize)
+            {
+                return Problem(StatusCodes.Status400BadRequest, $"top and limit must be 1 to {GrainAccess.MaxPageSize}, offset 0 or more");
+            }
+
+            var (page, total) = await grains.ListAsync(filter, prefix, top, offset ?? 0, limit ?? DefaultPageSize, calls == true, ct).ConfigureAwait(false);
+            http.Response.Headers[TotalCountHeader] = total.ToString(CultureInfo.InvariantCulture);
+            return Results.Json(page, AdminJsonContext.Default.IReadOnlyListLimitEntry);
         });
 
-        api.MapGet("/limits/{kind}/{*value}", async (string kind, string value, GrainAccess grains, CancellationToken ct) =>
-            ParseKey(kind, value, out var key, out var error)
-                ? Results.Ok(await grains.GetLimitAsync(key).ConfigureAwait(false))
-                : Results.BadRequest(new ErrorDto(error)));
-
-        api.MapPut("/limits/{kind}/{*value}", async (string kind, string value, LimitValuesDto body, GrainAccess grains, CancellationToken ct) =>
+        api.MapGet("/limits/{kind}/{*value}", async (string kind, string value, bool? calls, GrainAccess grains) =>
         {
             if (!ParseKey(kind, value, out var key, out var error))
             {
-                return Results.BadRequest(new ErrorDto(error));
+                return Problem(StatusCodes.Status400BadRequest, error);
             }
 
-            try
-            {
-                return Results.Ok(await grains.SetLimitsAsync(key, new LimitSettings(body.Total, body.Inbound, body.Outbound)).ConfigureAwait(false));
-            }
-            catch (ArgumentException ex)
-            {
-                return Results.BadRequest(new ErrorDto(ex.Message));
-            }
+            var snapshot = await grains.GetLimitAsync(key).ConfigureAwait(false);
+            var unknown = snapshot.Total == 0 && snapshot.Overridden == LimitFields.None && !grains.IsConfigured(key) && !await grains.IsStoredAsync(key).ConfigureAwait(false);
+            return unknown
+                ? Problem(StatusCodes.Status404NotFound, $"limit {key} is neither configured nor in use nor changed at run time")
+                : Results.Json(grains.Entry(snapshot, calls == true), AdminJsonContext.Default.LimitEntry);
         });
 
-        api.MapDelete("/limits/{kind}/{*value}", async (string kind, string value, GrainAccess grains, CancellationToken ct) =>
+        api.MapPut("/limits/{kind}/{*value}", async (HttpContext http, string kind, string value, GrainAccess grains, AdminAudit audit) =>
         {
-            if (!ParseKey(kind, value, out var key, out var error))
+            var body = await ReadBodyAsync(http).ConfigureAwait(false);
+            string? error = null;
+            if (body is not { ValueKind: JsonValueKind.Object } json || !ReadValues(json, out var values, out _, out error))
             {
-                return Results.BadRequest(new ErrorDto(error));
+                return Problem(StatusCodes.Status400BadRequest, (error is null ? "" : error + ": ") + "expected a JSON object with total, inbound and outbound (a number or null for unlimited)");
             }
 
-            try
-            {
-                return Results.Ok(await grains.SetLimitsAsync(key, null).ConfigureAwait(false));
-            }
-            catch (ArgumentException ex)
-            {
-                return Results.BadRequest(new ErrorDto(ex.Message));
-            }
+            return await ChangeAsync(http, kind, value, LimitChange.Replace(values), "limits.set", grains, audit).ConfigureAwait(false);
         });
 
-        api.MapPost("/calls/admit", async (AdmitRequestDto body, GrainAccess grains, CancellationToken ct) =>
+        api.MapPatch("/limits/{kind}/{*value}", async (HttpContext http, string kind, string value, GrainAccess grains, AdminAudit audit) =>
+        {
+            var body = await ReadBodyAsync(http).ConfigureAwait(false);
+            string? error = null;
+            if (body is not { ValueKind: JsonValueKind.Object } json || !ReadValues(json, out var values, out var set, out error) || !ReadRevert(json, out var revert, out error))
+            {
+                return Problem(StatusCodes.Status400BadRequest, (error is null ? "" : error + ": ") + "expected a JSON object: total, inbound, outbound (a number, or null for unlimited) and revert (a list of those names, back to configuration); what is not sent is kept");
+            }
+
+            return await ChangeAsync(http, kind, value, new LimitChange(values, set, revert), "limits.change", grains, audit).ConfigureAwait(false);
+        });
+
+        api.MapDelete("/limits/{kind}/{*value}", (HttpContext http, string kind, string value, GrainAccess grains, AdminAudit audit) =>
+            ChangeAsync(http, kind, value, LimitChange.Clear, "limits.clear", grains, audit));
+
+        api.MapPost("/calls/admit", async (HttpContext http, AdmitRequestDto body, GrainAccess grains, AdminAudit audit, CancellationToken ct) =>
         {
             var requests = (body.Limits ?? []).Select(static l => new LimitRequest(l.Key, l.Direction, l.Max)).ToList();
             var result = await grains.AdmitAsync(body.CallKey, requests, ct).ConfigureAwait(false);
+            if (result.Status == AdmitStatus.Admitted)
+            {
+                await audit.RecordAsync(http, "calls.admit", body.CallKey, null, null).ConfigureAwait(false);
+            }
+
             return result.Status == AdmitStatus.Invalid ? Results.BadRequest(result) : Results.Ok(result);
         });
 
@@ -121,14 +189,158 @@ public static class AdminApi
             Results.Ok(new BoolResultDto(await grains.ConfirmCallAsync(body.CallKey).ConfigureAwait(false))));
         api.MapPost("/calls/renew", async (CallKeyDto body, GrainAccess grains) =>
             Results.Ok(new BoolResultDto(await grains.RenewCallAsync(body.CallKey).ConfigureAwait(false))));
-        api.MapPost("/calls/end", async (CallKeyDto body, GrainAccess grains) =>
-            Results.Ok(new BoolResultDto(await grains.EndCallAsync(body.CallKey).ConfigureAwait(false))));
-        api.MapGet("/calls", async (string key, GrainAccess grains) =>
+        api.MapPost("/calls/end", async (HttpContext http, CallKeyDto body, GrainAccess grains, AdminAudit audit) =>
+        {
+            var done = await grains.EndCallAsync(body.CallKey).ConfigureAwait(false);
+            if (done)
+            {
+                await audit.RecordAsync(http, "calls.end", body.CallKey, null, null).ConfigureAwait(false);
+            }
+
+            return Results.Ok(new BoolResultDto(done));
+        });
+        api.MapGet("/calls", async (string? key, GrainAccess grains) =>
             GrainTypes.ValidateCallKey(key) is not null
-                ? Results.BadRequest(new ErrorDto("query parameter 'key' must be a call key"))
-                : Results.Ok(await grains.GetCallAsync(key).ConfigureAwait(false)));
+                ? Problem(StatusCodes.Status400BadRequest, "query parameter 'key' must be a call key")
+                : Results.Ok(await grains.GetCallAsync(key!).ConfigureAwait(false)));
+
+        api.MapGet("/audit", async (long? before, int? limit, string? target, AdminAudit audit, CancellationToken ct) =>
+            limit is < 1 or > AuditLogFactory.MaxReadLimit
+                ? Problem(StatusCodes.Status400BadRequest, $"limit must be 1 to {AuditLogFactory.MaxReadLimit}")
+                : Results.Json(await audit.ReadAsync(new AuditQuery(limit ?? DefaultPageSize, before, target), ct).ConfigureAwait(false), AdminJsonContext.Default.IReadOnlyListAuditEntryDto));
+
+        api.MapGet("/cluster", async (IGrainFactory grains) =>
+            Results.Json(await ClusterStatus.ReadAsync(grains).ConfigureAwait(false), AdminJsonContext.Default.ClusterDto));
         return app;
     }
+
+    private static async Task<IResult> ChangeAsync(HttpContext http, string kind, string value, LimitChange change, string action, GrainAccess grains, AdminAudit audit)
+    {
+        if (!ParseKey(kind, value, out var key, out var error))
+        {
+            return Problem(StatusCodes.Status400BadRequest, error);
+        }
+
+        LimitChangeResult result;
+        try
+        {
+            result = await grains.ChangeLimitsAsync(key, change).ConfigureAwait(false);
+        }
+        catch (ArgumentException ex)
+        {
+            return Problem(StatusCodes.Status400BadRequest, ex.Message);
+        }
+
+        await audit.RecordLimitAsync(http, action, key, result).ConfigureAwait(false);
+        return Results.Json(grains.Entry(result.After, includeCalls: false), AdminJsonContext.Default.LimitEntry);
+    }
+
+    private static async Task<JsonElement?> ReadBodyAsync(HttpContext http)
+    {
+        try
+        {
+            using var document = await JsonDocument.ParseAsync(http.Request.Body, default, http.RequestAborted).ConfigureAwait(false);
+            return document.RootElement.Clone();
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>total, inbound and outbound of <paramref name="json"/>: each sent one (a number, or null for unlimited) is in <paramref name="set"/>.</summary>
+    private static bool ReadValues(JsonElement json, out LimitSettings values, out LimitFields set, out string? error)
+    {
+        int? total = null, inbound = null, outbound = null;
+        set = LimitFields.None;
+        error = null;
+        foreach (var property in json.EnumerateObject())
+        {
+            LimitFields field;
+            switch (property.Name.ToUpperInvariant())
+            {
+                case "TOTAL":
+                    field = LimitFields.Total;
+                    break;
+                case "INBOUND":
+                    field = LimitFields.Inbound;
+                    break;
+                case "OUTBOUND":
+                    field = LimitFields.Outbound;
+                    break;
+                case "REVERT":
+                    continue;
+                default:
+                    error = $"unknown field '{property.Name}'";
+                    values = LimitSettings.Unlimited;
+                    return false;
+            }
+
+            int? number;
+            if (property.Value.ValueKind == JsonValueKind.Null)
+            {
+                number = null;
+            }
+            else if (property.Value.ValueKind == JsonValueKind.Number && property.Value.TryGetInt32(out var n))
+            {
+                number = n;
+            }
+            else
+            {
+                error = $"{property.Name} must be a whole number or null";
+                values = LimitSettings.Unlimited;
+                return false;
+            }
+
+            set |= field;
+            if (field == LimitFields.Total)
+            {
+                total = number;
+            }
+            else if (field == LimitFields.Inbound)
+            {
+                inbound = number;
+            }
+            else
+            {
+                outbound = number;
+            }
+        }
+
+        values = new LimitSettings(total, inbound, outbound);
+        return true;
+    }
+
+    private static bool ReadRevert(JsonElement json, out LimitFields revert, out string? error)
+    {
+        revert = LimitFields.None;
+        error = null;
+        if (!json.TryGetProperty("revert", out var list))
+        {
+            return true;
+        }
+
+        if (list.ValueKind != JsonValueKind.Array)
+        {
+            error = "revert must be a list";
+            return false;
+        }
+
+        foreach (var item in list.EnumerateArray())
+        {
+            revert |= item.GetString()?.ToUpperInvariant() switch
+            {
+                "TOTAL" => LimitFields.Total,
+                "INBOUND" => LimitFields.Inbound,
+                "OUTBOUND" => LimitFields.Outbound,
+                _ => LimitFields.None,
+            };
+        }
+
+        return true;
+    }
+
+    internal static IResult Problem(int status, string detail) => Results.Problem(detail: detail, statusCode: status);
 
     private static bool ParseKey(string kind, string value, out LimitKey key, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out string? error) =>
         LimitKey.TryParse(kind + "/" + value, out key, out error);

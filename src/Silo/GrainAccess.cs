@@ -1,4 +1,6 @@
 using CallState.Grains;
+using CallState.Silo.Limits;
+using Microsoft.Extensions.Options;
 
 namespace CallState.Silo;
 
@@ -6,8 +8,112 @@ namespace CallState.Silo;
 /// How the admin API reaches grains: through Orleans (<see cref="IGrainFactory"/>) wherever each grain is activated, and,
 /// for listings, the committed rows of the state store.
 /// </summary>
-public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitSettingsSource settings)
+public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitSettingsSource settings, IOptionsMonitor<LimitsOptions> limits)
 {
+    /// <summary>Largest page of a listing.</summary>
+    public const int MaxPageSize = 1000;
+
+    /// <summary>Changes the run-time limits field by field; <see cref="ArgumentException"/> when they may not be set.</summary>
+    public Task<LimitChangeResult> ChangeLimitsAsync(LimitKey key, LimitChange change)
+    {
+        LimitGrain.ValidateChange(key, change);
+        return grains.GetGrain<ILimitGrain>(key.ToString()).ChangeLimitsAsync(change);
+    }
+
+    /// <summary>Whether <paramref name="key"/> has a stored row.</summary>
+    public async Task<bool> IsStoredAsync(LimitKey key) =>
+        await store.ReadVersionAsync(new StateId(GrainTypes.Limit, key.ToString()), CancellationToken.None).ConfigureAwait(false) > 0;
+
+    /// <summary>Whether <paramref name="key"/> is named in configuration (a listed user or trunk, not a default).</summary>
+    public bool IsConfigured(LimitKey key)
+    {
+        var options = limits.CurrentValue;
+        return key.Kind switch
+        {
+            LimitKind.User => options.FindUser(key.Value) is not null,
+            LimitKind.Trunk => options.Trunks.ContainsKey(key.Value),
+            _ => false,
+        };
+    }
+
+    /// <summary>
+    /// Every configured limit and every stored one (the store is shared by the whole cluster), filtered by kind and by a
+    /// prefix of the key or its value, then either the <paramref name="top"/> most used (by utilisation, then count) or a
+    /// page in key order. The total before paging is returned with the page.
+    /// </summary>
+    public async Task<(IReadOnlyList<LimitEntry> Page, int Total)> ListAsync(
+        LimitKind? kind, string? prefix, int? top, int offset, int pageSize, bool includeCalls, CancellationToken cancellationToken)
+    {
+        var rows = await store.ReadAllAsync(GrainTypes.Limit, cancellationToken).ConfigureAwait(false);
+        var entries = new Dictionary<string, LimitEntry>(StringComparer.Ordinal);
+        bool Wanted(LimitKey key) =>
+            (kind is not { } k || key.Kind == k)
+            && (string.IsNullOrEmpty(prefix) || key.Value.StartsWith(prefix, StringComparison.Ordinal) || key.ToString().StartsWith(prefix, StringComparison.Ordinal));
+
+        foreach (var (keyText, stored) in rows)
+        {
+            if (LimitKey.TryParse(keyText, out var key, out _) && Wanted(key))
+            {
+                var ledger = new LimitLedger(key, StateSerializer.DeserializeLimit(stored, out _), settings.GetLimits(key));
+                entries[keyText] = Entry(ledger.Snapshot(includeCalls), includeCalls);
+            }
+        }
+
+        var options = limits.CurrentValue;
+        var configured = options.Users.Keys.Select(u => LimitKey.User(options.Normalize(u)!))
+            .Concat(options.Trunks.Keys.Select(LimitKey.Trunk));
+        foreach (var key in configured)
+        {
+            if (Wanted(key) && !entries.ContainsKey(key.ToString()))
+            {
+                entries[key.ToString()] = Entry(new LimitLedger(key, new LimitGrainState(), settings.GetLimits(key)).Snapshot(includeCalls), includeCalls);
+            }
+        }
+
+        var all = entries.Values.ToList();
+        if (top is { } n)
+        {
+            all.Sort(static (a, b) =>
+            {
+                var byUse = Nullable.Compare(b.Utilisation, a.Utilisation);
+                return byUse != 0 ? byUse : b.Total != a.Total ? b.Total.CompareTo(a.Total) : string.CompareOrdinal(a.Key, b.Key);
+            });
+            return (all.Take(Math.Clamp(n, 0, MaxPageSize)).ToList(), all.Count);
+        }
+
+        all.Sort(static (a, b) => string.CompareOrdinal(a.Key, b.Key));
+        return (all.Skip(Math.Max(offset, 0)).Take(Math.Clamp(pageSize, 0, MaxPageSize)).ToList(), all.Count);
+    }
+
+    /// <summary>A snapshot as the admin API shows it: where each maximum comes from, and how full the limit is.</summary>
+    public LimitEntry Entry(LimitSnapshot snapshot, bool includeCalls)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        var key = LimitKey.Parse(snapshot.Key);
+        var configured = IsConfigured(key);
+        string Source(LimitFields field) =>
+            (snapshot.Overridden & field) != 0 ? LimitSources.Runtime
+            : key.Kind == LimitKind.Key ? LimitSources.Call
+            : configured ? LimitSources.Config
+            : LimitSources.Default;
+
+        var limits = snapshot.Limits;
+        var maximum = limits.Total ?? (limits.Inbound is { } i && limits.Outbound is { } o ? i + o : null);
+        double? utilisation = maximum is { } max ? (max == 0 ? (snapshot.Total > 0 ? 1 : 0) : (double)snapshot.Total / max) : null;
+        return new LimitEntry(
+            snapshot.Key,
+            snapshot.Kind,
+            limits,
+            new LimitSourcesDto(Source(LimitFields.Total), Source(LimitFields.Inbound), Source(LimitFields.Outbound)),
+            snapshot.Inbound,
+            snapshot.Outbound,
+            snapshot.Total,
+            maximum,
+            utilisation,
+            snapshot.Reclaimed,
+            includeCalls ? snapshot.Calls : null);
+    }
+
     public async Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken) =>
         GrainTypes.ValidateCallKey(callKey) is { } error
             ? AdmitResult.Invalid(error)

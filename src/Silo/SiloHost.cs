@@ -1,3 +1,4 @@
+using CallState.Silo.Admin;
 using Microsoft.Extensions.Options;
 
 namespace CallState.Silo;
@@ -39,6 +40,7 @@ public static class SiloHost
         ["Grains"] = typeof(Grains.GrainOptions),
         ["Limits"] = typeof(Limits.LimitsOptions),
         ["Orleans"] = typeof(Hosting.OrleansClusterOptions),
+        ["Admin"] = typeof(Admin.AdminOptions),
     };
 
     /// <summary>Stops start-up (<see cref="OptionsValidationException"/>) when the configuration has keys nothing reads.</summary>
@@ -57,6 +59,7 @@ public static class SiloHost
         // finds it; relative data paths (data/callstate.db) stay relative to the working directory.
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         ThrowOnUnknownKeys(builder.Configuration, Sections);
+        builder.AddCallStateAdmin();
         builder.Services.AddCallStateSilo(builder.Configuration);
         var app = builder.Build();
         app.MapCallStateAdminApi();

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.Json.Serialization;
 using CallState.Grains;
+using CallState.Silo.Admin;
 using CallState.Silo.Hosting;
 using CallState.Silo.Limits;
 using CallState.Storage;
@@ -58,6 +59,7 @@ public static class SiloServiceCollectionExtensions
         services.AddSingleton<IValidateOptions<StorageOptions>, StorageOptionsValidator>();
         services.AddSingleton<IValidateOptions<GrainOptions>, SiloOptionsValidator>();
         services.AddSingleton<IValidateOptions<LimitsOptions>, SiloOptionsValidator>();
+        services.AddSingleton<IValidateOptions<LimitsOptions>>(new LimitsConfigurationValidator(configuration));
 
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton(sp => new GrainMetrics(sp.GetService<System.Diagnostics.Metrics.IMeterFactory>()));
@@ -68,6 +70,8 @@ public static class SiloServiceCollectionExtensions
         });
         services.AddSingleton(sp => StateStoreFactory.Create(sp.GetRequiredService<IOptions<StorageOptions>>().Value, sp.GetRequiredService<ILoggerFactory>()));
         services.AddSingleton<GrainAccess>();
+        services.AddSingleton(sp => AuditLogFactory.Create(sp.GetRequiredService<IOptions<StorageOptions>>().Value));
+        services.AddSingleton<AdminAudit>();
 
         services.AddSingleton<SiloLifecycle>();
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<SiloLifecycle>());

@@ -4,12 +4,12 @@ using System.Security.Cryptography.X509Certificates;
 using CallState.Silo.Hosting;
 using CallState.Storage;
 using CallState.Silo;
+using CallState.Silo.Admin;
 using CallState.Sip.Proxy;
 using CallState.Sip.Transport;
 using CallState.SipEdge.Admission;
 using CallState.SipEdge.Trust;
 using Microsoft.Extensions.DependencyInjection.Extensions;
-using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
 
@@ -73,6 +73,7 @@ public static partial class EdgeHost
             builder.Services.AddCallStateSilo(builder.Configuration);
         }
         SiloHost.ThrowOnUnknownKeys(builder.Configuration, Sections);
+        builder.AddCallStateAdmin();
         builder.Services.AddCallStateSipEdge(builder.Configuration, standalone);
         var app = builder.Build();
         if (standalone)
@@ -82,8 +83,8 @@ public static partial class EdgeHost
         }
         else
         {
-            app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
-            app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
+            // Probes on their own port; the counters behind a token like every admin endpoint.
+            app.UseCallStateAdmin();
             app.MapRuntimeCounters();
         }
         if (app.Services.GetService<AdmissionPolicy>() is { } admission)

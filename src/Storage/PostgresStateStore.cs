@@ -176,6 +176,20 @@ public sealed class PostgresStateStore : IGroupCommitStore
 
         // The membership of the runtime that Orleans replaced; Orleans' membership is in Membership/.
         $"DROP TABLE IF EXISTS {schema}.callstate_silos;",
+
+        // The audit trail of admin changes (AuditLog.cs).
+        $"""
+        CREATE TABLE {schema}.callstate_audit (
+            id bigserial PRIMARY KEY,
+            at bigint NOT NULL,
+            actor text NOT NULL,
+            action text NOT NULL,
+            target text NOT NULL,
+            before text NULL,
+            after text NULL
+        );
+        CREATE INDEX callstate_audit_target ON {schema}.callstate_audit (target, id);
+        """,
     ];
 
     /// <summary>

@@ -51,6 +51,20 @@ public sealed class SqliteStateStore : IGroupCommitStore
 
         // The membership of the runtime that Orleans replaced; Orleans' membership is in Membership/.
         "DROP TABLE IF EXISTS callstate_silos;",
+
+        // The audit trail of admin changes (AuditLog.cs).
+        """
+        CREATE TABLE callstate_audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            before TEXT NULL,
+            after TEXT NULL
+        );
+        CREATE INDEX callstate_audit_target ON callstate_audit (target, id);
+        """,
     ];
 
     /// <summary>A grain row with its items, one result row per item (<see cref="GrainRows"/>).</summary>

@@ -235,7 +235,59 @@ public sealed class LimitLedgerTests
 
         trunk.SetOverride(null);
         Assert.Equal(RejectReason.TrunkTotalLimitReached, Reserve(trunk, "c3", Direction.Inbound).Reason);
-        Assert.Throws<InvalidOperationException>(() => NewGrain("key/x").SetOverride(new LimitSettings(Total: 1)));
+        Assert.Throws<InvalidOperationException>(() => NewGrain("key/x").SetOverride(new LimitSettings(Inbound: 1)));
+    }
+
+    [Fact]
+    public void A_change_of_one_field_keeps_the_others_and_each_field_says_where_it_comes_from()
+    {
+        var user = NewGrain("user/bob", new LimitSettings(Total: 4, Inbound: 2, Outbound: 2));
+
+        user.Change(new LimitChange(new LimitSettings(Total: 3), LimitFields.Total, LimitFields.None));
+        Assert.Equal(new LimitSettings(3, 2, 2), user.Snapshot().Limits);
+        Assert.Equal(LimitFields.Total, user.Snapshot().Overridden);
+
+        // Unlimited outbound at run time is a value of its own, not "back to configuration".
+        user.Change(new LimitChange(LimitSettings.Unlimited, LimitFields.Outbound, LimitFields.None));
+        Assert.Equal(new LimitSettings(3, 2, null), user.Snapshot().Limits);
+        Assert.Equal(LimitFields.Total | LimitFields.Outbound, user.Snapshot().Overridden);
+
+        user.Change(new LimitChange(LimitSettings.Unlimited, LimitFields.None, LimitFields.Total));
+        Assert.Equal(new LimitSettings(4, 2, null), user.Snapshot().Limits);
+        Assert.Equal(LimitFields.Outbound, user.Snapshot().Overridden);
+
+        user.Change(LimitChange.Clear);
+        Assert.Equal(new LimitSettings(4, 2, 2), user.Snapshot().Limits);
+        Assert.Equal(LimitFields.None, user.Snapshot().Overridden);
+        Assert.Null(user.State.Override);
+    }
+
+    [Fact]
+    public void A_configuration_change_applies_to_the_next_call_of_a_limit_that_is_busy()
+    {
+        var trunk = NewGrain("trunk/carrier", new LimitSettings(Total: 1));
+        Assert.True(Reserve(trunk, "c1", Direction.Inbound).Admitted);
+        Assert.False(Reserve(trunk, "c2", Direction.Inbound).Admitted);
+
+        trunk.Configured = new LimitSettings(Total: 2);
+
+        Assert.True(Reserve(trunk, "c2", Direction.Inbound).Admitted);
+        Assert.Equal(RejectReason.TrunkTotalLimitReached, Reserve(trunk, "c3", Direction.Inbound).Reason);
+    }
+
+    [Fact]
+    public void A_run_time_maximum_of_a_per_key_limit_wins_over_the_maximum_the_calls_carry()
+    {
+        var key = NewGrain("key/+12345");
+        AdmitMany(key, "in", Direction.Inbound, 2, perCallMax: 5);
+
+        key.Change(new LimitChange(new LimitSettings(Total: 2), LimitFields.Total, LimitFields.None));
+
+        Assert.Equal(RejectReason.InPerKeyCacLimitReached, Reserve(key, "in-3", Direction.Inbound, perCallMax: 5).Reason);
+        Assert.Equal(2, key.Snapshot().Limits.Total);
+        key.Change(LimitChange.Clear);
+        Assert.True(Reserve(key, "in-3", Direction.Inbound, perCallMax: 5).Admitted);
+        Assert.Equal(5, key.Snapshot().Limits.Total);
     }
 
     // ---- Per key (AudioCodes cac=key|max) ----

@@ -17,6 +17,9 @@ public abstract class GrainStorageContractTests : IAsyncLifetime
     /// <summary>A new, not yet initialized, storage instance over this test's database.</summary>
     protected abstract IStateStore CreateStorage();
 
+    /// <summary>The audit trail in the same database (its table comes with the store's schema).</summary>
+    protected abstract IAuditLog CreateAuditLog();
+
     /// <summary>Removes the rows other tests of the same class may have left (runs after initialization).</summary>
     protected virtual Task ResetAsync() => Task.CompletedTask;
 
@@ -607,5 +610,36 @@ public abstract class GrainStorageContractTests : IAsyncLifetime
         Assert.NotNull(stored);
         Assert.Equal(expectedVersion, stored.Version);
         Assert.Equal(Bytes(results[0] ? "first" : "second"), stored.Data);
+    }
+
+    [Fact]
+    public async Task The_audit_keeps_each_change_and_reads_newest_first_by_target_and_by_page()
+    {
+        var audit = CreateAuditLog();
+        try
+        {
+            var at = DateTimeOffset.FromUnixTimeMilliseconds(1_700_000_000_000);
+            var first = await audit.AppendAsync(new AuditEntry(0, at, "ops", "limits.change", "user/bob", """{"total":2}""", """{"total":3}"""), Ct);
+            var second = await audit.AppendAsync(new AuditEntry(0, at.AddSeconds(1), "ops", "calls.end", "c1", null, null), Ct);
+            var third = await audit.AppendAsync(new AuditEntry(0, at.AddSeconds(2), "noc", "limits.clear", "user/bob", """{"total":3}""", """{"total":2}"""), Ct);
+            Assert.True(first < second && second < third);
+
+            var all = await audit.ReadAsync(new AuditQuery(10), Ct);
+            Assert.Equal([third, second, first], all.Select(e => e.Id));
+            Assert.Equal(new AuditEntry(first, at, "ops", "limits.change", "user/bob", """{"total":2}""", """{"total":3}"""), all[2]);
+            Assert.Null(all[1].Before);
+
+            var bob = await audit.ReadAsync(new AuditQuery(10, Target: "user/bob"), Ct);
+            Assert.Equal([third, first], bob.Select(e => e.Id));
+            var page = await audit.ReadAsync(new AuditQuery(1, BeforeId: third), Ct);
+            Assert.Equal(second, page.Single().Id);
+        }
+        finally
+        {
+            if (audit is IAsyncDisposable disposable)
+            {
+                await disposable.DisposeAsync();
+            }
+        }
     }
 }

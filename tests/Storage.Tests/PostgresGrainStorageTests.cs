@@ -33,8 +33,10 @@ public sealed class PostgresGrainStorageTests(PostgresSchemaFixture fixture) : G
 
     protected override IStateStore CreateStorage() => new PostgresStateStore(Options, NullLogger<PostgresStateStore>.Instance);
 
+    protected override IAuditLog CreateAuditLog() => AuditLogFactory.Create(Options);
+
     // Tests of one class run one after another, so emptying the table gives each a clean start.
-    protected override Task ResetAsync() => PostgresTestDatabase.ExecuteAsync($"TRUNCATE {fixture.Schema}.callstate_grains, {fixture.Schema}.callstate_grain_items");
+    protected override Task ResetAsync() => PostgresTestDatabase.ExecuteAsync($"TRUNCATE {fixture.Schema}.callstate_grains, {fixture.Schema}.callstate_grain_items, {fixture.Schema}.callstate_audit");
 
     /// <summary>Another transaction's row lock on <paramref name="blocker"/>: the batch updating it waits until it ends.</summary>
     protected override async Task<IAsyncDisposable> BlockWritesAsync(StateId blocker)
@@ -63,7 +65,7 @@ public sealed class PostgresGrainStorageTests(PostgresSchemaFixture fixture) : G
         Assert.Contains("WHERE (due_at IS NOT NULL)", indexDefinition, StringComparison.Ordinal);
 
         await using var version = new NpgsqlCommand($"SELECT MAX(version) FROM {fixture.Schema}.callstate_schema_version", connection);
-        Assert.Equal(4, (int?)await version.ExecuteScalarAsync(Ct));
+        Assert.Equal(5, (int?)await version.ExecuteScalarAsync(Ct));
     }
 
     [Fact]
@@ -96,7 +98,7 @@ public sealed class PostgresGrainStorageTests(PostgresSchemaFixture fixture) : G
             await using var connection = new NpgsqlConnection(fixture.ConnectionString);
             await connection.OpenAsync(Ct);
             await using var versions = new NpgsqlCommand($"SELECT string_agg(version::text, ',' ORDER BY version) FROM {schema}.callstate_schema_version", connection);
-            Assert.Equal("1,2,3,4", (string?)await versions.ExecuteScalarAsync(Ct));
+            Assert.Equal("1,2,3,4,5", (string?)await versions.ExecuteScalarAsync(Ct));
             await using var silos = new NpgsqlCommand($"SELECT to_regclass('{schema}.callstate_silos') IS NULL", connection);
             Assert.True((bool)(await silos.ExecuteScalarAsync(Ct))!);
         }

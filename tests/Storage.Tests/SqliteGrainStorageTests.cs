@@ -18,6 +18,8 @@ public sealed class SqliteGrainStorageTests : GrainStorageContractTests
 
     protected override IStateStore CreateStorage() => new SqliteStateStore(Options, NullLogger<SqliteStateStore>.Instance);
 
+    protected override IAuditLog CreateAuditLog() => AuditLogFactory.Create(Options);
+
     /// <summary>Another connection's write transaction: the committer waits at BEGIN IMMEDIATE (busy_timeout) until it ends.</summary>
     protected override async Task<IAsyncDisposable> BlockWritesAsync(StateId blocker)
     {
@@ -111,7 +113,7 @@ public sealed class SqliteGrainStorageTests : GrainStorageContractTests
         command.CommandText = "PRAGMA journal_mode";
         Assert.Equal("wal", (string?)await command.ExecuteScalarAsync(Ct));
         command.CommandText = "SELECT MAX(version) FROM callstate_schema_version";
-        Assert.Equal(4L, (long?)await command.ExecuteScalarAsync(Ct));
+        Assert.Equal(5L, (long?)await command.ExecuteScalarAsync(Ct));
         command.CommandText = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'callstate_grains_due_at' AND sql LIKE '%WHERE due_at IS NOT NULL%'";
         Assert.Equal(1L, (long?)await command.ExecuteScalarAsync(Ct));
     }
@@ -153,7 +155,7 @@ public sealed class SqliteGrainStorageTests : GrainStorageContractTests
             await connection.OpenAsync(Ct);
             await using var command = connection.CreateCommand();
             command.CommandText = "SELECT group_concat(version) FROM (SELECT version FROM callstate_schema_version ORDER BY version)";
-            Assert.Equal("1,2,3,4", (string?)await command.ExecuteScalarAsync(Ct));
+            Assert.Equal("1,2,3,4,5", (string?)await command.ExecuteScalarAsync(Ct));
             command.CommandText = "SELECT count(*) FROM sqlite_master WHERE name = 'callstate_silos'";
             Assert.Equal(0L, (long)(await command.ExecuteScalarAsync(Ct))!);
         }

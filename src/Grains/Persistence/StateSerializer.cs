@@ -12,6 +12,8 @@ internal sealed class LimitRow
 {
     public LimitSettings? Override { get; set; }
 
+    public LimitFields? OverrideFields { get; set; }
+
     public int? LastPerCallMax { get; set; }
 
     public long Reclaimed { get; set; }
@@ -46,7 +48,7 @@ public static class StateSerializer
 
     public static byte[] SerializeLimitRow(LimitGrainState state) =>
         JsonSerializer.SerializeToUtf8Bytes(
-            new LimitRow { Override = state.Override, LastPerCallMax = state.LastPerCallMax, Reclaimed = state.Reclaimed },
+            new LimitRow { Override = state.Override, OverrideFields = state.OverrideFields, LastPerCallMax = state.LastPerCallMax, Reclaimed = state.Reclaimed },
             StateJsonContext.Default.LimitRow);
 
     public static byte[] Serialize(CallGrainState state) =>

@@ -332,7 +332,7 @@ public sealed class ClusterRig : IAsyncDisposable
         {
             try
             {
-                using var limits = JsonDocument.Parse(await silo.Http.GetStringAsync("/api/limits"));
+                using var limits = JsonDocument.Parse(await silo.Http.GetStringAsync("/api/limits?limit=1000"));
                 return limits.RootElement.EnumerateArray().ToDictionary(e => e.GetProperty("key").GetString()!, e => e.GetProperty("total").GetInt32());
             }
             catch (HttpRequestException)
@@ -353,7 +353,15 @@ public sealed class ClusterRig : IAsyncDisposable
         var live = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var key in (await TotalsAsync()).Keys)
         {
-            using var snapshot = JsonDocument.Parse(await silo.Http.GetStringAsync("/api/limits/" + key));
+            // 404: the limit is idle and no longer stored (nothing held).
+            using var response = await silo.Http.GetAsync("/api/limits/" + key);
+            if (response.StatusCode == System.Net.HttpStatusCode.NotFound)
+            {
+                live[key] = 0;
+                continue;
+            }
+
+            using var snapshot = JsonDocument.Parse(await response.EnsureSuccessStatusCode().Content.ReadAsStringAsync());
             live[key] = snapshot.RootElement.GetProperty("total").GetInt32();
         }
 
@@ -396,12 +404,12 @@ public sealed class ClusterRig : IAsyncDisposable
 
         try
         {
-            using var stored = JsonDocument.Parse(await silo.Http.GetStringAsync("/api/limits"));
+            using var stored = JsonDocument.Parse(await silo.Http.GetStringAsync("/api/limits?limit=1000"));
             foreach (var key in busy.Split(", ").Select(b => b[..b.LastIndexOf('=')]))
             {
                 var row = stored.RootElement.EnumerateArray().FirstOrDefault(e => e.GetProperty("key").GetString() == key);
                 text.Append(key).Append(" stored: ").AppendLine(row.ValueKind == JsonValueKind.Undefined ? "(none)" : row.ToString());
-                using var snapshot = JsonDocument.Parse(await silo.Http.GetStringAsync("/api/limits/" + key));
+                using var snapshot = JsonDocument.Parse(await silo.Http.GetStringAsync("/api/limits/" + key + "?calls=true"));
                 var calls = snapshot.RootElement.GetProperty("calls").EnumerateArray().ToList();
                 text.Append(key).Append(" at ").Append(DateTimeOffset.UtcNow.ToString("HH:mm:ss.fff", CultureInfo.InvariantCulture))
                     .Append(": ").Append(calls.Count.ToString(CultureInfo.InvariantCulture)).AppendLine(" calls held, the first 8:");

@@ -15,14 +15,22 @@ public sealed class SiloProcess : IAsyncDisposable
 
     private readonly HostProcess _host;
 
-    private SiloProcess(HostProcess host, int port, int siloPort, int gatewayPort)
+    private SiloProcess(HostProcess host, int port, int healthPort, int siloPort, int gatewayPort)
     {
         _host = host;
         Port = port;
+        HealthPort = healthPort;
         SiloPort = siloPort;
         GatewayPort = gatewayPort;
-        Http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(30) };
+        Http = AdminTokens.Client(port, AdminTokens.Write, TimeSpan.FromSeconds(30));
+        Health = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{healthPort}"), Timeout = TimeSpan.FromSeconds(30) };
     }
+
+    /// <summary>The health probes' port (no token).</summary>
+    public int HealthPort { get; }
+
+    /// <summary>The probes' listener.</summary>
+    public HttpClient Health { get; }
 
     /// <summary>The admin API's HTTP port.</summary>
     public int Port { get; }
@@ -33,6 +41,7 @@ public sealed class SiloProcess : IAsyncDisposable
     /// <summary>Orleans' gateway port, where edges connect.</summary>
     public int GatewayPort { get; }
 
+    /// <summary>The admin API, with the write token.</summary>
     public HttpClient Http { get; }
 
     public string Output => _host.Output;
@@ -52,9 +61,11 @@ public sealed class SiloProcess : IAsyncDisposable
         var chosenPort = port ?? FreePort();
         var chosenSiloPort = siloPort ?? FreePort();
         var chosenGatewayPort = gatewayPort ?? FreePort();
+        var healthPort = FreePort();
         var host = HostProcess.Start("silo", RepoPaths.BuiltAssembly("Silo", "CallState.Silo.dll"),
         [
-            $"--urls=http://127.0.0.1:{chosenPort}", "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:CallState=Information",
+            $"--urls=http://127.0.0.1:{chosenPort}", $"--CallState:Admin:HealthPort={healthPort}", .. AdminTokens.Settings,
+            "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:CallState=Information",
 
             // Orleans warns with a stack trace per failed probe or connection while a peer is down, which would bury
             // our own lines; its errors stay, and so do the membership table's lines about this silo being dead.
@@ -62,11 +73,11 @@ public sealed class SiloProcess : IAsyncDisposable
             $"--CallState:Orleans:SiloPort={chosenSiloPort}", $"--CallState:Orleans:GatewayPort={chosenGatewayPort}",
             .. settings,
         ]);
-        return new SiloProcess(host, chosenPort, chosenSiloPort, chosenGatewayPort);
+        return new SiloProcess(host, chosenPort, healthPort, chosenSiloPort, chosenGatewayPort);
     }
 
     /// <summary>Waits until the readiness probe answers 200 (storage initialised, timers re-armed).</summary>
-    public Task WaitReadyAsync(TimeSpan timeout) => _host.WaitReadyAsync(Http, timeout);
+    public Task WaitReadyAsync(TimeSpan timeout) => _host.WaitReadyAsync(Health, timeout);
 
     public async Task<T> GetAsync<T>(string path) =>
         (await Http.GetFromJsonAsync<T>(path, Json))!;
@@ -91,6 +102,7 @@ public sealed class SiloProcess : IAsyncDisposable
     {
         _host.Dispose();
         Http.Dispose();
+        Health.Dispose();
         return ValueTask.CompletedTask;
     }
 

@@ -7,16 +7,25 @@ public sealed class SipEdgeProcess : IAsyncDisposable
 {
     private readonly HostProcess _host;
     private readonly HttpClient _http;
+    private readonly HttpClient _health;
 
-    private SipEdgeProcess(HostProcess host, int sipPort, int httpPort)
+    private SipEdgeProcess(HostProcess host, int sipPort, int httpPort, int healthPort)
     {
         _host = host;
         SipPort = sipPort;
-        _http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{httpPort}"), Timeout = TimeSpan.FromSeconds(10) };
+        HttpPort = httpPort;
+        _http = AdminTokens.Client(httpPort, AdminTokens.Write, TimeSpan.FromSeconds(10));
+        _health = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{healthPort}"), Timeout = TimeSpan.FromSeconds(10) };
     }
 
-    /// <summary>The edge's HTTP endpoint (health probes; in standalone mode also the admin API).</summary>
+    /// <summary>The edge's admin API (in standalone mode the whole API; runtime counters otherwise), with the write token.</summary>
     public HttpClient Http => _http;
+
+    /// <summary>The health probes' listener (no token).</summary>
+    public HttpClient Health => _health;
+
+    /// <summary>The admin API's port.</summary>
+    public int HttpPort { get; }
 
     /// <summary>The UDP and TCP port of the SIP listeners.</summary>
     public int SipPort { get; }
@@ -32,19 +41,21 @@ public sealed class SipEdgeProcess : IAsyncDisposable
     {
         var port = sipPort ?? FreeUdpAndTcpPort();
         var httpPort = FreeUdpAndTcpPort();
+        var healthPort = FreeUdpAndTcpPort();
         var host = HostProcess.Start("edge", RepoPaths.BuiltAssembly("SipEdge", "CallState.SipEdge.dll"),
         [
-            $"--urls=http://127.0.0.1:{httpPort}", "--Logging:LogLevel:Default=Warning",
+            $"--urls=http://127.0.0.1:{httpPort}", $"--CallState:Admin:HealthPort={healthPort}", .. AdminTokens.Settings,
+            "--Logging:LogLevel:Default=Warning",
 
             // The Orleans client warns with a stack trace per failed connection attempt while no gateway answers.
             "--Logging:LogLevel:Orleans=Error",
             "--CallState:Sip:ListenAddress=127.0.0.1", $"--CallState:Sip:Port={port}", .. settings,
         ]);
-        return new SipEdgeProcess(host, port, httpPort);
+        return new SipEdgeProcess(host, port, httpPort, healthPort);
     }
 
     /// <summary>Waits until /health/ready answers 200 (the SIP listeners are bound; an edge that admits calls has completed an admission warm-up round trip).</summary>
-    public Task WaitReadyAsync(TimeSpan timeout) => _host.WaitReadyAsync(_http, timeout);
+    public Task WaitReadyAsync(TimeSpan timeout) => _host.WaitReadyAsync(_health, timeout);
 
     /// <summary>
     /// What /health/ready answers, once the HTTP listener is up (it may start after the SIP listeners); the connection
@@ -57,7 +68,7 @@ public sealed class SipEdgeProcess : IAsyncDisposable
         {
             try
             {
-                using var response = await _http.GetAsync("/health/ready");
+                using var response = await _health.GetAsync("/health/ready");
                 return response.StatusCode;
             }
             catch (HttpRequestException) when (DateTime.UtcNow < deadline && !_host.HasExited)
@@ -87,6 +98,7 @@ public sealed class SipEdgeProcess : IAsyncDisposable
     {
         _host.Dispose();
         _http.Dispose();
+        _health.Dispose();
         return ValueTask.CompletedTask;
     }
 

@@ -215,7 +215,7 @@ public sealed class GrainClusterTests
         {
             var set = await first.Access().SetLimitsAsync(LimitKey.User("frank"), new LimitSettings(Total: 1));
             Assert.Equal(1, set.Limits.Total);
-            await Assert.ThrowsAsync<ArgumentException>(() => first.Access().SetLimitsAsync(LimitKey.PerKey("k"), new LimitSettings(Total: 1)));
+            await Assert.ThrowsAsync<ArgumentException>(() => first.Access().SetLimitsAsync(LimitKey.PerKey("k"), new LimitSettings(Inbound: 1)));
         }
 
         await using var second = await GrainTestCluster.StartAsync(db, settings);

@@ -1,0 +1,1 @@
+return await CallState.Cli.CliApp.RunAsync(args, Spectre.Console.AnsiConsole.Console).ConfigureAwait(false);

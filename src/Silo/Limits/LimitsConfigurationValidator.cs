@@ -1,0 +1,45 @@
+using System.Globalization;
+using Microsoft.Extensions.Options;
+
+namespace CallState.Silo.Limits;
+
+/// <summary>
+/// Checks the configured limits as written, before binding: the binder leaves a maximum it cannot convert (for example
+/// <c>--CallState:Limits:Users:bob:Outbound=x</c>) unset, which would give bob the defaults without a word. Each value
+/// that is not a whole number stops start-up naming its field.
+/// </summary>
+public sealed class LimitsConfigurationValidator(IConfiguration configuration) : IValidateOptions<LimitsOptions>
+{
+    private static readonly string[] Fields = [nameof(LimitValues.Total), nameof(LimitValues.Inbound), nameof(LimitValues.Outbound)];
+
+    public ValidateOptionsResult Validate(string? name, LimitsOptions options)
+    {
+        var errors = Find(configuration).ToList();
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    /// <summary>One message per maximum under <c>CallState:Limits</c> that is not empty and not a whole number.</summary>
+    public static IEnumerable<string> Find(IConfiguration configuration)
+    {
+        ArgumentNullException.ThrowIfNull(configuration);
+        var section = configuration.GetSection(LimitsOptions.SectionName);
+        var entries = new List<IConfigurationSection> { section.GetSection(nameof(LimitsOptions.DefaultUser)) };
+        entries.AddRange(section.GetSection(nameof(LimitsOptions.Users)).GetChildren());
+        entries.AddRange(section.GetSection(nameof(LimitsOptions.Trunks)).GetChildren());
+        foreach (var entry in entries)
+        {
+            foreach (var child in entry.GetChildren())
+            {
+                if (!Fields.Contains(child.Key, StringComparer.OrdinalIgnoreCase) || string.IsNullOrEmpty(child.Value))
+                {
+                    continue;
+                }
+
+                if (!int.TryParse(child.Value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out _))
+                {
+                    yield return $"{child.Path}: '{child.Value}' is not a whole number (leave it out for unlimited)";
+                }
+            }
+        }
+    }
+}
