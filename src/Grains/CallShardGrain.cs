@@ -141,8 +141,12 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
         {
             // Only the order matters here: the previous operation's outcome went to its own caller.
             await previous.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Current);
-            if (slot.Admission is null && unreadIfNew)
+            if (unreadIfNew && (slot.Admission is null || slot.State.Phase == CallPhase.Ended))
             {
+                // An admission queued behind the call's end (another INVITE with its Call-ID and From tag) finds the
+                // record deleted: it is a new call, as it is once the ended call has left memory, not an ended one
+                // answered 500 by the edge (found by the fuzz run, docs/testing.md "Fuzzing").
+
                 slot.Admission = slot.AssumeNew();
                 try
                 {

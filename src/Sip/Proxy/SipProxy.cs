@@ -38,6 +38,9 @@ public sealed partial class SipProxy : IDisposable
     private readonly ConcurrentDictionary<byte[], ServerTransaction>.AlternateLookup<ReadOnlySpan<byte>> _serverLookup;
     private readonly ConcurrentDictionary<byte[], ClientTransaction> _clients = new(ByteKeyComparer.Instance);
     private readonly ConcurrentDictionary<byte[], ClientTransaction>.AlternateLookup<ReadOnlySpan<byte>> _clientLookup;
+
+    /// <summary>Makes a branch unique when the one derived from a server transaction's key is still held (<see cref="ForwardBranch"/>).</summary>
+    private long _branchSalt;
     private readonly byte[][] _selfHosts;
     private readonly int[] _selfPorts;
     private readonly byte[] _viaHost;
@@ -485,9 +488,7 @@ public sealed partial class SipProxy : IDisposable
             return;
         }
         var s = m.Span;
-        var branchWriter = Scratch.Small();
-        TransactionKeys.Branch(tx.Key, tx.LoopHash, branchWriter);
-        var branch = branchWriter.ToArray();
+        var branch = ForwardBranch(tx, m.CSeqMethodToken.Of(s));
         var recordRoute = m.ToTag.IsEmpty && m.Method is SipMethod.Invite or SipMethod.Subscribe or SipMethod.Refer;
         var request = BuildForwardedRequest(m, source, target, branch, popRoutes, recordRoute,
             recordCallerTag ? m.FromTag : default, out var cancelInfo);
@@ -503,6 +504,30 @@ public sealed partial class SipProxy : IDisposable
         tx.Client = client;
         _metrics.ForwardedRequest();
         StartClient(client);
+    }
+
+    /// <summary>
+    /// The branch a server transaction is forwarded with: derived from its key (so its retransmissions get the same one),
+    /// unless the client transaction of an earlier server transaction with the same key still holds it (that one ended,
+    /// its client still absorbs retransmitted finals: Timer D). A new request matching an ended transaction (RFC 3261
+    /// 17.2.3: same branch and sent-by) then gets a branch of its own, not a 500 (found by the fuzz run, docs/testing.md
+    /// "Fuzzing").
+    /// </summary>
+    private byte[] ForwardBranch(ServerTransaction tx, ReadOnlySpan<byte> method)
+    {
+        var writer = Scratch.Small();
+        TransactionKeys.Branch(tx.Key, tx.LoopHash, writer);
+        var branch = writer.ToArray();
+        var key = Scratch.Key();
+        TransactionKeys.ClientKey(branch, method, key);
+        if (!_clientLookup.TryGetValue(key.WrittenSpan, out var holder) || holder.Server == tx)
+        {
+            return branch;
+        }
+
+        writer = Scratch.Small();
+        TransactionKeys.Branch(tx.Key, tx.LoopHash, writer, (ulong)Interlocked.Increment(ref _branchSalt));
+        return writer.ToArray();
     }
 
     private void OnRetransmission(ServerTransaction tx)

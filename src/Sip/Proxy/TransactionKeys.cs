@@ -85,14 +85,20 @@ internal static class TransactionKeys
     /// <summary>
     /// The branch for a request forwarded from the one with server key <paramref name="serverKey"/>: derived from it
     /// (a retransmission gets the same branch, on any edge) plus a hash of the fields RFC 3261 16.6 step 8 names for
-    /// loop detection, so a request that comes back unchanged can be recognised.
+    /// loop detection, so a request that comes back unchanged can be recognised. A non-zero <paramref name="salt"/> makes
+    /// another branch for the same key (the loop hash stays last).
     /// </summary>
-    public static void Branch(ReadOnlySpan<byte> serverKey, ulong loopHash, IBufferWriter<byte> branch)
+    public static void Branch(ReadOnlySpan<byte> serverKey, ulong loopHash, IBufferWriter<byte> branch, ulong salt = 0)
     {
         branch.Write(MagicCookie);
         branch.Write("-cs-"u8);
         WriteHex(branch, Fnv(serverKey, 0xcbf29ce484222325UL));
         WriteHex(branch, Fnv(serverKey, 0x84222325cbf29ce4UL));
+        if (salt != 0)
+        {
+            branch.Write("x"u8);
+            WriteHex(branch, salt);
+        }
         branch.Write("-"u8);
         WriteHex(branch, loopHash);
     }

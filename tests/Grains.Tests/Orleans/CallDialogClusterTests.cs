@@ -47,6 +47,39 @@ public sealed class CallDialogClusterTests
 
     [Theory]
     [MemberData(nameof(Storages))]
+    public async Task An_admission_queued_behind_the_calls_end_is_a_new_call_not_an_ended_one(string kind)
+    {
+        // Found by the fuzz run (docs/testing.md, "Fuzzing"): an INVITE reusing a call's Call-ID and From tag reached the
+        // shard while that call's end was still being written, found it Ended in memory and was refused as invalid (the
+        // edge answered 500); a moment later the same INVITE is a new call. It is now a new call either way.
+        LimitRequest[] alice = [new("user/alice", Direction.Outbound)];
+        await using var db = TestStorage.Create(kind);
+        await using var cluster = await GrainTestCluster.StartAsync(db, Settings(("CallState:Limits:Users:alice:Total", "1")),
+            services: InterceptedStateStore.Install);
+        var store = (InterceptedStateStore)cluster.Service<IStateStore>();
+        var call = cluster.Call("reused");
+        Assert.Equal(AdmitStatus.Admitted, (await call.AdmitAsync(alice, LegA)).Status);
+
+        // The end's delete of the record is held, so the next admission is queued behind it on the call.
+        using var gate = store.HoldWrites(new StateId(GrainTypes.Call, "reused"));
+        var ended = call.EndAsync();
+        await Within(gate.FirstHeld, "the call's end to reach its write");
+        var again = call.AdmitAsync(alice, LegB);
+        Assert.False(again.IsCompleted);
+        gate.Open();
+
+        Assert.True(await ended.WaitAsync(Deadline));
+        Assert.Equal(AdmitStatus.Admitted, (await again.WaitAsync(Deadline)).Status);
+        Assert.Equal(["reused"], (await cluster.Limit("user/alice").GetSnapshotAsync()).Calls.Select(c => c.CallKey));
+        Assert.Equal("z9hG4bK-b", await StoredAttemptAsync(db, "reused"));
+
+        // It is the new attempt's call: its end frees the slot.
+        Assert.True(await call.EndAsync());
+        Assert.Equal(0, (await cluster.Limit("user/alice").GetSnapshotAsync()).Total);
+    }
+
+    [Theory]
+    [MemberData(nameof(Storages))]
     public async Task Abandoning_an_attempt_ends_the_call_only_when_that_attempt_admitted_it(string kind)
     {
         LimitRequest[] alice = [new("user/alice", Direction.Outbound)];

@@ -131,6 +131,37 @@ public sealed class ProxyTransactionTests : IDisposable
     }
 
     [Fact]
+    public void A_request_matching_an_ended_transaction_whose_client_lingers_is_forwarded_on_a_branch_of_its_own()
+    {
+        // Found by the fuzz run (docs/testing.md, "Fuzzing"): the same INVITE (same branch and sent-by) after its first
+        // transaction ended with a 486 and its ACK, while the forwarded branch still absorbs retransmissions (Timer D),
+        // was answered 500 (branch in use).
+        Receive(Invite("c4b"), Caller);
+        _sent.Take(Caller);
+        var first = _sent.Take(Upstream);
+        Receive(Response(first, 486, "Busy Here", "uas4b"), Upstream);
+        Assert.Equal(SipMethod.Ack, _sent.Take(Upstream).Method);
+        Assert.Equal(486, _sent.Take(Caller).StatusCode);
+        Receive(Ack("c4b", "uas4b"), Caller);
+        _clock.Advance(TimeSpan.FromSeconds(10));
+        Assert.Empty(_sent.All);
+
+        Receive(Invite("c4b"), Caller);
+        Assert.Equal(100, _sent.Take(Caller).StatusCode);
+        var second = _sent.Take(Upstream);
+        Assert.Equal(SipMethod.Invite, second.Method);
+        Assert.NotEqual(Text(first, first.TopVia.Branch), Text(second, second.TopVia.Branch));
+
+        // Each branch keeps its own transaction: the lingering one still absorbs its 486, the new one forwards its own.
+        Receive(Response(first, 486, "Busy Here", "uas4b"), Upstream);
+        Assert.Equal(SipMethod.Ack, _sent.Take(Upstream).Method);
+        Assert.Empty(_sent.All);
+        Receive(Response(second, 486, "Busy Here", "uas4c"), Upstream);
+        Assert.Equal(SipMethod.Ack, _sent.Take(Upstream).Method);
+        Assert.Equal(486, _sent.Take(Caller).StatusCode);
+    }
+
+    [Fact]
     public void Two_hundred_is_forwarded_and_its_ACK_follows_the_route_statelessly()
     {
         Receive(Invite("c5"), Caller);
