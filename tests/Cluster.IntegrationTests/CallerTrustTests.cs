@@ -44,14 +44,14 @@ public sealed partial class CallerTrustTests(ITestOutputHelper output) : IDispos
         await caller.SendOnlyAsync(caller.Request("ACK", uri, "auth1", ToTag(challenge), branch: "z9hG4bKa1"));
         var (realm, nonce) = Challenge(challenge, algorithm);
         Assert.Equal("example.com", realm);
-        Assert.Empty(await LimitsAsync(edge));
+        await AssertNothingHeldAsync(edge);
 
         // Wrong password: 403, and still nothing counted.
         var wrong = Credentials(algorithm, "alice", "guess", realm, nonce, "INVITE", uri, 1);
         var refused = await caller.SendAsync(caller.Request("INVITE", uri, "auth1", null, cseq: 2, sdp: true, branch: "z9hG4bKa2", headers: wrong), final: true);
         Assert.Equal(403, Status(refused));
         await caller.SendOnlyAsync(caller.Request("ACK", uri, "auth1", ToTag(refused), cseq: 2, branch: "z9hG4bKa2"));
-        Assert.Empty(await LimitsAsync(edge));
+        await AssertNothingHeldAsync(edge);
 
         // Right credentials for alice, with a From naming mallory: the call is alice's.
         var right = Credentials(algorithm, "alice", "alice-password", realm, nonce, "INVITE", uri, 2);
@@ -105,7 +105,7 @@ public sealed partial class CallerTrustTests(ITestOutputHelper output) : IDispos
         await caller.SendOnlyAsync(caller.Request("ACK", uri, "nonce4", ToTag(stale), branch: "z9hG4bKn4"));
 
         await WaitForCountAsync(second, "user/alice", 1);
-        Assert.Empty(await LimitsAsync(first));
+        await AssertNothingHeldAsync(first);
         var bye = await toSecond.SendAsync(toSecond.Request("BYE", ContactUri(ok), "nonce2", ToTag(ok), route: RecordRoute(ok), cseq: 2), final: true);
         Assert.Equal(200, Status(bye));
         await WaitForZeroAsync(second, TimeSpan.FromSeconds(10), "the BYE");
@@ -138,7 +138,7 @@ public sealed partial class CallerTrustTests(ITestOutputHelper output) : IDispos
         // Three wrong passwords (407 then 403 each), then the source is refused before any challenge.
         Assert.Equal([407, 403, 407, 403, 407, 403, 403, 403], statuses);
         Assert.True(await edge.OutputContainsAsync("blocked after failed authentications", TimeSpan.FromSeconds(5)));
-        Assert.Empty(await LimitsAsync(edge));
+        await AssertNothingHeldAsync(edge);
     }
 
     [Fact]

@@ -52,7 +52,7 @@ public sealed class DialogAttackTests(ITestOutputHelper output) : IDisposable
         await Task.Delay(TimeSpan.FromSeconds(5));
         Assert.Equal(0, victim.Datagrams);
         Assert.Equal(0, victim.Connections);
-        Assert.Empty(await LimitsAsync(edge));
+        await AssertNothingHeldAsync(edge);
     }
 
     [Fact]

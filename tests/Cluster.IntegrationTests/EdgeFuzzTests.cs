@@ -424,7 +424,7 @@ public sealed class EdgeFuzzTests(ITestOutputHelper output) : IDisposable
         var deadline = Stopwatch.StartNew();
         while (true)
         {
-            var held = (await StandaloneEdge.LimitsAsync(edge))
+            var held = (await StandaloneEdge.LimitsAsync(edge, calls: true))
                 .SelectMany(l => l.GetProperty("calls").EnumerateArray().Select(c =>
                     $"{l.GetProperty("key").GetString()} {c.GetProperty("callKey").GetString()} {c.GetProperty("phase").GetString()} since {c.GetProperty("since").GetString()}"))
                 .ToList();

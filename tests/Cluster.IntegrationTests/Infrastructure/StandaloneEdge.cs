@@ -43,11 +43,25 @@ public static class StandaloneEdge
     }
 
     /// <summary>The limits the admin API lists (<c>GET /api/limits</c>, optionally of one kind).</summary>
-    public static async Task<JsonElement[]> LimitsAsync(SipEdgeProcess edge, string? kind = null)
+    public static async Task<JsonElement[]> LimitsAsync(SipEdgeProcess edge, string? kind = null, bool calls = false)
     {
         ArgumentNullException.ThrowIfNull(edge);
-        using var limits = JsonDocument.Parse(await edge.Http.GetStringAsync(kind is null ? "/api/limits" : $"/api/limits?kind={kind}"));
+        var query = (kind is null ? "" : $"&kind={kind}") + (calls ? "&calls=true" : "");
+        using var limits = JsonDocument.Parse(await edge.Http.GetStringAsync(query.Length == 0 ? "/api/limits" : "/api/limits?" + query[1..]));
         return [.. limits.RootElement.EnumerateArray().Select(e => e.Clone())];
+    }
+
+    /// <summary>
+    /// Asserts that no limit holds a call. The listing names every configured key as well as every stored one, so an
+    /// empty listing is not the test: every count is 0 and no call is held.
+    /// </summary>
+    public static async Task AssertNothingHeldAsync(SipEdgeProcess edge)
+    {
+        foreach (var limit in await LimitsAsync(edge, calls: true))
+        {
+            Assert.True(limit.GetProperty("total").GetInt32() == 0 && limit.GetProperty("calls").GetArrayLength() == 0,
+                $"a limit holds calls: {limit}");
+        }
     }
 
     /// <summary>Waits (at most 10 s) until limit <paramref name="key"/> counts <paramref name="total"/> calls.</summary>
