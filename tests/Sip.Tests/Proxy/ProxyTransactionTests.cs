@@ -1092,7 +1092,7 @@ public sealed class ProxyTransactionTests : IDisposable
             $"Content-Length: {body.Length}\r\n\r\n{body}");
 
     /// <summary>A response from the next hop to a request the proxy sent: its Vias, From, To (with a tag), Call-ID, CSeq.</summary>
-    private static byte[] Response(SipMessage request, int status, string reason, string toTag)
+    internal static byte[] Response(SipMessage request, int status, string reason, string toTag)
     {
         var s = new StringBuilder($"SIP/2.0 {status} {reason}\r\n");
         foreach (var f in request.Fields)
