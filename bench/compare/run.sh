@@ -21,6 +21,13 @@
 #   USERS [100]             callers user1..userN (sipp -inf, SEQUENTIAL)
 #   PG_PORT [55450]         the throwaway PostgreSQL (clusters only)
 #   KEEP_WORK [0]           1: keep the temp directory with every log and sipp trace
+#   OVERLOAD [""]           past capacity: multiples of each system's peak, e.g. "2 4"; after the ramps, each system is
+#                           restarted and offered peak x 1 and then each multiple for OVERLOAD_S seconds, while a load
+#                           balancer's probe sends OPTIONS (PROBE_RATE a second); empty: no overload phase
+#   OVERLOAD_S [30]         length of an overload step
+#   PEAK [""]               the peak the multiples apply to, for every system; empty: each system's median highest rate
+#                           from this run's ramps (PEAK with RATES="" skips the ramps)
+#   PROBE_RATE [10]         OPTIONS probes a second during an overload step (sipp -nr: one datagram each, 2 s to answer)
 # A step fails (and ends that system's ramp) when >= 1% of its calls did not complete with a 200 or when the achieved
 # rate is below 90% of the offered rate.
 set -euo pipefail
@@ -28,7 +35,11 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 command_line="$0${*:+ $*}"
-if (($# > 0)); then rates=("$@"); else read -r -a rates <<<"${RATES:-500 1000 1250 1500 1750 2000 2250 2500 2750 3000 3250 3500 3750 4000}"; fi
+if (($# > 0)); then rates=("$@"); else read -r -a rates <<<"${RATES-500 1000 1250 1500 1750 2000 2250 2500 2750 3000 3250 3500 3750 4000}"; fi
+read -r -a overload <<<"${OVERLOAD:-}"
+overload_s=${OVERLOAD_S:-30}
+peak=${PEAK:-}
+probe_rate=${PROBE_RATE:-10}
 per_rate=${SECONDS_PER_RATE:-10}
 hold_ms=${HOLD_MS:-1000}
 runs=${RUNS:-3}
@@ -47,7 +58,7 @@ pg_port=${PG_PORT:-55450}
 high=1000000
 
 # Ports (loopback only). Silo i of a cluster: admin API 26100+i, silo-to-silo 26110+i, gateway 26120+i.
-kam_port=26060 uac_port=26061 edge_sip_port=26070 edge_http_port=26082 uas_port=26090
+kam_port=26060 uac_port=26061 probe_port=26062 edge_sip_port=26070 edge_http_port=26082 uas_port=26090
 silo_http_base=26100 silo_port_base=26110 gateway_base=26120 max_silos=10
 # Each process's health probes listen on its admin port + 1000; the admin API needs a token this run makes up
 # (docs/operations.md, "Admin API").
@@ -68,6 +79,10 @@ for s in "${suts[@]}"; do
     [[ $s != cluster* ]] || ((${s#cluster} <= max_silos)) || die "$s: at most $max_silos silos"
 done
 [[ $runs =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
+for m in "${overload[@]}"; do [[ $m =~ ^[1-9][0-9]*$ ]] || die "OVERLOAD: multiple '$m' is not a positive integer"; done
+[[ -z $peak || $peak =~ ^[1-9][0-9]*$ ]] || die "PEAK must be a positive integer"
+((${#rates[@]} > 0)) || [[ -n $peak ]] || die "no RATES to ramp and no PEAK"
+[[ $overload_s =~ ^[1-9][0-9]*$ && $probe_rate =~ ^[1-9][0-9]*$ ]] || die "OVERLOAD_S and PROBE_RATE must be positive integers"
 
 # ---------------------------------------------------------------- prerequisites and build
 missing=()
@@ -92,7 +107,7 @@ echo "building CallState (Release)"
 dotnet build "$repo/src/SipEdge" -c Release --nologo -v q --disable-build-servers >/dev/null
 dotnet build "$repo/src/Silo" -c Release --nologo -v q --disable-build-servers >/dev/null
 
-for p in $kam_port $uac_port $edge_sip_port $uas_port; do
+for p in $kam_port $uac_port $probe_port $edge_sip_port $uas_port; do
     [[ -z $(ss -Hlun "sport = :$p") ]] || die "UDP port $p is in use"
 done
 for p in $edge_sip_port $edge_http_port $pg_port $(seq $silo_http_base $((gateway_base + max_silos - 1))); do
@@ -201,10 +216,11 @@ start_kamailio() {
     mkdir -p "$rundir"
     /usr/sbin/kamailio -DD -E -f "$here/kamailio.cfg" -Y "$rundir" -P "$rundir/kamailio.pid" -m "$kam_shm_mb" -M 32 \
         -l "udp:127.0.0.1:$kam_port" -A "CALLER_LIMIT=$limit" -A "UAS_URI=\"sip:127.0.0.1:$uas_port\"" \
-        -A "CHILDREN=$kam_children" >"$work/kamailio.log" 2>&1 &
+        -A "CHILDREN=$kam_children" -A "CTL_SOCKET=\"unix:$rundir/kamailio_ctl\"" >"$work/kamailio.log" 2>&1 &
     kam_pid=$!; procs[$kam_pid]=kamailio
     wait_udp $kam_port $kam_pid kamailio
     target=127.0.0.1:$kam_port
+    kam_ctl=unix:$rundir/kamailio_ctl
 }
 # Limits: every user at $1 (total, inbound, outbound) except the callee "service", which stays high, so the
 # precheck's refusal is the caller's limit (as in Kamailio) and the ramp never refuses.
@@ -213,6 +229,10 @@ callstate_limits() {
         --CallState:Limits:DefaultUser:Outbound="$1" --CallState:Limits:Users:service:Total=$high \
         --CallState:Limits:Users:service:Inbound=$high --CallState:Limits:Users:service:Outbound=$high
 }
+# The sipp caller is one source offering thousands of requests a second: without this it would get the default
+# per-source budget (docs/architecture.md, "Overload control"); with it, only the edge's own load sheds calls.
+budget_args=(--CallState:Sip:Overload:Default:RequestsPerSecond=1000000 --CallState:Sip:Overload:Default:Burst=1000000
+    --CallState:Sip:Overload:Default:MaxTransactions=1000000)
 instance=0
 start_standalone() {  # arguments as in bench/sipp/proxy-throughput.sh ADMISSION=sqlite (an Orleans silo in the edge process)
     local -a limits; read -r -a limits <<<"$(callstate_limits "$1")"
@@ -221,7 +241,7 @@ start_standalone() {  # arguments as in bench/sipp/proxy-throughput.sh ADMISSION
         "--CallState:Admission:Routes:2:Upstream=127.0.0.1:$uas_port" "${limits[@]}" \
         "--CallState:Storage:ConnectionString=Data Source=$work/callstate-$instance.db" \
         --urls="http://127.0.0.1:$edge_http_port" "--CallState:Admin:HealthPort=$((edge_http_port + health_offset))" "${admin_auth[@]}" \
-        --CallState:Sip:Port=$edge_sip_port \
+        --CallState:Sip:Port=$edge_sip_port "${budget_args[@]}" \
         --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port --Logging:LogLevel:Default=Warning) >"$work/edge.log" 2>&1 &
     edge_pid=$!; procs[$edge_pid]=edge
     wait_http $edge_http_port $edge_pid edge
@@ -253,7 +273,7 @@ start_cluster() {  # start_cluster LIMIT SILOS: arguments as in bench/sipp/proxy
         --CallState:Admission:Routes:0:Prefix= "--CallState:Admission:Routes:0:Upstream=127.0.0.1:$uas_port" \
         "${limits[@]}" "--CallState:Orleans:ClusterId=$cluster_id" "${gateways[@]}" \
         --urls="http://127.0.0.1:$edge_http_port" "--CallState:Admin:HealthPort=$((edge_http_port + health_offset))" "${admin_auth[@]}" \
-        --CallState:Sip:Port=$edge_sip_port \
+        --CallState:Sip:Port=$edge_sip_port "${budget_args[@]}" \
         --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port --Logging:LogLevel:Default=Warning) >"$work/edge.log" 2>&1 &
     edge_pid=$!; procs[$edge_pid]=edge
     wait_http $edge_http_port $edge_pid edge
@@ -293,23 +313,25 @@ run_uac() {
     wait "$pid" || true
     unset "procs[$pid]"
 }
-# counts_field DIR NAME: the last value of column NAME in sipp's -trace_counts file (0 when absent).
+# counts_field DIR NAME: the last value of column NAME in sipp's -trace_counts file (0 when absent). The columns are
+# named INDEX_MESSAGE_KIND (e.g. 10_200_Recv, the index of the message in the scenario); a NAME without the index
+# ("200_Recv") is the first column that ends in it, so the 200 to the INVITE, not the one to the BYE.
 counts_field() {
     # No file (sipp could not start a call): 0, not a failed pipeline (set -o pipefail would end the script).
     { cat "$1"/uac_rr_*_counts.csv 2>/dev/null || true; } | awk -F';' -v name="$2" '
-        NR == 1 { for (i = 1; i <= NF; i++) if ($i == name) col = i; next }
+        NR == 1 { for (i = 1; i <= NF; i++) if (!col && ($i == name || $i ~ ("^[0-9]+_" name "$"))) col = i; next }
         col { v = $col } END { print v + 0 }'
 }
-# rejected DIR: final non-2xx responses to the INVITE (the scenario's 486/480/403/503/500 branches).
+# rejected DIR: final non-2xx responses to the INVITE (the scenario's 486/480/403/503/500/408 branches).
 rejected() {
     local d=$1 n=0 c
-    for c in 4_486_Recv 5_480_Recv 6_403_Recv 7_503_Recv 8_500_Recv; do n=$((n + $(counts_field "$d" "$c"))); done
+    for c in 486 480 403 503 500 408; do n=$((n + $(counts_field "$d" "${c}_Recv"))); done
     echo "$n"
 }
 rejected_codes() {  # rejected_codes DIR: e.g. "503x12/500x1", or "-"
     local d=$1 out="" c n
-    for c in 486 480 403 503 500; do
-        n=$(counts_field "$d" "$(case $c in 486) echo 4;; 480) echo 5;; 403) echo 6;; 503) echo 7;; 500) echo 8;; esac)_${c}_Recv")
+    for c in 486 480 403 503 500 408; do
+        n=$(counts_field "$d" "${c}_Recv")
         if ((n > 0)); then out+="${out:+/}${c}x$n"; fi
     done
     echo "${out:--}"
@@ -327,14 +349,14 @@ run_precheck() {  # run_precheck SUT: per-caller limit 2, three concurrent 6 s c
     printf 'SEQUENTIAL\nprecheck\n' >"$work/precheck.csv"
     run_uac "$dir" "$work/precheck.csv" 3 10 3 6000 -trace_msg
     local answered refused reason
-    answered=$(counts_field "$dir" 9_200_Recv)
-    refused=$(counts_field "$dir" 4_486_Recv)
+    answered=$(counts_field "$dir" 200_Recv)
+    refused=$(counts_field "$dir" 486_Recv)
     reason=$(grep -c '^Reason: Q.850;cause=17' "$dir"/uac_rr_*_messages.log 2>/dev/null || true)
     # Then, once those calls have ended (BYE), the caller's two slots must be free again.
     sleep 1
     run_uac "$dir-after" "$work/precheck.csv" 2 10 2 1000
     local again again_rejected
-    again=$(counts_field "$dir-after" 9_200_Recv)
+    again=$(counts_field "$dir-after" 200_Recv)
     again_rejected=$(rejected "$dir-after")
     stop_sut; stop_uas
     if [[ $answered == 2 && $refused == 1 && $(rejected "$dir") == 1 && ${reason:-0} -ge 1 && $again == 2 && $again_rejected == 0 ]]; then
@@ -375,8 +397,9 @@ per_call() {  # per_call BEFORE AFTER CALLS: (AFTER - BEFORE) / CALLS, n/a when 
     awk -v a="$1" -v b="$2" -v c="$3" 'BEGIN {printf "%.0f", (b - a) / c}'
 }
 
-run_step() {  # run_step SUT RUN RATE SECONDS DIR: one step; sets step_row (not a subshell: the trap must see sipp's pid)
+run_step() {  # run_step SUT RUN RATE SECONDS DIR [sipp args]: one step; sets step_row (not a subshell: the trap must see sipp's pid)
     local sut=$1 run=$2 rate=$3 secs=$4 dir=$5 calls limit
+    shift 5
     calls=$((rate * secs))
     limit=$((rate * (hold_ms / 1000 + 4)))
     local -a b a
@@ -384,7 +407,7 @@ run_step() {  # run_step SUT RUN RATE SECONDS DIR: one step; sets step_row (not 
     read -r -a b <<<"$(snapshot)"
     local start end
     start=$(date +%s.%N)
-    run_uac "$dir" "$work/users.csv" "$calls" "$rate" "$limit" "$hold_ms" -trace_rtt -rtt_freq 1
+    run_uac "$dir" "$work/users.csv" "$calls" "$rate" "$limit" "$hold_ms" -trace_rtt -rtt_freq 1 "$@"
     end=$(date +%s.%N)
     sleep "$settle_s"
     read -r -a a <<<"$(snapshot)"
@@ -416,7 +439,7 @@ run_step() {  # run_step SUT RUN RATE SECONDS DIR: one step; sets step_row (not 
     [[ $cps == n/a ]] && cps=0
     # Answered calls can exceed successful ones (a call answered but not completed); the achieved rate counts
     # successful calls only: scale by successful/answered.
-    local answered; answered=$(counts_field "$dir" 9_200_Recv)
+    local answered; answered=$(counts_field "$dir" 200_Recv)
     ((answered > 0)) && cps=$(awk -v c="$cps" -v o="$ok" -v a="$answered" 'BEGIN {printf "%.0f", c * (o < a ? o / a : 1)}')
     local codes; codes=$(rejected_codes "$dir")
     step_row=$(awk -v codes="$codes" -v sut="$sut" -v run="$run" -v rate="$rate" -v calls="$calls" -v ok="$ok" -v failed="$failed" -v rej="$rej" \
@@ -469,6 +492,98 @@ run_ramp() {  # run_ramp SUT RUN
     stop_sut; stop_uas
 }
 
+# ---------------------------------------------------------------- past capacity (OVERLOAD)
+overload_results=$work/overload.csv
+: >"$overload_results"
+overload_header="sut,multiple,rate,offered_cps,calls,successful,goodput_cps,goodput_pct_of_x1,rejected_by_code,unfinished,no_final,p50_ms,p99_ms,cpu_s,host_busy_pct,probes,probes_answered,probe_max_gap_ms,held_after,zero_after_s"
+probe_xml=$here/options_probe.xml
+
+# held_calls: calls the system under test still counts (Kamailio: the dialog profile; CallState: every user limit's
+# total as admission counts it), or n/a.
+held_calls() {
+    if [[ -n $kam_pid ]]; then
+        /usr/sbin/kamcmd -s "$kam_ctl" dlg.profile_get_size caller 2>/dev/null | grep -Eo '[0-9]+' | head -1 || echo n/a
+    else
+        curl -sf --max-time 5 -H "Authorization: Bearer $bench_token" "http://127.0.0.1:$edge_http_port/api/limits?kind=user&limit=1000" 2>/dev/null |
+            python3 -c 'import json, sys; print(sum(e.get("total", 0) for e in json.load(sys.stdin)))' 2>/dev/null || echo n/a
+    fi
+}
+# wait_zero: polls held_calls up to 40 s; prints "HELD SECONDS" (the last count and how long it took to reach it).
+wait_zero() {
+    local t0 n i
+    t0=$(date +%s.%N)
+    for i in $(seq 1 80); do
+        n=$(held_calls)
+        [[ $n == 0 ]] && break
+        sleep 0.5
+    done
+    echo "$n $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')"
+}
+# start_probe DIR SECONDS: the load balancer's OPTIONS probe, bounded (PROBE_RATE x SECONDS probes).
+start_probe() {
+    local dir=$1 secs=$2
+    mkdir -p "$dir"
+    (cd "$dir" && exec timeout -k 5 $((secs + 20)) sipp "$target" -sf "$probe_xml" -i 127.0.0.1 -p $probe_port -t u1 \
+        -m $((probe_rate * secs)) -r "$probe_rate" -l $((probe_rate * 3)) -nr -timeout $((secs + 10)) -nostdin \
+        -trace_rtt -rtt_freq 1) >"$dir/probe.log" 2>&1 &
+    probe_pid=$!; procs[$probe_pid]=sipp-probe
+}
+# probe_result DIR: "SENT ANSWERED MAX_GAP_MS" (the longest time between two answers, or from the first to the last
+# probe's send when nothing was answered).
+probe_result() {
+    local dir=$1 ok failed gap
+    ok=$(sipp_total_file "$dir/probe.log" "Successful call")
+    failed=$(sipp_total_file "$dir/probe.log" "Failed call")
+    gap=$( { cat "$dir"/options_probe_*_rtt.csv 2>/dev/null || true; } | awk -F';' 'NR > 1 && $1 ~ /^[0-9.]+$/ {print $1}' | sort -n |
+        awk 'NR > 1 && $1 - p > g {g = $1 - p} {p = $1} END {printf "%.0f", (NR > 0 ? g : -1)}')
+    echo "$((ok + failed)) $ok $gap"
+}
+sipp_total_file() { { grep -E "$2" "$1" 2>/dev/null || true; } | tail -1 | awk -F'|' '{gsub(/ /, "", $3); print $3 + 0}'; }
+# offered_cps DIR: calls sipp created per second while it was creating them (-trace_stat, one row a second).
+offered_cps() {
+    { cat "$1"/uac_rr_*_.csv 2>/dev/null || true; } | awk -F';' '
+        NR == 1 { for (i = 1; i <= NF; i++) if ($i == "OutgoingCall(P)") col = i; next }
+        col && $col + 0 > 0 { n += $col; s++ } END { printf "%.0f", (s > 0 ? n / s : 0) }'
+}
+
+run_overload() {  # run_overload SUT PEAK: the system at PEAK x 1 and x each OVERLOAD multiple, OVERLOAD_S seconds each
+    local sut=$1 top=$2 m rate dir row x1="" min=${rates[0]:-$2} r
+    for r in "${rates[@]}"; do if ((r < min)); then min=$r; fi; done
+    start_uas
+    start_sut "$sut" $high
+    if ((warmup_s > 0)); then
+        run_step "$sut" 0 "$min" "$warmup_s" "$work/$sut-overload-warmup"
+        echo "warm-up (not counted): $step_row"
+    fi
+    echo "$overload_header"
+    for m in 1 "${overload[@]}"; do
+        rate=$((top * m)) dir=$work/$sut-x$m
+        start_probe "$dir/probe" "$overload_s"
+        run_step "$sut" "$m" "$rate" "$overload_s" "$dir" -trace_stat -fd 1
+        wait "$probe_pid" 2>/dev/null || true; unset "procs[$probe_pid]"
+        local -a f z pr
+        IFS=, read -r -a f <<<"$step_row"
+        read -r -a z <<<"$(wait_zero)"
+        read -r -a pr <<<"$(probe_result "$dir/probe")"
+        local answered rej unfinished nofinal
+        answered=$(counts_field "$dir" 200_Recv)
+        rej=${f[7]}
+        # Answered calls that did not complete (no 200 to the BYE) and calls with no final answer at all.
+        unfinished=$((answered - f[4])); ((unfinished < 0)) && unfinished=0
+        nofinal=$((f[3] - f[4] - unfinished - rej)); ((nofinal < 0)) && nofinal=0
+        [[ -z $x1 ]] && x1=${f[8]}
+        row=$(awk -v OFS=, -v sut="$sut" -v m="$m" -v rate="$rate" -v off="$(offered_cps "$dir")" -v calls="${f[3]}" \
+            -v ok="${f[4]}" -v cps="${f[8]}" -v x1="$x1" -v codes="${f[19]}" -v unf="$unfinished" -v nof="$nofinal" \
+            -v p50="${f[9]}" -v p99="${f[10]}" -v cpu="${f[11]}" -v busy="${f[18]}" -v ps="${pr[0]}" -v pa="${pr[1]}" \
+            -v pg="${pr[2]}" -v held="${z[0]}" -v zt="${z[1]}" \
+            'BEGIN {print sut, m, rate, off, calls, ok, cps, (x1 > 0 ? sprintf("%.0f", 100 * cps / x1) : "n/a"), codes, unf, nof, p50, p99, cpu, busy, ps, pa, pg, held, zt}')
+        echo "$row"
+        echo "$row" >>"$overload_results"
+    done
+    if ! kill -0 "${kam_pid:-${edge_pid}}" 2>/dev/null; then echo "($sut: the SUT process died; see its log)"; fi
+    stop_sut; stop_uas
+}
+
 label() {
     case $1 in
         kamailio) echo "Kamailio 5.6 (tm + dialog profile CAC, $kam_children UDP workers)" ;;
@@ -495,6 +610,7 @@ echo
 
 # The systems take turns (run 1 of each, then run 2 of each, ...), so a change in the machine's load over the
 # run touches all of them alike. The precheck runs once per system, before its first ramp.
+((${#rates[@]} > 0)) || runs=0
 for ((run = 1; run <= runs; run++)); do
     for sut in "${suts[@]}"; do
         echo "=== $(label "$sut"), run $run of $runs"
@@ -503,6 +619,30 @@ for ((run = 1; run <= runs; run++)); do
         echo
     done
 done
+
+# Past capacity: each system restarted, then its peak x 1 and x each multiple (OVERLOAD).
+if ((${#overload[@]} > 0)); then
+    for sut in "${suts[@]}"; do
+        top=$peak
+        if [[ -z $top ]]; then
+            # The median over the runs of the highest passing rate, as the summary computes it.
+            top=$(python3 -c '
+import csv, statistics, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if r and r[0] == sys.argv[2]]
+best = {}
+for r in rows:
+    if float(r[6]) < 1 and float(r[8]) >= 0.9 * int(r[2]):
+        best[r[1]] = max(best.get(r[1], 0), int(r[2]))
+runs = {r[1] for r in rows}
+print(statistics.median_low([best.get(run, 0) for run in runs]) if runs else 0)
+' "$results" "$sut")
+        fi
+        if ((top == 0)); then echo "($sut: no passing step to take the peak from; no overload phase)"; continue; fi
+        echo "=== $(label "$sut"), past capacity: peak $top cps x 1 ${overload[*]}, ${overload_s} s each, OPTIONS probes ${probe_rate}/s"
+        run_overload "$sut" "$top"
+        echo
+    done
+fi
 stop_postgres
 
 echo "=== per-step results, all systems and runs (CSV)"
@@ -631,3 +771,25 @@ for sut in suts:
 print("ratio = median highest rate / Kamailio's median highest rate. Every run offers at most the rates listed; a system "
       "that passed the last one may go higher.")
 PY
+
+if ((${#overload[@]} > 0)); then
+    echo
+    echo "=== past capacity (CSV)"
+    echo "$overload_header"
+    cat "$overload_results"
+    echo
+    echo "Columns: multiple x rate = the peak times the multiple, offered for ${overload_s} s (sipp -m rate*${overload_s});"
+    echo "offered_cps = calls sipp created per second while creating them (it may fall short of the rate); goodput_cps ="
+    echo "successful calls (answered, BYE answered 200) over the window in which their 200s arrived; goodput_pct_of_x1 ="
+    echo "goodput against the x 1 step's; unfinished = answered calls whose BYE got no 200; no_final = calls with no final"
+    echo "answer (timed out at sipp); probes = OPTIONS to the proxy itself, ${probe_rate}/s during the step, one datagram"
+    echo "each, answered = 200 within 2 s; probe_max_gap_ms = longest time between two answered probes; held_after ="
+    echo "calls the system still counted after the step (Kamailio: dialog profile; CallState: user limits), zero_after_s ="
+    echo "how long after the step it took to get there (40 s at most)."
+    echo
+    echo "| system | offered (x peak) | offered cps achieved by sipp | goodput cps | % of x 1 | refused | unfinished / no final answer | INVITE->200 p50 / p99 | OPTIONS answered | longest probe gap | held after |"
+    echo "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+    while IFS=, read -r sut m rate off calls ok cps pct codes unf nof p50 p99 cpu busy ps pa pg held zt; do
+        echo "| $(label "$sut") | $rate (x $m) | $off | $cps | $pct% | $codes | $unf / $nof | $p50 / $p99 ms | $pa of $ps | $pg ms | $held (after $zt s) |"
+    done <"$overload_results"
+fi

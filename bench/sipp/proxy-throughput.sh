@@ -169,10 +169,10 @@ except (OSError, ValueError, KeyError):
     print("n/a")' "$work/commits-before.json" "$work/commits-after.json")
     ok=$(grep -E "Successful call" "$work/uac.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
     failed=$(grep -E "Failed call" "$work/uac.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
-    # The scenario completes normally after a final non-2xx (486/480/403/503/500), so sipp counts those calls as
+    # The scenario completes normally after a final non-2xx (486/480/403/503/500/408), so sipp counts those calls as
     # successful: they are moved to failed here and also shown apart.
     rejected=$(cat "$work"/uac_rr_*_counts.csv 2>/dev/null | awk -F';' '
-        NR == 1 { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+_(486|480|403|503|500)_Recv$/) cols[i] = 1; next }
+        NR == 1 { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+_(486|480|403|503|500|408)_Recv$/) cols[i] = 1; next }
         { last = $0 } END { n = split(last, v, ";"); t = 0; for (i in cols) t += v[i]; print t + 0 }')
     rm -f "$work"/uac_rr_*_counts.csv
     ok=$(( ${ok:-0} - rejected )); failed=$(( ${failed:-0} + rejected ))
