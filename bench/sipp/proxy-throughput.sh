@@ -138,13 +138,26 @@ json.dump(total, open(sys.argv[1], "w"))' "$1" "$1".[0-9]*
 # The edge's own runtime counters (GET /api/runtime): cumulative allocated bytes, thread-pool work items, lock contentions, gen0/gen2 GCs.
 counters() { curl -sf "${auth[@]}" "http://127.0.0.1:$http_port/api/runtime" || echo '{}'; }
 field() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
-echo "rate_offered,calls,successful,failed,achieved_cps,rtt_p50_ms,rtt_p99_ms,edge_cpu_s,silos_cpu_s,edge_alloc_b_per_call,edge_workitems_per_call,edge_contentions,edge_gen0,edge_gen2,edge_gc_pause_ms,edge_heap_mb,adm_p50_ms,adm_p99_ms,commit_p50_ms,commit_p99_ms,commit_wait_p99_ms,writes_per_batch,rejected"
+# The silos' runtime counters (cluster only), summed over all of them as one JSON object; {} for a standalone edge.
+silo_counters() {
+    ((${#silo_pids[@]} > 0)) || { echo "{}"; return; }
+    local url
+    for url in "${silo_urls[@]}"; do curl -sf "${auth[@]}" "$url/api/runtime" || echo '{}'; echo; done | python3 -c 'import json, sys
+total = {}
+for line in sys.stdin:
+    if line.strip():
+        for k, v in json.loads(line).items():
+            total[k] = total.get(k, 0) + v
+print(json.dumps(total, separators=(",", ":")))'
+}
+echo "rate_offered,calls,successful,failed,achieved_cps,rtt_p50_ms,rtt_p99_ms,edge_cpu_s,silos_cpu_s,edge_alloc_b_per_call,edge_workitems_per_call,edge_contentions,edge_gen0,edge_gen2,edge_gc_pause_ms,edge_heap_mb,silos_contentions,silos_gc_pause_ms,silos_heap_mb,adm_p50_ms,adm_p99_ms,commit_p50_ms,commit_p99_ms,commit_wait_p99_ms,writes_per_batch,rejected"
 set +e +o pipefail
 for rate in ${rates[*]}; do
     calls=$((rate * per_rate))
     cpu_before=$(awk '{print $14+$15}' "/proc/$edge_pid/stat")
     silos_before=$(silos_cpu)
     rt_before=$(counters)
+    silo_rt_before=$(silo_counters)
     curl -sf "${auth[@]}" "http://127.0.0.1:$http_port/api/admission/latency" >"$work/adm-before.json" 2>/dev/null || : >"$work/adm-before.json"
     : >"$work/commits-before.json"; commits "$work/commits-before.json"
     start=$(date +%s.%N)
@@ -156,6 +169,7 @@ for rate in ${rates[*]}; do
     cpu_after=$(awk '{print $14+$15}' "/proc/$edge_pid/stat")
     silos_after=$(silos_cpu)
     rt_after=$(counters)
+    silo_rt_after=$(silo_counters)
     curl -sf "${auth[@]}" "http://127.0.0.1:$http_port/api/admission/latency" >"$work/adm-after.json" 2>/dev/null || : >"$work/adm-after.json"
     adm=$(python3 "$repo/bench/admission-latency.py" "$work/adm-before.json" "$work/adm-after.json")
     : >"$work/commits-after.json"; commits "$work/commits-after.json"
@@ -185,5 +199,7 @@ except (OSError, ValueError, KeyError):
     per_call() { awk -v a="$(field "$rt_before" "$1")" -v b="$(field "$rt_after" "$1")" -v n="$calls" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", (b-a)/n}'; }
     # delta NAME [FACTOR]: how much a counter moved over the step, times FACTOR (1000: seconds to milliseconds).
     delta() { awk -v a="$(field "$rt_before" "$1")" -v b="$(field "$rt_after" "$1")" -v k="${2:-1}" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", (b-a)*k}'; }
-    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu,$silos,$(per_call allocatedBytes),$(per_call completedWorkItems),$(delta lockContentions),$(delta gen0Collections),$(delta gen2Collections),$(delta gcPauseSeconds 1000),$(awk -v h="$(field "$rt_after" heapBytes)" 'BEGIN {if (h == "") print "n/a"; else printf "%.0f", h/1048576}'),$adm,$commit,$commit_wait,$per_batch,$rejected"
+    silo_delta() { awk -v a="$(field "$silo_rt_before" "$1")" -v b="$(field "$silo_rt_after" "$1")" -v k="${2:-1}" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", (b-a)*k}'; }
+    mb() { awk -v h="$1" 'BEGIN {if (h == "") print "n/a"; else printf "%.0f", h/1048576}'; }
+    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu,$silos,$(per_call allocatedBytes),$(per_call completedWorkItems),$(delta lockContentions),$(delta gen0Collections),$(delta gen2Collections),$(delta gcPauseSeconds 1000),$(mb "$(field "$rt_after" heapBytes)"),$(silo_delta lockContentions),$(silo_delta gcPauseSeconds 1000),$(mb "$(field "$silo_rt_after" heapBytes)"),$adm,$commit,$commit_wait,$per_batch,$rejected"
 done
