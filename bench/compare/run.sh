@@ -21,6 +21,8 @@
 #   USERS [100]             callers user1..userN (sipp -inf, SEQUENTIAL)
 #   PG_PORT [55450]         the throwaway PostgreSQL (clusters only)
 #   KEEP_WORK [0]           1: keep the temp directory with every log and sipp trace
+#   EDGE_ARGS [""]          more command-line settings for CallState's edge (split on spaces)
+#   LOG_LEVEL [Warning]     CallState processes' default log level
 #   OVERLOAD [""]           past capacity: multiples of each system's peak, e.g. "2 4"; after the ramps, each system is
 #                           restarted and offered peak x 1 and then each multiple for OVERLOAD_S seconds, while a load
 #                           balancer's probe sends OPTIONS (PROBE_RATE a second); empty: no overload phase
@@ -242,7 +244,7 @@ start_standalone() {  # arguments as in bench/sipp/proxy-throughput.sh ADMISSION
         "--CallState:Storage:ConnectionString=Data Source=$work/callstate-$instance.db" \
         --urls="http://127.0.0.1:$edge_http_port" "--CallState:Admin:HealthPort=$((edge_http_port + health_offset))" "${admin_auth[@]}" \
         --CallState:Sip:Port=$edge_sip_port "${budget_args[@]}" \
-        --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port --Logging:LogLevel:Default=Warning) >"$work/edge.log" 2>&1 &
+        --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port --Logging:LogLevel:Default=${LOG_LEVEL:-Warning} ${EDGE_ARGS:-}) >"$work/edge.log" 2>&1 &
     edge_pid=$!; procs[$edge_pid]=edge
     wait_http $edge_http_port $edge_pid edge
     target=127.0.0.1:$edge_sip_port
@@ -262,7 +264,7 @@ start_cluster() {  # start_cluster LIMIT SILOS: arguments as in bench/sipp/proxy
             "--CallState:Storage:Schema=$schema" --CallState:Orleans:Clustering=Storage "--CallState:Orleans:ClusterId=$cluster_id" \
             --CallState:Orleans:AdvertisedAddress=127.0.0.1 "--CallState:Orleans:SiloPort=$((silo_port_base + i))" \
             "--CallState:Orleans:GatewayPort=$((gateway_base + i))" "${limits[@]}" \
-            --Logging:LogLevel:Default=Warning) >"$work/silo$i.log" 2>&1 &
+            --Logging:LogLevel:Default=${LOG_LEVEL:-Warning}) >"$work/silo$i.log" 2>&1 &
         silo_pids+=($!); procs[$!]=silo$i
         gateways+=("--CallState:Orleans:Gateways:$i=127.0.0.1:$((gateway_base + i))")
         # Ready: the silo is active in the cluster (it joined through the membership table).
@@ -274,7 +276,7 @@ start_cluster() {  # start_cluster LIMIT SILOS: arguments as in bench/sipp/proxy
         "${limits[@]}" "--CallState:Orleans:ClusterId=$cluster_id" "${gateways[@]}" \
         --urls="http://127.0.0.1:$edge_http_port" "--CallState:Admin:HealthPort=$((edge_http_port + health_offset))" "${admin_auth[@]}" \
         --CallState:Sip:Port=$edge_sip_port "${budget_args[@]}" \
-        --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port --Logging:LogLevel:Default=Warning) >"$work/edge.log" 2>&1 &
+        --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port --Logging:LogLevel:Default=${LOG_LEVEL:-Warning} ${EDGE_ARGS:-}) >"$work/edge.log" 2>&1 &
     edge_pid=$!; procs[$edge_pid]=edge
     wait_http $edge_http_port $edge_pid edge
     target=127.0.0.1:$edge_sip_port
@@ -504,7 +506,10 @@ held_calls() {
     if [[ -n $kam_pid ]]; then
         /usr/sbin/kamcmd -s "$kam_ctl" dlg.profile_get_size caller 2>/dev/null | grep -Eo '[0-9]+' | head -1 || echo n/a
     else
-        curl -sf --max-time 5 -H "Authorization: Bearer $bench_token" "http://127.0.0.1:$edge_http_port/api/limits?kind=user&limit=1000" 2>/dev/null |
+        # A cluster's edge has no admin API: silo 0 answers for the cluster.
+        local port=$edge_http_port
+        ((${#silo_pids[@]} > 0)) && port=$silo_http_base
+        curl -sf --max-time 5 -H "Authorization: Bearer $bench_token" "http://127.0.0.1:$port/api/limits?kind=user&limit=1000" 2>/dev/null |
             python3 -c 'import json, sys; print(sum(e.get("total", 0) for e in json.load(sys.stdin)))' 2>/dev/null || echo n/a
     fi
 }
@@ -539,11 +544,12 @@ probe_result() {
     echo "$((ok + failed)) $ok $gap"
 }
 sipp_total_file() { { grep -E "$2" "$1" 2>/dev/null || true; } | tail -1 | awk -F'|' '{gsub(/ /, "", $3); print $3 + 0}'; }
-# offered_cps DIR: calls sipp created per second while it was creating them (-trace_stat, one row a second).
-offered_cps() {
+# offering DIR: "CPS SECONDS": calls sipp created per second while it was creating them, and for how many seconds
+# (-trace_stat, one row a second).
+offering() {
     { cat "$1"/uac_rr_*_.csv 2>/dev/null || true; } | awk -F';' '
         NR == 1 { for (i = 1; i <= NF; i++) if ($i == "OutgoingCall(P)") col = i; next }
-        col && $col + 0 > 0 { n += $col; s++ } END { printf "%.0f", (s > 0 ? n / s : 0) }'
+        col && $col + 0 > 0 { n += $col; s++ } END { printf "%.0f %d", (s > 0 ? n / s : 0), s }'
 }
 
 run_overload() {  # run_overload SUT PEAK: the system at PEAK x 1 and x each OVERLOAD multiple, OVERLOAD_S seconds each
@@ -561,8 +567,9 @@ run_overload() {  # run_overload SUT PEAK: the system at PEAK x 1 and x each OVE
         start_probe "$dir/probe" "$overload_s"
         run_step "$sut" "$m" "$rate" "$overload_s" "$dir" -trace_stat -fd 1
         wait "$probe_pid" 2>/dev/null || true; unset "procs[$probe_pid]"
-        local -a f z pr
+        local -a f z pr off
         IFS=, read -r -a f <<<"$step_row"
+        read -r -a off <<<"$(offering "$dir")"
         read -r -a z <<<"$(wait_zero)"
         read -r -a pr <<<"$(probe_result "$dir/probe")"
         local answered rej unfinished nofinal
@@ -571,9 +578,13 @@ run_overload() {  # run_overload SUT PEAK: the system at PEAK x 1 and x each OVE
         # Answered calls that did not complete (no 200 to the BYE) and calls with no final answer at all.
         unfinished=$((answered - f[4])); ((unfinished < 0)) && unfinished=0
         nofinal=$((f[3] - f[4] - unfinished - rej)); ((nofinal < 0)) && nofinal=0
-        [[ -z $x1 ]] && x1=${f[8]}
-        row=$(awk -v OFS=, -v sut="$sut" -v m="$m" -v rate="$rate" -v off="$(offered_cps "$dir")" -v calls="${f[3]}" \
-            -v ok="${f[4]}" -v cps="${f[8]}" -v x1="$x1" -v codes="${f[19]}" -v unf="$unfinished" -v nof="$nofinal" \
+        # Goodput: successful calls over the seconds in which sipp offered calls (not over the window in which the
+        # 200s arrived, which is short when only the first seconds' calls got through).
+        local goodput
+        goodput=$(awk -v ok="${f[4]}" -v s="${off[1]}" -v secs="$overload_s" 'BEGIN {printf "%.0f", ok / (s > 0 ? s : secs)}')
+        [[ -z $x1 ]] && x1=$goodput
+        row=$(awk -v OFS=, -v sut="$sut" -v m="$m" -v rate="$rate" -v off="${off[0]}" -v calls="${f[3]}" \
+            -v ok="${f[4]}" -v cps="$goodput" -v x1="$x1" -v codes="${f[19]}" -v unf="$unfinished" -v nof="$nofinal" \
             -v p50="${f[9]}" -v p99="${f[10]}" -v cpu="${f[11]}" -v busy="${f[18]}" -v ps="${pr[0]}" -v pa="${pr[1]}" \
             -v pg="${pr[2]}" -v held="${z[0]}" -v zt="${z[1]}" \
             'BEGIN {print sut, m, rate, off, calls, ok, cps, (x1 > 0 ? sprintf("%.0f", 100 * cps / x1) : "n/a"), codes, unf, nof, p50, p99, cpu, busy, ps, pa, pg, held, zt}')
@@ -780,7 +791,7 @@ if ((${#overload[@]} > 0)); then
     echo
     echo "Columns: multiple x rate = the peak times the multiple, offered for ${overload_s} s (sipp -m rate*${overload_s});"
     echo "offered_cps = calls sipp created per second while creating them (it may fall short of the rate); goodput_cps ="
-    echo "successful calls (answered, BYE answered 200) over the window in which their 200s arrived; goodput_pct_of_x1 ="
+    echo "successful calls (answered, BYE answered 200) per second of that offering; goodput_pct_of_x1 ="
     echo "goodput against the x 1 step's; unfinished = answered calls whose BYE got no 200; no_final = calls with no final"
     echo "answer (timed out at sipp); probes = OPTIONS to the proxy itself, ${probe_rate}/s during the step, one datagram"
     echo "each, answered = 200 within 2 s; probe_max_gap_ms = longest time between two answered probes; held_after ="

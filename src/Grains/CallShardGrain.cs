@@ -36,6 +36,19 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
     /// <summary>Most limits <see cref="_roomy"/> remembers; past it, it starts again (a flood of fresh keys must not grow it).</summary>
     private const int MaxRoomy = 4096;
 
+    /// <summary>
+    /// Attempts abandoned before their admission ran here (the edge's deadline passed while the admission was still on
+    /// its way, and its abandon overtook it), until when: such an admission is refused when it arrives, rather than
+    /// holding slots that no edge will end before the early lease. docs/architecture.md, "Overload control".
+    /// </summary>
+    private readonly Dictionary<string, (string Attempt, DateTimeOffset Until)> _abandoned = new(StringComparer.Ordinal);
+
+    /// <summary>How long an abandoned attempt is remembered: far past any admission deadline.</summary>
+    private static readonly TimeSpan AbandonedFor = TimeSpan.FromMinutes(1);
+
+    /// <summary>Most attempts <see cref="_abandoned"/> remembers; past it, expired ones go, and if none has, all do.</summary>
+    private const int MaxAbandoned = 16_384;
+
     public CallShardGrain(IStateStore store, IOptions<GrainOptions> options, TimeProvider time, GrainMetrics metrics, ILogger<CallShardGrain> logger)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -56,7 +69,9 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
 
         var started = _time.GetTimestamp();
         // The re-run after CallRecordExistsException (RunAfterAsync) carries the same leg: it is the same attempt.
-        var result = await RunAsync(callKey, (admission, _) => admission.AdmitAsync(limits, leg, cancellationToken), unreadIfNew: true);
+        var result = await RunAsync(callKey, (admission, _) => WasAbandoned(callKey, leg)
+            ? Task.FromResult(AdmitResult.Invalid($"attempt '{leg!.Attempt}' of call '{callKey}' was abandoned before its admission arrived"))
+            : admission.AdmitAsync(limits, leg, cancellationToken), unreadIfNew: true);
         _metrics.Admission(result.Status, result.Reason, _time.GetElapsedTime(started));
         if (result.Status == AdmitStatus.Rejected && _logger.IsEnabled(LogLevel.Information))
         {
@@ -81,10 +96,54 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
 
     public Task<bool> AbandonAsync(string callKey, string attempt) =>
         Valid(callKey)
-            ? RunAsync(callKey, admission => admission.Attempt is { } admitted && string.Equals(admitted, attempt, StringComparison.Ordinal)
-                ? admission.EndAsync(CancellationToken.None)
-                : Task.FromResult(false))
+            ? RunAsync(callKey, admission =>
+            {
+                if (admission.Attempt is { } admitted && string.Equals(admitted, attempt, StringComparison.Ordinal))
+                {
+                    return admission.EndAsync(CancellationToken.None);
+                }
+
+                // Not admitted by this attempt (yet): its admission may still be on its way, overtaken by this abandon
+                // (found by the past-capacity benchmark, docs/benchmarks.md): remembered, so it is refused when it comes.
+                RememberAbandoned(callKey, attempt);
+                return Task.FromResult(false);
+            })
             : Task.FromResult(false);
+
+    private void RememberAbandoned(string callKey, string attempt)
+    {
+        var now = _time.GetUtcNow();
+        if (_abandoned.Count >= MaxAbandoned && !_abandoned.ContainsKey(callKey))
+        {
+            foreach (var (key, entry) in _abandoned)
+            {
+                if (entry.Until <= now)
+                {
+                    _abandoned.Remove(key);
+                }
+            }
+            if (_abandoned.Count >= MaxAbandoned)
+            {
+                _abandoned.Clear();
+            }
+        }
+        _abandoned[callKey] = (attempt, now + AbandonedFor);
+    }
+
+    /// <summary>Whether <paramref name="leg"/>'s attempt was abandoned before its admission ran.</summary>
+    private bool WasAbandoned(string callKey, CallLeg? leg)
+    {
+        if (leg is null || _abandoned.Count == 0 || !_abandoned.TryGetValue(callKey, out var entry))
+        {
+            return false;
+        }
+        if (entry.Until <= _time.GetUtcNow())
+        {
+            _abandoned.Remove(callKey);
+            return false;
+        }
+        return string.Equals(entry.Attempt, leg.Attempt, StringComparison.Ordinal);
+    }
 
     public Task<CallSnapshot> GetSnapshotAsync(string callKey)
     {

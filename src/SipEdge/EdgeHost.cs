@@ -111,6 +111,11 @@ public static partial class EdgeHost
         if (standalone || cluster)
         {
             services.AddCallStateAdmission(configuration);
+            // Decisions that queue past half the admission deadline shed new calls (docs/architecture.md, "Overload
+            // control"): an admitted call is then decided in time, instead of the grains doing work whose answer comes
+            // after the edge has given up on it.
+            services.AddOptions<SipProxyOptions>().PostConfigure<IOptions<AdmissionOptions>>((sip, admission) =>
+                sip.Overload.MaxDecisionDelay ??= admission.Value.Deadline / 2);
             if (standalone)
             {
                 // The silo's grain factory: admission stays in this process.

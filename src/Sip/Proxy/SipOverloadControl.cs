@@ -22,6 +22,13 @@ public enum SipShedReason : byte
 
     /// <summary>The source has its maximum of server transactions in flight.</summary>
     SourceTransactions = 4,
+
+    /// <summary>
+    /// Decisions are queueing: the fastest decision of the last interval took longer than
+    /// <see cref="SipOverloadOptions.MaxDecisionDelay"/>, and more are pending than the decisions finished in that much
+    /// time at the recent rate (Little's law), so a new one would wait past it.
+    /// </summary>
+    DecisionDelay = 5,
 }
 
 /// <summary>
@@ -37,7 +44,7 @@ public readonly record struct SipShedReport(SipShedReason Reason, long Count, IP
 /// </summary>
 public sealed class SipOverloadControl : IDisposable
 {
-    private static readonly string[] ReasonNames = ["transactions", "pending_decisions", "lag", "source_rate", "source_transactions"];
+    private static readonly string[] ReasonNames = ["transactions", "pending_decisions", "lag", "source_rate", "source_transactions", "decision_delay"];
 
     private readonly TimeProvider _time;
     private readonly Action<SipShedReport>? _report;
@@ -50,6 +57,18 @@ public sealed class SipOverloadControl : IDisposable
     private readonly int _maxInProgress;
     private readonly int _maxOpen;
     private int _pendingDecisions;
+
+    // The delay of decisions on requests outside a dialog (docs/architecture.md, "Overload control"): how many are
+    // pending, and per interval of LagProbeInterval the shortest one and how many finished; at the end of each, the
+    // shortest becomes _lastMinDelay and the count a rate. (In-dialog look-ups answer fast even when admissions queue.)
+    private int _pendingOutside;
+    private readonly long _maxDelayTicks;
+    private readonly long _intervalTicks;
+    private long _intervalStart;
+    private long _intervalFinished;
+    private long _intervalMinDelay = long.MaxValue;
+    private long _lastMinDelay;
+    private long _decisionsPerSecondBits;
 
     /// <summary>
     /// <paramref name="classify"/> tells trunks' and trusted peers' addresses; <paramref name="report"/> hears what was
@@ -71,6 +90,9 @@ public sealed class SipOverloadControl : IDisposable
         {
             _lag = new LagProbe(_time, options.LagProbeInterval);
         }
+        _maxDelayTicks = options.MaxDecisionDelay is { } delay ? (long)(delay.TotalSeconds * _time.TimestampFrequency) : 0;
+        _intervalTicks = (long)(options.LagProbeInterval.TotalSeconds * _time.TimestampFrequency);
+        _intervalStart = _time.GetTimestamp();
     }
 
     public SipOverloadOptions Options { get; }
@@ -96,9 +118,61 @@ public sealed class SipOverloadControl : IDisposable
     /// <summary>The budgets' clock now.</summary>
     internal long Now => _time.GetTimestamp();
 
-    internal void EnterDecision() => Interlocked.Increment(ref _pendingDecisions);
+    /// <summary>The shortest decision of the last whole interval (zero before any).</summary>
+    public TimeSpan DecisionDelay => TimeSpan.FromSeconds((double)Volatile.Read(ref _lastMinDelay) / _time.TimestampFrequency);
 
-    internal void ExitDecision() => Interlocked.Decrement(ref _pendingDecisions);
+    /// <summary>Decisions finished per second over the last whole interval.</summary>
+    public double DecisionsPerSecond => BitConverter.Int64BitsToDouble(Volatile.Read(ref _decisionsPerSecondBits));
+
+    /// <summary>
+    /// A decision starts; <paramref name="outsideDialog"/>: on a request outside a dialog (a new call), whose delay is
+    /// measured. Returns the timestamp to give <see cref="ExitDecision"/>.
+    /// </summary>
+    internal long EnterDecision(bool outsideDialog = true)
+    {
+        Interlocked.Increment(ref _pendingDecisions);
+        if (outsideDialog)
+        {
+            Interlocked.Increment(ref _pendingOutside);
+        }
+        return _time.GetTimestamp();
+    }
+
+    /// <summary>
+    /// The decision started at <paramref name="started"/> is done; one on a request outside a dialog counts toward the
+    /// interval's delay and rate.
+    /// </summary>
+    internal void ExitDecision(long started, bool outsideDialog = true)
+    {
+        Interlocked.Decrement(ref _pendingDecisions);
+        if (!outsideDialog)
+        {
+            return;
+        }
+        Interlocked.Decrement(ref _pendingOutside);
+        var now = _time.GetTimestamp();
+        var delay = now - started;
+        var min = Volatile.Read(ref _intervalMinDelay);
+        while (delay < min)
+        {
+            var seen = Interlocked.CompareExchange(ref _intervalMinDelay, delay, min);
+            if (seen == min)
+            {
+                break;
+            }
+            min = seen;
+        }
+        Interlocked.Increment(ref _intervalFinished);
+        var start = Volatile.Read(ref _intervalStart);
+        if (now - start >= _intervalTicks && Interlocked.CompareExchange(ref _intervalStart, now, start) == start)
+        {
+            // One thread closes the interval; a decision finishing meanwhile counts toward the next one.
+            var finished = Interlocked.Exchange(ref _intervalFinished, 0);
+            Volatile.Write(ref _lastMinDelay, Interlocked.Exchange(ref _intervalMinDelay, long.MaxValue));
+            var rate = finished * (double)_time.TimestampFrequency / (now - start);
+            Volatile.Write(ref _decisionsPerSecondBits, BitConverter.DoubleToInt64Bits(rate));
+        }
+    }
 
     /// <summary>
     /// The reason to shed a new INVITE (or other request outside a dialog) now, if any, given the server transactions
@@ -110,9 +184,20 @@ public sealed class SipOverloadControl : IDisposable
         {
             return SipShedReason.Transactions;
         }
-        if (Volatile.Read(ref _pendingDecisions) >= Options.MaxPendingDecisions)
+        var pending = Volatile.Read(ref _pendingDecisions);
+        if (pending >= Options.MaxPendingDecisions)
         {
             return SipShedReason.PendingDecisions;
+        }
+        if (_maxDelayTicks > 0 && Volatile.Read(ref _lastMinDelay) >= _maxDelayTicks
+            && Volatile.Read(ref _pendingOutside) >= Math.Max(Options.MinPendingDecisions, DecisionsPerSecond * _maxDelayTicks / _time.TimestampFrequency)
+            && _time.GetTimestamp() - Volatile.Read(ref _intervalStart) < 2 * _intervalTicks)
+        {
+            // Even the fastest decision waited past the target (a standing queue, not a burst), and the decisions already
+            // pending take that long to finish at the rate they finish: a new one would wait past it, and the later it
+            // is decided the more likely its deadline passes first and its work is wasted. Shed until the queue is short.
+            // (Only while the figures are fresh: an interval closed within the last two.)
+            return SipShedReason.DecisionDelay;
         }
         var lagTicks = _lag?.LagTicks ?? (long)(_testLag.TotalSeconds * _time.TimestampFrequency);
         return lagTicks >= _maxLagTicks ? SipShedReason.Lag : null;

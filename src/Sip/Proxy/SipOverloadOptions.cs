@@ -42,7 +42,17 @@ public sealed class SipOverloadOptions
     /// </summary>
     public TimeSpan MaxLag { get; set; } = TimeSpan.FromMilliseconds(500);
 
-    /// <summary>How often the lag probe runs.</summary>
+    /// <summary>
+    /// The longest the fastest decision of an interval may take before new INVITEs are shed for as long as the decisions
+    /// pending exceed what finishes in that time (<see cref="SipShedReason.DecisionDelay"/>); null: no such shedding. The
+    /// edge sets it to half the admission deadline when it is not configured, so an admitted call is decided in time.
+    /// </summary>
+    public TimeSpan? MaxDecisionDelay { get; set; }
+
+    /// <summary>Decisions on requests outside a dialog that may always be pending, whatever their delay (a burst after a quiet time is let in).</summary>
+    public int MinPendingDecisions { get; set; } = 32;
+
+    /// <summary>How often the lag probe runs; also the interval over which the decisions' delay and rate are taken.</summary>
     public TimeSpan LagProbeInterval { get; set; } = TimeSpan.FromMilliseconds(100);
 
     /// <summary>Budget of a source that is neither a trunk nor a trusted peer.</summary>
@@ -84,6 +94,14 @@ public sealed class SipOverloadOptions
         if (MaxPendingDecisions < 1)
         {
             errors.Add($"{prefix}{nameof(MaxPendingDecisions)}: must be at least 1 (was {MaxPendingDecisions})");
+        }
+        if (MaxDecisionDelay is { } delay && delay <= TimeSpan.Zero)
+        {
+            errors.Add($"{prefix}{nameof(MaxDecisionDelay)}: must be positive (was {delay})");
+        }
+        if (MinPendingDecisions < 1)
+        {
+            errors.Add($"{prefix}{nameof(MinPendingDecisions)}: must be at least 1 (was {MinPendingDecisions})");
         }
         if (MaxLag <= TimeSpan.Zero)
         {

@@ -418,7 +418,10 @@ public sealed partial class SipProxy : IDisposable
         copy.Parse(request.Message.Span);
         request = request.With(copy);
         ForwardDecision decision;
-        _overload?.EnterDecision();
+        // Only decisions on requests outside a dialog (new calls above all) are what shedding can shorten, so only their
+        // delay tells whether they queue (docs/architecture.md, "Overload control").
+        var outside = copy.ToTag.IsEmpty;
+        var started = _overload?.EnterDecision(outside) ?? 0;
         try
         {
             decision = await _user!.DecideAsync(request, CancellationToken.None).ConfigureAwait(false);
@@ -429,7 +432,7 @@ public sealed partial class SipProxy : IDisposable
         }
         finally
         {
-            _overload?.ExitDecision();
+            _overload?.ExitDecision(started, outside);
         }
         using (copy)
         {

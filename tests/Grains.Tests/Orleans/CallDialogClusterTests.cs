@@ -80,6 +80,31 @@ public sealed class CallDialogClusterTests
 
     [Theory]
     [MemberData(nameof(Storages))]
+    public async Task An_admission_that_arrives_after_its_own_abandon_is_refused_and_holds_nothing(string kind)
+    {
+        // Under overload the edge's deadline can pass while its admission is still on its way to the shard, and the
+        // abandon it then sends can be run first (found by the past-capacity benchmark): the admission must not hold
+        // slots afterwards that no edge will end.
+        LimitRequest[] alice = [new("user/alice", Direction.Outbound)];
+        await using var db = TestStorage.Create(kind);
+        await using var cluster = await GrainTestCluster.StartAsync(db);
+        var call = cluster.Call("overtaken");
+        Assert.False(await call.AbandonAsync(LegA.Attempt));
+
+        var late = await call.AdmitAsync(alice, LegA);
+        Assert.Equal(AdmitStatus.Invalid, late.Status);
+        Assert.Contains("abandoned", late.Error, StringComparison.Ordinal);
+        Assert.Equal(0, (await cluster.Limit("user/alice").GetSnapshotAsync()).Total);
+
+        // Another attempt on the same Call-ID and From tag (a new INVITE) is a call like any other.
+        Assert.Equal(AdmitStatus.Admitted, (await call.AdmitAsync(alice, LegB)).Status);
+        Assert.Equal(1, (await cluster.Limit("user/alice").GetSnapshotAsync()).Total);
+        Assert.True(await call.EndAsync());
+        Assert.Equal(0, (await cluster.Limit("user/alice").GetSnapshotAsync()).Total);
+    }
+
+    [Theory]
+    [MemberData(nameof(Storages))]
     public async Task Abandoning_an_attempt_ends_the_call_only_when_that_attempt_admitted_it(string kind)
     {
         LimitRequest[] alice = [new("user/alice", Direction.Outbound)];

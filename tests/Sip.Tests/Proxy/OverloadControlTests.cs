@@ -154,6 +154,70 @@ public sealed class OverloadControlTests : IDisposable
     }
 
     [Fact]
+    public void A_standing_queue_of_decisions_sheds_new_calls_until_it_is_short_while_a_burst_of_fast_ones_is_let_in()
+    {
+        using var control = new SipOverloadControl(
+            new SipOverloadOptions { MaxDecisionDelay = TimeSpan.FromMilliseconds(100), MinPendingDecisions = 4, LagProbeInterval = TimeSpan.FromMilliseconds(100) },
+            _clock, probeLag: false);
+
+        // A burst of 50 decisions answered in 10 ms each: many pending, but none waited: nothing is shed.
+        var burst = Enumerable.Range(0, 50).Select(_ => control.EnterDecision()).ToList();
+        Assert.Null(control.Overloaded(0, 0));
+        _clock.Advance(TimeSpan.FromMilliseconds(10));
+        control.ExitDecision(burst[0]);
+        _clock.Advance(TimeSpan.FromMilliseconds(100));
+        // The first decision to finish past the interval closes it: the fastest of the interval took 10 ms.
+        control.ExitDecision(burst[1]);
+        Assert.Equal(TimeSpan.FromMilliseconds(10), control.DecisionDelay);
+        Assert.Null(control.Overloaded(0, 0));
+        foreach (var started in burst.Skip(2))
+        {
+            control.ExitDecision(started);
+        }
+        _clock.Advance(TimeSpan.FromMilliseconds(100));
+        control.ExitDecision(control.EnterDecision());
+        Assert.Equal(TimeSpan.Zero, control.DecisionDelay);
+
+        // 40 decisions, of which even the fastest waits 300 ms (the grains answer slower than calls come): shed.
+        var queued = Enumerable.Range(0, 40).Select(_ => control.EnterDecision()).ToList();
+        _clock.Advance(TimeSpan.FromMilliseconds(300));
+        for (var i = 0; i < 10; i++)
+        {
+            control.ExitDecision(queued[i]);
+        }
+        Assert.Equal(TimeSpan.FromMilliseconds(300), control.DecisionDelay);
+        Assert.Equal(30, control.PendingDecisions);
+        Assert.Equal(SipShedReason.DecisionDelay, control.Overloaded(0, 0));
+
+        // The queue drains below what may always be pending: new calls are let in although the last delay was long.
+        for (var i = 10; i < 37; i++)
+        {
+            control.ExitDecision(queued[i]);
+        }
+        Assert.Equal(3, control.PendingDecisions);
+        Assert.Null(control.Overloaded(0, 0));
+
+        // Long pending again, but no decision has finished for two intervals: the figures are old and shed nothing.
+        queued.AddRange(Enumerable.Range(0, 10).Select(_ => control.EnterDecision()));
+        Assert.Equal(SipShedReason.DecisionDelay, control.Overloaded(0, 0));
+        _clock.Advance(TimeSpan.FromMilliseconds(250));
+        Assert.Null(control.Overloaded(0, 0));
+    }
+
+    [Fact]
+    public void Without_a_decision_delay_set_only_the_pending_decisions_cap_sheds()
+    {
+        using var control = new SipOverloadControl(new SipOverloadOptions { MaxPendingDecisions = 100 }, _clock, probeLag: false);
+        var queued = Enumerable.Range(0, 99).Select(_ => control.EnterDecision()).ToList();
+        _clock.Advance(TimeSpan.FromSeconds(1));
+        control.ExitDecision(queued[0]);
+        Assert.Null(control.Overloaded(0, 0));
+        control.EnterDecision();
+        control.EnterDecision();
+        Assert.Equal(SipShedReason.PendingDecisions, control.Overloaded(0, 0));
+    }
+
+    [Fact]
     public void A_source_with_its_maximum_of_transactions_in_flight_is_refused_until_they_are_answered()
     {
         var policy = new Policy { Hold = new TaskCompletionSource<CallDecision>(TaskCreationOptions.RunContinuationsAsynchronously) };
