@@ -332,12 +332,17 @@ public static class CliApp
             });
         }, ct));
 
-        var end = new Command("end", "End a call: its slots are released at once (exit 1 when it held none)");
+        var end = new Command("end",
+            "End a call: an answered call gets a BYE to each party from an edge, then its slots are released (exit 1 when no such call is up, 4 when no edge could send the BYEs)");
         end.Arguments.Add(callKey);
         end.SetAction((parse, ct) => ExecuteAsync(parse, console, async (client, json) =>
         {
             var answer = await client.SendAsync(HttpMethod.Post, "/api/calls/end", new JsonObject { ["callKey"] = parse.GetValue(callKey) }, ct).ConfigureAwait(false);
-            var code = Print(console, answer, json, body => console.MarkupLine(body["done"]?.GetValue<bool>() == true ? "ended; its slots are free" : "no such call held a slot"));
+            var code = Print(console, answer, json, body =>
+            {
+                var edge = Text(body["edge"]);
+                console.MarkupLine(Markup.Escape($"{Text(body["outcome"])}{(edge.Length > 0 ? " (by edge " + edge + ")" : "")}: {Text(body["detail"])}"));
+            });
             return code == ExitCodes.Ok && answer.Body?["done"]?.GetValue<bool>() != true ? ExitCodes.NotFound : code;
         }, ct));
 
