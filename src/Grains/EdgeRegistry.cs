@@ -88,8 +88,23 @@ public sealed class EdgeRoster<T>(TimeProvider time, TimeSpan expiry) where T : 
         return _edges.Remove(name);
     }
 
+    /// <summary>The names of the live edges, in order (expired ones are forgotten); does not move the round robin on.</summary>
+    public IReadOnlyList<string> Names() => [.. Live().Select(static e => e.Name)];
+
     /// <summary>The live edges in the order to try them, starting one further each time; expired ones are forgotten.</summary>
     public IReadOnlyList<(string Name, T Edge)> Candidates()
+    {
+        var live = Live();
+        if (live.Count == 0)
+        {
+            return live;
+        }
+
+        var start = _next++ % live.Count;
+        return [.. live.Skip(start), .. live.Take(start)];
+    }
+
+    private List<(string Name, T Edge)> Live()
     {
         var now = time.GetUtcNow();
         var live = new List<(string Name, T Edge)>(_edges.Count);
@@ -111,14 +126,8 @@ public sealed class EdgeRoster<T>(TimeProvider time, TimeSpan expiry) where T : 
             _edges.Remove(name);
         }
 
-        if (live.Count == 0)
-        {
-            return live;
-        }
-
         live.Sort(static (a, b) => string.CompareOrdinal(a.Name, b.Name));
-        var start = _next++ % live.Count;
-        return [.. live.Skip(start), .. live.Take(start)];
+        return live;
     }
 }
 
@@ -140,7 +149,7 @@ public sealed class EdgeRegistryGrain(TimeProvider time, ILogger<EdgeRegistryGra
         return Task.CompletedTask;
     }
 
-    public Task<IReadOnlyList<string>> GetEdgesAsync() => Task.FromResult<IReadOnlyList<string>>([.. _roster.Candidates().Select(static c => c.Name).Order(StringComparer.Ordinal)]);
+    public Task<IReadOnlyList<string>> GetEdgesAsync() => Task.FromResult(_roster.Names());
 
     public async Task<string?> SendTeardownAsync(string callKey, DialogTeardown teardown)
     {
