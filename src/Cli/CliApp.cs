@@ -295,7 +295,7 @@ public static class CliApp
                     ["leaseEnd"] = c.Value.Call["leaseEnd"]?.DeepClone(),
                     ["limits"] = new JsonArray([.. c.Value.Limits.Select(l => JsonValue.Create(l))]),
                 })]);
-                console.WriteLine(result.ToJsonString(Indented));
+                WriteJson(console, result.ToJsonString(Indented));
                 return ExitCodes.Ok;
             }
 
@@ -395,6 +395,12 @@ public static class CliApp
         }
     }
 
+    /// <summary>
+    /// JSON as it is, past the console's rendering: a console whose output is redirected is 80 columns wide and would wrap
+    /// a long string value (a detail, a long call key) inside its quotes, which no JSON reader accepts.
+    /// </summary>
+    private static void WriteJson(IAnsiConsole console, string json) => console.Profile.Out.Writer.WriteLine(json);
+
     /// <summary>The answer as JSON (<c>--json</c>) or through <paramref name="table"/>; errors to stderr. The exit code.</summary>
     private static int Print(IAnsiConsole console, ApiAnswer answer, bool json, Action<JsonNode> table)
     {
@@ -403,7 +409,7 @@ public static class CliApp
             Console.Error.WriteLine($"callstate: {answer.Error}");
             if (json && answer.Body is not null)
             {
-                console.WriteLine(answer.Body.ToJsonString(Indented));
+                WriteJson(console, answer.Body.ToJsonString(Indented));
             }
 
             return answer.ExitCode;
@@ -411,7 +417,7 @@ public static class CliApp
 
         if (json)
         {
-            console.WriteLine(answer.Body?.ToJsonString(Indented) ?? "null");
+            WriteJson(console, answer.Body?.ToJsonString(Indented) ?? "null");
         }
         else if (answer.Body is not null)
         {
