@@ -126,7 +126,7 @@ public static class CliApp
         root.Subcommands.Add(LimitsCommand(console));
         root.Subcommands.Add(CallsCommand(console));
 
-        var status = new Command("status", "The silos, their state and activations");
+        var status = new Command("status", "The silos, their state and activations, and the edges that can end calls");
         status.SetAction((parse, ct) => ExecuteAsync(parse, console, async (client, json) =>
         {
             var answer = await client.GetAsync("/api/cluster", ct).ConfigureAwait(false);
@@ -140,6 +140,8 @@ public static class CliApp
 
                 console.Write(table);
                 console.MarkupLine($"[grey]{Markup.Escape(Text(body["active"]))} active, {Markup.Escape(Text(body["activations"]))} activations[/]");
+                var edges = (body["edges"]?.AsArray() ?? []).Select(e => Text(e)).ToList();
+                console.MarkupLine($"[grey]{edges.Count} edge(s) that can end calls{(edges.Count == 0 ? "" : ": " + Markup.Escape(string.Join(", ", edges)))}[/]");
             });
         }, ct));
         var cluster = new Command("cluster", "The cluster");

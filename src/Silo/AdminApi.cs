@@ -61,7 +61,8 @@ public sealed record AuditLimitDto(int? Total, int? Inbound, int? Outbound, IRea
 /// <summary>One silo of the cluster as <c>GET /api/cluster</c> lists it.</summary>
 public sealed record SiloDto(string Address, string Name, string Status, int? Activations);
 
-public sealed record ClusterDto(IReadOnlyList<SiloDto> Silos, int Active, long? Activations);
+/// <summary>The cluster as <c>GET /api/cluster</c> shows it; <see cref="Edges"/> are the edges that can send an operator's BYEs.</summary>
+public sealed record ClusterDto(IReadOnlyList<SiloDto> Silos, int Active, long? Activations, IReadOnlyList<string>? Edges = null);
 
 /// <summary>The storage's group commit since start: what <c>GET /api/storage/commits</c> answers.</summary>
 public sealed record StorageCommitsDto(long Batches, long Writes, LatencyHistogramDto CommitDuration, LatencyHistogramDto QueueWait);
@@ -221,8 +222,10 @@ public static partial class AdminApi
                 ? Problem(StatusCodes.Status400BadRequest, $"limit must be 1 to {AuditLogFactory.MaxReadLimit}")
                 : Results.Json(await audit.ReadAsync(new AuditQuery(limit ?? DefaultPageSize, before, target), ct).ConfigureAwait(false), AdminJsonContext.Default.IReadOnlyListAuditEntryDto));
 
-        api.MapGet("/cluster", async (IGrainFactory grains) =>
-            Results.Json(await ClusterStatus.ReadAsync(grains).ConfigureAwait(false), AdminJsonContext.Default.ClusterDto));
+        api.MapGet("/cluster", async (IGrainFactory grains, CallEnding ending) =>
+            Results.Json(
+                await ClusterStatus.ReadAsync(grains).ConfigureAwait(false) with { Edges = await ending.EdgesAsync().ConfigureAwait(false) },
+                AdminJsonContext.Default.ClusterDto));
         return app;
     }
 

@@ -68,6 +68,11 @@ public sealed partial class CallEnding(IGrainFactory grains, IServiceProvider se
             : new(CallEndOutcome.Unknown);
     }
 
+    /// <summary>The edges that can send BYEs now: <see cref="LocalEdge"/> in standalone mode, else those registered with the registry.</summary>
+    public async Task<IReadOnlyList<string>> EdgesAsync() => services.GetService<IEdgeObserver>() is not null
+        ? [LocalEdge]
+        : await grains.GetGrain<IEdgeRegistryGrain>(EdgeRegistry.Key).GetEdgesAsync().ConfigureAwait(false);
+
     private async Task<string?> SendAsync(string callKey, DialogTeardown teardown)
     {
         if (services.GetService<IEdgeObserver>() is not { } local)

@@ -28,6 +28,7 @@ public sealed class CallEndTests(ITestOutputHelper output) : IDisposable
         await using var uac = StartHungUpCaller(edge.SipPort, "petra");
 
         var callKey = await WaitForAnsweredCallAsync(edge.HttpPort, "user/petra");
+        Assert.Equal("local", await WaitForEdgeAsync(edge.HttpPort));
         var end = await CliRunner.RunAsync(edge.HttpPort, AdminTokens.Write, "calls", "end", callKey, "--json");
         output.WriteLine(end.ToString());
         Assert.True(end.ExitCode == 0, end.ToString());
@@ -55,25 +56,15 @@ public sealed class CallEndTests(ITestOutputHelper output) : IDisposable
 
         var callKey = await WaitForAnsweredCallAsync(silo.Port, "user/petra");
 
-        // The edge registers with the silos once its cluster client is up; until then the API answers 503 (exit 4) and
-        // changes nothing, so the end is asked again until an edge takes it.
-        CliResult end;
-        var deadline = DateTime.UtcNow + Deadline;
-        while (true)
-        {
-            end = await CliRunner.RunAsync(silo.Port, AdminTokens.Write, "calls", "end", callKey, "--json");
-            if (end.ExitCode != 4 || DateTime.UtcNow > deadline)
-            {
-                break;
-            }
-
-            await Task.Delay(500);
-        }
-
+        // The edge registers with the silos once its cluster client is up (until then an end answers 503 and changes
+        // nothing): `cluster status` lists it.
+        var edgeName = await WaitForEdgeAsync(silo.Port);
+        Assert.StartsWith($"127.0.0.1:{rig.Edges[0].SipPort}/", edgeName, StringComparison.Ordinal);
+        var end = await CliRunner.RunAsync(silo.Port, AdminTokens.Write, "calls", "end", callKey, "--json");
         output.WriteLine(end.ToString());
         Assert.True(end.ExitCode == 0, end + "\n" + rig.Describe());
         Assert.Equal("bye-sent", end.Json().GetProperty("outcome").GetString());
-        Assert.StartsWith($"127.0.0.1:{rig.Edges[0].SipPort}/", end.Json().GetProperty("edge").GetString(), StringComparison.Ordinal);
+        Assert.Equal(edgeName, end.Json().GetProperty("edge").GetString());
 
         await AssertBothPartiesHungUpAsync(uac, rig.Uas);
         await WaitForCountAsync(silo.Port, "user/petra", 0);
@@ -94,6 +85,27 @@ public sealed class CallEndTests(ITestOutputHelper output) : IDisposable
         Assert.True(caller.Successful == 1 && caller.Failed == 0, $"the caller got no BYE: {caller}\n{uac.Describe()}");
         Assert.True(callee.Successful == 1 && callee.Failed == 0, $"the callee got no BYE: {callee}\n{uas.Describe()}");
         Assert.Contains("BYE sip:", uac.Messages(), StringComparison.Ordinal);
+    }
+
+    /// <summary>Waits until <c>callstate cluster status --json</c> lists one edge that can end calls; its name.</summary>
+    private static async Task<string> WaitForEdgeAsync(int port)
+    {
+        var deadline = DateTime.UtcNow + Deadline;
+        var last = "";
+        while (DateTime.UtcNow < deadline)
+        {
+            var status = await CliRunner.RunAsync(port, AdminTokens.Read, "cluster", "status", "--json");
+            last = status.ToString();
+            if (status.ExitCode == 0 && status.Json().TryGetProperty("edges", out var edges) && edges.GetArrayLength() == 1)
+            {
+                return edges[0].GetString()!;
+            }
+
+            await Task.Delay(250);
+        }
+
+        Assert.Fail($"no edge registered with the silos within {Deadline}: {last}");
+        return "";
     }
 
     /// <summary>Waits until <paramref name="limit"/> holds one call and that call is answered (confirmed); its key.</summary>

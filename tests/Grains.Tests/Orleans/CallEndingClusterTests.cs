@@ -31,6 +31,7 @@ public sealed class CallEndingClusterTests
         Assert.True(await call.ConfirmAsync(new CallAnswer("callee-1", ["udp:203.0.113.5:5060"], Teardown)));
 
         // No edge registered: nothing is sent and nothing released (the call is still up and must stay counted).
+        Assert.Empty(await ending.EdgesAsync());
         Assert.Equal(new CallEndResult(CallEndOutcome.NoEdge), await ending.EndAsync("call-1"));
         Assert.Equal(1, (await cluster.Limit("user/alice").GetSnapshotAsync()).Total);
 
@@ -40,6 +41,7 @@ public sealed class CallEndingClusterTests
         await registry.RegisterAsync("edge-a", cluster.Client.CreateObjectReference<IEdgeObserver>(broken));
         await registry.RegisterAsync("edge-b", cluster.Client.CreateObjectReference<IEdgeObserver>(working));
         Assert.Equal(["edge-a", "edge-b"], await registry.GetEdgesAsync());
+        Assert.Equal(["edge-a", "edge-b"], await ending.EdgesAsync());
 
         // edge-a is tried first (round robin from the first name), fails and is forgotten; edge-b sends.
         var result = await ending.EndAsync("call-1");
