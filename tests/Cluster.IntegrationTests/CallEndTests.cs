@@ -71,6 +71,36 @@ public sealed class CallEndTests(ITestOutputHelper output) : IDisposable
         Assert.True(await rig.Edges[0].OutputContainsAsync($"Call {callKey} ended by the admin API", TimeSpan.FromSeconds(5)), rig.Describe());
     }
 
+    [Fact]
+    public async Task Calls_end_passes_over_a_frozen_edge_to_the_next_one()
+    {
+        await using var db = TestDatabase.Create("postgres");
+        await using var rig = await ClusterRig.StartAsync(db.Settings, ["--CallState:Limits:Users:petra:Total=5"], silos: 1, edges: 2, uasScenario: "uas_rr.xml");
+        var silo = rig.Silos[0];
+        var edges = await WaitForEdgesAsync(silo.Port, 2);
+
+        // The registry tries the edges in name order first: freeze that one (SIGSTOP, its connection to the gateway open),
+        // and call through the other.
+        var frozen = rig.Edges.FindIndex(e => edges[0].StartsWith($"127.0.0.1:{e.SipPort}/", StringComparison.Ordinal));
+        var live = 1 - frozen;
+        await using var uac = StartHungUpCaller(rig.Edges[live].SipPort, "petra", callee: "svc");
+        var callKey = await WaitForAnsweredCallAsync(silo.Port, "user/petra");
+        rig.PauseEdge(frozen);
+
+        var end = await CliRunner.RunAsync(silo.Port, AdminTokens.Write, "calls", "end", callKey, "--json");
+        output.WriteLine(end.ToString());
+        Assert.True(end.ExitCode == 0, end + "\n" + rig.Describe());
+        Assert.Equal("bye-sent", end.Json().GetProperty("outcome").GetString());
+        Assert.Equal(edges[1], end.Json().GetProperty("edge").GetString());
+
+        await AssertBothPartiesHungUpAsync(uac, rig.Uas);
+        await WaitForCountAsync(silo.Port, "user/petra", 0);
+
+        // The frozen edge is forgotten until it registers again.
+        Assert.Equal([edges[1]], await WaitForEdgesAsync(silo.Port, 1));
+        rig.ResumeEdge(frozen);
+    }
+
     /// <summary>A caller that never hangs up (it waits for a BYE from the network and answers it): one call from <paramref name="user"/>.</summary>
     private Sipp StartHungUpCaller(int edgePort, string user, string callee = "bob") => Sipp.Start("uac", [
         $"127.0.0.1:{Port(edgePort)}", "-sf", RepoPaths.Scenario("uac_hung_up.xml"), "-inf", StandaloneEdge.UsersFile(_temp.Path, user), "-s", callee,
@@ -88,7 +118,10 @@ public sealed class CallEndTests(ITestOutputHelper output) : IDisposable
     }
 
     /// <summary>Waits until <c>callstate cluster status --json</c> lists one edge that can end calls; its name.</summary>
-    private static async Task<string> WaitForEdgeAsync(int port)
+    private static async Task<string> WaitForEdgeAsync(int port) => (await WaitForEdgesAsync(port, 1))[0];
+
+    /// <summary>Waits until <c>callstate cluster status --json</c> lists <paramref name="count"/> edges that can end calls; their names in order.</summary>
+    private static async Task<List<string>> WaitForEdgesAsync(int port, int count)
     {
         var deadline = DateTime.UtcNow + Deadline;
         var last = "";
@@ -96,16 +129,16 @@ public sealed class CallEndTests(ITestOutputHelper output) : IDisposable
         {
             var status = await CliRunner.RunAsync(port, AdminTokens.Read, "cluster", "status", "--json");
             last = status.ToString();
-            if (status.ExitCode == 0 && status.Json().TryGetProperty("edges", out var edges) && edges.GetArrayLength() == 1)
+            if (status.ExitCode == 0 && status.Json().TryGetProperty("edges", out var edges) && edges.GetArrayLength() == count)
             {
-                return edges[0].GetString()!;
+                return [.. edges.EnumerateArray().Select(e => e.GetString()!)];
             }
 
             await Task.Delay(250);
         }
 
-        Assert.Fail($"no edge registered with the silos within {Deadline}: {last}");
-        return "";
+        Assert.Fail($"not {count} edges registered with the silos within {Deadline}: {last}");
+        return [];
     }
 
     /// <summary>Waits until <paramref name="limit"/> holds one call and that call is answered (confirmed); its key.</summary>
