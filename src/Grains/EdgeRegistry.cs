@@ -100,7 +100,7 @@ public sealed class EdgeRoster<T>(TimeProvider time, TimeSpan expiry) where T : 
             return live;
         }
 
-        var start = _next++ % live.Count;
+        var start = (int)(unchecked((uint)_next++) % (uint)live.Count);
         return [.. live.Skip(start), .. live.Take(start)];
     }
 
