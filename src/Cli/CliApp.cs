@@ -126,7 +126,7 @@ public static class CliApp
         root.Subcommands.Add(LimitsCommand(console));
         root.Subcommands.Add(CallsCommand(console));
 
-        var status = new Command("status", "The silos, their state and activations");
+        var status = new Command("status", "The silos, their state and activations, and the edges that can end calls");
         status.SetAction((parse, ct) => ExecuteAsync(parse, console, async (client, json) =>
         {
             var answer = await client.GetAsync("/api/cluster", ct).ConfigureAwait(false);
@@ -140,6 +140,8 @@ public static class CliApp
 
                 console.Write(table);
                 console.MarkupLine($"[grey]{Markup.Escape(Text(body["active"]))} active, {Markup.Escape(Text(body["activations"]))} activations[/]");
+                var edges = (body["edges"]?.AsArray() ?? []).Select(e => Text(e)).ToList();
+                console.MarkupLine($"[grey]{edges.Count} edge(s) that can end calls{(edges.Count == 0 ? "" : ": " + Markup.Escape(string.Join(", ", edges)))}[/]");
             });
         }, ct));
         var cluster = new Command("cluster", "The cluster");
@@ -295,7 +297,7 @@ public static class CliApp
                     ["leaseEnd"] = c.Value.Call["leaseEnd"]?.DeepClone(),
                     ["limits"] = new JsonArray([.. c.Value.Limits.Select(l => JsonValue.Create(l))]),
                 })]);
-                console.WriteLine(result.ToJsonString(Indented));
+                WriteJson(console, result.ToJsonString(Indented));
                 return ExitCodes.Ok;
             }
 
@@ -332,12 +334,17 @@ public static class CliApp
             });
         }, ct));
 
-        var end = new Command("end", "End a call: its slots are released at once (exit 1 when it held none)");
+        var end = new Command("end",
+            "End a call: an answered call gets a BYE to each party from an edge, then its slots are released (exit 1 when no such call is up, 4 when no edge could send the BYEs)");
         end.Arguments.Add(callKey);
         end.SetAction((parse, ct) => ExecuteAsync(parse, console, async (client, json) =>
         {
             var answer = await client.SendAsync(HttpMethod.Post, "/api/calls/end", new JsonObject { ["callKey"] = parse.GetValue(callKey) }, ct).ConfigureAwait(false);
-            var code = Print(console, answer, json, body => console.MarkupLine(body["done"]?.GetValue<bool>() == true ? "ended; its slots are free" : "no such call held a slot"));
+            var code = Print(console, answer, json, body =>
+            {
+                var edge = Text(body["edge"]);
+                console.MarkupLine(Markup.Escape($"{Text(body["outcome"])}{(edge.Length > 0 ? " (by edge " + edge + ")" : "")}: {Text(body["detail"])}"));
+            });
             return code == ExitCodes.Ok && answer.Body?["done"]?.GetValue<bool>() != true ? ExitCodes.NotFound : code;
         }, ct));
 
@@ -390,6 +397,12 @@ public static class CliApp
         }
     }
 
+    /// <summary>
+    /// JSON as it is, past the console's rendering: a console whose output is redirected is 80 columns wide and would wrap
+    /// a long string value (a detail, a long call key) inside its quotes, which no JSON reader accepts.
+    /// </summary>
+    private static void WriteJson(IAnsiConsole console, string json) => console.Profile.Out.Writer.WriteLine(json);
+
     /// <summary>The answer as JSON (<c>--json</c>) or through <paramref name="table"/>; errors to stderr. The exit code.</summary>
     private static int Print(IAnsiConsole console, ApiAnswer answer, bool json, Action<JsonNode> table)
     {
@@ -398,7 +411,7 @@ public static class CliApp
             Console.Error.WriteLine($"callstate: {answer.Error}");
             if (json && answer.Body is not null)
             {
-                console.WriteLine(answer.Body.ToJsonString(Indented));
+                WriteJson(console, answer.Body.ToJsonString(Indented));
             }
 
             return answer.ExitCode;
@@ -406,7 +419,7 @@ public static class CliApp
 
         if (json)
         {
-            console.WriteLine(answer.Body?.ToJsonString(Indented) ?? "null");
+            WriteJson(console, answer.Body?.ToJsonString(Indented) ?? "null");
         }
         else if (answer.Body is not null)
         {

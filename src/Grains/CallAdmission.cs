@@ -99,6 +99,9 @@ public sealed class CallGrainState
 
     /// <summary>Where requests toward the callee may go, from the same answer as <see cref="CalleeTag"/>.</summary>
     public List<string>? CalleeTargets { get; set; }
+
+    /// <summary>The BYEs that end the call, from the same answer as <see cref="CalleeTag"/> (<see cref="CallAnswer.Teardown"/>); null when none was given or it was too long.</summary>
+    public DialogTeardown? Teardown { get; set; }
 }
 
 /// <summary>A call as the admin API shows it.</summary>
@@ -311,6 +314,7 @@ public sealed class CallAdmission
         {
             S.CalleeTag = answer.CalleeTag;
             S.CalleeTargets = CallDialogs.Keep(answer.CalleeTargets);
+            S.Teardown = CallDialogs.IsStorable(answer.Teardown) ? answer.Teardown : null;
         }
 
         var record = _state.WriteAsync(LeaseDue, cancellationToken);
@@ -412,6 +416,9 @@ public sealed class CallAdmission
     public CallDialog? Dialog() => S.Phase is CallPhase.Admitting or CallPhase.Admitted
         ? new CallDialog(S.CalleeTag, S.CallerTargets is { } caller ? [.. caller] : [], S.CalleeTargets is { } callee ? [.. callee] : [], S.Confirmed)
         : null;
+
+    /// <summary>What an operator's end needs: the phase, whether the call was answered, and the BYEs stored with its answer.</summary>
+    public CallTeardownInfo TeardownInfo() => new(S.Phase, S.Confirmed, S.Phase == CallPhase.Admitted && S.Confirmed ? S.Teardown : null);
 
     /// <summary>The attempt that admitted the call, as stored (null when none).</summary>
     public string? Attempt => S.Attempt;

@@ -1,12 +1,39 @@
+using System.Diagnostics.CodeAnalysis;
+
 namespace CallState.Grains;
 
 /// <summary>Who asks for an admission: the INVITE transaction (its id) and where requests toward the caller may go.</summary>
 [GenerateSerializer, Immutable]
 public sealed record CallLeg([property: Id(0)] string Attempt, [property: Id(1)] IReadOnlyList<string> CallerTargets);
 
-/// <summary>What the 2xx taught: the callee's tag and where requests toward the callee may go.</summary>
+/// <summary>
+/// What the 2xx taught: the callee's tag, where requests toward the callee may go and, for a counted call, the two BYEs
+/// that end it (<see cref="Teardown"/>), so that any edge can end it when an operator asks (docs/architecture.md,
+/// "Ending a call from the admin API").
+/// </summary>
 [GenerateSerializer, Immutable]
-public sealed record CallAnswer([property: Id(0)] string CalleeTag, [property: Id(1)] IReadOnlyList<string> CalleeTargets);
+public sealed record CallAnswer([property: Id(0)] string CalleeTag, [property: Id(1)] IReadOnlyList<string> CalleeTargets,
+    [property: Id(2)] DialogTeardown? Teardown = null);
+
+/// <summary>
+/// One BYE of a call's teardown as the edge that saw its 2xx built it: where it goes (a target as
+/// <see cref="CallLeg.CallerTargets"/> spells one), its request line and the header fields that follow its Via (the edge
+/// that sends it writes the Via). Opaque bytes to the grains.
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record StoredBye([property: Id(0)] string Target, [property: Id(1)] byte[] RequestLine, [property: Id(2)] byte[] Rest);
+
+/// <summary>The BYE toward the callee and the BYE toward the caller that end an answered call.</summary>
+[GenerateSerializer, Immutable]
+public sealed record DialogTeardown([property: Id(0)] StoredBye TowardCallee, [property: Id(1)] StoredBye TowardCaller);
+
+/// <summary>What an operator's end finds of a call: its phase, whether it was answered, and its stored BYEs if any.</summary>
+[GenerateSerializer, Immutable]
+public sealed record CallTeardownInfo([property: Id(0)] CallPhase Phase, [property: Id(1)] bool Confirmed, [property: Id(2)] DialogTeardown? Teardown)
+{
+    /// <summary>Being admitted or up: something an end can release.</summary>
+    public bool IsLive => Phase is CallPhase.Admitting or CallPhase.Admitted;
+}
 
 /// <summary>An admitted call's dialog as any edge checks in-dialog requests against it.</summary>
 [GenerateSerializer, Immutable]
@@ -78,6 +105,20 @@ public static class CallDialogs
 
         return kept.Count == 0 ? null : kept;
     }
+
+    /// <summary>
+    /// Longest stored BYE (request line and header fields together): Route entries, From, To and Call-ID copied from
+    /// the dialog; past it the call keeps no teardown and an operator's end only releases it.
+    /// </summary>
+    public const int MaxByeLength = 4096;
+
+    /// <summary>Whether a teardown can be stored: both BYEs have a target of at most <see cref="MaxTargetLength"/> and at most <see cref="MaxByeLength"/> bytes.</summary>
+    public static bool IsStorable([NotNullWhen(true)] DialogTeardown? teardown) =>
+        teardown is { TowardCallee: { } callee, TowardCaller: { } caller } && IsStorable(callee) && IsStorable(caller);
+
+    private static bool IsStorable(StoredBye bye) =>
+        bye.Target is { Length: > 0 and <= MaxTargetLength } && bye.RequestLine is { Length: > 0 } line && bye.Rest is { } rest
+        && line.Length + rest.Length <= MaxByeLength;
 
     /// <summary>Whether a callee tag can be stored: not empty and not longer than <see cref="MaxTagLength"/>.</summary>
     public static bool IsStorableTag(string? tag) => tag is { Length: > 0 and <= MaxTagLength };

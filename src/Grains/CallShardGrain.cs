@@ -159,6 +159,9 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
     public Task<CallDialog?> GetDialogAsync(string callKey) =>
         Valid(callKey) ? RunAsync(callKey, static admission => Task.FromResult(admission.Dialog())) : Task.FromResult<CallDialog?>(null);
 
+    public Task<CallTeardownInfo> GetTeardownAsync(string callKey) =>
+        Valid(callKey) ? RunAsync(callKey, static admission => Task.FromResult(admission.TeardownInfo())) : Task.FromResult(new CallTeardownInfo(CallPhase.New, false, null));
+
     public Task WakeAsync(string callKey) => !Valid(callKey) ? Task.CompletedTask : RunAsync(callKey, async (admission, slot) =>
     {
         // A call in memory knows its own due time; the stored one (earlier for an admission in progress, so that a crash

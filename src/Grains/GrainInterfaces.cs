@@ -100,6 +100,10 @@ public interface ICallShardGrain : IGrainWithIntegerKey
     /// <summary>The call's due time passed (the due scan): finishes an interrupted admission or ends a call whose lease ran out.</summary>
     [Alias("Wake")]
     Task WakeAsync(string callKey);
+
+    /// <summary>What an operator's end needs of the call (its phase, and the BYEs stored with its answer), in the call's order.</summary>
+    [Alias("GetTeardown")]
+    Task<CallTeardownInfo> GetTeardownAsync(string callKey);
 }
 
 /// <summary>Which shard grain holds a call: a hash of its key that every edge and silo computes alike.</summary>
@@ -147,6 +151,8 @@ public readonly struct CallHandle(IGrainFactory grains, string callKey)
     public Task<CallSnapshot> GetSnapshotAsync() => Shard.GetSnapshotAsync(callKey);
 
     public Task<CallDialog?> GetDialogAsync() => Shard.GetDialogAsync(callKey);
+
+    public Task<CallTeardownInfo> GetTeardownAsync() => Shard.GetTeardownAsync(callKey);
 
     public Task WakeAsync() => Shard.WakeAsync(callKey);
 }

@@ -20,6 +20,9 @@ public sealed record ErrorDto(string Error);
 
 public sealed record BoolResultDto(bool Done);
 
+/// <summary>A call <c>POST /api/calls/end</c> ended: how (<c>bye-sent</c>, <c>released</c>, <c>released-without-bye</c>), and the edge that sent the BYEs.</summary>
+public sealed record CallEndDto(bool Done, string Outcome, string? Edge, string Detail);
+
 /// <summary>Where a maximum comes from: a run-time change, configuration, the default user, or the calls (per-key).</summary>
 public static class LimitSources
 {
@@ -58,7 +61,8 @@ public sealed record AuditLimitDto(int? Total, int? Inbound, int? Outbound, IRea
 /// <summary>One silo of the cluster as <c>GET /api/cluster</c> lists it.</summary>
 public sealed record SiloDto(string Address, string Name, string Status, int? Activations);
 
-public sealed record ClusterDto(IReadOnlyList<SiloDto> Silos, int Active, long? Activations);
+/// <summary>The cluster as <c>GET /api/cluster</c> shows it; <see cref="Edges"/> are the edges that can send an operator's BYEs.</summary>
+public sealed record ClusterDto(IReadOnlyList<SiloDto> Silos, int Active, long? Activations, IReadOnlyList<string>? Edges = null);
 
 /// <summary>The storage's group commit since start: what <c>GET /api/storage/commits</c> answers.</summary>
 public sealed record StorageCommitsDto(long Batches, long Writes, LatencyHistogramDto CommitDuration, LatencyHistogramDto QueueWait);
@@ -77,6 +81,7 @@ public sealed record StorageCommitsDto(long Batches, long Writes, LatencyHistogr
 [JsonSerializable(typeof(ClusterDto))]
 [JsonSerializable(typeof(ErrorDto))]
 [JsonSerializable(typeof(BoolResultDto))]
+[JsonSerializable(typeof(CallEndDto))]
 [JsonSerializable(typeof(RuntimeCountersDto))]
 [JsonSerializable(typeof(StorageCommitsDto))]
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web, UseStringEnumConverter = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
@@ -189,15 +194,23 @@ public static partial class AdminApi
             Results.Ok(new BoolResultDto(await grains.ConfirmCallAsync(body.CallKey).ConfigureAwait(false))));
         api.MapPost("/calls/renew", async (CallKeyDto body, GrainAccess grains) =>
             Results.Ok(new BoolResultDto(await grains.RenewCallAsync(body.CallKey).ConfigureAwait(false))));
-        api.MapPost("/calls/end", async (HttpContext http, CallKeyDto body, GrainAccess grains, AdminAudit audit) =>
+        api.MapPost("/calls/end", async (HttpContext http, CallKeyDto body, CallEnding ending, AdminAudit audit) =>
         {
-            var done = await grains.EndCallAsync(body.CallKey).ConfigureAwait(false);
-            if (done)
+            var result = await ending.EndAsync(body.CallKey).ConfigureAwait(false);
+            if (result.Outcome == CallEndOutcome.Unknown)
             {
-                await audit.RecordAsync(http, "calls.end", body.CallKey, null, null).ConfigureAwait(false);
+                return Problem(StatusCodes.Status404NotFound, $"no call {body.CallKey} is being admitted or up");
             }
 
-            return Results.Ok(new BoolResultDto(done));
+            if (result.Outcome == CallEndOutcome.NoEdge)
+            {
+                return Problem(StatusCodes.Status503ServiceUnavailable,
+                    "no edge could send the BYEs (none registered, or each one failed): the call is still up and holds its slots");
+            }
+
+            var answer = EndAnswer(result);
+            await audit.RecordAsync(http, "calls.end", body.CallKey, null, JsonSerializer.Serialize(answer, AdminJsonContext.Default.CallEndDto)).ConfigureAwait(false);
+            return Results.Json(answer, AdminJsonContext.Default.CallEndDto);
         });
         api.MapGet("/calls", async (string? key, GrainAccess grains) =>
             GrainTypes.ValidateCallKey(key) is not null
@@ -209,8 +222,10 @@ public static partial class AdminApi
                 ? Problem(StatusCodes.Status400BadRequest, $"limit must be 1 to {AuditLogFactory.MaxReadLimit}")
                 : Results.Json(await audit.ReadAsync(new AuditQuery(limit ?? DefaultPageSize, before, target), ct).ConfigureAwait(false), AdminJsonContext.Default.IReadOnlyListAuditEntryDto));
 
-        api.MapGet("/cluster", async (IGrainFactory grains) =>
-            Results.Json(await ClusterStatus.ReadAsync(grains).ConfigureAwait(false), AdminJsonContext.Default.ClusterDto));
+        api.MapGet("/cluster", async (IGrainFactory grains, CallEnding ending) =>
+            Results.Json(
+                await ClusterStatus.ReadAsync(grains).ConfigureAwait(false) with { Edges = await ending.EdgesAsync().ConfigureAwait(false) },
+                AdminJsonContext.Default.ClusterDto));
         return app;
     }
 
@@ -339,6 +354,15 @@ public static partial class AdminApi
 
         return true;
     }
+
+    /// <summary>What <c>POST /api/calls/end</c> answers for a call it ended (docs/operations.md, "Ending a call").</summary>
+    internal static CallEndDto EndAnswer(CallEndResult result) => result.Outcome switch
+    {
+        CallEndOutcome.ByeSent => new CallEndDto(true, "bye-sent", result.Edge, "a BYE was sent to each party, then the call's slots were released"),
+        CallEndOutcome.Released => new CallEndDto(true, "released", null, "the call was not answered yet: its slots were released, no BYE or CANCEL was sent"),
+        CallEndOutcome.ReleasedWithoutBye => new CallEndDto(true, "released-without-bye", null, "the call's record holds no BYEs: its slots were released, the parties were not told"),
+        _ => throw new ArgumentOutOfRangeException(nameof(result), result.Outcome, "not an ended call"),
+    };
 
     internal static IResult Problem(int status, string detail) => Results.Problem(detail: detail, statusCode: status);
 

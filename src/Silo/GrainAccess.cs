@@ -125,9 +125,6 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
     public Task<bool> RenewCallAsync(string callKey) =>
         GrainTypes.ValidateCallKey(callKey) is null ? grains.GetCall(callKey).RenewAsync() : Task.FromResult(false);
 
-    public Task<bool> EndCallAsync(string callKey) =>
-        GrainTypes.ValidateCallKey(callKey) is null ? grains.GetCall(callKey).EndAsync() : Task.FromResult(false);
-
     public Task<CallSnapshot> GetCallAsync(string callKey) => grains.GetCall(callKey).GetSnapshotAsync();
 
     public Task<LimitSnapshot> GetLimitAsync(LimitKey key) => grains.GetGrain<ILimitGrain>(key.ToString()).GetSnapshotAsync();

@@ -70,6 +70,7 @@ public static class SiloServiceCollectionExtensions
         });
         services.AddSingleton(sp => StateStoreFactory.Create(sp.GetRequiredService<IOptions<StorageOptions>>().Value, sp.GetRequiredService<ILoggerFactory>()));
         services.AddSingleton<GrainAccess>();
+        services.AddSingleton<CallEnding>();
         services.AddSingleton(sp => AuditLogFactory.Create(sp.GetRequiredService<IOptions<StorageOptions>>().Value));
         services.AddSingleton<AdminAudit>();
 

@@ -1,6 +1,7 @@
 using System.Diagnostics.Metrics;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using CallState.Grains;
 using CallState.Silo.Hosting;
 using CallState.Storage;
 using CallState.Silo;
@@ -131,6 +132,18 @@ public static partial class EdgeHost
 
             services.AddSingleton<AdmissionPolicy>();
             services.AddSingleton<ICallPolicy>(sp => sp.GetRequiredService<AdmissionPolicy>());
+
+            // Ends calls for the admin API (docs/architecture.md, "Ending a call from the admin API"): a standalone
+            // edge's silo calls it directly, an edge of a cluster registers it with the silos' edge registry.
+            services.AddSingleton(sp => new EdgeCallEnder(sp.GetRequiredService<SipListenerService>(), sp.GetRequiredService<ILogger<EdgeCallEnder>>()));
+            if (standalone)
+            {
+                services.AddSingleton<IEdgeObserver>(sp => sp.GetRequiredService<EdgeCallEnder>());
+            }
+            else
+            {
+                services.AddHostedService<EdgeRegistration>();
+            }
 
             // Ready only after one admission round trip succeeded, and ready from then on (a later outage is answered with 503).
             services.AddSingleton<AdmissionWarmup>();

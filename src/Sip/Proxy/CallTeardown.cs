@@ -24,12 +24,19 @@ public sealed class CallTeardown
     private readonly OwnRequest _towardCaller;
     private int _state;
 
-    internal CallTeardown(SipProxy proxy, OwnRequest towardCallee, OwnRequest towardCaller)
+    internal CallTeardown(SipProxy proxy, OwnRequest towardCallee, OwnRequest towardCaller, bool acknowledged = false)
     {
         _proxy = proxy;
         _towardCallee = towardCallee;
         _towardCaller = towardCaller;
+        _state = acknowledged ? Acknowledged : 0;
     }
+
+    /// <summary>The BYE toward the callee, as it is sent but for its Via.</summary>
+    public OwnRequest TowardCallee => _towardCallee;
+
+    /// <summary>The BYE toward the caller, as it is sent but for its Via.</summary>
+    public OwnRequest TowardCaller => _towardCaller;
 
     /// <summary>Where the BYE toward the callee goes (where its INVITE went).</summary>
     public SipTarget CalleeTarget => _towardCallee.Target;
@@ -76,13 +83,13 @@ public sealed class CallTeardown
 }
 
 /// <summary>
-/// A request this proxy originates (a BYE of <see cref="CallTeardown"/>): its request line and the header fields that
-/// follow its Via, which is written with a fresh branch when it is sent.
+/// A request this proxy originates (a BYE of <see cref="CallTeardown"/>): where it goes, its request line and the header
+/// fields that follow its Via, which is written with a fresh branch (and the sending edge's address) when it is sent.
 /// </summary>
-internal sealed record OwnRequest(SipTarget Target, byte[] RequestLine, byte[] Rest)
+public sealed record OwnRequest(SipTarget Target, byte[] RequestLine, byte[] Rest)
 {
     /// <summary>A branch no other transaction has (RFC 3261 8.1.1.7: the magic cookie and a random part).</summary>
-    public static byte[] NewBranch()
+    internal static byte[] NewBranch()
     {
         Span<byte> random = stackalloc byte[8];
         RandomNumberGenerator.Fill(random);

@@ -81,6 +81,19 @@ public sealed partial class SipProxy
         return new CallTeardown(this, towardCallee, towardCaller);
     }
 
+    /// <summary>
+    /// The teardown of a call answered earlier, from its two BYEs as <see cref="CallTeardown"/> built them then (stored
+    /// with the call, sent by whichever edge an operator's end reaches): the ACK has long passed, so
+    /// <see cref="CallTeardown.Send"/> sends at once. A stored BYE keeps its CSeq, which no UA of a dialog can have
+    /// passed (<see cref="TeardownCSeqStep"/>, <see cref="TeardownCalleeCSeq"/>).
+    /// </summary>
+    public CallTeardown TeardownOf(OwnRequest towardCallee, OwnRequest towardCaller)
+    {
+        ArgumentNullException.ThrowIfNull(towardCallee);
+        ArgumentNullException.ThrowIfNull(towardCaller);
+        return new CallTeardown(this, towardCallee, towardCaller, acknowledged: true);
+    }
+
     private OwnRequest OwnRequestOf(in SipTarget target, byte[] requestUri, ReadOnlySpan<byte> s, List<TextRange> routes,
         ReadOnlySpan<byte> from, ReadOnlySpan<byte> to, ReadOnlySpan<byte> callId, long cseq)
     {

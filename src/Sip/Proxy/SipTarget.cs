@@ -29,6 +29,44 @@ public readonly record struct SipTarget(SipTransportKind Transport, IPEndPoint E
         SipTransportKind.Tcp => "tcp",
         _ => "tls",
     }}:{EndPoint}";
+
+    /// <summary>
+    /// A target written by <see cref="ToString"/> (<c>udp:192.0.2.1:5060</c>, <c>tcp:[2001:db8::1]:5060</c>), without a
+    /// connection: a TCP or TLS send then reuses one to that address or opens one. False for anything else.
+    /// </summary>
+    public static bool TryParse(string? text, out SipTarget target)
+    {
+        target = default;
+        var colon = text?.IndexOf(':', StringComparison.Ordinal) ?? -1;
+        if (colon < 0)
+        {
+            return false;
+        }
+
+        SipTransportKind transport;
+        switch (text.AsSpan(0, colon))
+        {
+            case "udp":
+                transport = SipTransportKind.Udp;
+                break;
+            case "tcp":
+                transport = SipTransportKind.Tcp;
+                break;
+            case "tls":
+                transport = SipTransportKind.Tls;
+                break;
+            default:
+                return false;
+        }
+
+        if (!IPEndPoint.TryParse(text.AsSpan(colon + 1), out var endPoint) || endPoint.Port == 0)
+        {
+            return false;
+        }
+
+        target = new SipTarget(transport, endPoint);
+        return true;
+    }
 }
 
 /// <summary>Sends messages on behalf of the proxy core.</summary>

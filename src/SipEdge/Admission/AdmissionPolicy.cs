@@ -210,7 +210,7 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
             earlier.Cancel();
         }
         _confirming[key] = ended;
-        _ = ConfirmAsync(key, new CallAnswer(answer.CalleeTag, answer.CalleeTargets), answer.Teardown, ended);
+        _ = ConfirmAsync(key, new CallAnswer(answer.CalleeTag, answer.CalleeTargets, EdgeCallEnder.Store(answer.Teardown)), answer.Teardown, ended);
     }
 
     public void OnProvisional(SipCallId sipCall) =>

@@ -562,6 +562,73 @@ public sealed class ProxyTransactionTests : IDisposable
     }
 
     [Fact]
+    public void A_teardown_stored_with_the_call_is_sent_at_once_by_any_proxy_with_the_BYEs_it_was_built_with()
+    {
+        // An operator's end (docs/architecture.md, "Ending a call from the admin API"): the BYEs built when the 2xx
+        // passed are kept as stored bytes and a target string, and a proxy that never saw the call sends them.
+        var policy = new RecordingPolicy
+        {
+            Clock = _clock,
+            Decide = _ => CallDecision.AdmitCounted(new SipTarget(SipTransportKind.Udp, Upstream), TimeSpan.FromMinutes(5)),
+        };
+        using (var first = PolicyProxy(policy))
+        {
+            Deliver(first, Request("INVITE", "sip:service@127.0.0.1:5060", "st1", "z9hG4bKst1", cseq: "9 INVITE"), Caller);
+            _sent.Take(Caller);
+            var forwarded = _sent.Take(Upstream);
+            Deliver(first, Response(forwarded, 200, "OK", "callee"), Upstream);
+            Assert.Equal(200, _sent.Take(Caller).StatusCode);
+        }
+
+        var built = Assert.Single(policy.Answers).Teardown!;
+        OwnRequest Stored(OwnRequest r)
+        {
+            Assert.True(SipTarget.TryParse(r.Target.ToString(), out var target));
+            return new OwnRequest(target, [.. r.RequestLine], [.. r.Rest]);
+        }
+
+        using var other = PolicyProxy(new RecordingPolicy { Clock = _clock });
+        var teardown = other.TeardownOf(Stored(built.TowardCallee), Stored(built.TowardCaller));
+        Assert.True(teardown.Send());
+        Assert.False(teardown.Send());
+
+        // No ACK to wait for: the call was answered long ago.
+        var toCallee = _sent.Take(Upstream);
+        Assert.Equal(SipMethod.Bye, toCallee.Method);
+        Assert.Equal("st1", Header(toCallee, SipHeaderKind.CallId));
+        Assert.Equal("<sip:service@127.0.0.1:5060>;tag=callee", Header(toCallee, SipHeaderKind.To));
+        Assert.Equal("100009 BYE", Header(toCallee, SipHeaderKind.CSeq));
+        Assert.Equal(1, toCallee.ViaCount);
+        var toCaller = _sent.Take(Caller);
+        Assert.Equal(SipMethod.Bye, toCaller.Method);
+        Assert.Equal("<sip:service@127.0.0.1:5060>;tag=callee", Header(toCaller, SipHeaderKind.From));
+        Assert.Equal("2147483647 BYE", Header(toCaller, SipHeaderKind.CSeq));
+        Assert.Empty(_sent.All);
+    }
+
+    [Theory]
+    [InlineData("udp:192.0.2.1:5060", SipTransportKind.Udp)]
+    [InlineData("tcp:[2001:db8::1]:5070", SipTransportKind.Tcp)]
+    [InlineData("tls:203.0.113.5:5061", SipTransportKind.Tls)]
+    public void A_target_reads_back_from_its_text(string text, SipTransportKind transport)
+    {
+        Assert.True(SipTarget.TryParse(text, out var target));
+        Assert.Equal(transport, target.Transport);
+        Assert.Null(target.Connection);
+        Assert.Equal(text, target.ToString());
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("")]
+    [InlineData("192.0.2.1:5060")]
+    [InlineData("sctp:192.0.2.1:5060")]
+    [InlineData("udp:192.0.2.1")]
+    [InlineData("udp:example.com:5060")]
+    [InlineData("UDP:192.0.2.1:5060")]
+    public void A_text_that_is_not_a_target_is_refused(string? text) => Assert.False(SipTarget.TryParse(text, out _));
+
+    [Fact]
     public void Timer_C_cancels_an_admitted_call_ringing_too_long_answers_408_and_reports_it_failed_once()
     {
         var policy = new RecordingPolicy();
