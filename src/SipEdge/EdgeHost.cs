@@ -74,6 +74,7 @@ public static partial class EdgeHost
         }
         SiloHost.ThrowOnUnknownKeys(builder.Configuration, Sections);
         builder.AddCallStateAdmin();
+        builder.AddCallStateTelemetry(standalone ? Telemetry.StandaloneService : Telemetry.EdgeService);
         builder.Services.AddCallStateSipEdge(builder.Configuration, standalone);
         var app = builder.Build();
         if (standalone)
