@@ -830,11 +830,11 @@ public sealed class AdmissionPolicyTests : IDisposable
 
         /// <summary>Every <c>callstate.sipedge.admissions</c> increment as <c>result/reason</c>.</summary>
         public IReadOnlyList<string> Decisions() =>
-            [.. _measurements.Where(m => m.Instrument == "callstate.sipedge.admissions").Select(m => $"{m.Tags["result"]}/{m.Tags["reason"]}")];
+            [.. _measurements.Where(m => m.Instrument == "callstate.sipedge.admissions").Select(m => $"{m.Tags["callstate.result"]}/{m.Tags["callstate.reason"]}")];
 
         /// <summary>Every <c>callstate.sipedge.lifecycle.errors</c> increment's operation.</summary>
         public IReadOnlyList<string> LifecycleErrors() =>
-            [.. _measurements.Where(m => m.Instrument == "callstate.sipedge.lifecycle.errors").Select(m => (string)m.Tags["operation"]!)];
+            [.. _measurements.Where(m => m.Instrument == "callstate.sipedge.lifecycle.errors").Select(m => (string)m.Tags["callstate.operation"]!)];
 
         public Meter Create(MeterOptions options)
         {
