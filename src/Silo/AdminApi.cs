@@ -60,9 +60,6 @@ public sealed record SiloDto(string Address, string Name, string Status, int? Ac
 
 public sealed record ClusterDto(IReadOnlyList<SiloDto> Silos, int Active, long? Activations);
 
-/// <summary>The storage's group commit since start: what <c>GET /api/storage/commits</c> answers.</summary>
-public sealed record StorageCommitsDto(long Batches, long Writes, LatencyHistogramDto CommitDuration, LatencyHistogramDto QueueWait);
-
 [JsonSerializable(typeof(AdmitRequestDto))]
 [JsonSerializable(typeof(AdmitResult))]
 [JsonSerializable(typeof(CallKeyDto))]
@@ -77,8 +74,6 @@ public sealed record StorageCommitsDto(long Batches, long Writes, LatencyHistogr
 [JsonSerializable(typeof(ClusterDto))]
 [JsonSerializable(typeof(ErrorDto))]
 [JsonSerializable(typeof(BoolResultDto))]
-[JsonSerializable(typeof(RuntimeCountersDto))]
-[JsonSerializable(typeof(StorageCommitsDto))]
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web, UseStringEnumConverter = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 internal sealed partial class AdminJsonContext : JsonSerializerContext;
 
@@ -99,15 +94,7 @@ public static partial class AdminApi
     {
         ArgumentNullException.ThrowIfNull(app);
         app.UseCallStateAdmin();
-        app.MapRuntimeCounters();
         var api = app.MapGroup("/api");
-
-        // Group commit since start; a reader takes two snapshots and compares them (bench/admission-latency.py).
-        api.MapGet("/storage/commits", (IStateStore store) => store is IGroupCommitStore { GroupCommit: { } commit }
-            ? Results.Json(
-                new StorageCommitsDto(commit.BatchCount, commit.WriteCount, commit.CommitDurations.Snapshot(), commit.QueueWaits.Snapshot()),
-                AdminJsonContext.Default.StorageCommitsDto)
-            : Problem(StatusCodes.Status503ServiceUnavailable, "the storage has not started"));
 
         api.MapGet("/limits", async (HttpContext http, string? kind, string? prefix, int? top, int? offset, int? limit, bool? calls, GrainAccess grains, CancellationToken ct) =>
         {

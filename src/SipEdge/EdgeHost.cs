@@ -2,7 +2,6 @@ using System.Diagnostics.Metrics;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using CallState.Silo.Hosting;
-using CallState.Storage;
 using CallState.Silo;
 using CallState.Silo.Admin;
 using CallState.Sip.Proxy;
@@ -84,14 +83,8 @@ public static partial class EdgeHost
         }
         else
         {
-            // Probes on their own port; the counters behind a token like every admin endpoint.
+            // Probes on their own port; GET /metrics behind a token like every admin endpoint.
             app.UseCallStateAdmin();
-            app.MapRuntimeCounters();
-        }
-        if (app.Services.GetService<AdmissionPolicy>() is { } admission)
-        {
-            // Admission durations since start (log-linear buckets); a benchmark reads it before and after a step.
-            app.MapGet("/api/admission/latency", () => Results.Json(admission.Latency.Snapshot(), LatencyHistogramJsonContext.Default.LatencyHistogramDto));
         }
         return app;
     }

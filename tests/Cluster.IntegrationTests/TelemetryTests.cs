@@ -1,4 +1,6 @@
 using System.Globalization;
+using System.Text.Json;
+using System.Text.RegularExpressions;
 using CallState.Cluster.IntegrationTests.Infrastructure;
 using CallState.Cluster.IntegrationTests.Telemetry;
 using Xunit.Abstractions;
@@ -113,6 +115,98 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
         Assert.Contains(receiver.Points, p => p.Service == Edge && p.Metric.StartsWith("dotnet.", StringComparison.Ordinal));
         Assert.Empty(receiver.Errors);
         output.WriteLine(string.Join("\n", receiver.Points.Select(p => $"{p.Service} {p.Metric} {p.Unit} {string.Join(',', p.Attributes)} = {p.Value}").Order(StringComparer.Ordinal)));
+    }
+
+    [Fact]
+    public async Task The_dashboard_and_the_alert_rules_name_only_metrics_the_processes_export_and_promtool_accepts_the_rules()
+    {
+        var dashboardPath = Path.Combine(RepoPaths.Repository, "deploy", "grafana", "callstate-dashboard.json");
+        var rulesPath = Path.Combine(RepoPaths.Repository, "deploy", "prometheus", "callstate-rules.yml");
+        using var dashboard = JsonDocument.Parse(await File.ReadAllTextAsync(dashboardPath));
+        var panelExpressions = dashboard.RootElement.GetProperty("panels").EnumerateArray()
+            .SelectMany(p => p.GetProperty("targets").EnumerateArray()).Select(t => t.GetProperty("expr").GetString()!).ToList();
+        var rules = new YamlDotNet.Serialization.DeserializerBuilder().Build()
+            .Deserialize<Dictionary<string, List<Dictionary<string, object>>>>(await File.ReadAllTextAsync(rulesPath));
+        var ruleExpressions = rules["groups"].SelectMany(g => (List<object>)g["rules"]).Cast<Dictionary<object, object>>()
+            .Select(r => (string)r["expr"]).ToList();
+        Assert.True(panelExpressions.Count >= 10, "the dashboard has fewer panels' queries than it shows");
+        Assert.True(ruleExpressions.Count >= 5, "the rules file has fewer alerts than docs/operations.md names");
+
+        var promtool = Executables.Find("promtool");
+        Assert.True(promtool is not null, "promtool is not installed (Debian package prometheus); scripts/test.sh installs it");
+        var check = await RunAsync(promtool!, "check", "rules", rulesPath);
+        Assert.True(check.ExitCode == 0, check.Output);
+
+        // A standalone edge (silo and edge in one process) with alice's 2 calls up (her maximum), one refused, and a
+        // caller over its budget from an address no trunk or peer has (127.0.0.9) being shed: every instrument the rules and panels use has data.
+        var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
+        await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
+        await using var edge = await StandaloneEdge.StartAsync(_temp.Path, uasPort, extra: [
+            "--CallState:Limits:Users:alice:Outbound=2",
+            "--CallState:Sip:Overload:Default:RequestsPerSecond=1", "--CallState:Sip:Overload:Default:Burst=1"]);
+        var users = StandaloneEdge.UsersFile(_temp.Path, "alice");
+        await using var uac = Sipp.Start("uac", [
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", users, "-s", "bob", "-i", "127.0.0.1",
+            "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "3", "-l", "3", "-r", "20", "-d", "8000",
+            "-timeout", "60s", "-timeout_error"]);
+        using (var stranger = new RawSipCaller(System.Net.IPAddress.Parse("127.0.0.9"), edge.SipPort))
+        {
+            for (var i = 0; i < 5; i++)
+            {
+                await stranger.SendOnlyAsync(stranger.Request("INVITE", $"sip:bob@127.0.0.1:{edge.SipPort}", $"shed-{i}", null, sdp: true, user: "mallory"));
+            }
+        }
+
+        IReadOnlyList<PrometheusSample> scrape = [];
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        do
+        {
+            scrape = await ScrapeAsync(edge.HttpPort);
+            if (PrometheusText.Sum(scrape, "callstate_limit_top_usage", ("callstate_limit_key", "user/alice")) == 2
+                && PrometheusText.Sum(scrape, "callstate_sipedge_admissions_total", ("callstate_result", "rejected")) == 1
+                && PrometheusText.Sum(scrape, "callstate_sip_overload_shed_total") > 0)
+            {
+                break;
+            }
+
+            await Task.Delay(200);
+        }
+        while (DateTime.UtcNow < deadline);
+
+        var exported = scrape.Select(s => s.Name).ToHashSet(StringComparer.Ordinal);
+        var named = panelExpressions.Concat(ruleExpressions).SelectMany(MetricNames).Distinct(StringComparer.Ordinal).ToList();
+        Assert.Contains("callstate_sipedge_admissions_total", named);
+        var missing = named.Where(n => !exported.Contains(n) && n != "up").ToList();
+        Assert.True(missing.Count == 0, $"named but not exported: {string.Join(", ", missing)}\nexported: {string.Join(", ", exported.Order(StringComparer.Ordinal))}");
+        await uac.WaitAsync(TimeSpan.FromSeconds(60));
+    }
+
+    /// <summary>
+    /// The metric names in a PromQL expression: identifiers outside label matchers, grouping clauses, range selectors and
+    /// strings that are not functions or keywords.
+    /// </summary>
+    private static IEnumerable<string> MetricNames(string expression)
+    {
+        var stripped = Regex.Replace(expression, @"\{[^}]*\}|\[[^\]]*\]|""[^""]*""|\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ");
+        string[] functions = ["sum", "rate", "max", "min", "avg", "count", "topk", "bottomk", "histogram_quantile", "irate", "increase", "by", "and", "or", "unless"];
+        return Regex.Matches(stripped, @"[a-zA-Z_:][a-zA-Z0-9_:]*").Select(m => m.Value)
+            .Where(n => !functions.Contains(n, StringComparer.Ordinal) && !n.StartsWith("__", StringComparison.Ordinal));
+    }
+
+    private static async Task<(int ExitCode, string Output)> RunAsync(string file, params string[] args)
+    {
+        var info = new System.Diagnostics.ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var arg in args)
+        {
+            info.ArgumentList.Add(arg);
+        }
+
+        using var process = System.Diagnostics.Process.Start(info)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await process.WaitForExitAsync(timeout.Token);
+        return (process.ExitCode, await stdout + await stderr);
     }
 
     private static Dictionary<string, double> Decisions(OtlpReceiver receiver) =>

@@ -5,7 +5,6 @@ using System.Globalization;
 using System.Text;
 using CallState.Grains;
 using CallState.Sip.Messages;
-using CallState.Storage;
 using CallState.Sip.Proxy;
 using CallState.SipEdge.Trust;
 using Microsoft.Extensions.Options;
@@ -44,8 +43,6 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
     /// <summary>Calls whose confirm is in flight or being retried; their end cancels it (and so any teardown).</summary>
     private readonly ConcurrentDictionary<string, CancellationTokenSource> _confirming = new(StringComparer.Ordinal);
 
-    /// <summary>Every admission's duration (the same as the OTLP histogram), for <c>GET /api/admission/latency</c>.</summary>
-    public LatencyHistogram Latency { get; } = new();
     private readonly TimeProvider _time;
 
     public AdmissionPolicy(CallClassifierSource classifiers, IAdmissionClient client, CallerTrust trust, ILogger<AdmissionPolicy> logger,
@@ -203,13 +200,8 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
         }
     }
 
-    /// <summary>An admission's duration, into the OTLP histogram and the one behind <c>GET /api/admission/latency</c>.</summary>
-    private void RecordDuration(long started)
-    {
-        var duration = _time.GetElapsedTime(started);
-        _latency.Record(duration.TotalSeconds);
-        Latency.Record(duration);
-    }
+    /// <summary>An admission's duration, in seconds on the injected clock (<c>callstate.sipedge.admission.duration</c>).</summary>
+    private void RecordDuration(long started) => _latency.Record(_time.GetElapsedTime(started).TotalSeconds);
 
     public void OnAnswered(SipCallId sipCall, DialogAnswer answer)
     {
