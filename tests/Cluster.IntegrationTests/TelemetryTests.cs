@@ -30,7 +30,7 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
         await using var db = TestDatabase.Create("sqlite");
         var clusterId = "it-" + Guid.NewGuid().ToString("N")[..12];
 
-        // erin may hold 2 calls; she places 5 held 8 s: 2 admitted, 3 refused 486 while the first 2 are up.
+        // erin may hold 2 calls; she places 5 held 12 s: 2 admitted, 3 refused 486 while the first 2 are up.
         string[] limits = ["--CallState:Limits:Users:erin:Total=2"];
         await using var silo = SiloProcess.Start(db.Settings.Concat([$"--CallState:Orleans:ClusterId={clusterId}", .. limits]), environment: receiver.Environment);
         await silo.WaitReadyAsync(TimeSpan.FromSeconds(60));
@@ -51,7 +51,7 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
         var users = StandaloneEdge.UsersFile(_temp.Path, "erin");
         await using var uac = Sipp.Start("uac", [
             $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", users, "-s", "frank", "-i", "127.0.0.1",
-            "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "5", "-l", "5", "-r", "20", "-d", "8000",
+            "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "5", "-l", "5", "-r", "20", "-d", "12000",
             "-timeout", "60s", "-timeout_error", "-trace_msg"]);
 
         // The decision counter, split by outcome and reason, as the calls are placed.
@@ -147,7 +147,7 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
         var users = StandaloneEdge.UsersFile(_temp.Path, "alice");
         await using var uac = Sipp.Start("uac", [
             $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_rr.xml"), "-inf", users, "-s", "bob", "-i", "127.0.0.1",
-            "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "3", "-l", "3", "-r", "20", "-d", "8000",
+            "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "3", "-l", "3", "-r", "20", "-d", "12000",
             "-timeout", "60s", "-timeout_error"]);
         using (var stranger = new RawSipCaller(System.Net.IPAddress.Parse("127.0.0.9"), edge.SipPort))
         {

@@ -34,11 +34,12 @@ public static class Telemetry
         ["CallState.Silo", "CallState.Storage", "CallState.Sip", "CallState.SipEdge", "Microsoft.Orleans", "System.Runtime"];
 
     /// <summary>
-    /// Our activity sources (an admission's span on the edge, the storage write it waits for) and Orleans' grain-call
-    /// spans, which carry the trace from the edge into the silo (activity propagation, on client and silo alike).
+    /// Our activity sources (an admission's span on the edge, the storage write it waits for) and Orleans' spans of our
+    /// grain calls, which carry the trace from the edge into the silo (activity propagation, on client and silo alike).
+    /// Orleans' runtime spans (membership reads, timers every few seconds) are left out: they are not part of a call.
     /// </summary>
     public static readonly IReadOnlyList<string> ActivitySources =
-        ["CallState.SipEdge", "CallState.Storage", "Microsoft.Orleans.Application", "Microsoft.Orleans.Runtime"];
+        ["CallState.SipEdge", "CallState.Storage", "Microsoft.Orleans.Application"];
 
     /// <summary>
     /// Adds metrics (always, for the Prometheus endpoint), and traces and logs when OTLP export of them is configured,
@@ -69,7 +70,10 @@ public static class Telemetry
             // into each grain call (docs/benchmarks.md measures that cost).
             otel.WithTracing(tracing => tracing
                 .AddSource([.. ActivitySources])
-                .AddAspNetCoreInstrumentation(o => o.Filter = context => !context.Request.Path.StartsWithSegments(MetricsPath, StringComparison.Ordinal))
+                // The admin API's requests, not the scrapes and probes that come every few seconds.
+                .AddAspNetCoreInstrumentation(o => o.Filter = context =>
+                    !context.Request.Path.StartsWithSegments(MetricsPath, StringComparison.Ordinal)
+                    && !context.Request.Path.StartsWithSegments("/health", StringComparison.Ordinal))
                 .AddNpgsql()
                 .AddOtlpExporter());
         }
