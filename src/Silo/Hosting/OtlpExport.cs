@@ -7,9 +7,6 @@ namespace CallState.Silo.Hosting;
 /// </summary>
 public static class OtlpExport
 {
-    /// <summary>Any signal is exported.</summary>
-    public static bool IsOn(IConfiguration configuration) => Traces(configuration) || Metrics(configuration) || Logs(configuration);
-
     public static bool Traces(IConfiguration configuration) => Set(configuration, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
 
     public static bool Metrics(IConfiguration configuration) => Set(configuration, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT");
