@@ -109,16 +109,36 @@ public sealed class GrainMetrics : IDisposable
         return measurements;
     }
 
+    /// <summary>
+    /// The <see cref="TopKeys"/> fullest limited keys that hold calls: one pass over the active limits keeping the fullest
+    /// in a bounded heap (no sort of every activation at each collection).
+    /// </summary>
     private List<Measurement<T>> Top<T>(Func<ILimitUsage, T> value)
-        where T : struct =>
-        _limits.Keys
-            .Where(static l => l.Maximum is > 0 && l.InUse > 0)
-            .OrderByDescending(static l => (double)l.InUse / l.Maximum!.Value)
-            .Take(TopKeys)
-            .Select(l => new Measurement<T>(value(l),
-                new KeyValuePair<string, object?>(KindTag, LimitKey.Prefix(l.Key.Kind)),
-                new KeyValuePair<string, object?>("callstate.limit.key", l.Key.ToString())))
-            .ToList();
+        where T : struct
+    {
+        var fullest = new PriorityQueue<ILimitUsage, double>(TopKeys + 1);
+        foreach (var (limit, _) in _limits)
+        {
+            if (limit is { InUse: > 0, Maximum: > 0 and var maximum })
+            {
+                fullest.Enqueue(limit, (double)limit.InUse / maximum);
+                if (fullest.Count > TopKeys)
+                {
+                    fullest.Dequeue();
+                }
+            }
+        }
+
+        var measurements = new List<Measurement<T>>(fullest.Count);
+        while (fullest.TryDequeue(out var limit, out _))
+        {
+            measurements.Add(new Measurement<T>(value(limit),
+                new KeyValuePair<string, object?>(KindTag, LimitKey.Prefix(limit.Key.Kind)),
+                new KeyValuePair<string, object?>("callstate.limit.key", limit.Key.ToString())));
+        }
+
+        return measurements;
+    }
 
     /// <summary>The attribute naming a limit's kind (user, trunk, key).</summary>
     public const string KindTag = "callstate.limit.kind";
