@@ -31,6 +31,8 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v kamailio >/dev/null || missing+=(kamailio)
 compgen -G '/usr/lib/*/kamailio/modules/tls.so' >/dev/null || missing+=(kamailio-tls-modules)
 command -v ip >/dev/null || missing+=(iproute2)
+# promtool checks the alert rules in deploy/prometheus (the telemetry test).
+command -v promtool >/dev/null || missing+=(prometheus)
 { command -v unshare && command -v runuser; } >/dev/null || missing+=(util-linux)
 if ((${#missing[@]} > 0)); then
     echo "scripts/test.sh: installing ${missing[*]}"

@@ -170,11 +170,14 @@ cpu_ticks() {
 # misses short bursts (Kamailio's workers wake per packet), while idle time is measured; so the machine's busy share
 # is 1 - idle / (wall * cores), not busy / total.
 host_ticks() { echo "$(awk '/^cpu / {print $5 + $6}' /proc/stat) $(date +%s.%N)"; }
-# alloc_bytes PORT: GC.GetTotalAllocatedBytes of a CallState process from /api/runtime, or n/a.
+# alloc_bytes PORT: bytes a CallState process allocated since start (System.Runtime's
+# dotnet.gc.heap.total_allocated, scraped from its GET /metrics), or n/a.
 alloc_bytes() {
-    local body
-    body=$(curl -sf --max-time 2 -H "Authorization: Bearer $bench_token" "http://127.0.0.1:$1/api/runtime" 2>/dev/null) || { echo n/a; return; }
-    sed -n 's/.*"allocatedBytes"[[:space:]]*:[[:space:]]*\([0-9][0-9]*\).*/\1/p' <<<"$body" | grep . || echo n/a
+    local file
+    file=$(mktemp)
+    curl -sf --max-time 2 -H "Authorization: Bearer $bench_token" "http://127.0.0.1:$1/metrics" >"$file" 2>/dev/null || : >"$file"
+    python3 "$repo/bench/metrics.py" value "$file" dotnet_gc_heap_total_allocated_bytes_total
+    rm -f "$file"
 }
 wait_http() {  # wait_http PORT PID NAME: PORT is the admin port; the probes answer on PORT + health_offset
     local i
@@ -392,8 +395,8 @@ snapshot() {  # prints: sut_ticks edge_ticks silo_ticks pg_ticks edge_alloc silo
     fi
     echo "$s $e $si $pg $ea $sa $(host_ticks)"
 }
-# latency_snapshot FILE: the edge's admission durations so far (GET /api/admission/latency), for admission p50/p99.
-latency_snapshot() { mkdir -p "$(dirname "$1")"; curl -sf --max-time 2 -H "Authorization: Bearer $bench_token" "http://127.0.0.1:$edge_http_port/api/admission/latency" >"$1" 2>/dev/null || : >"$1"; }
+# latency_snapshot FILE: the edge's metrics so far (GET /metrics), for admission p50/p99 from its admission histogram.
+latency_snapshot() { mkdir -p "$(dirname "$1")"; curl -sf --max-time 2 -H "Authorization: Bearer $bench_token" "http://127.0.0.1:$edge_http_port/metrics" >"$1" 2>/dev/null || : >"$1"; }
 per_call() {  # per_call BEFORE AFTER CALLS: (AFTER - BEFORE) / CALLS, n/a when either is n/a
     [[ $1 == n/a || $2 == n/a || $3 -eq 0 ]] && { echo n/a; return; }
     awk -v a="$1" -v b="$2" -v c="$3" 'BEGIN {printf "%.0f", (b - a) / c}'
@@ -405,7 +408,7 @@ run_step() {  # run_step SUT RUN RATE SECONDS DIR [sipp args]: one step; sets st
     calls=$((rate * secs))
     limit=$((rate * (hold_ms / 1000 + 4)))
     local -a b a
-    [[ $sut != kamailio ]] && latency_snapshot "$dir/admission-before.json"
+    [[ $sut != kamailio ]] && latency_snapshot "$dir/admission-before.prom"
     read -r -a b <<<"$(snapshot)"
     local start end
     start=$(date +%s.%N)
@@ -415,8 +418,8 @@ run_step() {  # run_step SUT RUN RATE SECONDS DIR [sipp args]: one step; sets st
     read -r -a a <<<"$(snapshot)"
     local adm="-,-"
     if [[ $sut != kamailio ]]; then
-        latency_snapshot "$dir/admission-after.json"
-        adm=$(python3 "$repo/bench/admission-latency.py" "$dir/admission-before.json" "$dir/admission-after.json")
+        latency_snapshot "$dir/admission-after.prom"
+        adm=$(python3 "$repo/bench/metrics.py" quantiles "$dir/admission-before.prom" "$dir/admission-after.prom" callstate_sipedge_admission_duration_seconds)
     fi
     local ok_total rej ok failed
     ok_total=$(sipp_total "$dir" "Successful call")
@@ -664,9 +667,9 @@ echo "Columns: successful = calls answered with 200 and ended with BYE/200; fail
 echo "successful calls over the window in which their 200s arrived; p50/p99 = INVITE->200 at the caller (sipp"
 echo "-trace_rtt, 1 ms resolution); cpu_s = CPU seconds of the SUT during the step plus ${settle_s}s settle (Kamailio: main"
 echo "process and all its children; CallState: edge + silos + PostgreSQL, also shown apart); *_alloc_B_per_call ="
-echo "GC.GetTotalAllocatedBytes delta from /api/runtime per successful call (silos: all of them; n/a when the endpoint is"
+echo "allocated bytes (dotnet_gc_heap_total_allocated_bytes_total from GET /metrics) per successful call (silos: all of them; n/a when the endpoint is"
 echo "missing); host_busy_pct = whole machine (all cores, including sipp and anyone else) not idle during the step;"
-echo "adm_p50_ms/adm_p99_ms = admission durations measured by the edge itself (GET /api/admission/latency, bucket bounds)."
+echo "adm_p50_ms/adm_p99_ms = admission durations measured by the edge itself (callstate_sipedge_admission_duration_seconds from GET /metrics, bucket bounds)."
 echo
 
 echo "=== summary: median over $runs run(s) of the highest offered rate with < 1% failed calls and >= 90% of it achieved"
@@ -765,7 +768,7 @@ if kam:
                 p50s.append(num(row["adm_p50_ms"]))
                 p99s.append(num(row["adm_p99_ms"]))
         if p50s:
-            print(f"{sut}: admission (edge, /api/admission/latency) at {'/'.join(steps)} cps (half of Kamailio's median {kam:g} is {half:g}): "
+            print(f"{sut}: admission (edge, callstate_sipedge_admission_duration_seconds) at {'/'.join(steps)} cps (half of Kamailio's median {kam:g} is {half:g}): "
                   f"p50 median {statistics.median(p50s):.3f} ms ({' / '.join(f'{v:.3f}' for v in p50s)}), "
                   f"p99 median {statistics.median(p99s):.3f} ms ({' / '.join(f'{v:.3f}' for v in p99s)})")
 

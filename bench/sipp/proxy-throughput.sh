@@ -110,56 +110,31 @@ nice -n "${SIPP_NICE:-0}" sipp -sf "$repo/tests/Cluster.IntegrationTests/sipp/ua
 uas_pid=$!
 sleep 0.5
 
-# The storage's group commit (GET /api/storage/commits) of the edge (standalone) or of every silo (cluster), summed:
-# batches, writes and the histograms' counts bucket by bucket.
+# Snapshots of the Prometheus endpoint (GET /metrics, docs/operations.md "Metrics"), read by bench/metrics.py: the
+# edge's own (runtime counters, admission durations) and the storage's, of the edge (standalone) or of every silo
+# (cluster, one file each, summed by bench/metrics.py).
 ((${#silo_urls[@]} > 0)) || silo_urls=("http://127.0.0.1:$http_port")
-commits() {  # commits FILE
-    local i=0 url
+scrape() {  # scrape URL FILE: the snapshot, or an empty file when the process did not answer
+    curl -sf "${auth[@]}" "$1/metrics" >"$2" 2>/dev/null || : >"$2"
+}
+storage_snapshot() {  # storage_snapshot PREFIX: one file per silo; prints them joined by commas
+    local i=0 url files=()
     for url in "${silo_urls[@]}"; do
-        curl -sf "${auth[@]}" "$url/api/storage/commits" >"$1.$i" 2>/dev/null || : >"$1.$i"
+        scrape "$url" "$1.$i"
+        files+=("$1.$i")
         i=$((i + 1))
     done
-    python3 -c 'import json, sys
-parts = []
-for p in sys.argv[2:]:
-    try:
-        parts.append(json.load(open(p)))
-    except (OSError, ValueError):
-        sys.exit(0)  # a silo did not answer: no figure for this step
-total = parts[0]
-for part in parts[1:]:
-    total["batches"] += part["batches"]
-    total["writes"] += part["writes"]
-    for h in ("commitDuration", "queueWait"):
-        total[h]["counts"] = [a + b for a, b in zip(total[h]["counts"], part[h]["counts"])]
-json.dump(total, open(sys.argv[1], "w"))' "$1" "$1".[0-9]*
-    rm -f "$1".[0-9]*
+    (IFS=,; echo "${files[*]}")
 }
-# The edge's own runtime counters (GET /api/runtime): cumulative allocated bytes, thread-pool work items, lock contentions, gen0/gen2 GCs.
-counters() { curl -sf "${auth[@]}" "http://127.0.0.1:$http_port/api/runtime" || echo '{}'; }
-field() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" <<<"$1"; }
-# The silos' runtime counters (cluster only), summed over all of them as one JSON object; {} for a standalone edge.
-silo_counters() {
-    ((${#silo_pids[@]} > 0)) || { echo "{}"; return; }
-    local url
-    for url in "${silo_urls[@]}"; do curl -sf "${auth[@]}" "$url/api/runtime" || echo '{}'; echo; done | python3 -c 'import json, sys
-total = {}
-for line in sys.stdin:
-    if line.strip():
-        for k, v in json.loads(line).items():
-            total[k] = total.get(k, 0) + v
-print(json.dumps(total, separators=(",", ":")))'
-}
+metric() { python3 "$repo/bench/metrics.py" "$@"; }
 echo "rate_offered,calls,successful,failed,achieved_cps,rtt_p50_ms,rtt_p99_ms,edge_cpu_s,silos_cpu_s,edge_alloc_b_per_call,edge_workitems_per_call,edge_contentions,edge_gen0,edge_gen2,edge_gc_pause_ms,edge_heap_mb,silos_contentions,silos_gc_pause_ms,silos_heap_mb,adm_p50_ms,adm_p99_ms,commit_p50_ms,commit_p99_ms,commit_wait_p99_ms,writes_per_batch,rejected"
 set +e +o pipefail
 for rate in ${rates[*]}; do
     calls=$((rate * per_rate))
     cpu_before=$(awk '{print $14+$15}' "/proc/$edge_pid/stat")
     silos_before=$(silos_cpu)
-    rt_before=$(counters)
-    silo_rt_before=$(silo_counters)
-    curl -sf "${auth[@]}" "http://127.0.0.1:$http_port/api/admission/latency" >"$work/adm-before.json" 2>/dev/null || : >"$work/adm-before.json"
-    : >"$work/commits-before.json"; commits "$work/commits-before.json"
+    scrape "http://127.0.0.1:$http_port" "$work/edge-before.prom"
+    commits_before=$(storage_snapshot "$work/storage-before.prom")
     start=$(date +%s.%N)
     (cd "$work" && timeout $((per_rate * 3 + 60)) nice -n "${SIPP_NICE:-0}" sipp 127.0.0.1:$edge_port -sf "$repo/tests/Cluster.IntegrationTests/sipp/uac_rr.xml" \
         -inf "$work/users.csv" -i 127.0.0.1 -p $uac_port -t "$transport" -m "$calls" -r "$rate" -l $((rate * 4 + rate * ${HOLD_MS:-0} / 1000)) -d "${HOLD_MS:-0}" \
@@ -168,19 +143,13 @@ for rate in ${rates[*]}; do
     end=$(date +%s.%N)
     cpu_after=$(awk '{print $14+$15}' "/proc/$edge_pid/stat")
     silos_after=$(silos_cpu)
-    rt_after=$(counters)
-    silo_rt_after=$(silo_counters)
-    curl -sf "${auth[@]}" "http://127.0.0.1:$http_port/api/admission/latency" >"$work/adm-after.json" 2>/dev/null || : >"$work/adm-after.json"
-    adm=$(python3 "$repo/bench/admission-latency.py" "$work/adm-before.json" "$work/adm-after.json")
-    : >"$work/commits-after.json"; commits "$work/commits-after.json"
-    commit=$(python3 "$repo/bench/admission-latency.py" "$work/commits-before.json" "$work/commits-after.json" commitDuration)
-    commit_wait=$(python3 "$repo/bench/admission-latency.py" "$work/commits-before.json" "$work/commits-after.json" queueWait | cut -d, -f2)
-    per_batch=$(python3 -c 'import json, sys
-try:
-    b, a = (json.load(open(p)) for p in sys.argv[1:3])
-    print("%.1f" % ((a["writes"] - b["writes"]) / max(1, a["batches"] - b["batches"])))
-except (OSError, ValueError, KeyError):
-    print("n/a")' "$work/commits-before.json" "$work/commits-after.json")
+    scrape "http://127.0.0.1:$http_port" "$work/edge-after.prom"
+    commits_after=$(storage_snapshot "$work/storage-after.prom")
+    eb="$work/edge-before.prom" ea="$work/edge-after.prom"
+    adm=$(metric quantiles "$eb" "$ea" callstate_sipedge_admission_duration_seconds)
+    commit=$(metric quantiles "$commits_before" "$commits_after" callstate_storage_commit_duration_seconds callstate_outcome=committed)
+    commit_wait=$(metric quantiles "$commits_before" "$commits_after" callstate_storage_queue_duration_seconds | cut -d, -f2)
+    per_batch=$(metric ratio "$commits_before" "$commits_after" callstate_storage_writes_total callstate_storage_commit_duration_seconds_count)
     ok=$(grep -E "Successful call" "$work/uac.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
     failed=$(grep -E "Failed call" "$work/uac.log" | tail -1 | awk -F'|' '{gsub(/ /,"",$3); print $3}')
     # The scenario completes normally after a final non-2xx (486/480/403/503/500/408), so sipp counts those calls as
@@ -196,10 +165,20 @@ except (OSError, ValueError, KeyError):
     cps=$(awk -v c="${ok:-0}" -v s="$start" -v e="$end" 'BEGIN {printf "%.0f", c/(e-s)}')
     cpu=$(awk -v a="$cpu_before" -v b="$cpu_after" 'BEGIN {printf "%.2f", (b-a)/100}')
     silos=$(awk -v a="$silos_before" -v b="$silos_after" 'BEGIN {printf "%.2f", (b-a)/100}')
-    per_call() { awk -v a="$(field "$rt_before" "$1")" -v b="$(field "$rt_after" "$1")" -v n="$calls" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", (b-a)/n}'; }
-    # delta NAME [FACTOR]: how much a counter moved over the step, times FACTOR (1000: seconds to milliseconds).
-    delta() { awk -v a="$(field "$rt_before" "$1")" -v b="$(field "$rt_after" "$1")" -v k="${2:-1}" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", (b-a)*k}'; }
-    silo_delta() { awk -v a="$(field "$silo_rt_before" "$1")" -v b="$(field "$silo_rt_after" "$1")" -v k="${2:-1}" 'BEGIN {if (a == "" || b == "") print "n/a"; else printf "%.0f", (b-a)*k}'; }
-    mb() { awk -v h="$1" 'BEGIN {if (h == "") print "n/a"; else printf "%.0f", h/1048576}'; }
-    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu,$silos,$(per_call allocatedBytes),$(per_call completedWorkItems),$(delta lockContentions),$(delta gen0Collections),$(delta gen2Collections),$(delta gcPauseSeconds 1000),$(mb "$(field "$rt_after" heapBytes)"),$(silo_delta lockContentions),$(silo_delta gcPauseSeconds 1000),$(mb "$(field "$silo_rt_after" heapBytes)"),$adm,$commit,$commit_wait,$per_batch,$rejected"
+    # The edge's runtime counters (System.Runtime meter) over the step: allocated bytes and thread-pool work items per
+    # call, lock contentions, collections (gen0: all of them, as every collection collects gen0; gen2: full ones),
+    # GC pause, and the heap after the last collection.
+    alloc=$(metric delta "$eb" "$ea" dotnet_gc_heap_total_allocated_bytes_total --per "$calls")
+    items=$(metric delta "$eb" "$ea" dotnet_thread_pool_work_item_count_total --per "$calls")
+    contentions=$(metric delta "$eb" "$ea" dotnet_monitor_lock_contentions_total)
+    gen0=$(metric delta "$eb" "$ea" dotnet_gc_collections_total)
+    gen2=$(metric delta "$eb" "$ea" dotnet_gc_collections_total gc_heap_generation=gen2)
+    pause=$(metric delta "$eb" "$ea" dotnet_gc_pause_time_seconds_total --scale 1000)
+    heap=$(metric value "$ea" dotnet_gc_last_collection_heap_size_bytes | awk '$1 == "n/a" {print; next} {printf "%.0f", $1/1048576}')
+    # The same of the silos (cluster only; their scrapes are the storage snapshots), summed over all of them.
+    silo_figures="n/a,n/a,n/a"
+    if ((${#silo_pids[@]} > 0)); then
+        silo_figures="$(metric delta "$commits_before" "$commits_after" dotnet_monitor_lock_contentions_total),$(metric delta "$commits_before" "$commits_after" dotnet_gc_pause_time_seconds_total --scale 1000),$(metric value "$commits_after" dotnet_gc_last_collection_heap_size_bytes | awk '$1 == "n/a" {print; next} {printf "%.0f", $1/1048576}')"
+    fi
+    echo "$rate,$calls,${ok:-0},${failed:-0},$cps,$rtt,$cpu,$silos,$alloc,$items,$contentions,$gen0,$gen2,$pause,$heap,$silo_figures,$adm,$commit,$commit_wait,$per_batch,$rejected"
 done

@@ -14,7 +14,7 @@ namespace CallState.Grains;
 /// counters) plus one item per call the turn added, changed or released. See docs/architecture.md.
 /// </summary>
 [Reentrant]
-public sealed class LimitGrain : Grain, ILimitGrain
+public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
 {
     private readonly IStateStore _store;
     private readonly ILimitSettingsSource _settings;
@@ -70,8 +70,23 @@ public sealed class LimitGrain : Grain, ILimitGrain
 
         _id = new StateId(GrainTypes.Limit, _key.ToString());
         _keepsRow = _settings.HasOwnLimits(_key);
+        _metrics.Track(this);
         return Task.CompletedTask;
     }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        _metrics.Untrack(this);
+        return Task.CompletedTask;
+    }
+
+    LimitKey ILimitUsage.Key => _key;
+
+    int ILimitUsage.InUse => _ledger?.State.Calls.Count ?? 0;
+
+    int? ILimitUsage.Maximum => _ledger?.Effective is { } limits
+        ? limits.Total ?? (limits is { Inbound: { } inbound, Outbound: { } outbound } ? inbound + outbound : null)
+        : null;
 
     public async Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax) =>
         (await Post(new LimitWork(LimitOp.Reserve, callKey) { Direction = direction, Lease = lease, PerCallMax = perCallMax })).Outcome;

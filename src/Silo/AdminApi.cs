@@ -64,9 +64,6 @@ public sealed record SiloDto(string Address, string Name, string Status, int? Ac
 /// <summary>The cluster as <c>GET /api/cluster</c> shows it; <see cref="Edges"/> are the edges that can send an operator's BYEs.</summary>
 public sealed record ClusterDto(IReadOnlyList<SiloDto> Silos, int Active, long? Activations, IReadOnlyList<string>? Edges = null);
 
-/// <summary>The storage's group commit since start: what <c>GET /api/storage/commits</c> answers.</summary>
-public sealed record StorageCommitsDto(long Batches, long Writes, LatencyHistogramDto CommitDuration, LatencyHistogramDto QueueWait);
-
 [JsonSerializable(typeof(AdmitRequestDto))]
 [JsonSerializable(typeof(AdmitResult))]
 [JsonSerializable(typeof(CallKeyDto))]
@@ -82,8 +79,6 @@ public sealed record StorageCommitsDto(long Batches, long Writes, LatencyHistogr
 [JsonSerializable(typeof(ErrorDto))]
 [JsonSerializable(typeof(BoolResultDto))]
 [JsonSerializable(typeof(CallEndDto))]
-[JsonSerializable(typeof(RuntimeCountersDto))]
-[JsonSerializable(typeof(StorageCommitsDto))]
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web, UseStringEnumConverter = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 internal sealed partial class AdminJsonContext : JsonSerializerContext;
 
@@ -104,15 +99,7 @@ public static partial class AdminApi
     {
         ArgumentNullException.ThrowIfNull(app);
         app.UseCallStateAdmin();
-        app.MapRuntimeCounters();
         var api = app.MapGroup("/api");
-
-        // Group commit since start; a reader takes two snapshots and compares them (bench/admission-latency.py).
-        api.MapGet("/storage/commits", (IStateStore store) => store is IGroupCommitStore { GroupCommit: { } commit }
-            ? Results.Json(
-                new StorageCommitsDto(commit.BatchCount, commit.WriteCount, commit.CommitDurations.Snapshot(), commit.QueueWaits.Snapshot()),
-                AdminJsonContext.Default.StorageCommitsDto)
-            : Problem(StatusCodes.Status503ServiceUnavailable, "the storage has not started"));
 
         api.MapGet("/limits", async (HttpContext http, string? kind, string? prefix, int? top, int? offset, int? limit, bool? calls, GrainAccess grains, CancellationToken ct) =>
         {

@@ -1,4 +1,5 @@
 using CallState.Silo.Admin;
+using CallState.Silo.Hosting;
 using Microsoft.Extensions.Options;
 
 namespace CallState.Silo;
@@ -60,6 +61,7 @@ public static class SiloHost
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
         ThrowOnUnknownKeys(builder.Configuration, Sections);
         builder.AddCallStateAdmin();
+        builder.AddCallStateTelemetry(Telemetry.SiloService);
         builder.Services.AddCallStateSilo(builder.Configuration);
         var app = builder.Build();
         app.MapCallStateAdminApi();

@@ -32,9 +32,8 @@ public static class SiloServiceCollectionExtensions
         }
 
         services.AddCallStateGrainServices(configuration);
-        services.AddOrleans(silo => ConfigureSilo(silo, cluster, OtlpExport.IsOn(configuration)));
+        services.AddOrleans(silo => ConfigureSilo(silo, cluster, OtlpExport.Traces(configuration)));
         services.AddHealthChecks().AddCheck<SiloReadyCheck>("silo", tags: ["ready"]);
-        services.AddHostedService<SiloTelemetry>();
         services.ConfigureHttpJsonOptions(o =>
         {
             o.SerializerOptions.Converters.Add(new JsonStringEnumConverter());

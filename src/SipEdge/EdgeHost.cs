@@ -3,7 +3,6 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using CallState.Grains;
 using CallState.Silo.Hosting;
-using CallState.Storage;
 using CallState.Silo;
 using CallState.Silo.Admin;
 using CallState.Sip.Proxy;
@@ -75,6 +74,7 @@ public static partial class EdgeHost
         }
         SiloHost.ThrowOnUnknownKeys(builder.Configuration, Sections);
         builder.AddCallStateAdmin();
+        builder.AddCallStateTelemetry(standalone ? Telemetry.StandaloneService : Telemetry.EdgeService);
         builder.Services.AddCallStateSipEdge(builder.Configuration, standalone);
         var app = builder.Build();
         if (standalone)
@@ -84,14 +84,8 @@ public static partial class EdgeHost
         }
         else
         {
-            // Probes on their own port; the counters behind a token like every admin endpoint.
+            // Probes on their own port; GET /metrics behind a token like every admin endpoint.
             app.UseCallStateAdmin();
-            app.MapRuntimeCounters();
-        }
-        if (app.Services.GetService<AdmissionPolicy>() is { } admission)
-        {
-            // Admission durations since start (log-linear buckets); a benchmark reads it before and after a step.
-            app.MapGet("/api/admission/latency", () => Results.Json(admission.Latency.Snapshot(), LatencyHistogramJsonContext.Default.LatencyHistogramDto));
         }
         return app;
     }

@@ -108,12 +108,28 @@ public sealed class GroupCommitter : IAsyncDisposable
         }
 
         var pending = new PendingWrite(write, _time.GetTimestamp(), cancellationToken);
-        if (_queue.Writer.TryWrite(pending))
-        {
-            return pending.Task;
-        }
+        var span = StorageTelemetry.Source.StartActivity("callstate.storage.write");
+        var queued = _queue.Writer.TryWrite(pending) ? pending.Task : EnqueueSlowAsync(pending, cancellationToken);
+        return span is null ? queued : TracedAsync(queued, span);
+    }
 
-        return EnqueueSlowAsync(pending, cancellationToken);
+    /// <summary>Ends <paramref name="span"/> (the write, from the caller's grain call to its batch's commit) with the write.</summary>
+    private static async Task<bool> TracedAsync(Task<bool> write, System.Diagnostics.Activity span)
+    {
+        using (span)
+        {
+            try
+            {
+                var held = await write.ConfigureAwait(false);
+                span.SetTag("callstate.storage.condition_held", held);
+                return held;
+            }
+            catch (Exception ex)
+            {
+                span.SetStatus(System.Diagnostics.ActivityStatusCode.Error, ex.GetType().Name);
+                throw;
+            }
+        }
     }
 
     private async Task<bool> EnqueueSlowAsync(PendingWrite pending, CancellationToken cancellationToken)
@@ -203,7 +219,9 @@ public sealed class GroupCommitter : IAsyncDisposable
         {
             if (pending.TryTake())
             {
-                QueueWaits.Record(_time.GetElapsedTime(pending.QueuedAt, now));
+                var waited = _time.GetElapsedTime(pending.QueuedAt, now);
+                QueueWaits.Record(waited);
+                StorageTelemetry.QueueDuration.Record(waited.TotalSeconds);
                 batch.Add(pending);
                 writes.Add(pending.Write);
             }
@@ -251,6 +269,8 @@ public sealed class GroupCommitter : IAsyncDisposable
 #pragma warning restore CA1031
         {
             Log.BatchFailed(_logger, ex, batch.Count);
+            StorageTelemetry.CommitDuration.Record(_time.GetElapsedTime(started).TotalSeconds, StorageTelemetry.Failed);
+            StorageTelemetry.Writes.Add(batch.Count, StorageTelemetry.Failed);
             foreach (var pending in batch)
             {
                 pending.Fail(ex);
@@ -259,7 +279,10 @@ public sealed class GroupCommitter : IAsyncDisposable
             return;
         }
 
-        CommitDurations.Record(_time.GetElapsedTime(started));
+        var took = _time.GetElapsedTime(started);
+        CommitDurations.Record(took);
+        StorageTelemetry.CommitDuration.Record(took.TotalSeconds, StorageTelemetry.Committed);
+        StorageTelemetry.Writes.Add(batch.Count, StorageTelemetry.Committed);
         for (var i = 0; i < batch.Count; i++)
         {
             batch[i].Complete(results[i]);

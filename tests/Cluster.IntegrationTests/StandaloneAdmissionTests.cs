@@ -46,15 +46,12 @@ public sealed class StandaloneAdmissionTests(ITestOutputHelper output) : IDispos
             Assert.Contains(limits.RootElement.EnumerateArray(), e => e.GetProperty("key").GetString() == "user/alice");
         }
 
-        // The storage's group commit shows what the calls cost it (a batch is counted when taken, timed when committed).
-        using (var commits = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/storage/commits")))
-        {
-            var batches = commits.RootElement.GetProperty("batches").GetInt64();
-            Assert.True(batches > 0 && commits.RootElement.GetProperty("writes").GetInt64() >= batches, commits.RootElement.ToString());
-            var timed = commits.RootElement.GetProperty("commitDuration").GetProperty("counts").EnumerateArray().Sum(c => c.GetInt64());
-            Assert.InRange(timed, 1, batches);
-            Assert.True(commits.RootElement.GetProperty("queueWait").GetProperty("counts").EnumerateArray().Sum(c => c.GetInt64()) >= timed);
-        }
+        // The storage's group commit shows what the calls cost it (GET /metrics: batches timed, writes committed, waits).
+        var metrics = Telemetry.PrometheusText.Parse(await edge.Http.GetStringAsync("/metrics"));
+        var batches = Telemetry.PrometheusText.Sum(metrics, "callstate_storage_commit_duration_seconds_count", ("callstate_outcome", "committed"));
+        var writes = Telemetry.PrometheusText.Sum(metrics, "callstate_storage_writes_total", ("callstate_outcome", "committed"));
+        Assert.True(batches > 0 && writes >= batches, $"{batches} batches, {writes} writes");
+        Assert.True(Telemetry.PrometheusText.Sum(metrics, "callstate_storage_queue_duration_seconds_count") >= writes);
         await WaitForZeroAsync(edge, TimeSpan.FromSeconds(10), "alice's call ended");
     }
 

@@ -43,7 +43,7 @@ public sealed class LatencyHistogramTests
 
     /// <summary>
     /// The bucket bound at or above the <paramref name="quantile"/> of <paramref name="counts"/>, or null when empty: how
-    /// bench/admission-latency.py reads the difference of two snapshots.
+    /// a reader of two snapshots (the in-process benchmark bench/CallState.Benchmarks/HotKeyLoad.cs) reads their difference.
     /// </summary>
     private static long? Percentile(long[] counts, double quantile)
     {

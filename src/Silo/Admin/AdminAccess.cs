@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Security.Cryptography;
+using CallState.Silo.Hosting;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Options;
@@ -163,6 +164,7 @@ public static class AdminHosting
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
         app.MapOpenApi();
+        app.MapCallStateMetrics();
         return app;
     }
 }

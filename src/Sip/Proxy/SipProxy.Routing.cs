@@ -48,7 +48,7 @@ public sealed partial class SipProxy
         seed.Write(m.Fields[m.IndexOf(SipHeaderKind.Via)].Value.Of(m.Span));
         var response = ResponseTemplate.From(m, seed.WrittenSpan)
             .Build(SipParseErrors.StatusCode(m.Error), SipParseErrors.ReasonPhrase(m.Error));
-        _metrics.Generated(SipParseErrors.StatusCode(m.Error), badRequest: true);
+        _metrics.Generated(SipParseErrors.StatusCode(m.Error), target.Transport, badRequest: true);
         _sender.Send(target, response);
     }
 
@@ -57,7 +57,7 @@ public sealed partial class SipProxy
         var seed = Scratch.Key();
         TransactionKeys.ServerKey(m, seed);
         var response = ResponseTemplate.From(m, seed.WrittenSpan).Build(status, reason, extraHeaders);
-        _metrics.Generated(status);
+        _metrics.Generated(status, source.Transport);
         _sender.Send(ResponseTarget(m, source), response);
     }
 
@@ -608,7 +608,7 @@ public sealed partial class SipProxy
         var branch = Scratch.Small();
         TransactionKeys.Branch(key.WrittenSpan, TransactionKeys.LoopHash(m), branch);
         var bytes = BuildForwardedRequest(m, source, decision.Target, branch.ToArray(), popRoutes, recordRoute: false, default, out _);
-        _metrics.ForwardedRequest();
+        _metrics.ForwardedRequest(m.Method, decision.Target.Transport);
         _sender.Send(decision.Target, bytes);
     }
 

@@ -174,7 +174,7 @@ public sealed partial class SipProxy : IDisposable
     public void OnMessage(SipMessage message, in SipTarget source)
     {
         ArgumentNullException.ThrowIfNull(message);
-        _metrics.Received(message.IsRequest);
+        _metrics.Received(message, source.Transport);
         if (message.IsRequest)
         {
             OnRequest(message, source);
@@ -505,7 +505,7 @@ public sealed partial class SipProxy : IDisposable
         }
         Interlocked.Increment(ref _open);
         tx.Client = client;
-        _metrics.ForwardedRequest();
+        _metrics.ForwardedRequest(m.Method, target.Transport);
         StartClient(client);
     }
 
@@ -693,7 +693,7 @@ public sealed partial class SipProxy : IDisposable
             if (status > 100 && server.State == ServerState.Proceeding && client.State == ClientState.Proceeding)
             {
                 SendProvisional(server, BuildForwardedResponse(m), status);
-                _metrics.ForwardedResponse();
+                _metrics.ForwardedResponse(m.CSeqMethod, status, server.Source.Transport);
             }
             if (client.CancelPending && !client.CancelSent)
             {
@@ -715,7 +715,7 @@ public sealed partial class SipProxy : IDisposable
             {
                 // Every 2xx goes upstream, retransmissions included (RFC 6026 7.2).
                 SendFinal(server, BuildForwardedResponse(m), status, m);
-                _metrics.ForwardedResponse();
+                _metrics.ForwardedResponse(m.CSeqMethod, status, server.Source.Transport);
             }
             return;
         }
@@ -732,7 +732,7 @@ public sealed partial class SipProxy : IDisposable
             if (server.State == ServerState.Proceeding)
             {
                 SendFinal(server, BuildForwardedResponse(m), status, m);
-                _metrics.ForwardedResponse();
+                _metrics.ForwardedResponse(m.CSeqMethod, status, server.Source.Transport);
             }
         }
         else if (client.State == ClientState.Completed && client.AckForFinal is { } ack)
@@ -756,7 +756,7 @@ public sealed partial class SipProxy : IDisposable
             if (status > 100 && server is { State: ServerState.Proceeding })
             {
                 SendProvisional(server, BuildForwardedResponse(m), status);
-                _metrics.ForwardedResponse();
+                _metrics.ForwardedResponse(m.CSeqMethod, status, server.Source.Transport);
             }
             return;
         }
@@ -768,7 +768,7 @@ public sealed partial class SipProxy : IDisposable
         if (server is { State: ServerState.Proceeding })
         {
             SendFinal(server, BuildForwardedResponse(m), status, m);
-            _metrics.ForwardedResponse();
+            _metrics.ForwardedResponse(m.CSeqMethod, status, server.Source.Transport);
         }
     }
 
@@ -943,7 +943,7 @@ public sealed partial class SipProxy : IDisposable
     /// <summary>Answers from this proxy (a final response of its own) on a server transaction.</summary>
     private void Respond(ServerTransaction tx, int status, ReadOnlySpan<byte> reason, ReadOnlySpan<byte> extraHeaders = default)
     {
-        _metrics.Generated(status);
+        _metrics.Generated(status, tx.Source.Transport);
         var template = tx.Template ?? throw new InvalidOperationException("a transaction answers on its own only before its final response");
         SendFinal(tx, template.Build(status, reason, extraHeaders), status);
         if (tx.Client is { } client && client.State is ClientState.Calling && client.IsInvite)

@@ -1,4 +1,6 @@
+using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using CallState.Sip.Messages;
 
 namespace CallState.Sip.Proxy;
 
@@ -83,59 +85,130 @@ public sealed class SipProxyMetrics : IDisposable
     }
 
     internal void Shed(SipShedReason reason, bool answered) =>
-        _shed.Add(1, new KeyValuePair<string, object?>("reason", SipOverloadControl.NameOf(reason)),
-            new KeyValuePair<string, object?>("outcome", answered ? "answered" : "dropped"));
+        _shed.Add(1, new KeyValuePair<string, object?>("callstate.reason", SipOverloadControl.NameOf(reason)),
+            new KeyValuePair<string, object?>("callstate.outcome", answered ? "answered" : "dropped"));
 
-    internal void Received(bool request) => _received.Add(1, new KeyValuePair<string, object?>("kind", request ? "request" : "response"));
+    /// <summary>A message received: its kind, method (a response's from its CSeq), a response's status class, and the transport.</summary>
+    internal void Received(SipMessage message, SipTransportKind transport)
+    {
+        var tags = new TagList
+        {
+            { KindTag, message.IsRequest ? "request" : "response" },
+            { MethodTag, MethodName(message.IsRequest ? message.Method : message.CSeqMethod) },
+            { NetworkTransportTag, NetworkTransport(transport) },
+            { TransportTag, TransportName(transport) },
+        };
+        if (!message.IsRequest)
+        {
+            tags.Add(StatusClassTag, StatusClass(message.StatusCode));
+        }
+        _received.Add(1, tags);
+    }
 
     internal void Drop(string reason)
     {
         Interlocked.Increment(ref _droppedTotal);
-        _dropped.Add(1, new KeyValuePair<string, object?>("reason", reason));
+        _dropped.Add(1, new KeyValuePair<string, object?>("callstate.reason", reason));
     }
 
-    internal void Generated(int status, bool badRequest = false)
+    /// <summary>A response the edge generated itself, sent over <paramref name="transport"/>.</summary>
+    internal void Generated(int status, SipTransportKind transport, bool badRequest = false)
     {
         if (badRequest)
         {
             Interlocked.Increment(ref _badRequests);
         }
-        _localResponses.Add(1, new KeyValuePair<string, object?>("status", status));
+        _localResponses.Add(1, new TagList
+        {
+            { StatusCodeTag, status },
+            { StatusClassTag, StatusClass(status) },
+            { NetworkTransportTag, NetworkTransport(transport) },
+            { TransportTag, TransportName(transport) },
+        });
     }
 
-    internal void ForwardedRequest()
+    /// <summary>A request forwarded to a next hop over <paramref name="transport"/>.</summary>
+    internal void ForwardedRequest(SipMethod method, SipTransportKind transport)
     {
         Interlocked.Increment(ref _requestsForwarded);
-        _forwarded.Add(1, new KeyValuePair<string, object?>("kind", "request"));
+        _forwarded.Add(1, new TagList
+        {
+            { KindTag, "request" },
+            { MethodTag, MethodName(method) },
+            { NetworkTransportTag, NetworkTransport(transport) },
+            { TransportTag, TransportName(transport) },
+        });
     }
 
-    internal void ForwardedResponse()
+    /// <summary>A response forwarded upstream over <paramref name="transport"/>.</summary>
+    internal void ForwardedResponse(SipMethod method, int status, SipTransportKind transport)
     {
         Interlocked.Increment(ref _responsesForwarded);
-        _forwarded.Add(1, new KeyValuePair<string, object?>("kind", "response"));
+        _forwarded.Add(1, new TagList
+        {
+            { KindTag, "response" },
+            { MethodTag, MethodName(method) },
+            { StatusClassTag, StatusClass(status) },
+            { NetworkTransportTag, NetworkTransport(transport) },
+            { TransportTag, TransportName(transport) },
+        });
     }
 
     internal void Absorbed()
     {
         Interlocked.Increment(ref _absorbed);
-        _retransmissions.Add(1, new KeyValuePair<string, object?>("direction", "received"));
+        _retransmissions.Add(1, new KeyValuePair<string, object?>("callstate.direction", "received"));
     }
 
-    internal void Retransmitted() => _retransmissions.Add(1, new KeyValuePair<string, object?>("direction", "sent"));
+    internal void Retransmitted() => _retransmissions.Add(1, new KeyValuePair<string, object?>("callstate.direction", "sent"));
 
-    internal void TimedOut(string timer) => _timeouts.Add(1, new KeyValuePair<string, object?>("timer", timer));
+    internal void TimedOut(string timer) => _timeouts.Add(1, new KeyValuePair<string, object?>("callstate.sip.timer", timer));
 
     internal void HandlerError(SipHandlerErrorKind kind)
     {
         if (kind == SipHandlerErrorKind.Timer)
         {
             Interlocked.Increment(ref _timerHandlerErrors);
-            _handlerErrors.Add(1, new KeyValuePair<string, object?>("kind", "timer"));
+            _handlerErrors.Add(1, new KeyValuePair<string, object?>("callstate.error.kind", "timer"));
             return;
         }
         Interlocked.Increment(ref _messageHandlerErrors);
-        _handlerErrors.Add(1, new KeyValuePair<string, object?>("kind", "message"));
+        _handlerErrors.Add(1, new KeyValuePair<string, object?>("callstate.error.kind", "message"));
     }
+
+    /// <summary>Attribute names of the SIP instruments (docs/operations.md, "Metrics").</summary>
+    public const string KindTag = "callstate.sip.message.kind";
+
+    public const string MethodTag = "callstate.sip.method";
+
+    public const string StatusClassTag = "callstate.sip.status_class";
+
+    public const string StatusCodeTag = "callstate.sip.status_code";
+
+    /// <summary>The SIP transport as a Via names it: udp, tcp or tls.</summary>
+    public const string TransportTag = "callstate.sip.transport";
+
+    /// <summary>The OpenTelemetry semantic conventions' <c>network.transport</c>: udp or tcp (TLS runs over TCP).</summary>
+    public const string NetworkTransportTag = "network.transport";
+
+    private static readonly string[] MethodNames =
+        ["_OTHER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE"];
+
+    private static readonly string[] StatusClasses = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
+
+    /// <summary>The method's token; an extension method is <c>_OTHER</c> (a token per unknown method would be unbounded).</summary>
+    public static string MethodName(SipMethod method) => (int)method < MethodNames.Length ? MethodNames[(int)method] : MethodNames[0];
+
+    public static string StatusClass(int status) => status is >= 100 and < 700 ? StatusClasses[(status / 100) - 1] : "_OTHER";
+
+    public static string TransportName(SipTransportKind transport) => transport switch
+    {
+        SipTransportKind.Udp => "udp",
+        SipTransportKind.Tcp => "tcp",
+        _ => "tls",
+    };
+
+    public static string NetworkTransport(SipTransportKind transport) => transport == SipTransportKind.Udp ? "udp" : "tcp";
 
     public void Dispose() => _meter.Dispose();
 }

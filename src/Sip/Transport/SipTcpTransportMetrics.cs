@@ -39,8 +39,8 @@ public sealed class SipTcpTransportMetrics : IDisposable
     {
         foreach (var (name, transport) in _transports)
         {
-            yield return Measure(transport.InboundConnectionCount, name, "direction", "inbound");
-            yield return Measure(transport.OutboundConnectionCount, name, "direction", "outbound");
+            yield return Measure(transport.InboundConnectionCount, name, "callstate.direction", "inbound");
+            yield return Measure(transport.OutboundConnectionCount, name, "callstate.direction", "outbound");
         }
     }
 
@@ -48,9 +48,9 @@ public sealed class SipTcpTransportMetrics : IDisposable
     {
         foreach (var (name, transport) in _transports)
         {
-            yield return Measure(transport.ConnectionsRejected, name, "reason", "inbound_limit");
-            yield return Measure(transport.ConnectionsRejectedPerSource, name, "reason", "source_limit");
-            yield return Measure(transport.OutboundConnectionsRefused, name, "reason", "outbound_limit");
+            yield return Measure(transport.ConnectionsRejected, name, "callstate.reason", "inbound_limit");
+            yield return Measure(transport.ConnectionsRejectedPerSource, name, "callstate.reason", "source_limit");
+            yield return Measure(transport.OutboundConnectionsRefused, name, "callstate.reason", "outbound_limit");
         }
     }
 
@@ -58,12 +58,12 @@ public sealed class SipTcpTransportMetrics : IDisposable
     {
         foreach (var (name, transport) in _transports)
         {
-            yield return Measure(transport.IdleTimeouts, name, "reason", "idle");
-            yield return Measure(transport.MessageTimeouts, name, "reason", "message_timeout");
-            yield return Measure(transport.SendTimeouts, name, "reason", "send_timeout");
-            yield return Measure(transport.SendQueueOverflows, name, "reason", "send_queue_full");
-            yield return Measure(transport.InvalidFrames, name, "reason", "invalid_frame");
-            yield return Measure(transport.OversizedMessages, name, "reason", "oversized");
+            yield return Measure(transport.IdleTimeouts, name, "callstate.reason", "idle");
+            yield return Measure(transport.MessageTimeouts, name, "callstate.reason", "message_timeout");
+            yield return Measure(transport.SendTimeouts, name, "callstate.reason", "send_timeout");
+            yield return Measure(transport.SendQueueOverflows, name, "callstate.reason", "send_queue_full");
+            yield return Measure(transport.InvalidFrames, name, "callstate.reason", "invalid_frame");
+            yield return Measure(transport.OversizedMessages, name, "callstate.reason", "oversized");
         }
     }
 
@@ -71,12 +71,14 @@ public sealed class SipTcpTransportMetrics : IDisposable
     {
         foreach (var (name, transport) in _transports)
         {
-            yield return new Measurement<long>(transport.QueuedSendBytes, new KeyValuePair<string, object?>("transport", name));
+            yield return new Measurement<long>(transport.QueuedSendBytes, new KeyValuePair<string, object?>("network.transport", "tcp"),
+                new KeyValuePair<string, object?>("callstate.sip.transport", name));
         }
     }
 
     private static Measurement<long> Measure(long value, string transport, string key, string label) =>
-        new(value, new KeyValuePair<string, object?>("transport", transport), new KeyValuePair<string, object?>(key, label));
+        new(value, new KeyValuePair<string, object?>("network.transport", "tcp"), new KeyValuePair<string, object?>("callstate.sip.transport", transport),
+            new KeyValuePair<string, object?>(key, label));
 
     public void Dispose() => _meter.Dispose();
 }

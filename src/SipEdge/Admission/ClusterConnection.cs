@@ -43,7 +43,7 @@ public static class ClusterAdmissionServiceCollectionExtensions
             });
             client.AddClusterConnectionStatusObserver<ClusterConnectionStatus>();
             client.Services.AddSingleton<ILifecycleParticipant<IClusterClientLifecycle>>(sp => sp.GetRequiredService<ClusterConnectionStatus>());
-            if (OtlpExport.IsOn(configuration))
+            if (OtlpExport.Traces(configuration))
             {
                 // Only when traces are exported: propagation costs an activity and request-context copies per call.
                 client.AddActivityPropagation();

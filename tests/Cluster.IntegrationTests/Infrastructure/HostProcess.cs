@@ -35,8 +35,11 @@ public sealed class HostProcess : IDisposable
 
     public int ExitCode => _process.ExitCode;
 
-    /// <summary>Starts <paramref name="assembly"/> with the dotnet host and <paramref name="args"/>; OTLP export off.</summary>
-    public static HostProcess Start(string name, string assembly, IEnumerable<string> args)
+    /// <summary>
+    /// Starts <paramref name="assembly"/> with the dotnet host and <paramref name="args"/>; OTLP export off unless
+    /// <paramref name="environment"/> (variables added to the process's) turns it on.
+    /// </summary>
+    public static HostProcess Start(string name, string assembly, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
     {
         var info = new ProcessStartInfo(RepoPaths.DotnetHost())
         {
@@ -49,7 +52,14 @@ public sealed class HostProcess : IDisposable
         {
             info.ArgumentList.Add(arg);
         }
-        info.Environment.Remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        foreach (var variable in info.Environment.Keys.Where(k => k.StartsWith("OTEL_", StringComparison.Ordinal)).ToList())
+        {
+            info.Environment.Remove(variable);
+        }
+        foreach (var (variable, value) in environment ?? new Dictionary<string, string>())
+        {
+            info.Environment[variable] = value;
+        }
         var host = new HostProcess(new Process { StartInfo = info }, name);
         host._process.OutputDataReceived += (_, e) => host.Append(e.Data);
         host._process.ErrorDataReceived += (_, e) => host.Append(e.Data);

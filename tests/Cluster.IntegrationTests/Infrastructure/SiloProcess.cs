@@ -56,7 +56,8 @@ public sealed class SiloProcess : IAsyncDisposable
     /// Starts a silo with the given configuration (command-line form <c>--Section:Key=value</c>) on the given ports, or
     /// free ones: never Orleans' defaults (11111, 30000), which silos of parallel tests would share.
     /// </summary>
-    public static SiloProcess Start(IEnumerable<string> settings, int? port = null, int? siloPort = null, int? gatewayPort = null)
+    public static SiloProcess Start(IEnumerable<string> settings, int? port = null, int? siloPort = null, int? gatewayPort = null,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         var chosenPort = port ?? FreePort();
         var chosenSiloPort = siloPort ?? FreePort();
@@ -72,7 +73,7 @@ public sealed class SiloProcess : IAsyncDisposable
             "--Logging:LogLevel:Orleans=Error", "--Logging:LogLevel:Orleans.Runtime.MembershipService.MembershipTableManager=Warning",
             $"--CallState:Orleans:SiloPort={chosenSiloPort}", $"--CallState:Orleans:GatewayPort={chosenGatewayPort}",
             .. settings,
-        ]);
+        ], environment);
         return new SiloProcess(host, chosenPort, healthPort, chosenSiloPort, chosenGatewayPort);
     }
 

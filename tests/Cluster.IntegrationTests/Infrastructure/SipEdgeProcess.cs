@@ -37,7 +37,7 @@ public sealed class SipEdgeProcess : IAsyncDisposable
     public int ExitCode => _host.ExitCode;
 
     /// <summary>Starts an edge on a free SIP port with the given settings (<c>--Section:Key=value</c>).</summary>
-    public static SipEdgeProcess Start(IEnumerable<string> settings, int? sipPort = null)
+    public static SipEdgeProcess Start(IEnumerable<string> settings, int? sipPort = null, IReadOnlyDictionary<string, string>? environment = null)
     {
         var port = sipPort ?? FreeUdpAndTcpPort();
         var httpPort = FreeUdpAndTcpPort();
@@ -50,7 +50,7 @@ public sealed class SipEdgeProcess : IAsyncDisposable
             // The Orleans client warns with a stack trace per failed connection attempt while no gateway answers.
             "--Logging:LogLevel:Orleans=Error",
             "--CallState:Sip:ListenAddress=127.0.0.1", $"--CallState:Sip:Port={port}", .. settings,
-        ]);
+        ], environment);
         return new SipEdgeProcess(host, port, httpPort, healthPort);
     }
 

@@ -268,7 +268,7 @@ public sealed class HandlerErrorTests : IDisposable
             {
                 foreach (var tag in tags)
                 {
-                    if (tag.Key == "kind" && (string?)tag.Value == "timer")
+                    if (tag.Key == "callstate.error.kind" && (string?)tag.Value == "timer")
                     {
                         Interlocked.Add(ref _timer, value);
                     }

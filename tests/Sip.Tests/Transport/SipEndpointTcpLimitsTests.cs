@@ -58,11 +58,11 @@ public sealed class SipEndpointTcpLimitsTests
             string? transport = null, label = null;
             foreach (var tag in tags)
             {
-                if (tag.Key == "transport")
+                if (tag.Key == "callstate.sip.transport")
                 {
                     transport = (string?)tag.Value;
                 }
-                else
+                else if (tag.Key != "network.transport")
                 {
                     label = (string?)tag.Value;
                 }

@@ -8,7 +8,6 @@ using CallState.Sip.Messages;
 using CallState.Sip.Proxy;
 using CallState.SipEdge.Admission;
 using CallState.SipEdge.Trust;
-using CallState.Storage;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -376,10 +375,7 @@ public sealed class AdmissionPolicyTests : IDisposable
         answer.SetResult(AdmitResult.Admitted());
         Assert.True((await pending.WaitAsync(Bound)).Admitted);
 
-        var counts = policy.Latency.Snapshot().Counts;
-        var bucket = Array.FindIndex(counts, c => c != 0);
-        Assert.Equal(1, counts.Sum());
-        Assert.InRange(30_000, LatencyHistogram.UpperMicros[bucket - 1] + 1, LatencyHistogram.UpperMicros[bucket]);
+        Assert.Equal([0.030], _metrics.AdmissionDurations());
     }
 
     [Theory]
@@ -830,11 +826,15 @@ public sealed class AdmissionPolicyTests : IDisposable
 
         /// <summary>Every <c>callstate.sipedge.admissions</c> increment as <c>result/reason</c>.</summary>
         public IReadOnlyList<string> Decisions() =>
-            [.. _measurements.Where(m => m.Instrument == "callstate.sipedge.admissions").Select(m => $"{m.Tags["result"]}/{m.Tags["reason"]}")];
+            [.. _measurements.Where(m => m.Instrument == "callstate.sipedge.admissions").Select(m => $"{m.Tags["callstate.result"]}/{m.Tags["callstate.reason"]}")];
+
+        /// <summary>Every <c>callstate.sipedge.admission.duration</c> recorded, in seconds.</summary>
+        public IReadOnlyList<double> AdmissionDurations() =>
+            [.. _measurements.Where(m => m.Instrument == "callstate.sipedge.admission.duration").Select(m => m.Value)];
 
         /// <summary>Every <c>callstate.sipedge.lifecycle.errors</c> increment's operation.</summary>
         public IReadOnlyList<string> LifecycleErrors() =>
-            [.. _measurements.Where(m => m.Instrument == "callstate.sipedge.lifecycle.errors").Select(m => (string)m.Tags["operation"]!)];
+            [.. _measurements.Where(m => m.Instrument == "callstate.sipedge.lifecycle.errors").Select(m => (string)m.Tags["callstate.operation"]!)];
 
         public Meter Create(MeterOptions options)
         {
