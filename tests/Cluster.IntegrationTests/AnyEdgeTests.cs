@@ -24,18 +24,8 @@ public sealed class AnyEdgeTests(ITestOutputHelper output)
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
         var edge2Port = SipEdgeProcess.FreeUdpAndTcpPort();
-        string[] Settings() =>
-        [
-            $"--CallState:Orleans:ClusterId={clusterId}",
-            $"--CallState:Orleans:Gateways:0=127.0.0.1:{silo.GatewayPort}",
-            "--CallState:Admission:Deadline=00:00:05",
-            "--CallState:Admission:LocalDomains:0=127.0.0.1",
-            "--CallState:Admission:Routes:0:Prefix=",
-            $"--CallState:Admission:Routes:0:Upstream=127.0.0.1:{uasPort}",
-            "--CallState:Limits:DefaultUser:Total=5",
-            "--CallState:Sip:AdvertisedHost=127.0.0.1",
-            $"--CallState:Sip:AdvertisedPort={edge2Port}",
-        ];
+        string[] Settings() => SipEdgeProcess.ClusterClientSettings(clusterId, silo.GatewayPort, uasPort,
+            "--CallState:Limits:DefaultUser:Total=5", "--CallState:Sip:AdvertisedHost=127.0.0.1", $"--CallState:Sip:AdvertisedPort={edge2Port}");
         await using var edge2 = SipEdgeProcess.Start(Settings(), edge2Port);
         await using var edge1 = SipEdgeProcess.Start(Settings());
 

@@ -28,15 +28,7 @@ public sealed class CliClusterTests(ITestOutputHelper output) : IDisposable
 
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = SipEdgeProcess.Start([
-            $"--CallState:Orleans:ClusterId={clusterId}",
-            $"--CallState:Orleans:Gateways:0=127.0.0.1:{silo.GatewayPort}",
-            "--CallState:Admission:Deadline=00:00:05",
-            "--CallState:Admission:LocalDomains:0=127.0.0.1",
-            "--CallState:Admission:Routes:0:Prefix=",
-            $"--CallState:Admission:Routes:0:Upstream=127.0.0.1:{uasPort}",
-            .. limits,
-        ]);
+        await using var edge = SipEdgeProcess.Start(SipEdgeProcess.ClusterClientSettings(clusterId, silo.GatewayPort, uasPort, limits));
         await edge.WaitReadyAsync(TimeSpan.FromSeconds(60));
 
         // Two calls from erin to frank, each held 8 s.

@@ -37,15 +37,7 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
 
         var uasPort = SipEdgeProcess.FreeUdpAndTcpPort();
         await using var uas = Sipp.Start("uas", ["-sf", RepoPaths.Scenario("uas_rr.xml"), "-i", "127.0.0.1", "-p", Port(uasPort), "-t", "u1"]);
-        await using var edge = SipEdgeProcess.Start([
-            $"--CallState:Orleans:ClusterId={clusterId}",
-            $"--CallState:Orleans:Gateways:0=127.0.0.1:{silo.GatewayPort}",
-            "--CallState:Admission:Deadline=00:00:05",
-            "--CallState:Admission:LocalDomains:0=127.0.0.1",
-            "--CallState:Admission:Routes:0:Prefix=",
-            $"--CallState:Admission:Routes:0:Upstream=127.0.0.1:{uasPort}",
-            .. limits,
-        ], environment: receiver.Environment);
+        await using var edge = SipEdgeProcess.Start(SipEdgeProcess.ClusterClientSettings(clusterId, silo.GatewayPort, uasPort, limits), environment: receiver.Environment);
         await edge.WaitReadyAsync(TimeSpan.FromSeconds(60));
 
         var users = StandaloneEdge.UsersFile(_temp.Path, "erin");

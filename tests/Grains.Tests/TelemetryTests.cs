@@ -1,6 +1,7 @@
 using System.Diagnostics.Metrics;
 using System.Globalization;
 using CallState.Silo.Hosting;
+using CallState.Testing;
 using Microsoft.Extensions.Configuration;
 
 namespace CallState.Grains.Tests;
@@ -108,37 +109,5 @@ public sealed class TelemetryTests
         public int InUse { get; } = inUse;
 
         public int? Maximum { get; } = maximum;
-    }
-
-    private sealed class TestMeterFactory : IMeterFactory
-    {
-        private readonly List<Meter> _meters = [];
-
-        public Meter Create(MeterOptions options)
-        {
-            var meter = new Meter(options);
-            lock (_meters)
-            {
-                _meters.Add(meter);
-            }
-
-            return meter;
-        }
-
-        public bool Owns(Meter meter)
-        {
-            lock (_meters)
-            {
-                return _meters.Contains(meter);
-            }
-        }
-
-        public void Dispose()
-        {
-            foreach (var meter in _meters)
-            {
-                meter.Dispose();
-            }
-        }
     }
 }

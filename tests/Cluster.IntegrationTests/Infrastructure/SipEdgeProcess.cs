@@ -104,4 +104,20 @@ public sealed class SipEdgeProcess : IAsyncDisposable
 
     /// <summary>A loopback port free for both UDP and TCP (the edge listens on both), from the test run's allocator.</summary>
     public static int FreeUdpAndTcpPort() => CallState.Testing.TestPorts.FreeUdpAndTcp();
+
+    /// <summary>
+    /// The settings of an edge that is a client of cluster <paramref name="clusterId"/> through the gateway on
+    /// <paramref name="gatewayPort"/> and sends every call to the callee at <paramref name="uasPort"/>, with a 5 s admission
+    /// deadline (a loaded test machine, not the deadline, is what the cluster tests judge); more settings follow.
+    /// </summary>
+    public static string[] ClusterClientSettings(string clusterId, int gatewayPort, int uasPort, params string[] more) =>
+    [
+        $"--CallState:Orleans:ClusterId={clusterId}",
+        $"--CallState:Orleans:Gateways:0=127.0.0.1:{gatewayPort}",
+        "--CallState:Admission:Deadline=00:00:05",
+        "--CallState:Admission:LocalDomains:0=127.0.0.1",
+        "--CallState:Admission:Routes:0:Prefix=",
+        $"--CallState:Admission:Routes:0:Upstream=127.0.0.1:{uasPort}",
+        .. more,
+    ];
 }

@@ -9,40 +9,8 @@ namespace CallState.Sip.Tests.Transport;
 /// <summary>The TCP limits as the edge configures them (<c>CallState:Sip:Tcp*</c>) and exports them on meter <c>CallState.Sip</c>.</summary>
 public sealed class SipEndpointTcpLimitsTests
 {
-    /// <summary>Hands out meters it keeps, so a listener reads this endpoint's instruments and not another test's.</summary>
-    private sealed class KeepingMeterFactory : IMeterFactory
-    {
-        private readonly List<Meter> _meters = [];
-
-        public Meter Create(MeterOptions options)
-        {
-            var meter = new Meter(options.Name, options.Version, options.Tags, scope: this);
-            lock (_meters)
-            {
-                _meters.Add(meter);
-            }
-            return meter;
-        }
-
-        public bool Owns(Meter meter)
-        {
-            lock (_meters)
-            {
-                return _meters.Contains(meter);
-            }
-        }
-
-        public void Dispose()
-        {
-            lock (_meters)
-            {
-                _meters.ForEach(m => m.Dispose());
-            }
-        }
-    }
-
     /// <summary>Collects the endpoint's observable connection counters the way an exporter does, keyed "transport/reason".</summary>
-    private static Dictionary<string, long> Collect(KeepingMeterFactory factory, string instrumentName)
+    private static Dictionary<string, long> Collect(TestMeterFactory factory, string instrumentName)
     {
         var values = new Dictionary<string, long>();
         using var listener = new MeterListener();
@@ -104,7 +72,7 @@ public sealed class SipEndpointTcpLimitsTests
     [Fact]
     public async Task The_endpoint_applies_the_per_source_cap_and_message_timeout_and_exports_each_closure_by_reason()
     {
-        using var factory = new KeepingMeterFactory();
+        using var factory = new TestMeterFactory();
         var port = TestPorts.FreeUdpAndTcp();
         await using var endpoint = new SipEndpoint(
             new SipProxyOptions
