@@ -40,7 +40,7 @@ public enum AdmitStatus : byte
 /// rings and to check it against its own Timer C (docs/architecture.md, "Leases that fit SIP").
 /// </remarks>
 [GenerateSerializer, Immutable]
-public sealed record AdmitResult([property: Id(0)] AdmitStatus Status, [property: Id(1)] string? LimitKey, [property: Id(2)] RejectReason Reason, [property: Id(3)] int? Limit, [property: Id(4)] int Current, [property: Id(5)] string? Error, [property: Id(6)] TimeSpan? EarlyLease = null)
+public sealed record AdmitResult([property: Id(0)] AdmitStatus Status, [property: Id(1)] string? LimitKey, [property: Id(2)] RejectReason Reason, [property: Id(3)] int? Limit, [property: Id(4)] int Current, [property: Id(5)] string? Error, [property: Id(6)] TimeSpan? EarlyLease = null, [property: Id(7)] TimeSpan? RetryAfter = null)
 {
     public static AdmitResult Admitted() => new(AdmitStatus.Admitted, null, RejectReason.None, null, 0, null);
 
@@ -83,6 +83,9 @@ public sealed class CallGrainState
     public int? Limit { get; set; }
 
     public int Current { get; set; }
+
+    /// <summary>For a refusal by a call rate: milliseconds until its bucket holds a token again (docs/policies.md, "Call rates").</summary>
+    public long? RetryAfterMs { get; set; }
 
     public long StartedMs { get; set; }
 
@@ -210,6 +213,7 @@ public sealed class CallAdmission
             S.Reason = refusal.Outcome.Reason;
             S.Limit = refusal.Outcome.Limit;
             S.Current = refusal.Outcome.Current;
+            S.RetryAfterMs = (long?)refusal.Outcome.RetryAfter?.TotalMilliseconds;
             return StoredRejection();
         }
 
@@ -551,10 +555,12 @@ public sealed class CallAdmission
         S.Reason = outcome.Reason;
         S.Limit = outcome.Limit;
         S.Current = outcome.Current;
+        S.RetryAfterMs = (long?)outcome.RetryAfter?.TotalMilliseconds;
         await _state.ClearAsync(cancellationToken);
     }
 
-    private AdmitResult StoredRejection() => new(AdmitStatus.Rejected, S.RejectedKey, S.Reason, S.Limit, S.Current, null);
+    private AdmitResult StoredRejection() =>
+        new(AdmitStatus.Rejected, S.RejectedKey, S.Reason, S.Limit, S.Current, null, RetryAfter: S.RetryAfterMs is { } ms ? TimeSpan.FromMilliseconds(ms) : null);
 
     /// <summary>
     /// A limit no longer holds the call (its lease ended first): keeping the call up would count it

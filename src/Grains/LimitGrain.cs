@@ -28,6 +28,12 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
     private StateId _id;
     private LimitLedger? _ledger;
 
+    /// <summary>The call-rate buckets, in memory only: they outlive a reload of the ledger (docs/architecture.md, "Call rates").</summary>
+    private readonly RateBuckets _rates = new();
+
+    /// <summary>The buckets as a turn found them, so a turn decided again (after a lost write) does not take tokens twice.</summary>
+    private readonly RateBuckets _ratesAtTurnStart = new();
+
     /// <summary>The row's version this activation holds: its fence (see <see cref="LoadAsync"/>); 0 while no row exists.</summary>
     private long _version;
 
@@ -137,9 +143,10 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
     {
         ArgumentNullException.ThrowIfNull(change);
         var limits = change.Set == LimitFields.None ? null : change.Values;
-        if (key.Kind == LimitKind.Key && limits is not null && (limits.Inbound is not null || limits.Outbound is not null))
+        if (key.Kind == LimitKind.Key && limits is not null
+            && (limits.Inbound is not null || limits.Outbound is not null || limits.InboundRate is not null || limits.OutboundRate is not null))
         {
-            throw new ArgumentException("a per-key limit has one maximum (total) whatever the direction; inbound and outbound cannot be set", nameof(change));
+            throw new ArgumentException("a per-key limit has one maximum (total) and one rate (totalRate) whatever the direction; inbound and outbound cannot be set", nameof(change));
         }
 
         if (limits is not null)
@@ -205,8 +212,10 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         {
             var attempt = 0;
             var loadedThisTurn = false;
+            _ratesAtTurnStart.CopyFrom(_rates);
             while (true)
             {
+                _rates.CopyFrom(_ratesAtTurnStart);
                 if (_ledger is null)
                 {
                     await LoadAsync();
@@ -478,7 +487,7 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         _storedRow = stored?.Data;
         _storedDue = stored?.DueAt;
         _fenced = fenced;
-        var ledger = new LimitLedger(_key, state, _settings.GetLimits(_key));
+        var ledger = new LimitLedger(_key, state, _settings.GetLimits(_key), _rates);
         if (callsInRow)
         {
             // A row from before items: this turn writes (even without a change) the row without calls and every call as an item.

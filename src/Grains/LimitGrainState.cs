@@ -47,8 +47,9 @@ public sealed class LimitGrainState
 /// <param name="Reason">Why it was refused; <see cref="RejectReason.None"/> when admitted.</param>
 /// <param name="Limit">The limit that applied (null when unlimited).</param>
 /// <param name="Current">Calls counted against that limit before this one.</param>
+/// <param name="RetryAfter">For a rate's refusal: how long until its bucket holds a token again.</param>
 [GenerateSerializer, Immutable]
-public readonly record struct ReserveOutcome([property: Id(0)] bool Admitted, [property: Id(1)] RejectReason Reason, [property: Id(2)] int? Limit, [property: Id(3)] int Current)
+public readonly record struct ReserveOutcome([property: Id(0)] bool Admitted, [property: Id(1)] RejectReason Reason, [property: Id(2)] int? Limit, [property: Id(3)] int Current, [property: Id(4)] TimeSpan? RetryAfter = null)
 {
     public static ReserveOutcome Admit(int? limit, int current) => new(true, RejectReason.None, limit, current);
 

@@ -17,11 +17,12 @@ public sealed class LimitLedger
     private int _inbound;
     private int _outbound;
 
-    public LimitLedger(LimitKey key, LimitGrainState state, LimitSettings configured)
+    public LimitLedger(LimitKey key, LimitGrainState state, LimitSettings configured, RateBuckets? rates = null)
     {
         Key = key;
         State = state;
         Configured = configured;
+        Rates = rates ?? new RateBuckets();
         foreach (var (callKey, call) in state.Calls)
         {
             Count(call, +1);
@@ -34,13 +35,19 @@ public sealed class LimitLedger
     public LimitGrainState State { get; }
 
     /// <summary>
+    /// The call-rate buckets: not part of <see cref="State"/> (never written; docs/architecture.md, "Call rates"). The host
+    /// hands the same buckets to every ledger it loads, so a reload keeps what they hold.
+    /// </summary>
+    public RateBuckets Rates { get; }
+
+    /// <summary>
     /// The configured limits. The host sets them again before each turn, so a configuration change applies to the next
     /// call even on a busy limit whose activation never goes idle.
     /// </summary>
     public LimitSettings Configured { get; set; }
 
     /// <summary>The fields set at run time (<see cref="LimitGrainState.Override"/>); the others follow configuration.</summary>
-    public LimitFields Overridden => State.Override is null ? LimitFields.None : State.OverrideFields ?? LimitFields.All;
+    public LimitFields Overridden => State.Override is null ? LimitFields.None : State.OverrideFields ?? LimitFields.Maxima;
 
     /// <summary>
     /// The limits in force, field by field: a run-time override, else configuration. A per-key limit's maximum comes with
@@ -54,7 +61,12 @@ public sealed class LimitLedger
             var values = State.Override ?? LimitSettings.Unlimited;
             if (Key.Kind == LimitKind.Key)
             {
-                return new LimitSettings(Total: (overridden & LimitFields.Total) != 0 ? values.Total : State.LastPerCallMax);
+                // A per-key limit's rate is set at run time only (one rate, its total, whatever the direction).
+                var rate = (overridden & LimitFields.TotalRate) != 0;
+                return new LimitSettings(
+                    Total: (overridden & LimitFields.Total) != 0 ? values.Total : State.LastPerCallMax,
+                    TotalRate: rate ? values.TotalRate : null,
+                    TotalBurst: rate ? values.TotalBurst : null);
             }
 
             if (overridden == LimitFields.None)
@@ -62,10 +74,19 @@ public sealed class LimitLedger
                 return Configured;
             }
 
+            var (total, inbound, outbound) = (Has(LimitFields.TotalRate), Has(LimitFields.InboundRate), Has(LimitFields.OutboundRate));
             return new LimitSettings(
-                (overridden & LimitFields.Total) != 0 ? values.Total : Configured.Total,
-                (overridden & LimitFields.Inbound) != 0 ? values.Inbound : Configured.Inbound,
-                (overridden & LimitFields.Outbound) != 0 ? values.Outbound : Configured.Outbound);
+                Has(LimitFields.Total) ? values.Total : Configured.Total,
+                Has(LimitFields.Inbound) ? values.Inbound : Configured.Inbound,
+                Has(LimitFields.Outbound) ? values.Outbound : Configured.Outbound,
+                total ? values.TotalRate : Configured.TotalRate,
+                total ? values.TotalBurst : Configured.TotalBurst,
+                inbound ? values.InboundRate : Configured.InboundRate,
+                inbound ? values.InboundBurst : Configured.InboundBurst,
+                outbound ? values.OutboundRate : Configured.OutboundRate,
+                outbound ? values.OutboundBurst : Configured.OutboundBurst);
+
+            bool Has(LimitFields wanted) => (overridden & wanted) != 0;
         }
     }
 
@@ -104,9 +125,10 @@ public sealed class LimitLedger
             return ReserveOutcome.Admit(Effective.Total, inbound + outbound);
         }
 
+        var effective = Effective;
         var outcome = Key.Kind == LimitKind.Key
             ? DecidePerKey(direction, (Overridden & LimitFields.Total) != 0 ? State.Override!.Total : perCallMax ?? State.LastPerCallMax, inbound + outbound)
-            : Decide(Effective, direction, inbound, outbound);
+            : Decide(effective, direction, inbound, outbound);
 
         if (Key.Kind == LimitKind.Key && perCallMax is { } max && State.LastPerCallMax != max)
         {
@@ -114,6 +136,9 @@ public sealed class LimitLedger
             changed = true;
         }
 
+        // The rate is asked only of a call the counts admit, so a call refused for its count takes no token; a refusal by
+        // rate changes nothing to write.
+        outcome = DecideRate(outcome, effective, direction, now, take: true);
         if (!outcome.Admitted)
         {
             return outcome;
@@ -168,9 +193,23 @@ public sealed class LimitLedger
             return ReserveOutcome.Admit(Effective.Total, inbound + outbound);
         }
 
-        return Key.Kind == LimitKind.Key
+        var effective = Effective;
+        var outcome = Key.Kind == LimitKind.Key
             ? DecidePerKey(direction, perCallMax ?? State.LastPerCallMax, inbound + outbound)
-            : Decide(Effective, direction, inbound, outbound);
+            : Decide(effective, direction, inbound, outbound);
+        return DecideRate(outcome, effective, direction, now, take: false);
+    }
+
+    /// <summary>A call the counts admitted, asked of the rates too; with <paramref name="take"/> an admitted call takes its tokens.</summary>
+    private ReserveOutcome DecideRate(ReserveOutcome outcome, LimitSettings effective, Direction direction, DateTimeOffset now, bool take)
+    {
+        if (!outcome.Admitted || !effective.HasRates)
+        {
+            return outcome;
+        }
+
+        var reason = Rates.Decide(Key.Kind, effective, direction, now, take, out var retryAfter);
+        return reason == RejectReason.None ? outcome : ReserveOutcome.Reject(reason, outcome.Limit, outcome.Current) with { RetryAfter = retryAfter };
     }
 
     /// <summary>
@@ -276,7 +315,8 @@ public sealed class LimitLedger
     public void Change(LimitChange change)
     {
         ArgumentNullException.ThrowIfNull(change);
-        if (Key.Kind == LimitKind.Key && (change.Set & ~LimitFields.Total) != 0 && (change.Values.Inbound is not null || change.Values.Outbound is not null))
+        if (Key.Kind == LimitKind.Key && (change.Set & ~(LimitFields.Total | LimitFields.TotalRate)) != 0
+            && (change.Values.Inbound is not null || change.Values.Outbound is not null || change.Values.InboundRate is not null || change.Values.OutboundRate is not null))
         {
             throw new InvalidOperationException("a per-key limit has one maximum (total) whatever the direction");
         }
@@ -285,7 +325,7 @@ public sealed class LimitLedger
         var fields = (Overridden | change.Set) & ~(change.Revert & ~change.Set);
         if (Key.Kind == LimitKind.Key)
         {
-            fields &= LimitFields.Total;
+            fields &= LimitFields.Total | LimitFields.TotalRate;
         }
 
         if (fields == LimitFields.None)
@@ -298,10 +338,19 @@ public sealed class LimitLedger
         State.Override = new LimitSettings(
             Pick(LimitFields.Total, change.Values.Total, current.Total),
             Pick(LimitFields.Inbound, change.Values.Inbound, current.Inbound),
-            Pick(LimitFields.Outbound, change.Values.Outbound, current.Outbound));
+            Pick(LimitFields.Outbound, change.Values.Outbound, current.Outbound),
+            PickRate(LimitFields.TotalRate, change.Values.TotalRate, current.TotalRate),
+            Pick(LimitFields.TotalRate, change.Values.TotalBurst, current.TotalBurst),
+            PickRate(LimitFields.InboundRate, change.Values.InboundRate, current.InboundRate),
+            Pick(LimitFields.InboundRate, change.Values.InboundBurst, current.InboundBurst),
+            PickRate(LimitFields.OutboundRate, change.Values.OutboundRate, current.OutboundRate),
+            Pick(LimitFields.OutboundRate, change.Values.OutboundBurst, current.OutboundBurst));
         State.OverrideFields = fields;
 
         int? Pick(LimitFields field, int? sent, int? kept) =>
+            (fields & field) == 0 ? null : (change.Set & field) != 0 ? sent : kept;
+
+        double? PickRate(LimitFields field, double? sent, double? kept) =>
             (fields & field) == 0 ? null : (change.Set & field) != 0 ? sent : kept;
     }
 

@@ -2,12 +2,32 @@ namespace CallState.Grains;
 
 /// <summary>
 /// Concurrent-call limits of one user or trunk. Each is optional: null means unlimited, 0 means
-/// that direction (or, for <see cref="Total"/>, every call) is barred.
+/// that direction (or, for <see cref="Total"/>, every call) is barred. The call rates (calls per second, each with a
+/// burst: docs/policies.md, "Call rates") are optional too: null means no rate limit; a burst without its rate is an
+/// error, a rate without its burst gets <see cref="BurstOf"/>.
 /// </summary>
 [GenerateSerializer, Immutable]
-public sealed record LimitSettings([property: Id(0)] int? Total = null, [property: Id(1)] int? Inbound = null, [property: Id(2)] int? Outbound = null)
+public sealed record LimitSettings(
+    [property: Id(0)] int? Total = null,
+    [property: Id(1)] int? Inbound = null,
+    [property: Id(2)] int? Outbound = null,
+    [property: Id(3)] double? TotalRate = null,
+    [property: Id(4)] int? TotalBurst = null,
+    [property: Id(5)] double? InboundRate = null,
+    [property: Id(6)] int? InboundBurst = null,
+    [property: Id(7)] double? OutboundRate = null,
+    [property: Id(8)] int? OutboundBurst = null)
 {
     public static readonly LimitSettings Unlimited = new();
+
+    /// <summary>The upper bound of a rate, calls per second.</summary>
+    public const double MaxRate = 1_000_000;
+
+    /// <summary>The burst in force for <paramref name="rate"/>: the configured one, else one second's worth (at least 1).</summary>
+    public static int BurstOf(double rate, int? burst) => burst ?? (int)Math.Max(1, Math.Ceiling(rate));
+
+    /// <summary>Whether any call rate is set.</summary>
+    public bool HasRates => TotalRate is not null || InboundRate is not null || OutboundRate is not null;
 
     /// <summary>
     /// Configuration errors, each naming the field under <paramref name="path"/>
@@ -30,6 +50,13 @@ public sealed record LimitSettings([property: Id(0)] int? Total = null, [propert
             yield return $"{path}:Outbound must be 0 or more (was {Outbound}).";
         }
 
+        foreach (var error in ValidateRate(path, nameof(TotalRate), TotalRate, nameof(TotalBurst), TotalBurst)
+            .Concat(ValidateRate(path, nameof(InboundRate), InboundRate, nameof(InboundBurst), InboundBurst))
+            .Concat(ValidateRate(path, nameof(OutboundRate), OutboundRate, nameof(OutboundBurst), OutboundBurst)))
+        {
+            yield return error;
+        }
+
         // miniSIPServer: "maximum concurrent outgoing calls" must not exceed "maximum concurrent
         // calls", which counts both directions. Trunk limits are independent by design.
         if (kind == LimitKind.User && Total is { } total)
@@ -45,18 +72,50 @@ public sealed record LimitSettings([property: Id(0)] int? Total = null, [propert
             }
         }
     }
+
+    private static IEnumerable<string> ValidateRate(string path, string rateName, double? rate, string burstName, int? burst)
+    {
+        if (rate is { } r && (!double.IsFinite(r) || r <= 0 || r > MaxRate))
+        {
+            yield return $"{path}:{rateName} must be more than 0 and at most {MaxRate} calls per second (was {r}); leave it out for no rate limit, or set a concurrent limit of 0 to bar calls.";
+        }
+
+        if (burst is { } b)
+        {
+            if (b < 1)
+            {
+                yield return $"{path}:{burstName} must be 1 or more (was {b}).";
+            }
+
+            if (rate is null)
+            {
+                yield return $"{path}:{burstName} is set without {path}:{rateName}.";
+            }
+        }
+    }
 }
 
 /// <summary>Fields of <see cref="LimitSettings"/>: which ones a run-time change sets, or a limit has overridden.</summary>
 [Flags]
 [GenerateSerializer]
-public enum LimitFields : byte
+public enum LimitFields : ushort
 {
     None = 0,
     Total = 1,
     Inbound = 2,
     Outbound = 4,
-    All = Total | Inbound | Outbound,
+
+    /// <summary><see cref="LimitSettings.TotalRate"/> with its burst.</summary>
+    TotalRate = 8,
+
+    /// <summary><see cref="LimitSettings.InboundRate"/> with its burst.</summary>
+    InboundRate = 16,
+
+    /// <summary><see cref="LimitSettings.OutboundRate"/> with its burst.</summary>
+    OutboundRate = 32,
+    Maxima = Total | Inbound | Outbound,
+    Rates = TotalRate | InboundRate | OutboundRate,
+    All = Maxima | Rates,
 }
 
 /// <summary>

@@ -10,7 +10,13 @@ namespace CallState.Silo.Limits;
 /// </summary>
 public sealed class LimitsConfigurationValidator(IConfiguration configuration) : IValidateOptions<LimitsOptions>
 {
-    private static readonly string[] Fields = [nameof(LimitValues.Total), nameof(LimitValues.Inbound), nameof(LimitValues.Outbound)];
+    private static readonly string[] Fields =
+    [
+        nameof(LimitValues.Total), nameof(LimitValues.Inbound), nameof(LimitValues.Outbound),
+        nameof(LimitValues.TotalBurst), nameof(LimitValues.InboundBurst), nameof(LimitValues.OutboundBurst),
+    ];
+
+    private static readonly string[] RateFields = [nameof(LimitValues.TotalRate), nameof(LimitValues.InboundRate), nameof(LimitValues.OutboundRate)];
 
     public ValidateOptionsResult Validate(string? name, LimitsOptions options)
     {
@@ -30,7 +36,22 @@ public sealed class LimitsConfigurationValidator(IConfiguration configuration) :
         {
             foreach (var child in entry.GetChildren())
             {
-                if (!Fields.Contains(child.Key, StringComparer.OrdinalIgnoreCase) || string.IsNullOrEmpty(child.Value))
+                if (string.IsNullOrEmpty(child.Value))
+                {
+                    continue;
+                }
+
+                if (RateFields.Contains(child.Key, StringComparer.OrdinalIgnoreCase))
+                {
+                    if (!double.TryParse(child.Value, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out _))
+                    {
+                        yield return $"{child.Path}: '{child.Value}' is not a number of calls per second (leave it out for no rate limit)";
+                    }
+
+                    continue;
+                }
+
+                if (!Fields.Contains(child.Key, StringComparer.OrdinalIgnoreCase))
                 {
                     continue;
                 }

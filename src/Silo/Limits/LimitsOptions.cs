@@ -11,7 +11,21 @@ public sealed class LimitValues
 
     public int? Outbound { get; set; }
 
-    public LimitSettings ToSettings() => new(Total, Inbound, Outbound);
+    /// <summary>Calls per second in both directions together (docs/policies.md, "Call rates"); none when absent.</summary>
+    public double? TotalRate { get; set; }
+
+    /// <summary>Calls that may come at once under <see cref="TotalRate"/>; one second's worth when absent.</summary>
+    public int? TotalBurst { get; set; }
+
+    public double? InboundRate { get; set; }
+
+    public int? InboundBurst { get; set; }
+
+    public double? OutboundRate { get; set; }
+
+    public int? OutboundBurst { get; set; }
+
+    public LimitSettings ToSettings() => new(Total, Inbound, Outbound, TotalRate, TotalBurst, InboundRate, InboundBurst, OutboundRate, OutboundBurst);
 }
 
 /// <summary>Configured limits (section <c>CallState:Limits</c>): users, trunks and their defaults.</summary>

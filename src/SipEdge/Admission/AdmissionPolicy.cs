@@ -199,7 +199,8 @@ public sealed partial class AdmissionPolicy : ICallPolicy, IDisposable
                 var rejection = classifier.RejectionFor(call, result.Reason, result.LimitKey);
                 Count("rejected", result.ReasonCode);
                 LogRejected(_logger, call.CallKey, result.LimitKey ?? "", result.Current, result.Limit, result.ReasonCode, rejection.Status, call.Description);
-                return Reject(rejection, options.RetryAfterSeconds);
+                // A rate's refusal says when its bucket holds a token again; any other refusal the configured time.
+                return Reject(rejection, result.RetryAfter is { } wait ? (int)Math.Clamp(Math.Ceiling(wait.TotalSeconds), 1, 86_400) : options.RetryAfterSeconds);
             default:
                 Count("invalid", "INVALID");
                 LogInvalid(_logger, result.Error ?? "admission refused the request");

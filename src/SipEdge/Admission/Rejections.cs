@@ -22,6 +22,12 @@ public enum RejectionCategory
 
     /// <summary>The silo tier did not answer in time and the edge fails closed: <c>503</c> + Retry-After, cause 42.</summary>
     Unavailable = 5,
+
+    /// <summary>
+    /// A call rate (docs/policies.md, "Call rates"): <c>480 Temporarily Unavailable</c>, cause 34, + Retry-After when the
+    /// limit's bucket holds a token again. Never 503, which would make the sender avoid the whole edge (RFC 3261 21.5.4).
+    /// </summary>
+    RateLimit = 6,
 }
 
 /// <summary>
@@ -42,6 +48,7 @@ public readonly record struct SipRejection(int Status, string ReasonPhrase, int 
         RejectionCategory.OutgoingBarred => new(403, "Forbidden", 52, false),
         RejectionCategory.IncomingBarred => new(403, "Forbidden", 54, false),
         RejectionCategory.Unavailable => new(503, "Service Unavailable", 42, true),
+        RejectionCategory.RateLimit => new(480, "Temporarily Unavailable", 34, true),
         _ => throw new ArgumentOutOfRangeException(nameof(category)),
     };
 
@@ -51,6 +58,7 @@ public readonly record struct SipRejection(int Status, string ReasonPhrase, int 
         RejectReason.UserTotalLimitReached or RejectReason.UserInLimitReached or RejectReason.UserOutLimitReached => RejectionCategory.UserLimit,
         RejectReason.TrunkTotalLimitReached or RejectReason.TrunkInLimitReached or RejectReason.TrunkOutLimitReached => RejectionCategory.TrunkLimit,
         RejectReason.InPerKeyCacLimitReached or RejectReason.OutPerKeyCacLimitReached => RejectionCategory.PerKeyLimit,
+        _ when reason.IsRate() => RejectionCategory.RateLimit,
         RejectReason.DirectionBarred => direction == Direction.Inbound ? RejectionCategory.IncomingBarred : RejectionCategory.OutgoingBarred,
         _ => throw new ArgumentOutOfRangeException(nameof(reason), reason, "not a refusal"),
     };
@@ -132,9 +140,9 @@ public sealed class RejectionOptions
             {
                 errors.Add($"{path}:{nameof(Status)}: 487 answers a CANCEL (RFC 3261 9.2), never a refused call");
             }
-            else if (status == 503 && category is RejectionCategory.UserLimit or RejectionCategory.PerKeyLimit)
+            else if (status == 503 && category is RejectionCategory.UserLimit or RejectionCategory.PerKeyLimit or RejectionCategory.RateLimit)
             {
-                errors.Add($"{path}:{nameof(Status)}: 503 would make the caller avoid this whole edge for Retry-After (RFC 3261 21.5.4); a user or per-key limit must not use it");
+                errors.Add($"{path}:{nameof(Status)}: 503 would make the caller avoid this whole edge for Retry-After (RFC 3261 21.5.4); a user, per-key or rate limit must not use it");
             }
         }
 
@@ -172,6 +180,9 @@ public sealed class RejectCodesOptions
 
     public RejectionOptions? Unavailable { get; set; }
 
+    /// <summary>A call rate's refusal (docs/policies.md, "Call rates").</summary>
+    public RejectionOptions? RateLimit { get; set; }
+
     public RejectionOptions? Get(RejectionCategory category) => category switch
     {
         RejectionCategory.UserLimit => UserLimit,
@@ -180,6 +191,7 @@ public sealed class RejectCodesOptions
         RejectionCategory.OutgoingBarred => OutgoingBarred,
         RejectionCategory.IncomingBarred => IncomingBarred,
         RejectionCategory.Unavailable => Unavailable,
+        RejectionCategory.RateLimit => RateLimit,
         _ => null,
     };
 
