@@ -100,7 +100,7 @@ public static class CliApp
             var answer = await client.GetAsync("/api/limits" + (query.Count == 0 ? "" : "?" + string.Join('&', query)), ct).ConfigureAwait(false);
             return Print(console, answer, json, body =>
             {
-                var table = new Table().AddColumns("Key", "Current", "Maximum", "In", "Out", "Source");
+                var table = new Table().AddColumns("Key", "Current", "Maximum", "In", "Out", "Rate", "Source");
                 foreach (var entry in body.AsArray())
                 {
                     table.AddRow(
@@ -109,6 +109,7 @@ public static class CliApp
                         Maximum(entry),
                         Pair(entry?["inbound"], entry?["limits"]?["inbound"]),
                         Pair(entry?["outbound"], entry?["limits"]?["outbound"]),
+                        Markup.Escape(Rates(entry?["limits"])),
                         Sources(entry?["sources"]));
                 }
 
@@ -439,6 +440,16 @@ public static class CliApp
             grid.AddRow("max " + field, Markup.Escape($"{Limit(body["limits"]?[field])} ({Text(body["sources"]?[field])})"));
         }
 
+        foreach (var field in new[] { "total", "inbound", "outbound" })
+        {
+            if (body["limits"]?[field + "Rate"] is { } rate)
+            {
+                grid.AddRow(
+                    "rate " + field,
+                    Markup.Escape($"{Text(rate)}/s burst {BurstText(rate, body["limits"]?[field + "Burst"])} ({Text(body["sources"]?[field + "Rate"])})"));
+            }
+        }
+
         grid.AddRow("reclaimed", Markup.Escape(Text(body["reclaimed"])));
         console.Write(grid);
         if (body["calls"] is JsonArray calls)
@@ -474,6 +485,25 @@ public static class CliApp
 
     /// <summary>"3/5": calls counted in a direction and its maximum ("-" when unlimited).</summary>
     private static string Pair(JsonNode? current, JsonNode? max) => Text(current) + "/" + (max is null ? "-" : Text(max));
+
+    /// <summary>The call rates with their bursts, e.g. "out 10/s burst 5, total 20/s burst 20"; "-" when none (docs/policies.md, "Call rates").</summary>
+    private static string Rates(JsonNode? limits)
+    {
+        var parts = new List<string>(3);
+        foreach (var (field, name) in new[] { ("inbound", "in"), ("outbound", "out"), ("total", "total") })
+        {
+            if (limits?[field + "Rate"] is { } rate)
+            {
+                parts.Add($"{name} {Text(rate)}/s burst {BurstText(rate, limits[field + "Burst"])}");
+            }
+        }
+
+        return parts.Count == 0 ? "-" : string.Join(", ", parts);
+    }
+
+    /// <summary>A rate's burst as configured, else the default of one second's worth (at least 1).</summary>
+    private static string BurstText(JsonNode rate, JsonNode? burst) =>
+        burst is not null ? Text(burst) : Math.Max(1, Math.Ceiling(rate.GetValue<double>())).ToString(CultureInfo.InvariantCulture);
 
     /// <summary>One word when every maximum has the same source, else each named.</summary>
     private static string Sources(JsonNode? sources)

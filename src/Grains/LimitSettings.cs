@@ -129,6 +129,12 @@ public sealed record LimitChange([property: Id(0)] LimitSettings Values, [proper
     /// <summary>Replace every field (the admin API's <c>PUT</c>).</summary>
     public static LimitChange Replace(LimitSettings values) => new(values, LimitFields.All, LimitFields.None);
 
+    /// <summary>
+    /// The admin API's <c>PUT</c>: every maximum (one not sent becomes unlimited), and the rates that were sent; a rate not
+    /// sent keeps what it had, so a client that knows only maxima does not clear rates (docs/policies.md, "Call rates").
+    /// </summary>
+    public static LimitChange Replace(LimitSettings values, LimitFields sent) => new(values, LimitFields.Maxima | (sent & LimitFields.Rates), LimitFields.None);
+
     /// <summary>Back to configuration for every field (the admin API's <c>DELETE</c>).</summary>
     public static LimitChange Clear { get; } = new(LimitSettings.Unlimited, LimitFields.None, LimitFields.All);
 }

@@ -33,7 +33,7 @@ public static class LimitSources
 }
 
 /// <summary>The source of each maximum of a limit.</summary>
-public sealed record LimitSourcesDto(string Total, string Inbound, string Outbound);
+public sealed record LimitSourcesDto(string Total, string Inbound, string Outbound, string TotalRate, string InboundRate, string OutboundRate);
 
 /// <summary>
 /// One limit as the admin API lists it, like <c>show voip tags-cac</c>: the maxima in force with their sources, the
@@ -56,7 +56,17 @@ public sealed record LimitEntry(
 public sealed record AuditEntryDto(long Id, DateTimeOffset At, string Actor, string Action, string Target, JsonElement? Before, JsonElement? After);
 
 /// <summary>What a limit change records: the maxima in force and the fields set at run time.</summary>
-public sealed record AuditLimitDto(int? Total, int? Inbound, int? Outbound, IReadOnlyList<string> Runtime);
+public sealed record AuditLimitDto(
+    int? Total,
+    int? Inbound,
+    int? Outbound,
+    IReadOnlyList<string> Runtime,
+    double? TotalRate = null,
+    int? TotalBurst = null,
+    double? InboundRate = null,
+    int? InboundBurst = null,
+    double? OutboundRate = null,
+    int? OutboundBurst = null);
 
 /// <summary>One silo of the cluster as <c>GET /api/cluster</c> lists it.</summary>
 public sealed record SiloDto(string Address, string Name, string Status, int? Activations);
@@ -142,12 +152,12 @@ public static partial class AdminApi
         {
             var body = await ReadBodyAsync(http).ConfigureAwait(false);
             string? error = null;
-            if (body is not { ValueKind: JsonValueKind.Object } json || !ReadValues(json, out var values, out _, out error))
+            if (body is not { ValueKind: JsonValueKind.Object } json || !ReadValues(json, out var values, out var sent, out error))
             {
                 return Problem(StatusCodes.Status400BadRequest, (error is null ? "" : error + ": ") + "expected a JSON object with total, inbound and outbound (a number or null for unlimited)");
             }
 
-            return await ChangeAsync(http, kind, value, LimitChange.Replace(values), "limits.set", grains, audit).ConfigureAwait(false);
+            return await ChangeAsync(http, kind, value, LimitChange.Replace(values, sent), "limits.set", grains, audit).ConfigureAwait(false);
         });
 
         api.MapPatch("/limits/{kind}/{*value}", async (HttpContext http, string kind, string value, GrainAccess grains, AdminAudit audit) =>
@@ -250,17 +260,67 @@ public static partial class AdminApi
         }
     }
 
-    /// <summary>total, inbound and outbound of <paramref name="json"/>: each sent one (a number, or null for unlimited) is in <paramref name="set"/>.</summary>
-    private static bool ReadValues(JsonElement json, out LimitSettings values, out LimitFields set, out string? error)
+    /// <summary>
+    /// total, inbound and outbound of <paramref name="json"/>: each sent one (a number, or null for unlimited) is in
+    /// <paramref name="set"/>; so is each rate (totalRate, inboundRate, outboundRate: calls per second, or null for none)
+    /// with its burst (totalBurst, …), which is set with its rate (docs/policies.md, "Call rates").
+    /// </summary>
+    internal static bool ReadValues(JsonElement json, out LimitSettings values, out LimitFields set, out string? error)
     {
         int? total = null, inbound = null, outbound = null;
+        double? totalRate = null, inboundRate = null, outboundRate = null;
+        int? totalBurst = null, inboundBurst = null, outboundBurst = null;
         set = LimitFields.None;
         error = null;
         foreach (var property in json.EnumerateObject())
         {
             LimitFields field;
-            switch (property.Name.ToUpperInvariant())
+            var name = property.Name.ToUpperInvariant();
+            if (name is "TOTALRATE" or "INBOUNDRATE" or "OUTBOUNDRATE")
             {
+                double? rate;
+                if (property.Value.ValueKind == JsonValueKind.Null)
+                {
+                    rate = null;
+                }
+                else if (property.Value.ValueKind == JsonValueKind.Number && property.Value.TryGetDouble(out var r))
+                {
+                    rate = r;
+                }
+                else
+                {
+                    error = $"{property.Name} must be a number of calls per second or null";
+                    values = LimitSettings.Unlimited;
+                    return false;
+                }
+
+                switch (name)
+                {
+                    case "TOTALRATE":
+                        (totalRate, set) = (rate, set | LimitFields.TotalRate);
+                        break;
+                    case "INBOUNDRATE":
+                        (inboundRate, set) = (rate, set | LimitFields.InboundRate);
+                        break;
+                    default:
+                        (outboundRate, set) = (rate, set | LimitFields.OutboundRate);
+                        break;
+                }
+
+                continue;
+            }
+
+            switch (name)
+            {
+                case "TOTALBURST":
+                    field = LimitFields.TotalRate;
+                    break;
+                case "INBOUNDBURST":
+                    field = LimitFields.InboundRate;
+                    break;
+                case "OUTBOUNDBURST":
+                    field = LimitFields.OutboundRate;
+                    break;
                 case "TOTAL":
                     field = LimitFields.Total;
                     break;
@@ -295,21 +355,30 @@ public static partial class AdminApi
             }
 
             set |= field;
-            if (field == LimitFields.Total)
+            switch (field)
             {
-                total = number;
-            }
-            else if (field == LimitFields.Inbound)
-            {
-                inbound = number;
-            }
-            else
-            {
-                outbound = number;
+                case LimitFields.Total:
+                    total = number;
+                    break;
+                case LimitFields.Inbound:
+                    inbound = number;
+                    break;
+                case LimitFields.Outbound:
+                    outbound = number;
+                    break;
+                case LimitFields.TotalRate:
+                    totalBurst = number;
+                    break;
+                case LimitFields.InboundRate:
+                    inboundBurst = number;
+                    break;
+                default:
+                    outboundBurst = number;
+                    break;
             }
         }
 
-        values = new LimitSettings(total, inbound, outbound);
+        values = new LimitSettings(total, inbound, outbound, totalRate, totalBurst, inboundRate, inboundBurst, outboundRate, outboundBurst);
         return true;
     }
 
@@ -335,6 +404,9 @@ public static partial class AdminApi
                 "TOTAL" => LimitFields.Total,
                 "INBOUND" => LimitFields.Inbound,
                 "OUTBOUND" => LimitFields.Outbound,
+                "TOTALRATE" => LimitFields.TotalRate,
+                "INBOUNDRATE" => LimitFields.InboundRate,
+                "OUTBOUNDRATE" => LimitFields.OutboundRate,
                 _ => LimitFields.None,
             };
         }

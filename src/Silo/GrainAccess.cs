@@ -97,6 +97,13 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
             : configured ? LimitSources.Config
             : LimitSources.Default;
 
+        // A per-key limit's rate is set at run time only (docs/policies.md, "Call rates").
+        string RateSource(LimitFields field) =>
+            (snapshot.Overridden & field) != 0 ? LimitSources.Runtime
+            : key.Kind == LimitKind.Key ? LimitSources.Default
+            : configured ? LimitSources.Config
+            : LimitSources.Default;
+
         var limits = snapshot.Limits;
         var maximum = limits.Total ?? (limits.Inbound is { } i && limits.Outbound is { } o ? i + o : null);
         double? utilisation = maximum is { } max ? (max == 0 ? (snapshot.Total > 0 ? 1 : 0) : (double)snapshot.Total / max) : null;
@@ -104,7 +111,13 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
             snapshot.Key,
             snapshot.Kind,
             limits,
-            new LimitSourcesDto(Source(LimitFields.Total), Source(LimitFields.Inbound), Source(LimitFields.Outbound)),
+            new LimitSourcesDto(
+                Source(LimitFields.Total),
+                Source(LimitFields.Inbound),
+                Source(LimitFields.Outbound),
+                RateSource(LimitFields.TotalRate),
+                RateSource(LimitFields.InboundRate),
+                RateSource(LimitFields.OutboundRate)),
             snapshot.Inbound,
             snapshot.Outbound,
             snapshot.Total,

@@ -45,7 +45,11 @@ public sealed partial class AdminAudit(IAuditLog log, TimeProvider time, ILogger
     private static string Values(LimitSnapshot snapshot)
     {
         var runtime = new List<string>(3);
-        foreach (var (field, name) in new[] { (LimitFields.Total, "total"), (LimitFields.Inbound, "inbound"), (LimitFields.Outbound, "outbound") })
+        foreach (var (field, name) in new[]
+        {
+            (LimitFields.Total, "total"), (LimitFields.Inbound, "inbound"), (LimitFields.Outbound, "outbound"),
+            (LimitFields.TotalRate, "totalRate"), (LimitFields.InboundRate, "inboundRate"), (LimitFields.OutboundRate, "outboundRate"),
+        })
         {
             if ((snapshot.Overridden & field) != 0)
             {
@@ -54,7 +58,17 @@ public sealed partial class AdminAudit(IAuditLog log, TimeProvider time, ILogger
         }
 
         return JsonSerializer.Serialize(
-            new AuditLimitDto(snapshot.Limits.Total, snapshot.Limits.Inbound, snapshot.Limits.Outbound, runtime),
+            new AuditLimitDto(
+                snapshot.Limits.Total,
+                snapshot.Limits.Inbound,
+                snapshot.Limits.Outbound,
+                runtime,
+                snapshot.Limits.TotalRate,
+                snapshot.Limits.TotalBurst,
+                snapshot.Limits.InboundRate,
+                snapshot.Limits.InboundBurst,
+                snapshot.Limits.OutboundRate,
+                snapshot.Limits.OutboundBurst),
             AdminJsonContext.Default.AuditLimitDto);
     }
 
