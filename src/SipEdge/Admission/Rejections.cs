@@ -142,7 +142,8 @@ public sealed class RejectionOptions
             }
             else if (status == 503 && category is RejectionCategory.UserLimit or RejectionCategory.PerKeyLimit or RejectionCategory.RateLimit)
             {
-                errors.Add($"{path}:{nameof(Status)}: 503 would make the caller avoid this whole edge for Retry-After (RFC 3261 21.5.4); a user, per-key or rate limit must not use it");
+                var limit = category == RejectionCategory.RateLimit ? "a rate limit" : "a user or per-key limit";
+                errors.Add($"{path}:{nameof(Status)}: 503 would make the caller avoid this whole edge for Retry-After (RFC 3261 21.5.4); {limit} must not use it");
             }
         }
 

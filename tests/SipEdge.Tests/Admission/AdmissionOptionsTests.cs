@@ -192,6 +192,7 @@ public sealed class AdmissionOptionsTests
         { "--CallState:Admission:RetryAfterSeconds=0", "CallState:Admission:RetryAfterSeconds: must be between 1 and 86400 (was 0)" },
         { "--CallState:Admission:RejectCodes:UserLimit:Status=503", "CallState:Admission:RejectCodes:UserLimit:Status: 503 would make the caller avoid this whole edge for Retry-After (RFC 3261 21.5.4); a user or per-key limit must not use it" },
         { "--CallState:Admission:Trunks:carrier:RejectCodes:PerKeyLimit:Status=503", "CallState:Admission:Trunks:carrier:RejectCodes:PerKeyLimit:Status: 503 would make the caller avoid this whole edge for Retry-After (RFC 3261 21.5.4); a user or per-key limit must not use it" },
+        { "--CallState:Admission:RejectCodes:RateLimit:Status=503", "CallState:Admission:RejectCodes:RateLimit:Status: 503 would make the caller avoid this whole edge for Retry-After (RFC 3261 21.5.4); a rate limit must not use it" },
         { "--CallState:Admission:RejectCodes:TrunkLimit:Status=487", "CallState:Admission:RejectCodes:TrunkLimit:Status: 487 answers a CANCEL (RFC 3261 9.2), never a refused call" },
         { "--CallState:Admission:RejectCodes:Unavailable:Status=200", "CallState:Admission:RejectCodes:Unavailable:Status: 200 is not a rejection status (400-699)" },
         { "--CallState:Admission:RejectCodes:OutgoingBarred:Status=700", "CallState:Admission:RejectCodes:OutgoingBarred:Status: 700 is not a rejection status (400-699)" },
