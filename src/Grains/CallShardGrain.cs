@@ -252,7 +252,9 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
     async Task<ReserveOutcome> ILimitGrainClient.TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken)
     {
         var outcome = await Limit(key).TryReserveAsync(callKey, direction, lease, perCallMax).WaitAsync(cancellationToken);
-        if (outcome.Admitted && (outcome.Limit is not { } max || outcome.Current + 1 < max))
+        // A limit with a call rate is never remembered: its next call may find the bucket empty, and only a check refuses
+        // without a write (docs/architecture.md, "Call rates").
+        if (outcome.Admitted && !outcome.HasRate && (outcome.Limit is not { } max || outcome.Current + 1 < max))
         {
             if (_roomy.Count >= MaxRoomy && !_roomy.ContainsKey(key))
             {

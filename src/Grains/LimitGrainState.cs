@@ -48,8 +48,18 @@ public sealed class LimitGrainState
 /// <param name="Limit">The limit that applied (null when unlimited).</param>
 /// <param name="Current">Calls counted against that limit before this one.</param>
 /// <param name="RetryAfter">For a rate's refusal: how long until its bucket holds a token again.</param>
+/// <param name="HasRate">
+/// The limit has a call rate: that it had room for this call says nothing of the next one, so a shard never remembers it
+/// as having room (docs/architecture.md, "Call rates").
+/// </param>
 [GenerateSerializer, Immutable]
-public readonly record struct ReserveOutcome([property: Id(0)] bool Admitted, [property: Id(1)] RejectReason Reason, [property: Id(2)] int? Limit, [property: Id(3)] int Current, [property: Id(4)] TimeSpan? RetryAfter = null)
+public readonly record struct ReserveOutcome(
+    [property: Id(0)] bool Admitted,
+    [property: Id(1)] RejectReason Reason,
+    [property: Id(2)] int? Limit,
+    [property: Id(3)] int Current,
+    [property: Id(4)] TimeSpan? RetryAfter = null,
+    [property: Id(5)] bool HasRate = false)
 {
     public static ReserveOutcome Admit(int? limit, int current) => new(true, RejectReason.None, limit, current);
 

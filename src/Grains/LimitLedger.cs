@@ -209,7 +209,9 @@ public sealed class LimitLedger
         }
 
         var reason = Rates.Decide(Key.Kind, effective, direction, now, take, out var retryAfter);
-        return reason == RejectReason.None ? outcome : ReserveOutcome.Reject(reason, outcome.Limit, outcome.Current) with { RetryAfter = retryAfter };
+        return reason == RejectReason.None
+            ? outcome with { HasRate = true }
+            : ReserveOutcome.Reject(reason, outcome.Limit, outcome.Current) with { RetryAfter = retryAfter, HasRate = true };
     }
 
     /// <summary>

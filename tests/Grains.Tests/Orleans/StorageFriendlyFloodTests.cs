@@ -69,6 +69,44 @@ public sealed class StorageFriendlyFloodTests
 
     [Theory]
     [MemberData(nameof(Storages))]
+    public async Task Refusals_by_a_call_rate_write_nothing_even_right_after_an_admission(string kind)
+    {
+        // user/rita may start one call in 1,000 s, with a burst of 2: the third call is refused for its rate. The shard
+        // that saw rita admitted must not believe she has room (it would skip the check and let the reservation refuse,
+        // which writes the call's record and deletes it again): docs/architecture.md, "Call rates".
+        await using var db = TestStorage.Create(kind);
+        await using var cluster = await GrainTestCluster.StartAsync(
+            db,
+            Settings(("CallState:Limits:Users:rita:OutboundRate", "0.001"), ("CallState:Limits:Users:rita:OutboundBurst", "2")),
+            services: InterceptedStateStore.Install);
+        var store = (InterceptedStateStore)cluster.Service<IStateStore>();
+        Assert.Equal(AdmitStatus.Admitted, (await cluster.Call("rate-1").AdmitAsync([new("user/rita", Direction.Outbound)])).Status);
+        Assert.True(await cluster.Call("rate-1").EndAsync());
+        Assert.Equal(AdmitStatus.Admitted, (await cluster.Call("rate-2").AdmitAsync([new("user/rita", Direction.Outbound)])).Status);
+
+        var limitWrites = store.Writes(GrainTypes.Limit);
+        var callWrites = store.Writes(GrainTypes.Call);
+        // Calls of rate-2's shard, which saw rita admitted last.
+        var sameShard = Enumerable.Range(0, 100_000).Select(i => $"rate-refused-{i}")
+            .Where(key => CallShards.Of(key) == CallShards.Of("rate-2")).Take(Refusals).ToList();
+        Assert.Equal(Refusals, sameShard.Count);
+        foreach (var callKey in sameShard)
+        {
+            var result = await cluster.Call(callKey).AdmitAsync([new("user/rita", Direction.Outbound)]);
+            Assert.Equal(AdmitStatus.Rejected, result.Status);
+            Assert.Equal(RejectReason.UserOutRateLimitReached, result.Reason);
+            Assert.Equal("user/rita", result.LimitKey);
+            Assert.True(result.RetryAfter > TimeSpan.FromSeconds(900), $"retry after {result.RetryAfter}");
+        }
+
+        Assert.Equal(0, store.Writes(GrainTypes.Limit) - limitWrites);
+        Assert.Equal(0, store.Writes(GrainTypes.Call) - callWrites);
+        Assert.Equal(["rate-2"], HeldCalls(await cluster.Limit("user/rita").GetSnapshotAsync()));
+        Assert.Equal(["rate-2"], HeldCalls(await StoredAsync(store, "user/rita")));
+    }
+
+    [Theory]
+    [MemberData(nameof(Storages))]
     public async Task A_new_activation_refusing_on_a_stored_row_reads_it_once_and_writes_nothing(string kind)
     {
         // Cluster A bars user/barred at run time (a stored override). Cluster B, on the same storage, activates the limit for
