@@ -195,11 +195,16 @@ public static class CliApp
         var total = new Option<string?>("--total") { Description = "Calls in both directions: a number, or 'unlimited'" };
         var inbound = new Option<string?>("--inbound") { Description = "Inbound calls: a number, or 'unlimited'" };
         var outbound = new Option<string?>("--outbound") { Description = "Outbound calls: a number, or 'unlimited'" };
-        var set = new Command("set", "Set maxima at run time (persisted; what is not given is kept)");
+        var totalRate = new Option<string?>("--total-rate") { Description = "Calls per second in both directions: RATE or RATE/BURST, or 'none'" };
+        var inboundRate = new Option<string?>("--inbound-rate") { Description = "Inbound calls per second: RATE or RATE/BURST, or 'none'" };
+        var outboundRate = new Option<string?>("--outbound-rate") { Description = "Outbound calls per second: RATE or RATE/BURST, or 'none'" };
+        var set = new Command("set", "Set maxima and call rates at run time (persisted; what is not given is kept)");
         set.Arguments.Add(key);
-        set.Options.Add(total);
-        set.Options.Add(inbound);
-        set.Options.Add(outbound);
+        foreach (var option in new[] { total, inbound, outbound, totalRate, inboundRate, outboundRate })
+        {
+            set.Options.Add(option);
+        }
+
         set.SetAction((parse, ct) => ExecuteAsync(parse, console, async (client, json) =>
         {
             var body = new JsonObject();
@@ -225,9 +230,39 @@ public static class CliApp
                 }
             }
 
+            // A rate with its burst (docs/policies.md, "Call rates"): "10", "10/5", or "none".
+            foreach (var (name, option) in new[] { ("total", totalRate), ("inbound", inboundRate), ("outbound", outboundRate) })
+            {
+                if (parse.GetValue(option) is not { } text)
+                {
+                    continue;
+                }
+
+                var parts = text.Split('/');
+                if (text.Equals("none", StringComparison.OrdinalIgnoreCase))
+                {
+                    body[name + "Rate"] = null;
+                }
+                else if (parts.Length <= 2
+                    && double.TryParse(parts[0], NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var rate)
+                    && (parts.Length == 1 || int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out _)))
+                {
+                    body[name + "Rate"] = rate;
+                    if (parts.Length == 2)
+                    {
+                        body[name + "Burst"] = int.Parse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture);
+                    }
+                }
+                else
+                {
+                    await Console.Error.WriteLineAsync($"callstate: --{name}-rate must be RATE or RATE/BURST (calls per second, a whole burst) or 'none' (was '{text}')").ConfigureAwait(false);
+                    return ExitCodes.Usage;
+                }
+            }
+
             if (body.Count == 0)
             {
-                await Console.Error.WriteLineAsync("callstate: give at least one of --total, --inbound, --outbound").ConfigureAwait(false);
+                await Console.Error.WriteLineAsync("callstate: give at least one of --total, --inbound, --outbound, --total-rate, --inbound-rate, --outbound-rate").ConfigureAwait(false);
                 return ExitCodes.Usage;
             }
 
@@ -235,7 +270,7 @@ public static class CliApp
             return Print(console, answer, json, result => PrintLimit(console, result));
         }, ct));
 
-        var fields = new Option<string[]>("--field") { Description = "Only these maxima (total, inbound, outbound) go back to configuration", AllowMultipleArgumentsPerToken = true };
+        var fields = new Option<string[]>("--field") { Description = "Only these (total, inbound, outbound, totalRate, inboundRate, outboundRate) go back to configuration", AllowMultipleArgumentsPerToken = true };
         var clear = new Command("clear", "Back to configuration: every run-time maximum, or only --field ones");
         clear.Arguments.Add(key);
         clear.Options.Add(fields);

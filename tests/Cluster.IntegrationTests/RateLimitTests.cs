@@ -91,6 +91,45 @@ public sealed partial class RateLimitTests(ITestOutputHelper output) : IDisposab
         await WaitForZeroAsync(edge, TimeSpan.FromSeconds(10), "rita's calls ended");
     }
 
+    [Fact]
+    public async Task The_cli_shows_sets_and_clears_a_rate_with_its_burst_and_source()
+    {
+        await using var edge = await StandaloneEdge.StartAsync(Data, SipEdgeProcess.FreeUdpAndTcpPort(), extra: [
+            "--CallState:Limits:Users:rita:OutboundRate=10", "--CallState:Limits:Users:rita:OutboundBurst=5"]);
+
+        var table = await CliRunner.RunAsync(edge.HttpPort, AdminTokens.Read, "cac", "show", "--kind", "user");
+        Assert.True(table.ExitCode == 0, table.ToString());
+        Assert.Contains("Rate", table.Output, StringComparison.Ordinal);
+        var shown = await CliRunner.RunAsync(edge.HttpPort, AdminTokens.Read, "cac", "show", "--kind", "user", "--json");
+        var rita = shown.Json().EnumerateArray().Single(e => e.GetProperty("key").GetString() == "user/rita");
+        Assert.Equal(10, rita.GetProperty("limits").GetProperty("outboundRate").GetDouble());
+        Assert.Equal(5, rita.GetProperty("limits").GetProperty("outboundBurst").GetInt32());
+        Assert.Equal("config", rita.GetProperty("sources").GetProperty("outboundRate").GetString());
+
+        var set = await CliRunner.RunAsync(edge.HttpPort, AdminTokens.Write, "limits", "set", "user/rita", "--outbound-rate", "2.5/1", "--inbound-rate", "1", "--json");
+        Assert.True(set.ExitCode == 0, set.ToString());
+        var limits = set.Json().GetProperty("limits");
+        Assert.Equal(2.5, limits.GetProperty("outboundRate").GetDouble());
+        Assert.Equal(1, limits.GetProperty("outboundBurst").GetInt32());
+        Assert.Equal(1, limits.GetProperty("inboundRate").GetDouble());
+        Assert.Equal("runtime", set.Json().GetProperty("sources").GetProperty("outboundRate").GetString());
+
+        var get = await CliRunner.RunAsync(edge.HttpPort, AdminTokens.Read, "limits", "get", "user/rita");
+        Assert.True(get.ExitCode == 0, get.ToString());
+        Assert.Contains("2.5/s burst 1 (runtime)", get.Output, StringComparison.Ordinal);
+
+        // Checked like configuration: a rate of 0 is refused naming the field; a value that is no rate is a usage error.
+        var zero = await CliRunner.RunAsync(edge.HttpPort, AdminTokens.Write, "limits", "set", "user/rita", "--total-rate", "0");
+        Assert.True(zero.ExitCode != 0 && (zero.Output + zero.Error).Contains("TotalRate must be more than 0", StringComparison.Ordinal), zero.ToString());
+        Assert.Equal(2, (await CliRunner.RunAsync(edge.HttpPort, AdminTokens.Write, "limits", "set", "user/rita", "--outbound-rate", "fast")).ExitCode);
+
+        var cleared = await CliRunner.RunAsync(edge.HttpPort, AdminTokens.Write, "limits", "clear", "user/rita", "--field", "outboundRate", "--json");
+        Assert.True(cleared.ExitCode == 0, cleared.ToString());
+        Assert.Equal(10, cleared.Json().GetProperty("limits").GetProperty("outboundRate").GetDouble());
+        Assert.Equal("config", cleared.Json().GetProperty("sources").GetProperty("outboundRate").GetString());
+        Assert.Equal("runtime", cleared.Json().GetProperty("sources").GetProperty("inboundRate").GetString());
+    }
+
     /// <summary>When the callee received each INVITE from rita, from its <c>-trace_msg</c> log, in order.</summary>
     private static List<DateTime> InviteTimes(string log)
     {
