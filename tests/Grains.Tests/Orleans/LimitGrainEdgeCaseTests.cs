@@ -210,6 +210,32 @@ public sealed class LimitGrainEdgeCaseTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(Storages))]
+    public async Task A_turn_decided_again_after_a_lost_write_takes_its_call_rate_tokens_once(string kind)
+    {
+        // C's activation of user/rita loads while there is no row; A's then inserts one, so C's first write (an insert) loses
+        // and C decides its turn again (reload, fence, decide). The call's tokens are taken once: with a burst of 2, C admits
+        // two calls and refuses the third for its rate (docs/architecture.md, "Call rates").
+        const string Key = "user/rita";
+        LimitRequest[] rita = [new(Key, Direction.Outbound)];
+        await using var db = TestStorage.Create(kind);
+        var settings = Settings(("CallState:Limits:Users:rita:OutboundRate", "0.001"), ("CallState:Limits:Users:rita:OutboundBurst", "2"));
+        await using var a = await GrainTestCluster.StartAsync(db, settings, clusterId: "rate-a-" + Guid.NewGuid().ToString("N")[..8]);
+        await using var c = await GrainTestCluster.StartAsync(db, settings, clusterId: "rate-c-" + Guid.NewGuid().ToString("N")[..8], services: InterceptedStateStore.Install);
+        var store = (InterceptedStateStore)c.Service<IStateStore>();
+        await c.Limit(Key).GetSnapshotAsync();
+        Assert.Equal(AdmitStatus.Admitted, (await a.Call("a-1").AdmitAsync(rita)).Status);
+
+        var writes = store.Writes(GrainTypes.Limit);
+        Assert.Equal(AdmitStatus.Admitted, (await c.Call("c-1").AdmitAsync(rita)).Status);
+        Assert.True(store.Writes(GrainTypes.Limit) - writes >= 2, "C's first write should have lost and been made again");
+        Assert.Equal(AdmitStatus.Admitted, (await c.Call("c-2").AdmitAsync(rita)).Status);
+        var refused = await c.Call("c-3").AdmitAsync(rita);
+        Assert.Equal(RejectReason.UserOutRateLimitReached, refused.Reason);
+        Assert.Equal(["a-1", "c-1", "c-2"], HeldCalls(await StoredAsync(c, Key)));
+    }
+
     private static Dictionary<string, string?> Settings(params (string Key, string Value)[] settings) =>
         settings.ToDictionary(s => s.Key, s => (string?)s.Value);
 
