@@ -43,6 +43,7 @@ public sealed class EdgeDrainTests(ITestOutputHelper output)
             // Calls are up (the callee has answered some) when Kubernetes stops the pod.
             var before = await uas.WaitForStatsAsync(s => s.Created >= 20, TimeSpan.FromSeconds(30));
             Assert.True(before.Created >= 20, $"the load never reached the callee: {before}\n{uac.Describe()}");
+            var terminated = System.Diagnostics.Stopwatch.StartNew();
             edge.Terminate();
 
             // Draining: not ready, so the Service takes the pod out of its endpoints.
@@ -64,6 +65,7 @@ public sealed class EdgeDrainTests(ITestOutputHelper output)
             // It exits by itself, within its drain plus the shutdown's margin (what terminationGracePeriodSeconds must cover).
             var exitCode = await edge.WaitForExitAsync(Drain + TimeSpan.FromSeconds(5) + TimeSpan.FromSeconds(5));
             Assert.True(exitCode == 0, $"the edge exited {exitCode}:\n{edge.Output}");
+            output.WriteLine($"edge exited {terminated.Elapsed.TotalSeconds:F1} s after SIGTERM (drain {Drain.TotalSeconds} s)");
             var callerStats = uac.Stop();
             output.WriteLine($"uac {callerStats}; 503s {Refusals(uac)}");
 
