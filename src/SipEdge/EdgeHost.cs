@@ -293,7 +293,9 @@ internal sealed partial class SipListenerService : IHostedLifecycleService, IHea
         var proxy = endpoint.Proxy;
         proxy.BeginDrain();
         var started = _timeProvider.GetTimestamp();
-        var elsewhere = !string.Equals(_options.AdvertisedHost ?? _options.ViaHost ?? _options.ListenAddress, _options.ViaHost ?? _options.ListenAddress, StringComparison.OrdinalIgnoreCase)
+        var via = string.IsNullOrEmpty(_options.ViaHost) ? _options.ListenAddress : _options.ViaHost;
+        var recordRoute = string.IsNullOrEmpty(_options.AdvertisedHost) ? via : _options.AdvertisedHost;
+        var elsewhere = !string.Equals(recordRoute, via, StringComparison.OrdinalIgnoreCase)
             || (_options.AdvertisedPort ?? _options.Port) != (_options.ViaPort ?? _options.Port);
         LogDrainStarted(_logger, _options.DrainTimeout.TotalSeconds, elsewhere ? "when no transaction is in progress" : "at the timeout (Record-Route names this edge)");
         var settled = false;
