@@ -237,7 +237,9 @@ callstate_limits() {
 # The sipp caller is one source offering thousands of requests a second: without this it would get the default
 # per-source budget (docs/architecture.md, "Overload control"); with it, only the edge's own load sheds calls.
 budget_args=(--CallState:Sip:Overload:Default:RequestsPerSecond=1000000 --CallState:Sip:Overload:Default:Burst=1000000
-    --CallState:Sip:Overload:Default:MaxTransactions=1000000)
+    --CallState:Sip:Overload:Default:MaxTransactions=1000000
+    # Stopped by SIGTERM between runs: no drain (docs/operations.md, "Draining an edge"), nothing is in progress then.
+    --CallState:Sip:DrainTimeout=00:00:00)
 instance=0
 start_standalone() {  # arguments as in bench/sipp/proxy-throughput.sh ADMISSION=sqlite (an Orleans silo in the edge process)
     local -a limits; read -r -a limits <<<"$(callstate_limits "$1")"

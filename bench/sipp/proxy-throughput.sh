@@ -98,7 +98,9 @@ silos_cpu() {
 # The one sipp caller is a single source offering thousands of requests a second: unless a configuration names it a
 # trusted peer it gets the default per-source budget (docs/architecture.md, "Overload control").
 budget_args=(--CallState:Sip:Overload:Default:RequestsPerSecond=1000000 --CallState:Sip:Overload:Default:Burst=1000000
-    --CallState:Sip:Overload:Default:MaxTransactions=1000000)
+    --CallState:Sip:Overload:Default:MaxTransactions=1000000
+    # Stopped by SIGTERM between runs: no drain (docs/operations.md, "Draining an edge"), nothing is in progress then.
+    --CallState:Sip:DrainTimeout=00:00:00)
 dotnet "$repo/src/SipEdge/bin/Release/net10.0/CallState.SipEdge.dll" "${admission_args[@]}" "${budget_args[@]}" --urls="http://127.0.0.1:$http_port" \
     "--CallState:Admin:HealthPort=$health_port" "${admin_auth[@]}" \
     --CallState:Sip:Port=$edge_port --CallState:Sip:DefaultUpstream=127.0.0.1:$uas_port \

@@ -31,6 +31,9 @@ public static class SiloServiceCollectionExtensions
             throw new OptionsValidationException(OrleansClusterOptions.SectionName, typeof(OrleansClusterOptions), errors);
         }
 
+        // A host name that resolves to nothing stops start-up here, naming the field (OptionsValidationException).
+        _ = cluster.ResolveAdvertised();
+
         services.AddCallStateGrainServices(configuration);
         services.AddOrleans(silo => ConfigureSilo(silo, cluster, OtlpExport.Traces(configuration)));
         services.AddHealthChecks().AddCheck<SiloReadyCheck>("silo", tags: ["ready"]);
@@ -83,6 +86,7 @@ public static class SiloServiceCollectionExtensions
     private static void ConfigureSilo(ISiloBuilder silo, OrleansClusterOptions cluster, bool tracesExported)
     {
         var advertised = KubernetesHosting.AdvertisedAddress(cluster);
+        var advertisedPort = OrleansClusterOptions.TryParseAdvertised(cluster.AdvertisedAddress, out _, out var port) ? port : null;
         var listen = cluster.ListenAddress is null ? advertised : IPAddress.Parse(cluster.ListenAddress);
         var siloPort = cluster.SiloPort == 0 ? OrleansClusterOptions.FreePort(listen) : cluster.SiloPort;
         silo.Configure<ClusterOptions>(o =>
@@ -93,7 +97,7 @@ public static class SiloServiceCollectionExtensions
         silo.Configure<EndpointOptions>(o =>
         {
             o.AdvertisedIPAddress = advertised;
-            o.SiloPort = siloPort;
+            o.SiloPort = advertisedPort ?? siloPort;
             o.GatewayPort = cluster.GatewayPort;
             o.SiloListeningEndpoint = new IPEndPoint(listen, siloPort);
             o.GatewayListeningEndpoint = cluster.GatewayPort == 0 ? null : new IPEndPoint(listen, cluster.GatewayPort);

@@ -145,10 +145,24 @@ public static partial class EdgeHost
             services.AddHealthChecks().AddCheck<AdmissionWarmup>("admission-warmup", tags: ["ready"]);
         }
         services.AddSingleton<SipListenerService>();
+
+        // The drain runs before the host stops anything (docs/operations.md, "Draining an edge"): the host's shutdown
+        // timeout must leave it the whole drain, plus time for the rest of the shutdown.
+        services.AddOptions<HostOptions>().Configure<IOptions<SipProxyOptions>>((host, sip) =>
+        {
+            var needed = sip.Value.DrainTimeout + DrainShutdownMargin;
+            if (host.ShutdownTimeout < needed)
+            {
+                host.ShutdownTimeout = needed;
+            }
+        });
         services.AddHostedService(sp => sp.GetRequiredService<SipListenerService>());
         services.AddHealthChecks().AddCheck<SipListenerService>("sip", tags: ["ready"]);
         return services;
     }
+
+    /// <summary>What the host's shutdown keeps past <see cref="SipProxyOptions.DrainTimeout"/> for the rest of the shutdown.</summary>
+    public static readonly TimeSpan DrainShutdownMargin = TimeSpan.FromSeconds(5);
 
     /// <summary>The silos' gateways an edge without grains of its own connects to (an Orleans client).</summary>
     public const string GatewaysKey = OrleansClusterOptions.SectionName + ":" + nameof(OrleansClusterOptions.Gateways);
@@ -185,9 +199,15 @@ internal sealed class EarlyLeaseValidator(IOptions<Grains.GrainOptions> grains) 
     }
 }
 
-/// <summary>Owns the <see cref="SipEndpoint"/>: binds and starts it with the host, closes it on shutdown, reports readiness.</summary>
-internal sealed partial class SipListenerService : IHostedService, IHealthCheck, IAsyncDisposable
+/// <summary>
+/// Owns the <see cref="SipEndpoint"/>: binds and starts it with the host, drains it when the host stops (SIGTERM) and then
+/// closes it, reports readiness (not ready while draining).
+/// </summary>
+internal sealed partial class SipListenerService : IHostedLifecycleService, IHealthCheck, IAsyncDisposable
 {
+    // How often the drain looks whether it may end early; a drain lasts seconds, so this costs nothing.
+    private static readonly TimeSpan DrainCheckInterval = TimeSpan.FromMilliseconds(100);
+
     private readonly SipProxyOptions _options;
     private readonly TimeProvider _timeProvider;
     private readonly IMeterFactory _meterFactory;
@@ -243,6 +263,61 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
             LogTlsListening(_logger, _options.ListenAddress, tls.Port, certificate.Subject, thumbprint, notAfter, clientCertificates, serverCas);
         }
         return Task.CompletedTask;
+    }
+
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>
+    /// The host stops (SIGTERM): drain before any hosted service stops, so admission (the Orleans client or the silo in
+    /// this process) and the probes' HTTP listener still serve while calls end (docs/operations.md, "Draining an edge").
+    /// </summary>
+    public Task StoppingAsync(CancellationToken cancellationToken) => DrainAsync(cancellationToken);
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>
+    /// Refuses anything new (503 + Retry-After, OPTIONS included) and lets admitted calls go on until
+    /// <see cref="SipProxyOptions.DrainTimeout"/> or <paramref name="cancellationToken"/> (the host's shutdown timeout).
+    /// When Record-Route names another address (a load balancer's), in-dialog requests reach the other edges, so the drain
+    /// ends as soon as no transaction of this edge is in progress; when it names this edge, the calls' BYEs come here
+    /// and the drain takes the whole timeout.
+    /// </summary>
+    internal async Task DrainAsync(CancellationToken cancellationToken)
+    {
+        if (_endpoint is not { } endpoint || _options.DrainTimeout <= TimeSpan.Zero || endpoint.Proxy.IsDraining)
+        {
+            return;
+        }
+        var proxy = endpoint.Proxy;
+        proxy.BeginDrain();
+        var started = _timeProvider.GetTimestamp();
+        var via = string.IsNullOrEmpty(_options.ViaHost) ? _options.ListenAddress : _options.ViaHost;
+        var recordRoute = string.IsNullOrEmpty(_options.AdvertisedHost) ? via : _options.AdvertisedHost;
+        var elsewhere = !string.Equals(recordRoute, via, StringComparison.OrdinalIgnoreCase)
+            || (_options.AdvertisedPort ?? _options.Port) != (_options.ViaPort ?? _options.Port);
+        LogDrainStarted(_logger, _options.DrainTimeout.TotalSeconds, elsewhere ? "when no transaction is in progress" : "at the timeout (Record-Route names this edge)");
+        var settled = false;
+        try
+        {
+            while (_timeProvider.GetElapsedTime(started) < _options.DrainTimeout)
+            {
+                if (elsewhere && proxy.InProgressCount == 0 && proxy.ClientTransactionCount == 0)
+                {
+                    settled = true;
+                    break;
+                }
+                var left = _options.DrainTimeout - _timeProvider.GetElapsedTime(started);
+                await Task.Delay(left < DrainCheckInterval ? left : DrainCheckInterval, _timeProvider, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // The host's shutdown timeout came first: close now.
+        }
+        var seconds = _timeProvider.GetElapsedTime(started).TotalSeconds;
+        LogDrainEnded(_logger, seconds, settled ? "settled" : "timeout", proxy.InProgressCount, proxy.ClientTransactionCount);
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
@@ -312,7 +387,12 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
     private static string Sha256(X509Certificate2 certificate) => certificate.GetCertHashString(HashAlgorithmName.SHA256);
 
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
-        Task.FromResult(_endpoint is null ? HealthCheckResult.Unhealthy("SIP listeners not started") : HealthCheckResult.Healthy());
+        Task.FromResult(_endpoint switch
+        {
+            null => HealthCheckResult.Unhealthy("SIP listeners not started"),
+            { Proxy.IsDraining: true } => HealthCheckResult.Unhealthy("SIP edge draining: new calls are refused"),
+            _ => HealthCheckResult.Healthy(),
+        });
 
     public async ValueTask DisposeAsync() => await StopAsync(CancellationToken.None).ConfigureAwait(false);
 
@@ -341,6 +421,14 @@ internal sealed partial class SipListenerService : IHostedService, IHealthCheck,
     [LoggerMessage(EventId = 3009, Level = LogLevel.Warning,
         Message = "Overload control refused {Count} request(s) ({Reason}), the last from {Source}; reported at most once every {Seconds} s per reason")]
     private static partial void LogShed(ILogger logger, long count, SipShedReason reason, string source, double seconds);
+
+    [LoggerMessage(EventId = 3010, Level = LogLevel.Information,
+        Message = "SIP edge draining: new calls and probes answered 503, admitted calls go on for up to {Seconds} s; ends {Until}")]
+    private static partial void LogDrainStarted(ILogger logger, double seconds, string until);
+
+    [LoggerMessage(EventId = 3011, Level = LogLevel.Information,
+        Message = "SIP edge drained after {Seconds:F1} s ({Outcome}); closing with {InProgress} server transaction(s) in progress and {Clients} client transaction(s) open")]
+    private static partial void LogDrainEnded(ILogger logger, double seconds, string outcome, int inProgress, int clients);
 
     [LoggerMessage(EventId = 3006, Level = LogLevel.Warning, Message = "Refused the TLS certificate of {Remote}: {Subject} (SHA-256 {Thumbprint}): {Reason}")]
     private static partial void LogPeerCertificateRefused(ILogger logger, string remote, string subject, string thumbprint, string reason);

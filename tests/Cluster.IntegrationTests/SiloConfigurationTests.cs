@@ -20,6 +20,29 @@ public sealed class SiloConfigurationTests
     }
 
     [Fact]
+    public async Task An_advertised_address_that_is_no_host_stops_start_up_naming_the_field()
+    {
+        await using var db = TestDatabase.Create("sqlite");
+        await using var silo = SiloProcess.Start(db.Settings.Concat(["--CallState:Orleans:AdvertisedAddress=silo 0:11111"]));
+
+        var exitCode = await silo.WaitForExitAsync(TimeSpan.FromSeconds(60));
+
+        Assert.Equal(2, exitCode);
+        Assert.Contains("CallState:Orleans:AdvertisedAddress must be the host, host:port or IP address", silo.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("FormatException", silo.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_silo_advertising_a_host_name_resolves_it_and_serves()
+    {
+        await using var db = TestDatabase.Create("sqlite");
+        await using var silo = SiloProcess.Start(db.Settings.Concat(["--CallState:Orleans:AdvertisedAddress=localhost"]));
+
+        await silo.WaitReadyAsync(TimeSpan.FromSeconds(60));
+        Assert.False(silo.HasExited, silo.Output);
+    }
+
+    [Fact]
     public async Task A_postgres_provider_without_a_connection_string_stops_start_up_naming_the_field()
     {
         await using var silo = SiloProcess.Start(["--CallState:Storage:Provider=PostgreSql"]);

@@ -15,6 +15,15 @@ public sealed class SipEdgeConfigurationTests
     }
 
     [Fact]
+    public async Task Listening_on_all_addresses_without_a_Via_host_stops_the_edge_naming_the_field()
+    {
+        await using var edge = SipEdgeProcess.Start(["--CallState:Sip:ListenAddress=0.0.0.0"]);
+        var exit = await edge.WaitForExitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(2, exit);
+        Assert.Contains("CallState:Sip:ViaHost: required when ListenAddress is '0.0.0.0' (all addresses)", edge.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_missing_tls_certificate_stops_the_edge_with_exit_code_2_naming_the_field()
     {
         await using var edge = SipEdgeProcess.Start(["--CallState:Sip:Tls:Enabled=true", "--CallState:Sip:Tls:Port=" + SipEdgeProcess.FreeUdpAndTcpPort(),

@@ -68,7 +68,7 @@ public static class KubernetesHosting
     {
         ArgumentNullException.ThrowIfNull(cluster);
         environment ??= Environment.GetEnvironmentVariable;
-        var configured = IPAddress.Parse(cluster.AdvertisedAddress);
+        var configured = cluster.ResolveAdvertised().Address;
         return IsEnabled(cluster, environment) && IPAddress.IsLoopback(configured) && IPAddress.TryParse(environment(PodIPVariable), out var pod)
             ? pod
             : configured;
@@ -94,7 +94,8 @@ public static class KubernetesHosting
             yield break;
         }
 
-        if (!silo || !IsEnabled(cluster, environment) || !IPAddress.TryParse(cluster.AdvertisedAddress, out var advertised) || !IPAddress.IsLoopback(advertised))
+        if (!silo || !IsEnabled(cluster, environment) || !OrleansClusterOptions.TryParseAdvertised(cluster.AdvertisedAddress, out var host, out _)
+            || !IPAddress.TryParse(host, out var advertised) || !IPAddress.IsLoopback(advertised))
         {
             yield break;
         }

@@ -32,7 +32,11 @@ public sealed class OrleansClusterOptions
     /// <summary>Where the silo and gateway listen; defaults to <see cref="AdvertisedAddress"/>.</summary>
     public string? ListenAddress { get; set; }
 
-    /// <summary>The IP address other silos and clients reach this silo at (in Kubernetes: the pod IP).</summary>
+    /// <summary>
+    /// Where other silos and clients reach this silo (in Kubernetes: the pod IP): an IP address, a host name (resolved
+    /// once at start), either with <c>:port</c> (<c>[v6]:port</c>), the port then being the silo port others connect to
+    /// while the silo listens on <see cref="SiloPort"/> (a port mapping in between).
+    /// </summary>
     public string AdvertisedAddress { get; set; } = "127.0.0.1";
 
     /// <summary>Silo-to-silo port; 0 picks a free port at start (one silo alone, so parallel processes never collide).</summary>
@@ -92,9 +96,10 @@ public sealed class OrleansClusterOptions
 
         if (silo)
         {
-            if (!IPAddress.TryParse(AdvertisedAddress, out var advertised) || advertised.Equals(IPAddress.Any) || advertised.Equals(IPAddress.IPv6Any))
+            if (!TryParseAdvertised(AdvertisedAddress, out var advertisedHost, out _)
+                || (IPAddress.TryParse(advertisedHost, out var advertised) && (advertised.Equals(IPAddress.Any) || advertised.Equals(IPAddress.IPv6Any))))
             {
-                yield return $"{path}:AdvertisedAddress must be the IP address other silos and edges reach this silo at (was '{AdvertisedAddress}').";
+                yield return $"{path}:AdvertisedAddress must be the host, host:port or IP address other silos and edges reach this silo at (was '{AdvertisedAddress}').";
             }
 
             if (ListenAddress is not null && !IPAddress.TryParse(ListenAddress, out _))
@@ -162,6 +167,105 @@ public sealed class OrleansClusterOptions
         {
             yield return error;
         }
+    }
+
+    /// <summary>
+    /// Splits <see cref="AdvertisedAddress"/>: an IP address (IPv6 bare or in brackets), a host name, either followed by
+    /// <c>:port</c> (an IPv6 address then in brackets). False for anything else, such as an empty text or a bad port.
+    /// </summary>
+    public static bool TryParseAdvertised(string? text, out string host, out int? port)
+    {
+        host = "";
+        port = null;
+        var value = text?.Trim();
+        if (string.IsNullOrEmpty(value))
+        {
+            return false;
+        }
+
+        string rest;
+        if (value[0] == '[')
+        {
+            var close = value.IndexOf(']', StringComparison.Ordinal);
+            if (close < 0 || !IPAddress.TryParse(value[1..close], out var v6) || v6.AddressFamily != AddressFamily.InterNetworkV6)
+            {
+                return false;
+            }
+
+            host = value[1..close];
+            rest = value[(close + 1)..];
+        }
+        else if (value.Count(c => c == ':') > 1)
+        {
+            // More than one colon and no brackets: a bare IPv6 address, which cannot carry a port.
+            if (!IPAddress.TryParse(value, out var v6) || v6.AddressFamily != AddressFamily.InterNetworkV6)
+            {
+                return false;
+            }
+
+            host = value;
+            return true;
+        }
+        else
+        {
+            var colon = value.IndexOf(':', StringComparison.Ordinal);
+            host = colon < 0 ? value : value[..colon];
+            rest = colon < 0 ? "" : value[colon..];
+            if (Uri.CheckHostName(host) is not (UriHostNameType.Dns or UriHostNameType.IPv4))
+            {
+                return false;
+            }
+        }
+
+        if (rest.Length == 0)
+        {
+            return true;
+        }
+
+        if (rest[0] != ':' || !int.TryParse(rest.AsSpan(1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var p)
+            || p is < 1 or > 65535)
+        {
+            return false;
+        }
+
+        port = p;
+        return true;
+    }
+
+    /// <summary>
+    /// The address and silo port this silo advertises: <see cref="AdvertisedAddress"/> with a host name resolved (its
+    /// first IPv4 address, else its first address) and its port, else <see cref="SiloPort"/>. Throws
+    /// <see cref="Microsoft.Extensions.Options.OptionsValidationException"/> naming the field when the text is invalid or the name resolves to nothing.
+    /// </summary>
+    public (IPAddress Address, int? Port) ResolveAdvertised(Func<string, IPAddress[]>? resolve = null, string path = SectionName)
+    {
+        if (!TryParseAdvertised(AdvertisedAddress, out var host, out var port))
+        {
+            throw Invalid($"{path}:AdvertisedAddress must be the host, host:port or IP address other silos and edges reach this silo at (was '{AdvertisedAddress}').");
+        }
+
+        if (IPAddress.TryParse(host, out var address))
+        {
+            return (address, port);
+        }
+
+        IPAddress[] found;
+        try
+        {
+            found = (resolve ?? Dns.GetHostAddresses)(host);
+        }
+        catch (SocketException ex)
+        {
+            throw Invalid($"{path}:AdvertisedAddress: the host name '{host}' could not be resolved ({ex.SocketErrorCode}).");
+        }
+
+        var chosen = Array.Find(found, a => a.AddressFamily == AddressFamily.InterNetwork) ?? found.FirstOrDefault();
+        return chosen is null
+            ? throw Invalid($"{path}:AdvertisedAddress: the host name '{host}' resolved to no address.")
+            : (chosen, port);
+
+        static Microsoft.Extensions.Options.OptionsValidationException Invalid(string message) =>
+            new(SectionName, typeof(OrleansClusterOptions), [message]);
     }
 
     /// <summary>Splits <c>host:port</c> (an IPv6 literal in brackets).</summary>

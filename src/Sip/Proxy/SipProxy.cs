@@ -64,6 +64,9 @@ public sealed partial class SipProxy : IDisposable
     // only absorb retransmissions; docs/architecture.md, "Overload control").
     private int _inProgress;
 
+    // 1 once the edge drains before it stops (docs/operations.md, "Draining an edge").
+    private int _draining;
+
     /// <summary>Creates the proxy core; <c>onHandlerError</c> is told of each exception it catches (already counted).</summary>
     /// <remarks>
     /// With <paramref name="overload"/>, new requests are shed past its thresholds and each source is held to its budget
@@ -158,6 +161,17 @@ public sealed partial class SipProxy : IDisposable
     /// <summary>Server transactions still waiting for their final response.</summary>
     public int InProgressCount => Volatile.Read(ref _inProgress);
 
+    /// <summary>True once <see cref="BeginDrain"/> was called.</summary>
+    public bool IsDraining => Volatile.Read(ref _draining) != 0;
+
+    /// <summary>
+    /// Stops taking anything new (docs/operations.md, "Draining an edge"): every request outside a dialog, a new INVITE or a
+    /// load balancer's OPTIONS probe, is answered 503 with Retry-After, so callers and the load balancer move to another
+    /// edge, while retransmissions, CANCEL, ACK, requests inside dialogs and every response still flow. Unlike overload
+    /// shedding it does not depend on load and is not undone.
+    /// </summary>
+    public void BeginDrain() => Volatile.Write(ref _draining, 1);
+
     /// <summary>Open client transactions.</summary>
     public int ClientTransactionCount => _clients.Count;
 
@@ -232,6 +246,14 @@ public sealed partial class SipProxy : IDisposable
         if (m.Method == SipMethod.Cancel)
         {
             OnCancel(m, source, key);
+            return;
+        }
+        if (m.ToTag.IsEmpty && Volatile.Read(ref _draining) != 0)
+        {
+            // Draining: nothing new starts here, the probe included, so the load balancer takes this edge out (RFC 3261
+            // 21.5.4: 503 with Retry-After, the caller tries elsewhere). Dialogs admitted before keep their requests.
+            _metrics.DrainRefused();
+            RespondStateless(m, source, 503, "Service Unavailable"u8, RetryAfterLine());
             return;
         }
         var open = Volatile.Read(ref _open);

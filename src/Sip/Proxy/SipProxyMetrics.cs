@@ -21,6 +21,7 @@ public sealed class SipProxyMetrics : IDisposable
     private readonly Counter<long> _timeouts;
     private readonly Counter<long> _handlerErrors;
     private readonly Counter<long> _shed;
+    private readonly Counter<long> _drainRefused;
     private long _requestsForwarded;
     private long _responsesForwarded;
     private long _droppedTotal;
@@ -42,6 +43,8 @@ public sealed class SipProxyMetrics : IDisposable
             "Exceptions caught while handling a received message or running a transaction timer, by kind (message, timer)");
         _shed = _meter.CreateCounter<long>("callstate.sip.overload.shed", "{request}",
             "Requests refused by overload control or a source's budget, by reason and outcome (answered 503, or dropped)");
+        _drainRefused = _meter.CreateCounter<long>("callstate.sip.drain.refused", "{request}",
+            "Requests outside a dialog (new calls, probes) answered 503 while the edge drains before it stops");
     }
 
     public long RequestsForwarded => Interlocked.Read(ref _requestsForwarded);
@@ -83,6 +86,8 @@ public sealed class SipProxyMetrics : IDisposable
         _meter.CreateObservableGauge("callstate.sip.overload.lag", () => overload.Lag.TotalSeconds, "s", "Thread-pool lag the probe measured last");
         _meter.CreateObservableGauge("callstate.sip.overload.sources", () => overload.Budgets.Count, "{source}", "Sources with a budget entry");
     }
+
+    internal void DrainRefused() => _drainRefused.Add(1);
 
     internal void Shed(SipShedReason reason, bool answered) =>
         _shed.Add(1, new KeyValuePair<string, object?>("callstate.reason", SipOverloadControl.NameOf(reason)),

@@ -10,7 +10,10 @@ public sealed class SipProxyOptions
 {
     public const string SectionName = "CallState:Sip";
 
-    /// <summary>Address the UDP and TCP listeners bind.</summary>
+    /// <summary>
+    /// Address the UDP and TCP listeners bind. All addresses (<c>0.0.0.0</c> or <c>::</c>, as in a pod) require
+    /// <see cref="ViaHost"/>: an unspecified address in Via or Record-Route reaches no one (docs/operations.md, "Edges in pods").
+    /// </summary>
     public string ListenAddress { get; set; } = "127.0.0.1";
 
     /// <summary>Port of both listeners.</summary>
@@ -87,6 +90,14 @@ public sealed class SipProxyOptions
     /// <summary>Seconds in the Retry-After of an overload 503.</summary>
     public int OverloadRetryAfterSeconds { get; set; } = 5;
 
+    /// <summary>
+    /// How long a stopping edge (SIGTERM) drains before it closes its sockets: new INVITEs and OPTIONS are answered 503
+    /// with Retry-After while the transactions and in-dialog requests of admitted calls keep flowing; the edge stops
+    /// sooner once no call is left (docs/operations.md, "Draining an edge"). The default fits a pod's default
+    /// terminationGracePeriodSeconds (30) with room for the rest of the shutdown; zero closes at once.
+    /// </summary>
+    public TimeSpan DrainTimeout { get; set; } = TimeSpan.FromSeconds(25);
+
     /// <summary>UDP receive loops (each a pending ReceiveFrom).</summary>
     public int UdpReceiveLoops { get; set; } = 2;
 
@@ -135,9 +146,26 @@ public sealed class SipProxyOptions
     {
         var errors = new List<string>();
         var prefix = SectionName + ":";
-        if (!IPAddress.TryParse(ListenAddress, out _))
+        if (!IPAddress.TryParse(ListenAddress, out var listen))
         {
             errors.Add($"{prefix}{nameof(ListenAddress)}: '{ListenAddress}' is not an IP address");
+        }
+        else if ((listen.Equals(IPAddress.Any) || listen.Equals(IPAddress.IPv6Any)) && string.IsNullOrWhiteSpace(ViaHost))
+        {
+            errors.Add($"{prefix}{nameof(ViaHost)}: required when {nameof(ListenAddress)} is '{ListenAddress}' (all addresses): "
+                + "set it to this instance's own address (in a pod, the pod IP), which goes in Via and, without AdvertisedHost, in Record-Route");
+        }
+        else if (ViaHost is { } via && (via.Trim() is "0.0.0.0" or "::" or "[::]"))
+        {
+            errors.Add($"{prefix}{nameof(ViaHost)}: '{via}' is not an address anyone can reach");
+        }
+        if (AdvertisedHost is { } advertised && (advertised.Trim() is "0.0.0.0" or "::" or "[::]"))
+        {
+            errors.Add($"{prefix}{nameof(AdvertisedHost)}: '{advertised}' is not an address anyone can reach");
+        }
+        if (DrainTimeout < TimeSpan.Zero)
+        {
+            errors.Add($"{prefix}{nameof(DrainTimeout)}: must not be negative (was {DrainTimeout:c})");
         }
         CheckPort(errors, prefix + nameof(Port), Port);
         if (ViaPort is { } vp)

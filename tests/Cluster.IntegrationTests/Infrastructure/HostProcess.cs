@@ -129,6 +129,9 @@ public sealed class HostProcess : IDisposable
     /// <summary>SIGCONT after <see cref="Pause"/>.</summary>
     public void Resume() => Signal(18);
 
+    /// <summary>SIGTERM: what Kubernetes sends a pod it stops; the process shuts down by itself.</summary>
+    public void Terminate() => Signal(15);
+
     public int Id => _process.Id;
 
     private void Signal(int signal)

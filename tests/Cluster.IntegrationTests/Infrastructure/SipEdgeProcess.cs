@@ -94,6 +94,9 @@ public sealed class SipEdgeProcess : IAsyncDisposable
     /// <summary>SIGCONT after <see cref="Pause"/>.</summary>
     public void Resume() => _host.Resume();
 
+    /// <summary>SIGTERM (a pod being stopped): the edge drains, then exits.</summary>
+    public void Terminate() => _host.Terminate();
+
     public ValueTask DisposeAsync()
     {
         _host.Dispose();

@@ -154,6 +154,66 @@ public sealed class OverloadControlTests : IDisposable
     }
 
     [Fact]
+    public void A_draining_proxy_refuses_new_calls_and_the_balancers_probe_while_calls_in_progress_end_and_ringing_ones_are_answered_or_cancelled()
+    {
+        var policy = new Policy();
+        var proxy = Proxy(new SipOverloadOptions(), policy);
+
+        // One call up (INVITE, 200, ACK), one ringing and one more ringing, before the edge drains.
+        Receive(proxy, Invite("up", Caller), Caller);
+        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "INVITE") == 1, TimeSpan.FromSeconds(5)));
+        var forwarded = _sent.TakeMessage(Upstream, "INVITE");
+        Receive(proxy, Response(forwarded, 200, "OK", "callee"), Upstream);
+        var ok = _sent.TakeMessage(Caller, "SIP/2.0 200");
+        var route = Header(ok, "Record-Route");
+        Receive(proxy, InDialog("ACK", "up", route, cseq: 1), Caller);
+        Receive(proxy, Invite("ringing", Caller), Caller);
+        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "INVITE") == 1, TimeSpan.FromSeconds(5)));
+        var ringing = _sent.TakeMessage(Upstream, "INVITE");
+        Receive(proxy, Response(ringing, 180, "Ringing", "callee2"), Upstream);
+        Receive(proxy, Invite("answered", Caller), Caller);
+        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "INVITE") == 1, TimeSpan.FromSeconds(5)));
+        var answered = _sent.TakeMessage(Upstream, "INVITE");
+        _sent.Clear();
+
+        proxy.BeginDrain();
+        Assert.True(proxy.IsDraining);
+
+        // New calls and the load balancer's probe: 503 with Retry-After, before the policy is asked; not overload.
+        var asked = policy.Asked;
+        Receive(proxy, Invite("new", Caller), Caller);
+        Assert.Contains("\r\nRetry-After: 5\r\n", Assert.Single(_sent.Take(Caller, "SIP/2.0 503")), StringComparison.Ordinal);
+        Receive(proxy, Options("sip:192.0.2.80:5060", "probe", Prober), Prober);
+        Assert.Single(_sent.Take(Prober, "SIP/2.0 503"));
+        Assert.Equal(asked, policy.Asked);
+        Assert.Equal(0, _sent.Count(Upstream, "INVITE"));
+        Assert.All(Enum.GetValues<SipShedReason>(), reason => Assert.Equal(0, _control!.Shed(reason)));
+
+        // A retransmission of an admitted INVITE is absorbed by its transaction, not refused.
+        Receive(proxy, Invite("answered", Caller), Caller);
+        Assert.Equal(0, _sent.Count(Caller, "SIP/2.0 503"));
+
+        // The callee answers the INVITE sent before the drain: the 200 reaches the caller, whose ACK and BYE flow.
+        Receive(proxy, Response(answered, 200, "OK", "callee3"), Upstream);
+        var answeredOk = _sent.TakeMessage(Caller, "SIP/2.0 200");
+        Receive(proxy, InDialog("ACK", "answered", Header(answeredOk, "Record-Route"), cseq: 1, toTag: "callee3"), Caller);
+        Assert.Equal(1, _sent.Count(Upstream, "ACK"));
+
+        // The call that is up ends: its BYE is forwarded and the callee's 200 comes back.
+        Receive(proxy, InDialog("BYE", "up", route, cseq: 2), Caller);
+        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "BYE") == 1, TimeSpan.FromSeconds(5)), _sent.Describe());
+        var bye = _sent.TakeMessage(Upstream, "BYE");
+        Receive(proxy, Response(bye, 200, "OK", "callee"), Upstream);
+        Assert.Single(_sent.Take(Caller, "SIP/2.0 200"));
+        Assert.True(SpinWait.SpinUntil(() => policy.Events.Contains("bye up"), TimeSpan.FromSeconds(5)));
+
+        // The ringing call is cancelled: 200 to the CANCEL and a CANCEL downstream.
+        Receive(proxy, Cancel("ringing", Caller), Caller);
+        Assert.Single(_sent.Take(Caller, "SIP/2.0 200"));
+        Assert.Equal(1, _sent.Count(Upstream, "CANCEL"));
+    }
+
+    [Fact]
     public void A_standing_queue_of_decisions_sheds_new_calls_until_it_is_short_while_a_burst_of_fast_ones_is_let_in()
     {
         using var control = new SipOverloadControl(
@@ -431,10 +491,10 @@ public sealed class OverloadControlTests : IDisposable
             $"Call-ID: {callId}\r\nCSeq: {cseq}\r\nContact: <sip:alice@{from}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
 
     /// <summary>A request from the caller inside call <paramref name="callId"/>'s dialog (callee tag <c>callee</c>), along <paramref name="route"/>.</summary>
-    private static byte[] InDialog(string method, string callId, string route, int cseq) =>
+    private static byte[] InDialog(string method, string callId, string route, int cseq, string toTag = "callee") =>
         Encoding.ASCII.GetBytes(
             $"{method} sip:callee@127.0.0.1:5090 SIP/2.0\r\nVia: SIP/2.0/UDP {Caller};branch=z9hG4bK{callId}{method}{cseq}\r\n" +
-            $"Route: {route}\r\nFrom: <sip:alice@{Caller}>;tag=a{callId}\r\nTo: <sip:service@127.0.0.1:5090>;tag=callee\r\n" +
+            $"Route: {route}\r\nFrom: <sip:alice@{Caller}>;tag=a{callId}\r\nTo: <sip:service@127.0.0.1:5090>;tag={toTag}\r\n" +
             $"Call-ID: {callId}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
 
     /// <summary>A response from the next hop to a request the proxy sent (the proxy tests' builder).</summary>
