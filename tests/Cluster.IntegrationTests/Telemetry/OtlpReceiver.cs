@@ -126,26 +126,39 @@ public sealed class OtlpReceiver : IAsyncDisposable
                 return;
             }
 
-            using var body = new MemoryStream();
-            await context.Request.InputStream.CopyToAsync(body);
             try
             {
-                Accept(context.Request.Url!.AbsolutePath, body.ToArray());
-                context.Response.StatusCode = 200;
-                context.Response.ContentType = "application/x-protobuf";
+                await AnswerAsync(context);
             }
-            catch (Exception ex) when (ex is InvalidProtocolBufferException or InvalidDataException)
+            catch (Exception ex) when (!_listener.IsListening && ex is HttpListenerException or ObjectDisposedException or IOException)
             {
-                lock (_sync)
-                {
-                    _errors.Add($"{context.Request.Url!.AbsolutePath}: {ex.Message}");
-                }
+                // Stopped (the test is over) while an export was being read or answered: nothing is left to answer.
+                return;
+            }
+        }
+    }
 
-                context.Response.StatusCode = 400;
+    private async Task AnswerAsync(HttpListenerContext context)
+    {
+        using var body = new MemoryStream();
+        await context.Request.InputStream.CopyToAsync(body);
+        try
+        {
+            Accept(context.Request.Url!.AbsolutePath, body.ToArray());
+            context.Response.StatusCode = 200;
+            context.Response.ContentType = "application/x-protobuf";
+        }
+        catch (Exception ex) when (ex is InvalidProtocolBufferException or InvalidDataException)
+        {
+            lock (_sync)
+            {
+                _errors.Add($"{context.Request.Url!.AbsolutePath}: {ex.Message}");
             }
 
-            context.Response.Close();
+            context.Response.StatusCode = 400;
         }
+
+        context.Response.Close();
     }
 
     private void Accept(string path, byte[] body)
