@@ -184,8 +184,7 @@ public sealed class SipOverloadControl : IDisposable
         {
             return SipShedReason.Transactions;
         }
-        var pending = Volatile.Read(ref _pendingDecisions);
-        if (pending >= Options.MaxPendingDecisions)
+        if (Volatile.Read(ref _pendingDecisions) >= Options.MaxPendingDecisions)
         {
             return SipShedReason.PendingDecisions;
         }

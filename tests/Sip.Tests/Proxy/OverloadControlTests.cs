@@ -120,16 +120,8 @@ public sealed class OverloadControlTests : IDisposable
         var proxy = Proxy(new SipOverloadOptions(), policy);
 
         // One call up (INVITE, 200, ACK) and one ringing, before the edge is overloaded.
-        Receive(proxy, Invite("up", Caller), Caller);
-        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "INVITE") == 1, TimeSpan.FromSeconds(5)));
-        var forwarded = _sent.TakeMessage(Upstream, "INVITE");
-        Receive(proxy, Response(forwarded, 200, "OK", "callee"), Upstream);
-        var ok = _sent.TakeMessage(Caller, "SIP/2.0 200");
-        var route = Header(ok, "Record-Route");
-        Receive(proxy, InDialog("ACK", "up", route, cseq: 1), Caller);
-        Receive(proxy, Invite("ringing", Caller), Caller);
-        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "INVITE") == 1, TimeSpan.FromSeconds(5)));
-        var ringing = _sent.TakeMessage(Upstream, "INVITE");
+        var route = Establish(proxy, "up");
+        var ringing = ForwardInvite(proxy, "ringing");
         Receive(proxy, Response(ringing, 180, "Ringing", "callee2"), Upstream);
         _sent.Clear();
 
@@ -160,20 +152,10 @@ public sealed class OverloadControlTests : IDisposable
         var proxy = Proxy(new SipOverloadOptions(), policy);
 
         // One call up (INVITE, 200, ACK), one ringing and one more ringing, before the edge drains.
-        Receive(proxy, Invite("up", Caller), Caller);
-        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "INVITE") == 1, TimeSpan.FromSeconds(5)));
-        var forwarded = _sent.TakeMessage(Upstream, "INVITE");
-        Receive(proxy, Response(forwarded, 200, "OK", "callee"), Upstream);
-        var ok = _sent.TakeMessage(Caller, "SIP/2.0 200");
-        var route = Header(ok, "Record-Route");
-        Receive(proxy, InDialog("ACK", "up", route, cseq: 1), Caller);
-        Receive(proxy, Invite("ringing", Caller), Caller);
-        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "INVITE") == 1, TimeSpan.FromSeconds(5)));
-        var ringing = _sent.TakeMessage(Upstream, "INVITE");
+        var route = Establish(proxy, "up");
+        var ringing = ForwardInvite(proxy, "ringing");
         Receive(proxy, Response(ringing, 180, "Ringing", "callee2"), Upstream);
-        Receive(proxy, Invite("answered", Caller), Caller);
-        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "INVITE") == 1, TimeSpan.FromSeconds(5)));
-        var answered = _sent.TakeMessage(Upstream, "INVITE");
+        var answered = ForwardInvite(proxy, "answered");
         _sent.Clear();
 
         proxy.BeginDrain();
@@ -467,6 +449,24 @@ public sealed class OverloadControlTests : IDisposable
         }, probeLag: false, maxTransactions: maxTransactions);
         _proxy = new SipProxy(options, _sent, _wheel, policy: policy, overload: _control);
         return _proxy;
+    }
+
+    /// <summary>A new call from the caller, forwarded upstream: the INVITE the proxy sent.</summary>
+    private SipMessage ForwardInvite(SipProxy proxy, string callId)
+    {
+        Receive(proxy, Invite(callId, Caller), Caller);
+        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "INVITE") == 1, TimeSpan.FromSeconds(5)));
+        return _sent.TakeMessage(Upstream, "INVITE");
+    }
+
+    /// <summary>A call set up through the proxy (INVITE, 200, ACK); returns the Record-Route its in-dialog requests follow.</summary>
+    private string Establish(SipProxy proxy, string callId)
+    {
+        var forwarded = ForwardInvite(proxy, callId);
+        Receive(proxy, Response(forwarded, 200, "OK", "callee"), Upstream);
+        var route = Header(_sent.TakeMessage(Caller, "SIP/2.0 200"), "Record-Route");
+        Receive(proxy, InDialog("ACK", callId, route, cseq: 1), Caller);
+        return route;
     }
 
     private static void Receive(SipProxy proxy, byte[] bytes, IPEndPoint from)
