@@ -7,16 +7,20 @@ namespace CallState.Grains;
 [Alias("CallState.ILimitGrain")]
 public interface ILimitGrain : IGrainWithStringKey
 {
-    /// <summary>Reserves a slot unless a limit is reached; a call that holds one already is admitted again.</summary>
+    /// <summary>
+    /// Reserves a slot unless a limit is reached; a call that holds one already is admitted again. A reservation whose
+    /// <paramref name="cancellationToken"/> is cancelled before its turn (the edge gave up: its admission deadline passed)
+    /// is dropped unanswered, having reserved nothing (docs/architecture.md, "Overload control").
+    /// </summary>
     [Alias("TryReserve")]
-    Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax);
+    Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken = default);
 
     /// <summary>
     /// What a reservation would answer now, from the activation's memory, writing nothing: advice that lets a call a limit
     /// would refuse be refused without a durable write (docs/architecture.md, "Refusals write nothing").
     /// </summary>
     [Alias("Check")]
-    Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax);
+    Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax, CancellationToken cancellationToken = default);
 
     /// <summary>The call was answered: the confirmed lease. False when the call holds no slot here.</summary>
     [Alias("Confirm")]

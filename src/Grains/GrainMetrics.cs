@@ -30,6 +30,7 @@ public sealed class GrainMetrics : IDisposable
     private readonly Counter<long> _reclaimed;
     private readonly Counter<long> _staleWrites;
     private readonly Counter<long> _idleRowsDeleted;
+    private readonly Counter<long> _reservationsDropped;
     private readonly ConcurrentDictionary<ILimitUsage, byte> _limits = new(ReferenceEqualityComparer.Instance);
 
     /// <summary>How many of the fullest keys the top-keys gauges name, per silo.</summary>
@@ -51,6 +52,7 @@ public sealed class GrainMetrics : IDisposable
         _reclaimed = _meter.CreateCounter<long>("callstate.slots.reclaimed", "{slot}", "Slots released because their lease ran out.");
         _staleWrites = _meter.CreateCounter<long>("callstate.storage.stale_writes", "{write}", "Compare-and-set writes lost to another activation of the same grain (a duplicate or stale activation), by grain type.");
         _idleRowsDeleted = _meter.CreateCounter<long>("callstate.limits.idle_rows_deleted", "{row}", "Stored rows of limits deleted because they held nothing and had nothing of their own to keep.");
+        _reservationsDropped = _meter.CreateCounter<long>("callstate.limits.reservations_dropped", "{reservation}", "Reservations and checks a limit dropped undecided because their caller had given up (the admission deadline passed) before their turn.");
 
         // Capacity, read from the limits active on this silo when collected (each key is active on one silo: the sum over
         // silos is the cluster's). Idle limits are not active, and hold nothing.
@@ -86,6 +88,9 @@ public sealed class GrainMetrics : IDisposable
     internal void StaleWrite(string grainType) => _staleWrites.Add(1, new KeyValuePair<string, object?>("callstate.grain.type", grainType));
 
     internal void IdleRowDeleted() => _idleRowsDeleted.Add(1);
+
+    /// <summary>A limit dropped a reservation or check whose caller had given up.</summary>
+    internal void ReservationDropped() => _reservationsDropped.Add(1);
 
     /// <summary>Counts <paramref name="limit"/> in the capacity gauges until <see cref="Untrack"/>.</summary>
     internal void Track(ILimitUsage limit) => _limits.TryAdd(limit, 0);

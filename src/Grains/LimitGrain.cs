@@ -94,18 +94,18 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         ? limits.Total ?? (limits is { Inbound: { } inbound, Outbound: { } outbound } ? inbound + outbound : null)
         : null;
 
-    public async Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax) =>
-        (await Post(new LimitWork(LimitOp.Reserve, callKey) { Direction = direction, Lease = lease, PerCallMax = perCallMax })).Outcome;
+    public async Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken = default) =>
+        (await Post(new LimitWork(LimitOp.Reserve, callKey) { Direction = direction, Lease = lease, PerCallMax = perCallMax }, cancellationToken)).Outcome;
 
-    public Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax) =>
+    public Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax, CancellationToken cancellationToken = default) =>
         _ledger is { } ledger
             // Answered from memory, between the turns' awaits: it may count holds whose write is still in flight, which
             // can only make it refuse more, never admit a call past the limit (a reservation decides that).
             ? Task.FromResult(ledger.Check(callKey, direction, perCallMax, _time.GetUtcNow()))
-            : CheckLoadingAsync(callKey, direction, perCallMax);
+            : CheckLoadingAsync(callKey, direction, perCallMax, cancellationToken);
 
-    private async Task<ReserveOutcome> CheckLoadingAsync(string callKey, Direction direction, int? perCallMax) =>
-        (await Post(new LimitWork(LimitOp.Check, callKey) { Direction = direction, PerCallMax = perCallMax })).Outcome;
+    private async Task<ReserveOutcome> CheckLoadingAsync(string callKey, Direction direction, int? perCallMax, CancellationToken cancellationToken) =>
+        (await Post(new LimitWork(LimitOp.Check, callKey) { Direction = direction, PerCallMax = perCallMax }, cancellationToken)).Outcome;
 
     public async Task<bool> ConfirmAsync(string callKey, TimeSpan lease) => (await Post(new LimitWork(LimitOp.Confirm, callKey) { Lease = lease })).Found;
 
@@ -159,8 +159,12 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         }
     }
 
-    /// <summary>Queues the operation; the turn that takes it answers it after its write is durable.</summary>
-    private Task<LimitWorkResult> Post(LimitWork work)
+    /// <summary>
+    /// Queues the operation; the turn that takes it answers it after its write is durable. A reservation or check whose
+    /// <paramref name="cancellationToken"/> is cancelled while it waits is answered cancelled at once and left out of its
+    /// turn (<see cref="LimitWork.Take"/>).
+    /// </summary>
+    private Task<LimitWorkResult> Post(LimitWork work, CancellationToken cancellationToken = default)
     {
         if (_queue.Count >= _options.QueueCapacity)
         {
@@ -168,6 +172,7 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         }
 
         _queue.Add(work);
+        work.DropWhenCancelled(_metrics, cancellationToken);
         if (!_turnRunning)
         {
             _turnRunning = true;
@@ -207,6 +212,12 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
 
     private async Task RunTurnAsync(List<LimitWork> batch)
     {
+        DropCancelled(batch);
+        if (batch.Count == 0)
+        {
+            return;
+        }
+
         var results = new LimitWorkResult[batch.Count];
         try
         {
@@ -310,6 +321,27 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         {
             batch[i].Completion.TrySetResult(results[i]);
         }
+    }
+
+    /// <summary>
+    /// Takes the operations of <paramref name="batch"/> into the turn, leaving out the reservations and checks whose caller
+    /// gave up while they waited (the edge's admission deadline passed, and Orleans cancelled the shard's call here):
+    /// past capacity they would reserve slots for calls already refused, each then costing a release too, and keep the
+    /// queue as long as the deadline. Only these two are ever dropped: they change nothing until decided, while a
+    /// confirm, renew or release must run.
+    /// </summary>
+    private static void DropCancelled(List<LimitWork> batch)
+    {
+        var kept = 0;
+        for (var i = 0; i < batch.Count; i++)
+        {
+            if (batch[i].Take())
+            {
+                batch[kept++] = batch[i];
+            }
+        }
+
+        batch.RemoveRange(kept, batch.Count - kept);
     }
 
     /// <summary>
@@ -525,6 +557,39 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         public LimitChange? Change { get; init; }
 
         public TaskCompletionSource<LimitWorkResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        // Waiting, taken by a turn, or dropped (its caller gave up first): whichever of Take and the cancellation comes
+        // first decides, so an operation a turn decided is never answered cancelled, and a dropped one is never decided.
+        private const int Waiting = 0, Taken = 1, Dropped = 2;
+        private int _state;
+        private CancellationTokenRegistration _cancellation;
+
+        /// <summary>For a reservation or check: answers it cancelled, and counts it, if its caller gives up before a turn takes it.</summary>
+        public void DropWhenCancelled(GrainMetrics metrics, CancellationToken cancellationToken)
+        {
+            if (Op is LimitOp.Reserve or LimitOp.Check && cancellationToken.CanBeCanceled)
+            {
+                _cancellation = cancellationToken.UnsafeRegister(
+                    static (state, token) =>
+                    {
+                        var (work, metrics) = ((LimitWork, GrainMetrics))state!;
+                        if (Interlocked.CompareExchange(ref work._state, Dropped, Waiting) == Waiting)
+                        {
+                            work.Completion.TrySetCanceled(token);
+                            metrics.ReservationDropped();
+                        }
+                    },
+                    (this, metrics));
+            }
+        }
+
+        /// <summary>Takes the operation into a turn; false when it was dropped (its caller gave up) and must not be decided.</summary>
+        public bool Take()
+        {
+            var taken = Interlocked.CompareExchange(ref _state, Taken, Waiting) == Waiting;
+            _cancellation.Dispose();
+            return taken;
+        }
     }
 
     private readonly record struct LimitWorkResult(ReserveOutcome Outcome, bool Found, LimitSnapshot? Snapshot, LimitSnapshot? Before = null);

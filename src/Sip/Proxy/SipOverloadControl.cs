@@ -24,9 +24,9 @@ public enum SipShedReason : byte
     SourceTransactions = 4,
 
     /// <summary>
-    /// Decisions are queueing: the fastest decision of the last interval took longer than
-    /// <see cref="SipOverloadOptions.MaxDecisionDelay"/>, and more are pending than the decisions finished in that much
-    /// time at the recent rate (Little's law), so a new one would wait past it.
+    /// Decisions are queueing: as many are pending as the adaptive limit allows (<see cref="SipOverloadControl.DecisionLimit"/>,
+    /// lowered while more than a tenth of the decisions take <see cref="SipOverloadOptions.MaxDecisionDelay"/> or longer),
+    /// so a new one would wait past it.
     /// </summary>
     DecisionDelay = 5,
 }
@@ -58,17 +58,19 @@ public sealed class SipOverloadControl : IDisposable
     private readonly int _maxOpen;
     private int _pendingDecisions;
 
-    // The delay of decisions on requests outside a dialog (docs/architecture.md, "Overload control"): how many are
-    // pending, and per interval of LagProbeInterval the shortest one and how many finished; at the end of each, the
-    // shortest becomes _lastMinDelay and the count a rate. (In-dialog look-ups answer fast even when admissions queue.)
+    // The adaptive limit on decisions on requests outside a dialog (docs/architecture.md, "Overload control"): how many
+    // are pending, and per interval of LagProbeInterval how many finished, how many of those took MaxDecisionDelay or
+    // longer, and whether the limit shed a call; at the end of each the limit moves. (In-dialog look-ups answer fast even
+    // when admissions queue, and are not limited by it.)
     private int _pendingOutside;
     private readonly long _maxDelayTicks;
     private readonly long _intervalTicks;
     private long _intervalStart;
     private long _intervalFinished;
-    private long _intervalMinDelay = long.MaxValue;
-    private long _lastMinDelay;
-    private long _decisionsPerSecondBits;
+    private long _intervalSlow;
+    private int _intervalLimited;
+    private int _decisionLimit;
+    private long _droppedAt;
 
     /// <summary>
     /// <paramref name="classify"/> tells trunks' and trusted peers' addresses; <paramref name="report"/> hears what was
@@ -93,6 +95,7 @@ public sealed class SipOverloadControl : IDisposable
         _maxDelayTicks = options.MaxDecisionDelay is { } delay ? (long)(delay.TotalSeconds * _time.TimestampFrequency) : 0;
         _intervalTicks = (long)(options.LagProbeInterval.TotalSeconds * _time.TimestampFrequency);
         _intervalStart = _time.GetTimestamp();
+        _decisionLimit = options.MaxPendingDecisions;
     }
 
     public SipOverloadOptions Options { get; }
@@ -118,11 +121,11 @@ public sealed class SipOverloadControl : IDisposable
     /// <summary>The budgets' clock now.</summary>
     internal long Now => _time.GetTimestamp();
 
-    /// <summary>The shortest decision of the last whole interval (zero before any).</summary>
-    public TimeSpan DecisionDelay => TimeSpan.FromSeconds((double)Volatile.Read(ref _lastMinDelay) / _time.TimestampFrequency);
-
-    /// <summary>Decisions finished per second over the last whole interval.</summary>
-    public double DecisionsPerSecond => BitConverter.Int64BitsToDouble(Volatile.Read(ref _decisionsPerSecondBits));
+    /// <summary>
+    /// How many decisions on requests outside a dialog may be pending now (<see cref="SipShedReason.DecisionDelay"/>):
+    /// between <see cref="SipOverloadOptions.MinPendingDecisions"/> and <see cref="SipOverloadOptions.MaxPendingDecisions"/>.
+    /// </summary>
+    public int DecisionLimit => Volatile.Read(ref _decisionLimit);
 
     /// <summary>
     /// A decision starts; <paramref name="outsideDialog"/>: on a request outside a dialog (a new call), whose delay is
@@ -140,7 +143,7 @@ public sealed class SipOverloadControl : IDisposable
 
     /// <summary>
     /// The decision started at <paramref name="started"/> is done; one on a request outside a dialog counts toward the
-    /// interval's delay and rate.
+    /// interval's figures, and the first to finish past the interval's end moves the limit.
     /// </summary>
     internal void ExitDecision(long started, bool outsideDialog = true)
     {
@@ -150,28 +153,59 @@ public sealed class SipOverloadControl : IDisposable
             return;
         }
         Interlocked.Decrement(ref _pendingOutside);
-        var now = _time.GetTimestamp();
-        var delay = now - started;
-        var min = Volatile.Read(ref _intervalMinDelay);
-        while (delay < min)
+        if (_maxDelayTicks == 0)
         {
-            var seen = Interlocked.CompareExchange(ref _intervalMinDelay, delay, min);
-            if (seen == min)
-            {
-                break;
-            }
-            min = seen;
+            return;
         }
-        Interlocked.Increment(ref _intervalFinished);
+        var now = _time.GetTimestamp();
+        // Only decisions let in under the limit as it is count: those from before its last drop were slow already.
+        if (started >= Volatile.Read(ref _droppedAt))
+        {
+            if (now - started >= _maxDelayTicks)
+            {
+                Interlocked.Increment(ref _intervalSlow);
+            }
+            Interlocked.Increment(ref _intervalFinished);
+        }
         var start = Volatile.Read(ref _intervalStart);
         if (now - start >= _intervalTicks && Interlocked.CompareExchange(ref _intervalStart, now, start) == start)
         {
             // One thread closes the interval; a decision finishing meanwhile counts toward the next one.
-            var finished = Interlocked.Exchange(ref _intervalFinished, 0);
-            Volatile.Write(ref _lastMinDelay, Interlocked.Exchange(ref _intervalMinDelay, long.MaxValue));
-            var rate = finished * (double)_time.TimestampFrequency / (now - start);
-            Volatile.Write(ref _decisionsPerSecondBits, BitConverter.DoubleToInt64Bits(rate));
+            MoveLimit(Interlocked.Exchange(ref _intervalFinished, 0), Interlocked.Exchange(ref _intervalSlow, 0),
+                Interlocked.Exchange(ref _intervalLimited, 0) != 0, now);
         }
+    }
+
+    /// <summary>
+    /// Moves the limit at the end of an interval in which <paramref name="finished"/> decisions let in since its last drop
+    /// finished, <paramref name="slow"/> of them no sooner than <see cref="SipOverloadOptions.MaxDecisionDelay"/>: more
+    /// than a tenth slow, and the decisions are queueing somewhere (the grains answer slower than calls come), so the
+    /// limit drops to four fifths of what is pending (or of itself, if less); none slow while the limit shed calls, and it
+    /// grows by a tenth. Past capacity
+    /// the pending count settles where decisions finish within the target: the calls let in are decided in time, and
+    /// the rest get 503 at once instead of all waiting and most missing their deadline after the grains did their work.
+    /// </summary>
+    private void MoveLimit(long finished, long slow, bool limited, long now)
+    {
+        var limit = Volatile.Read(ref _decisionLimit);
+        if (finished == 0)
+        {
+            return;
+        }
+        if (slow * 10 > finished)
+        {
+            limit = (int)(Math.Min(limit, Volatile.Read(ref _pendingOutside)) * 0.8);
+            Volatile.Write(ref _droppedAt, now);
+        }
+        else if (slow == 0 && limited)
+        {
+            limit += Math.Max(1, limit / 10);
+        }
+        else
+        {
+            return;
+        }
+        Volatile.Write(ref _decisionLimit, Math.Clamp(limit, Math.Min(Options.MinPendingDecisions, Options.MaxPendingDecisions), Options.MaxPendingDecisions));
     }
 
     /// <summary>
@@ -188,14 +222,11 @@ public sealed class SipOverloadControl : IDisposable
         {
             return SipShedReason.PendingDecisions;
         }
-        if (_maxDelayTicks > 0 && Volatile.Read(ref _lastMinDelay) >= _maxDelayTicks
-            && Volatile.Read(ref _pendingOutside) >= Math.Max(Options.MinPendingDecisions, DecisionsPerSecond * _maxDelayTicks / _time.TimestampFrequency)
-            && _time.GetTimestamp() - Volatile.Read(ref _intervalStart) < 2 * _intervalTicks)
+        if (_maxDelayTicks > 0 && Volatile.Read(ref _pendingOutside) >= Volatile.Read(ref _decisionLimit))
         {
-            // Even the fastest decision waited past the target (a standing queue, not a burst), and the decisions already
-            // pending take that long to finish at the rate they finish: a new one would wait past it, and the later it
-            // is decided the more likely its deadline passes first and its work is wasted. Shed until the queue is short.
-            // (Only while the figures are fresh: an interval closed within the last two.)
+            // As many decisions pending as finish within the target delay (MoveLimit): a new one would wait past it, and
+            // the later it is decided the more likely its deadline passes first and its work is wasted.
+            Volatile.Write(ref _intervalLimited, 1);
             return SipShedReason.DecisionDelay;
         }
         var lagTicks = _lag?.LagTicks ?? (long)(_testLag.TotalSeconds * _time.TimestampFrequency);

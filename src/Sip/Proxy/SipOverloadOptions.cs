@@ -43,16 +43,17 @@ public sealed class SipOverloadOptions
     public TimeSpan MaxLag { get; set; } = TimeSpan.FromMilliseconds(500);
 
     /// <summary>
-    /// The longest the fastest decision of an interval may take before new INVITEs are shed for as long as the decisions
-    /// pending exceed what finishes in that time (<see cref="SipShedReason.DecisionDelay"/>); null: no such shedding. The
-    /// edge sets it to half the admission deadline when it is not configured, so an admitted call is decided in time.
+    /// The target delay of decisions on requests outside a dialog: while more than a tenth of an interval's decisions take
+    /// this long or longer, the limit on pending ones drops, and new INVITEs past it are shed
+    /// (<see cref="SipShedReason.DecisionDelay"/>); null: no such limit. The edge sets it to half the admission deadline
+    /// when it is not configured, so an admitted call is decided in time.
     /// </summary>
     public TimeSpan? MaxDecisionDelay { get; set; }
 
-    /// <summary>Decisions on requests outside a dialog that may always be pending, whatever their delay (a burst after a quiet time is let in).</summary>
+    /// <summary>The lowest the adaptive limit on pending decisions outside a dialog goes, whatever their delay (at most <see cref="MaxPendingDecisions"/>).</summary>
     public int MinPendingDecisions { get; set; } = 32;
 
-    /// <summary>How often the lag probe runs; also the interval over which the decisions' delay and rate are taken.</summary>
+    /// <summary>How often the lag probe runs; also the interval after which the limit on pending decisions moves.</summary>
     public TimeSpan LagProbeInterval { get; set; } = TimeSpan.FromMilliseconds(100);
 
     /// <summary>Budget of a source that is neither a trunk nor a trusted peer.</summary>

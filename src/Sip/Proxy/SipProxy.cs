@@ -596,6 +596,15 @@ public sealed partial class SipProxy : IDisposable
             }
         }
 
+        if (AcksStatelessResponse(m, keyWriter.WrittenSpan))
+        {
+            // The ACK of a final response this proxy sent without a transaction (a new call shed past capacity, or while
+            // draining): RFC 3261 17.2.1 ends it here. Forwarding it would cost a dialog look-up in the grains per
+            // refused call, exactly when they are busiest (docs/architecture.md, "Overload control").
+            _metrics.Absorbed();
+            return;
+        }
+
         // The ACK of a 2xx is a transaction of its own: forward it statelessly along the route (RFC 3261 16.11). It
         // costs a dialog look-up, so it is charged to its source (and dropped over budget: an ACK is never answered).
         if (budget is not null && !budget.TryTakeRequest(_overload!.Now))
@@ -604,6 +613,23 @@ public sealed partial class SipProxy : IDisposable
             return;
         }
         ForwardStateless(m, source);
+    }
+
+    /// <summary>
+    /// Whether <paramref name="ack"/> carries the To tag this proxy gives a response it generates to the INVITE whose
+    /// server key (<see cref="TransactionKeys.ServerKey"/>, ACK as INVITE) is <paramref name="inviteKey"/>: the ACK of a
+    /// non-2xx final response that had no transaction (a 2xx's ACK has a branch of its own, so its key differs).
+    /// </summary>
+    private static bool AcksStatelessResponse(SipMessage ack, ReadOnlySpan<byte> inviteKey)
+    {
+        var toTag = ack.ToTag.Of(ack.Span);
+        if (!toTag.StartsWith(TransactionKeys.ToTagPrefix))
+        {
+            return false;
+        }
+        var tag = Scratch.Small();
+        TransactionKeys.ToTag(inviteKey, tag);
+        return toTag.SequenceEqual(tag.WrittenSpan);
     }
 
     private void OnCancel(SipMessage m, in SipTarget source, ReadOnlySpan<byte> cancelKey)

@@ -83,6 +83,8 @@ public sealed class SipProxyMetrics : IDisposable
         ArgumentNullException.ThrowIfNull(overload);
         _meter.CreateObservableGauge("callstate.sip.overload.pending_decisions", () => overload.PendingDecisions, "{decision}",
             "Admissions and dialog look-ups waiting for the transaction user");
+        _meter.CreateObservableGauge("callstate.sip.overload.decision_limit", () => overload.DecisionLimit, "{decision}",
+            "How many decisions on requests outside a dialog may be pending now: the adaptive limit past which new calls are shed (reason decision_delay)");
         _meter.CreateObservableGauge("callstate.sip.overload.lag", () => overload.Lag.TotalSeconds, "s", "Thread-pool lag the probe measured last");
         _meter.CreateObservableGauge("callstate.sip.overload.sources", () => overload.Budgets.Count, "{source}", "Sources with a budget entry");
     }

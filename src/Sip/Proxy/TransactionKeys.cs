@@ -133,10 +133,13 @@ internal static class TransactionKeys
         return branch.StartsWith("z9hG4bK-cs-"u8) && branch.EndsWith(hex);
     }
 
+    /// <summary>How every To tag <see cref="ToTag"/> makes begins.</summary>
+    public static ReadOnlySpan<byte> ToTagPrefix => "cs"u8;
+
     /// <summary>A To tag for responses this proxy generates, the same for every retransmission of the request.</summary>
     public static void ToTag(ReadOnlySpan<byte> serverKey, IBufferWriter<byte> tag)
     {
-        tag.Write("cs"u8);
+        tag.Write(ToTagPrefix);
         WriteHex(tag, Fnv(serverKey, 0x9e3779b97f4a7c15UL));
     }
 

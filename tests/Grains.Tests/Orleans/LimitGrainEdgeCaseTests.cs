@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using CallState.Grains.Tests.Infrastructure;
 using CallState.Storage.Tests.Infrastructure;
 
@@ -69,6 +70,53 @@ public sealed class LimitGrainEdgeCaseTests
         Assert.Null(await store.ReadAsync(new StateId(GrainTypes.Call, refused), CancellationToken.None));
         Assert.Equal(admitted, HeldCalls(await StoredAsync(cluster, Key)));
         Assert.Equal(admitted.Length, (await cluster.Limit(Key).GetSnapshotAsync()).Total);
+    }
+
+    [Theory]
+    [MemberData(nameof(Storages))]
+    public async Task An_admission_given_up_while_its_reservation_waits_for_the_limits_turn_reserves_and_writes_nothing(string kind)
+    {
+        // Past capacity an edge gives up on an admission at its deadline (AdmissionPolicy cancels the grain call) while the
+        // hot limit's queue still holds the reservation. Orleans carries the cancellation to the shard and from there to
+        // the limit, whose next turn drops the reservation undecided: no slot for a call already refused, and no write
+        // for it and for its release (docs/architecture.md, "Overload control").
+        const string Key = "user/hot";
+        LimitRequest[] hot = [new(Key, Direction.Inbound)];
+        await using var db = TestStorage.Create(kind);
+        await using var cluster = await GrainTestCluster.StartAsync(
+            db,
+            Settings(("CallState:Limits:Users:hot:Total", "10")),
+            services: InterceptedStateStore.Install);
+        var store = (InterceptedStateStore)cluster.Service<IStateStore>();
+        using var dropped = new DroppedReservations(cluster.Service<IMeterFactory>());
+
+        Assert.Equal(AdmitStatus.Admitted, (await cluster.Call("before").AdmitAsync(hot)).Status);
+        using var gate = store.HoldWrites(LimitId(Key));
+        var stuck = cluster.Call("stuck").AdmitAsync(hot);
+        await Within(gate.FirstHeld, "the limit's turn to reach its write");
+        var writesBefore = store.Writes(GrainTypes.Limit);
+
+        // The admission's own record is written beside its reservation (CallAdmission): once the record is stored, the
+        // reservation has been sent to the limit, where it waits behind the held turn.
+        using var deadline = new CancellationTokenSource();
+        var givenUp = cluster.Call("given-up").AdmitAsync(hot, deadline.Token);
+        await Within(WaitForAsync(async () => await store.ReadAsync(new StateId(GrainTypes.Call, "given-up"), CancellationToken.None) is not null), "the given-up call's record");
+        await deadline.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => givenUp.WaitAsync(Deadline));
+        // The cancellation reaches the limit through the shard; the limit drops the reservation as it arrives.
+        await Within(WaitForAsync(() => Task.FromResult(dropped.Count == 1)), "the limit to drop the given-up reservation");
+
+        gate.Open();
+        Assert.Equal(AdmitStatus.Admitted, (await stuck.WaitAsync(Deadline)).Status);
+        // What the edge does next (AdmissionPolicy): it ends the call. Its operations run after the admission's own, so
+        // once the end is answered the admission has finished too.
+        await cluster.Call("given-up").EndAsync().WaitAsync(Deadline);
+
+        string[] admitted = ["before", "stuck"];
+        Assert.Equal(admitted, HeldCalls(await cluster.Limit(Key).GetSnapshotAsync()));
+        Assert.Equal(admitted, HeldCalls(await StoredAsync(cluster, Key)));
+        // The held turn's write and nothing else: the dropped reservation wrote nothing, so its release found nothing.
+        Assert.Equal(writesBefore + 1, store.Writes(GrainTypes.Limit));
     }
 
     [Theory]
@@ -188,6 +236,39 @@ public sealed class LimitGrainEdgeCaseTests
         while (DateTimeOffset.UtcNow <= time)
         {
             await Task.Delay(50);
+        }
+    }
+
+    /// <summary>What the silo's <c>callstate.limits.reservations_dropped</c> counter has counted since the test began.</summary>
+    private sealed class DroppedReservations : IDisposable
+    {
+        private readonly MeterListener _listener = new();
+        private long _count;
+
+        public DroppedReservations(IMeterFactory silo)
+        {
+            _listener.InstrumentPublished = (instrument, listener) =>
+            {
+                if (instrument.Name == "callstate.limits.reservations_dropped" && ReferenceEquals(instrument.Meter.Scope, silo))
+                {
+                    listener.EnableMeasurementEvents(instrument);
+                }
+            };
+            _listener.SetMeasurementEventCallback<long>((_, value, _, _) => Interlocked.Add(ref _count, value));
+            _listener.Start();
+        }
+
+        public long Count => Interlocked.Read(ref _count);
+
+        public void Dispose() => _listener.Dispose();
+    }
+
+    /// <summary>Completes once <paramref name="condition"/> holds, asking it every 20 ms (<see cref="Within"/> bounds the wait).</summary>
+    private static async Task WaitForAsync(Func<Task<bool>> condition)
+    {
+        while (!await condition())
+        {
+            await Task.Delay(20);
         }
     }
 

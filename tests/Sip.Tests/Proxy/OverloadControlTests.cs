@@ -114,6 +114,28 @@ public sealed class OverloadControlTests : IDisposable
     }
 
     [Fact]
+    public void The_ACK_of_a_shed_calls_503_ends_at_the_proxy_without_a_dialog_look_up_while_a_2xx_ACK_is_still_forwarded()
+    {
+        var policy = new Policy { Hold = new TaskCompletionSource<CallDecision>(TaskCreationOptions.RunContinuationsAsynchronously) };
+        var proxy = Proxy(new SipOverloadOptions { MaxPendingDecisions = 1 }, policy);
+        Receive(proxy, Invite("held", Caller), Caller);
+        Receive(proxy, Invite("shed", Caller), Caller);
+        var refusal = _sent.TakeMessage(Caller, "SIP/2.0 503");
+        var tag = ToTag(refusal);
+        Assert.StartsWith("cs", tag, StringComparison.Ordinal);
+
+        // The caller's ACK of the 503 (same branch as its INVITE, RFC 3261 17.1.1.3): absorbed, nothing asked or sent on.
+        Receive(proxy, Request("ACK", "sip:service@127.0.0.1:5090", "shed", Caller, "1 ACK", tag), Caller);
+        Assert.Equal(0, policy.LookUps);
+        Assert.Equal(0, _sent.Count(Upstream, "ACK"));
+
+        // An ACK with a tag the proxy did not give (another branch, the callee's tag): still looked up as a 2xx's ACK.
+        Receive(proxy, Request("ACK", "sip:service@127.0.0.1:5090", "other", Caller, "1 ACK", "callee"), Caller);
+        Assert.True(SpinWait.SpinUntil(() => policy.LookUps > 0, TimeSpan.FromSeconds(5)));
+        policy.Hold.SetResult(CallDecision.Admit);
+    }
+
+    [Fact]
     public void Under_lag_new_calls_are_shed_while_a_call_in_progress_still_ends_with_its_BYE_and_a_ringing_one_can_be_cancelled()
     {
         var policy = new Policy();
@@ -196,54 +218,65 @@ public sealed class OverloadControlTests : IDisposable
     }
 
     [Fact]
-    public void A_standing_queue_of_decisions_sheds_new_calls_until_it_is_short_while_a_burst_of_fast_ones_is_let_in()
+    public void The_limit_on_pending_decisions_drops_while_they_are_slow_and_grows_back_while_it_sheds_and_they_are_fast()
     {
         using var control = new SipOverloadControl(
-            new SipOverloadOptions { MaxDecisionDelay = TimeSpan.FromMilliseconds(100), MinPendingDecisions = 4, LagProbeInterval = TimeSpan.FromMilliseconds(100) },
+            new SipOverloadOptions { MaxDecisionDelay = TimeSpan.FromMilliseconds(100), MinPendingDecisions = 4, MaxPendingDecisions = 100, LagProbeInterval = TimeSpan.FromMilliseconds(100) },
             _clock, probeLag: false);
+        Assert.Equal(100, control.DecisionLimit);
 
-        // A burst of 50 decisions answered in 10 ms each: many pending, but none waited: nothing is shed.
+        // A burst of 50 decisions answered in 10 ms each: many pending, none slow: nothing is shed and the limit stays.
         var burst = Enumerable.Range(0, 50).Select(_ => control.EnterDecision()).ToList();
         Assert.Null(control.Overloaded(0, 0));
         _clock.Advance(TimeSpan.FromMilliseconds(10));
-        control.ExitDecision(burst[0]);
-        _clock.Advance(TimeSpan.FromMilliseconds(100));
-        // The first decision to finish past the interval closes it: the fastest of the interval took 10 ms.
-        control.ExitDecision(burst[1]);
-        Assert.Equal(TimeSpan.FromMilliseconds(10), control.DecisionDelay);
-        Assert.Null(control.Overloaded(0, 0));
-        foreach (var started in burst.Skip(2))
-        {
-            control.ExitDecision(started);
-        }
+        burst.ForEach(started => control.ExitDecision(started));
         _clock.Advance(TimeSpan.FromMilliseconds(100));
         control.ExitDecision(control.EnterDecision());
-        Assert.Equal(TimeSpan.Zero, control.DecisionDelay);
+        Assert.Equal(100, control.DecisionLimit);
 
-        // 40 decisions, of which even the fastest waits 300 ms (the grains answer slower than calls come): shed.
-        var queued = Enumerable.Range(0, 40).Select(_ => control.EnterDecision()).ToList();
+        // 60 decisions, and the grains answer slower than calls come: they finish 300 ms later. The first to finish closes
+        // the interval, slow: the limit drops to four fifths of the 59 still pending, and new calls are shed.
+        var queued = Enumerable.Range(0, 60).Select(_ => control.EnterDecision()).ToList();
         _clock.Advance(TimeSpan.FromMilliseconds(300));
         for (var i = 0; i < 10; i++)
         {
             control.ExitDecision(queued[i]);
         }
-        Assert.Equal(TimeSpan.FromMilliseconds(300), control.DecisionDelay);
-        Assert.Equal(30, control.PendingDecisions);
+        Assert.Equal(47, control.DecisionLimit);
+        Assert.Equal(50, control.PendingDecisions);
         Assert.Equal(SipShedReason.DecisionDelay, control.Overloaded(0, 0));
 
-        // The queue drains below what may always be pending: new calls are let in although the last delay was long.
-        for (var i = 10; i < 37; i++)
+        // The queue drains below the limit: new calls are let in again.
+        for (var i = 10; i < 50; i++)
         {
             control.ExitDecision(queued[i]);
         }
-        Assert.Equal(3, control.PendingDecisions);
         Assert.Null(control.Overloaded(0, 0));
 
-        // Long pending again, but no decision has finished for two intervals: the figures are old and shed nothing.
-        queued.AddRange(Enumerable.Range(0, 10).Select(_ => control.EnterDecision()));
-        Assert.Equal(SipShedReason.DecisionDelay, control.Overloaded(0, 0));
-        _clock.Advance(TimeSpan.FromMilliseconds(250));
-        Assert.Null(control.Overloaded(0, 0));
+        // The decisions let in before the drop finish slow too, but do not count: the limit stays where it is.
+        _clock.Advance(TimeSpan.FromMilliseconds(100));
+        control.ExitDecision(queued[50]);
+        Assert.Equal(47, control.DecisionLimit);
+
+        // Decisions are fast now, and the limit sheds calls: it grows by a tenth an interval, up to the maximum.
+        var pending = queued.Skip(51).ToList();
+        for (var round = 0; round < 40; round++)
+        {
+            while (control.Overloaded(0, 0) is null)
+            {
+                pending.Add(control.EnterDecision());
+            }
+            _clock.Advance(TimeSpan.FromMilliseconds(10));
+            pending.ForEach(started => control.ExitDecision(started));
+            pending.Clear();
+            _clock.Advance(TimeSpan.FromMilliseconds(91));
+            control.ExitDecision(control.EnterDecision());
+            if (round == 0)
+            {
+                Assert.Equal(51, control.DecisionLimit);
+            }
+        }
+        Assert.Equal(100, control.DecisionLimit);
     }
 
     [Fact]
@@ -484,10 +517,10 @@ public sealed class OverloadControlTests : IDisposable
     private static byte[] Cancel(string callId, IPEndPoint from) =>
         Request("CANCEL", "sip:service@127.0.0.1:5090", callId, from, "1 CANCEL");
 
-    private static byte[] Request(string method, string uri, string callId, IPEndPoint from, string cseq) =>
+    private static byte[] Request(string method, string uri, string callId, IPEndPoint from, string cseq, string? toTag = null) =>
         Encoding.ASCII.GetBytes(
             $"{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{callId}\r\n" +
-            $"From: <sip:alice@{from}>;tag=a{callId}\r\nTo: <sip:service@127.0.0.1:5090>\r\n" +
+            $"From: <sip:alice@{from}>;tag=a{callId}\r\nTo: <sip:service@127.0.0.1:5090>{(toTag is null ? "" : ";tag=" + toTag)}\r\n" +
             $"Call-ID: {callId}\r\nCSeq: {cseq}\r\nContact: <sip:alice@{from}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
 
     /// <summary>A request from the caller inside call <paramref name="callId"/>'s dialog (callee tag <c>callee</c>), along <paramref name="route"/>.</summary>
@@ -502,6 +535,8 @@ public sealed class OverloadControlTests : IDisposable
         ProxyTransactionTests.Response(request, status, reason, toTag);
 
     private static string Text(SipMessage m, TextRange r) => Encoding.UTF8.GetString(m[r]);
+
+    private static string ToTag(SipMessage m) => Text(m, m.ToTag);
 
     private static string Header(SipMessage m, string name)
     {
@@ -571,8 +606,14 @@ public sealed class OverloadControlTests : IDisposable
         {
         }
 
+        /// <summary>Dialog look-ups asked so far (each would be a grain call at a real edge).</summary>
+        public int LookUps => Volatile.Read(ref _lookUps);
+
+        private int _lookUps;
+
         public ValueTask<DialogRecord?> FindDialogAsync(SipCallId sipCall, CancellationToken cancellationToken)
         {
+            Interlocked.Increment(ref _lookUps);
             lock (Events)
             {
                 return ValueTask.FromResult(_dialogs.GetValueOrDefault(sipCall));
