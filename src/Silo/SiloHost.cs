@@ -59,6 +59,7 @@ public static class SiloHost
         // appsettings.json ships beside the binary, so `dotnet run --project src/Silo` from any directory
         // finds it; relative data paths (data/callstate.db) stay relative to the working directory.
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
+        builder.Configuration.AddCallStateSettingsDirectory();
         ThrowOnUnknownKeys(builder.Configuration, Sections);
         builder.AddCallStateAdmin();
         builder.AddCallStateTelemetry(Telemetry.SiloService);

@@ -70,8 +70,15 @@ public static partial class EdgeHost
             builder.Configuration.AddJsonFile(Path.Combine(AppContext.BaseDirectory, "samples", "standalone", "appsettings.json"), optional: false, reloadOnChange: true);
             builder.Configuration.AddEnvironmentVariables();
             builder.Configuration.AddCommandLine(rest);
+        }
+
+        // After the standalone sample, so the mounted settings (a ConfigMap) win over it and the command line over both.
+        builder.Configuration.AddCallStateSettingsDirectory();
+        if (standalone)
+        {
             builder.Services.AddCallStateSilo(builder.Configuration);
         }
+
         SiloHost.ThrowOnUnknownKeys(builder.Configuration, Sections);
         builder.AddCallStateAdmin();
         builder.AddCallStateTelemetry(standalone ? Telemetry.StandaloneService : Telemetry.EdgeService);
