@@ -237,7 +237,11 @@ public sealed class CallAdmission
         // The record is serialized now, so the reservations below may run while it is being written. This activation
         // wakes at the lease end; a runtime that loads the record after a crash wakes it at once to finish it.
         var record = _state.WriteAsync(LeaseDue, now, cancellationToken);
-        var reservations = ReserveAll(limits, cancellationToken);
+
+        // The limits' own answers: a reservation once sent is decided at its limit whether or not the caller still
+        // waits, so only the wait below takes the caller's cancellation.
+        var answers = ReserveAll(limits, CancellationToken.None);
+        var reservations = cancellationToken.CanBeCanceled ? Array.ConvertAll(answers, a => a.WaitAsync(cancellationToken)) : answers;
         try
         {
             await Task.WhenAll(reservations);
@@ -246,6 +250,18 @@ public sealed class CallAdmission
         catch (Exception)
         {
             await ObserveAsync(record);
+            if (cancellationToken.IsCancellationRequested)
+            {
+                // The caller gave up (the edge's deadline) with reservations on their way. A release sent now can reach a
+                // limit before its reservation (forwarded to an activation that moved while a silo shut down), find
+                // nothing, and the slot then stays held until the early lease, with no record to recover it if the
+                // record's write was cancelled (found by SiloRollingRestartTests, docs/reliability.md "Rolling restart
+                // of the silos"). So the releases below go out after the limits' answers (Orleans' response timeout
+                // bounds the wait).
+                await Task.WhenAll(Array.ConvertAll(answers, ObserveAsync));
+                reservations = answers;
+            }
+
             if (_unread && record.Exception?.InnerException is StaleGrainStateException)
             {
                 // Not new after all: a record exists that was not read. What was reserved may be that call's own slots

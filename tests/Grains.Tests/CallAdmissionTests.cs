@@ -51,6 +51,29 @@ public sealed class CallAdmissionTests
     }
 
     [Fact]
+    public async Task A_caller_that_gives_up_while_a_reservation_is_on_its_way_leaves_no_slot_held()
+    {
+        // The edge's deadline passes while the reservation on user/svc is still on its way to its limit (forwarded to an
+        // activation that moved while a silo shut down). A release sent at once would reach the limit first and find
+        // nothing, and the slot would stay held until the early lease (docs/reliability.md, "Rolling restart of the silos").
+        var arrives = new TaskCompletionSource();
+        var sent = _limits.Delay("user/svc", arrives.Task);
+        var (call, _) = NewCall();
+        using var cancel = new CancellationTokenSource();
+        var admit = Task.Run(() => call.AdmitAsync([new LimitRequest("user/alice", Direction.Outbound), new LimitRequest("user/svc", Direction.Inbound)], cancel.Token));
+        await sent.WaitAsync(TimeSpan.FromSeconds(30));
+
+        await cancel.CancelAsync();
+        arrives.SetResult();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => admit.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(0, _limits.Held("user/alice"));
+        Assert.Equal(0, _limits.Held("user/svc"));
+        var reserved = _events.IndexOf("reserved:user/svc");
+        Assert.True(reserved >= 0 && reserved < _events.LastIndexOf("release:user/svc"), string.Join(", ", _events));
+    }
+
+    [Fact]
     public async Task A_call_a_limit_would_refuse_is_refused_without_reserving_or_writing_anything()
     {
         // Sorted order: key/+1..., trunk/carrier, user/alice. The trunk (second) is full.

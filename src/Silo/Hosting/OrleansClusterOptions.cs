@@ -55,6 +55,13 @@ public sealed class OrleansClusterOptions
     public TimeSpan GatewayRetryInterval { get; set; } = TimeSpan.FromSeconds(2);
 
     /// <summary>
+    /// Edges: how often the gateway list is read again (host names resolved again) and how long a gateway whose
+    /// connection failed is passed over. Orleans' default is a minute, so an edge took one to two minutes to use a silo
+    /// restarted on the same address again (docs/reliability.md, "Rolling restart of the silos").
+    /// </summary>
+    public TimeSpan GatewayRefreshInterval { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
     /// Failure detection: a silo that misses <see cref="MissedProbesLimit"/> probes of <see cref="ProbeTimeout"/> each
     /// is suspected, and declared dead when enough silos agree (Orleans' membership protocol).
     /// </summary>
@@ -135,6 +142,11 @@ public sealed class OrleansClusterOptions
             if (GatewayRetryInterval <= TimeSpan.Zero)
             {
                 yield return $"{path}:GatewayRetryInterval must be positive (was {GatewayRetryInterval}).";
+            }
+
+            if (GatewayRefreshInterval <= TimeSpan.Zero)
+            {
+                yield return $"{path}:GatewayRefreshInterval must be positive (was {GatewayRefreshInterval}).";
             }
         }
 

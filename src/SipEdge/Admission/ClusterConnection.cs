@@ -34,6 +34,9 @@ public static class ClusterAdmissionServiceCollectionExtensions
                 o.ClusterId = cluster.ClusterId;
                 o.ServiceId = cluster.ServiceId;
             });
+            // A gateway whose connection failed (its silo stopped) is passed over until the next refresh after this
+            // interval: a silo restarted on the same address is used again within two intervals.
+            client.Configure<GatewayOptions>(o => o.GatewayListRefreshPeriod = cluster.GatewayRefreshInterval);
             client.Services.AddSingleton<IGatewayListProvider>(sp => new DnsGatewayListProvider(cluster.Gateways, sp.GetRequiredService<IOptions<GatewayOptions>>().Value.GatewayListRefreshPeriod));
             client.UseConnectionRetryFilter(async (exception, ct) =>
             {

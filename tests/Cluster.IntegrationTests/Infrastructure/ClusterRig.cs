@@ -202,7 +202,25 @@ public sealed class ClusterRig : IAsyncDisposable
     }
 
     /// <summary>
-    /// Starts silo <paramref name="index"/> again, on its own ports, after <see cref="KillSilo"/>; the supervisor restarts
+    /// SIGTERM of silo <paramref name="index"/>, as Kubernetes stops a pod: Orleans shuts the silo down gracefully (its
+    /// grains deactivate and their next calls activate them on the other silos) and the process exits by itself. The
+    /// supervisor leaves it down; <see cref="RestartSilo"/> starts its successor.
+    /// </summary>
+    public SiloProcess TerminateSilo(int index)
+    {
+        SiloProcess silo;
+        lock (_lock)
+        {
+            _stoppedByTest[index] = true;
+            silo = _silos[index] ?? throw new InvalidOperationException($"silo{index} is not started");
+        }
+
+        silo.Terminate();
+        return silo;
+    }
+
+    /// <summary>
+    /// Starts silo <paramref name="index"/> again, on its own ports, after <see cref="KillSilo"/> or <see cref="TerminateSilo"/>; the supervisor restarts
     /// it again should it exit by itself.
     /// </summary>
     public SiloProcess RestartSilo(int index)

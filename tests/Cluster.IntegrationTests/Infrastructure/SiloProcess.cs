@@ -95,6 +95,9 @@ public sealed class SiloProcess : IAsyncDisposable
 
     public void Pause() => _host.Pause();
 
+    /// <summary>SIGTERM (a pod being stopped): Orleans' graceful shutdown, then the process exits by itself.</summary>
+    public void Terminate() => _host.Terminate();
+
     public void Resume() => _host.Resume();
 
     public Task<int> WaitForExitAsync(TimeSpan timeout) => _host.WaitForExitAsync(timeout);

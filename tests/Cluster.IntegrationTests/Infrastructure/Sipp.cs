@@ -132,6 +132,22 @@ public sealed class Sipp : IAsyncDisposable
         return ReadStats();
     }
 
+    /// <summary>
+    /// SIGUSR1 (by this sipp's id): a soft exit, as sipp's 'q' key. It places no new call, lets the calls under way
+    /// finish, then exits; <see cref="WaitAsync"/> bounds the wait.
+    /// </summary>
+    public void Quit()
+    {
+        if (_process.HasExited)
+        {
+            return;
+        }
+
+        using var kill = Process.Start(new ProcessStartInfo("kill", ["-USR1", _process.Id.ToString(CultureInfo.InvariantCulture)]) { UseShellExecute = false })!;
+        kill.WaitForExit(10_000);
+        Assert.True(kill.ExitCode == 0, $"kill -USR1 {_process.Id} exited {kill.ExitCode}");
+    }
+
     /// <summary>The lines the scenario's log actions wrote (run with <c>-trace_logs</c>).</summary>
     public string[] LogLines() =>
         Directory.GetFiles(_dir, "*_logs.log").SelectMany(f =>

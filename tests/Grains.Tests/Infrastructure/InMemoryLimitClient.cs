@@ -9,6 +9,7 @@ public sealed class InMemoryLimitClient : ILimitGrainClient
     private readonly Dictionary<LimitKey, LimitLedger> _grains = [];
     private readonly Dictionary<LimitKey, LimitSettings> _configured = [];
     private readonly HashSet<LimitKey> _failing = [];
+    private readonly Dictionary<LimitKey, (TaskCompletionSource Sent, Task Arrives)> _delayed = [];
     private readonly TimeProvider _time;
     private readonly List<string> _events;
 
@@ -77,9 +78,27 @@ public sealed class InMemoryLimitClient : ILimitGrainClient
         return Task.FromResult(ChecksAdmit ? ReserveOutcome.Admit(null, 0) : Grain(key).Check(callKey, direction, perCallMax, _time.GetUtcNow()));
     }
 
+    /// <summary>
+    /// The next reservation on <paramref name="key"/> is on its way (forwarded to an activation that moved) until
+    /// <paramref name="arrives"/> completes, and only then reaches the limit; a caller that gives up stops waiting (as the
+    /// shard's client does), while the reservation still arrives. The returned task completes when it has been sent.
+    /// </summary>
+    public Task Delay(string key, Task arrives)
+    {
+        var sent = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _delayed[LimitKey.Parse(key)] = (sent, arrives);
+        return sent.Task;
+    }
+
     public Task<ReserveOutcome> TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken)
     {
         Enter("reserve", key);
+        if (_delayed.Remove(key, out var delayed))
+        {
+            delayed.Sent.SetResult();
+            return ArriveAsync(delayed.Arrives, key, callKey, direction, lease, perCallMax).WaitAsync(cancellationToken);
+        }
+
         var outcome = Grain(key).TryReserve(callKey, direction, lease, perCallMax, _time.GetUtcNow(), out _);
         if (DieAfterReservations is { } n)
         {
@@ -92,6 +111,13 @@ public sealed class InMemoryLimitClient : ILimitGrainClient
         }
 
         return Task.FromResult(outcome);
+    }
+
+    private async Task<ReserveOutcome> ArriveAsync(Task arrives, LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax)
+    {
+        await arrives;
+        _events.Add($"reserved:{key}");
+        return Grain(key).TryReserve(callKey, direction, lease, perCallMax, _time.GetUtcNow(), out _);
     }
 
     public Task<bool> ConfirmAsync(LimitKey key, string callKey, TimeSpan lease, CancellationToken cancellationToken)
