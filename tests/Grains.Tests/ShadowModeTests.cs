@@ -148,15 +148,16 @@ public sealed class ShadowModeTests
     }
 
     [Fact]
-    public void The_counts_are_stored_in_the_row_and_read_back()
+    public void The_counts_and_a_run_time_shadow_mode_are_stored_in_the_row_and_read_back()
     {
-        var state = new LimitGrainState { Refused = 7, ShadowRefused = 3 };
+        var state = new LimitGrainState { Refused = 7, ShadowRefused = 3, Override = new LimitSettings(Shadow: true), OverrideFields = LimitFields.Shadow };
 
         var row = StateSerializer.SerializeLimitRow(state);
         var read = StateSerializer.DeserializeLimit(new StoredState(row, 1, null), out _);
 
         Assert.Equal(7, read.Refused);
         Assert.Equal(3, read.ShadowRefused);
+        Assert.True(new LimitLedger(LimitKey.Parse("user/bob"), read, new LimitSettings(Total: 2)).Effective.Shadow);
 
         // Left out while 0: a row written before the counts existed reads the same.
         Assert.DoesNotContain("Refused", Encoding.UTF8.GetString(StateSerializer.SerializeLimitRow(new LimitGrainState())), StringComparison.Ordinal);
