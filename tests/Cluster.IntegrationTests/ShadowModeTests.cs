@@ -30,6 +30,9 @@ public sealed partial class ShadowModeTests(ITestOutputHelper output) : IDisposa
 
             // bob, the callee, without the sample's default of 5 inbound calls.
             "--CallState:Limits:Users:bob:Total=1000",
+
+            // The limits' log lines (the test processes log warnings only by default).
+            "--Logging:LogLevel:CallState.Grains=Information",
         ]);
 
         // 5 calls from sam, all up at once (each held 4 s), bounded in count and time.
