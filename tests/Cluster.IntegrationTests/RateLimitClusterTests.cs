@@ -28,10 +28,11 @@ public sealed partial class RateLimitClusterTests(ITestOutputHelper output)
 
             // Only rita's rate refuses here.
             "--CallState:Limits:Users:svc:Total=1000",
+        ], silos: 2, edges: 2, edgeSettings: [
 
             // The configured response of a rate's refusal: the default 480 with Retry-After, another Q.850 cause.
             "--CallState:Admission:RejectCodes:RateLimit:Q850Cause=63",
-        ], silos: 2, edges: 2);
+        ]);
 
         // A few calls of an unlimited user through each edge first, so that rita's first calls are not slowed on their way
         // to the callee (code paths run for the first time), which would shorten the span the callee sees.
