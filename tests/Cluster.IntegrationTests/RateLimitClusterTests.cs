@@ -18,6 +18,10 @@ public sealed partial class RateLimitClusterTests(ITestOutputHelper output)
     /// <summary>Calls offered through each edge: 25 a second each for 10 s, 50 a second in all.</summary>
     private const int OfferedPerEdge = 250;
 
+    /// <remarks>
+    /// One silo: the edges reach the limit's one activation through their own connections either way, and a second silo
+    /// joining on a loaded machine (the suite shares two cores) failed its connectivity check once, which tests nothing here.
+    /// </remarks>
     [Fact]
     public async Task Rita_limited_to_10_calls_a_second_with_burst_5_offered_50_a_second_through_two_edges_gets_burst_plus_rate_times_the_span_through()
     {
@@ -28,7 +32,7 @@ public sealed partial class RateLimitClusterTests(ITestOutputHelper output)
 
             // Only rita's rate refuses here.
             "--CallState:Limits:Users:svc:Total=1000",
-        ], silos: 2, edges: 2, edgeSettings: [
+        ], silos: 1, edges: 2, edgeSettings: [
 
             // The configured response of a rate's refusal: the default 480 with Retry-After, another Q.850 cause.
             "--CallState:Admission:RejectCodes:RateLimit:Q850Cause=63",
