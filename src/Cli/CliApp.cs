@@ -100,7 +100,7 @@ public static class CliApp
             var answer = await client.GetAsync("/api/limits" + (query.Count == 0 ? "" : "?" + string.Join('&', query)), ct).ConfigureAwait(false);
             return Print(console, answer, json, body =>
             {
-                var table = new Table().AddColumns("Key", "Current", "Maximum", "In", "Out", "Rate", "Source");
+                var table = new Table().AddColumns("Key", "Current", "Maximum", "In", "Out", "Rate", "Refused", "Shadow", "Source");
                 foreach (var entry in body.AsArray())
                 {
                     table.AddRow(
@@ -110,6 +110,8 @@ public static class CliApp
                         Pair(entry?["inbound"], entry?["limits"]?["inbound"]),
                         Pair(entry?["outbound"], entry?["limits"]?["outbound"]),
                         Markup.Escape(Rates(entry?["limits"])),
+                        Count(entry?["refused"]),
+                        Shadow(entry),
                         Sources(entry?["sources"]));
                 }
 
@@ -198,9 +200,10 @@ public static class CliApp
         var totalRate = new Option<string?>("--total-rate") { Description = "Calls per second in both directions: RATE or RATE/BURST, or 'none'" };
         var inboundRate = new Option<string?>("--inbound-rate") { Description = "Inbound calls per second: RATE or RATE/BURST, or 'none'" };
         var outboundRate = new Option<string?>("--outbound-rate") { Description = "Outbound calls per second: RATE or RATE/BURST, or 'none'" };
-        var set = new Command("set", "Set maxima and call rates at run time (persisted; what is not given is kept)");
+        var shadow = new Option<string?>("--shadow") { Description = "Shadow mode: 'on' counts the calls the limit would refuse and lets them through, 'off' enforces it" };
+        var set = new Command("set", "Set maxima, call rates and shadow mode at run time (persisted; what is not given is kept)");
         set.Arguments.Add(key);
-        foreach (var option in new[] { total, inbound, outbound, totalRate, inboundRate, outboundRate })
+        foreach (var option in new[] { total, inbound, outbound, totalRate, inboundRate, outboundRate, shadow })
         {
             set.Options.Add(option);
         }
@@ -260,9 +263,27 @@ public static class CliApp
                 }
             }
 
+            // Shadow mode (docs/policies.md, "Shadow mode").
+            if (parse.GetValue(shadow) is { } mode)
+            {
+                if (mode.Equals("on", StringComparison.OrdinalIgnoreCase) || mode.Equals("true", StringComparison.OrdinalIgnoreCase))
+                {
+                    body["shadow"] = true;
+                }
+                else if (mode.Equals("off", StringComparison.OrdinalIgnoreCase) || mode.Equals("false", StringComparison.OrdinalIgnoreCase))
+                {
+                    body["shadow"] = false;
+                }
+                else
+                {
+                    await Console.Error.WriteLineAsync($"callstate: --shadow must be 'on' or 'off' (was '{mode}')").ConfigureAwait(false);
+                    return ExitCodes.Usage;
+                }
+            }
+
             if (body.Count == 0)
             {
-                await Console.Error.WriteLineAsync("callstate: give at least one of --total, --inbound, --outbound, --total-rate, --inbound-rate, --outbound-rate").ConfigureAwait(false);
+                await Console.Error.WriteLineAsync("callstate: give at least one of --total, --inbound, --outbound, --total-rate, --inbound-rate, --outbound-rate, --shadow").ConfigureAwait(false);
                 return ExitCodes.Usage;
             }
 
@@ -270,7 +291,7 @@ public static class CliApp
             return Print(console, answer, json, result => PrintLimit(console, result));
         }, ct));
 
-        var fields = new Option<string[]>("--field") { Description = "Only these (total, inbound, outbound, totalRate, inboundRate, outboundRate) go back to configuration", AllowMultipleArgumentsPerToken = true };
+        var fields = new Option<string[]>("--field") { Description = "Only these (total, inbound, outbound, totalRate, inboundRate, outboundRate, shadow) go back to configuration", AllowMultipleArgumentsPerToken = true };
         var clear = new Command("clear", "Back to configuration: every run-time maximum, or only --field ones");
         clear.Arguments.Add(key);
         clear.Options.Add(fields);
@@ -485,6 +506,9 @@ public static class CliApp
             }
         }
 
+        grid.AddRow("shadow", Markup.Escape($"{(body["limits"]?["shadow"]?.GetValue<bool>() == true ? "on" : "off")} ({Text(body["sources"]?["shadow"])})"));
+        grid.AddRow("refused", Markup.Escape(Count(body["refused"])));
+        grid.AddRow("shadow refused", Markup.Escape(Count(body["shadowRefused"])));
         grid.AddRow("reclaimed", Markup.Escape(Text(body["reclaimed"])));
         console.Write(grid);
         if (body["calls"] is JsonArray calls)
@@ -520,6 +544,20 @@ public static class CliApp
 
     /// <summary>"3/5": calls counted in a direction and its maximum ("-" when unlimited).</summary>
     private static string Pair(JsonNode? current, JsonNode? max) => Text(current) + "/" + (max is null ? "-" : Text(max));
+
+    /// <summary>A count the admin API leaves out when it is 0.</summary>
+    private static string Count(JsonNode? count) => count is null ? "0" : Text(count);
+
+    /// <summary>
+    /// The calls a limit in shadow mode let through that it would have refused, e.g. "3 (on)": "-" for a limit never in
+    /// shadow mode, "3 (off)" for one enforced again (docs/policies.md, "Shadow mode").
+    /// </summary>
+    private static string Shadow(JsonNode? entry)
+    {
+        var on = entry?["limits"]?["shadow"]?.GetValue<bool>() == true;
+        var count = Count(entry?["shadowRefused"]);
+        return on ? $"{count} (on)" : count == "0" ? "-" : $"{count} (off)";
+    }
 
     /// <summary>The call rates with their bursts, e.g. "out 10/s burst 5, total 20/s burst 20"; "-" when none (docs/policies.md, "Call rates").</summary>
     private static string Rates(JsonNode? limits)

@@ -31,6 +31,7 @@ public sealed class GrainMetrics : IDisposable
     private readonly Counter<long> _staleWrites;
     private readonly Counter<long> _idleRowsDeleted;
     private readonly Counter<long> _reservationsDropped;
+    private readonly Counter<long> _shadowRefusals;
     private readonly ConcurrentDictionary<ILimitUsage, byte> _limits = new(ReferenceEqualityComparer.Instance);
 
     /// <summary>How many of the fullest keys the top-keys gauges name, per silo.</summary>
@@ -51,6 +52,7 @@ public sealed class GrainMetrics : IDisposable
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1] });
         _reclaimed = _meter.CreateCounter<long>("callstate.slots.reclaimed", "{slot}", "Slots released because their lease ran out.");
         _staleWrites = _meter.CreateCounter<long>("callstate.storage.stale_writes", "{write}", "Compare-and-set writes lost to another activation of the same grain (a duplicate or stale activation), by grain type.");
+        _shadowRefusals = _meter.CreateCounter<long>("callstate.limit.shadow_refusals", "{call}", "Calls a limit in shadow mode let through that it would have refused, by limit kind and reason (docs/policies.md, \"Shadow mode\").");
         _idleRowsDeleted = _meter.CreateCounter<long>("callstate.limits.idle_rows_deleted", "{row}", "Stored rows of limits deleted because they held nothing and had nothing of their own to keep.");
         _reservationsDropped = _meter.CreateCounter<long>("callstate.limits.reservations_dropped", "{reservation}", "Reservations and checks a limit dropped undecided because their caller had given up (the admission deadline passed) before their turn.");
 
@@ -84,6 +86,9 @@ public sealed class GrainMetrics : IDisposable
 
     internal void Reclaimed(LimitKind kind, int count) =>
         _reclaimed.Add(count, new KeyValuePair<string, object?>(KindTag, LimitKey.Prefix(kind)));
+
+    internal void ShadowRefusal(LimitKind kind, RejectReason reason) =>
+        _shadowRefusals.Add(1, new KeyValuePair<string, object?>(KindTag, LimitKey.Prefix(kind)), new KeyValuePair<string, object?>("callstate.reason", reason.ToCode()));
 
     internal void StaleWrite(string grainType) => _staleWrites.Add(1, new KeyValuePair<string, object?>("callstate.grain.type", grainType));
 

@@ -300,6 +300,7 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
                 }
 
                 ledger.AcceptChanges();
+                ReportShadowRefusals(ledger.TakeShadowRefusals());
                 break;
             }
         }
@@ -379,6 +380,21 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         return _version == 0
             ? new StateWrite(_id, 0, row, due, items) { InsertVersion = Random.Shared.NextInt64(FirstInsertVersion, long.MaxValue / 2) }
             : new StateWrite(_id, _version, row, due, items);
+    }
+
+    /// <summary>The calls this limit let through in shadow mode that it would have refused, told once their holds are durable.</summary>
+    private void ReportShadowRefusals(IReadOnlyList<ShadowRefusal> refusals)
+    {
+        foreach (var refusal in refusals)
+        {
+            _metrics.ShadowRefusal(_key.Kind, refusal.Reason);
+            if (_logger.IsEnabled(LogLevel.Information))
+            {
+#pragma warning disable CA1873 // guarded by IsEnabled above
+                Log.ShadowRefused(_logger, refusal.CallKey, _key.ToString(), refusal.Reason.ToCode(), refusal.Current, refusal.Limit);
+#pragma warning restore CA1873
+            }
+        }
     }
 
     /// <summary>A compare-and-set lost to another activation: counted, the state dropped; thrown after too many in a row.</summary>

@@ -40,6 +40,15 @@ public sealed class LimitGrainState
 
     /// <summary>Slots reclaimed because their lease ran out (the end of the call was never seen).</summary>
     public long Reclaimed { get; set; }
+
+    /// <summary>
+    /// Calls this limit refused. Counted in memory and stored with the limit's next write of its own (a refusal writes
+    /// nothing), so a crash may lose the refusals since (docs/policies.md, "Shadow mode").
+    /// </summary>
+    public long Refused { get; set; }
+
+    /// <summary>Calls this limit, in shadow mode, would have refused and let through; stored with each one's hold.</summary>
+    public long ShadowRefused { get; set; }
 }
 
 /// <summary>The answer of one limit to a reservation.</summary>
@@ -52,6 +61,10 @@ public sealed class LimitGrainState
 /// The limit has a call rate: that it had room for this call says nothing of the next one, so a shard never remembers it
 /// as having room (docs/architecture.md, "Call rates").
 /// </param>
+/// <param name="ShadowReason">
+/// The limit is in shadow mode and would have refused the call for this reason; it admitted it (docs/policies.md, "Shadow
+/// mode"). <see cref="RejectReason.None"/> otherwise.
+/// </param>
 [GenerateSerializer, Immutable]
 public readonly record struct ReserveOutcome(
     [property: Id(0)] bool Admitted,
@@ -59,7 +72,8 @@ public readonly record struct ReserveOutcome(
     [property: Id(2)] int? Limit,
     [property: Id(3)] int Current,
     [property: Id(4)] TimeSpan? RetryAfter = null,
-    [property: Id(5)] bool HasRate = false)
+    [property: Id(5)] bool HasRate = false,
+    [property: Id(6)] RejectReason ShadowReason = RejectReason.None)
 {
     public static ReserveOutcome Admit(int? limit, int current) => new(true, RejectReason.None, limit, current);
 
@@ -81,4 +95,6 @@ public sealed record LimitSnapshot(
     [property: Id(5)] int Total,
     [property: Id(6)] long Reclaimed,
     [property: Id(7)] IReadOnlyList<HeldCallSnapshot> Calls,
-    [property: Id(8)] LimitFields Overridden = LimitFields.None);
+    [property: Id(8)] LimitFields Overridden = LimitFields.None,
+    [property: Id(20)] long Refused = 0,
+    [property: Id(21)] long ShadowRefused = 0);

@@ -14,6 +14,12 @@ public sealed class LimitLedger
     // lease still running).
     private readonly SortedSet<LeaseEntry> _leases = new(LeaseEntryComparer.Instance);
     private readonly HashSet<string> _changedCalls = new(StringComparer.Ordinal);
+
+    // The calls most recently counted as refused or shadow-refused, so one call is counted once on this limit when it is
+    // asked again (a call with several limits asks again in key order after a refusal; a retransmitted INVITE).
+    private readonly HashSet<string> _counted = new(StringComparer.Ordinal);
+    private readonly Queue<string> _countedOrder = new();
+    private readonly List<ShadowRefusal> _shadowRefusals = [];
     private int _inbound;
     private int _outbound;
 
@@ -66,7 +72,8 @@ public sealed class LimitLedger
                 return new LimitSettings(
                     Total: (overridden & LimitFields.Total) != 0 ? values.Total : State.LastPerCallMax,
                     TotalRate: rate ? values.TotalRate : null,
-                    TotalBurst: rate ? values.TotalBurst : null);
+                    TotalBurst: rate ? values.TotalBurst : null,
+                    Shadow: (overridden & LimitFields.Shadow) != 0 ? values.Shadow : Configured.Shadow);
             }
 
             if (overridden == LimitFields.None)
@@ -84,7 +91,8 @@ public sealed class LimitLedger
                 inbound ? values.InboundRate : Configured.InboundRate,
                 inbound ? values.InboundBurst : Configured.InboundBurst,
                 outbound ? values.OutboundRate : Configured.OutboundRate,
-                outbound ? values.OutboundBurst : Configured.OutboundBurst);
+                outbound ? values.OutboundBurst : Configured.OutboundBurst,
+                Has(LimitFields.Shadow) ? values.Shadow : Configured.Shadow);
 
             bool Has(LimitFields wanted) => (overridden & wanted) != 0;
         }
@@ -98,6 +106,25 @@ public sealed class LimitLedger
     /// besides the rest of <see cref="State"/> (a key no longer in <c>State.Calls</c> was removed).
     /// </summary>
     public IReadOnlyCollection<string> ChangedCalls => _changedCalls;
+
+    /// <summary>Most call keys remembered as counted (see <see cref="TryReserve"/>): a call asks its limits again within one admission.</summary>
+    public const int CountedCallsKept = 256;
+
+    /// <summary>
+    /// The shadow refusals counted since the last <see cref="TakeShadowRefusals"/>: the host logs and exports them once
+    /// their holds are durable (a turn decided again after a lost write starts from a new ledger, so none is told twice).
+    /// </summary>
+    public IReadOnlyList<ShadowRefusal> TakeShadowRefusals()
+    {
+        if (_shadowRefusals.Count == 0)
+        {
+            return [];
+        }
+
+        var taken = _shadowRefusals.ToArray();
+        _shadowRefusals.Clear();
+        return taken;
+    }
 
     /// <summary>The host persisted every change: forget them.</summary>
     public void AcceptChanges() => _changedCalls.Clear();
@@ -141,7 +168,21 @@ public sealed class LimitLedger
         outcome = DecideRate(outcome, effective, direction, now, take: true);
         if (!outcome.Admitted)
         {
-            return outcome;
+            if (effective.Shadow != true)
+            {
+                CountRefusal(callKey);
+                return outcome;
+            }
+
+            // Shadow mode (docs/policies.md, "Shadow mode"): counted as a refusal would be, then held like any admitted
+            // call, so the count shows what the limit would hold and the release stays exact. It took no rate token, as a
+            // refusal takes none.
+            outcome = Shadowed(outcome);
+            if (FirstCount(callKey))
+            {
+                State.ShadowRefused++;
+                _shadowRefusals.Add(new ShadowRefusal(callKey, direction, outcome.ShadowReason, outcome.Current, outcome.Limit));
+            }
         }
 
         var nowMs = now.ToUnixTimeMilliseconds();
@@ -197,7 +238,50 @@ public sealed class LimitLedger
         var outcome = Key.Kind == LimitKind.Key
             ? DecidePerKey(direction, perCallMax ?? State.LastPerCallMax, inbound + outbound)
             : Decide(effective, direction, inbound, outbound);
-        return DecideRate(outcome, effective, direction, now, take: false);
+        outcome = DecideRate(outcome, effective, direction, now, take: false);
+        if (outcome.Admitted)
+        {
+            return outcome;
+        }
+
+        // A limit in shadow mode admits; its reservation counts the would-be refusal. A refusal is counted here: no
+        // reservation follows it.
+        if (effective.Shadow == true)
+        {
+            return Shadowed(outcome);
+        }
+
+        CountRefusal(callKey);
+        return outcome;
+    }
+
+    /// <summary>A refusal turned into an admission by shadow mode, naming the reason it would have been refused for.</summary>
+    private static ReserveOutcome Shadowed(ReserveOutcome refusal) =>
+        refusal with { Admitted = true, Reason = RejectReason.None, RetryAfter = null, ShadowReason = refusal.Reason };
+
+    /// <summary>A refusal, counted once per call; kept in memory until the limit writes for another reason (a refusal writes nothing).</summary>
+    private void CountRefusal(string callKey)
+    {
+        if (FirstCount(callKey))
+        {
+            State.Refused++;
+        }
+    }
+
+    private bool FirstCount(string callKey)
+    {
+        if (!_counted.Add(callKey))
+        {
+            return false;
+        }
+
+        _countedOrder.Enqueue(callKey);
+        if (_countedOrder.Count > CountedCallsKept)
+        {
+            _counted.Remove(_countedOrder.Dequeue());
+        }
+
+        return true;
     }
 
     /// <summary>A call the counts admitted, asked of the rates too; with <paramref name="take"/> an admitted call takes its tokens.</summary>
@@ -317,7 +401,7 @@ public sealed class LimitLedger
     public void Change(LimitChange change)
     {
         ArgumentNullException.ThrowIfNull(change);
-        if (Key.Kind == LimitKind.Key && (change.Set & ~(LimitFields.Total | LimitFields.TotalRate)) != 0
+        if (Key.Kind == LimitKind.Key && (change.Set & ~(LimitFields.Total | LimitFields.TotalRate | LimitFields.Shadow)) != 0
             && (change.Values.Inbound is not null || change.Values.Outbound is not null || change.Values.InboundRate is not null || change.Values.OutboundRate is not null))
         {
             throw new InvalidOperationException("a per-key limit has one maximum (total) whatever the direction");
@@ -327,7 +411,7 @@ public sealed class LimitLedger
         var fields = (Overridden | change.Set) & ~(change.Revert & ~change.Set);
         if (Key.Kind == LimitKind.Key)
         {
-            fields &= LimitFields.Total | LimitFields.TotalRate;
+            fields &= LimitFields.Total | LimitFields.TotalRate | LimitFields.Shadow;
         }
 
         if (fields == LimitFields.None)
@@ -346,7 +430,8 @@ public sealed class LimitLedger
             PickRate(LimitFields.InboundRate, change.Values.InboundRate, current.InboundRate),
             Pick(LimitFields.InboundRate, change.Values.InboundBurst, current.InboundBurst),
             PickRate(LimitFields.OutboundRate, change.Values.OutboundRate, current.OutboundRate),
-            Pick(LimitFields.OutboundRate, change.Values.OutboundBurst, current.OutboundBurst));
+            Pick(LimitFields.OutboundRate, change.Values.OutboundBurst, current.OutboundBurst),
+            (fields & LimitFields.Shadow) == 0 ? null : (change.Set & LimitFields.Shadow) != 0 ? change.Values.Shadow : current.Shadow);
         State.OverrideFields = fields;
 
         int? Pick(LimitFields field, int? sent, int? kept) =>
@@ -379,7 +464,7 @@ public sealed class LimitLedger
         }
 
         calls.Sort(static (a, b) => string.CompareOrdinal(a.CallKey, b.CallKey));
-        return new LimitSnapshot(Key.ToString(), Key.Kind, Effective, inbound, outbound, inbound + outbound, State.Reclaimed, calls, Overridden);
+        return new LimitSnapshot(Key.ToString(), Key.Kind, Effective, inbound, outbound, inbound + outbound, State.Reclaimed, calls, Overridden, State.Refused, State.ShadowRefused);
     }
 
     private void Count(HeldCall call, int delta)
@@ -481,3 +566,6 @@ public sealed class LimitLedger
         return ReserveOutcome.Admit(max, total);
     }
 }
+
+/// <summary>A call a limit in shadow mode let through that it would have refused, and why (docs/policies.md, "Shadow mode").</summary>
+public readonly record struct ShadowRefusal(string CallKey, Direction Direction, RejectReason Reason, int Current, int? Limit);

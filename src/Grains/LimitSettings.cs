@@ -4,7 +4,9 @@ namespace CallState.Grains;
 /// Concurrent-call limits of one user or trunk. Each is optional: null means unlimited, 0 means
 /// that direction (or, for <see cref="Total"/>, every call) is barred. The call rates (calls per second, each with a
 /// burst: docs/policies.md, "Call rates") are optional too: null means no rate limit; a burst without its rate is an
-/// error, a rate without its burst gets <see cref="BurstOf"/>.
+/// error, a rate without its burst gets <see cref="BurstOf"/>. <see cref="Shadow"/> true puts the limit in shadow mode: its
+/// would-be refusals are counted, logged and exported, and the call goes through (docs/policies.md, "Shadow mode"); null
+/// or false enforces it.
 /// </summary>
 [GenerateSerializer, Immutable]
 public sealed record LimitSettings(
@@ -16,7 +18,8 @@ public sealed record LimitSettings(
     [property: Id(5)] double? InboundRate = null,
     [property: Id(6)] int? InboundBurst = null,
     [property: Id(7)] double? OutboundRate = null,
-    [property: Id(8)] int? OutboundBurst = null)
+    [property: Id(8)] int? OutboundBurst = null,
+    [property: Id(16)] bool? Shadow = null)
 {
     public static readonly LimitSettings Unlimited = new();
 
@@ -113,9 +116,12 @@ public enum LimitFields : ushort
 
     /// <summary><see cref="LimitSettings.OutboundRate"/> with its burst.</summary>
     OutboundRate = 32,
+
+    /// <summary><see cref="LimitSettings.Shadow"/> (docs/policies.md, "Shadow mode").</summary>
+    Shadow = 256,
     Maxima = Total | Inbound | Outbound,
     Rates = TotalRate | InboundRate | OutboundRate,
-    All = Maxima | Rates,
+    All = Maxima | Rates | Shadow,
 }
 
 /// <summary>
@@ -130,10 +136,11 @@ public sealed record LimitChange([property: Id(0)] LimitSettings Values, [proper
     public static LimitChange Replace(LimitSettings values) => new(values, LimitFields.All, LimitFields.None);
 
     /// <summary>
-    /// The admin API's <c>PUT</c>: every maximum (one not sent becomes unlimited), and the rates that were sent; a rate not
-    /// sent keeps what it had, so a client that knows only maxima does not clear rates (docs/policies.md, "Call rates").
+    /// The admin API's <c>PUT</c>: every maximum (one not sent becomes unlimited), and the rates and the shadow mode that
+    /// were sent; one not sent keeps what it had, so a client that knows only maxima does not clear rates
+    /// (docs/policies.md, "Call rates") or take a limit out of shadow mode.
     /// </summary>
-    public static LimitChange Replace(LimitSettings values, LimitFields sent) => new(values, LimitFields.Maxima | (sent & LimitFields.Rates), LimitFields.None);
+    public static LimitChange Replace(LimitSettings values, LimitFields sent) => new(values, LimitFields.Maxima | (sent & (LimitFields.Rates | LimitFields.Shadow)), LimitFields.None);
 
     /// <summary>Back to configuration for every field (the admin API's <c>DELETE</c>).</summary>
     public static LimitChange Clear { get; } = new(LimitSettings.Unlimited, LimitFields.None, LimitFields.All);

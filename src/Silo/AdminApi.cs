@@ -33,11 +33,13 @@ public static class LimitSources
 }
 
 /// <summary>The source of each maximum of a limit.</summary>
-public sealed record LimitSourcesDto(string Total, string Inbound, string Outbound, string TotalRate, string InboundRate, string OutboundRate);
+public sealed record LimitSourcesDto(string Total, string Inbound, string Outbound, string TotalRate, string InboundRate, string OutboundRate, string? Shadow = null);
 
 /// <summary>
 /// One limit as the admin API lists it, like <c>show voip tags-cac</c>: the maxima in force with their sources, the
 /// calls counted, the one maximum that bounds the limit (<see cref="Maximum"/>) and how full it is; calls only on request.
+/// <see cref="Refused"/> counts the calls it refused, <see cref="ShadowRefused"/> those it let through in shadow mode that it
+/// would have refused (docs/policies.md, "Shadow mode").
 /// </summary>
 public sealed record LimitEntry(
     string Key,
@@ -50,7 +52,9 @@ public sealed record LimitEntry(
     int? Maximum,
     double? Utilisation,
     long Reclaimed,
-    IReadOnlyList<HeldCallSnapshot>? Calls);
+    IReadOnlyList<HeldCallSnapshot>? Calls,
+    long Refused = 0,
+    long ShadowRefused = 0);
 
 /// <summary>An audit entry as <c>GET /api/audit</c> lists it (before and after as JSON values).</summary>
 public sealed record AuditEntryDto(long Id, DateTimeOffset At, string Actor, string Action, string Target, JsonElement? Before, JsonElement? After);
@@ -66,7 +70,8 @@ public sealed record AuditLimitDto(
     double? InboundRate = null,
     int? InboundBurst = null,
     double? OutboundRate = null,
-    int? OutboundBurst = null);
+    int? OutboundBurst = null,
+    bool? Shadow = null);
 
 /// <summary>One silo of the cluster as <c>GET /api/cluster</c> lists it.</summary>
 public sealed record SiloDto(string Address, string Name, string Status, int? Activations);
@@ -270,12 +275,28 @@ public static partial class AdminApi
         int? total = null, inbound = null, outbound = null;
         double? totalRate = null, inboundRate = null, outboundRate = null;
         int? totalBurst = null, inboundBurst = null, outboundBurst = null;
+        bool? shadow = null;
         set = LimitFields.None;
         error = null;
         foreach (var property in json.EnumerateObject())
         {
             LimitFields field;
             var name = property.Name.ToUpperInvariant();
+            if (name == "SHADOW")
+            {
+                // Shadow mode (docs/policies.md, "Shadow mode"): true, false, or null for not shadowed.
+                if (property.Value.ValueKind is JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null)
+                {
+                    shadow = property.Value.ValueKind == JsonValueKind.Null ? null : property.Value.GetBoolean();
+                    set |= LimitFields.Shadow;
+                    continue;
+                }
+
+                error = $"{property.Name} must be true, false or null";
+                values = LimitSettings.Unlimited;
+                return false;
+            }
+
             if (name is "TOTALRATE" or "INBOUNDRATE" or "OUTBOUNDRATE")
             {
                 double? rate;
@@ -378,7 +399,7 @@ public static partial class AdminApi
             }
         }
 
-        values = new LimitSettings(total, inbound, outbound, totalRate, totalBurst, inboundRate, inboundBurst, outboundRate, outboundBurst);
+        values = new LimitSettings(total, inbound, outbound, totalRate, totalBurst, inboundRate, inboundBurst, outboundRate, outboundBurst, shadow);
         return true;
     }
 
@@ -407,6 +428,7 @@ public static partial class AdminApi
                 "TOTALRATE" => LimitFields.TotalRate,
                 "INBOUNDRATE" => LimitFields.InboundRate,
                 "OUTBOUNDRATE" => LimitFields.OutboundRate,
+                "SHADOW" => LimitFields.Shadow,
                 _ => LimitFields.None,
             };
         }

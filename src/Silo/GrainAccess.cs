@@ -104,6 +104,12 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
             : configured ? LimitSources.Config
             : LimitSources.Default;
 
+        // Shadow mode comes from run time, the limit's own entry, or CallState:Limits:Shadow (docs/policies.md, "Shadow mode").
+        string ShadowSource() =>
+            (snapshot.Overridden & LimitFields.Shadow) != 0 ? LimitSources.Runtime
+            : configured || key.Kind == LimitKind.Key ? LimitSources.Config
+            : LimitSources.Default;
+
         var limits = snapshot.Limits;
         var maximum = limits.Total ?? (limits.Inbound is { } i && limits.Outbound is { } o ? i + o : null);
         double? utilisation = maximum is { } max ? (max == 0 ? (snapshot.Total > 0 ? 1 : 0) : (double)snapshot.Total / max) : null;
@@ -117,14 +123,17 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
                 Source(LimitFields.Outbound),
                 RateSource(LimitFields.TotalRate),
                 RateSource(LimitFields.InboundRate),
-                RateSource(LimitFields.OutboundRate)),
+                RateSource(LimitFields.OutboundRate),
+                ShadowSource()),
             snapshot.Inbound,
             snapshot.Outbound,
             snapshot.Total,
             maximum,
             utilisation,
             snapshot.Reclaimed,
-            includeCalls ? snapshot.Calls : null);
+            includeCalls ? snapshot.Calls : null,
+            snapshot.Refused,
+            snapshot.ShadowRefused);
     }
 
     public async Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken) =>

@@ -17,6 +17,12 @@ internal sealed class LimitRow
     public int? LastPerCallMax { get; set; }
 
     public long Reclaimed { get; set; }
+
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public long Refused { get; set; }
+
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public long ShadowRefused { get; set; }
 }
 
 /// <summary>Grain state as compact UTF-8 JSON: readable in the database, no reflection at run time.</summary>
@@ -48,7 +54,7 @@ public static class StateSerializer
 
     public static byte[] SerializeLimitRow(LimitGrainState state) =>
         JsonSerializer.SerializeToUtf8Bytes(
-            new LimitRow { Override = state.Override, OverrideFields = state.OverrideFields, LastPerCallMax = state.LastPerCallMax, Reclaimed = state.Reclaimed },
+            new LimitRow { Override = state.Override, OverrideFields = state.OverrideFields, LastPerCallMax = state.LastPerCallMax, Reclaimed = state.Reclaimed, Refused = state.Refused, ShadowRefused = state.ShadowRefused },
             StateJsonContext.Default.LimitRow);
 
     public static byte[] Serialize(CallGrainState state) =>

@@ -49,6 +49,7 @@ public sealed partial class AdminAudit(IAuditLog log, TimeProvider time, ILogger
         {
             (LimitFields.Total, "total"), (LimitFields.Inbound, "inbound"), (LimitFields.Outbound, "outbound"),
             (LimitFields.TotalRate, "totalRate"), (LimitFields.InboundRate, "inboundRate"), (LimitFields.OutboundRate, "outboundRate"),
+            (LimitFields.Shadow, "shadow"),
         })
         {
             if ((snapshot.Overridden & field) != 0)
@@ -68,7 +69,8 @@ public sealed partial class AdminAudit(IAuditLog log, TimeProvider time, ILogger
                 snapshot.Limits.InboundRate,
                 snapshot.Limits.InboundBurst,
                 snapshot.Limits.OutboundRate,
-                snapshot.Limits.OutboundBurst),
+                snapshot.Limits.OutboundBurst,
+                snapshot.Limits.Shadow),
             AdminJsonContext.Default.AuditLimitDto);
     }
 

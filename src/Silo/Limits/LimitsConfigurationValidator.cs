@@ -29,6 +29,11 @@ public sealed class LimitsConfigurationValidator(IConfiguration configuration) :
     {
         ArgumentNullException.ThrowIfNull(configuration);
         var section = configuration.GetSection(LimitsOptions.SectionName);
+        if (NotBoolean(section.GetSection(nameof(LimitsOptions.Shadow))) is { } globalShadow)
+        {
+            yield return globalShadow;
+        }
+
         var entries = new List<IConfigurationSection> { section.GetSection(nameof(LimitsOptions.DefaultUser)) };
         entries.AddRange(section.GetSection(nameof(LimitsOptions.Users)).GetChildren());
         entries.AddRange(section.GetSection(nameof(LimitsOptions.Trunks)).GetChildren());
@@ -38,6 +43,16 @@ public sealed class LimitsConfigurationValidator(IConfiguration configuration) :
             {
                 if (string.IsNullOrEmpty(child.Value))
                 {
+                    continue;
+                }
+
+                if (string.Equals(child.Key, nameof(LimitValues.Shadow), StringComparison.OrdinalIgnoreCase))
+                {
+                    if (NotBoolean(child) is { } shadow)
+                    {
+                        yield return shadow;
+                    }
+
                     continue;
                 }
 
@@ -63,4 +78,10 @@ public sealed class LimitsConfigurationValidator(IConfiguration configuration) :
             }
         }
     }
+
+    /// <summary>A message when a shadow switch is set to something other than true or false.</summary>
+    private static string? NotBoolean(IConfigurationSection section) =>
+        string.IsNullOrEmpty(section.Value) || bool.TryParse(section.Value, out _)
+            ? null
+            : $"{section.Path}: '{section.Value}' is not true or false (shadow mode: docs/policies.md)";
 }

@@ -25,13 +25,26 @@ public sealed class LimitValues
 
     public int? OutboundBurst { get; set; }
 
-    public LimitSettings ToSettings() => new(Total, Inbound, Outbound, TotalRate, TotalBurst, InboundRate, InboundBurst, OutboundRate, OutboundBurst);
+    /// <summary>
+    /// True: shadow mode, the limit counts, logs and exports its would-be refusals and lets the calls through; false:
+    /// enforced even when <see cref="LimitsOptions.Shadow"/> is set; absent: as <see cref="LimitsOptions.Shadow"/> says
+    /// (docs/policies.md, "Shadow mode").
+    /// </summary>
+    public bool? Shadow { get; set; }
+
+    public LimitSettings ToSettings() => new(Total, Inbound, Outbound, TotalRate, TotalBurst, InboundRate, InboundBurst, OutboundRate, OutboundBurst, Shadow);
 }
 
 /// <summary>Configured limits (section <c>CallState:Limits</c>): users, trunks and their defaults.</summary>
 public sealed class LimitsOptions
 {
     public const string SectionName = "CallState:Limits";
+
+    /// <summary>
+    /// Every limit (users, trunks, the default user, per-key limits) in shadow mode unless its own <c>Shadow</c> says
+    /// otherwise (docs/policies.md, "Shadow mode").
+    /// </summary>
+    public bool Shadow { get; set; }
 
     /// <summary>Limits of a user not listed in <see cref="Users"/>; unlimited when absent.</summary>
     public LimitValues? DefaultUser { get; set; }
@@ -160,7 +173,7 @@ public sealed class ConfiguredLimits : ILimitSettingsSource
     public LimitSettings GetLimits(LimitKey key)
     {
         var options = _options();
-        return key.Kind switch
+        var settings = key.Kind switch
         {
             LimitKind.User => options.FindUser(key.Value) is { } user
                 ? user.ToSettings()
@@ -170,6 +183,9 @@ public sealed class ConfiguredLimits : ILimitSettingsSource
                 : LimitSettings.Unlimited,
             _ => LimitSettings.Unlimited,
         };
+
+        // CallState:Limits:Shadow for every limit that does not say (docs/policies.md, "Shadow mode").
+        return options.Shadow && settings.Shadow is null ? settings with { Shadow = true } : settings;
     }
 
     /// <summary>A user or trunk listed with limits other than the default's (a per-key limit never is).</summary>

@@ -45,6 +45,7 @@ public sealed class ClusterRig : IAsyncDisposable
 
     private readonly IReadOnlyList<string> _storage;
     private readonly IReadOnlyList<string> _settings;
+    private readonly IReadOnlyList<string> _edgeSettings;
     private readonly List<string> _files = [];
     private readonly Lock _lock = new();
     private readonly SiloProcess?[] _silos;
@@ -58,8 +59,10 @@ public sealed class ClusterRig : IAsyncDisposable
     private readonly CancellationTokenSource _stopSupervisor = new();
     private Task _supervisor = Task.CompletedTask;
 
-    private ClusterRig(IReadOnlyList<string> storage, IReadOnlyList<string> settings, int silos, int edges, bool advertiseLast, string uasScenario)
+    private ClusterRig(IReadOnlyList<string> storage, IReadOnlyList<string> settings, int silos, int edges, bool advertiseLast, string uasScenario,
+        IReadOnlyList<string>? edgeSettings)
     {
+        _edgeSettings = edgeSettings ?? [];
         _storage = storage;
         _settings = settings;
         _silos = new SiloProcess?[silos];
@@ -121,12 +124,13 @@ public sealed class ClusterRig : IAsyncDisposable
     /// <paramref name="settings"/> (limits, leases: given to silos and edges), and waits until every silo is ready and every
     /// edge is connected to every silo's gateway. With <paramref name="advertiseLast"/> every edge puts the last edge's address
     /// in Record-Route (a load balancer's address would be there). The callee runs <paramref name="uasScenario"/>, which
-    /// writes the start and end lines <see cref="CallOracle"/> replays.
+    /// writes the start and end lines <see cref="CallOracle"/> replays. <paramref name="edgeSettings"/> go to the edges only
+    /// (a silo refuses the edge's sections, such as <c>CallState:Admission</c>).
     /// </summary>
     public static async Task<ClusterRig> StartAsync(IReadOnlyList<string> storage, IReadOnlyList<string> settings, int silos = 3, int edges = 2, bool advertiseLast = false,
-        string uasScenario = "uas_oracle.xml")
+        string uasScenario = "uas_oracle.xml", IReadOnlyList<string>? edgeSettings = null)
     {
-        var rig = Create(storage, settings, silos, edges, advertiseLast, uasScenario);
+        var rig = Create(storage, settings, silos, edges, advertiseLast, uasScenario, edgeSettings);
         try
         {
             await rig.StartSilosAsync();
@@ -144,8 +148,8 @@ public sealed class ClusterRig : IAsyncDisposable
 
     /// <summary>Chooses every port and starts the callee; silos and edges are started by the test, in its own order.</summary>
     public static ClusterRig Create(IReadOnlyList<string> storage, IReadOnlyList<string> settings, int silos = 3, int edges = 2, bool advertiseLast = false,
-        string uasScenario = "uas_oracle.xml") =>
-        new(storage, settings, silos, edges, advertiseLast, uasScenario);
+        string uasScenario = "uas_oracle.xml", IReadOnlyList<string>? edgeSettings = null) =>
+        new(storage, settings, silos, edges, advertiseLast, uasScenario, edgeSettings);
 
     /// <summary>Starts every silo, waits until each is ready, then supervises them.</summary>
     public async Task StartSilosAsync()
@@ -585,6 +589,7 @@ public sealed class ClusterRig : IAsyncDisposable
             $"--CallState:Admission:Routes:0:Upstream=127.0.0.1:{Port(UasPort)}",
             "--Logging:LogLevel:CallState=Information",
             .. _settings,
+            .. _edgeSettings,
         ]);
         if (_advertisedEdgePort is { } port)
         {
