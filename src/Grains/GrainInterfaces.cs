@@ -7,16 +7,19 @@ namespace CallState.Grains;
 [Alias("CallState.ILimitGrain")]
 public interface ILimitGrain : IGrainWithStringKey
 {
-    /// <summary>Reserves a slot unless a limit is reached; a call that holds one already is admitted again.</summary>
+    /// <summary>
+    /// Reserves a slot unless a limit is reached; a call that holds one already is admitted again. On a trunk,
+    /// <paramref name="tenant"/> is the call's tenant, counted against the trunk's reservations (docs/policies.md).
+    /// </summary>
     [Alias("TryReserve")]
-    Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax);
+    Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax, string? tenant = null);
 
     /// <summary>
     /// What a reservation would answer now, from the activation's memory, writing nothing: advice that lets a call a limit
     /// would refuse be refused without a durable write (docs/architecture.md, "Refusals write nothing").
     /// </summary>
     [Alias("Check")]
-    Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax);
+    Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax, string? tenant = null);
 
     /// <summary>The call was answered: the confirmed lease. False when the call holds no slot here.</summary>
     [Alias("Confirm")]
@@ -44,6 +47,13 @@ public interface ILimitGrain : IGrainWithStringKey
     /// </summary>
     [Alias("ChangeLimits")]
     Task<LimitChangeResult> ChangeLimitsAsync(LimitChange change);
+
+    /// <summary>
+    /// Sets a trunk's reservations at run time (null: back to configuration), persisted before the answer; the trunk
+    /// before and after. Validated by the caller, which knows the tenants (docs/policies.md, "Guaranteed reservations").
+    /// </summary>
+    [Alias("SetReservations")]
+    Task<LimitChangeResult> SetReservationsAsync(TrunkReservations? reservations);
 
     /// <summary>Its due time passed (the due scan): reclaims the slots whose lease ended.</summary>
     [Alias("Wake")]

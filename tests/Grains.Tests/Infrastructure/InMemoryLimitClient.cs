@@ -71,16 +71,16 @@ public sealed class InMemoryLimitClient : ILimitGrainClient
     /// </summary>
     public bool ChecksAdmit { get; set; }
 
-    public Task<ReserveOutcome> CheckAsync(LimitKey key, string callKey, Direction direction, int? perCallMax, CancellationToken cancellationToken)
+    public Task<ReserveOutcome> CheckAsync(LimitKey key, string callKey, Direction direction, int? perCallMax, string? tenant, CancellationToken cancellationToken)
     {
         Enter("check", key);
-        return Task.FromResult(ChecksAdmit ? ReserveOutcome.Admit(null, 0) : Grain(key).Check(callKey, direction, perCallMax, _time.GetUtcNow()));
+        return Task.FromResult(ChecksAdmit ? ReserveOutcome.Admit(null, 0) : Grain(key).Check(callKey, direction, perCallMax, tenant, _time.GetUtcNow()));
     }
 
-    public Task<ReserveOutcome> TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken)
+    public Task<ReserveOutcome> TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, string? tenant, CancellationToken cancellationToken)
     {
         Enter("reserve", key);
-        var outcome = Grain(key).TryReserve(callKey, direction, lease, perCallMax, _time.GetUtcNow(), out _);
+        var outcome = Grain(key).TryReserve(callKey, direction, lease, perCallMax, tenant, _time.GetUtcNow(), out _);
         if (DieAfterReservations is { } n)
         {
             DieAfterReservations = n - 1;
