@@ -32,6 +32,7 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
         {
             LimitKind.User => options.FindUser(key.Value) is not null,
             LimitKind.Trunk => options.Trunks.ContainsKey(key.Value),
+            LimitKind.Tenant => options.Tenants.ContainsKey(key.Value),
             _ => false,
         };
     }
@@ -54,19 +55,20 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
         {
             if (LimitKey.TryParse(keyText, out var key, out _) && Wanted(key))
             {
-                var ledger = new LimitLedger(key, StateSerializer.DeserializeLimit(stored, out _), settings.GetLimits(key));
+                var ledger = new LimitLedger(key, StateSerializer.DeserializeLimit(stored, out _), settings.GetLimits(key)) { ConfiguredReservations = settings.GetReservations(key) };
                 entries[keyText] = Entry(ledger.Snapshot(includeCalls), includeCalls);
             }
         }
 
         var options = limits.CurrentValue;
-        var configured = options.Users.Keys.Select(u => LimitKey.User(options.Normalize(u)!))
-            .Concat(options.Trunks.Keys.Select(LimitKey.Trunk));
+        var configured = options.Users.Keys.Select(u => LimitKey.User(options.NormalizeConfigured(u)!))
+            .Concat(options.Trunks.Keys.Select(LimitKey.Trunk))
+            .Concat(options.Tenants.Keys.Select(LimitKey.Tenant));
         foreach (var key in configured)
         {
             if (Wanted(key) && !entries.ContainsKey(key.ToString()))
             {
-                entries[key.ToString()] = Entry(new LimitLedger(key, new LimitGrainState(), settings.GetLimits(key)).Snapshot(includeCalls), includeCalls);
+                entries[key.ToString()] = Entry(new LimitLedger(key, new LimitGrainState(), settings.GetLimits(key)) { ConfiguredReservations = settings.GetReservations(key) }.Snapshot(includeCalls), includeCalls);
             }
         }
 
@@ -161,7 +163,7 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
                 continue;
             }
 
-            var ledger = new LimitLedger(key, StateSerializer.DeserializeLimit(stored, out _), settings.GetLimits(key));
+            var ledger = new LimitLedger(key, StateSerializer.DeserializeLimit(stored, out _), settings.GetLimits(key)) { ConfiguredReservations = settings.GetReservations(key) };
             list.Add(ledger.Snapshot());
         }
 
