@@ -20,6 +20,26 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
         return grains.GetGrain<ILimitGrain>(key.ToString()).ChangeLimitsAsync(change);
     }
 
+    /// <summary>
+    /// Sets a trunk's reservations at run time (null: back to configuration), validated by field against the trunk's total
+    /// in force and the configured tenants; <see cref="ArgumentException"/> naming the field otherwise.
+    /// </summary>
+    public async Task<LimitChangeResult> SetReservationsAsync(LimitKey trunk, TrunkReservations? reservations)
+    {
+        var grain = grains.GetGrain<ILimitGrain>(trunk.ToString());
+        if (reservations is not null)
+        {
+            var current = await grain.GetSnapshotAsync().ConfigureAwait(false);
+            var errors = reservations.Validate(trunk + ":Reservations", current.Limits.Total, limits.CurrentValue.Tenants.Keys).ToList();
+            if (errors.Count > 0)
+            {
+                throw new ArgumentException(string.Join(" ", errors), nameof(reservations));
+            }
+        }
+
+        return await grain.SetReservationsAsync(reservations).ConfigureAwait(false);
+    }
+
     /// <summary>Whether <paramref name="key"/> has a stored row.</summary>
     public async Task<bool> IsStoredAsync(LimitKey key) =>
         await store.ReadVersionAsync(new StateId(GrainTypes.Limit, key.ToString()), CancellationToken.None).ConfigureAwait(false) > 0;
@@ -126,7 +146,11 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
             maximum,
             utilisation,
             snapshot.Reclaimed,
-            includeCalls ? snapshot.Calls : null);
+            includeCalls ? snapshot.Calls : null,
+            snapshot.Reservations?.Tenants.OrderBy(static t => t.Key, StringComparer.Ordinal)
+                .Select(t => new ReservationDto(t.Key, t.Value.Guaranteed, t.Value.Maximum, snapshot.TenantCalls?.GetValueOrDefault(t.Key) ?? 0))
+                .ToList(),
+            snapshot.Reservations is null ? null : snapshot.ReservationsOverridden ? LimitSources.Runtime : LimitSources.Config);
     }
 
     public async Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken) =>
