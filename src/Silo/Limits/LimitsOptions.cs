@@ -285,6 +285,7 @@ public sealed class LimitsOptions
                 yield return error;
             }
 
+            // A name listed twice by one tenant is harmless (binding the section twice appends to the list).
             var domainList = tenant?.Domains ?? [];
             for (var i = 0; i < domainList.Count; i++)
             {
@@ -293,7 +294,7 @@ public sealed class LimitsOptions
                 {
                     yield return $"{field}:Domains:{i}: '{domain}' is not a domain name.";
                 }
-                else if (!domains.TryAdd(domain, name))
+                else if (!domains.TryAdd(domain, name) && !string.Equals(domains[domain], name, StringComparison.Ordinal))
                 {
                     yield return $"{field}:Domains:{i}: domain '{domain}' is already tenant '{domains[domain]}''s; a domain has one tenant.";
                 }
@@ -307,7 +308,7 @@ public sealed class LimitsOptions
                 {
                     yield return $"{field}:Trunks:{i}: a trunk id is empty.";
                 }
-                else if (!trunks.TryAdd(trunk, name))
+                else if (!trunks.TryAdd(trunk, name) && !string.Equals(trunks[trunk], name, StringComparison.Ordinal))
                 {
                     yield return $"{field}:Trunks:{i}: trunk '{trunk}' is already tenant '{trunks[trunk]}''s; a trunk shared by tenants is divided with {path}:Trunks:{trunk}:Reservations.";
                 }
