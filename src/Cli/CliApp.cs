@@ -78,7 +78,7 @@ public static class CliApp
         root.Options.Add(TimeoutOption);
 
         // cac show: like `show voip tags-cac`.
-        var kind = new Option<string?>("--kind") { Description = "user, trunk or key" };
+        var kind = new Option<string?>("--kind") { Description = "user, trunk, key or tenant" };
         var prefix = new Option<string?>("--prefix") { Description = "Only keys (or key values) starting with this" };
         var top = new Option<int?>("--top") { Description = "The N most used limits (by utilisation, then calls)" };
         var offset = new Option<int?>("--offset") { Description = "Skip this many limits (paging, in key order)" };
@@ -116,6 +116,7 @@ public static class CliApp
                 }
 
                 console.Write(table);
+                PrintReservations(console, body.AsArray());
                 if (answer.Response.Headers.TryGetValues("X-Total-Count", out var totals))
                 {
                     console.MarkupLine($"[grey]{body.AsArray().Count} of {Markup.Escape(totals.First())} limits[/]");
@@ -509,6 +510,13 @@ public static class CliApp
         grid.AddRow("shadow", Markup.Escape($"{(body["limits"]?["shadow"]?.GetValue<bool>() == true ? "on" : "off")} ({Text(body["sources"]?["shadow"])})"));
         grid.AddRow("refused", Markup.Escape(Count(body["refused"])));
         grid.AddRow("shadow refused", Markup.Escape(Count(body["shadowRefused"])));
+        foreach (var share in body["reservations"]?.AsArray() ?? [])
+        {
+            grid.AddRow(
+                "tenant " + Markup.Escape(Text(share?["tenant"])),
+                Markup.Escape($"{Text(share?["calls"])} calls, guaranteed {Text(share?["guaranteed"])}, max {Limit(share?["maximum"])} ({Text(body["reservationsSource"])})"));
+        }
+
         grid.AddRow("reclaimed", Markup.Escape(Text(body["reclaimed"])));
         console.Write(grid);
         if (body["calls"] is JsonArray calls)
@@ -519,6 +527,30 @@ public static class CliApp
                 table.AddRow(Markup.Escape(Text(call?["callKey"])), Text(call?["direction"]), Text(call?["phase"]), Text(call?["since"]), Text(call?["leaseEnd"]));
             }
 
+            console.Write(table);
+        }
+    }
+
+    /// <summary>The shared trunks' reservations, one row per tenant (docs/policies.md, "Guaranteed reservations"); nothing when none has any.</summary>
+    private static void PrintReservations(IAnsiConsole console, JsonArray entries)
+    {
+        var table = new Table().AddColumns("Trunk", "Tenant", "Current", "Guaranteed", "Maximum", "Source");
+        foreach (var entry in entries)
+        {
+            foreach (var share in entry?["reservations"]?.AsArray() ?? [])
+            {
+                table.AddRow(
+                    Markup.Escape(Text(entry?["key"])),
+                    Markup.Escape(Text(share?["tenant"])),
+                    Text(share?["calls"]),
+                    Text(share?["guaranteed"]),
+                    share?["maximum"] is null ? "-" : Text(share["maximum"]),
+                    Text(entry?["reservationsSource"]));
+            }
+        }
+
+        if (table.Rows.Count > 0)
+        {
             console.Write(table);
         }
     }

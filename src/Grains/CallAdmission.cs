@@ -14,8 +14,12 @@ public enum CallPhase : byte
 }
 
 /// <summary>One limit a call asks for: the limit key (<c>user/alice</c>), direction, and for per-key limits the maximum from the call.</summary>
+/// <remarks>
+/// <see cref="Tenant"/>: for a trunk, the tenant the call belongs to, counted against the trunk's guaranteed reservations
+/// (docs/policies.md, "Guaranteed reservations"); null for none, and ignored by other limits.
+/// </remarks>
 [GenerateSerializer, Immutable]
-public sealed record LimitRequest([property: Id(0)] string Key, [property: Id(1)] Direction Direction, [property: Id(2)] int? PerCallMax = null);
+public sealed record LimitRequest([property: Id(0)] string Key, [property: Id(1)] Direction Direction, [property: Id(2)] int? PerCallMax = null, [property: Id(3)] string? Tenant = null);
 
 [GenerateSerializer]
 public enum AdmitStatus : byte
@@ -64,6 +68,9 @@ public sealed class CallLimit
     public Direction Direction { get; set; }
 
     public int? PerCallMax { get; set; }
+
+    /// <summary>See <see cref="LimitRequest.Tenant"/>.</summary>
+    public string? Tenant { get; set; }
 }
 
 /// <summary>The persisted record of one call (a row of its own, written by its shard grain).</summary>
@@ -423,7 +430,7 @@ public sealed class CallAdmission
         _callKey,
         S.Phase,
         S.Confirmed,
-        S.Limits.ConvertAll(static l => new LimitRequest(l.Key, l.Direction, l.PerCallMax)),
+        S.Limits.ConvertAll(static l => new LimitRequest(l.Key, l.Direction, l.PerCallMax, l.Tenant)),
         S.RejectedKey,
         S.Reason,
         S.Phase == CallPhase.Admitted ? DateTimeOffset.FromUnixTimeMilliseconds(S.LeaseEndMs) : null,
@@ -473,7 +480,7 @@ public sealed class CallAdmission
     {
         var checks = StartEach(
             limits,
-            static (grain, limit, ct) => grain._limits.CheckAsync(LimitKey.Parse(limit.Key), grain._callKey, limit.Direction, limit.PerCallMax, ct),
+            static (grain, limit, ct) => grain._limits.CheckAsync(LimitKey.Parse(limit.Key), grain._callKey, limit.Direction, limit.PerCallMax, limit.Tenant, ct),
             cancellationToken);
         try
         {
@@ -504,7 +511,7 @@ public sealed class CallAdmission
     private Task<ReserveOutcome>[] ReserveAll(List<CallLimit> limits, CancellationToken cancellationToken) =>
         StartEach(
             limits,
-            static (grain, limit, ct) => grain._limits.TryReserveAsync(LimitKey.Parse(limit.Key), grain._callKey, limit.Direction, grain._leases.Early, limit.PerCallMax, ct),
+            static (grain, limit, ct) => grain._limits.TryReserveAsync(LimitKey.Parse(limit.Key), grain._callKey, limit.Direction, grain._leases.Early, limit.PerCallMax, limit.Tenant, ct),
             cancellationToken);
 
     /// <summary>
@@ -524,7 +531,7 @@ public sealed class CallAdmission
             }
 
             var limit = limits[i];
-            var outcome = await _limits.TryReserveAsync(LimitKey.Parse(limit.Key), _callKey, limit.Direction, _leases.Early, limit.PerCallMax, cancellationToken);
+            var outcome = await _limits.TryReserveAsync(LimitKey.Parse(limit.Key), _callKey, limit.Direction, _leases.Early, limit.PerCallMax, limit.Tenant, cancellationToken);
             outcomes[i] = Task.FromResult(outcome);
             refused = !outcome.Admitted;
         }
@@ -665,7 +672,7 @@ public sealed class CallAdmission
 
         for (var i = 0; i < a.Count; i++)
         {
-            if (a[i].Key != b[i].Key || a[i].Direction != b[i].Direction)
+            if (a[i].Key != b[i].Key || a[i].Direction != b[i].Direction || a[i].Tenant != b[i].Tenant)
             {
                 return false;
             }
@@ -702,7 +709,13 @@ public sealed class CallAdmission
                 return false;
             }
 
-            limits.Add(new CallLimit { Key = key.ToString(), Direction = request.Direction, PerCallMax = request.PerCallMax });
+            if (request.Tenant is { Length: 0 or > LimitKey.MaxValueLength })
+            {
+                error = $"tenant of '{request.Key}' must have 1 to {LimitKey.MaxValueLength} characters";
+                return false;
+            }
+
+            limits.Add(new CallLimit { Key = key.ToString(), Direction = request.Direction, PerCallMax = request.PerCallMax, Tenant = request.Tenant });
         }
 
         // The fixed order every call reserves in, so two calls never hold each other's first limit

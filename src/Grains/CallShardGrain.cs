@@ -249,9 +249,9 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
     }
 
     // The limits, reached through Orleans wherever they are activated.
-    async Task<ReserveOutcome> ILimitGrainClient.TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken)
+    async Task<ReserveOutcome> ILimitGrainClient.TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, string? tenant, CancellationToken cancellationToken)
     {
-        var outcome = await Limit(key).TryReserveAsync(callKey, direction, lease, perCallMax, cancellationToken);
+        var outcome = await Limit(key).TryReserveAsync(callKey, direction, lease, perCallMax, tenant, cancellationToken);
         // A limit with a call rate is never remembered: its next call may find the bucket empty, and only a check refuses
         // without a write (docs/architecture.md, "Call rates").
         if (outcome.Admitted && !outcome.HasRate && (outcome.Limit is not { } max || outcome.Current + 1 < max))
@@ -271,14 +271,14 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
         return outcome;
     }
 
-    Task<ReserveOutcome> ILimitGrainClient.CheckAsync(LimitKey key, string callKey, Direction direction, int? perCallMax, CancellationToken cancellationToken) =>
+    Task<ReserveOutcome> ILimitGrainClient.CheckAsync(LimitKey key, string callKey, Direction direction, int? perCallMax, string? tenant, CancellationToken cancellationToken) =>
         _roomy.TryGetValue(key, out var until) && until > _time.GetUtcNow()
             ? Task.FromResult(ReserveOutcome.Admit(null, 0))
-            : CheckLimitAsync(key, callKey, direction, perCallMax, cancellationToken);
+            : CheckLimitAsync(key, callKey, direction, perCallMax, tenant, cancellationToken);
 
-    private async Task<ReserveOutcome> CheckLimitAsync(LimitKey key, string callKey, Direction direction, int? perCallMax, CancellationToken cancellationToken)
+    private async Task<ReserveOutcome> CheckLimitAsync(LimitKey key, string callKey, Direction direction, int? perCallMax, string? tenant, CancellationToken cancellationToken)
     {
-        var outcome = await Limit(key).CheckAsync(callKey, direction, perCallMax, cancellationToken);
+        var outcome = await Limit(key).CheckAsync(callKey, direction, perCallMax, tenant, cancellationToken);
         if (!outcome.Admitted)
         {
             _roomy.Remove(key);

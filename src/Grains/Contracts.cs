@@ -30,10 +30,10 @@ public sealed class LeaseOptions
 /// <summary>The limits a call's admission talks to. The hosting runtime routes each call to the limit's activation.</summary>
 public interface ILimitGrainClient
 {
-    Task<ReserveOutcome> TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken);
+    Task<ReserveOutcome> TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, string? tenant, CancellationToken cancellationToken);
 
     /// <summary>What <see cref="TryReserveAsync"/> would answer now, writing nothing (<see cref="ILimitGrain.CheckAsync"/>).</summary>
-    Task<ReserveOutcome> CheckAsync(LimitKey key, string callKey, Direction direction, int? perCallMax, CancellationToken cancellationToken);
+    Task<ReserveOutcome> CheckAsync(LimitKey key, string callKey, Direction direction, int? perCallMax, string? tenant, CancellationToken cancellationToken);
 
     Task<bool> ConfirmAsync(LimitKey key, string callKey, TimeSpan lease, CancellationToken cancellationToken);
 

@@ -8,19 +8,20 @@ namespace CallState.Grains;
 public interface ILimitGrain : IGrainWithStringKey
 {
     /// <summary>
-    /// Reserves a slot unless a limit is reached; a call that holds one already is admitted again. A reservation whose
-    /// <paramref name="cancellationToken"/> is cancelled before its turn (the edge gave up: its admission deadline passed)
-    /// is dropped unanswered, having reserved nothing (docs/architecture.md, "Overload control").
+    /// Reserves a slot unless a limit is reached; a call that holds one already is admitted again. On a trunk,
+    /// <paramref name="tenant"/> is the call's tenant, counted against the trunk's reservations (docs/policies.md). A
+    /// reservation whose <paramref name="cancellationToken"/> is cancelled before its turn (the edge gave up: its
+    /// admission deadline passed) is dropped, having reserved nothing (docs/architecture.md, "Overload control").
     /// </summary>
     [Alias("TryReserve")]
-    Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken = default);
+    Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax, string? tenant = null, CancellationToken cancellationToken = default);
 
     /// <summary>
     /// What a reservation would answer now, from the activation's memory, writing nothing: advice that lets a call a limit
     /// would refuse be refused without a durable write (docs/architecture.md, "Refusals write nothing").
     /// </summary>
     [Alias("Check")]
-    Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax, CancellationToken cancellationToken = default);
+    Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax, string? tenant = null, CancellationToken cancellationToken = default);
 
     /// <summary>The call was answered: the confirmed lease. False when the call holds no slot here.</summary>
     [Alias("Confirm")]
@@ -48,6 +49,13 @@ public interface ILimitGrain : IGrainWithStringKey
     /// </summary>
     [Alias("ChangeLimits")]
     Task<LimitChangeResult> ChangeLimitsAsync(LimitChange change);
+
+    /// <summary>
+    /// Sets a trunk's reservations at run time (null: back to configuration), persisted before the answer; the trunk
+    /// before and after. Validated by the caller, which knows the tenants (docs/policies.md, "Guaranteed reservations").
+    /// </summary>
+    [Alias("SetReservations")]
+    Task<LimitChangeResult> SetReservationsAsync(TrunkReservations? reservations);
 
     /// <summary>Its due time passed (the due scan): reclaims the slots whose lease ended.</summary>
     [Alias("Wake")]

@@ -37,7 +37,7 @@ public sealed class GrainMetrics : IDisposable
     /// <summary>How many of the fullest keys the top-keys gauges name, per silo.</summary>
     public const int TopKeys = 10;
 
-    private static readonly LimitKind[] Kinds = [LimitKind.User, LimitKind.Trunk, LimitKind.Key];
+    private static readonly LimitKind[] Kinds = [LimitKind.User, LimitKind.Trunk, LimitKind.Key, LimitKind.Tenant];
 
     /// <summary>Creates the instruments from <paramref name="meterFactory"/>, or on a private meter when null.</summary>
     public GrainMetrics(IMeterFactory? meterFactory)
@@ -150,7 +150,7 @@ public sealed class GrainMetrics : IDisposable
         return measurements;
     }
 
-    /// <summary>The attribute naming a limit's kind (user, trunk, key).</summary>
+    /// <summary>The attribute naming a limit's kind (user, trunk, key, tenant).</summary>
     public const string KindTag = "callstate.limit.kind";
 
     public void Dispose()

@@ -11,4 +11,7 @@ public interface ILimitSettingsSource
     /// once it holds nothing and has no run-time override (docs/architecture.md, "Rows of idle limits").
     /// </summary>
     bool HasOwnLimits(LimitKey key) => true;
+
+    /// <summary>A trunk's configured reservations (docs/policies.md, "Guaranteed reservations"); null for none.</summary>
+    TrunkReservations? GetReservations(LimitKey key) => null;
 }

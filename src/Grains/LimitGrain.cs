@@ -94,18 +94,18 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         ? limits.Total ?? (limits is { Inbound: { } inbound, Outbound: { } outbound } ? inbound + outbound : null)
         : null;
 
-    public async Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken = default) =>
-        (await Post(new LimitWork(LimitOp.Reserve, callKey) { Direction = direction, Lease = lease, PerCallMax = perCallMax }, cancellationToken)).Outcome;
+    public async Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax, string? tenant = null, CancellationToken cancellationToken = default) =>
+        (await Post(new LimitWork(LimitOp.Reserve, callKey) { Direction = direction, Lease = lease, PerCallMax = perCallMax, Tenant = tenant }, cancellationToken)).Outcome;
 
-    public Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax, CancellationToken cancellationToken = default) =>
+    public Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax, string? tenant = null, CancellationToken cancellationToken = default) =>
         _ledger is { } ledger
             // Answered from memory, between the turns' awaits: it may count holds whose write is still in flight, which
             // can only make it refuse more, never admit a call past the limit (a reservation decides that).
-            ? Task.FromResult(ledger.Check(callKey, direction, perCallMax, _time.GetUtcNow()))
-            : CheckLoadingAsync(callKey, direction, perCallMax, cancellationToken);
+            ? Task.FromResult(ledger.Check(callKey, direction, perCallMax, tenant, _time.GetUtcNow()))
+            : CheckLoadingAsync(callKey, direction, perCallMax, tenant, cancellationToken);
 
-    private async Task<ReserveOutcome> CheckLoadingAsync(string callKey, Direction direction, int? perCallMax, CancellationToken cancellationToken) =>
-        (await Post(new LimitWork(LimitOp.Check, callKey) { Direction = direction, PerCallMax = perCallMax }, cancellationToken)).Outcome;
+    private async Task<ReserveOutcome> CheckLoadingAsync(string callKey, Direction direction, int? perCallMax, string? tenant, CancellationToken cancellationToken) =>
+        (await Post(new LimitWork(LimitOp.Check, callKey) { Direction = direction, PerCallMax = perCallMax, Tenant = tenant }, cancellationToken)).Outcome;
 
     public async Task<bool> ConfirmAsync(string callKey, TimeSpan lease) => (await Post(new LimitWork(LimitOp.Confirm, callKey) { Lease = lease })).Found;
 
@@ -126,6 +126,17 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         ArgumentNullException.ThrowIfNull(change);
         ValidateChange(_key, change);
         var result = await Post(new LimitWork(LimitOp.SetLimits) { Change = change });
+        return new LimitChangeResult(result.Before!, result.Snapshot!);
+    }
+
+    public async Task<LimitChangeResult> SetReservationsAsync(TrunkReservations? reservations)
+    {
+        if (_key.Kind != LimitKind.Trunk)
+        {
+            throw new ArgumentException($"only a trunk has reservations, not {_key}", nameof(reservations));
+        }
+
+        var result = await Post(new LimitWork(LimitOp.SetReservations) { Reservations = reservations });
         return new LimitChangeResult(result.Before!, result.Snapshot!);
     }
 
@@ -237,6 +248,7 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
 
                 // Configuration as it is now: a reloaded limit applies to the next call even while this activation is busy.
                 ledger.Configured = _settings.GetLimits(_key);
+                ledger.ConfiguredReservations = _settings.GetReservations(_key);
                 var now = _time.GetUtcNow();
                 var dueBefore = ledger.NextDue;
                 var changed = false;
@@ -414,7 +426,7 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         switch (work.Op)
         {
             case LimitOp.Reserve:
-                var outcome = ledger.TryReserve(work.CallKey!, work.Direction, work.Lease, work.PerCallMax, now, out var reserveChanged);
+                var outcome = ledger.TryReserve(work.CallKey!, work.Direction, work.Lease, work.PerCallMax, work.Tenant, now, out var reserveChanged);
                 changed |= reserveChanged;
                 return new LimitWorkResult(outcome, outcome.Admitted, null);
             case LimitOp.Confirm:
@@ -445,7 +457,7 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
 
                 return default;
             case LimitOp.Check:
-                return new LimitWorkResult(ledger.Check(work.CallKey!, work.Direction, work.PerCallMax, now), true, null);
+                return new LimitWorkResult(ledger.Check(work.CallKey!, work.Direction, work.PerCallMax, work.Tenant, now), true, null);
             case LimitOp.Snapshot:
                 return new LimitWorkResult(default, true, ledger.Snapshot());
             case LimitOp.SetLimits:
@@ -453,6 +465,11 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
                 ledger.Change(work.Change!);
                 changed = true;
                 return new LimitWorkResult(default, true, ledger.Snapshot(includeCalls: false), before);
+            case LimitOp.SetReservations:
+                var beforeReservations = ledger.Snapshot(includeCalls: false);
+                ledger.SetReservations(work.Reservations);
+                changed = true;
+                return new LimitWorkResult(default, true, ledger.Snapshot(includeCalls: false), beforeReservations);
             default:
                 throw new InvalidOperationException($"unknown limit operation {work.Op}");
         }
@@ -535,7 +552,7 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         _storedRow = stored?.Data;
         _storedDue = stored?.DueAt;
         _fenced = fenced;
-        var ledger = new LimitLedger(_key, state, _settings.GetLimits(_key), _rates);
+        var ledger = new LimitLedger(_key, state, _settings.GetLimits(_key), _rates) { ConfiguredReservations = _settings.GetReservations(_key) };
         if (callsInRow)
         {
             // A row from before items: this turn writes (even without a change) the row without calls and every call as an item.
@@ -555,6 +572,7 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         Check,
         Snapshot,
         SetLimits,
+        SetReservations,
     }
 
     /// <summary>One operation on the limit, waiting for its turn.</summary>
@@ -571,6 +589,10 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         public int? PerCallMax { get; init; }
 
         public LimitChange? Change { get; init; }
+
+        public string? Tenant { get; init; }
+
+        public TrunkReservations? Reservations { get; init; }
 
         public TaskCompletionSource<LimitWorkResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 

@@ -18,6 +18,9 @@ public sealed class HeldCall
     public long SinceMs { get; set; }
 
     public long LeaseEndMs { get; set; }
+
+    /// <summary>On a trunk: the tenant the call was reserved for (docs/policies.md, "Guaranteed reservations"); null for none.</summary>
+    public string? Tenant { get; set; }
 }
 
 /// <summary>The persisted state of one limit grain.</summary>
@@ -49,6 +52,9 @@ public sealed class LimitGrainState
 
     /// <summary>Calls this limit, in shadow mode, would have refused and let through; stored with each one's hold.</summary>
     public long ShadowRefused { get; set; }
+
+    /// <summary>A trunk's guaranteed reservations set at run time; when null the configured ones apply.</summary>
+    public TrunkReservations? Reservations { get; set; }
 }
 
 /// <summary>The answer of one limit to a reservation.</summary>
@@ -97,4 +103,17 @@ public sealed record LimitSnapshot(
     [property: Id(7)] IReadOnlyList<HeldCallSnapshot> Calls,
     [property: Id(8)] LimitFields Overridden = LimitFields.None,
     [property: Id(20)] long Refused = 0,
-    [property: Id(21)] long ShadowRefused = 0);
+    [property: Id(21)] long ShadowRefused = 0)
+{
+    /// <summary>A trunk's reservations in force (docs/policies.md, "Guaranteed reservations"); null when it has none.</summary>
+    [Id(9)]
+    public TrunkReservations? Reservations { get; init; }
+
+    /// <summary>A trunk with reservations: calls held per tenant (a call with no tenant is not listed).</summary>
+    [Id(10)]
+    public IReadOnlyDictionary<string, int>? TenantCalls { get; init; }
+
+    /// <summary>Whether <see cref="Reservations"/> were set at run time rather than configured.</summary>
+    [Id(11)]
+    public bool ReservationsOverridden { get; init; }
+}

@@ -17,10 +17,14 @@ public enum LimitKind : byte
     User = 1,
     Trunk = 2,
     Key = 3,
+
+    /// <summary>A tenant's pool, shared by all its users and trunks (docs/policies.md, "Tenants").</summary>
+    Tenant = 4,
 }
 
 /// <summary>
-/// A limit grain's key: <c>user/&lt;name&gt;</c>, <c>trunk/&lt;id&gt;</c> or <c>key/&lt;value&gt;</c>.
+/// A limit grain's key: <c>user/&lt;name&gt;</c> (<c>user/alice@a.com</c> for a tenant's user), <c>trunk/&lt;id&gt;</c>,
+/// <c>key/&lt;value&gt;</c> or <c>tenant/&lt;name&gt;</c>.
 /// Ordinal ordering of <see cref="ToString"/> is the fixed order in which a call reserves its limits.
 /// </summary>
 public readonly record struct LimitKey(LimitKind Kind, string Value)
@@ -34,11 +38,14 @@ public readonly record struct LimitKey(LimitKind Kind, string Value)
 
     public static LimitKey PerKey(string value) => new(LimitKind.Key, value);
 
+    public static LimitKey Tenant(string name) => new(LimitKind.Tenant, name);
+
     public static string Prefix(LimitKind kind) => kind switch
     {
         LimitKind.User => "user",
         LimitKind.Trunk => "trunk",
         LimitKind.Key => "key",
+        LimitKind.Tenant => "tenant",
         _ => throw new ArgumentOutOfRangeException(nameof(kind)),
     };
 
@@ -61,7 +68,7 @@ public readonly record struct LimitKey(LimitKind Kind, string Value)
         var slash = text.IndexOf('/', StringComparison.Ordinal);
         if (slash <= 0)
         {
-            error = $"limit key '{text}' has no prefix (expected user/, trunk/ or key/)";
+            error = $"limit key '{text}' has no prefix (expected user/, trunk/, key/ or tenant/)";
             return false;
         }
 
@@ -79,9 +86,13 @@ public readonly record struct LimitKey(LimitKind Kind, string Value)
         {
             kind = LimitKind.Key;
         }
+        else if (prefix.SequenceEqual("tenant"))
+        {
+            kind = LimitKind.Tenant;
+        }
         else
         {
-            error = $"unknown limit key prefix '{prefix}' in '{text}' (expected user/, trunk/ or key/)";
+            error = $"unknown limit key prefix '{prefix}' in '{text}' (expected user/, trunk/, key/ or tenant/)";
             return false;
         }
 

@@ -20,6 +20,7 @@ public sealed class LimitLedger
     private readonly HashSet<string> _counted = new(StringComparer.Ordinal);
     private readonly Queue<string> _countedOrder = new();
     private readonly List<ShadowRefusal> _shadowRefusals = [];
+    private readonly Dictionary<string, int> _tenantCalls = new(StringComparer.Ordinal);
     private int _inbound;
     private int _outbound;
 
@@ -51,6 +52,18 @@ public sealed class LimitLedger
     /// call even on a busy limit whose activation never goes idle.
     /// </summary>
     public LimitSettings Configured { get; set; }
+
+    /// <summary>
+    /// A trunk's configured reservations (docs/policies.md, "Guaranteed reservations"); set by the host before each turn,
+    /// like <see cref="Configured"/>.
+    /// </summary>
+    public TrunkReservations? ConfiguredReservations { get; set; }
+
+    /// <summary>The reservations in force: those set at run time, else the configured ones; null for none.</summary>
+    public TrunkReservations? Reservations => Key.Kind == LimitKind.Trunk ? State.Reservations ?? ConfiguredReservations : null;
+
+    /// <summary>Sets (or with null clears) the run-time reservations.</summary>
+    public void SetReservations(TrunkReservations? reservations) => State.Reservations = reservations;
 
     /// <summary>The fields set at run time (<see cref="LimitGrainState.Override"/>); the others follow configuration.</summary>
     public LimitFields Overridden => State.Override is null ? LimitFields.None : State.OverrideFields ?? LimitFields.Maxima;
@@ -142,7 +155,14 @@ public sealed class LimitLedger
     /// Reserves a slot for <paramref name="callKey"/> unless a limit is reached. A call that already holds
     /// a slot is admitted again without counting twice (a retransmitted INVITE).
     /// </summary>
-    public ReserveOutcome TryReserve(string callKey, Direction direction, TimeSpan lease, int? perCallMax, DateTimeOffset now, out bool changed)
+    public ReserveOutcome TryReserve(string callKey, Direction direction, TimeSpan lease, int? perCallMax, DateTimeOffset now, out bool changed) =>
+        TryReserve(callKey, direction, lease, perCallMax, null, now, out changed);
+
+    /// <summary>
+    /// Like <see cref="TryReserve(string, Direction, TimeSpan, int?, DateTimeOffset, out bool)"/>, for a call of
+    /// <paramref name="tenant"/>: on a trunk the call is counted for it, and the trunk's reservations decide too.
+    /// </summary>
+    public ReserveOutcome TryReserve(string callKey, Direction direction, TimeSpan lease, int? perCallMax, string? tenant, DateTimeOffset now, out bool changed)
     {
         changed = ExpireLeases(now) > 0;
         var (inbound, outbound) = (_inbound, _outbound);
@@ -156,6 +176,10 @@ public sealed class LimitLedger
         var outcome = Key.Kind == LimitKind.Key
             ? DecidePerKey(direction, (Overridden & LimitFields.Total) != 0 ? State.Override!.Total : perCallMax ?? State.LastPerCallMax, inbound + outbound)
             : Decide(effective, direction, inbound, outbound);
+        if (outcome.Admitted && Reservations is { } reservations)
+        {
+            outcome = Shared(reservations.Decide(tenant, effective.Total, inbound + outbound, _tenantCalls), outcome);
+        }
 
         if (Key.Kind == LimitKind.Key && perCallMax is { } max && State.LastPerCallMax != max)
         {
@@ -192,6 +216,7 @@ public sealed class LimitLedger
             Phase = HoldPhase.Early,
             SinceMs = nowMs,
             LeaseEndMs = nowMs + (long)lease.TotalMilliseconds,
+            Tenant = Key.Kind == LimitKind.Trunk ? tenant : null,
         };
         State.Calls[callKey] = held;
         Count(held, +1);
@@ -202,14 +227,20 @@ public sealed class LimitLedger
     }
 
     /// <summary>
-    /// What <see cref="TryReserve"/> would answer now, without changing anything (leases that have ended are not
+    /// What <see cref="TryReserve(string, Direction, TimeSpan, int?, string?, DateTimeOffset, out bool)"/> would answer now, without changing anything (leases that have ended are not
     /// counted, as a reservation would reclaim them first). The answer is advice: only a reservation holds a slot.
     /// </summary>
-    public ReserveOutcome Check(string callKey, Direction direction, int? perCallMax, DateTimeOffset now)
+    public ReserveOutcome Check(string callKey, Direction direction, int? perCallMax, DateTimeOffset now) =>
+        Check(callKey, direction, perCallMax, null, now);
+
+    /// <summary>Like <see cref="Check(string, Direction, int?, DateTimeOffset)"/>, for a call of <paramref name="tenant"/>.</summary>
+    public ReserveOutcome Check(string callKey, Direction direction, int? perCallMax, string? tenant, DateTimeOffset now)
     {
         var nowMs = now.ToUnixTimeMilliseconds();
         var (inbound, outbound) = (_inbound, _outbound);
         var ownLeaseEnded = false;
+        var reservations = Reservations;
+        Dictionary<string, int>? tenantCalls = null;
         foreach (var entry in _leases)
         {
             if (entry.LeaseEndMs > nowMs)
@@ -217,7 +248,14 @@ public sealed class LimitLedger
                 break;
             }
 
-            if (State.Calls[entry.CallKey].Direction == Direction.Inbound)
+            var ended = State.Calls[entry.CallKey];
+            if (reservations is not null && ended.Tenant is { } endedTenant)
+            {
+                tenantCalls ??= new Dictionary<string, int>(_tenantCalls, StringComparer.Ordinal);
+                tenantCalls[endedTenant]--;
+            }
+
+            if (ended.Direction == Direction.Inbound)
             {
                 inbound--;
             }
@@ -238,6 +276,11 @@ public sealed class LimitLedger
         var outcome = Key.Kind == LimitKind.Key
             ? DecidePerKey(direction, perCallMax ?? State.LastPerCallMax, inbound + outbound)
             : Decide(effective, direction, inbound, outbound);
+        if (outcome.Admitted && reservations is not null)
+        {
+            outcome = Shared(reservations.Decide(tenant, effective.Total, inbound + outbound, tenantCalls ?? _tenantCalls), outcome);
+        }
+
         outcome = DecideRate(outcome, effective, direction, now, take: false);
         if (outcome.Admitted)
         {
@@ -284,6 +327,9 @@ public sealed class LimitLedger
         return true;
     }
 
+    /// <summary>The answer of a trunk's maxima, refined by its reservations: their refusal, else the maxima's admission.</summary>
+    private static ReserveOutcome Shared(ReserveOutcome reservations, ReserveOutcome maxima) => reservations.Admitted ? maxima : reservations;
+
     /// <summary>A call the counts admitted, asked of the rates too; with <paramref name="take"/> an admitted call takes its tokens.</summary>
     private ReserveOutcome DecideRate(ReserveOutcome outcome, LimitSettings effective, Direction direction, DateTimeOffset now, bool take)
     {
@@ -302,7 +348,7 @@ public sealed class LimitLedger
     /// Nothing here needs storing: no call is held and no run-time override is set (the configured limits live in
     /// configuration; the reclaimed count and a per-key limit's last maximum are only shown in listings).
     /// </summary>
-    public bool IsIdle => State.Calls.Count == 0 && State.Override is null;
+    public bool IsIdle => State.Calls.Count == 0 && State.Override is null && State.Reservations is null;
 
     /// <summary>
     /// Marks the call answered (2xx) and gives it the confirmed lease. False when the call holds no slot
@@ -464,11 +510,30 @@ public sealed class LimitLedger
         }
 
         calls.Sort(static (a, b) => string.CompareOrdinal(a.CallKey, b.CallKey));
-        return new LimitSnapshot(Key.ToString(), Key.Kind, Effective, inbound, outbound, inbound + outbound, State.Reclaimed, calls, Overridden, State.Refused, State.ShadowRefused);
+        var reservations = Reservations;
+        return new LimitSnapshot(Key.ToString(), Key.Kind, Effective, inbound, outbound, inbound + outbound, State.Reclaimed, calls, Overridden, State.Refused, State.ShadowRefused)
+        {
+            Reservations = reservations,
+            TenantCalls = reservations is null ? null : new Dictionary<string, int>(_tenantCalls.Where(static t => t.Value > 0), StringComparer.Ordinal),
+            ReservationsOverridden = State.Reservations is not null,
+        };
     }
 
     private void Count(HeldCall call, int delta)
     {
+        if (call.Tenant is { } tenant)
+        {
+            var count = _tenantCalls.GetValueOrDefault(tenant) + delta;
+            if (count == 0)
+            {
+                _tenantCalls.Remove(tenant);
+            }
+            else
+            {
+                _tenantCalls[tenant] = count;
+            }
+        }
+
         if (call.Direction == Direction.Inbound)
         {
             _inbound += delta;
@@ -503,7 +568,7 @@ public sealed class LimitLedger
     private ReserveOutcome Decide(LimitSettings limits, Direction direction, int inbound, int outbound)
     {
         var total = inbound + outbound;
-        var isUser = Key.Kind == LimitKind.User;
+        var kind = Key.Kind;
         var directionLimit = direction == Direction.Inbound ? limits.Inbound : limits.Outbound;
         var directionCount = direction == Direction.Inbound ? inbound : outbound;
 
@@ -521,11 +586,13 @@ public sealed class LimitLedger
 
         if (directionLimit is { } dl && directionCount >= dl)
         {
-            var reason = (isUser, direction) switch
+            var reason = (kind, direction) switch
             {
-                (true, Direction.Inbound) => RejectReason.UserInLimitReached,
-                (true, _) => RejectReason.UserOutLimitReached,
-                (false, Direction.Inbound) => RejectReason.TrunkInLimitReached,
+                (LimitKind.User, Direction.Inbound) => RejectReason.UserInLimitReached,
+                (LimitKind.User, _) => RejectReason.UserOutLimitReached,
+                (LimitKind.Tenant, Direction.Inbound) => RejectReason.TenantInLimitReached,
+                (LimitKind.Tenant, _) => RejectReason.TenantOutLimitReached,
+                (_, Direction.Inbound) => RejectReason.TrunkInLimitReached,
                 _ => RejectReason.TrunkOutLimitReached,
             };
             return ReserveOutcome.Reject(reason, dl, directionCount);
@@ -533,7 +600,13 @@ public sealed class LimitLedger
 
         if (limits.Total is { } tl && total >= tl)
         {
-            return ReserveOutcome.Reject(isUser ? RejectReason.UserTotalLimitReached : RejectReason.TrunkTotalLimitReached, tl, total);
+            var reason = kind switch
+            {
+                LimitKind.User => RejectReason.UserTotalLimitReached,
+                LimitKind.Tenant => RejectReason.TenantTotalLimitReached,
+                _ => RejectReason.TrunkTotalLimitReached,
+            };
+            return ReserveOutcome.Reject(reason, tl, total);
         }
 
         return ReserveOutcome.Admit(directionLimit ?? limits.Total, limits.Total is null ? directionCount : total);

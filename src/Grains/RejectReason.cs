@@ -22,12 +22,26 @@ public enum RejectReason : byte
     TrunkOutRateLimitReached,
     InPerKeyRateLimitReached,
     OutPerKeyRateLimitReached,
+    TenantTotalLimitReached,
+    TenantInLimitReached,
+    TenantOutLimitReached,
+    TenantTotalRateLimitReached,
+    TenantInRateLimitReached,
+    TenantOutRateLimitReached,
+
+    /// <summary>A shared trunk: the call's tenant holds its maximum there (docs/policies.md, "Guaranteed reservations").</summary>
+    TrunkTenantMaxReached,
+
+    /// <summary>A shared trunk: the free slots left are other tenants' unused guarantees.</summary>
+    TrunkReservedForOtherTenants,
 }
 
 public static class RejectReasons
 {
     /// <summary>Whether a call rate (not a concurrent count) refused the call (docs/policies.md, "Call rates").</summary>
-    public static bool IsRate(this RejectReason reason) => reason >= RejectReason.UserTotalRateLimitReached;
+    public static bool IsRate(this RejectReason reason) =>
+        reason is (>= RejectReason.UserTotalRateLimitReached and <= RejectReason.OutPerKeyRateLimitReached)
+            or (>= RejectReason.TenantTotalRateLimitReached and <= RejectReason.TenantOutRateLimitReached);
 
     /// <summary>The stable upper-case code, e.g. <c>USER_TOTAL_LIMIT_REACHED</c>.</summary>
     public static string ToCode(this RejectReason reason) => reason switch
@@ -50,6 +64,14 @@ public static class RejectReasons
         RejectReason.TrunkOutRateLimitReached => "TRUNK_OUT_RATE_LIMIT_REACHED",
         RejectReason.InPerKeyRateLimitReached => "IN_PER_KEY_RATE_LIMIT_REACHED",
         RejectReason.OutPerKeyRateLimitReached => "OUT_PER_KEY_RATE_LIMIT_REACHED",
+        RejectReason.TenantTotalLimitReached => "TENANT_TOTAL_LIMIT_REACHED",
+        RejectReason.TenantInLimitReached => "TENANT_IN_LIMIT_REACHED",
+        RejectReason.TenantOutLimitReached => "TENANT_OUT_LIMIT_REACHED",
+        RejectReason.TenantTotalRateLimitReached => "TENANT_TOTAL_RATE_LIMIT_REACHED",
+        RejectReason.TenantInRateLimitReached => "TENANT_IN_RATE_LIMIT_REACHED",
+        RejectReason.TenantOutRateLimitReached => "TENANT_OUT_RATE_LIMIT_REACHED",
+        RejectReason.TrunkTenantMaxReached => "TRUNK_TENANT_MAX_REACHED",
+        RejectReason.TrunkReservedForOtherTenants => "TRUNK_RESERVED_FOR_OTHER_TENANTS",
         _ => throw new ArgumentOutOfRangeException(nameof(reason)),
     };
 }

@@ -54,7 +54,18 @@ public sealed record LimitEntry(
     long Reclaimed,
     IReadOnlyList<HeldCallSnapshot>? Calls,
     long Refused = 0,
-    long ShadowRefused = 0);
+    long ShadowRefused = 0,
+    IReadOnlyList<ReservationDto>? Reservations = null,
+    string? ReservationsSource = null);
+
+/// <summary>
+/// One tenant's share of a trunk as the admin API shows it (docs/policies.md, "Guaranteed reservations"): its guarantee,
+/// its maximum (null: up to the trunk's total) and the calls it holds there now.
+/// </summary>
+public sealed record ReservationDto(string Tenant, int Guaranteed, int? Maximum, int Calls);
+
+/// <summary>One tenant's share as <c>PUT /api/reservations/{trunk}</c> takes it.</summary>
+public sealed record ReservationValuesDto(int? Guaranteed, int? Maximum);
 
 /// <summary>An audit entry as <c>GET /api/audit</c> lists it (before and after as JSON values).</summary>
 public sealed record AuditEntryDto(long Id, DateTimeOffset At, string Actor, string Action, string Target, JsonElement? Before, JsonElement? After);
@@ -88,6 +99,8 @@ public sealed record ClusterDto(IReadOnlyList<SiloDto> Silos, int Active, long? 
 [JsonSerializable(typeof(LimitEntry))]
 [JsonSerializable(typeof(IReadOnlyList<LimitEntry>))]
 [JsonSerializable(typeof(LimitValuesDto))]
+[JsonSerializable(typeof(Dictionary<string, ReservationValuesDto>))]
+[JsonSerializable(typeof(IReadOnlyList<ReservationDto>))]
 [JsonSerializable(typeof(AuditLimitDto))]
 [JsonSerializable(typeof(IReadOnlyList<AuditEntryDto>))]
 [JsonSerializable(typeof(ClusterDto))]
@@ -123,7 +136,7 @@ public static partial class AdminApi
             {
                 if (!LimitKinds.TryParse(kind, out var k))
                 {
-                    return Problem(StatusCodes.Status400BadRequest, $"unknown kind '{kind}' (expected user, trunk or key)");
+                    return Problem(StatusCodes.Status400BadRequest, $"unknown kind '{kind}' (expected user, trunk, key or tenant)");
                 }
 
                 filter = k;
@@ -179,6 +192,32 @@ public static partial class AdminApi
 
         api.MapDelete("/limits/{kind}/{*value}", (HttpContext http, string kind, string value, GrainAccess grains, AdminAudit audit) =>
             ChangeAsync(http, kind, value, LimitChange.Clear, "limits.clear", grains, audit));
+
+        // A trunk's guaranteed reservations (docs/policies.md, "Guaranteed reservations"): replaced whole, or back to configuration.
+        api.MapPut("/reservations/{*trunk}", async (HttpContext http, string trunk, GrainAccess grains, AdminAudit audit) =>
+        {
+            var body = await ReadBodyAsync(http).ConfigureAwait(false);
+            Dictionary<string, ReservationValuesDto>? shares = null;
+            try
+            {
+                shares = body is { ValueKind: JsonValueKind.Object } json ? json.Deserialize(AdminJsonContext.Default.DictionaryStringReservationValuesDto) : null;
+            }
+            catch (JsonException)
+            {
+            }
+
+            if (shares is null)
+            {
+                return Problem(StatusCodes.Status400BadRequest, "expected a JSON object of tenants, each {\"guaranteed\": n, \"maximum\": n or null}");
+            }
+
+            var reservations = new TrunkReservations(shares.ToDictionary(
+                static s => s.Key, static s => new TenantReservation(s.Value?.Guaranteed ?? 0, s.Value?.Maximum), StringComparer.Ordinal));
+            return await SetReservationsAsync(http, trunk, reservations, "reservations.set", grains, audit).ConfigureAwait(false);
+        });
+
+        api.MapDelete("/reservations/{*trunk}", (HttpContext http, string trunk, GrainAccess grains, AdminAudit audit) =>
+            SetReservationsAsync(http, trunk, null, "reservations.clear", grains, audit));
 
         api.MapPost("/calls/admit", async (HttpContext http, AdmitRequestDto body, GrainAccess grains, AdminAudit audit, CancellationToken ct) =>
         {
@@ -249,6 +288,34 @@ public static partial class AdminApi
         }
 
         await audit.RecordLimitAsync(http, action, key, result).ConfigureAwait(false);
+        return Results.Json(grains.Entry(result.After, includeCalls: false), AdminJsonContext.Default.LimitEntry);
+    }
+
+    private static async Task<IResult> SetReservationsAsync(HttpContext http, string trunk, TrunkReservations? reservations, string action, GrainAccess grains, AdminAudit audit)
+    {
+        if (!ParseKey("trunk", trunk, out var key, out var error))
+        {
+            return Problem(StatusCodes.Status400BadRequest, error);
+        }
+
+        LimitChangeResult result;
+        try
+        {
+            result = await grains.SetReservationsAsync(key, reservations).ConfigureAwait(false);
+        }
+        catch (ArgumentException ex)
+        {
+            return Problem(StatusCodes.Status400BadRequest, ex.Message);
+        }
+
+        var before = grains.Entry(result.Before, includeCalls: false).Reservations;
+        var after = grains.Entry(result.After, includeCalls: false).Reservations;
+        await audit.RecordAsync(
+            http,
+            action,
+            key.ToString(),
+            before is null ? null : JsonSerializer.Serialize(before, AdminJsonContext.Default.IReadOnlyListReservationDto),
+            after is null ? null : JsonSerializer.Serialize(after, AdminJsonContext.Default.IReadOnlyListReservationDto)).ConfigureAwait(false);
         return Results.Json(grains.Entry(result.After, includeCalls: false), AdminJsonContext.Default.LimitEntry);
     }
 

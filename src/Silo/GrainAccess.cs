@@ -20,6 +20,26 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
         return grains.GetGrain<ILimitGrain>(key.ToString()).ChangeLimitsAsync(change);
     }
 
+    /// <summary>
+    /// Sets a trunk's reservations at run time (null: back to configuration), validated by field against the trunk's total
+    /// in force and the configured tenants; <see cref="ArgumentException"/> naming the field otherwise.
+    /// </summary>
+    public async Task<LimitChangeResult> SetReservationsAsync(LimitKey trunk, TrunkReservations? reservations)
+    {
+        var grain = grains.GetGrain<ILimitGrain>(trunk.ToString());
+        if (reservations is not null)
+        {
+            var current = await grain.GetSnapshotAsync().ConfigureAwait(false);
+            var errors = reservations.Validate(trunk + ":Reservations", current.Limits.Total, limits.CurrentValue.Tenants.Keys).ToList();
+            if (errors.Count > 0)
+            {
+                throw new ArgumentException(string.Join(" ", errors), nameof(reservations));
+            }
+        }
+
+        return await grain.SetReservationsAsync(reservations).ConfigureAwait(false);
+    }
+
     /// <summary>Whether <paramref name="key"/> has a stored row.</summary>
     public async Task<bool> IsStoredAsync(LimitKey key) =>
         await store.ReadVersionAsync(new StateId(GrainTypes.Limit, key.ToString()), CancellationToken.None).ConfigureAwait(false) > 0;
@@ -32,6 +52,7 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
         {
             LimitKind.User => options.FindUser(key.Value) is not null,
             LimitKind.Trunk => options.Trunks.ContainsKey(key.Value),
+            LimitKind.Tenant => options.Tenants.ContainsKey(key.Value),
             _ => false,
         };
     }
@@ -54,19 +75,20 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
         {
             if (LimitKey.TryParse(keyText, out var key, out _) && Wanted(key))
             {
-                var ledger = new LimitLedger(key, StateSerializer.DeserializeLimit(stored, out _), settings.GetLimits(key));
+                var ledger = new LimitLedger(key, StateSerializer.DeserializeLimit(stored, out _), settings.GetLimits(key)) { ConfiguredReservations = settings.GetReservations(key) };
                 entries[keyText] = Entry(ledger.Snapshot(includeCalls), includeCalls);
             }
         }
 
         var options = limits.CurrentValue;
-        var configured = options.Users.Keys.Select(u => LimitKey.User(options.Normalize(u)!))
-            .Concat(options.Trunks.Keys.Select(LimitKey.Trunk));
+        var configured = options.Users.Keys.Select(u => LimitKey.User(options.NormalizeConfigured(u)!))
+            .Concat(options.Trunks.Keys.Select(LimitKey.Trunk))
+            .Concat(options.Tenants.Keys.Select(LimitKey.Tenant));
         foreach (var key in configured)
         {
             if (Wanted(key) && !entries.ContainsKey(key.ToString()))
             {
-                entries[key.ToString()] = Entry(new LimitLedger(key, new LimitGrainState(), settings.GetLimits(key)).Snapshot(includeCalls), includeCalls);
+                entries[key.ToString()] = Entry(new LimitLedger(key, new LimitGrainState(), settings.GetLimits(key)) { ConfiguredReservations = settings.GetReservations(key) }.Snapshot(includeCalls), includeCalls);
             }
         }
 
@@ -133,7 +155,11 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
             snapshot.Reclaimed,
             includeCalls ? snapshot.Calls : null,
             snapshot.Refused,
-            snapshot.ShadowRefused);
+            snapshot.ShadowRefused,
+            snapshot.Reservations?.Tenants.OrderBy(static t => t.Key, StringComparer.Ordinal)
+                .Select(t => new ReservationDto(t.Key, t.Value.Guaranteed, t.Value.Maximum, snapshot.TenantCalls?.GetValueOrDefault(t.Key) ?? 0))
+                .ToList(),
+            snapshot.Reservations is null ? null : snapshot.ReservationsOverridden ? LimitSources.Runtime : LimitSources.Config);
     }
 
     public async Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CancellationToken cancellationToken) =>
@@ -170,7 +196,7 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
                 continue;
             }
 
-            var ledger = new LimitLedger(key, StateSerializer.DeserializeLimit(stored, out _), settings.GetLimits(key));
+            var ledger = new LimitLedger(key, StateSerializer.DeserializeLimit(stored, out _), settings.GetLimits(key)) { ConfiguredReservations = settings.GetReservations(key) };
             list.Add(ledger.Snapshot());
         }
 

@@ -205,6 +205,7 @@ internal static class LimitKinds
             "user" => LimitKind.User,
             "trunk" => LimitKind.Trunk,
             "key" => LimitKind.Key,
+            "tenant" => LimitKind.Tenant,
             _ => 0,
         };
         return kind != 0;

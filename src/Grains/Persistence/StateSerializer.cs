@@ -23,6 +23,8 @@ internal sealed class LimitRow
 
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
     public long ShadowRefused { get; set; }
+
+    public TrunkReservations? Reservations { get; set; }
 }
 
 /// <summary>Grain state as compact UTF-8 JSON: readable in the database, no reflection at run time.</summary>
@@ -42,6 +44,8 @@ internal sealed partial class StateJsonContext : JsonSerializerContext;
 /// [3..11)  SinceMs, int64 little endian (Unix milliseconds)
 /// [11..19) LeaseEndMs, int64 little endian (Unix milliseconds)
 /// </code>
+/// A call held for a tenant on a trunk with reservations (docs/policies.md, "Guaranteed reservations") is format 2: the
+/// same 19 bytes, then the tenant's name in UTF-8 (at most <see cref="LimitKey.MaxValueLength"/> characters).
 /// Rows written before items existed carry the calls in the row's JSON (<c>Calls</c>); they still load, and
 /// the next write of that limit moves them into items (<see cref="DeserializeLimit"/> reports them).
 /// </summary>
@@ -52,9 +56,12 @@ public static class StateSerializer
 
     private const byte HeldCallFormat = 1;
 
+    /// <summary>A held call followed by its tenant's name.</summary>
+    private const byte HeldCallWithTenantFormat = 2;
+
     public static byte[] SerializeLimitRow(LimitGrainState state) =>
         JsonSerializer.SerializeToUtf8Bytes(
-            new LimitRow { Override = state.Override, OverrideFields = state.OverrideFields, LastPerCallMax = state.LastPerCallMax, Reclaimed = state.Reclaimed, Refused = state.Refused, ShadowRefused = state.ShadowRefused },
+            new LimitRow { Override = state.Override, OverrideFields = state.OverrideFields, LastPerCallMax = state.LastPerCallMax, Reclaimed = state.Reclaimed, Refused = state.Refused, ShadowRefused = state.ShadowRefused, Reservations = state.Reservations },
             StateJsonContext.Default.LimitRow);
 
     public static byte[] Serialize(CallGrainState state) =>
@@ -62,8 +69,15 @@ public static class StateSerializer
 
     public static byte[] SerializeHeldCall(HeldCall call)
     {
-        var data = new byte[HeldCallSize];
-        data[0] = HeldCallFormat;
+        ArgumentNullException.ThrowIfNull(call);
+        var tenantBytes = call.Tenant is null ? 0 : System.Text.Encoding.UTF8.GetByteCount(call.Tenant);
+        var data = new byte[HeldCallSize + tenantBytes];
+        data[0] = call.Tenant is null ? HeldCallFormat : HeldCallWithTenantFormat;
+        if (call.Tenant is not null)
+        {
+            System.Text.Encoding.UTF8.GetBytes(call.Tenant, data.AsSpan(HeldCallSize));
+        }
+
         data[1] = (byte)call.Direction;
         data[2] = (byte)call.Phase;
         BinaryPrimitives.WriteInt64LittleEndian(data.AsSpan(3, 8), call.SinceMs);
@@ -73,7 +87,8 @@ public static class StateSerializer
 
     public static HeldCall DeserializeHeldCall(ReadOnlySpan<byte> data)
     {
-        if (data.Length != HeldCallSize || data[0] != HeldCallFormat)
+        var withTenant = data.Length > HeldCallSize && data[0] == HeldCallWithTenantFormat;
+        if (!withTenant && (data.Length != HeldCallSize || data[0] != HeldCallFormat))
         {
             throw new InvalidDataException($"A held call item must be {HeldCallSize} bytes of format {HeldCallFormat}; got {data.Length} bytes, format {(data.IsEmpty ? -1 : data[0])}.");
         }
@@ -91,6 +106,7 @@ public static class StateSerializer
             Phase = phase,
             SinceMs = BinaryPrimitives.ReadInt64LittleEndian(data.Slice(3, 8)),
             LeaseEndMs = BinaryPrimitives.ReadInt64LittleEndian(data.Slice(11, 8)),
+            Tenant = withTenant ? System.Text.Encoding.UTF8.GetString(data[HeldCallSize..]) : null,
         };
     }
 

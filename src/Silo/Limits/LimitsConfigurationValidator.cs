@@ -14,6 +14,7 @@ public sealed class LimitsConfigurationValidator(IConfiguration configuration) :
     [
         nameof(LimitValues.Total), nameof(LimitValues.Inbound), nameof(LimitValues.Outbound),
         nameof(LimitValues.TotalBurst), nameof(LimitValues.InboundBurst), nameof(LimitValues.OutboundBurst),
+        nameof(ReservationValues.Guaranteed), nameof(ReservationValues.Maximum),
     ];
 
     private static readonly string[] RateFields = [nameof(LimitValues.TotalRate), nameof(LimitValues.InboundRate), nameof(LimitValues.OutboundRate)];
@@ -37,6 +38,9 @@ public sealed class LimitsConfigurationValidator(IConfiguration configuration) :
         var entries = new List<IConfigurationSection> { section.GetSection(nameof(LimitsOptions.DefaultUser)) };
         entries.AddRange(section.GetSection(nameof(LimitsOptions.Users)).GetChildren());
         entries.AddRange(section.GetSection(nameof(LimitsOptions.Trunks)).GetChildren());
+        entries.AddRange(section.GetSection(nameof(LimitsOptions.Tenants)).GetChildren());
+        entries.AddRange(section.GetSection(nameof(LimitsOptions.Trunks)).GetChildren()
+            .SelectMany(static trunk => trunk.GetSection(nameof(LimitValues.Reservations)).GetChildren()));
         foreach (var entry in entries)
         {
             foreach (var child in entry.GetChildren())

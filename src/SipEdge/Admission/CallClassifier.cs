@@ -444,6 +444,9 @@ public sealed class CallClassifier
         string? error = null;
 
         // Origin.
+        // Tenants (docs/policies.md, "Tenants"): a user at a tenant's domain is keyed with the domain (alice@a.com).
+        var callerTenant = _limits.TenantOfDomain(AddressText.NormalizeHost(input.FromHost));
+        var calledTenant = _limits.TenantOfDomain(AddressText.NormalizeHost(calledHost));
         var trunkSource = SourceTrunkOf(source, input.CertificateSha256, input.CertificateNames);
         if (trunkSource.Match == TrunkMatch.CertificateRequired)
         {
@@ -452,17 +455,21 @@ public sealed class CallClassifier
 
         var sourceTrunk = trunkSource.Trunk;
         string? caller = null;
+        string? originTenant = null;
         CallOrigin origin;
         if (sourceTrunk is not null)
         {
             origin = CallOrigin.Trunk;
+            originTenant = _limits.TenantOfTrunk(sourceTrunk);
             Add(LimitKind.Trunk, sourceTrunk, Direction.Inbound, null);
         }
-        else if (input.VerifiedCaller is not null ? !string.IsNullOrEmpty(fromUser) && (_hasDefaultUser || _limits.FindUser(fromUser) is not null)
-                 : IsLocalUser(fromUser, input.FromHost))
+        else if (input.VerifiedCaller is not null
+                 ? !string.IsNullOrEmpty(fromUser) && (_hasDefaultUser || callerTenant is not null || _limits.FindUser(UserKeyOf(fromUser, input.FromHost, callerTenant)) is not null)
+                 : IsLocalUser(fromUser, input.FromHost, callerTenant))
         {
             origin = CallOrigin.LocalUser;
-            caller = fromUser!;
+            caller = UserKeyOf(fromUser!, input.FromHost, callerTenant);
+            originTenant = callerTenant;
             Add(LimitKind.User, caller, Direction.Outbound, null);
         }
         else
@@ -474,26 +481,46 @@ public sealed class CallClassifier
         var route = RouteOf(called);
         string? destinationTrunk = null;
         string? calledUser = null;
+        string? destinationTenant = null;
         CallDestination destination;
         IPEndPoint? nextHop = route?.NextHop;
         if (route?.Trunk is { } trunk)
         {
             destination = CallDestination.Trunk;
             destinationTrunk = trunk;
+            destinationTenant = _limits.TenantOfTrunk(trunk);
             if (!string.Equals(trunk, sourceTrunk, StringComparison.Ordinal))
             {
-                Add(LimitKind.Trunk, trunk, Direction.Outbound, null);
+                Add(LimitKind.Trunk, trunk, Direction.Outbound, null, originTenant);
             }
         }
-        else if (IsLocalUser(called, calledHost))
+        else if (IsLocalUser(called, calledHost, calledTenant))
         {
             destination = CallDestination.LocalUser;
-            calledUser = called;
-            Add(LimitKind.User, called, Direction.Inbound, null);
+            calledUser = UserKeyOf(called, calledHost, calledTenant);
+            destinationTenant = calledTenant;
+            Add(LimitKind.User, calledUser, Direction.Inbound, null);
         }
         else
         {
             destination = CallDestination.Other;
+        }
+
+        // Each trunk is counted for the tenant on the call's other side (a shared trunk's reservations); then the tenants'
+        // pools: a call a tenant makes is its outbound, a call to it its inbound; within one tenant, counted once.
+        if (sourceTrunk is not null && destinationTenant is not null && limits.Count > 0 && limits[0].Key == LimitKey.Trunk(sourceTrunk).ToString())
+        {
+            limits[0] = limits[0] with { Tenant = destinationTenant };
+        }
+
+        if (originTenant is not null)
+        {
+            Add(LimitKind.Tenant, originTenant, Direction.Outbound, null);
+        }
+
+        if (destinationTenant is not null)
+        {
+            Add(LimitKind.Tenant, destinationTenant, Direction.Inbound, null);
         }
 
         // Per-key limits from the dial plan and setup rules.
@@ -540,7 +567,7 @@ public sealed class CallClassifier
 
         return new CallClassification(callKey, limits, nextHop, origin, destination, sourceTrunk, destinationTrunk, caller, calledUser, route?.Prefix, isEmergency, source);
 
-        void Add(LimitKind kind, string value, Direction direction, int? max)
+        void Add(LimitKind kind, string value, Direction direction, int? max, string? tenant = null)
         {
             if (error is not null)
             {
@@ -568,7 +595,7 @@ public sealed class CallClassifier
                 return;
             }
 
-            limits.Add(new LimitRequest(key, direction, max));
+            limits.Add(new LimitRequest(key, direction, max, tenant));
         }
     }
 
@@ -598,9 +625,19 @@ public sealed class CallClassifier
     private RejectCodesOptions? SourceCodes(CallClassification call) =>
         call.SourceTrunk is { } id && _trunkRejectCodes.TryGetValue(id, out var codes) ? codes : null;
 
-    private bool IsLocalUser(string? user, string? host) =>
+    private bool IsLocalUser(string? user, string? host, string? tenant) =>
         !string.IsNullOrEmpty(user)
-        && (_limits.FindUser(user) is not null || (_hasDefaultUser && AddressText.NormalizeHost(host) is { } h && _localHosts.Contains(h)));
+        && (tenant is not null || _limits.FindUser(UserKeyOf(user, host, null)) is not null
+            || (_hasDefaultUser && AddressText.NormalizeHost(host) is { } h && _localHosts.Contains(h)));
+
+    /// <summary>
+    /// The name a user's limit is keyed by (docs/policies.md, "Tenants"): <c>alice@a.com</c> at a tenant's domain, else the
+    /// user part alone; an <c>@</c> in a user part (an escaped <c>%40</c>) stays escaped, so it never names a tenant's user.
+    /// </summary>
+    private static string UserKeyOf(string user, string? host, string? tenant) =>
+        tenant is not null && AddressText.NormalizeHost(host) is { } domain
+            ? LimitsOptions.Qualify(user.Replace("@", "%40", StringComparison.Ordinal), domain)
+            : user.Replace("@", "%40", StringComparison.Ordinal);
 
     /// <summary>
     /// Whether a call from <paramref name="source"/>, with the given client certificate if any, is a trunk's: see

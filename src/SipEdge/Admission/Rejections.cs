@@ -57,6 +57,10 @@ public readonly record struct SipRejection(int Status, string ReasonPhrase, int 
     {
         RejectReason.UserTotalLimitReached or RejectReason.UserInLimitReached or RejectReason.UserOutLimitReached => RejectionCategory.UserLimit,
         RejectReason.TrunkTotalLimitReached or RejectReason.TrunkInLimitReached or RejectReason.TrunkOutLimitReached => RejectionCategory.TrunkLimit,
+
+        // A tenant's pool and a shared trunk's reservations are group limits like a trunk's (docs/policies.md, "Tenants").
+        RejectReason.TenantTotalLimitReached or RejectReason.TenantInLimitReached or RejectReason.TenantOutLimitReached
+            or RejectReason.TrunkTenantMaxReached or RejectReason.TrunkReservedForOtherTenants => RejectionCategory.TrunkLimit,
         RejectReason.InPerKeyCacLimitReached or RejectReason.OutPerKeyCacLimitReached => RejectionCategory.PerKeyLimit,
         _ when reason.IsRate() => RejectionCategory.RateLimit,
         RejectReason.DirectionBarred => direction == Direction.Inbound ? RejectionCategory.IncomingBarred : RejectionCategory.OutgoingBarred,

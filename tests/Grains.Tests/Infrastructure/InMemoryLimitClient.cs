@@ -72,10 +72,10 @@ public sealed class InMemoryLimitClient : ILimitGrainClient
     /// </summary>
     public bool ChecksAdmit { get; set; }
 
-    public Task<ReserveOutcome> CheckAsync(LimitKey key, string callKey, Direction direction, int? perCallMax, CancellationToken cancellationToken)
+    public Task<ReserveOutcome> CheckAsync(LimitKey key, string callKey, Direction direction, int? perCallMax, string? tenant, CancellationToken cancellationToken)
     {
         Enter("check", key);
-        return Task.FromResult(ChecksAdmit ? ReserveOutcome.Admit(null, 0) : Grain(key).Check(callKey, direction, perCallMax, _time.GetUtcNow()));
+        return Task.FromResult(ChecksAdmit ? ReserveOutcome.Admit(null, 0) : Grain(key).Check(callKey, direction, perCallMax, tenant, _time.GetUtcNow()));
     }
 
     /// <summary>
@@ -90,16 +90,16 @@ public sealed class InMemoryLimitClient : ILimitGrainClient
         return sent.Task;
     }
 
-    public Task<ReserveOutcome> TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, CancellationToken cancellationToken)
+    public Task<ReserveOutcome> TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, string? tenant, CancellationToken cancellationToken)
     {
         Enter("reserve", key);
         if (_delayed.Remove(key, out var delayed))
         {
             delayed.Sent.SetResult();
-            return ArriveAsync(delayed.Arrives, key, callKey, direction, lease, perCallMax).WaitAsync(cancellationToken);
+            return ArriveAsync(delayed.Arrives, key, callKey, direction, lease, perCallMax, tenant).WaitAsync(cancellationToken);
         }
 
-        var outcome = Grain(key).TryReserve(callKey, direction, lease, perCallMax, _time.GetUtcNow(), out _);
+        var outcome = Grain(key).TryReserve(callKey, direction, lease, perCallMax, tenant, _time.GetUtcNow(), out _);
         if (DieAfterReservations is { } n)
         {
             DieAfterReservations = n - 1;
@@ -113,11 +113,11 @@ public sealed class InMemoryLimitClient : ILimitGrainClient
         return Task.FromResult(outcome);
     }
 
-    private async Task<ReserveOutcome> ArriveAsync(Task arrives, LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax)
+    private async Task<ReserveOutcome> ArriveAsync(Task arrives, LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, string? tenant)
     {
         await arrives;
         _events.Add($"reserved:{key}");
-        return Grain(key).TryReserve(callKey, direction, lease, perCallMax, _time.GetUtcNow(), out _);
+        return Grain(key).TryReserve(callKey, direction, lease, perCallMax, tenant, _time.GetUtcNow(), out _);
     }
 
     public Task<bool> ConfirmAsync(LimitKey key, string callKey, TimeSpan lease, CancellationToken cancellationToken)
