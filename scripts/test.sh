@@ -33,6 +33,8 @@ compgen -G '/usr/lib/*/kamailio/modules/tls.so' >/dev/null || missing+=(kamailio
 command -v ip >/dev/null || missing+=(iproute2)
 # promtool checks the alert rules in deploy/prometheus (the telemetry test).
 command -v promtool >/dev/null || missing+=(prometheus)
+# The dashboard's browser test (Microsoft.Playwright drives it; it downloads no browser of its own).
+command -v chromium >/dev/null || missing+=(chromium)
 { command -v unshare && command -v runuser; } >/dev/null || missing+=(util-linux)
 if ((${#missing[@]} > 0)); then
     echo "scripts/test.sh: installing ${missing[*]}"

@@ -51,7 +51,7 @@ public static partial class DashboardEndpoints
         // The meter listener starts with the process, so the totals count from start-up, not from the first browser.
         _ = app.Services.GetRequiredService<DashboardFigures>();
 
-        app.MapGet(Root, (HttpContext http) => Results.Redirect(Root + "/"));
+        // Routing matches /dashboard and /dashboard/ alike.
         app.MapGet(Root + "/", (HttpContext http) => WriteAssetAsync(http, "index.html", StatusCodes.Status200OK));
         app.MapGet(Root + "/login", (HttpContext http) => WriteLoginAsync(http, StatusCodes.Status200OK));
         app.MapGet(Root + "/assets/{name}", (HttpContext http, string name) =>
