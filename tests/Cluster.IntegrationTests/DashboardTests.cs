@@ -79,7 +79,7 @@ public sealed class DashboardTests(ITestOutputHelper output) : IDisposable
         }
 
         // Changes with the cookie keep the token's role, and need the dashboard's header (no cross-site form can send it).
-        var change = new StringContent("{\"total\":5}", Encoding.UTF8, "application/json");
+        const string change = "{\"total\":5}";
         Assert.Equal(HttpStatusCode.Forbidden, (await SendAsync(http, HttpMethod.Patch, "/api/limits/user/alice", reader, change, dashboardHeader: true)).StatusCode);
         Assert.Equal(HttpStatusCode.Forbidden, (await SendAsync(http, HttpMethod.Patch, "/api/limits/user/alice", writer, change, dashboardHeader: false)).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await SendAsync(http, HttpMethod.Patch, "/api/limits/user/alice", writer, change, dashboardHeader: true)).StatusCode);
@@ -131,6 +131,9 @@ public sealed class DashboardTests(ITestOutputHelper output) : IDisposable
         await page.ClickAsync("button[type=submit]");
         await page.WaitForSelectorAsync("#status[data-state=live]", new PageWaitForSelectorOptions { Timeout = 15_000 });
         Assert.Equal("test-writer (write)", await page.TextContentAsync("#who"));
+
+        // The 401 of the first navigation was logged by the browser as an error; from here on the page must log none.
+        console.Clear();
 
         // alice's calls, watched in the calls panel.
         await page.FillAsync("#watch-key", "user/alice");
@@ -195,9 +198,9 @@ public sealed class DashboardTests(ITestOutputHelper output) : IDisposable
         }
 
         var othersStats = await others.WaitAsync(TimeSpan.FromSeconds(90));
-        output.WriteLine($"others {othersStats}; uas created {uas.Stop().Created}");
+        output.WriteLine($"others {othersStats}");
         await WaitForPageAsync(page, "every count back to 0", "[...document.querySelectorAll('#kinds td.calls')].every(c => c.textContent === '0')", console);
-        Assert.DoesNotContain(console, c => c.StartsWith("page error", StringComparison.Ordinal) || c.StartsWith("error", StringComparison.Ordinal));
+        Assert.True(!console.Any(c => c.StartsWith("page error", StringComparison.Ordinal) || c.StartsWith("error", StringComparison.Ordinal)), string.Join('\n', console));
         await WaitForZeroAsync(edge, TimeSpan.FromSeconds(10), "every call ended");
     }
 
@@ -233,9 +236,9 @@ public sealed class DashboardTests(ITestOutputHelper output) : IDisposable
     }
 
     private static async Task<HttpResponseMessage> SendAsync(
-        HttpClient http, HttpMethod method, string path, string? cookie = null, HttpContent? content = null, bool dashboardHeader = false, bool streamed = false)
+        HttpClient http, HttpMethod method, string path, string? cookie = null, string? json = null, bool dashboardHeader = false, bool streamed = false)
     {
-        using var request = new HttpRequestMessage(method, path) { Content = content };
+        using var request = new HttpRequestMessage(method, path) { Content = json is null ? null : new StringContent(json, Encoding.UTF8, "application/json") };
         if (cookie is not null)
         {
             request.Headers.Add("Cookie", cookie);

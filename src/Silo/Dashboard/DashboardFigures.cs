@@ -23,7 +23,7 @@ public sealed class DashboardFigures : IDisposable
     internal const string LimitUsage = "callstate.limit.usage";
     internal const string LimitCapacity = "callstate.limit.capacity";
 
-    private static readonly HashSet<string> Meters = new(StringComparer.Ordinal) { "CallState.Silo", "CallState.SipEdge", "CallState.Storage" };
+    private static readonly string[] OurMeters = ["CallState.Silo", "CallState.SipEdge", "CallState.Storage"];
 
     private readonly MeterListener _listener = new();
     private readonly ConcurrentDictionary<(string Instrument, string Result, string Reason), Box> _counters = new();
@@ -41,12 +41,19 @@ public sealed class DashboardFigures : IDisposable
     private readonly TimeProvider _time;
 
     public DashboardFigures(TimeProvider time)
+        : this(time, OurMeters)
+    {
+    }
+
+    /// <summary>Listens to the meters named <paramref name="meters"/> (tests use meters of their own).</summary>
+    internal DashboardFigures(TimeProvider time, IReadOnlyCollection<string> meters)
     {
         _time = time;
+        var names = meters.ToHashSet(StringComparer.Ordinal);
         _previousAt = time.GetUtcNow();
         _listener.InstrumentPublished = (instrument, listener) =>
         {
-            if (Meters.Contains(instrument.Meter.Name)
+            if (names.Contains(instrument.Meter.Name)
                 && instrument.Name is GrainAdmissions or EdgeAdmissions or GrainLatency or EdgeLatency or CommitLatency or LimitUsage or LimitCapacity)
             {
                 listener.EnableMeasurementEvents(instrument);
@@ -181,12 +188,14 @@ public sealed class DashboardFigures : IDisposable
                 now[i] = Volatile.Read(ref _counts[i]);
             }
 
-            var oldest = _history.Count > 0 ? _history.Peek() : new long[Count];
+            // The counts as they were Window samples ago (zeros before that many samples): the window is the difference.
             _history.Enqueue(now);
-            if (_history.Count > Window)
+            if (_history.Count > Window + 1)
             {
                 _history.Dequeue();
             }
+
+            var oldest = _history.Count > Window ? _history.Peek() : new long[Count];
 
             var window = new long[Count];
             long total = 0;

@@ -15,6 +15,12 @@ function cell(row, text, className) {
   return td;
 }
 
+// A time of today as a time, any other as date and time (a confirmed call's lease may end another day).
+function when(text) {
+  const date = new Date(text);
+  return date.toDateString() === new Date().toDateString() ? date.toLocaleTimeString() : date.toLocaleString();
+}
+
 function number(value, digits = 0) {
   return value === null || value === undefined ? "–" : Number(value).toFixed(digits);
 }
@@ -168,8 +174,8 @@ function renderWatched(w) {
     cell(row, c.callKey, "key");
     cell(row, c.direction);
     cell(row, c.phase);
-    cell(row, new Date(c.since).toLocaleTimeString());
-    cell(row, new Date(c.leaseEnd).toLocaleTimeString());
+    cell(row, when(c.since));
+    cell(row, when(c.leaseEnd));
     const td = row.insertCell();
     const end = document.createElement("button");
     end.type = "button";
