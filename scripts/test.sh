@@ -35,6 +35,8 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v promtool >/dev/null || missing+=(prometheus)
 # kubectl renders the kustomize overlays of deploy/k8s offline (KustomizeTests, ContainerImageTests).
 command -v kubectl >/dev/null || missing+=(kubectl)
+# The dashboard's browser test (Microsoft.Playwright drives it; it downloads no browser of its own).
+command -v chromium >/dev/null || missing+=(chromium)
 { command -v unshare && command -v runuser; } >/dev/null || missing+=(util-linux)
 if ((${#missing[@]} > 0)); then
     echo "scripts/test.sh: installing ${missing[*]}"

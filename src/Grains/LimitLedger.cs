@@ -120,7 +120,7 @@ public sealed class LimitLedger
     /// </summary>
     public IReadOnlyCollection<string> ChangedCalls => _changedCalls;
 
-    /// <summary>Most call keys remembered as counted (see <see cref="TryReserve"/>): a call asks its limits again within one admission.</summary>
+    /// <summary>Most call keys remembered as counted (see <see cref="TryReserve(string, Direction, TimeSpan, int?, string?, DateTimeOffset, out bool)"/>): a call asks its limits again within one admission.</summary>
     public const int CountedCallsKept = 256;
 
     /// <summary>

@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using CallState.Grains;
 using CallState.Silo.Admin;
+using CallState.Silo.Dashboard;
 using CallState.Storage;
 
 namespace CallState.Silo;
@@ -66,6 +67,12 @@ public sealed record ReservationDto(string Tenant, int Guaranteed, int? Maximum,
 
 /// <summary>One tenant's share as <c>PUT /api/reservations/{trunk}</c> takes it.</summary>
 public sealed record ReservationValuesDto(int? Guaranteed, int? Maximum);
+
+/// <summary>
+/// The limits of one kind summed: keys, calls held, the sum of the maxima of the limited ones (<see cref="Capacity"/>),
+/// how many are unlimited, and calls held by the limited ones over their capacity.
+/// </summary>
+public sealed record LimitKindSummary(string Kind, int Keys, int Inbound, int Outbound, int Total, long Capacity, int Unlimited, double? Utilisation);
 
 /// <summary>An audit entry as <c>GET /api/audit</c> lists it (before and after as JSON values).</summary>
 public sealed record AuditEntryDto(long Id, DateTimeOffset At, string Actor, string Action, string Target, JsonElement? Before, JsonElement? After);
@@ -267,6 +274,7 @@ public static partial class AdminApi
             Results.Json(
                 await ClusterStatus.ReadAsync(grains).ConfigureAwait(false) with { Edges = await ending.EdgesAsync().ConfigureAwait(false) },
                 AdminJsonContext.Default.ClusterDto));
+        app.MapCallStateDashboard();
         return app;
     }
 

@@ -65,6 +65,56 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
     public async Task<(IReadOnlyList<LimitEntry> Page, int Total)> ListAsync(
         LimitKind? kind, string? prefix, int? top, int offset, int pageSize, bool includeCalls, CancellationToken cancellationToken)
     {
+        var all = await AllAsync(kind, prefix, includeCalls, cancellationToken).ConfigureAwait(false);
+        if (top is { } n)
+        {
+            SortByUse(all);
+            return (all.Take(Math.Clamp(n, 0, MaxPageSize)).ToList(), all.Count);
+        }
+
+        all.Sort(static (a, b) => string.CompareOrdinal(a.Key, b.Key));
+        return (all.Skip(Math.Max(offset, 0)).Take(Math.Clamp(pageSize, 0, MaxPageSize)).ToList(), all.Count);
+    }
+
+    /// <summary>
+    /// One read of every configured and stored limit (as <see cref="ListAsync"/> reads them) summed per kind, with the
+    /// <paramref name="top"/> most used: what the dashboard shows each second (docs/dashboard.md).
+    /// </summary>
+    public async Task<(IReadOnlyList<LimitKindSummary> Kinds, IReadOnlyList<LimitEntry> Top, int Count)> OverviewAsync(int top, CancellationToken cancellationToken)
+    {
+        var all = await AllAsync(null, null, includeCalls: false, cancellationToken).ConfigureAwait(false);
+        var kinds = new List<LimitKindSummary>();
+        foreach (var kind in Enum.GetValues<LimitKind>())
+        {
+            int keys = 0, inbound = 0, outbound = 0, total = 0, unlimited = 0, limitedTotal = 0;
+            long capacity = 0;
+            foreach (var entry in all.Where(e => e.Kind == kind))
+            {
+                keys++;
+                inbound += entry.Inbound;
+                outbound += entry.Outbound;
+                total += entry.Total;
+                if (entry.Maximum is { } maximum)
+                {
+                    capacity += maximum;
+                    limitedTotal += entry.Total;
+                }
+                else
+                {
+                    unlimited++;
+                }
+            }
+
+            kinds.Add(new LimitKindSummary(LimitKey.Prefix(kind), keys, inbound, outbound, total, capacity, unlimited,
+                capacity > 0 ? (double)limitedTotal / capacity : null));
+        }
+
+        SortByUse(all);
+        return (kinds, all.Take(Math.Clamp(top, 0, MaxPageSize)).ToList(), all.Count);
+    }
+
+    private async Task<List<LimitEntry>> AllAsync(LimitKind? kind, string? prefix, bool includeCalls, CancellationToken cancellationToken)
+    {
         var rows = await store.ReadAllAsync(GrainTypes.Limit, cancellationToken).ConfigureAwait(false);
         var entries = new Dictionary<string, LimitEntry>(StringComparer.Ordinal);
         bool Wanted(LimitKey key) =>
@@ -92,20 +142,16 @@ public sealed class GrainAccess(IGrainFactory grains, IStateStore store, ILimitS
             }
         }
 
-        var all = entries.Values.ToList();
-        if (top is { } n)
-        {
-            all.Sort(static (a, b) =>
-            {
-                var byUse = Nullable.Compare(b.Utilisation, a.Utilisation);
-                return byUse != 0 ? byUse : b.Total != a.Total ? b.Total.CompareTo(a.Total) : string.CompareOrdinal(a.Key, b.Key);
-            });
-            return (all.Take(Math.Clamp(n, 0, MaxPageSize)).ToList(), all.Count);
-        }
-
-        all.Sort(static (a, b) => string.CompareOrdinal(a.Key, b.Key));
-        return (all.Skip(Math.Max(offset, 0)).Take(Math.Clamp(pageSize, 0, MaxPageSize)).ToList(), all.Count);
+        return [.. entries.Values];
     }
+
+    /// <summary>Most used first: by utilisation, then calls held, then key.</summary>
+    private static void SortByUse(List<LimitEntry> all) =>
+        all.Sort(static (a, b) =>
+        {
+            var byUse = Nullable.Compare(b.Utilisation, a.Utilisation);
+            return byUse != 0 ? byUse : b.Total != a.Total ? b.Total.CompareTo(a.Total) : string.CompareOrdinal(a.Key, b.Key);
+        });
 
     /// <summary>A snapshot as the admin API shows it: where each maximum comes from, and how full the limit is.</summary>
     public LimitEntry Entry(LimitSnapshot snapshot, bool includeCalls)

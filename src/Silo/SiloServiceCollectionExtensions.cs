@@ -2,6 +2,7 @@ using System.Net;
 using System.Text.Json.Serialization;
 using CallState.Grains;
 using CallState.Silo.Admin;
+using CallState.Silo.Dashboard;
 using CallState.Silo.Hosting;
 using CallState.Silo.Limits;
 using CallState.Storage;
@@ -37,6 +38,7 @@ public static class SiloServiceCollectionExtensions
         services.AddCallStateGrainServices(configuration);
         services.AddOrleans(silo => ConfigureSilo(silo, cluster, OtlpExport.Traces(configuration)));
         services.AddHealthChecks().AddCheck<SiloReadyCheck>("silo", tags: ["ready"]);
+        services.AddCallStateDashboard();
         services.ConfigureHttpJsonOptions(o =>
         {
             o.SerializerOptions.Converters.Add(new JsonStringEnumConverter());

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Security.Cryptography;
+using CallState.Silo.Dashboard;
 using CallState.Silo.Hosting;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Mvc;
@@ -10,26 +11,41 @@ namespace CallState.Silo.Admin;
 /// <summary>
 /// Who may use the admin API. The health probes' port serves only the probes, without a token; every other request
 /// needs a bearer token (<c>Authorization: Bearer …</c>) or an API key (<c>X-Api-Key: …</c>) matching a configured one,
-/// and a write role for anything but GET and HEAD. Tokens are compared in constant time and never logged.
+/// and a write role for anything but GET and HEAD. Tokens are compared in constant time and never logged. The dashboard's
+/// browser signs in once and then presents a session cookie instead (<see cref="DashboardSessions"/>); a change made with
+/// the cookie also needs the <see cref="DashboardHeader"/> header, which no cross-site form or link can send.
 /// </summary>
 public sealed partial class AdminAccess
 {
     private const string ActorItem = "callstate.admin.actor";
+    private const string RoleItem = "callstate.admin.role";
+
+    /// <summary>The header the dashboard's scripts send with each change they make with the session cookie.</summary>
+    public const string DashboardHeader = "X-CallState-Dashboard";
 
     private readonly IReadOnlyList<AdminCredential> _credentials;
     private readonly int _healthPort;
+    private readonly DashboardSessions _sessions;
     private readonly ILogger<AdminAccess> _logger;
 
-    public AdminAccess(IReadOnlyList<AdminCredential> credentials, int healthPort, ILogger<AdminAccess> logger)
+    public AdminAccess(IReadOnlyList<AdminCredential> credentials, int healthPort, DashboardSessions sessions, ILogger<AdminAccess> logger)
     {
         _credentials = credentials;
         _healthPort = healthPort;
+        _sessions = sessions;
         _logger = logger;
     }
+
+    /// <summary>Whether any token is configured (the login form says so when none is).</summary>
+    public bool HasTokens => _credentials.Count > 0;
 
     /// <summary>The name of the token that made this request (the audit's "who").</summary>
     public static string Actor(HttpContext context) =>
         context?.Items[ActorItem] as string ?? "unknown";
+
+    /// <summary>The role of the token that made this request.</summary>
+    public static AdminRole Role(HttpContext context) =>
+        context?.Items[RoleItem] as AdminRole? ?? AdminRole.Read;
 
     public async Task InvokeAsync(HttpContext context, RequestDelegate next)
     {
@@ -56,12 +72,34 @@ public sealed partial class AdminAccess
             return;
         }
 
+        // The login form and the files it needs (no secret in them) are served to anyone.
+        if (DashboardEndpoints.IsPublic(context.Request.Path))
+        {
+            await next(context).ConfigureAwait(false);
+            return;
+        }
+
         var presented = Presented(context.Request);
         var credential = presented is null ? null : Find(presented);
+        var bySession = false;
+        if (presented is null && context.Request.Cookies[DashboardSessions.CookieName] is { } session)
+        {
+            credential = _sessions.Find(session);
+            bySession = true;
+        }
+
         if (credential is null)
         {
-            LogRefused(_logger, context.Request.Method, context.Request.Path.Value ?? "", context.Connection.RemoteIpAddress?.ToString() ?? "", presented is null ? "no token" : "unknown token");
+            LogRefused(_logger, context.Request.Method, context.Request.Path.Value ?? "", context.Connection.RemoteIpAddress?.ToString() ?? "",
+                presented is not null ? "unknown token" : bySession ? "unknown or expired dashboard session" : "no token");
             context.Response.Headers.WWWAuthenticate = "Bearer";
+            if (DashboardEndpoints.IsPage(context.Request.Path))
+            {
+                // The dashboard's page answers 401 with the login form, so a browser shows where to sign in.
+                await DashboardEndpoints.WriteLoginAsync(context, StatusCodes.Status401Unauthorized).ConfigureAwait(false);
+                return;
+            }
+
             await ProblemAsync(context, StatusCodes.Status401Unauthorized, "Unauthorized",
                 _credentials.Count == 0 ? "no admin tokens are configured (CallState:Admin:Tokens or CallState:Admin:TokensFile)" : "a valid bearer token or X-Api-Key is required").ConfigureAwait(false);
             return;
@@ -74,7 +112,16 @@ public sealed partial class AdminAccess
             return;
         }
 
+        if (bySession && !HttpMethods.IsGet(context.Request.Method) && !HttpMethods.IsHead(context.Request.Method)
+            && context.Request.Headers[DashboardHeader].Count == 0)
+        {
+            LogRefused(_logger, context.Request.Method, context.Request.Path.Value ?? "", context.Connection.RemoteIpAddress?.ToString() ?? "", "a change by session cookie without the dashboard's header");
+            await ProblemAsync(context, StatusCodes.Status403Forbidden, "Forbidden", $"a change made with the dashboard's session needs the {DashboardHeader} header").ConfigureAwait(false);
+            return;
+        }
+
         context.Items[ActorItem] = credential.Name;
+        context.Items[RoleItem] = credential.Role;
         await next(context).ConfigureAwait(false);
     }
 
@@ -96,7 +143,7 @@ public sealed partial class AdminAccess
     /// <see cref="CryptographicOperations.FixedTimeEquals"/>, every credential checked: the time taken says nothing of
     /// which token, or how much of one, matched.
     /// </summary>
-    private AdminCredential? Find(string presented)
+    internal AdminCredential? Find(string presented)
     {
         var hash = AdminCredential.Hash(presented);
         AdminCredential? found = null;
@@ -148,7 +195,8 @@ public static class AdminHosting
         var health = string.Create(CultureInfo.InvariantCulture, $"http://{(options.HealthAddress.Contains(':', StringComparison.Ordinal) ? $"[{options.HealthAddress}]" : options.HealthAddress)}:{options.HealthPort}");
         builder.WebHost.UseUrls([.. urls, health]);
         var credentials = options.LoadCredentials(out _);
-        builder.Services.AddSingleton(sp => new AdminAccess(credentials, options.HealthPort, sp.GetRequiredService<ILogger<AdminAccess>>()));
+        builder.Services.AddSingleton(sp => new DashboardSessions(sp.GetService<TimeProvider>() ?? TimeProvider.System));
+        builder.Services.AddSingleton(sp => new AdminAccess(credentials, options.HealthPort, sp.GetRequiredService<DashboardSessions>(), sp.GetRequiredService<ILogger<AdminAccess>>()));
         builder.Services.AddProblemDetails();
         builder.Services.AddOpenApi();
     }
