@@ -245,9 +245,11 @@ public sealed class CallAdmission
         // wakes at the lease end; a runtime that loads the record after a crash wakes it at once to finish it.
         var record = _state.WriteAsync(LeaseDue, now, cancellationToken);
 
-        // The limits' own answers: a reservation once sent is decided at its limit whether or not the caller still
-        // waits, so only the wait below takes the caller's cancellation.
-        var answers = ReserveAll(limits, CancellationToken.None);
+        // The limits' own answers. The caller's cancellation goes with each reservation: one still waiting for its limit's
+        // turn is dropped there, reserving and writing nothing (docs/architecture.md, "Overload control"); one already
+        // taken is decided. Either way the answer comes back (the silos wait for a cancelled call's acknowledgement), so
+        // an answer cancelled means not reserved. Only the wait below stops at the caller's cancellation.
+        var answers = ReserveAll(limits, cancellationToken);
         var reservations = cancellationToken.CanBeCanceled ? Array.ConvertAll(answers, a => a.WaitAsync(cancellationToken)) : answers;
         try
         {

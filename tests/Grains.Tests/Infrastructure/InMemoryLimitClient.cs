@@ -80,8 +80,10 @@ public sealed class InMemoryLimitClient : ILimitGrainClient
 
     /// <summary>
     /// The next reservation on <paramref name="key"/> is on its way (forwarded to an activation that moved) until
-    /// <paramref name="arrives"/> completes, and only then reaches the limit; a caller that gives up stops waiting (as the
-    /// shard's client does), while the reservation still arrives. The returned task completes when it has been sent.
+    /// <paramref name="arrives"/> completes, and only then reaches the limit, which decides it even if the caller gave up
+    /// meanwhile (its cancellation overtook the reservation), and the caller gets that answer: the silos wait for a
+    /// cancelled call's answer (SiloMessagingOptions.WaitForCancellationAcknowledgement). The returned task completes when
+    /// it has been sent.
     /// </summary>
     public Task Delay(string key, Task arrives)
     {
@@ -96,7 +98,7 @@ public sealed class InMemoryLimitClient : ILimitGrainClient
         if (_delayed.Remove(key, out var delayed))
         {
             delayed.Sent.SetResult();
-            return ArriveAsync(delayed.Arrives, key, callKey, direction, lease, perCallMax, tenant).WaitAsync(cancellationToken);
+            return ArriveAsync(delayed.Arrives, key, callKey, direction, lease, perCallMax, tenant);
         }
 
         var outcome = Grain(key).TryReserve(callKey, direction, lease, perCallMax, tenant, _time.GetUtcNow(), out _);
