@@ -236,7 +236,11 @@ public sealed class CallAdmission
 
         // The record is serialized now, so the reservations below may run while it is being written. This activation
         // wakes at the lease end; a runtime that loads the record after a crash wakes it at once to finish it.
-        var record = _state.WriteAsync(LeaseDue, now, cancellationToken);
+        // Never cancelled by the caller: should the releases below fail too (a silo that is stopping refuses the shard's
+        // messages), the record is what the edge's abandon, or the due scan, finds to give the slots back; a write
+        // dropped from its queue at the deadline left them to the early lease (docs/reliability.md, "Rolling restart of
+        // the silos").
+        var record = _state.WriteAsync(LeaseDue, now, CancellationToken.None);
 
         // The limits' own answers: a reservation once sent is decided at its limit whether or not the caller still
         // waits, so only the wait below takes the caller's cancellation.
