@@ -243,7 +243,11 @@ public sealed class CallAdmission
 
         // The record is serialized now, so the reservations below may run while it is being written. This activation
         // wakes at the lease end; a runtime that loads the record after a crash wakes it at once to finish it.
-        var record = _state.WriteAsync(LeaseDue, now, cancellationToken);
+        // Never cancelled by the caller: should the releases below fail too (a silo that is stopping refuses the shard's
+        // messages), the record is what the edge's abandon, or the due scan, finds to give the slots back; a write
+        // dropped from its queue at the deadline left them to the early lease (docs/reliability.md, "Rolling restart of
+        // the silos").
+        var record = _state.WriteAsync(LeaseDue, now, CancellationToken.None);
 
         // The limits' own answers. The caller's cancellation goes with each reservation: one still waiting for its limit's
         // turn is dropped there, reserving and writing nothing (docs/architecture.md, "Overload control"); one already

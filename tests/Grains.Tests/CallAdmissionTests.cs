@@ -74,6 +74,36 @@ public sealed class CallAdmissionTests
     }
 
     [Fact]
+    public async Task A_caller_that_gives_up_while_the_record_is_queued_and_a_release_fails_leaves_a_record_that_ends_the_call()
+    {
+        // The deadline passes while the record's write waits in the group commit's queue and the reservation on user/svc
+        // is on its way; the release of user/svc then fails (the shard's silo is stopping). The record must still be
+        // written, so that the edge's abandon (or the due scan) finds the call and gives its slots back.
+        var state = new InMemoryGrainState<CallGrainState>(events: _events);
+        var queue = new TaskCompletionSource();
+        state.Queue = queue.Task;
+        var arrives = new TaskCompletionSource();
+        var sent = _limits.Delay("user/svc", arrives.Task);
+        var call = NewCall(state);
+        using var cancel = new CancellationTokenSource();
+        var admit = Task.Run(() => call.AdmitAsync([new LimitRequest("user/alice", Direction.Outbound), new LimitRequest("user/svc", Direction.Inbound)], cancel.Token));
+        await sent.WaitAsync(TimeSpan.FromSeconds(30));
+
+        await cancel.CancelAsync();
+        _limits.Fail("user/svc");
+        queue.SetResult();
+        arrives.SetResult();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => admit.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(1, _limits.Held("user/svc"));
+
+        Assert.Equal(CallPhase.Admitting, state.Persisted?.Phase);
+        _limits.Heal("user/svc");
+        Assert.True(await NewCall(state.Reload()).EndAsync(CancellationToken.None));
+        Assert.Equal(0, _limits.Held("user/alice"));
+        Assert.Equal(0, _limits.Held("user/svc"));
+    }
+
+    [Fact]
     public async Task A_call_a_limit_would_refuse_is_refused_without_reserving_or_writing_anything()
     {
         // Sorted order: key/+1..., trunk/carrier, user/alice. The trunk (second) is full.

@@ -41,6 +41,29 @@ public sealed class InMemoryGrainState<T> : IDurableState<T>
     /// <summary><see cref="Writes"/> records <paramref name="recoverAt"/>: what storage holds.</summary>
     public Task WriteAsync(DateTimeOffset? dueAt, DateTimeOffset? recoverAt, CancellationToken cancellationToken)
     {
+        if (Queue is { } queue)
+        {
+            return QueuedWriteAsync(queue, dueAt, recoverAt, cancellationToken);
+        }
+
+        return Write(dueAt, recoverAt);
+    }
+
+    /// <summary>
+    /// When set, a write waits for it, as one queued for a group commit does; a write whose caller cancelled meanwhile is
+    /// dropped (never executed), as the committer drops a write it had not taken yet.
+    /// </summary>
+    public Task? Queue { get; set; }
+
+    private async Task QueuedWriteAsync(Task queue, DateTimeOffset? dueAt, DateTimeOffset? recoverAt, CancellationToken cancellationToken)
+    {
+        await queue;
+        cancellationToken.ThrowIfCancellationRequested();
+        await Write(dueAt, recoverAt);
+    }
+
+    private Task Write(DateTimeOffset? dueAt, DateTimeOffset? recoverAt)
+    {
         if (ThrowStale)
         {
             throw new StaleGrainStateException();
