@@ -100,7 +100,13 @@ public static class CliApp
             var answer = await client.GetAsync("/api/limits" + (query.Count == 0 ? "" : "?" + string.Join('&', query)), ct).ConfigureAwait(false);
             return Print(console, answer, json, body =>
             {
-                var table = new Table().AddColumns("Key", "Current", "Maximum", "In", "Out", "Rate", "Refused", "Shadow", "Source");
+                // The key and the shadow count never wrap: a narrow terminal (80 columns when the output is not one) wraps the
+                // other columns first, and a script that greps a key finds it whole.
+                var table = new Table()
+                    .AddColumn(new TableColumn("Key").NoWrap())
+                    .AddColumns("Current", "Maximum", "In", "Out", "Rate", "Refused")
+                    .AddColumn(new TableColumn("Shadow").NoWrap())
+                    .AddColumn("Source");
                 foreach (var entry in body.AsArray())
                 {
                     table.AddRow(
