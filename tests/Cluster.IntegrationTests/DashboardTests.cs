@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
@@ -120,9 +121,10 @@ public sealed class DashboardTests(ITestOutputHelper output) : IDisposable
         });
         var context = await browser.NewContextAsync(new BrowserNewContextOptions { ViewportSize = new ViewportSize { Width = 1440, Height = 1100 } });
         var page = await context.NewPageAsync();
-        var console = new List<string>();
-        page.Console += (_, message) => console.Add($"{message.Type}: {message.Text}");
-        page.PageError += (_, error) => console.Add("page error: " + error);
+        // Written by Playwright's event thread while the test reads it.
+        var console = new ConcurrentQueue<string>();
+        page.Console += (_, message) => console.Enqueue($"{message.Type}: {message.Text}");
+        page.PageError += (_, error) => console.Enqueue("page error: " + error);
 
         // The page asks for a sign-in (401 with the form), then goes live with the write token.
         var first = await page.GotoAsync($"http://127.0.0.1:{edge.HttpPort}/dashboard/");
@@ -223,7 +225,7 @@ public sealed class DashboardTests(ITestOutputHelper output) : IDisposable
     }
 
     /// <summary>Waits (at most <see cref="PageDeadline"/>) until <paramref name="condition"/> holds in the page; returns how long it took.</summary>
-    private static async Task<TimeSpan> WaitForPageAsync(IPage page, string what, string condition, List<string> console)
+    private static async Task<TimeSpan> WaitForPageAsync(IPage page, string what, string condition, ConcurrentQueue<string> console)
     {
         var watch = Stopwatch.StartNew();
         try
