@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
@@ -97,7 +98,7 @@ public sealed class DashboardTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
-    public async Task The_page_follows_alices_calls_shows_a_refusal_with_its_reason_and_a_limit_changed_on_it_applies_to_the_next_call()
+    public async Task The_page_follows_alices_calls_shows_a_refusal_with_its_reason_a_limit_changed_on_it_applies_to_the_next_call_and_it_ends_a_call()
     {
         var chromium = Executables.Find("chromium") ?? throw new InvalidOperationException(
             "chromium is not installed (Debian package chromium); scripts/test.sh installs it");
@@ -120,9 +121,10 @@ public sealed class DashboardTests(ITestOutputHelper output) : IDisposable
         });
         var context = await browser.NewContextAsync(new BrowserNewContextOptions { ViewportSize = new ViewportSize { Width = 1440, Height = 1100 } });
         var page = await context.NewPageAsync();
-        var console = new List<string>();
-        page.Console += (_, message) => console.Add($"{message.Type}: {message.Text}");
-        page.PageError += (_, error) => console.Add("page error: " + error);
+        // Written by Playwright's event thread while the test reads it.
+        var console = new ConcurrentQueue<string>();
+        page.Console += (_, message) => console.Enqueue($"{message.Type}: {message.Text}");
+        page.PageError += (_, error) => console.Enqueue("page error: " + error);
 
         // The page asks for a sign-in (401 with the form), then goes live with the write token.
         var first = await page.GotoAsync($"http://127.0.0.1:{edge.HttpPort}/dashboard/");
@@ -197,6 +199,24 @@ public sealed class DashboardTests(ITestOutputHelper output) : IDisposable
             Assert.Equal(2, entry.GetProperty("after").GetProperty("outbound").GetInt32());
         }
 
+        // End a call from the page: alice's caller never hangs up; "End call" (two clicks) has the edge send each party a BYE.
+        await using var hungUp = Sipp.Start("alice-hung-up", [
+            $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_hung_up.xml"), "-inf", UsersFile(_temp.Path, "alice"), "-s", "bob",
+            "-i", "127.0.0.1", "-p", Port(SipEdgeProcess.FreeUdpAndTcpPort()), "-t", "u1", "-m", "1", "-timeout", "60s", "-timeout_error", "-trace_msg"]);
+        await WaitForPageAsync(page, "alice's answered call in the calls panel",
+            "document.querySelectorAll('#calls tbody tr').length === 1 && document.querySelector('#calls tbody tr td:nth-child(3)')?.textContent === 'Confirmed'", console);
+        await page.ClickAsync("#calls tbody tr button.danger");
+        await page.ClickAsync("#calls tbody tr button.danger");
+        await WaitForPageAsync(page, "the end's answer", "document.querySelector('#call-result')?.textContent.includes('bye-sent')", console);
+        var hungUpStats = await hungUp.WaitAsync(TimeSpan.FromSeconds(40));
+        Assert.True(hungUpStats.Successful == 1 && hungUpStats.Failed == 0, $"the caller got no BYE: {hungUpStats}\n{hungUp.Describe()}");
+        Assert.Contains("BYE sip:", hungUp.Messages(), StringComparison.Ordinal);
+        using (var audit = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/audit?limit=1")))
+        {
+            var entry = audit.RootElement.EnumerateArray().Single();
+            Assert.Equal(("calls.end", "test-writer"), (entry.GetProperty("action").GetString(), entry.GetProperty("actor").GetString()));
+        }
+
         var othersStats = await others.WaitAsync(TimeSpan.FromSeconds(90));
         output.WriteLine($"others {othersStats}");
         await WaitForPageAsync(page, "every count back to 0", "[...document.querySelectorAll('#kinds td.calls')].every(c => c.textContent === '0')", console);
@@ -205,7 +225,7 @@ public sealed class DashboardTests(ITestOutputHelper output) : IDisposable
     }
 
     /// <summary>Waits (at most <see cref="PageDeadline"/>) until <paramref name="condition"/> holds in the page; returns how long it took.</summary>
-    private static async Task<TimeSpan> WaitForPageAsync(IPage page, string what, string condition, List<string> console)
+    private static async Task<TimeSpan> WaitForPageAsync(IPage page, string what, string condition, ConcurrentQueue<string> console)
     {
         var watch = Stopwatch.StartNew();
         try

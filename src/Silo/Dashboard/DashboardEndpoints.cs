@@ -51,24 +51,27 @@ public static partial class DashboardEndpoints
         // The meter listener starts with the process, so the totals count from start-up, not from the first browser.
         _ = app.Services.GetRequiredService<DashboardFigures>();
 
+        // The page's routes are not part of the API's OpenAPI document.
+        var dashboard = app.MapGroup(Root).ExcludeFromDescription();
+
         // Routing matches /dashboard and /dashboard/ alike.
-        app.MapGet(Root + "/", (HttpContext http) => WriteAssetAsync(http, "index.html", StatusCodes.Status200OK));
-        app.MapGet(Root + "/login", (HttpContext http) => WriteLoginAsync(http, StatusCodes.Status200OK));
-        app.MapGet(Root + "/assets/{name}", (HttpContext http, string name) =>
+        dashboard.MapGet("/", (HttpContext http) => WriteAssetAsync(http, "index.html", StatusCodes.Status200OK));
+        dashboard.MapGet("/login", (HttpContext http) => WriteLoginAsync(http, StatusCodes.Status200OK));
+        dashboard.MapGet("/assets/{name}", (HttpContext http, string name) =>
             Assets.ContainsKey(name) && name != "index.html" && name != "login.html"
                 ? WriteAssetAsync(http, name, StatusCodes.Status200OK)
                 : WriteProblemAsync(http, StatusCodes.Status404NotFound, "no such file"));
 
-        app.MapPost(Root + "/login", LoginAsync);
-        app.MapPost(Root + "/logout", (HttpContext http, DashboardSessions sessions) =>
+        dashboard.MapPost("/login", LoginAsync);
+        dashboard.MapPost("/logout", (HttpContext http, DashboardSessions sessions) =>
         {
             sessions.Remove(http.Request.Cookies[DashboardSessions.CookieName]);
             http.Response.Cookies.Delete(DashboardSessions.CookieName, CookieOptions(http, null));
             return Results.NoContent();
         });
-        app.MapGet(Root + "/session", (HttpContext http) =>
+        dashboard.MapGet("/session", (HttpContext http) =>
             Results.Json(new SessionDto(AdminAccess.Actor(http), AdminAccess.Role(http) == AdminRole.Write ? "write" : "read"), DashboardJsonContext.Default.SessionDto));
-        app.MapGet(Root + "/stream", StreamAsync);
+        dashboard.MapGet("/stream", StreamAsync);
         return app;
     }
 

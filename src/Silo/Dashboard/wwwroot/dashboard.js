@@ -7,6 +7,8 @@ const params = new URLSearchParams(location.search);
 let watched = params.get("key") || "";
 let source = null;
 let canWrite = false;
+// Calls whose "End call" was clicked once: the table is redrawn each second, the second click must still find it armed.
+const armed = new Set();
 
 function cell(row, text, className) {
   const td = row.insertCell();
@@ -180,7 +182,7 @@ function renderWatched(w) {
     const end = document.createElement("button");
     end.type = "button";
     end.className = "danger";
-    end.textContent = "End call";
+    end.textContent = armed.has(c.callKey) ? "Confirm end" : "End call";
     end.disabled = !canWrite;
     end.addEventListener("click", () => endCall(c.callKey, end));
     td.append(end);
@@ -296,17 +298,21 @@ async function revert() {
 
 async function endCall(callKey, button) {
   // Two clicks: the first asks, the second ends the call.
-  if (button.dataset.armed !== "1") {
-    button.dataset.armed = "1";
+  if (!armed.has(callKey)) {
+    armed.add(callKey);
     button.textContent = "Confirm end";
     return;
   }
+  armed.delete(callKey);
   button.disabled = true;
+  const result = $("call-result");
   try {
     const answer = await api("POST", "/api/calls/end", { callKey });
-    $("watched-summary").textContent = `${callKey}: ${answer.outcome}${answer.edge ? ` by ${answer.edge}` : ""}`;
+    result.textContent = `${callKey}: ${answer.outcome}${answer.edge ? ` by ${answer.edge}` : ""} (${answer.detail})`;
+    result.className = "muted";
   } catch (error) {
-    $("watched-summary").textContent = `${callKey}: ${error.message}`;
+    result.textContent = `${callKey}: ${error.message}`;
+    result.className = "error";
   }
 }
 
