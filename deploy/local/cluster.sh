@@ -22,6 +22,9 @@ callee_port=$((5070 + offset))
 cluster_id=local
 silos=3
 edges=2
+# Settings shared with the Kubernetes dev overlay: every process gets callstate.env, the edges edge.env too (the
+# overlay turns the same files into the pods' environment; docs/deploy.md).
+dev_overlay=$repo/deploy/k8s/overlays/dev
 silo_dll=$repo/src/Silo/bin/Release/net10.0/CallState.Silo.dll
 edge_dll=$repo/src/SipEdge/bin/Release/net10.0/CallState.SipEdge.dll
 
@@ -33,6 +36,16 @@ edge_http() { echo $((18091 + offset + $1)); }
 # Health probes on their own ports (no token): silos 18181.., edges 18191..
 silo_health() { echo $((18181 + offset + $1)); }
 edge_health() { echo $((18191 + offset + $1)); }
+
+# The KEY__PART=value lines of an env file (blank lines and # comments skipped) as --KEY:PART=value arguments.
+env_args() { # file
+    local line key
+    while IFS= read -r line || [[ -n $line ]]; do
+        [[ -z $line || $line == \#* ]] && continue
+        key=${line%%=*}
+        printf -- '--%s=%s\n' "${key//__/:}" "${line#*=}"
+    done <"$1"
+}
 
 pg_bin() {
     local bin
@@ -111,8 +124,11 @@ start() {
     done
     start_pg
     local cs="Host=127.0.0.1;Port=$pg_port;Username=callstate;Database=postgres"
+    local shared edge_shared
+    mapfile -t shared < <(env_args "$dev_overlay/callstate.env")
+    mapfile -t edge_shared < <(env_args "$dev_overlay/edge.env")
     local common=(--CallState:Limits:DefaultUser:Total=2 --CallState:Limits:Users:alice:Total=2 --CallState:Limits:Users:alice:Outbound=1
-        "--CallState:Orleans:ClusterId=$cluster_id" --Logging:LogLevel:Orleans=Warning "--CallState:Admin:TokensFile=$state/admin-tokens")
+        "--CallState:Orleans:ClusterId=$cluster_id" "--CallState:Admin:TokensFile=$state/admin-tokens" "${shared[@]}")
     local gateways=()
     for i in $(seq 0 $((silos - 1))); do
         gateways+=("--CallState:Orleans:Gateways:$i=127.0.0.1:$(gateway_port "$i")")
@@ -124,16 +140,15 @@ start() {
             "${common[@]}"
     done
     for i in $(seq 0 $((silos - 1))); do wait_ready "$(silo_health "$i")" "silo$i"; done
-    # The admission deadline is 1 s, not 200 ms: on one machine the first calls meet silos that have not run (JIT,
-    # first activations) and would be refused with 503 (fail closed).
+    # edge.env sets the admission deadline to 1 s, not 200 ms: on one machine the first calls meet silos that have not
+    # run (JIT, first activations) and would be refused with 503 (fail closed).
     for i in $(seq 0 $((edges - 1))); do
         launch "edge$i" "$edge_dll" \
             "--urls=http://127.0.0.1:$(edge_http "$i")" "--CallState:Admin:HealthPort=$(edge_health "$i")" \
             --CallState:Sip:ListenAddress=127.0.0.1 "--CallState:Sip:Port=$(edge_sip "$i")" \
             --CallState:Admission:LocalDomains:0=127.0.0.1 --CallState:Admission:Routes:0:Prefix= \
             "--CallState:Admission:Routes:0:Upstream=127.0.0.1:$callee_port" \
-            --CallState:Admission:Deadline=00:00:01 \
-            "${gateways[@]}" "${common[@]}"
+            "${gateways[@]}" "${common[@]}" "${edge_shared[@]}"
     done
     # An edge is ready once one admission round trip through the cluster has succeeded.
     for i in $(seq 0 $((edges - 1))); do wait_ready "$(edge_health "$i")" "edge$i"; done

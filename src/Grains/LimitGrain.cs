@@ -97,12 +97,21 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
     public async Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax, string? tenant = null, CancellationToken cancellationToken = default) =>
         (await Post(new LimitWork(LimitOp.Reserve, callKey) { Direction = direction, Lease = lease, PerCallMax = perCallMax, Tenant = tenant }, cancellationToken)).Outcome;
 
-    public Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax, string? tenant = null, CancellationToken cancellationToken = default) =>
-        _ledger is { } ledger
-            // Answered from memory, between the turns' awaits: it may count holds whose write is still in flight, which
-            // can only make it refuse more, never admit a call past the limit (a reservation decides that).
-            ? Task.FromResult(ledger.Check(callKey, direction, perCallMax, tenant, _time.GetUtcNow()))
-            : CheckLoadingAsync(callKey, direction, perCallMax, tenant, cancellationToken);
+    public Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax, string? tenant = null, CancellationToken cancellationToken = default)
+    {
+        if (_ledger is not { } ledger)
+        {
+            return CheckLoadingAsync(callKey, direction, perCallMax, tenant, cancellationToken);
+        }
+
+        // Configuration as it is now, as a turn takes it: a limit whose calls are all refused here runs no turn, and a
+        // reloaded maximum (a changed ConfigMap) must still apply to its next call.
+        ledger.Configured = _settings.GetLimits(_key);
+
+        // Answered from memory, between the turns' awaits: it may count holds whose write is still in flight, which
+        // can only make it refuse more, never admit a call past the limit (a reservation decides that).
+        return Task.FromResult(ledger.Check(callKey, direction, perCallMax, tenant, _time.GetUtcNow()));
+    }
 
     private async Task<ReserveOutcome> CheckLoadingAsync(string callKey, Direction direction, int? perCallMax, string? tenant, CancellationToken cancellationToken) =>
         (await Post(new LimitWork(LimitOp.Check, callKey) { Direction = direction, PerCallMax = perCallMax, Tenant = tenant }, cancellationToken)).Outcome;

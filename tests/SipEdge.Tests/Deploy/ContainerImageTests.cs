@@ -23,6 +23,14 @@ public sealed class ContainerImageTests
         { "cli.Dockerfile", "Cli", "callstate-cli" },
     };
 
+    [Fact]
+    public void Every_dockerfile_is_checked()
+    {
+        var checkedFiles = Images.Select(row => (string)row[0]).Order(StringComparer.Ordinal);
+        var present = Directory.GetFiles(Repository.PathOf("deploy", "docker")).Select(Path.GetFileName).Where(f => f!.Contains("Dockerfile", StringComparison.Ordinal)).Order(StringComparer.Ordinal);
+        Assert.Equal(checkedFiles, present);
+    }
+
     [Theory]
     [MemberData(nameof(Images))]
     public void The_dockerfile_builds_with_the_sdk_and_runs_the_assembly_on_the_chiseled_runtime_as_a_non_root_user(string dockerfile, string project, string workload)

@@ -264,6 +264,39 @@ public sealed class KustomizeTests
         }
     }
 
+    [Fact]
+    public void The_cli_job_presents_a_token_the_silos_accept()
+    {
+        var admin = Of("dev").Data("Secret", "callstate-admin")!;
+        var token = admin["cli-token"].Trim();
+        Assert.Contains(admin["tokens"].Split('\n'), line => line.Split(' ', StringSplitOptions.RemoveEmptyEntries) is [_, _, var t] && t == token);
+    }
+
+    [Fact]
+    public void The_local_cluster_script_runs_with_the_settings_the_dev_overlay_gives_its_pods()
+    {
+        // deploy/local/cluster.sh reads the env files the dev overlay turns into ConfigMaps for the pods' envFrom.
+        var script = File.ReadAllText(Repository.PathOf("deploy", "local", "cluster.sh"));
+        var dev = Of("dev");
+        foreach (var (file, configMap, workloads) in new[]
+        {
+            ("callstate.env", "callstate-env", new[] { "callstate-silo", "callstate-edge" }),
+            ("edge.env", "callstate-edge-env", ["callstate-edge"]),
+        })
+        {
+            Assert.Contains($"\"$dev_overlay/{file}\"", script, StringComparison.Ordinal);
+            var lines = File.ReadAllLines(Repository.PathOf("deploy", "k8s", "overlays", "dev", file))
+                .Where(l => l.Length > 0 && l[0] != '#').Select(l => l.Split('=', 2)).ToDictionary(p => p[0], p => p[1]);
+            Assert.NotEmpty(lines);
+            Assert.Equal(lines, dev.Data("ConfigMap", configMap));
+            foreach (var workload in workloads)
+            {
+                var container = dev.Workloads().Single(w => w.Name == workload).Template["spec"]!["containers"]![0]!;
+                Assert.Contains(((JsonArray)container["envFrom"]!).OfType<JsonObject>(), e => Manifests.Text(e["configMapRef"]?["name"]) == configMap);
+            }
+        }
+    }
+
     /// <summary>The same JSON with every object's keys in ordinal order (kustomize writes them sorted).</summary>
     private static JsonNode? Sorted(JsonNode? node) => node switch
     {
