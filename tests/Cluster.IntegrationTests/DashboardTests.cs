@@ -199,6 +199,18 @@ public sealed class DashboardTests(ITestOutputHelper output) : IDisposable
             Assert.Equal(2, entry.GetProperty("after").GetProperty("outbound").GetInt32());
         }
 
+        // Put alice's limit in shadow mode from the page (maxima unchanged): stored, shown in the top keys, audited.
+        await page.FillAsync("#change-outbound", "");
+        await page.SelectOptionAsync("#change-shadow", "on");
+        await page.ClickAsync("#change-apply");
+        await WaitForPageAsync(page, "the shadow change's answer", "document.querySelector('#change-result')?.textContent.includes('shadow mode on')", console);
+        using (var limit = JsonDocument.Parse(await edge.Http.GetStringAsync("/api/limits/user/alice")))
+        {
+            Assert.True(limit.RootElement.GetProperty("limits").GetProperty("shadow").GetBoolean());
+            Assert.Equal(2, limit.RootElement.GetProperty("limits").GetProperty("outbound").GetInt32());
+        }
+        await WaitForPageAsync(page, "alice's shadow mode in the top keys", "document.querySelector('#top tr[data-key=\"user/alice\"] td.shadow-col')?.textContent.startsWith('on')", console);
+
         // End a call from the page: alice's caller never hangs up; "End call" (two clicks) has the edge send each party a BYE.
         await using var hungUp = Sipp.Start("alice-hung-up", [
             $"127.0.0.1:{edge.SipPort}", "-sf", RepoPaths.Scenario("uac_hung_up.xml"), "-inf", UsersFile(_temp.Path, "alice"), "-s", "bob",

@@ -59,14 +59,13 @@ function rates(limits) {
   return parts.join(", ") || "–";
 }
 
-// Fields a newer admin API adds to a limit (shadow counts) are shown as they come, named as the API names them.
+// Shadow mode (docs/policies.md, "Shadow mode"): whether the limit is in it, and the calls it let through that it would
+// have refused; null for a limit never in shadow mode that has no such count.
 function shadow(entry) {
-  const parts = [];
-  for (const [name, value] of Object.entries(entry)) {
-    if (!name.toLowerCase().startsWith("shadow") || value === null || value === undefined) continue;
-    parts.push(typeof value === "object" ? `${name} ${JSON.stringify(value)}` : `${name} ${value}`);
-  }
-  return parts.length ? parts.join(", ") : null;
+  const on = entry.limits && entry.limits.shadow === true;
+  const count = entry.shadowRefused || 0;
+  if (!on && count === 0) return null;
+  return `${on ? "on" : "off"}, ${count} would-be refusal${count === 1 ? "" : "s"}`;
 }
 
 function renderKinds(kinds, active) {
@@ -274,13 +273,15 @@ async function change(event) {
     const value = $(`change-${name}`).value.trim();
     if (value !== "") body[name] = Number(value);
   }
+  const mode = $("change-shadow").value;
+  if (mode !== "") body.shadow = mode === "on";
   if (Object.keys(body).length === 0) {
-    said("nothing to change: fill total, inbound or outbound", false);
+    said("nothing to change: fill total, inbound or outbound, or choose a shadow mode", false);
     return;
   }
   try {
     const entry = await api("PATCH", limitPath(key), body);
-    said(`${entry.key}: maximum now ${entry.maximum ?? "unlimited"} (total ${entry.limits.total ?? "unlimited"}, in ${entry.limits.inbound ?? "unlimited"}, out ${entry.limits.outbound ?? "unlimited"})`, true);
+    said(`${entry.key}: maximum now ${entry.maximum ?? "unlimited"} (total ${entry.limits.total ?? "unlimited"}, in ${entry.limits.inbound ?? "unlimited"}, out ${entry.limits.outbound ?? "unlimited"}), shadow mode ${entry.limits.shadow === true ? "on" : "off"}`, true);
   } catch (error) {
     said(`${key}: ${error.message}`, false);
   }
@@ -289,7 +290,7 @@ async function change(event) {
 async function revert() {
   const key = $("change-key").value.trim();
   try {
-    const entry = await api("PATCH", limitPath(key), { revert: ["total", "inbound", "outbound"] });
+    const entry = await api("PATCH", limitPath(key), { revert: ["total", "inbound", "outbound", "shadow"] });
     said(`${entry.key}: back to configuration, maximum ${entry.maximum ?? "unlimited"}`, true);
   } catch (error) {
     said(`${key}: ${error.message}`, false);
