@@ -19,7 +19,7 @@ state=${CALLSTATE_LOCAL_DIR:-$repo/.local-cluster}
 offset=${CALLSTATE_LOCAL_PORT_OFFSET:-0}
 pg_port=$((55440 + offset))
 callee_port=$((5070 + offset))
-cluster_id=local
+cluster_id=callstate  # as the manifests name the cluster (deploy/k8s/base: CallState__Orleans__ClusterId)
 silos=3
 edges=2
 # Settings shared with the Kubernetes dev overlay: every process gets callstate.env, the edges edge.env too (the
