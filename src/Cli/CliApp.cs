@@ -190,7 +190,7 @@ public static class CliApp
 
     private static Command LimitsCommand(IAnsiConsole console)
     {
-        var key = new Argument<string>("key") { Description = "The limit: user/NAME, trunk/ID or key/VALUE" };
+        var key = new Argument<string>("key") { Description = "The limit: user/NAME, trunk/ID, key/VALUE or tenant/NAME" };
         var withCalls = new Option<bool>("--calls") { Description = "Also list the calls holding a slot" };
         var get = new Command("get", "One limit: maxima and their sources, current calls");
         get.Arguments.Add(key);
@@ -321,7 +321,7 @@ public static class CliApp
 
     private static Command CallsCommand(IAnsiConsole console)
     {
-        var limit = new Option<string?>("--limit") { Description = "Only the calls holding a slot on this limit (user/NAME, trunk/ID, key/VALUE)" };
+        var limit = new Option<string?>("--limit") { Description = "Only the calls holding a slot on this limit (user/NAME, trunk/ID, key/VALUE, tenant/NAME)" };
         var list = new Command("list", "Calls holding slots, with the limits they hold");
         list.Options.Add(limit);
         list.SetAction((parse, ct) => ExecuteAsync(parse, console, async (client, json) =>

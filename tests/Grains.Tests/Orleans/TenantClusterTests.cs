@@ -73,6 +73,41 @@ public sealed class TenantClusterTests
         Assert.Equal(0, (await second.Limit("tenant/a").GetSnapshotAsync()).Total);
     }
 
+    [Fact]
+    public async Task Run_time_reservations_are_checked_by_field_persisted_and_put_back_to_configuration()
+    {
+        await using var db = TestStorage.Sqlite();
+        await using (var first = await GrainTestCluster.StartAsync(db, SharedTrunk))
+        {
+            var trunk = LimitKey.Trunk("shared");
+            var unknown = await Assert.ThrowsAsync<ArgumentException>(() => first.Access().SetReservationsAsync(
+                trunk, new TrunkReservations(new() { ["c"] = new TenantReservation(1) })));
+            Assert.Contains("trunk/shared:Reservations:c: no tenant 'c'", unknown.Message, StringComparison.Ordinal);
+            var over = await Assert.ThrowsAsync<ArgumentException>(() => first.Access().SetReservationsAsync(
+                trunk, new TrunkReservations(new() { ["a"] = new TenantReservation(8), ["b"] = new TenantReservation(3) })));
+            Assert.Contains("the guarantees add up to 11, more than the trunk's Total (10)", over.Message, StringComparison.Ordinal);
+
+            // a: at most 2 calls; b: 8 guaranteed.
+            var set = await first.Access().SetReservationsAsync(
+                trunk, new TrunkReservations(new() { ["a"] = new TenantReservation(0, 2), ["b"] = new TenantReservation(8) }));
+            Assert.True(set.After.ReservationsOverridden);
+            Assert.Equal(4, set.Before.Reservations!.Tenants["a"].Guaranteed);
+        }
+
+        // Stored: a new cluster on the same storage decides with them.
+        await using var second = await GrainTestCluster.StartAsync(db, SharedTrunk);
+        Assert.Equal(AdmitStatus.Admitted, (await second.Call("a0").AdmitAsync(CallOf("a"))).Status);
+        Assert.Equal(AdmitStatus.Admitted, (await second.Call("a1").AdmitAsync(CallOf("a"))).Status);
+        var third = await second.Call("a2").AdmitAsync(CallOf("a"));
+        Assert.Equal(RejectReason.TrunkTenantMaxReached, third.Reason);
+        Assert.Equal(2, third.Limit);
+
+        // Back to configuration: a's guarantee of 4 again.
+        var cleared = await second.Access().SetReservationsAsync(LimitKey.Trunk("shared"), null);
+        Assert.False(cleared.After.ReservationsOverridden);
+        Assert.Equal(AdmitStatus.Admitted, (await second.Call("a3").AdmitAsync(CallOf("a"))).Status);
+    }
+
     [Theory]
     [MemberData(nameof(Storages))]
     public async Task A_tenants_pool_is_shared_by_its_users_and_refused_all_or_nothing(string kind)
