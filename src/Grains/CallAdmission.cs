@@ -249,11 +249,9 @@ public sealed class CallAdmission
         // the silos").
         var record = _state.WriteAsync(LeaseDue, now, CancellationToken.None);
 
-        // The limits' own answers. The caller's cancellation goes with each reservation: one still waiting for its limit's
-        // turn is dropped there, reserving and writing nothing (docs/architecture.md, "Overload control"); one already
-        // taken is decided. Either way the answer comes back (the silos wait for a cancelled call's acknowledgement), so
-        // an answer cancelled means not reserved. Only the wait below stops at the caller's cancellation.
-        var answers = ReserveAll(limits, cancellationToken);
+        // The limits' own answers: a reservation once sent is answered by its limit whether or not the caller still
+        // waits, so only the wait below takes the caller's cancellation.
+        var answers = ReserveAll(limits, CancellationToken.None);
         var reservations = cancellationToken.CanBeCanceled ? Array.ConvertAll(answers, a => a.WaitAsync(cancellationToken)) : answers;
         try
         {
@@ -270,7 +268,11 @@ public sealed class CallAdmission
                 // nothing, and the slot then stays held until the early lease, with no record to recover it if the
                 // record's write was cancelled (found by SiloRollingRestartTests, docs/reliability.md "Rolling restart
                 // of the silos"). So the releases below go out after the limits' answers (Orleans' response timeout
-                // bounds the wait).
+                // bounds the wait). First the limits still deciding are told the admission was given up: a reservation
+                // still waiting for its limit's turn is then answered Dropped, reserving and writing nothing, so past
+                // capacity the hot limits do not spend turns on calls already refused (docs/architecture.md, "Overload
+                // control").
+                await Task.WhenAll(limits.Where((_, i) => !answers[i].IsCompleted).Select(l => ObserveAsync(_limits.DropAsync(LimitKey.Parse(l.Key), _callKey))));
                 await Task.WhenAll(Array.ConvertAll(answers, ObserveAsync));
                 reservations = answers;
             }

@@ -251,7 +251,7 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
     // The limits, reached through Orleans wherever they are activated.
     async Task<ReserveOutcome> ILimitGrainClient.TryReserveAsync(LimitKey key, string callKey, Direction direction, TimeSpan lease, int? perCallMax, string? tenant, CancellationToken cancellationToken)
     {
-        var outcome = await Limit(key).TryReserveAsync(callKey, direction, lease, perCallMax, tenant, cancellationToken);
+        var outcome = await Limit(key).TryReserveAsync(callKey, direction, lease, perCallMax, tenant).WaitAsync(cancellationToken);
         // A limit with a call rate is never remembered: its next call may find the bucket empty, and only a check refuses
         // without a write (docs/architecture.md, "Call rates").
         if (outcome.Admitted && !outcome.HasRate && (outcome.Limit is not { } max || outcome.Current + 1 < max))
@@ -278,7 +278,7 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
 
     private async Task<ReserveOutcome> CheckLimitAsync(LimitKey key, string callKey, Direction direction, int? perCallMax, string? tenant, CancellationToken cancellationToken)
     {
-        var outcome = await Limit(key).CheckAsync(callKey, direction, perCallMax, tenant, cancellationToken);
+        var outcome = await Limit(key).CheckAsync(callKey, direction, perCallMax, tenant).WaitAsync(cancellationToken);
         if (!outcome.Admitted)
         {
             _roomy.Remove(key);
@@ -292,6 +292,8 @@ public sealed class CallShardGrain : Grain, ICallShardGrain, ILimitGrainClient
 
     Task<bool> ILimitGrainClient.RenewAsync(LimitKey key, string callKey, TimeSpan lease, CancellationToken cancellationToken) =>
         Limit(key).RenewAsync(callKey, lease).WaitAsync(cancellationToken);
+
+    Task<int> ILimitGrainClient.DropAsync(LimitKey key, string callKey) => Limit(key).DropAsync(callKey);
 
     Task<bool> ILimitGrainClient.ReleaseAsync(LimitKey key, string callKey, CancellationToken cancellationToken) =>
         Limit(key).ReleaseAsync(callKey).WaitAsync(cancellationToken);

@@ -40,6 +40,9 @@ public interface ILimitGrainClient
     Task<bool> RenewAsync(LimitKey key, string callKey, TimeSpan lease, CancellationToken cancellationToken);
 
     Task<bool> ReleaseAsync(LimitKey key, string callKey, CancellationToken cancellationToken);
+
+    /// <summary>The call's admission was given up: its reservations still waiting at the limit are dropped (<see cref="ILimitGrain.DropAsync"/>).</summary>
+    Task<int> DropAsync(LimitKey key, string callKey);
 }
 
 /// <summary>A grain's persisted state, as the runtime hands it to grain code (Orleans' IPersistentState).</summary>

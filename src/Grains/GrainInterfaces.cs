@@ -9,19 +9,25 @@ public interface ILimitGrain : IGrainWithStringKey
 {
     /// <summary>
     /// Reserves a slot unless a limit is reached; a call that holds one already is admitted again. On a trunk,
-    /// <paramref name="tenant"/> is the call's tenant, counted against the trunk's reservations (docs/policies.md). A
-    /// reservation whose <paramref name="cancellationToken"/> is cancelled before its turn (the edge gave up: its
-    /// admission deadline passed) is dropped, having reserved nothing (docs/architecture.md, "Overload control").
+    /// <paramref name="tenant"/> is the call's tenant, counted against the trunk's reservations (docs/policies.md).
     /// </summary>
     [Alias("TryReserve")]
-    Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax, string? tenant = null, CancellationToken cancellationToken = default);
+    Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax, string? tenant = null);
 
     /// <summary>
     /// What a reservation would answer now, from the activation's memory, writing nothing: advice that lets a call a limit
     /// would refuse be refused without a durable write (docs/architecture.md, "Refusals write nothing").
     /// </summary>
     [Alias("Check")]
-    Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax, string? tenant = null, CancellationToken cancellationToken = default);
+    Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax, string? tenant = null);
+
+    /// <summary>
+    /// The call's admission was given up (the edge's deadline passed): its reservations still waiting here for a turn are
+    /// answered <see cref="ReserveOutcome.Dropped"/>, reserving and writing nothing; one a turn already took is decided as
+    /// usual. Returns how many were dropped (docs/architecture.md, "Overload control").
+    /// </summary>
+    [Alias("Drop")]
+    Task<int> DropAsync(string callKey);
 
     /// <summary>The call was answered: the confirmed lease. False when the call holds no slot here.</summary>
     [Alias("Confirm")]

@@ -54,7 +54,7 @@ public sealed class GrainMetrics : IDisposable
         _staleWrites = _meter.CreateCounter<long>("callstate.storage.stale_writes", "{write}", "Compare-and-set writes lost to another activation of the same grain (a duplicate or stale activation), by grain type.");
         _shadowRefusals = _meter.CreateCounter<long>("callstate.limit.shadow_refusals", "{call}", "Calls a limit in shadow mode let through that it would have refused, by limit kind and reason (docs/policies.md, \"Shadow mode\").");
         _idleRowsDeleted = _meter.CreateCounter<long>("callstate.limits.idle_rows_deleted", "{row}", "Stored rows of limits deleted because they held nothing and had nothing of their own to keep.");
-        _reservationsDropped = _meter.CreateCounter<long>("callstate.limits.reservations_dropped", "{reservation}", "Reservations and checks a limit dropped undecided because their caller had given up (the admission deadline passed) before their turn.");
+        _reservationsDropped = _meter.CreateCounter<long>("callstate.limits.reservations_dropped", "{reservation}", "Reservations a limit dropped undecided because their admission had been given up (the edge's deadline passed) before their turn.");
 
         // Capacity, read from the limits active on this silo when collected (each key is active on one silo: the sum over
         // silos is the cluster's). Idle limits are not active, and hold nothing.
@@ -94,8 +94,8 @@ public sealed class GrainMetrics : IDisposable
 
     internal void IdleRowDeleted() => _idleRowsDeleted.Add(1);
 
-    /// <summary>A limit dropped a reservation or check whose caller had given up.</summary>
-    internal void ReservationDropped() => _reservationsDropped.Add(1);
+    /// <summary>A limit dropped <paramref name="count"/> reservations whose admission had been given up.</summary>
+    internal void ReservationsDropped(int count) => _reservationsDropped.Add(count);
 
     /// <summary>Counts <paramref name="limit"/> in the capacity gauges until <see cref="Untrack"/>.</summary>
     internal void Track(ILimitUsage limit) => _limits.TryAdd(limit, 0);

@@ -94,14 +94,35 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         ? limits.Total ?? (limits is { Inbound: { } inbound, Outbound: { } outbound } ? inbound + outbound : null)
         : null;
 
-    public async Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax, string? tenant = null, CancellationToken cancellationToken = default) =>
-        (await Post(new LimitWork(LimitOp.Reserve, callKey) { Direction = direction, Lease = lease, PerCallMax = perCallMax, Tenant = tenant }, cancellationToken)).Outcome;
+    public async Task<ReserveOutcome> TryReserveAsync(string callKey, Direction direction, TimeSpan lease, int? perCallMax, string? tenant = null) =>
+        (await Post(new LimitWork(LimitOp.Reserve, callKey) { Direction = direction, Lease = lease, PerCallMax = perCallMax, Tenant = tenant })).Outcome;
 
-    public Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax, string? tenant = null, CancellationToken cancellationToken = default)
+    public Task<int> DropAsync(string callKey)
+    {
+        // Between the turns' awaits: what is still in the queue has not been taken by a turn, so it has decided nothing.
+        var dropped = _queue.RemoveAll(work =>
+        {
+            if (work.Op != LimitOp.Reserve || !string.Equals(work.CallKey, callKey, StringComparison.Ordinal))
+            {
+                return false;
+            }
+
+            work.Completion.TrySetResult(new LimitWorkResult(ReserveOutcome.Dropped, false, null));
+            return true;
+        });
+        if (dropped > 0)
+        {
+            _metrics.ReservationsDropped(dropped);
+        }
+
+        return Task.FromResult(dropped);
+    }
+
+    public Task<ReserveOutcome> CheckAsync(string callKey, Direction direction, int? perCallMax, string? tenant = null)
     {
         if (_ledger is not { } ledger)
         {
-            return CheckLoadingAsync(callKey, direction, perCallMax, tenant, cancellationToken);
+            return CheckLoadingAsync(callKey, direction, perCallMax, tenant);
         }
 
         // Configuration as it is now, as a turn takes it: a limit whose calls are all refused here runs no turn, and a
@@ -113,8 +134,8 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         return Task.FromResult(ledger.Check(callKey, direction, perCallMax, tenant, _time.GetUtcNow()));
     }
 
-    private async Task<ReserveOutcome> CheckLoadingAsync(string callKey, Direction direction, int? perCallMax, string? tenant, CancellationToken cancellationToken) =>
-        (await Post(new LimitWork(LimitOp.Check, callKey) { Direction = direction, PerCallMax = perCallMax, Tenant = tenant }, cancellationToken)).Outcome;
+    private async Task<ReserveOutcome> CheckLoadingAsync(string callKey, Direction direction, int? perCallMax, string? tenant) =>
+        (await Post(new LimitWork(LimitOp.Check, callKey) { Direction = direction, PerCallMax = perCallMax, Tenant = tenant })).Outcome;
 
     public async Task<bool> ConfirmAsync(string callKey, TimeSpan lease) => (await Post(new LimitWork(LimitOp.Confirm, callKey) { Lease = lease })).Found;
 
@@ -179,12 +200,8 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         }
     }
 
-    /// <summary>
-    /// Queues the operation; the turn that takes it answers it after its write is durable. A reservation or check whose
-    /// <paramref name="cancellationToken"/> is cancelled while it waits is answered cancelled at once and left out of its
-    /// turn (<see cref="LimitWork.Take"/>).
-    /// </summary>
-    private Task<LimitWorkResult> Post(LimitWork work, CancellationToken cancellationToken = default)
+    /// <summary>Queues the operation; the turn that takes it answers it after its write is durable.</summary>
+    private Task<LimitWorkResult> Post(LimitWork work)
     {
         if (_queue.Count >= _options.QueueCapacity)
         {
@@ -192,7 +209,6 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         }
 
         _queue.Add(work);
-        work.DropWhenCancelled(_metrics, cancellationToken);
         if (!_turnRunning)
         {
             _turnRunning = true;
@@ -232,12 +248,6 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
 
     private async Task RunTurnAsync(List<LimitWork> batch)
     {
-        DropCancelled(batch);
-        if (batch.Count == 0)
-        {
-            return;
-        }
-
         var results = new LimitWorkResult[batch.Count];
         try
         {
@@ -343,27 +353,6 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         {
             batch[i].Completion.TrySetResult(results[i]);
         }
-    }
-
-    /// <summary>
-    /// Takes the operations of <paramref name="batch"/> into the turn, leaving out the reservations and checks whose caller
-    /// gave up while they waited (the edge's admission deadline passed, and Orleans cancelled the shard's call here):
-    /// past capacity they would reserve slots for calls already refused, each then costing a release too, and keep the
-    /// queue as long as the deadline. Only these two are ever dropped: they change nothing until decided, while a
-    /// confirm, renew or release must run.
-    /// </summary>
-    private static void DropCancelled(List<LimitWork> batch)
-    {
-        var kept = 0;
-        for (var i = 0; i < batch.Count; i++)
-        {
-            if (batch[i].Take())
-            {
-                batch[kept++] = batch[i];
-            }
-        }
-
-        batch.RemoveRange(kept, batch.Count - kept);
     }
 
     /// <summary>
@@ -604,39 +593,6 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
         public TrunkReservations? Reservations { get; init; }
 
         public TaskCompletionSource<LimitWorkResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        // Waiting, taken by a turn, or dropped (its caller gave up first): whichever of Take and the cancellation comes
-        // first decides, so an operation a turn decided is never answered cancelled, and a dropped one is never decided.
-        private const int Waiting = 0, Taken = 1, Dropped = 2;
-        private int _state;
-        private CancellationTokenRegistration _cancellation;
-
-        /// <summary>For a reservation or check: answers it cancelled, and counts it, if its caller gives up before a turn takes it.</summary>
-        public void DropWhenCancelled(GrainMetrics metrics, CancellationToken cancellationToken)
-        {
-            if (Op is LimitOp.Reserve or LimitOp.Check && cancellationToken.CanBeCanceled)
-            {
-                _cancellation = cancellationToken.UnsafeRegister(
-                    static (state, token) =>
-                    {
-                        var (work, metrics) = ((LimitWork, GrainMetrics))state!;
-                        if (Interlocked.CompareExchange(ref work._state, Dropped, Waiting) == Waiting)
-                        {
-                            work.Completion.TrySetCanceled(token);
-                            metrics.ReservationDropped();
-                        }
-                    },
-                    (this, metrics));
-            }
-        }
-
-        /// <summary>Takes the operation into a turn; false when it was dropped (its caller gave up) and must not be decided.</summary>
-        public bool Take()
-        {
-            var taken = Interlocked.CompareExchange(ref _state, Taken, Waiting) == Waiting;
-            _cancellation.Dispose();
-            return taken;
-        }
     }
 
     private readonly record struct LimitWorkResult(ReserveOutcome Outcome, bool Found, LimitSnapshot? Snapshot, LimitSnapshot? Before = null);

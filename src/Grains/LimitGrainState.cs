@@ -84,6 +84,12 @@ public readonly record struct ReserveOutcome(
     public static ReserveOutcome Admit(int? limit, int current) => new(true, RejectReason.None, limit, current);
 
     public static ReserveOutcome Reject(RejectReason reason, int? limit, int current) => new(false, reason, limit, current);
+
+    /// <summary>
+    /// A reservation dropped before its turn because its admission was given up (<see cref="ILimitGrain.DropAsync"/>):
+    /// not admitted, nothing held, no reason (it was not refused).
+    /// </summary>
+    public static ReserveOutcome Dropped => new(false, RejectReason.None, null, 0);
 }
 
 /// <summary>A call as listed in a limit snapshot.</summary>

@@ -104,11 +104,6 @@ public static class SiloServiceCollectionExtensions
             o.SiloListeningEndpoint = new IPEndPoint(listen, siloPort);
             o.GatewayListeningEndpoint = cluster.GatewayPort == 0 ? null : new IPEndPoint(listen, cluster.GatewayPort);
         });
-        // A grain that cancels a call it made (a shard whose edge gave up at its deadline) waits for the callee's answer
-        // rather than unwinding at once: a limit either dropped the reservation or decided it, and the shard releases only
-        // what it knows may be held, after the answer (docs/architecture.md, "Overload control"). Edges, which must answer
-        // at their deadline, stop waiting themselves (GrainAdmissionClient).
-        silo.Configure<SiloMessagingOptions>(o => o.WaitForCancellationAcknowledgement = true);
         silo.Configure<ClusterMembershipOptions>(o =>
         {
             o.ProbeTimeout = cluster.ProbeTimeout;

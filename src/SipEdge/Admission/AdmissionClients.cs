@@ -36,9 +36,7 @@ public sealed class GrainAdmissionClient(IGrainFactory grains) : IAdmissionClien
     public Task<AdmitResult> AdmitAsync(string callKey, IReadOnlyList<LimitRequest> limits, CallLeg? leg, CancellationToken cancellationToken) =>
         GrainTypes.ValidateCallKey(callKey) is { } error
             ? Task.FromResult(AdmitResult.Invalid(error))
-            // WaitAsync: a silo's grain factory (standalone) waits for the grain to acknowledge a cancellation
-            // (SiloMessagingOptions.WaitForCancellationAcknowledgement); the edge answers at its deadline regardless.
-            : grains.GetCall(callKey).AdmitAsync(limits, leg, cancellationToken).WaitAsync(cancellationToken);
+            : grains.GetCall(callKey).AdmitAsync(limits, leg, cancellationToken);
 
     public Task<bool> ConfirmAsync(string callKey, CallAnswer? answer, CancellationToken cancellationToken) => Call(callKey).ConfirmAsync(answer).WaitAsync(cancellationToken);
 

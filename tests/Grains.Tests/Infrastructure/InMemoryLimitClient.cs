@@ -81,9 +81,8 @@ public sealed class InMemoryLimitClient : ILimitGrainClient
     /// <summary>
     /// The next reservation on <paramref name="key"/> is on its way (forwarded to an activation that moved) until
     /// <paramref name="arrives"/> completes, and only then reaches the limit, which decides it even if the caller gave up
-    /// meanwhile (its cancellation overtook the reservation), and the caller gets that answer: the silos wait for a
-    /// cancelled call's answer (SiloMessagingOptions.WaitForCancellationAcknowledgement). The returned task completes when
-    /// it has been sent.
+    /// meanwhile (a drop sent after it found nothing to drop), and the caller gets that answer, as a shard's grain call
+    /// does. The returned task completes when it has been sent.
     /// </summary>
     public Task Delay(string key, Task arrives)
     {
@@ -139,6 +138,9 @@ public sealed class InMemoryLimitClient : ILimitGrainClient
         Enter("release", key);
         return Task.FromResult(Grain(key).Release(callKey));
     }
+
+    /// <summary>Nothing waits for a turn here (each reservation is decided as it comes): there is never anything to drop.</summary>
+    public Task<int> DropAsync(LimitKey key, string callKey) => Task.FromResult(0);
 
     private void Enter(string operation, LimitKey key)
     {

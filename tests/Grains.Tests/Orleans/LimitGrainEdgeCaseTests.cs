@@ -77,9 +77,9 @@ public sealed class LimitGrainEdgeCaseTests
     public async Task An_admission_given_up_while_its_reservation_waits_for_the_limits_turn_reserves_and_writes_nothing(string kind)
     {
         // Past capacity an edge gives up on an admission at its deadline (AdmissionPolicy cancels the grain call) while the
-        // hot limit's queue still holds the reservation. Orleans carries the cancellation to the shard and from there to
-        // the limit, whose next turn drops the reservation undecided: no slot for a call already refused, and no write
-        // for it and for its release (docs/architecture.md, "Overload control").
+        // hot limit's queue still holds the reservation. Orleans carries the cancellation to the shard, which tells the
+        // limit (DropAsync): the reservation leaves the queue undecided, so no slot for a call already refused, no write
+        // for it, and no release to send (docs/architecture.md, "Overload control").
         const string Key = "user/hot";
         LimitRequest[] hot = [new(Key, Direction.Inbound)];
         await using var db = TestStorage.Create(kind);
@@ -103,7 +103,7 @@ public sealed class LimitGrainEdgeCaseTests
         await Within(WaitForAsync(async () => await store.ReadAsync(new StateId(GrainTypes.Call, "given-up"), CancellationToken.None) is not null), "the given-up call's record");
         await deadline.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => givenUp.WaitAsync(Deadline));
-        // The cancellation reaches the limit through the shard; the limit drops the reservation as it arrives.
+        // The shard tells the limit, which drops the waiting reservation at once.
         await Within(WaitForAsync(() => Task.FromResult(dropped.Count == 1)), "the limit to drop the given-up reservation");
 
         gate.Open();
@@ -115,7 +115,7 @@ public sealed class LimitGrainEdgeCaseTests
         string[] admitted = ["before", "stuck"];
         Assert.Equal(admitted, HeldCalls(await cluster.Limit(Key).GetSnapshotAsync()));
         Assert.Equal(admitted, HeldCalls(await StoredAsync(cluster, Key)));
-        // The held turn's write and nothing else: the dropped reservation wrote nothing, so its release found nothing.
+        // The held turn's write and nothing else: the dropped reservation wrote nothing and needed no release.
         Assert.Equal(writesBefore + 1, store.Writes(GrainTypes.Limit));
     }
 
