@@ -152,18 +152,7 @@ public sealed class OverloadControlTests : IDisposable
         Assert.Single(_sent.Take(Caller, "SIP/2.0 503"));
         Assert.Equal(1, _control.Shed(SipShedReason.Lag));
 
-        // The call that is up ends: its BYE is forwarded and the callee's 200 comes back.
-        Receive(proxy, InDialog("BYE", "up", route, cseq: 2), Caller);
-        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "BYE") == 1, TimeSpan.FromSeconds(5)), _sent.Describe());
-        var bye = _sent.TakeMessage(Upstream, "BYE");
-        Receive(proxy, Response(bye, 200, "OK", "callee"), Upstream);
-        Assert.Single(_sent.Take(Caller, "SIP/2.0 200"));
-        Assert.True(SpinWait.SpinUntil(() => policy.Events.Contains("bye up"), TimeSpan.FromSeconds(5)));
-
-        // The ringing call is cancelled: 200 to the CANCEL and a CANCEL downstream.
-        Receive(proxy, Cancel("ringing", Caller), Caller);
-        Assert.Single(_sent.Take(Caller, "SIP/2.0 200"));
-        Assert.Equal(1, _sent.Count(Upstream, "CANCEL"));
+        EndUpAndCancelRinging(proxy, policy, route);
         Assert.Equal(1, _control.Shed(SipShedReason.Lag));
     }
 
@@ -203,18 +192,7 @@ public sealed class OverloadControlTests : IDisposable
         Receive(proxy, InDialog("ACK", "answered", Header(answeredOk, "Record-Route"), cseq: 1, toTag: "callee3"), Caller);
         Assert.Equal(1, _sent.Count(Upstream, "ACK"));
 
-        // The call that is up ends: its BYE is forwarded and the callee's 200 comes back.
-        Receive(proxy, InDialog("BYE", "up", route, cseq: 2), Caller);
-        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "BYE") == 1, TimeSpan.FromSeconds(5)), _sent.Describe());
-        var bye = _sent.TakeMessage(Upstream, "BYE");
-        Receive(proxy, Response(bye, 200, "OK", "callee"), Upstream);
-        Assert.Single(_sent.Take(Caller, "SIP/2.0 200"));
-        Assert.True(SpinWait.SpinUntil(() => policy.Events.Contains("bye up"), TimeSpan.FromSeconds(5)));
-
-        // The ringing call is cancelled: 200 to the CANCEL and a CANCEL downstream.
-        Receive(proxy, Cancel("ringing", Caller), Caller);
-        Assert.Single(_sent.Take(Caller, "SIP/2.0 200"));
-        Assert.Equal(1, _sent.Count(Upstream, "CANCEL"));
+        EndUpAndCancelRinging(proxy, policy, route);
     }
 
     [Fact]
@@ -500,6 +478,24 @@ public sealed class OverloadControlTests : IDisposable
         var route = Header(_sent.TakeMessage(Caller, "SIP/2.0 200"), "Record-Route");
         Receive(proxy, InDialog("ACK", callId, route, cseq: 1), Caller);
         return route;
+    }
+
+    /// <summary>
+    /// The call "up" (set up along <paramref name="route"/>) ends: its BYE is forwarded and the callee's 200 comes back;
+    /// then the call "ringing" is cancelled: 200 to the CANCEL and a CANCEL downstream.
+    /// </summary>
+    private void EndUpAndCancelRinging(SipProxy proxy, Policy policy, string route)
+    {
+        Receive(proxy, InDialog("BYE", "up", route, cseq: 2), Caller);
+        Assert.True(SpinWait.SpinUntil(() => _sent.Count(Upstream, "BYE") == 1, TimeSpan.FromSeconds(5)), _sent.Describe());
+        var bye = _sent.TakeMessage(Upstream, "BYE");
+        Receive(proxy, Response(bye, 200, "OK", "callee"), Upstream);
+        Assert.Single(_sent.Take(Caller, "SIP/2.0 200"));
+        Assert.True(SpinWait.SpinUntil(() => policy.Events.Contains("bye up"), TimeSpan.FromSeconds(5)));
+
+        Receive(proxy, Cancel("ringing", Caller), Caller);
+        Assert.Single(_sent.Take(Caller, "SIP/2.0 200"));
+        Assert.Equal(1, _sent.Count(Upstream, "CANCEL"));
     }
 
     private static void Receive(SipProxy proxy, byte[] bytes, IPEndPoint from)
