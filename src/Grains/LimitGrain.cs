@@ -127,11 +127,18 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
 
         // Configuration as it is now, as a turn takes it: a limit whose calls are all refused here runs no turn, and a
         // reloaded maximum (a changed ConfigMap) must still apply to its next call.
-        ledger.Configured = _settings.GetLimits(_key);
+        TakeConfiguration(ledger);
 
         // Answered from memory, between the turns' awaits: it may count holds whose write is still in flight, which
         // can only make it refuse more, never admit a call past the limit (a reservation decides that).
         return Task.FromResult(ledger.Check(callKey, direction, perCallMax, tenant, _time.GetUtcNow()));
+    }
+
+    /// <summary>Gives <paramref name="ledger"/> the key's limits and reservations as configuration has them now.</summary>
+    private void TakeConfiguration(LimitLedger ledger)
+    {
+        ledger.Configured = _settings.GetLimits(_key);
+        ledger.ConfiguredReservations = _settings.GetReservations(_key);
     }
 
     private async Task<ReserveOutcome> CheckLoadingAsync(string callKey, Direction direction, int? perCallMax, string? tenant) =>
@@ -266,8 +273,7 @@ public sealed class LimitGrain : Grain, ILimitGrain, ILimitUsage
                 var ledger = _ledger!;
 
                 // Configuration as it is now: a reloaded limit applies to the next call even while this activation is busy.
-                ledger.Configured = _settings.GetLimits(_key);
-                ledger.ConfiguredReservations = _settings.GetReservations(_key);
+                TakeConfiguration(ledger);
                 var now = _time.GetUtcNow();
                 var dueBefore = ledger.NextDue;
                 var changed = false;
